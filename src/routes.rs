@@ -1,0 +1,1 @@
+//! Route matching and path normalization: pure functions, compiled once at config load.
