@@ -1,0 +1,156 @@
+//! The serde mirror of the config file, key for key as DESIGN.md names them. Unknown keys are
+//! errors everywhere (`deny_unknown_fields`): a typo in a security proxy's config must stop it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::values::{Dur, Parsed, Secret, Str};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub providers: BTreeMap<String, Spanned<RawProvider>>,
+    pub session: Option<Spanned<RawSession>>,
+    #[serde(default)]
+    pub headers: RawHeaders,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<Parsed<SocketAddr>>>,
+    pub public_url: Option<Spanned<Str>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<Str>>,
+    pub admin_listen: Option<Spanned<Parsed<SocketAddr>>>,
+    #[serde(default)]
+    pub allowed_redirect_hosts: Vec<Spanned<Str>>,
+    pub tls: Option<RawTls>,
+    // Extensions beyond DESIGN.md (documented in the README).
+    /// Prefix of the endpoints the proxy owns (default "/.auth").
+    pub auth_prefix: Option<Spanned<Str>>,
+    /// Time a client has to send the request head (default 10s).
+    pub header_read_timeout: Option<Dur>,
+    /// Largest request head accepted (default 32768 bytes); larger → 431.
+    pub max_header_bytes: Option<Spanned<usize>>,
+    /// How long in-flight requests may finish after SIGTERM (default 30s).
+    pub drain_timeout: Option<Dur>,
+    /// Default upstream timeout for routes without their own (default 60s).
+    pub timeout: Option<Dur>,
+    /// Extra trust anchor (PEM) for https upstreams.
+    pub upstream_ca_file: Option<Spanned<Str>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: Spanned<Parsed<SocketAddr>>,
+    pub cert: Spanned<Str>,
+    pub key: Spanned<Str>,
+    #[serde(default)]
+    pub redirect_http: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub issuer: Option<Spanned<Str>>,
+    pub client_id: Option<Spanned<Str>>,
+    pub client_secret: Option<Secret>,
+    pub client_secret_file: Option<Spanned<Str>>,
+    pub private_key_file: Option<Spanned<Str>>,
+    pub scopes: Option<Vec<Str>>,
+    pub audiences: Option<Vec<Str>>,
+    pub roles_claim: Option<Str>,
+    pub token_endpoint_auth: Option<Spanned<Str>>,
+    pub authorization_endpoint: Option<Spanned<Str>>,
+    pub token_endpoint: Option<Spanned<Str>>,
+    pub userinfo_endpoint: Option<Spanned<Str>>,
+    pub jwks_uri: Option<Spanned<Str>>,
+    /// Extension: RP-initiated logout endpoint when not discovered.
+    pub end_session_endpoint: Option<Spanned<Str>>,
+    pub ca_file: Option<Spanned<Str>>,
+    pub introspection: Option<Spanned<RawIntrospection>>,
+    /// Extension: timeout of each call to the provider (default 10s).
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// Extension: the endpoint when discovery does not name it.
+    pub endpoint: Option<Spanned<Str>>,
+    pub key_file: Option<Spanned<Str>>,
+    pub client_id: Option<Str>,
+    pub client_secret: Option<Secret>,
+    pub client_secret_file: Option<Spanned<Str>>,
+    pub cache: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub secret: Option<Spanned<Secret>>,
+    pub secret_file: Option<Spanned<Str>>,
+    /// Extension: former secrets still accepted for decryption (rotation).
+    #[serde(default)]
+    pub previous_secrets: Vec<Spanned<Secret>>,
+    pub store: Option<Spanned<Str>>,
+    pub redis_url: Option<Spanned<Secret>>,
+    pub redis_url_file: Option<Spanned<Str>>,
+    pub cookie_name: Option<Spanned<Str>>,
+    pub lifetime: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub refresh: Option<bool>,
+    pub post_logout_redirect: Option<Spanned<Str>>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    pub user: Option<Spanned<Str>>,
+    pub email: Option<Spanned<Str>>,
+    pub preferred_username: Option<Spanned<Str>>,
+    pub name: Option<Spanned<Str>>,
+    pub roles: Option<Spanned<Str>>,
+    pub access_token: Option<Spanned<Str>>,
+    pub authorization: Option<Spanned<Str>>,
+    pub assertion: Option<Spanned<Str>>,
+    /// Extension: PEM (PKCS#8) EC P-256 key signing the assertion; generated at start when absent.
+    pub assertion_key_file: Option<Spanned<Str>>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, Spanned<Str>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Spanned<Str>>,
+    pub host: Option<Spanned<Str>>,
+    pub path: Option<Spanned<Str>>,
+    pub methods: Option<Spanned<Vec<Str>>>,
+    pub upstream: Option<Spanned<Str>>,
+    pub auth: Option<Spanned<Str>>,
+    pub provider: Option<Spanned<Str>>,
+    #[serde(default)]
+    pub require_roles: Vec<Str>,
+    #[serde(default)]
+    pub require_any_role: Vec<Str>,
+    #[serde(default)]
+    pub require_claims: BTreeMap<String, Spanned<serde_json::Value>>,
+    pub headers: Option<RawHeaders>,
+    pub timeout: Option<Dur>,
+    pub websocket: Option<bool>,
+    pub strip_prefix: Option<bool>,
+    pub preserve_host: Option<bool>,
+    /// Extension: extra trust anchor (PEM) for this route's https upstream.
+    pub upstream_ca_file: Option<Spanned<Str>>,
+}

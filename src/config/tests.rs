@@ -1,0 +1,206 @@
+//! Every config error names file:line:col and the key; one test per error class.
+
+use super::*;
+
+fn load(src: &str) -> Result<Config, ConfigErrors> {
+    load_str(Path::new("/etc/portcullis/test.toml"), src, HashMap::new())
+}
+
+fn load_env(src: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    load_str(Path::new("/etc/portcullis/test.toml"), src, env)
+}
+
+fn err(src: &str) -> String {
+    match load(src) {
+        Ok(_) => panic!("expected an error for:\n{src}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[[route]]
+name = "app"
+path = "/"
+upstream = "http://127.0.0.1:3000"
+auth = "none"
+"#;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn minimal_config_loads() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].auth, AuthMode::None);
+    assert!(c.routes[0].preserve_host);
+    assert!(c.identity_header_names.contains("x-forwarded-user"));
+}
+
+#[test]
+fn unknown_key_names_line_col_and_key() {
+    let e = err("[server]\nlisten = \"127.0.0.1:8080\"\nlistne = \"x\"\n");
+    assert!(e.starts_with("/etc/portcullis/test.toml:3:1: "), "{e}");
+    assert!(e.contains("unknown field `listne`"), "{e}");
+}
+
+#[test]
+fn unknown_key_in_route() {
+    let e = err(&format!("{BASE}upstreem = \"x\"\n"));
+    assert!(e.contains("unknown field `upstreem`"), "{e}");
+    assert!(e.contains("route"), "{e}");
+    assert!(e.contains(":10:1:"), "{e}");
+}
+
+#[test]
+fn wrong_type() {
+    let e = err("[server]\nlisten = 8080\n");
+    assert!(e.contains(":2:10:"), "{e}");
+    assert!(e.contains("server.listen"), "{e}");
+}
+
+#[test]
+fn bad_socket_address() {
+    let e = err("[server]\nlisten = \"localhost-8080\"\n");
+    assert!(e.contains(":2:10:") && e.contains("server.listen"), "{e}");
+}
+
+#[test]
+fn bad_url() {
+    let e = err(&BASE.replace("http://127.0.0.1:3000", "127.0.0.1:3000"));
+    assert!(e.contains("route[0].upstream"), "{e}");
+    assert!(e.contains(":8:12:"), "{e}");
+}
+
+#[test]
+fn missing_env_var_names_it() {
+    let e = err(&BASE.replace("http://127.0.0.1:3000", "${PC_TEST_NOPE_UPSTREAM}"));
+    assert!(e.contains("PC_TEST_NOPE_UPSTREAM"), "{e}");
+    assert!(e.contains("route[0].upstream"), "{e}");
+    assert!(e.contains(":8:12:"), "{e}");
+}
+
+#[test]
+fn env_var_and_default() {
+    let src = BASE.replace("http://127.0.0.1:3000", "http://${PC_T_HOST}:${PC_T_PORT:-3000}");
+    let c = load_env(&src, &[("PC_T_HOST", "10.1.2.3")]).unwrap();
+    assert_eq!(c.routes[0].upstream.authority.as_str(), "10.1.2.3:3000");
+}
+
+#[test]
+fn missing_provider() {
+    let e = err(&format!("{BASE}\n[[route]]\nname = \"api\"\npath = \"/api\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"bearer\"\nprovider = \"nope\"\n").replace("path = \"/\"", "path = \"/x\""));
+    assert!(e.contains("no provider named \"nope\""), "{e}");
+    assert!(e.contains("route[1].provider"), "{e}");
+}
+
+#[test]
+fn duplicate_route_names() {
+    let src = format!(
+        "{}\n[[route]]\nname = \"app\"\npath = \"/other\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"none\"\n",
+        BASE.replace("path = \"/\"", "path = \"/first\"")
+    );
+    let e = err(&src);
+    assert!(e.contains("duplicate route name \"app\""), "{e}");
+    assert!(e.contains(":12:8:"), "{e}");
+}
+
+#[test]
+fn shadowed_route() {
+    let src = format!("{BASE}\n[[route]]\nname = \"admin\"\npath = \"/admin\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"none\"\n");
+    let e = err(&src);
+    assert!(e.contains("can never match"), "{e}");
+    assert!(e.contains("route[1]"), "{e}");
+}
+
+#[test]
+fn short_session_secret() {
+    let src = format!("{BASE}\n[session]\nsecret = \"tooshort\"\n");
+    let e = err(&src);
+    assert!(e.contains("session.secret") && e.contains("at least 32"), "{e}");
+    assert!(e.contains(":12:10:"), "{e}");
+}
+
+#[test]
+fn login_route_without_session() {
+    let src = BASE.replace("auth = \"none\"", "auth = \"login\"")
+        + "\n[providers.z]\nissuer = \"https://z.example.com\"\nclient_id = \"abc\"\n";
+    let e = err(&src);
+    assert!(e.contains("no [session] section"), "{e}");
+}
+
+#[test]
+fn login_route_ok_with_provider_and_session() {
+    let src = BASE.replace("auth = \"none\"", "auth = \"login\"")
+        + &format!("\n[providers.z]\nissuer = \"https://z.example.com\"\nclient_id = \"abc\"\n\n[session]\nsecret = \"{SECRET}\"\n");
+    let c = load(&src).unwrap();
+    assert_eq!(c.routes[0].provider.as_deref(), Some("z"));
+    assert_eq!(c.providers["z"].audiences, vec!["abc".to_string()]);
+}
+
+#[test]
+fn several_errors_reported_together() {
+    let src = "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[route]]\nname = \"a\"\npath = \"/a\"\nupstream = \"ftp://x\"\nauth = \"none\"\n\n[[route]]\nname = \"b\"\npath = \"/b\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"magic\"\n";
+    let e = load(src).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+}
+
+#[test]
+fn unknown_auth_mode() {
+    let e = err(&BASE.replace("auth = \"none\"", "auth = \"magic\""));
+    assert!(e.contains("route[0].auth") && e.contains("\"magic\""), "{e}");
+}
+
+#[test]
+fn secret_file_is_read_relative_to_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), format!("{SECRET}\n")).unwrap();
+    let src = format!("{BASE}\n[session]\nsecret_file = \"secret.txt\"\n");
+    let c = load_str(&dir.path().join("p.toml"), &src, HashMap::new()).unwrap();
+    assert_eq!(c.session.unwrap().secret.expose(), SECRET);
+}
+
+#[test]
+fn missing_secret_file() {
+    let e = err(&format!("{BASE}\n[session]\nsecret_file = \"nope.txt\"\n"));
+    assert!(e.contains("session.secret_file") && e.contains("/etc/portcullis/nope.txt"), "{e}");
+}
+
+#[test]
+fn bad_duration() {
+    let e = err(&format!("{BASE}\n[session]\nsecret = \"{SECRET}\"\nlifetime = \"12 parsecs\"\n"));
+    assert!(e.contains("session.lifetime") && e.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn syntax_error_position() {
+    let e = err("[server\nlisten = 1\n");
+    assert!(e.contains("test.toml:1:"), "{e}");
+    assert!(e.contains("TOML syntax error"), "{e}");
+}
+
+#[test]
+fn requirements_on_none_route_rejected() {
+    let e = err(&format!("{BASE}require_roles = [\"admin\"]\n"));
+    assert!(e.contains("need an authenticated route"), "{e}");
+}
+
+#[test]
+fn unnormalized_route_path_rejected() {
+    let e = err(&BASE.replace("path = \"/\"", "path = \"/a//b\""));
+    assert!(e.contains("route[0].path"), "{e}");
+}
+
+#[test]
+fn header_overrides_and_identity_names() {
+    let src = format!("{BASE}\n[headers]\nuser = \"X-Remote-User\"\nemail = \"\"\n[headers.claims]\n\"X-User-Org\" = \"urn:zitadel:iam:user:resourceowner:id\"\n");
+    let c = load(&src).unwrap();
+    assert_eq!(c.headers.user.as_ref().unwrap().as_str(), "x-remote-user");
+    assert!(c.headers.email.is_none());
+    assert!(c.identity_header_names.contains("x-remote-user"));
+    assert!(c.identity_header_names.contains("x-user-org"));
+    assert!(c.identity_header_names.contains("x-forwarded-email"));
+}
