@@ -14,7 +14,12 @@ import * as path from 'node:path';
 console.log = (...args) => console.error(...args);
 console.info = (...args) => console.error(...args);
 
-const { default: Provider, errors: oidcErrors } = await import('oidc-provider');
+const { default: Provider, errors: oidcErrors, interactionPolicy } = await import('oidc-provider');
+// Deep imports (the package has no "exports" map; the version is pinned): the built-in memory adapter
+// over ONE store shared by every Provider instance (key rotation re-creates the Provider), sized for
+// benchmarks (the default store is an LRU of 1000 entries per generation, per Provider instance).
+const { default: MemoryAdapter } = await import('oidc-provider/lib/adapters/memory_adapter.js');
+const { default: LRU } = await import('oidc-provider/lib/helpers/lru.js');
 
 // ---------------------------------------------------------------------------------------------
 // configuration from the environment
@@ -28,7 +33,8 @@ const int = (v, dflt) => {
   return n;
 };
 
-const PORT = int(env.PORT, 0) || 0;
+const PORT = env.PORT ? Number.parseInt(env.PORT, 10) : 0;
+if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) throw new Error(`bad PORT: ${env.PORT}`);
 const CLIENT_REDIRECT_URIS = list(env.CLIENT_REDIRECT_URIS, ['http://127.0.0.1:8080/.auth/callback']);
 const POST_LOGOUT_REDIRECT_URIS = list(env.POST_LOGOUT_REDIRECT_URIS, ['http://127.0.0.1:8080/']);
 const BACKCHANNEL_LOGOUT_URI = env.BACKCHANNEL_LOGOUT_URI || undefined;
@@ -54,6 +60,10 @@ const ROLES_SCOPE = 'urn:zitadel:iam:org:projects:roles';
 const RESOURCEOWNER_CLAIM = 'urn:zitadel:iam:user:resourceowner:id';
 const ORG_ID = '123456';
 const ORG_DOMAIN = 'acme.localhost';
+
+const STORE_SIZE = int(env.STORE_SIZE, 200_000);
+const sharedStore = new LRU({ maxSize: STORE_SIZE });
+const adapter = (model) => new MemoryAdapter(model, sharedStore, 0);
 
 const log = (...args) => console.error('[provider]', ...args);
 
@@ -221,10 +231,12 @@ function rolesWanted(scope) {
 
 function buildConfiguration() {
   return {
+    adapter,
     clients: CLIENTS,
     jwks: { keys: signingKeys },
     cookies: { keys: cookieKeys },
     pkce: { required: () => true },
+    interactions: { policy: buildInteractionPolicy() },
     conformIdTokenClaims: false,
     claims: {
       openid: ['sub'],
@@ -286,6 +298,12 @@ function buildConfiguration() {
       }
       return undefined;
     },
+    // oidc-provider's outgoing fetch (back-channel logout) refuses special-use addresses such as
+    // 127.0.0.1 (SSRF protection through its own undici dispatcher). Everything here is on loopback.
+    fetch: (url, options) => {
+      const { dispatcher, ...rest } = options;
+      return globalThis.fetch(url, rest);
+    },
     ttl: {
       AccessToken: ACCESS_TOKEN_TTL,
       ClientCredentials: ACCESS_TOKEN_TTL,
@@ -337,6 +355,33 @@ function buildConfiguration() {
   };
 }
 
+// The default policy forces a consent interaction whenever prompt=consent is present. Remove that
+// check: consent is automatic here (loadExistingGrant), and prompt=consent is added to authorization
+// requests with offline_access (see keepOfflineAccess) so that refresh tokens are issued.
+function buildInteractionPolicy() {
+  const policy = interactionPolicy.base();
+  policy.get('consent').checks.remove('consent_prompt');
+  return policy;
+}
+
+// oidc-provider (per OIDC Core 11) silently drops `offline_access` from an authorization request
+// unless its `prompt` contains `consent`. Real providers (ZITADEL, Keycloak) issue refresh tokens for
+// offline_access without prompt=consent, so GET /auth requests asking for offline_access without
+// prompt=none get `consent` added to their prompt (harmless: consent is automatic, see above).
+async function keepOfflineAccess(ctx, next) {
+  if (ctx.method === 'GET' && ctx.path === '/auth' && ctx.querystring) {
+    const q = new URLSearchParams(ctx.querystring);
+    const scopes = (q.get('scope') ?? '').split(' ');
+    const prompts = new Set((q.get('prompt') ?? '').split(' ').filter(Boolean));
+    if (scopes.includes('offline_access') && !prompts.has('none') && !prompts.has('consent') && q.getAll('prompt').length <= 1) {
+      prompts.add('consent');
+      q.set('prompt', [...prompts].join(' '));
+      ctx.querystring = q.toString();
+    }
+  }
+  await next();
+}
+
 // Logout confirmation page: auto-submits "yes, sign me out" in a browser (so the demo needs one
 // click less); scripted clients POST xsrf=<value>&logout=yes to /session/end/confirm.
 async function logoutSource(ctx, form) {
@@ -363,6 +408,7 @@ let issuer;
 function installProvider() {
   const p = new Provider(issuer, buildConfiguration());
   p.proxy = false;
+  p.use(keepOfflineAccess);
   p.on('server_error', (_ctx, err) => log('server_error', err));
   p.on('backchannel.error', (_ctx, err, client) => log('backchannel.error', client.clientId, err.message));
   p.on('backchannel.success', (_ctx, client, accountId, sid) => log('backchannel.success', client.clientId, accountId, sid));
