@@ -323,7 +323,15 @@ function buildConfiguration() {
         allowedPolicy: async (_ctx, client, token) => client.clientAuthMethod !== 'none'
           || token.clientId === client.clientId,
       },
-      revocation: { enabled: true },
+      revocation: {
+        enabled: true,
+        // a client may revoke only its own tokens (oidc-provider's default, without its NOTICE)
+        allowedPolicy: async (_ctx, client, token) => {
+          if (token.clientId === client.clientId) return true;
+          if (client.clientAuthMethod === 'none') return false;
+          throw new oidcErrors.InvalidRequest('client is not authorized to revoke the presented token');
+        },
+      },
       rpInitiatedLogout: { enabled: true, logoutSource },
       backchannelLogout: { enabled: true },
       resourceIndicators: {
