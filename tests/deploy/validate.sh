@@ -207,7 +207,34 @@ run_checks() {
     fi
 }
 
+# ---------------------------------------------------------------- Dockerfile (static checks;
+# no engine here to build it)
+validate_dockerfile() {
+    local f=$ROOT/Dockerfile src missing=""
+    [ -f "$f" ] || { fail "Dockerfile missing"; return; }
+    # every COPY source from the build context exists and is not excluded by .dockerignore
+    for src in $(awk '$1 == "COPY" && $2 !~ /^--from/ { for (i = 2; i < NF; i++) print $i }' "$f"); do
+        [ -e "$ROOT/$src" ] || missing="$missing $src"
+        if [ -f "$ROOT/.dockerignore" ] && grep -qxF "$src" "$ROOT/.dockerignore"; then
+            missing="$missing $src(.dockerignore)"
+        fi
+    done
+    if [ -z "$missing" ]; then
+        pass "Dockerfile: every COPY source exists in the build context"
+    else
+        fail "Dockerfile: COPY sources missing from the build context:$missing"
+    fi
+    if grep -q '^ENTRYPOINT \["/usr/local/bin/portcullis"\]' "$f" &&
+        grep -q '^CMD \["run", "--config", "/etc/portcullis/portcullis.toml"\]' "$f" &&
+        grep -qE '^USER 65532' "$f" && grep -q -- '--locked' "$f"; then
+        pass "Dockerfile: ENTRYPOINT, CMD, non-root USER 65532, --locked build"
+    else
+        fail "Dockerfile: expected ENTRYPOINT/CMD/USER 65532/--locked lines"
+    fi
+}
+
 # ---------------------------------------------------------------- main
+validate_dockerfile
 if setup_venvs; then
     validate_kubernetes
     validate_compose
