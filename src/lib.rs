@@ -2,9 +2,22 @@
 //!
 //! The request pipeline (see [`proxy`]) reads top to bottom:
 //! normalize path → match route → strip inbound identity headers → authenticate → authorize →
-//! inject identity headers → forward. Each stage lives in its own module.
+//! inject identity headers → forward. Each stage lives in its own module; arrows point one way:
+//! the pipeline calls stages, stages call `provider`/`session`, nothing reaches back up.
 
+pub mod auth;
+pub mod authz;
 pub mod config;
+pub mod error;
+pub mod explain;
+pub mod headers;
+pub mod health;
+pub mod metrics;
+pub mod provider;
+pub mod proxy;
 pub mod routes;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
 
 pub use config::Config;

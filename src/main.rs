@@ -1,1 +1,144 @@
-fn main() {}
+//! The `portcullis` command: run | check | explain | version.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use portcullis::config::{self, LoadOptions};
+use portcullis::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Authenticating reverse proxy: OpenID Connect login, bearer tokens and role rules in front of unmodified apps")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run(RunArgs),
+    /// Validate the config and exit 0 (valid) or 1 (errors, each with file:line:col and key).
+    Check(CheckArgs),
+    /// Show which route a request matches, what it requires and, with a token, the decision.
+    Explain(ExplainArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Config file (TOML).
+    #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    /// A .env file whose variables `${VAR}` may use (the process environment wins).
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PORTCULLIS_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// HTTP method, e.g. GET.
+    method: String,
+    /// Full URL (http://host/path?query) or a path.
+    url: String,
+    /// Extra request header, e.g. 'Authorization: Bearer eyJ…' (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+}
+
+fn load(args: &ConfigArgs) -> Result<portcullis::Config, ExitCode> {
+    let Some(path) = &args.config else {
+        eprintln!("error: no config file: pass --config FILE or set PORTCULLIS_CONFIG");
+        return Err(ExitCode::from(2));
+    };
+    config::load(path, &LoadOptions { env_file: args.env_file.clone() }).map_err(|e| {
+        eprintln!("{e}");
+        let n = e.0.len();
+        eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, path.display());
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Version) => {
+            println!("portcullis {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Check(a)) => match load(&a.cfg) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} route{}, {} provider{})",
+                    c.source.display(),
+                    c.routes.len(),
+                    if c.routes.len() == 1 { "" } else { "s" },
+                    c.providers.len(),
+                    if c.providers.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Some(Command::Explain(a)) => {
+            let cfg = match load(&a.cfg) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(portcullis::explain::explain(cfg, &a.method, &a.url, &a.headers))
+        }
+        Some(Command::Run(r)) => serve(r),
+        None => serve(cli.run),
+    }
+}
+
+fn serve(args: RunArgs) -> ExitCode {
+    telemetry::init(args.log_format);
+    let cfg = match load(&args.cfg) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(portcullis::server::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The one place errors become HTTP responses. Every variant maps to exactly one status;
+//! bodies are short JSON (or a small HTML page for browsers where a person reads it) and never
+//! carry tokens, identity data of another user or a stack trace.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+
+use crate::routes::PathError;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body type of every response the proxy sends (upstream bodies are streamed through it).
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// Why the upstream could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("invalid upstream request: {0}")]
+    BadRequest(String),
+}
+
+/// Errors of the request pipeline before the upstream answers.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadPath(#[from] PathError),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route matches {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadPath(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ProxyError::BadPath(_) => "invalid_path",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NoRoute { .. } => "not_found",
+            ProxyError::PayloadTooLarge => "payload_too_large",
+            ProxyError::Upstream(UpstreamError::Unreachable(_)) => "bad_gateway",
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => "gateway_timeout",
+            ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad_gateway",
+        }
+    }
+
+    /// The message a client sees. Upstream details (addresses, OS errors) stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            ProxyError::Upstream(UpstreamError::Unreachable(_)) => "the upstream service is unreachable".into(),
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => "the upstream service did not answer in time".into(),
+            ProxyError::Upstream(UpstreamError::BadRequest(_)) => "the request could not be forwarded".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        json_error(self.status(), self.code(), &self.public_message())
+    }
+}
+
+/// `{"error": code, "message": message}` with the given status.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Escapes text for inclusion in HTML.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A small self-contained HTML page (no external resources).
+pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response<Body> {
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+h1{{font-size:1.4rem}}code{{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}}a{{color:#0b5cad}}</style></head>\
+<body><h1>{t}</h1>{body_html}</body></html>",
+        t = html_escape(title)
+    );
+    let mut resp = Response::new(full(page));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("content-security-policy", HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_variant_has_its_status() {
+        let cases = [
+            (ProxyError::BadPath(PathError::InvalidPercentEncoding), 400),
+            (ProxyError::BadRequest("x"), 400),
+            (ProxyError::NoRoute { method: "GET".into(), path: "/".into() }, 404),
+            (ProxyError::PayloadTooLarge, 413),
+            (ProxyError::Upstream(UpstreamError::Unreachable("refused".into())), 502),
+            (ProxyError::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1))), 504),
+            (ProxyError::Upstream(UpstreamError::BadRequest("x".into())), 502),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.into_response().status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn upstream_details_stay_out_of_the_body() {
+        let e = ProxyError::Upstream(UpstreamError::Unreachable("10.1.2.3:80 connection refused".into()));
+        assert!(!e.public_message().contains("10.1.2.3"));
+    }
+
+    #[test]
+    fn html_escape_escapes() {
+        assert_eq!(html_escape("<a href=\"x\">'&"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
+    }
+}

@@ -1,0 +1,301 @@
+//! Header hygiene on the way in and out:
+//! 1. [`strip_identity`]: every header that could carry identity is removed from the incoming
+//!    request in every spelling an upstream might fold into the same name (any case, `_` for `-`:
+//!    PHP/CGI/WSGI turn `x_forwarded_user` into `HTTP_X_FORWARDED_USER`; CVE-2025-64484).
+//! 2. [`remove_hop_by_hop`]: connection-level headers never cross the proxy.
+//! 3. [`set_forwarded`]: `X-Forwarded-*` are trusted only from `trusted_proxies`.
+//! 4. [`inject`]: identity headers are written only from a [`Permit`].
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use crate::authz::Permit;
+use crate::config::{AuthorizationMode, HeaderConfig};
+
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Longest header value the proxy writes; identity values beyond it are cut.
+pub const MAX_IDENTITY_VALUE: usize = 4096;
+
+/// Removes every header whose folded name is an identity header or starts with `x-portcullis-`.
+pub fn strip_identity(headers: &mut HeaderMap, identity: &HashSet<String>) {
+    // Collect first: HeaderMap cannot remove while iterating. Most requests match nothing,
+    // so this allocates only when a forged header is present.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut buf = [0u8; 128];
+    for name in headers.keys() {
+        let s = name.as_str(); // already lower case
+        if s.len() > buf.len() {
+            continue; // longer than any identity header name we know
+        }
+        let folded = &mut buf[..s.len()];
+        for (d, b) in folded.iter_mut().zip(s.bytes()) {
+            *d = if b == b'_' { b'-' } else { b };
+        }
+        let folded = std::str::from_utf8(folded).unwrap_or("");
+        if identity.contains(folded) || folded.starts_with("x-portcullis-") {
+            doomed.push(name.clone());
+        }
+    }
+    for n in doomed {
+        headers.remove(&n);
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if keep_upgrade && n == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&n);
+    }
+    for h in HOP_BY_HOP {
+        if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether `peer` is one of the trusted proxies.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|n| n.contains(&peer))
+}
+
+/// The client's view of the request as the proxy establishes it.
+pub struct ForwardedInfo<'a> {
+    pub peer: IpAddr,
+    pub proto: &'a str,
+    pub host: Option<&'a str>,
+    pub trusted: bool,
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` (and `X-Real-IP`); values from an untrusted peer are
+/// replaced, from a trusted proxy they are kept (the peer is appended to `X-Forwarded-For`).
+pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
+    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    static XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+    static XRI: HeaderName = HeaderName::from_static("x-real-ip");
+    let peer = info.peer.to_string();
+    if info.trusted {
+        let prior: Vec<String> = headers
+            .get_all(&XFF)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let value = if prior.is_empty() { peer.clone() } else { format!("{}, {peer}", prior.join(", ")) };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(&XFF, v);
+        }
+        if !headers.contains_key(&XFP) {
+            headers.insert(&XFP, HeaderValue::from_static(if info.proto == "https" { "https" } else { "http" }));
+        }
+        if !headers.contains_key(&XFH) {
+            if let Some(v) = info.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+                headers.insert(&XFH, v);
+            }
+        }
+        if !headers.contains_key(&XRI) {
+            if let Ok(v) = HeaderValue::from_str(&peer) {
+                headers.insert(&XRI, v);
+            }
+        }
+    } else {
+        headers.remove(header::FORWARDED);
+        headers.remove(&XFPORT);
+        if let Ok(v) = HeaderValue::from_str(&peer) {
+            headers.insert(&XFF, v.clone());
+            headers.insert(&XRI, v);
+        }
+        headers.insert(&XFP, HeaderValue::from_static(if info.proto == "https" { "https" } else { "http" }));
+        match info.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(v) => {
+                headers.insert(&XFH, v);
+            }
+            None => {
+                headers.remove(&XFH);
+            }
+        }
+    }
+}
+
+/// A header value from identity data: control characters (CR, LF, NUL …) removed, cut to
+/// [`MAX_IDENTITY_VALUE`] bytes on a character boundary. Non-ASCII stays as UTF-8 bytes.
+pub fn sanitize_value(s: &str) -> Option<HeaderValue> {
+    let mut clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    if clean.len() > MAX_IDENTITY_VALUE {
+        let mut cut = MAX_IDENTITY_VALUE;
+        while !clean.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        clean.truncate(cut);
+    }
+    HeaderValue::from_bytes(clean.as_bytes()).ok()
+}
+
+fn claim_as_header_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => Some(
+            a.iter()
+                .map(|x| match x {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        // ZITADEL-style maps: the keys are the values (e.g. roles).
+        serde_json::Value::Object(o) => Some(o.keys().cloned().collect::<Vec<_>>().join(",")),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Writes the identity headers the route's config names, from a permit.
+pub fn inject(headers: &mut HeaderMap, permit: &Permit<'_>, cfg: &HeaderConfig) {
+    let id = permit.identity();
+    let mut set = |name: &Option<HeaderName>, value: Option<&str>| {
+        if let (Some(n), Some(v)) = (name, value) {
+            if let Some(v) = sanitize_value(v) {
+                headers.insert(n.clone(), v);
+            }
+        }
+    };
+    set(&cfg.user, Some(&id.sub));
+    set(&cfg.email, id.email.as_deref());
+    set(&cfg.preferred_username, id.preferred_username.as_deref());
+    set(&cfg.name, id.name.as_deref());
+    let roles = id.roles.join(",");
+    set(&cfg.roles, (!id.roles.is_empty()).then_some(roles.as_str()));
+    set(&cfg.access_token, id.access_token.as_deref());
+    for (h, path) in &cfg.claims {
+        if let Some(text) = crate::authz::claim(&id.claims, path).and_then(claim_as_header_text) {
+            if let Some(v) = sanitize_value(&text) {
+                headers.insert(h.clone(), v);
+            }
+        }
+    }
+    match cfg.authorization {
+        AuthorizationMode::Pass => {}
+        AuthorizationMode::Strip => {
+            headers.remove(header::AUTHORIZATION);
+        }
+        AuthorizationMode::AccessToken => match id.access_token.as_deref().and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+            Some(v) => {
+                headers.insert(header::AUTHORIZATION, v);
+            }
+            None => {
+                headers.remove(header::AUTHORIZATION);
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity_set() -> HashSet<String> {
+        crate::config::DEFAULT_IDENTITY_HEADERS.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn forged_identity_headers_are_stripped_in_every_spelling() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "X-Forwarded-User",
+            "x-forwarded-user",
+            "X_Forwarded_User",
+            "x_forwarded_email",
+            "X-Forwarded_Roles",
+            "X-Portcullis-Assertion",
+            "x-portcullis-anything",
+            "x_portcullis_other",
+        ] {
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("forged"));
+        }
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_identity(&mut h, &identity_set());
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn hop_by_hop_removed_including_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_from_untrusted_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        let info = ForwardedInfo { peer: "127.0.0.1".parse().unwrap(), proto: "http", host: Some("app.local"), trusted: false };
+        set_forwarded(&mut h, &info);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.local");
+    }
+
+    #[test]
+    fn forwarded_from_trusted_is_kept_and_appended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        assert!(is_trusted(peer, &trusted));
+        assert!(!is_trusted("11.0.0.1".parse().unwrap(), &trusted));
+        assert!(is_trusted("::ffff:10.0.0.1".parse().unwrap(), &trusted));
+        set_forwarded(&mut h, &ForwardedInfo { peer, proto: "http", host: Some("a"), trusted: true });
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.1.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn values_are_sanitized() {
+        assert_eq!(sanitize_value("a\r\nX-Evil: 1").unwrap(), "aX-Evil: 1");
+        assert_eq!(sanitize_value(&"x".repeat(10_000)).unwrap().len(), MAX_IDENTITY_VALUE);
+    }
+}

@@ -1,0 +1,85 @@
+//! Prometheus metrics served on the admin listener: requests by route and status, latency,
+//! upstream errors, open connections.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A route name label that is cheap to clone on the hot path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteLabel(pub Arc<str>);
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: RouteLabel,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: RouteLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub route: RouteLabel,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub route: RouteLabel,
+    pub decision: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteOnly, Histogram>,
+    pub upstream_errors: Family<ErrorLabels, Counter>,
+    pub auth_decisions: Family<DecisionLabels, Counter>,
+    pub open_connections: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        let auth_decisions = Family::<DecisionLabels, Counter>::default();
+        let open_connections = Gauge::default();
+        registry.register("requests", "Requests handled, by route and status", requests.clone());
+        registry.register("request_duration_seconds", "Time from request head to response head", latency.clone());
+        registry.register("upstream_errors", "Upstream failures by route and kind (unreachable, timeout)", upstream_errors.clone());
+        registry.register("auth_decisions", "Authentication/authorization decisions by route", auth_decisions.clone());
+        registry.register("open_connections", "Client connections currently open", open_connections.clone());
+        Metrics { registry, requests, latency, upstream_errors, auth_decisions, open_connections }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,254 @@
+//! The request pipeline. One screen, top to bottom — the order is the security property:
+//!
+//! 1. normalize the path (invalid → 400) — the upstream receives this same path;
+//! 2. `/.auth/*` → endpoints the proxy owns, never forwarded;
+//! 3. match the route (first match wins; none → 404);
+//! 4. strip every incoming identity header, on every route;
+//! 5. authenticate (route's `auth`) → `Identity`, or an answer (redirect, 401, 503);
+//! 6. authorize → `Permit`, or 403;
+//! 7. inject identity headers from the `Permit`;
+//! 8. forward (hop-by-hop removed, `X-Forwarded-*` set) and stream the answer back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::auth::{AuthState, Outcome};
+use crate::authz;
+use crate::config::{AuthMode, Config, Route};
+use crate::error::{Body, BoxError, ProxyError, UpstreamError};
+use crate::headers;
+use crate::health::Health;
+use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, RequestLabels, RouteLabel, RouteOnly};
+use crate::routes;
+use crate::upstream::{self, Upstreams};
+
+/// What the listener knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+pub struct Proxy {
+    pub config: Arc<Config>,
+    pub upstreams: Upstreams,
+    pub metrics: Arc<Metrics>,
+    pub auth: AuthState,
+    pub health: Arc<Health>,
+    route_labels: Vec<RouteLabel>,
+    no_route: RouteLabel,
+}
+
+/// What the pipeline hands the access log.
+struct Served {
+    route: Option<usize>,
+    upstream_ms: Option<f64>,
+}
+
+impl Proxy {
+    pub fn new(config: Arc<Config>, upstreams: Upstreams, metrics: Arc<Metrics>, auth: AuthState, health: Arc<Health>) -> Self {
+        let route_labels = config.routes.iter().map(|r| RouteLabel(Arc::from(r.name.as_str()))).collect();
+        Proxy { config, upstreams, metrics, auth, health, route_labels, no_route: RouteLabel(Arc::from("-")) }
+    }
+
+    /// Entry point for every request on the public listeners. Never fails: errors become
+    /// responses here and nowhere else.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let host = request_host(&req).map(str::to_string);
+        let path = req.uri().path().to_string();
+        let mut served = Served { route: None, upstream_ms: None };
+        let resp = match self.pipeline(req, conn, host.as_deref(), &mut served).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let ProxyError::Upstream(ue) = &e {
+                    let kind = match ue {
+                        UpstreamError::Timeout(_) => "timeout",
+                        _ => "unreachable",
+                    };
+                    let route = served.route.map(|i| self.config.routes[i].name.as_str()).unwrap_or("-");
+                    tracing::warn!(route, error = %ue, "upstream error");
+                    if let Some(i) = served.route {
+                        self.metrics
+                            .upstream_errors
+                            .get_or_create(&ErrorLabels { route: self.route_labels[i].clone(), kind })
+                            .inc();
+                    }
+                }
+                e.into_response()
+            }
+        };
+        let elapsed = start.elapsed();
+        let label = served.route.map_or(&self.no_route, |i| &self.route_labels[i]);
+        let status = resp.status().as_u16();
+        self.metrics.requests.get_or_create(&RequestLabels { route: label.clone(), status }).inc();
+        self.metrics.latency.get_or_create(&RouteOnly { route: label.clone() }).observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "portcullis::access",
+            method = %method,
+            host = host.as_deref().unwrap_or(""),
+            path = %path,
+            route = %label.0,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_ms = served.upstream_ms,
+            peer = %conn.peer.ip(),
+        );
+        resp
+    }
+
+    async fn pipeline(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<&str>,
+        served: &mut Served,
+    ) -> Result<Response<Body>, ProxyError> {
+        let cfg = &*self.config;
+        // 1. normalize
+        let normalized = routes::normalize_path(req.uri().path())?.into_owned();
+
+        // 2. endpoints the proxy owns
+        if let Some(rest) = normalized.strip_prefix(cfg.server.auth_prefix.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return Ok(self.auth.endpoint(rest, req, conn, host).await);
+            }
+        }
+
+        // 3. route
+        let (idx, route) = cfg
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matcher.matches(host, req.method(), &normalized))
+            .ok_or_else(|| ProxyError::NoRoute { method: req.method().to_string(), path: normalized.clone() })?;
+        served.route = Some(idx);
+
+        // 4. strip forged identity
+        headers::strip_identity(req.headers_mut(), &cfg.identity_header_names);
+
+        // 5 + 6 + 7. authenticate, authorize, inject
+        if route.auth != AuthMode::None {
+            let (parts, body) = req.into_parts();
+            let identity = match self.auth.authenticate(route, &parts, conn, host).await {
+                Outcome::Authenticated(id) => id,
+                Outcome::Respond(r) => {
+                    self.decision(idx, "unauthenticated");
+                    return Ok(r);
+                }
+            };
+            let mut parts = parts;
+            match authz::authorize(route, &identity) {
+                Ok(permit) => {
+                    self.decision(idx, "allowed");
+                    headers::inject(&mut parts.headers, &permit, &route.headers);
+                }
+                Err(denied) => {
+                    self.decision(idx, "forbidden");
+                    return Ok(self.auth.forbidden(route, &identity, &denied, &parts));
+                }
+            }
+            req = Request::from_parts(parts, body);
+        }
+
+        // 8. forward
+        self.forward(route, idx, req, conn, host, &normalized, served).await
+    }
+
+    fn decision(&self, idx: usize, decision: &'static str) {
+        self.metrics
+            .auth_decisions
+            .get_or_create(&DecisionLabels { route: self.route_labels[idx].clone(), decision })
+            .inc();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        route: &Route,
+        idx: usize,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<&str>,
+        normalized: &str,
+        served: &mut Served,
+    ) -> Result<Response<Body>, ProxyError> {
+        let wants_ws = route.websocket && is_websocket_upgrade(&req);
+        let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
+
+        let path = if route.strip_prefix { routes::strip_prefix(normalized, &route.matcher.path) } else { normalized.into() };
+        let mut pq = String::with_capacity(route.upstream.base_path.len() + path.len() + 32);
+        pq.push_str(&route.upstream.base_path);
+        if route.upstream.base_path.is_empty() || path != "/" {
+            pq.push_str(&path);
+        }
+        if let Some(q) = req.uri().query() {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let uri = Uri::builder()
+            .scheme(route.upstream.scheme.clone())
+            .authority(route.upstream.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        headers::remove_hop_by_hop(&mut parts.headers, wants_ws);
+        let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
+        headers::set_forwarded(
+            &mut parts.headers,
+            &headers::ForwardedInfo { peer: conn.peer.ip(), proto: if conn.tls { "https" } else { "http" }, host, trusted },
+        );
+        if route.preserve_host {
+            if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        } else if let Ok(v) = HeaderValue::from_str(route.upstream.authority.as_str()) {
+            parts.headers.insert(header::HOST, v);
+        }
+        let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+        let req = Request::from_parts(parts, body);
+
+        let t0 = Instant::now();
+        let result = self.upstreams.send(route.upstream_ca_file.as_ref(), req, route.timeout).await;
+        served.upstream_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+        let _ = idx;
+        let mut resp = result?;
+        if let Some(client) = client_upgrade {
+            upstream::splice_upgrade(client, &mut resp, Arc::from(route.name.as_str()));
+        }
+        let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::remove_hop_by_hop(resp.headers_mut(), keep_upgrade);
+        Ok(upstream::box_response(resp))
+    }
+}
+
+/// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.method() == Method::GET && has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}

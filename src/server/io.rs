@@ -1,0 +1,62 @@
+//! A connection wrapper that answers a slow request head (slowloris) with `408` and closes,
+//! instead of a silent hang or drop. Armed when the connection opens; disarmed by the first
+//! byte the server writes (a response, or HTTP/2's preface). Later requests on a keep-alive
+//! connection are covered by hyper's own header-read timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+const RESPONSE_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 25\r\n\r\nrequest header timed out\n";
+
+pub struct HeadDeadline<T> {
+    inner: T,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> HeadDeadline<T> {
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        HeadDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(timeout))) }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                this.deadline = None;
+                // Best effort: the socket buffer is empty at this point, so this does not block.
+                let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request header read timeout")));
+            }
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.deadline = None;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.deadline = None;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

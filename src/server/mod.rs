@@ -1,0 +1,291 @@
+//! Listeners: plain HTTP, TLS (h2 + http/1.1), the admin listener; graceful shutdown.
+//!
+//! Each connection gets a head deadline (slowloris → 408) and a head size cap (→ 431); on
+//! shutdown the listeners stop accepting and in-flight requests get `drain_timeout` to finish.
+
+mod admin;
+mod io;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::auth::AuthState;
+use crate::config::Config;
+use crate::error::{Body, empty, json_error};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::proxy::{ConnInfo, Proxy};
+use crate::upstream::Upstreams;
+
+/// Why the proxy could not start; names the address or file and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("upstream client: {0}")]
+    Client(#[from] crate::upstream::ClientBuildError),
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// A running proxy (used by `run` and by in-process tests).
+pub struct Running {
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub proxy: Arc<Proxy>,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to `drain_timeout`), then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.done.await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, what, source })
+}
+
+fn conn_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.server.header_read_timeout)
+        .max_buf_size(cfg.server.max_header_bytes);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.server.max_header_bytes as u32)
+        .max_concurrent_streams(250);
+    b
+}
+
+/// Binds every listener and starts serving. Listening sockets are bound before this returns,
+/// so port 0 can be used and the bound addresses read back.
+pub async fn start(config: Config) -> Result<Running, StartupError> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new());
+    let upstreams = Upstreams::new(&config)?;
+    let auth = AuthState::new(config.clone());
+    let proxy = Arc::new(Proxy::new(config.clone(), upstreams, metrics.clone(), auth, health.clone()));
+
+    let (tx, rx) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let builder = Arc::new(conn_builder(&config));
+    let mut tasks = Vec::new();
+
+    let mut https_addr = None;
+    if let Some(t) = &config.server.tls {
+        let tls_cfg = tls::server_config(t.cert.clone(), t.key.clone()).map_err(StartupError::Tls)?;
+        let l = bind(t.listen, "[server.tls] listen").await?;
+        https_addr = l.local_addr().ok();
+        tracing::info!(addr = ?https_addr, "listening (https)");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
+        tasks.push(tokio::spawn(accept_loop(l, Some(acceptor), proxy.clone(), builder.clone(), graceful.clone(), rx.clone(), false)));
+    }
+    let mut http_addr = None;
+    if let Some(addr) = config.server.listen {
+        let l = bind(addr, "[server] listen").await?;
+        http_addr = l.local_addr().ok();
+        tracing::info!(addr = ?http_addr, "listening (http)");
+        let redirect = config.server.tls.as_ref().is_some_and(|t| t.redirect_http);
+        tasks.push(tokio::spawn(accept_loop(l, None, proxy.clone(), builder.clone(), graceful.clone(), rx.clone(), redirect)));
+    }
+    let mut admin_addr = None;
+    if let Some(addr) = config.server.admin_listen {
+        let l = bind(addr, "[server] admin_listen").await?;
+        admin_addr = l.local_addr().ok();
+        tracing::info!(addr = ?admin_addr, "listening (admin)");
+        tasks.push(tokio::spawn(admin::serve(l, metrics.clone(), health.clone(), rx.clone())));
+    }
+
+    proxy.auth.start_background(health.clone());
+
+    let drain = config.server.drain_timeout;
+    let mut rx_done = rx.clone();
+    let done = tokio::spawn(async move {
+        stopped(&mut rx_done).await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
+        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+            tracing::warn!(?drain, "drain timeout: closing remaining connections");
+        }
+    });
+    Ok(Running { http_addr, https_addr, admin_addr, proxy, shutdown: tx, done })
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; draining in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: Arc<GracefulShutdown>,
+    mut shutdown: watch::Receiver<bool>,
+    redirect_to_https: bool,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = crate::server::stopped(&mut shutdown) => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            proxy.metrics.open_connections.inc();
+            serve_connection(stream, peer, tls, proxy.clone(), builder, watcher, redirect_to_https).await;
+            proxy.metrics.open_connections.dec();
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    redirect_to_https: bool,
+) {
+    let head_timeout = proxy.config.server.header_read_timeout;
+    match tls {
+        Some(acceptor) => {
+            let tls_stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let info = ConnInfo { peer, tls: true };
+            let io = TokioIo::new(io::HeadDeadline::new(tls_stream, head_timeout));
+            serve_io(io, info, proxy, builder, watcher, false).await;
+        }
+        None => {
+            let info = ConnInfo { peer, tls: false };
+            let io = TokioIo::new(io::HeadDeadline::new(stream, head_timeout));
+            serve_io(io, info, proxy, builder, watcher, redirect_to_https).await;
+        }
+    }
+}
+
+async fn serve_io<I>(
+    io: I,
+    info: ConnInfo,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    redirect_to_https: bool,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let proxy = proxy.clone();
+        async move {
+            if redirect_to_https {
+                return Ok::<_, Infallible>(https_redirect(&proxy, &req));
+            }
+            Ok::<_, Infallible>(proxy.handle(req, info).await)
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// 308 from the plain listener to the TLS listener, same host, path and query.
+fn https_redirect(proxy: &Proxy, req: &Request<Incoming>) -> Response<Body> {
+    let Some(host) = crate::proxy::request_host(req) else {
+        return json_error(StatusCode::BAD_REQUEST, "bad_request", "missing Host header");
+    };
+    let hostname = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || h.starts_with('[') && h.ends_with(']') => h,
+        _ => host,
+    };
+    let port = proxy.config.server.tls.as_ref().map_or(443, |t| t.listen.port());
+    let authority = if port == 443 { hostname.to_string() } else { format!("{hostname}:{port}") };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{authority}{pq}");
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Resolves once shutdown was requested (the watch guard is dropped before returning).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Keeps a future's type simple for callers that need `'static`.
+pub fn boxed<F: Future<Output = ()> + Send + 'static>(f: F) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(f)
+}
