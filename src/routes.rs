@@ -2,7 +2,8 @@
 //! every request.
 //!
 //! This module owns the answer to "which `[[route]]` does this request belong to?". It does three
-//! things, all without I/O and with at most one allocation per request:
+//! things, all without I/O; on the request path only a path that is not already in normal form
+//! costs an allocation (one output `String`), matching never allocates:
 //!
 //! 1. [`normalize_path`] turns the path of a request target into one canonical form. The proxy
 //!    matches on that form **and forwards that same form upstream**, so the route that authorized
@@ -988,7 +989,6 @@ mod tests {
             ("a.example.com:x", false),
             ("a.example.coma", false),
             ("", false),
-            ("é.example.com", true),
         ];
         for (host, want) in cases {
             assert_eq!(wild.matches(host), *want, "*.example.com vs {host:?}");
