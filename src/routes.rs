@@ -1,81 +1,1144 @@
-//! Route matching and path normalization: pure functions, compiled once at config load.
-//! (temporary stub; the full implementation lands from the routes branch)
+//! Route matching and path normalization: pure functions, compiled once at config load, run on
+//! every request.
+//!
+//! This module owns the answer to "which `[[route]]` does this request belong to?". It does three
+//! things, all without I/O; on the request path only a path that is not already in normal form
+//! costs an allocation (one output `String`), matching never allocates:
+//!
+//! 1. [`normalize_path`] turns the path of a request target into one canonical form. The proxy
+//!    matches on that form **and forwards that same form upstream**, so the route that authorized
+//!    a request is the route that serves it. In order: percent-encoded unreserved characters
+//!    (`A-Z a-z 0-9 - . _ ~`) are decoded, every other `%XX` stays encoded with uppercase hex
+//!    (`%2F` stays `%2F`), bytes that may not appear raw in a path (space, `"`, `{`, non-ASCII, …)
+//!    are percent-encoded, duplicate slashes are merged and `.`/`..` segments are resolved, never
+//!    above the root. A trailing slash is kept. Anything ambiguous is refused with a [`PathError`]
+//!    (→ 400): invalid percent-encoding, percent-encoded bytes that are not UTF-8 (overlong
+//!    `%C0%AE`), NUL, raw control characters, raw backslashes, and `.`/`..` segments carrying
+//!    `;` parameters (`/..;/admin`, the classic Tomcat traversal).
+//! 2. [`Matcher`] decides whether one route matches a (host, method, normalized path). Paths are
+//!    compared case-sensitively, segment by segment, as a prefix. Each segment is compared up to
+//!    its first `;` (matrix parameters), and the encoded separators `%2F` and `%5C` also split
+//!    segments *for matching only*, so `/admin;x`, `/;jsessionid=1/admin` and `/admin%2Fusers`
+//!    all get the `/admin` route's checks: when upstreams disagree on what such a path means, the
+//!    request gets the stricter, more specific route. [`Matcher::shadows`] lets the config loader
+//!    reject a route that can never be reached.
+//! 3. [`strip_prefix`] removes a matched route prefix for `strip_prefix = true` routes.
+//!
+//! # Security caveats
+//!
+//! Normalization closes the path tricks that the proxy and a *standards-following* upstream could
+//! disagree on. Some upstreams interpret paths in non-standard ways; the proxy cannot see inside
+//! them, so deployments must check these:
+//!
+//! - **Case-insensitive upstreams** (IIS, apps serving files from Windows or default macOS
+//!   filesystems) serve `/ADMIN` as `/admin`. Matching here is case-sensitive, so `/ADMIN` does
+//!   not get the `/admin` route's checks. Protect such apps with a catch-all route that is at
+//!   least as strict, or normalize case in front of them.
+//! - **Upstreams that decode `%2F` or `%5C` into a separator** (some WSGI servers put the decoded
+//!   path in `PATH_INFO`; Windows servers treat `\` as `/`). Matching already treats those encoded
+//!   separators as segment boundaries, but `..` next to them is *not* resolved by the proxy
+//!   (`/public/..%2Fadmin` stays under `/public`), because they are not separators in HTTP. Such
+//!   upstreams must reject encoded separators (Tomcat's default) or sit behind a catch-all route
+//!   at least as strict as every other route.
+//! - **Windows filename quirks** (`admin.`, `admin::$DATA`, 8.3 short names) are not folded.
+//! - **Host matching trusts the `Host` header / `:authority`** as given; the server must refuse a
+//!   request whose host is malformed or disagrees with the TLS SNI before routing it.
+//! - **Methods are compared exactly**: a route with `methods = ["GET"]` does not match `HEAD`.
+
 use std::borrow::Cow;
 
+/// Why a request path was refused (→ 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    #[error("invalid percent-encoding in path")]
-    InvalidPercentEncoding,
-    #[error("path must start with '/'")]
+    /// The path is empty or does not start with `/` (`*` and absolute-form are the caller's).
+    #[error("request path must start with '/'")]
     NotAbsolute,
+    /// A raw `\`: some upstreams treat it as `/`, which would bypass segment matching.
+    #[error("request path contains a backslash")]
+    Backslash,
+    /// A raw NUL or `%00`: C-based upstreams truncate the path there.
+    #[error("request path contains a NUL byte")]
+    NulByte,
+    /// A raw control character (U+0001–U+001F, U+007F) in the path.
+    #[error("request path contains a raw control character")]
+    ControlCharacter,
+    /// A raw `?` or `#`: the query and fragment must be split off before normalizing.
+    #[error("request path contains a raw '?' or '#'")]
+    UnexpectedDelimiter,
+    /// A `%` not followed by two hex digits (`%`, `%4`, `%zz`).
+    #[error("invalid percent-encoding: '%' must be followed by two hex digits")]
+    InvalidPercentEncoding,
+    /// Percent-encoded bytes that do not form UTF-8: overlong encodings (`%C0%AE`), stray
+    /// continuation bytes, truncated sequences, surrogates, values above U+10FFFF.
+    #[error("percent-encoded bytes are not valid UTF-8 (overlong, truncated or stray bytes)")]
+    InvalidUtf8,
+    /// A `.` or `..` segment with `;` parameters (`/..;/admin`): Tomcat-like upstreams resolve
+    /// it as a dot segment, others as a name, so it has no single meaning.
+    #[error("a '.' or '..' path segment carries ';' parameters")]
+    DotSegmentParameters,
 }
 
+/// Normalizes the path part of a request target (no query, no fragment).
+///
+/// Returns `Cow::Borrowed` without allocating when `raw` is already in normal form, which is
+/// the common case. See the module documentation for the rules.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    Ok(Cow::Borrowed(raw))
+    if is_normalized(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    normalize_owned(raw).map(Cow::Owned)
 }
 
-#[derive(Debug, Clone)]
-pub struct HostPattern {
-    pattern: String,
+/// Bytes kept raw in a normalized path: RFC 3986 `pchar` minus `%`: unreserved, sub-delims,
+/// `:` and `@`.
+fn is_pchar_raw(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
-impl HostPattern {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Ok(Self { pattern: s.to_ascii_lowercase() })
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
     }
-    pub fn matches(&self, request_host: &str) -> bool {
-        let h = request_host.split(':').next().unwrap_or_default();
-        if let Some(suffix) = self.pattern.strip_prefix('*') {
-            h.to_ascii_lowercase().ends_with(suffix)
+}
+
+/// The part of a segment before its first `;` (matrix parameters).
+fn segment_name(segment: &str) -> &str {
+    match segment.find(';') {
+        Some(i) => &segment[..i],
+        None => segment,
+    }
+}
+
+fn is_dot_segment(name: &str) -> bool {
+    name == "." || name == ".."
+}
+
+/// Conservative fast path: `true` only when `raw` is valid and [`normalize_owned`] would return
+/// it unchanged. Anything unusual answers `false` and takes the full path, which also reports
+/// errors.
+fn is_normalized(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segments = raw[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || is_dot_segment(segment_name(segment)) {
+            return false;
+        }
+        let s = segment.as_bytes();
+        let mut utf8 = Utf8Check::default();
+        let mut i = 0;
+        while i < s.len() {
+            if s[i] == b'%' {
+                let (Some(&hi), Some(&lo)) = (s.get(i + 1), s.get(i + 2)) else {
+                    return false;
+                };
+                let canonical_hex = |d: u8| d.is_ascii_digit() || (b'A'..=b'F').contains(&d);
+                if !canonical_hex(hi) || !canonical_hex(lo) {
+                    return false;
+                }
+                let value = match (hex_value(hi), hex_value(lo)) {
+                    (Some(h), Some(l)) => (h << 4) | l,
+                    _ => return false,
+                };
+                if value >= 0x80 {
+                    if utf8.push(value).is_err() {
+                        return false;
+                    }
+                } else if value == 0 || is_unreserved(value) || utf8.pending() {
+                    return false;
+                }
+                i += 3;
+            } else if is_pchar_raw(s[i]) && !utf8.pending() {
+                i += 1;
+            } else {
+                return false;
+            }
+        }
+        if utf8.pending() {
+            return false;
+        }
+    }
+    true
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn push_encoded(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+    out.push(char::from(HEX_UPPER[usize::from(b & 0x0F)]));
+}
+
+/// Tracks a multi-byte UTF-8 sequence spelled with percent-encoded bytes.
+#[derive(Default)]
+struct Utf8Check {
+    buf: [u8; 4],
+    len: usize,
+    need: usize,
+}
+
+impl Utf8Check {
+    fn pending(&self) -> bool {
+        self.need != 0
+    }
+
+    /// Feeds one percent-decoded byte ≥ 0x80.
+    fn push(&mut self, b: u8) -> Result<(), PathError> {
+        if self.need == 0 {
+            // Lead byte. C0/C1 can only start overlong encodings; F5.. exceed U+10FFFF;
+            // 80..BF are continuation bytes with nothing to continue.
+            self.need = match b {
+                0xC2..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF4 => 4,
+                _ => return Err(PathError::InvalidUtf8),
+            };
+            self.buf[0] = b;
+            self.len = 1;
+            return Ok(());
+        }
+        if !(0x80..=0xBF).contains(&b) {
+            return Err(PathError::InvalidUtf8);
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+        if self.len == self.need {
+            // std rejects the remaining overlong forms (E0 80.., F0 80..), surrogates (ED A0..)
+            // and values above U+10FFFF (F4 90..).
+            if std::str::from_utf8(&self.buf[..self.len]).is_err() {
+                return Err(PathError::InvalidUtf8);
+            }
+            self.need = 0;
+            self.len = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Appends the canonical form of one raw segment (no `/` inside) to `out`.
+fn push_segment(segment: &[u8], out: &mut String) -> Result<(), PathError> {
+    let mut utf8 = Utf8Check::default();
+    let mut i = 0;
+    while i < segment.len() {
+        let b = segment[i];
+        if b == b'%' {
+            let (Some(hi), Some(lo)) = (
+                segment.get(i + 1).copied().and_then(hex_value),
+                segment.get(i + 2).copied().and_then(hex_value),
+            ) else {
+                return Err(PathError::InvalidPercentEncoding);
+            };
+            let value = (hi << 4) | lo;
+            i += 3;
+            if value >= 0x80 {
+                utf8.push(value)?;
+                push_encoded(out, value);
+                continue;
+            }
+            if utf8.pending() {
+                return Err(PathError::InvalidUtf8);
+            }
+            if value == 0 {
+                return Err(PathError::NulByte);
+            }
+            if is_unreserved(value) {
+                out.push(char::from(value));
+            } else {
+                push_encoded(out, value);
+            }
+            continue;
+        }
+        // A raw byte cannot continue a percent-encoded sequence: a raw non-ASCII byte here is
+        // the lead of a complete character (the input is a `str`), an ASCII byte is a character.
+        if utf8.pending() {
+            return Err(PathError::InvalidUtf8);
+        }
+        match b {
+            0 => return Err(PathError::NulByte),
+            b'\\' => return Err(PathError::Backslash),
+            b'?' | b'#' => return Err(PathError::UnexpectedDelimiter),
+            0x01..=0x1F | 0x7F => return Err(PathError::ControlCharacter),
+            _ if is_pchar_raw(b) => out.push(char::from(b)),
+            // Space, `"<>[]^`{|}` and every byte of a raw non-ASCII character: encode, so that
+            // `/café` and `/caf%C3%A9` are the same path.
+            _ => push_encoded(out, b),
+        }
+        i += 1;
+    }
+    if utf8.pending() {
+        return Err(PathError::InvalidUtf8);
+    }
+    Ok(())
+}
+
+/// The full normalization; `raw` starts with `/`.
+fn normalize_owned(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len() + 2);
+    let mut start = 1;
+    loop {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(bytes.len(), |p| start + p);
+        let seg_start = out.len();
+        out.push('/');
+        push_segment(&bytes[start..end], &mut out)?;
+        let segment = &out[seg_start + 1..];
+        // Whether the path so far ends in a directory: after an empty or dot segment.
+        let trailing_slash = match segment {
+            // Empty (duplicate slash) or `.`: drop it; at the end it leaves a trailing slash.
+            "" | "." => {
+                out.truncate(seg_start);
+                true
+            }
+            ".." => {
+                out.truncate(seg_start);
+                // Never above the root: popping from an empty path keeps it empty.
+                let parent = out.rfind('/').unwrap_or(0);
+                out.truncate(parent);
+                true
+            }
+            _ if is_dot_segment(segment_name(segment)) => {
+                return Err(PathError::DotSegmentParameters);
+            }
+            _ => false,
+        };
+        if end == bytes.len() {
+            if out.is_empty() || trailing_slash {
+                out.push('/');
+            }
+            return Ok(out);
+        }
+        start = end + 1;
+    }
+}
+
+/// Splits a path into the names routes compare: pieces between `/`, `%2F` or `%5C` (either hex
+/// case), each cut at its first `;`, empty names skipped. Yields each name with the byte offset
+/// where its piece ends (the start of the following separator, or the length).
+struct MatchSegments<'a> {
+    path: &'a str,
+    pos: usize,
+}
+
+impl<'a> MatchSegments<'a> {
+    fn new(path: &'a str) -> Self {
+        Self { path, pos: 0 }
+    }
+}
+
+/// Length of the separator starting at `i`, if any.
+fn separator_len(bytes: &[u8], i: usize) -> Option<usize> {
+    match bytes.get(i)? {
+        b'/' => Some(1),
+        b'%' => match (bytes.get(i + 1)?, bytes.get(i + 2)?.to_ascii_uppercase()) {
+            (b'2', b'F') | (b'5', b'C') => Some(3),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl<'a> Iterator for MatchSegments<'a> {
+    type Item = (&'a str, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.path.as_bytes();
+        while self.pos < bytes.len() {
+            let start = self.pos;
+            let mut i = start;
+            let mut sep = 0;
+            while i < bytes.len() {
+                if let Some(len) = separator_len(bytes, i) {
+                    sep = len;
+                    break;
+                }
+                i += 1;
+            }
+            self.pos = i + sep;
+            // Separators are ASCII, so `start..i` lies on char boundaries.
+            let name = segment_name(self.path.get(start..i).unwrap_or(""));
+            if !name.is_empty() {
+                return Some((name, i));
+            }
+        }
+        None
+    }
+}
+
+/// Whether `path` lies under the route prefix `prefix`, segment by segment.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let mut segments = MatchSegments::new(path);
+    MatchSegments::new(prefix).all(|(want, _)| segments.next().is_some_and(|(got, _)| got == want))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostKind {
+    /// Lowercase, no trailing dot.
+    Exact(String),
+    /// The part after `*.`: lowercase, no trailing dot.
+    Wildcard(String),
+}
+
+/// `host = "app.example.com"` or `"*.example.com"`.
+///
+/// A wildcard matches any subdomain, at any depth ≥ 1 (`a.example.com`, `a.b.example.com`), never
+/// the apex (`example.com`). Matching is ASCII case-insensitive, ignores a `:port` on the request
+/// host and tolerates one trailing dot on either side. Internationalized names must be written in
+/// their punycode (`xn--`) form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    kind: HostKind,
+}
+
+fn validate_hostname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("host name is empty".to_owned());
+    }
+    if name.len() > 253 {
+        return Err("host name is longer than 253 characters".to_owned());
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(format!("host name '{name}' has an empty label"));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "host name '{name}' has a label longer than 63 characters"
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "host name '{name}' contains '{c}' (only letters, digits, '-', '_' and '.'; \
+                 use punycode for international names)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes a `:port` from a request host (`host:8443`, `[::1]:8443`); a bare IPv6 address or a
+/// host with a non-numeric "port" is returned unchanged (and then simply fails to match).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(close) => &host[..=close],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+impl HostPattern {
+    /// Parses a route's `host` value. Errors name what is wrong, for `portcullis check`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        let trimmed = lower.strip_suffix('.').unwrap_or(&lower);
+        if trimmed.contains(':') && !trimmed.starts_with('[') {
+            return Err(format!(
+                "host pattern '{s}' must not include a port (the request's port is ignored)"
+            ));
+        }
+        if let Some(suffix) = trimmed.strip_prefix("*.") {
+            validate_hostname(suffix).map_err(|e| format!("host pattern '{s}': {e}"))?;
+            return Ok(Self {
+                kind: HostKind::Wildcard(suffix.to_owned()),
+            });
+        }
+        if trimmed.contains('*') {
+            return Err(format!(
+                "host pattern '{s}': '*' is only allowed as the whole first label, as in \
+                 '*.example.com'"
+            ));
+        }
+        if let Some(inner) = trimmed.strip_prefix('[') {
+            let ok = inner
+                .strip_suffix(']')
+                .is_some_and(|addr| addr.parse::<std::net::Ipv6Addr>().is_ok());
+            if !ok {
+                return Err(format!(
+                    "host pattern '{s}' is not a bracketed IPv6 address like '[::1]'"
+                ));
+            }
         } else {
-            h.eq_ignore_ascii_case(&self.pattern)
+            validate_hostname(trimmed).map_err(|e| format!("host pattern '{s}': {e}"))?;
+        }
+        Ok(Self {
+            kind: HostKind::Exact(trimmed.to_owned()),
+        })
+    }
+
+    /// Whether a request's `Host` (or `:authority`) matches.
+    pub fn matches(&self, request_host: &str) -> bool {
+        let host = strip_port(request_host);
+        let host = host.strip_suffix('.').unwrap_or(host).as_bytes();
+        match &self.kind {
+            HostKind::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
+            HostKind::Wildcard(suffix) => {
+                let suffix = suffix.as_bytes();
+                // At least one character and a dot before the suffix: never the apex.
+                host.len() > suffix.len() + 1
+                    && host[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+
+    /// Whether every host `other` matches is also matched by `self`.
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        match (&self.kind, &other.kind) {
+            (HostKind::Exact(a), HostKind::Exact(b)) => a == b,
+            (HostKind::Wildcard(_), HostKind::Exact(b)) => self.matches(b),
+            // `*.a.example.com` ⊆ `*.example.com`.
+            (HostKind::Wildcard(a), HostKind::Wildcard(b)) => {
+                a == b
+                    || b.strip_suffix(a.as_str())
+                        .is_some_and(|rest| rest.ends_with('.'))
+            }
+            (HostKind::Exact(_), HostKind::Wildcard(_)) => false,
         }
     }
 }
 
-#[derive(Debug, Clone)]
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            HostKind::Exact(name) => f.write_str(name),
+            HostKind::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+/// One route's matcher, built at config load.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matcher {
+    /// `None`: any host, including a request without one.
     pub host: Option<HostPattern>,
+    /// Normalized segment prefix, no trailing slash except `"/"`.
     pub path: String,
+    /// `None`: any method. Never empty, uppercase, no duplicates.
     pub methods: Option<Vec<http::Method>>,
 }
+
 impl Matcher {
+    /// Validates and compiles one route's `host`, `path` and `methods`. Errors name the problem
+    /// in words a config author can act on.
     pub fn new(host: Option<&str>, path: &str, methods: Option<&[String]>) -> Result<Self, String> {
         let host = host.map(HostPattern::parse).transpose()?;
-        let methods = methods
-            .map(|m| {
-                m.iter()
-                    .map(|s| http::Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string()))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        Ok(Self { host, path: path.trim_end_matches('/').to_string(), methods })
+        let path = route_path(path)?;
+        let methods = methods.map(parse_methods).transpose()?;
+        Ok(Self {
+            host,
+            path,
+            methods,
+        })
     }
-    pub fn matches(&self, host: Option<&str>, method: &http::Method, path: &str) -> bool {
-        if let Some(h) = &self.host {
-            if !host.is_some_and(|x| h.matches(x)) {
-                return false;
-            }
-        }
-        if let Some(m) = &self.methods {
-            if !m.contains(method) {
-                return false;
-            }
-        }
-        self.path.is_empty() || path == self.path || path.starts_with(&format!("{}/", self.path))
+
+    /// Whether a request matches. `normalized_path` must come from [`normalize_path`]; a route
+    /// with a `host` does not match a request without one.
+    pub fn matches(
+        &self,
+        host: Option<&str>,
+        method: &http::Method,
+        normalized_path: &str,
+    ) -> bool {
+        let host_ok =
+            (self.host.as_ref()).is_none_or(|pattern| host.is_some_and(|h| pattern.matches(h)));
+        let method_ok = (self.methods.as_ref()).is_none_or(|methods| methods.contains(method));
+        host_ok && method_ok && path_has_prefix(normalized_path, &self.path)
     }
+
+    /// `true` when every request `later` could match is already matched by `self` (used to
+    /// report a route shadowed by an earlier one as a config error). Sound, not complete: it
+    /// answers `true` only when it can prove it.
     pub fn shadows(&self, later: &Matcher) -> bool {
-        self.host.is_none() && self.methods.is_none() && (self.path.is_empty() || later.path == self.path)
+        let host_covered = match (&self.host, &later.host) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a.covers(b),
+        };
+        let methods_covered = match (&self.methods, &later.methods) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
+        };
+        host_covered && methods_covered && path_has_prefix(&later.path, &self.path)
     }
 }
 
+/// Validates and normalizes a route's `path`.
+fn route_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("route path '{path}' must start with '/'"));
+    }
+    let body = path.strip_suffix('/').unwrap_or(path);
+    for segment in body.split('/').skip(1) {
+        let dot = matches!(
+            segment.to_ascii_lowercase().as_str(),
+            "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+        );
+        if segment.is_empty() || dot {
+            return Err(format!(
+                "route path '{path}' has an empty, '.' or '..' segment; write the path it means"
+            ));
+        }
+    }
+    let normalized = normalize_path(path).map_err(|e| format!("route path '{path}': {e}"))?;
+    if normalized.contains(';') {
+        return Err(format!(
+            "route path '{path}' must not contain ';' (matrix parameters are ignored when \
+             matching, so it could never match)"
+        ));
+    }
+    let normalized = normalized.into_owned();
+    Ok(match normalized.strip_suffix('/') {
+        Some(without) if !without.is_empty() => without.to_owned(),
+        _ => normalized,
+    })
+}
+
+fn parse_methods(methods: &[String]) -> Result<Vec<http::Method>, String> {
+    if methods.is_empty() {
+        return Err("methods is empty; omit it to allow every method".to_owned());
+    }
+    let mut parsed: Vec<http::Method> = Vec::with_capacity(methods.len());
+    for name in methods {
+        let upper = name.to_ascii_uppercase();
+        let method = http::Method::from_bytes(upper.as_bytes())
+            .map_err(|_| format!("'{name}' is not a valid HTTP method"))?;
+        if !parsed.contains(&method) {
+            parsed.push(method);
+        }
+    }
+    Ok(parsed)
+}
+
+/// Forwards `/app/x` as `/x` for `strip_prefix` routes: `/app` → `/`, the rest kept exactly.
+///
+/// Call only with a path the route matched; the prefix's segments are consumed the way
+/// [`Matcher::matches`] compares them, so `/app;v=1/x` → `/x` and `/app%2Fx` → `/x`. A path
+/// that does not lie under `prefix` is returned unchanged.
 pub fn strip_prefix<'a>(normalized_path: &'a str, prefix: &str) -> Cow<'a, str> {
-    let p = prefix.trim_end_matches('/');
-    match normalized_path.strip_prefix(p) {
-        Some("") => Cow::Borrowed("/"),
-        Some(rest) if rest.starts_with('/') => Cow::Borrowed(rest),
-        _ => Cow::Borrowed(normalized_path),
+    let mut segments = MatchSegments::new(normalized_path);
+    let mut end = 0;
+    for (want, _) in MatchSegments::new(prefix) {
+        match segments.next() {
+            Some((got, got_end)) if got == want => end = got_end,
+            _ => return Cow::Borrowed(normalized_path),
+        }
+    }
+    let bytes = normalized_path.as_bytes();
+    match bytes.get(end) {
+        // Prefix "/" consumed nothing.
+        _ if end == 0 => Cow::Borrowed(normalized_path),
+        None => Cow::Borrowed("/"),
+        Some(b'/') => Cow::Borrowed(&normalized_path[end..]),
+        // An encoded separator (`%2F`, `%5C`) ends the prefix: forward what follows it.
+        Some(_) => {
+            let rest = normalized_path.get(end + 3..).unwrap_or("");
+            let mut out = String::with_capacity(rest.len() + 1);
+            out.push('/');
+            out.push_str(rest);
+            Cow::Owned(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn norm(raw: &str) -> Result<String, PathError> {
+        normalize_path(raw).map(Cow::into_owned)
+    }
+
+    /// The table: raw path → normalized path or error.
+    #[test]
+    fn normalization_table() {
+        use PathError::*;
+        let ok = |s: &str| Ok::<String, PathError>(s.to_owned());
+        let cases: &[(&str, Result<String, PathError>)] = &[
+            // dot segments and slashes
+            ("/admin/../x", ok("/x")),
+            ("//admin", ok("/admin")),
+            ("///admin//x", ok("/admin/x")),
+            ("/admin/./", ok("/admin/")),
+            ("/./admin", ok("/admin")),
+            ("/admin/.", ok("/admin/")),
+            ("/admin/..", ok("/")),
+            ("/a/b/../../admin", ok("/admin")),
+            ("/..", ok("/")),
+            ("/../../x", ok("/x")),
+            ("/a/./b/../c/", ok("/a/c/")),
+            ("/admin//", ok("/admin/")),
+            ("/", ok("/")),
+            ("//", ok("/")),
+            ("/...", ok("/...")),
+            ("/.a/..b/c..", ok("/.a/..b/c..")),
+            ("/admin;x/../y", ok("/y")),
+            // encoded dots are dots
+            ("/%2e%2e/admin", ok("/admin")),
+            ("/%2E%2e/", ok("/")),
+            ("/admin/%2E/", ok("/admin/")),
+            ("/.%2e/admin", ok("/admin")),
+            ("/%2e", ok("/")),
+            ("/%2e%2e%2e", ok("/...")),
+            // encoded separators stay encoded, so they never form dot segments
+            ("/admin%2f", ok("/admin%2F")),
+            ("/admin%2Fx", ok("/admin%2Fx")),
+            ("/admin/..%2f", ok("/admin/..%2F")),
+            ("/foo/%2e%2e%2fadmin", ok("/foo/..%2Fadmin")),
+            ("/a%5cb", ok("/a%5Cb")),
+            // double encoding is not decoded twice
+            ("/%252e%252e/admin", ok("/%252e%252e/admin")),
+            // unreserved decoded, everything else uppercase hex
+            ("/%41dmin", ok("/Admin")),
+            ("/adm%69n", ok("/admin")),
+            ("/%7euser", ok("/~user")),
+            ("/%2d%2E%5f%7E%30%5a%61", ok("/-._~0Za")),
+            ("/a%20b", ok("/a%20b")),
+            ("/%3b%3d%3f%23%25", ok("/%3B%3D%3F%23%25")),
+            ("/%0a", ok("/%0A")),
+            // raw bytes that may not stand in a path are encoded
+            ("/a b", ok("/a%20b")),
+            ("/a{b}|\"<>^`[]", ok("/a%7Bb%7D%7C%22%3C%3E%5E%60%5B%5D")),
+            ("/café", ok("/caf%C3%A9")),
+            // case is kept
+            ("/ADMIN", ok("/ADMIN")),
+            ("/admin;x", ok("/admin;x")),
+            ("/a;b=c;d/e", ok("/a;b=c;d/e")),
+            // UTF-8 stays encoded, normalized hex
+            ("/caf%C3%A9", ok("/caf%C3%A9")),
+            ("/caf%c3%a9", ok("/caf%C3%A9")),
+            ("/%e2%82%ac", ok("/%E2%82%AC")),
+            ("/%F0%9F%A6%80", ok("/%F0%9F%A6%80")),
+            // invalid percent-encoding
+            ("/%", Err(InvalidPercentEncoding)),
+            ("/%4", Err(InvalidPercentEncoding)),
+            ("/%zz", Err(InvalidPercentEncoding)),
+            ("/%4g", Err(InvalidPercentEncoding)),
+            ("/admin%", Err(InvalidPercentEncoding)),
+            ("/%%41", Err(InvalidPercentEncoding)),
+            ("/%4/", Err(InvalidPercentEncoding)),
+            // invalid UTF-8
+            ("/%c0%ae%c0%ae/", Err(InvalidUtf8)),
+            ("/%c1%81", Err(InvalidUtf8)),
+            ("/%e0%80%ae", Err(InvalidUtf8)),
+            ("/%f0%80%80%ae", Err(InvalidUtf8)),
+            ("/%e2%82", Err(InvalidUtf8)),
+            ("/%e2%82/%ac", Err(InvalidUtf8)),
+            ("/%e2%82a", Err(InvalidUtf8)),
+            ("/%e2%82%41", Err(InvalidUtf8)),
+            ("/%c3é", Err(InvalidUtf8)),
+            ("/%80", Err(InvalidUtf8)),
+            ("/%a9", Err(InvalidUtf8)),
+            ("/%ff", Err(InvalidUtf8)),
+            ("/%ed%a0%80", Err(InvalidUtf8)),
+            ("/%f4%90%80%80", Err(InvalidUtf8)),
+            // NUL, control characters, backslash, delimiters
+            ("/%00", Err(NulByte)),
+            ("/a\0b", Err(NulByte)),
+            ("/a\nb", Err(ControlCharacter)),
+            ("/a\x7fb", Err(ControlCharacter)),
+            ("/admin\\x", Err(Backslash)),
+            ("/\\admin", Err(Backslash)),
+            ("/a?b", Err(UnexpectedDelimiter)),
+            ("/a#b", Err(UnexpectedDelimiter)),
+            // dot segments with parameters
+            ("/..;/admin", Err(DotSegmentParameters)),
+            ("/public/..;x/admin", Err(DotSegmentParameters)),
+            ("/.;x/admin", Err(DotSegmentParameters)),
+            ("/%2e%2e;/admin", Err(DotSegmentParameters)),
+            // not absolute
+            ("", Err(NotAbsolute)),
+            ("admin", Err(NotAbsolute)),
+            ("*", Err(NotAbsolute)),
+            ("http://h/admin", Err(NotAbsolute)),
+            ("\\admin", Err(NotAbsolute)),
+        ];
+        assert!(cases.len() >= 35);
+        for (raw, want) in cases {
+            assert_eq!(&norm(raw), want, "normalize_path({raw:?})");
+            // Every output is a fixed point and takes the allocation-free path.
+            if let Ok(out) = want {
+                assert!(
+                    matches!(normalize_path(out), Ok(Cow::Borrowed(b)) if b == out),
+                    "{out:?} is not a borrowed fixed point"
+                );
+            }
+        }
+    }
+
+    /// Already-normal paths come back borrowed (no allocation on the hot path).
+    #[test]
+    fn normal_paths_are_borrowed() {
+        for raw in [
+            "/",
+            "/admin",
+            "/admin/",
+            "/a/b;c=d/e",
+            "/a%20b%2F",
+            "/~u-._:@!$&'()*+,=",
+            "/caf%C3%A9",
+        ] {
+            assert!(matches!(normalize_path(raw), Ok(Cow::Borrowed(_))), "{raw}");
+        }
+        for raw in [
+            "/%41",
+            "/a//b",
+            "/a/./b",
+            "/%e2%82%ac",
+            "/a%2f",
+            "/%E2%82%ac",
+        ] {
+            assert!(matches!(normalize_path(raw), Ok(Cow::Owned(_))), "{raw}");
+        }
+    }
+
+    /// A long path of 2000 segments, and long runs of dots and slashes.
+    #[test]
+    fn long_paths() {
+        let long = "/segment".repeat(2000);
+        assert!(matches!(normalize_path(&long), Ok(Cow::Borrowed(s)) if s == long));
+        assert_eq!(norm(&"/a/..".repeat(2000)), Ok("/".to_owned()));
+        assert_eq!(norm(&format!("{}x", "/".repeat(2000))), Ok("/x".to_owned()));
+        assert_eq!(
+            norm(&format!("{}/admin", "/..".repeat(2000))),
+            Ok("/admin".to_owned())
+        );
+        assert_eq!(
+            norm(&format!("{}{}", "/a".repeat(2000), "/..".repeat(1999))),
+            Ok("/a/".to_owned())
+        );
+    }
+
+    /// A small deterministic fuzz over tricky pieces: the fast path agrees with the full one,
+    /// and normalization is idempotent.
+    #[test]
+    fn fast_path_agrees_and_idempotent() {
+        const PIECES: &[&str] = &[
+            "/", "a", ".", "..", "%2e", "%2E", "%2f", "%41", "%c3", "%a9", "%00", ";", ";x", "%",
+            "%7e", "B", "é", " ", "{", "%25", "%3B", "\\", "%5c",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            let mut raw = String::from("/");
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let n = (state % 8) as usize;
+            for k in 0..n {
+                raw.push_str(PIECES[((state >> (8 * k)) % PIECES.len() as u64) as usize]);
+            }
+            if is_normalized(&raw) {
+                assert_eq!(
+                    normalize_owned(&raw).as_deref(),
+                    Ok(raw.as_str()),
+                    "{raw:?}"
+                );
+            }
+            if let Ok(once) = normalize_path(&raw) {
+                assert_eq!(normalize_path(&once).as_deref(), Ok(&*once), "{raw:?}");
+            }
+        }
+    }
+
+    fn route(path: &str) -> Matcher {
+        Matcher::new(None, path, None).expect("valid route")
+    }
+
+    fn hits(m: &Matcher, raw: &str) -> bool {
+        let path = normalize_path(raw).expect("valid path");
+        m.matches(None, &Method::GET, &path)
+    }
+
+    /// Route `/admin` against raw request paths (normalized first, as the proxy does).
+    #[test]
+    fn admin_route_matching_table() {
+        let admin = route("/admin");
+        let cases: &[(&str, bool)] = &[
+            ("/admin", true),
+            ("/admin/", true),
+            ("/admin/x", true),
+            ("//admin", true),
+            ("///admin//x", true),
+            ("/%2e%2e/admin", true),
+            ("/./admin", true),
+            ("/a/b/../../admin", true),
+            ("/.%2e/admin", true),
+            ("/adm%69n", true),
+            ("/admin/./", true),
+            ("/admin/.", true),
+            // matrix parameters: compared up to ';', and parameter-only segments are skipped
+            ("/admin;x", true),
+            ("/admin;jsessionid=1/x", true),
+            ("/;x/admin", true),
+            ("/;x/admin/y", true),
+            // encoded separators split segments for matching (stricter route wins)
+            ("/admin%2Fx", true),
+            ("/admin%2f", true),
+            ("/admin%5Cx", true),
+            ("/admin/..%2f", true),
+            // not the admin route
+            ("/ADMIN", false),
+            ("/Admin", false),
+            ("/%41dmin", false),
+            ("/administrator", false),
+            ("/adminx", false),
+            ("/admin%20", false),
+            ("/admin%3Bx", false),
+            ("/admin/..", false),
+            ("/admin/../x", false),
+            ("/x/admin", false),
+            ("/", false),
+            ("/%2E%2e/", false),
+            ("/foo/%2e%2e%2fadmin", false),
+            ("/a%20b", false),
+            ("/caf%C3%A9", false),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(hits(&admin, raw), *want, "route /admin vs {raw:?}");
+        }
+    }
+
+    /// Segment prefix: `/api/public` matches itself and below, not `/api/publicity`.
+    #[test]
+    fn segment_prefix() {
+        let public = route("/api/public");
+        assert!(hits(&public, "/api/public"));
+        assert!(hits(&public, "/api/public/"));
+        assert!(hits(&public, "/api/public/x"));
+        assert!(hits(&public, "/api/public;v=2/x"));
+        assert!(!hits(&public, "/api/publicity"));
+        assert!(!hits(&public, "/api"));
+        assert!(!hits(&public, "/api/"));
+        assert!(!hits(&public, "/api/x/public"));
+        let root = route("/");
+        for raw in ["/", "/x", "/admin/y", "/;x", "/%2e%2e"] {
+            assert!(hits(&root, raw), "{raw}");
+        }
+    }
+
+    /// Route paths are validated and normalized at load.
+    #[test]
+    fn route_path_validation() {
+        assert_eq!(route("/api/").path, "/api");
+        assert_eq!(route("/").path, "/");
+        assert_eq!(route("/%61pi").path, "/api");
+        assert_eq!(route("/caf%c3%a9").path, "/caf%C3%A9");
+        for bad in [
+            "", "api", "/a//b", "/a/../b", "/./a", "/a/%2e", "/a;b", "/%zz", "/a\\b", "//",
+        ] {
+            assert!(Matcher::new(None, bad, None).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// `*.example.com`: any subdomain depth ≥ 1, never the apex; case and port ignored.
+    #[test]
+    fn host_patterns() {
+        let wild = HostPattern::parse("*.example.com").expect("valid");
+        let cases: &[(&str, bool)] = &[
+            ("a.example.com", true),
+            ("a.b.example.com", true),
+            ("A.EXAMPLE.COM:8443", true),
+            ("a.example.com.", true),
+            ("a.example.com.:443", true),
+            ("example.com", false),
+            (".example.com", false),
+            ("evil-example.com", false),
+            ("a.evil-example.com", false),
+            ("example.com.evil.net", false),
+            ("a.example.com:x", false),
+            ("a.example.coma", false),
+            ("", false),
+        ];
+        for (host, want) in cases {
+            assert_eq!(wild.matches(host), *want, "*.example.com vs {host:?}");
+        }
+        let exact = HostPattern::parse("App.Example.com.").expect("valid");
+        assert_eq!(exact.to_string(), "app.example.com");
+        assert!(exact.matches("app.example.com"));
+        assert!(exact.matches("APP.example.COM:8080"));
+        assert!(exact.matches("app.example.com."));
+        assert!(!exact.matches("x.app.example.com"));
+        assert!(!exact.matches("app.example.com.evil"));
+        let v6 = HostPattern::parse("[::1]").expect("valid");
+        assert!(v6.matches("[::1]:8080"));
+        assert!(v6.matches("[::1]"));
+        assert!(
+            HostPattern::parse("127.0.0.1")
+                .expect("valid")
+                .matches("127.0.0.1:80")
+        );
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a.*.com",
+            "*example.com",
+            "**.example.com",
+            "app.example.com:443",
+            "a..b",
+            "a b",
+            "a/b",
+            "[nope]",
+            "é.com",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn host_and_method_restrictions() {
+        let methods = ["get".to_owned(), "POST".to_owned(), "GET".to_owned()];
+        let m = Matcher::new(Some("*.example.com"), "/api", Some(&methods)).expect("valid");
+        assert_eq!(m.methods, Some(vec![Method::GET, Method::POST]));
+        assert!(m.matches(Some("a.example.com"), &Method::GET, "/api/x"));
+        assert!(m.matches(Some("a.example.com:8443"), &Method::POST, "/api"));
+        assert!(!m.matches(Some("a.example.com"), &Method::HEAD, "/api"));
+        assert!(!m.matches(Some("a.example.com"), &Method::DELETE, "/api"));
+        assert!(!m.matches(Some("example.com"), &Method::GET, "/api"));
+        assert!(!m.matches(None, &Method::GET, "/api"));
+        assert!(!m.matches(Some("a.example.com"), &Method::GET, "/apix"));
+        let custom = ["purge".to_owned()];
+        let purge = Matcher::new(None, "/", Some(&custom)).expect("valid");
+        let purge_method = Method::from_bytes(b"PURGE").expect("valid method");
+        assert!(purge.matches(None, &purge_method, "/x"));
+        assert!(Matcher::new(None, "/", Some(&[])).is_err());
+        assert!(Matcher::new(None, "/", Some(&["GE T".to_owned()])).is_err());
+        assert!(Matcher::new(None, "/", Some(&["".to_owned()])).is_err());
+        assert!(Matcher::new(Some("*"), "/", None).is_err());
+    }
+
+    fn matcher(host: Option<&str>, path: &str, methods: Option<&[&str]>) -> Matcher {
+        let methods: Option<Vec<String>> =
+            methods.map(|ms| ms.iter().map(|m| (*m).to_owned()).collect());
+        Matcher::new(host, path, methods.as_deref()).expect("valid matcher")
+    }
+
+    #[test]
+    fn shadowing() {
+        let catch_all = matcher(None, "/", None);
+        let api = matcher(None, "/api", None);
+        let api_x = matcher(None, "/api/x", None);
+        let apix = matcher(None, "/apix", None);
+        let hosted = matcher(Some("app.example.com"), "/api", None);
+        let wild = matcher(Some("*.example.com"), "/", None);
+        let deep_wild = matcher(Some("*.a.example.com"), "/", None);
+        let get = matcher(None, "/", Some(&["GET"]));
+        let get_post = matcher(None, "/api", Some(&["GET", "POST"]));
+        let get_api = matcher(None, "/api/x", Some(&["GET"]));
+
+        // The catch-all without host or methods shadows everything after it.
+        for later in [
+            &api, &api_x, &apix, &hosted, &wild, &get, &get_post, &catch_all,
+        ] {
+            assert!(catch_all.shadows(later), "/ should shadow {later:?}");
+        }
+        assert!(api.shadows(&api_x));
+        assert!(api.shadows(&hosted));
+        assert!(!api.shadows(&apix));
+        assert!(!api_x.shadows(&api));
+        assert!(!api.shadows(&catch_all));
+        // A host- or method-restricted route does not shadow an unrestricted one.
+        assert!(!hosted.shadows(&api));
+        assert!(!wild.shadows(&catch_all));
+        assert!(!get.shadows(&catch_all));
+        assert!(!get_post.shadows(&api));
+        // ... but does shadow a narrower restricted one.
+        assert!(get_post.shadows(&get_api));
+        assert!(get.shadows(&get_api));
+        assert!(!get_api.shadows(&get_post));
+        assert!(wild.shadows(&matcher(Some("b.example.com"), "/x", None)));
+        assert!(!wild.shadows(&matcher(Some("example.com"), "/x", None)));
+        assert!(wild.shadows(&deep_wild));
+        assert!(!deep_wild.shadows(&wild));
+        assert!(!matcher(Some("*.example.com"), "/", None).shadows(&matcher(
+            Some("*.ample.com"),
+            "/",
+            None
+        )));
+        assert!(!matcher(Some("*.ample.com"), "/", None).shadows(&matcher(
+            Some("*.example.com"),
+            "/",
+            None
+        )));
+        assert!(hosted.shadows(&matcher(
+            Some("APP.example.com."),
+            "/api/v1",
+            Some(&["GET"])
+        )));
+    }
+
+    #[test]
+    fn strip_prefix_table() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("/app/x", "/app", "/x"),
+            ("/app", "/app", "/"),
+            ("/app/", "/app", "/"),
+            ("/app/x/y/", "/app", "/x/y/"),
+            ("/app/a%20b;c", "/app", "/a%20b;c"),
+            ("/app;v=1/x", "/app", "/x"),
+            ("/app%2Fx", "/app", "/x"),
+            ("/app/x", "/", "/app/x"),
+            ("/a/b/c", "/a/b", "/c"),
+            ("/other", "/app", "/other"),
+            ("/apple", "/app", "/apple"),
+        ];
+        for (path, prefix, want) in cases {
+            assert_eq!(
+                strip_prefix(path, prefix),
+                *want,
+                "strip_prefix({path:?}, {prefix:?})"
+            );
+        }
+        assert!(matches!(strip_prefix("/app/x", "/app"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn error_messages_are_clear() {
+        assert_eq!(
+            PathError::NotAbsolute.to_string(),
+            "request path must start with '/'"
+        );
+        assert!(PathError::InvalidUtf8.to_string().contains("UTF-8"));
     }
 }
