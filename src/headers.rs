@@ -183,8 +183,15 @@ fn claim_as_header_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Writes the identity headers the route's config names, from a permit.
-pub fn inject(headers: &mut HeaderMap, permit: &Permit<'_>, cfg: &HeaderConfig) {
+/// Writes the identity headers the route's config names, from a permit. `assertion` (the
+/// proxy's signer and the route name as audience) adds the signed assertion header when the
+/// config names one.
+pub fn inject(
+    headers: &mut HeaderMap,
+    permit: &Permit<'_>,
+    cfg: &HeaderConfig,
+    assertion: Option<(&crate::auth::assertion::AssertionSigner, &str)>,
+) {
     let id = permit.identity();
     let mut set = |name: &Option<HeaderName>, value: Option<&str>| {
         if let (Some(n), Some(v)) = (name, value) {
@@ -205,6 +212,11 @@ pub fn inject(headers: &mut HeaderMap, permit: &Permit<'_>, cfg: &HeaderConfig) 
             if let Some(v) = sanitize_value(&text) {
                 headers.insert(h.clone(), v);
             }
+        }
+    }
+    if let (Some(name), Some((signer, audience))) = (&cfg.assertion, assertion) {
+        if let Some(v) = signer.sign(id, audience).and_then(|t| HeaderValue::from_str(&t).ok()) {
+            headers.insert(name.clone(), v);
         }
     }
     match cfg.authorization {

@@ -148,7 +148,7 @@ impl Proxy {
             match authz::authorize(route, &identity) {
                 Ok(permit) => {
                     self.decision(idx, "allowed");
-                    headers::inject(&mut parts.headers, &permit, &route.headers);
+                    headers::inject(&mut parts.headers, &permit, &route.headers, Some((self.auth.assertion(), &route.name)));
                 }
                 Err(denied) => {
                     self.decision(idx, "forbidden");

@@ -2,6 +2,11 @@
 //! redirect to the provider's login), per the route's `auth` mode. An `Identity` comes only out
 //! of this module; authorization ([`crate::authz`]) turns it into a `Permit`.
 
+pub mod assertion;
+pub mod bearer;
+pub mod check;
+pub mod roles;
+
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, request::Parts};
@@ -13,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{AuthMode, Config, Route};
 use crate::error::{Body, json_error};
+use crate::provider::Providers;
 
 /// Who the caller is, as proven by a session or a token.
 #[derive(Debug, Clone, Default)]
@@ -50,46 +56,68 @@ pub enum Outcome {
 /// Runtime state of authentication (providers, key caches, sessions).
 pub struct AuthState {
     pub config: Arc<Config>,
+    pub providers: Providers,
+    bearer: bearer::Bearer,
+    assertion: assertion::AssertionSigner,
 }
 
 impl AuthState {
-    pub fn new(config: Arc<Config>) -> Self {
-        AuthState { config }
+    pub fn new(config: Arc<Config>) -> Result<Self, String> {
+        let providers = Providers::new(&config)?;
+        let bearer = bearer::Bearer::new(&config);
+        let assertion = assertion::AssertionSigner::new(&config)?;
+        Ok(AuthState { config, providers, bearer, assertion })
+    }
+
+    /// The proxy's signer for the identity assertion header (keys at `/.auth/jwks`).
+    pub fn assertion(&self) -> &assertion::AssertionSigner {
+        &self.assertion
     }
 
     /// Authenticates a request for a route whose `auth` is not `none`.
-    pub async fn authenticate(&self, route: &Route, _parts: &Parts, _conn: ConnInfo, _host: Option<&str>) -> Outcome {
+    pub async fn authenticate(&self, route: &Route, parts: &Parts, _conn: ConnInfo, _host: Option<&str>) -> Outcome {
         debug_assert!(route.auth != AuthMode::None);
-        Outcome::Respond(json_error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            &format!("auth = {:?} is not implemented yet", route.auth.as_str()),
-        ))
+        match route.auth {
+            AuthMode::Bearer => bearer::authenticate(&self.bearer, &self.providers, route, parts).await,
+            // An Authorization header means an API client: the token decides, never a redirect.
+            AuthMode::LoginOrBearer if bearer::has_authorization(parts) => {
+                bearer::authenticate(&self.bearer, &self.providers, route, parts).await
+            }
+            // login: filled by issue 4
+            AuthMode::LoginOrBearer => Outcome::Respond(bearer::challenge()),
+            AuthMode::Login | AuthMode::None => Outcome::Respond(json_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                &format!("auth = {:?} is not implemented yet", route.auth.as_str()),
+            )),
+        }
     }
 
     /// Starts background work (discovery, key refresh); registers readiness in `health`.
-    pub fn start_background(&self, _health: Arc<crate::health::Health>) {}
+    pub fn start_background(&self, health: Arc<crate::health::Health>) {
+        self.providers.start_background(health);
+    }
 
     /// The answer when authorization failed.
-    pub fn forbidden(&self, route: &Route, _identity: &Identity, denied: &Denied, _parts: &Parts) -> Response<Body> {
+    pub fn forbidden(&self, route: &Route, identity: &Identity, denied: &Denied, _parts: &Parts) -> Response<Body> {
+        if identity.via == Via::Bearer {
+            return bearer::forbidden(denied);
+        }
         let _ = route;
         json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string())
     }
 
     /// Endpoints under the auth prefix (`rest` is the path after it, "" or "/...").
-    pub async fn endpoint(&self, rest: &str, _req: Request<Incoming>, _conn: ConnInfo, _host: Option<&str>) -> Response<Body> {
-        json_error(StatusCode::NOT_FOUND, "not_found", &format!("no endpoint {rest:?} under the auth prefix"))
+    pub async fn endpoint(&self, rest: &str, req: Request<Incoming>, conn: ConnInfo, host: Option<&str>) -> Response<Body> {
+        match rest {
+            "/check" => check::check(self, req, conn, host).await,
+            "/jwks" => self.assertion.jwks_response(),
+            _ => json_error(StatusCode::NOT_FOUND, "not_found", &format!("no endpoint {rest:?} under the auth prefix")),
+        }
     }
 }
 
 /// `portcullis explain` with headers: appends the decision and why to `out`.
-pub async fn explain_decision(_cfg: &Config, route: &Route, headers: &[String], out: &mut String) -> std::process::ExitCode {
-    use std::fmt::Write;
-    let has_token = headers.iter().any(|h| h.to_ascii_lowercase().starts_with("authorization:"));
-    if !has_token {
-        let _ = writeln!(out, "  decision: needs authentication ({}); pass --header 'Authorization: Bearer …' to evaluate a token", route.auth.as_str());
-    } else {
-        let _ = writeln!(out, "  decision: token evaluation is not available in this build");
-    }
-    std::process::ExitCode::from(1)
+pub async fn explain_decision(cfg: &Config, route: &Route, headers: &[String], out: &mut String) -> std::process::ExitCode {
+    bearer::explain(cfg, route, headers, out).await
 }
