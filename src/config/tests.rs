@@ -204,3 +204,12 @@ fn header_overrides_and_identity_names() {
     assert!(c.identity_header_names.contains("x-user-org"));
     assert!(c.identity_header_names.contains("x-forwarded-email"));
 }
+
+#[test]
+fn example_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml");
+    let c = super::load(&path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.routes.len(), 5);
+    assert_eq!(c.routes[4].auth, AuthMode::LoginOrBearer);
+    assert!(c.session.is_some());
+}
