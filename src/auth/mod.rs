@@ -58,7 +58,13 @@ impl AuthState {
     }
 
     /// Authenticates a request for a route whose `auth` is not `none`.
-    pub async fn authenticate(&self, route: &Route, _parts: &Parts, _conn: ConnInfo, _host: Option<&str>) -> Outcome {
+    pub async fn authenticate(
+        &self,
+        route: &Route,
+        _parts: &Parts,
+        _conn: ConnInfo,
+        _host: Option<&str>,
+    ) -> Outcome {
         debug_assert!(route.auth != AuthMode::None);
         Outcome::Respond(json_error(
             StatusCode::NOT_IMPLEMENTED,
@@ -71,25 +77,55 @@ impl AuthState {
     pub fn start_background(&self, _health: Arc<crate::health::Health>) {}
 
     /// The answer when authorization failed.
-    pub fn forbidden(&self, route: &Route, _identity: &Identity, denied: &Denied, _parts: &Parts) -> Response<Body> {
+    pub fn forbidden(
+        &self,
+        route: &Route,
+        _identity: &Identity,
+        denied: &Denied,
+        _parts: &Parts,
+    ) -> Response<Body> {
         let _ = route;
         json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string())
     }
 
     /// Endpoints under the auth prefix (`rest` is the path after it, "" or "/...").
-    pub async fn endpoint(&self, rest: &str, _req: Request<Incoming>, _conn: ConnInfo, _host: Option<&str>) -> Response<Body> {
-        json_error(StatusCode::NOT_FOUND, "not_found", &format!("no endpoint {rest:?} under the auth prefix"))
+    pub async fn endpoint(
+        &self,
+        rest: &str,
+        _req: Request<Incoming>,
+        _conn: ConnInfo,
+        _host: Option<&str>,
+    ) -> Response<Body> {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no endpoint {rest:?} under the auth prefix"),
+        )
     }
 }
 
 /// `portcullis explain` with headers: appends the decision and why to `out`.
-pub async fn explain_decision(_cfg: &Config, route: &Route, headers: &[String], out: &mut String) -> std::process::ExitCode {
+pub async fn explain_decision(
+    _cfg: &Config,
+    route: &Route,
+    headers: &[String],
+    out: &mut String,
+) -> std::process::ExitCode {
     use std::fmt::Write;
-    let has_token = headers.iter().any(|h| h.to_ascii_lowercase().starts_with("authorization:"));
+    let has_token = headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("authorization:"));
     if !has_token {
-        let _ = writeln!(out, "  decision: needs authentication ({}); pass --header 'Authorization: Bearer …' to evaluate a token", route.auth.as_str());
+        let _ = writeln!(
+            out,
+            "  decision: needs authentication ({}); pass --header 'Authorization: Bearer …' to evaluate a token",
+            route.auth.as_str()
+        );
     } else {
-        let _ = writeln!(out, "  decision: token evaluation is not available in this build");
+        let _ = writeln!(
+            out,
+            "  decision: token evaluation is not available in this build"
+        );
     }
     std::process::ExitCode::from(1)
 }

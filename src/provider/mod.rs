@@ -37,7 +37,11 @@ pub enum ProviderError {
     Unavailable { provider: String, reason: String },
     /// The provider answered with an OAuth error (e.g. invalid_grant).
     #[error("provider {provider:?} refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Rejected { provider: String, error: String, description: Option<String> },
+    Rejected {
+        provider: String,
+        error: String,
+        description: Option<String>,
+    },
     /// The provider's answer could not be understood.
     #[error("provider {provider:?} sent an invalid response: {reason}")]
     Invalid { provider: String, reason: String },
@@ -103,12 +107,19 @@ impl ProviderRuntime {
 
     /// Verifies a JWT signed by this provider (signature by the JWKS key its `kid` names,
     /// `alg` from the key, `iss`, `exp`, `nbf`, and `aud` ∋ one of `audiences`); returns its claims.
-    pub async fn verify_jwt(&self, _token: &str, _audiences: &[String]) -> Result<Map<String, Value>, TokenError> {
+    pub async fn verify_jwt(
+        &self,
+        _token: &str,
+        _audiences: &[String],
+    ) -> Result<Map<String, Value>, TokenError> {
         Err(TokenError::Unavailable(self.unavailable("not implemented")))
     }
 
     /// POSTs to the token endpoint with client authentication per `token_endpoint_auth`.
-    pub async fn token_request(&self, _params: &[(&str, &str)]) -> Result<TokenResponse, ProviderError> {
+    pub async fn token_request(
+        &self,
+        _params: &[(&str, &str)],
+    ) -> Result<TokenResponse, ProviderError> {
         Err(self.unavailable("not implemented"))
     }
 
@@ -128,7 +139,10 @@ impl ProviderRuntime {
     }
 
     fn unavailable(&self, reason: &str) -> ProviderError {
-        ProviderError::Unavailable { provider: self.config.name.clone(), reason: reason.into() }
+        ProviderError::Unavailable {
+            provider: self.config.name.clone(),
+            reason: reason.into(),
+        }
     }
 }
 

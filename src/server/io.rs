@@ -21,32 +21,50 @@ pub struct HeadDeadline<T> {
 
 impl<T> HeadDeadline<T> {
     pub fn new(inner: T, timeout: Duration) -> Self {
-        HeadDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(timeout))) }
+        HeadDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+        }
     }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(d) = this.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                this.deadline = None;
-                // Best effort: the socket buffer is empty at this point, so this does not block.
-                let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
-                let _ = Pin::new(&mut this.inner).poll_flush(cx);
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request header read timeout")));
-            }
+        if let Some(d) = this.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            this.deadline = None;
+            // Best effort: the socket buffer is empty at this point, so this does not block.
+            let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request header read timeout",
+            )));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.deadline = None;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         self.deadline = None;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

@@ -34,7 +34,11 @@ use crate::upstream::Upstreams;
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("upstream client: {0}")]
@@ -62,7 +66,9 @@ impl Running {
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, what, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, what, source })
 }
 
 fn conn_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
@@ -86,7 +92,13 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     let health = Arc::new(Health::new());
     let upstreams = Upstreams::new(&config)?;
     let auth = AuthState::new(config.clone());
-    let proxy = Arc::new(Proxy::new(config.clone(), upstreams, metrics.clone(), auth, health.clone()));
+    let proxy = Arc::new(Proxy::new(
+        config.clone(),
+        upstreams,
+        metrics.clone(),
+        auth,
+        health.clone(),
+    ));
 
     let (tx, rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
@@ -95,12 +107,21 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
 
     let mut https_addr = None;
     if let Some(t) = &config.server.tls {
-        let tls_cfg = tls::server_config(t.cert.clone(), t.key.clone()).map_err(StartupError::Tls)?;
+        let tls_cfg =
+            tls::server_config(t.cert.clone(), t.key.clone()).map_err(StartupError::Tls)?;
         let l = bind(t.listen, "[server.tls] listen").await?;
         https_addr = l.local_addr().ok();
         tracing::info!(addr = ?https_addr, "listening (https)");
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
-        tasks.push(tokio::spawn(accept_loop(l, Some(acceptor), proxy.clone(), builder.clone(), graceful.clone(), rx.clone(), false)));
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            Some(acceptor),
+            proxy.clone(),
+            builder.clone(),
+            graceful.clone(),
+            rx.clone(),
+            false,
+        )));
     }
     let mut http_addr = None;
     if let Some(addr) = config.server.listen {
@@ -108,14 +129,27 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
         http_addr = l.local_addr().ok();
         tracing::info!(addr = ?http_addr, "listening (http)");
         let redirect = config.server.tls.as_ref().is_some_and(|t| t.redirect_http);
-        tasks.push(tokio::spawn(accept_loop(l, None, proxy.clone(), builder.clone(), graceful.clone(), rx.clone(), redirect)));
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            None,
+            proxy.clone(),
+            builder.clone(),
+            graceful.clone(),
+            rx.clone(),
+            redirect,
+        )));
     }
     let mut admin_addr = None;
     if let Some(addr) = config.server.admin_listen {
         let l = bind(addr, "[server] admin_listen").await?;
         admin_addr = l.local_addr().ok();
         tracing::info!(addr = ?admin_addr, "listening (admin)");
-        tasks.push(tokio::spawn(admin::serve(l, metrics.clone(), health.clone(), rx.clone())));
+        tasks.push(tokio::spawn(admin::serve(
+            l,
+            metrics.clone(),
+            health.clone(),
+            rx.clone(),
+        )));
     }
 
     proxy.auth.start_background(health.clone());
@@ -128,11 +162,21 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
             let _ = t.await;
         }
         let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
-        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(?drain, "drain timeout: closing remaining connections");
         }
     });
-    Ok(Running { http_addr, https_addr, admin_addr, proxy, shutdown: tx, done })
+    Ok(Running {
+        http_addr,
+        https_addr,
+        admin_addr,
+        proxy,
+        shutdown: tx,
+        done,
+    })
 }
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
@@ -193,7 +237,16 @@ async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             proxy.metrics.open_connections.inc();
-            serve_connection(stream, peer, tls, proxy.clone(), builder, watcher, redirect_to_https).await;
+            serve_connection(
+                stream,
+                peer,
+                tls,
+                proxy.clone(),
+                builder,
+                watcher,
+                redirect_to_https,
+            )
+            .await;
             proxy.metrics.open_connections.dec();
         });
     }
@@ -211,7 +264,8 @@ async fn serve_connection(
     let head_timeout = proxy.config.server.header_read_timeout;
     match tls {
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+            let tls_stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -262,14 +316,32 @@ async fn serve_io<I>(
 /// 308 from the plain listener to the TLS listener, same host, path and query.
 fn https_redirect(proxy: &Proxy, req: &Request<Incoming>) -> Response<Body> {
     let Some(host) = crate::proxy::request_host(req) else {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "missing Host header");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing Host header",
+        );
     };
     let hostname = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || h.starts_with('[') && h.ends_with(']') => h,
+        Some((h, port))
+            if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']')
+                || h.starts_with('[') && h.ends_with(']') =>
+        {
+            h
+        }
         _ => host,
     };
-    let port = proxy.config.server.tls.as_ref().map_or(443, |t| t.listen.port());
-    let authority = if port == 443 { hostname.to_string() } else { format!("{hostname}:{port}") };
+    let port = proxy
+        .config
+        .server
+        .tls
+        .as_ref()
+        .map_or(443, |t| t.listen.port());
+    let authority = if port == 443 {
+        hostname.to_string()
+    } else {
+        format!("{hostname}:{port}")
+    };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = format!("https://{authority}{pq}");
     let mut resp = Response::new(empty());
@@ -286,6 +358,8 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Keeps a future's type simple for callers that need `'static`.
-pub fn boxed<F: Future<Output = ()> + Send + 'static>(f: F) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+pub fn boxed<F: Future<Output = ()> + Send + 'static>(
+    f: F,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(f)
 }
