@@ -120,7 +120,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
             builder.clone(),
             graceful.clone(),
             rx.clone(),
-            false,
+            None,
         )));
     }
     let mut http_addr = None;
@@ -128,7 +128,13 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
         let l = bind(addr, "[server] listen").await?;
         http_addr = l.local_addr().ok();
         tracing::info!(addr = ?http_addr, "listening (http)");
-        let redirect = config.server.tls.as_ref().is_some_and(|t| t.redirect_http);
+        // Redirect to the port the TLS listener actually bound (it may be configured as 0).
+        let redirect = config
+            .server
+            .tls
+            .as_ref()
+            .filter(|t| t.redirect_http)
+            .map(|t| https_addr.map_or(t.listen.port(), |a| a.port()));
         tasks.push(tokio::spawn(accept_loop(
             l,
             None,
@@ -215,7 +221,7 @@ async fn accept_loop(
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     mut shutdown: watch::Receiver<bool>,
-    redirect_to_https: bool,
+    redirect_to_https: Option<u16>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -259,7 +265,7 @@ async fn serve_connection(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
-    redirect_to_https: bool,
+    redirect_to_https: Option<u16>,
 ) {
     let head_timeout = proxy.config.server.header_read_timeout;
     match tls {
@@ -278,7 +284,7 @@ async fn serve_connection(
             };
             let info = ConnInfo { peer, tls: true };
             let io = TokioIo::new(io::HeadDeadline::new(tls_stream, head_timeout));
-            serve_io(io, info, proxy, builder, watcher, false).await;
+            serve_io(io, info, proxy, builder, watcher, None).await;
         }
         None => {
             let info = ConnInfo { peer, tls: false };
@@ -294,15 +300,15 @@ async fn serve_io<I>(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
-    redirect_to_https: bool,
+    redirect_to_https: Option<u16>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         async move {
-            if redirect_to_https {
-                return Ok::<_, Infallible>(https_redirect(&proxy, &req));
+            if let Some(https_port) = redirect_to_https {
+                return Ok::<_, Infallible>(https_redirect(https_port, &req));
             }
             Ok::<_, Infallible>(proxy.handle(req, info).await)
         }
@@ -313,8 +319,8 @@ async fn serve_io<I>(
     }
 }
 
-/// 308 from the plain listener to the TLS listener, same host, path and query.
-fn https_redirect(proxy: &Proxy, req: &Request<Incoming>) -> Response<Body> {
+/// 308 from the plain listener to the TLS listener (`https_port`), same host, path and query.
+fn https_redirect(https_port: u16, req: &Request<Incoming>) -> Response<Body> {
     let Some(host) = crate::proxy::request_host(req) else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -322,6 +328,14 @@ fn https_redirect(proxy: &Proxy, req: &Request<Incoming>) -> Response<Body> {
             "missing Host header",
         );
     };
+    // The Host header is unvalidated text: only a plain host[:port] may reach the Location.
+    if host.contains('@') || host.parse::<http::uri::Authority>().is_err() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid Host header",
+        );
+    }
     let hostname = match host.rsplit_once(':') {
         Some((h, port))
             if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']')
@@ -331,12 +345,7 @@ fn https_redirect(proxy: &Proxy, req: &Request<Incoming>) -> Response<Body> {
         }
         _ => host,
     };
-    let port = proxy
-        .config
-        .server
-        .tls
-        .as_ref()
-        .map_or(443, |t| t.listen.port());
+    let port = https_port;
     let authority = if port == 443 {
         hostname.to_string()
     } else {
