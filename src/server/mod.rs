@@ -283,19 +283,38 @@ async fn serve_connection(
                 }
             };
             let info = ConnInfo { peer, tls: true };
-            let io = TokioIo::new(io::HeadDeadline::new(tls_stream, head_timeout));
-            serve_io(io, info, proxy, builder, watcher, None).await;
+            let (io, head_seen) = io::HeadDeadline::new(tls_stream, head_timeout);
+            serve_io(
+                TokioIo::new(io),
+                head_seen,
+                info,
+                proxy,
+                builder,
+                watcher,
+                None,
+            )
+            .await;
         }
         None => {
             let info = ConnInfo { peer, tls: false };
-            let io = TokioIo::new(io::HeadDeadline::new(stream, head_timeout));
-            serve_io(io, info, proxy, builder, watcher, redirect_to_https).await;
+            let (io, head_seen) = io::HeadDeadline::new(stream, head_timeout);
+            serve_io(
+                TokioIo::new(io),
+                head_seen,
+                info,
+                proxy,
+                builder,
+                watcher,
+                redirect_to_https,
+            )
+            .await;
         }
     }
 }
 
 async fn serve_io<I>(
     io: I,
+    head_seen: io::HeadSeen,
     info: ConnInfo,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -305,6 +324,9 @@ async fn serve_io<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: Request<Incoming>| {
+        // A full head arrived: from here on the 408 deadline must not fire (slow bodies and
+        // slow upstreams are not slowloris).
+        head_seen.mark();
         let proxy = proxy.clone();
         async move {
             if let Some(https_port) = redirect_to_https {
