@@ -1088,3 +1088,130 @@ fn cli_version() {
         format!("portcullis {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines must not cut requests whose head arrived in time
+// ---------------------------------------------------------------------------------------------
+
+/// `header_read_timeout` bounds the request *head* only: a slow upstream answer and a slow
+/// request body (longer than the timeout) still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_deadline_does_not_cut_slow_bodies_or_slow_upstreams() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&format!(
+        "header_read_timeout = \"1s\"\n{}",
+        route("app", "path = \"/\"", &up.url(""))
+    )))
+    .await;
+    let a = proxy.http();
+
+    // upstream answers after 2.5 s; nothing is written to the client meanwhile
+    let r = get_path(a, "/slow?ms=2500").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // body trickles in over ~2.5 s
+    let stream = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"0123456789",
+            ))),
+            i + 1,
+        ))
+    });
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
+    let req = Request::post("/upload")
+        .header("host", "app.local")
+        .body(body)
+        .unwrap();
+    let r = send(a, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echoed().body_len, 100);
+    proxy.shutdown().await;
+}
+
+/// A request with both Content-Length and Transfer-Encoding is refused or re-framed; the
+/// upstream never sees both (request smuggling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_framing_is_not_forwarded() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    let raw = raw_http(
+        proxy.http(),
+        "POST / HTTP/1.1\r\nHost: app.local\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    match raw_status(&raw) {
+        400 => {}
+        200 => {
+            let e = raw_echoed(&raw);
+            assert!(
+                e.header("content-length").is_none() || e.header("transfer-encoding").is_none(),
+                "{e:?}"
+            );
+            assert_eq!(e.body_len, 5, "{e:?}");
+        }
+        s => panic!("unexpected {s}: {raw}"),
+    }
+    proxy.shutdown().await;
+}
+
+/// `strip_prefix` with an encoded separator right after the prefix still forwards a valid path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_prefix_with_encoded_separator() {
+    let up = echo_upstream().await;
+    let mut c = cfg("");
+    c += &route(
+        "stripped",
+        "path = \"/app\"\nstrip_prefix = true",
+        &up.url(""),
+    );
+    c += &route(
+        "stripped-base",
+        "path = \"/svc\"\nstrip_prefix = true",
+        &up.url("/base"),
+    );
+    let proxy = start_proxy(&c).await;
+    for (target, want) in [
+        ("/app%2Fx", "/x"),
+        ("/app%5Cx", "/x"),
+        ("/svc%2Fx", "/base/x"),
+    ] {
+        let raw = raw_get(proxy.http(), target, "app.local", "").await;
+        assert_eq!(raw_status(&raw), 200, "{target}: {raw}");
+        assert_eq!(raw_echoed(&raw).path, want, "{target}");
+    }
+    proxy.shutdown().await;
+}
+
+/// The real binary on SIGTERM: stops accepting, finishes the in-flight request, exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_sigterm_drains_in_flight_requests() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, cfg(&route("app", "path = \"/\"", &up.url("")))).unwrap();
+    let mut bin = BinaryProxy::start(&path);
+    let addr = bin.http_addr;
+    let in_flight = tokio::spawn(async move { get_path(addr, "/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rc = std::process::Command::new("kill")
+        .args(["-TERM", &bin.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "new connection accepted after SIGTERM"
+    );
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    let code = bin
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit after draining");
+    assert_eq!(code, Some(0));
+}

@@ -672,6 +672,18 @@ impl BinaryProxy {
         guard
     }
 
+    /// Waits up to `limit` for the process to exit; its exit code (`None`: killed by a signal).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<Option<i32>> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// A line of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`).
     pub fn status_kib(&self, field: &str) -> u64 {
         let status =
