@@ -32,7 +32,9 @@ pub struct AssertionSigner {
 
 impl std::fmt::Debug for AssertionSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AssertionSigner").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("AssertionSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,8 +43,9 @@ impl AssertionSigner {
         let pkcs8: Vec<u8> = match &cfg.headers.assertion_key_file {
             Some(path) => {
                 use rustls::pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
-                let der = PrivatePkcs8KeyDer::from_pem_file(path)
-                    .map_err(|e| format!("{}: not a PEM PKCS#8 private key ({e})", path.display()))?;
+                let der = PrivatePkcs8KeyDer::from_pem_file(path).map_err(|e| {
+                    format!("{}: not a PEM PKCS#8 private key ({e})", path.display())
+                })?;
                 der.secret_pkcs8_der().to_vec()
             }
             None => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
@@ -69,7 +72,12 @@ impl AssertionSigner {
             .as_ref()
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_else(|| "portcullis".to_string());
-        Ok(AssertionSigner { key: EncodingKey::from_ec_der(&pkcs8), kid, jwk, issuer })
+        Ok(AssertionSigner {
+            key: EncodingKey::from_ec_der(&pkcs8),
+            kid,
+            jwk,
+            issuer,
+        })
     }
 
     pub fn issuer(&self) -> &str {
@@ -106,8 +114,14 @@ impl AssertionSigner {
         let body = json!({ "keys": [self.jwk] }).to_string();
         let mut r = Response::new(full(body));
         *r.status_mut() = StatusCode::OK;
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
         r
     }
 }
@@ -119,14 +133,31 @@ mod tests {
     #[test]
     fn signs_and_verifies_against_its_jwk() {
         let src = "[server]\nlisten = \"127.0.0.1:1\"\npublic_url = \"https://app.example.com\"\n[providers.p]\njwks_uri = \"http://127.0.0.1:1/jwks\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"bearer\"\n";
-        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default()).unwrap();
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default())
+            .unwrap();
         let s = AssertionSigner::new(&cfg).unwrap();
-        let id = Identity { sub: "u1".into(), roles: vec!["admin".into()], ..Default::default() };
+        let id = Identity {
+            sub: "u1".into(),
+            roles: vec!["admin".into()],
+            ..Default::default()
+        };
         let t = s.sign(&id, "api").unwrap();
-        let set = crate::provider::jwks::KeySet::parse(json!({"keys": [s.jwk]}).to_string().as_bytes()).unwrap();
+        let set =
+            crate::provider::jwks::KeySet::parse(json!({"keys": [s.jwk]}).to_string().as_bytes())
+                .unwrap();
         let h = crate::provider::jwks::screen_header(&t).unwrap();
-        let crate::provider::jwks::Lookup::Found(k) = crate::provider::jwks::lookup(&set, &h).unwrap() else { panic!() };
-        let c = crate::provider::jwks::verify_with(&t, k, Some("https://app.example.com"), &["api".into()]).unwrap();
+        let crate::provider::jwks::Lookup::Found(k) =
+            crate::provider::jwks::lookup(&set, &h).unwrap()
+        else {
+            panic!()
+        };
+        let c = crate::provider::jwks::verify_with(
+            &t,
+            k,
+            Some("https://app.example.com"),
+            &["api".into()],
+        )
+        .unwrap();
         assert_eq!(c["sub"], "u1");
         assert_eq!(c["roles"], json!(["admin"]));
     }

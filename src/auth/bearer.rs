@@ -46,7 +46,12 @@ struct Cached {
 struct CachedExpiry;
 
 impl moka::Expiry<[u8; 32], Cached> for CachedExpiry {
-    fn expire_after_create(&self, _k: &[u8; 32], v: &Cached, _at: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &[u8; 32],
+        v: &Cached,
+        _at: std::time::Instant,
+    ) -> Option<Duration> {
         Some(v.ttl)
     }
 }
@@ -62,7 +67,15 @@ impl Bearer {
             .providers
             .iter()
             .filter(|(_, p)| p.token_cache)
-            .map(|(n, _)| (n.clone(), moka::future::Cache::builder().max_capacity(100_000).expire_after(CachedExpiry).build()))
+            .map(|(n, _)| {
+                (
+                    n.clone(),
+                    moka::future::Cache::builder()
+                        .max_capacity(100_000)
+                        .expire_after(CachedExpiry)
+                        .build(),
+                )
+            })
             .collect();
         Bearer { caches }
     }
@@ -79,11 +92,15 @@ pub enum Presented<'a> {
 /// Reads the bearer token from the `Authorization` header (and nowhere else).
 pub fn presented(parts: &Parts) -> Presented<'_> {
     let mut all = parts.headers.get_all(header::AUTHORIZATION).iter();
-    let Some(first) = all.next() else { return Presented::None };
+    let Some(first) = all.next() else {
+        return Presented::None;
+    };
     if all.next().is_some() {
         return Presented::BadRequest("the request carries more than one Authorization header");
     }
-    let Ok(v) = first.to_str() else { return Presented::BadRequest("the Authorization header is not valid text") };
+    let Ok(v) = first.to_str() else {
+        return Presented::BadRequest("the Authorization header is not valid text");
+    };
     let v = v.trim();
     let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -106,7 +123,9 @@ fn token_shape(t: &str) -> Result<bool, TokenError> {
     if t.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Other("the token is too large".into()));
     }
-    let ok = t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'='));
+    let ok = t.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    });
     if !ok {
         return Err(TokenError::Malformed);
     }
@@ -114,9 +133,15 @@ fn token_shape(t: &str) -> Result<bool, TokenError> {
 }
 
 /// Builds the identity from verified claims.
-pub fn identity_from_claims(p: &ProviderRuntime, claims: Map<String, Value>, token: &str) -> Result<Identity, TokenError> {
+pub fn identity_from_claims(
+    p: &ProviderRuntime,
+    claims: Map<String, Value>,
+    token: &str,
+) -> Result<Identity, TokenError> {
     let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
-    let sub = s("sub").filter(|x| !x.is_empty()).ok_or(TokenError::MissingClaim("sub"))?;
+    let sub = s("sub")
+        .filter(|x| !x.is_empty())
+        .ok_or(TokenError::MissingClaim("sub"))?;
     Ok(Identity {
         sub,
         email: s("email"),
@@ -132,7 +157,11 @@ pub fn identity_from_claims(p: &ProviderRuntime, claims: Map<String, Value>, tok
 }
 
 /// Verifies `token` with provider `p` (JWT or introspection), using the cache.
-pub async fn verify(bearer: &Bearer, p: &ProviderRuntime, token: &str) -> Result<Identity, TokenError> {
+pub async fn verify(
+    bearer: &Bearer,
+    p: &ProviderRuntime,
+    token: &str,
+) -> Result<Identity, TokenError> {
     let is_jwt = token_shape(token)?;
     if !is_jwt {
         let claims = p.introspect(token).await?;
@@ -154,14 +183,26 @@ pub async fn verify(bearer: &Bearer, p: &ProviderRuntime, token: &str) -> Result
         let left = exp - now();
         if left > 0 {
             let ttl = Duration::from_secs(left as u64).min(MAX_CACHE);
-            c.insert(k, Cached { identity: Arc::new(id.clone()), ttl }).await;
+            c.insert(
+                k,
+                Cached {
+                    identity: Arc::new(id.clone()),
+                    ttl,
+                },
+            )
+            .await;
         }
     }
     Ok(id)
 }
 
 /// The authentication stage for a bearer route (or the bearer half of `login_or_bearer`).
-pub async fn authenticate(bearer: &Bearer, providers: &Providers, route: &Route, parts: &Parts) -> Outcome {
+pub async fn authenticate(
+    bearer: &Bearer,
+    providers: &Providers,
+    route: &Route,
+    parts: &Parts,
+) -> Outcome {
     let token = match presented(parts) {
         Presented::Token(t) => t,
         Presented::None => return Outcome::Respond(challenge()),
@@ -178,7 +219,9 @@ pub async fn authenticate(bearer: &Bearer, providers: &Providers, route: &Route,
 
 fn quoted(s: &str) -> String {
     // RFC 6750 error_description: %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
-    s.chars().filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\').collect()
+    s.chars()
+        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
+        .collect()
 }
 
 fn with_challenge(mut resp: Response<Body>, challenge: &str) -> Response<Body> {
@@ -191,7 +234,11 @@ fn with_challenge(mut resp: Response<Body>, challenge: &str) -> Response<Body> {
 /// 401 for a request without a token.
 pub fn challenge() -> Response<Body> {
     with_challenge(
-        json_error(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required (Authorization: Bearer …)"),
+        json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required (Authorization: Bearer …)",
+        ),
         "Bearer realm=\"portcullis\"",
     )
 }
@@ -199,16 +246,27 @@ pub fn challenge() -> Response<Body> {
 fn bad_request(why: &str) -> Response<Body> {
     with_challenge(
         json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
-        &format!("Bearer error=\"invalid_request\", error_description=\"{}\"", quoted(why)),
+        &format!(
+            "Bearer error=\"invalid_request\", error_description=\"{}\"",
+            quoted(why)
+        ),
     )
 }
 
 fn unavailable(why: &str) -> Response<Body> {
     let mut r = with_challenge(
-        json_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", why),
-        &format!("Bearer error=\"temporarily_unavailable\", error_description=\"{}\"", quoted(why)),
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            why,
+        ),
+        &format!(
+            "Bearer error=\"temporarily_unavailable\", error_description=\"{}\"",
+            quoted(why)
+        ),
     );
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     r
 }
 
@@ -222,7 +280,10 @@ pub fn token_error(e: &TokenError) -> Response<Body> {
     let msg = e.to_string();
     with_challenge(
         json_error(StatusCode::UNAUTHORIZED, "invalid_token", &msg),
-        &format!("Bearer error=\"invalid_token\", error_description=\"{}\"", quoted(&msg)),
+        &format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            quoted(&msg)
+        ),
     )
 }
 
@@ -231,12 +292,20 @@ pub fn forbidden(denied: &Denied) -> Response<Body> {
     let msg = denied.to_string();
     with_challenge(
         json_error(StatusCode::FORBIDDEN, "insufficient_scope", &msg),
-        &format!("Bearer error=\"insufficient_scope\", error_description=\"{}\"", quoted(&msg)),
+        &format!(
+            "Bearer error=\"insufficient_scope\", error_description=\"{}\"",
+            quoted(&msg)
+        ),
     )
 }
 
 /// `portcullis explain … --header 'Authorization: Bearer …'`: the decision and why.
-pub async fn explain(cfg: &Config, route: &Route, headers: &[String], out: &mut String) -> std::process::ExitCode {
+pub async fn explain(
+    cfg: &Config,
+    route: &Route,
+    headers: &[String],
+    out: &mut String,
+) -> std::process::ExitCode {
     use std::fmt::Write;
     use std::process::ExitCode;
     let mut b = http::Request::builder().uri("/");
@@ -260,7 +329,11 @@ pub async fn explain(cfg: &Config, route: &Route, headers: &[String], out: &mut 
         let _ = writeln!(
             out,
             "  decision: needs a {} (auth = {}); pass --header 'Authorization: Bearer …' to evaluate a token on a bearer route",
-            if route.auth.uses_login() { "browser session" } else { "token" },
+            if route.auth.uses_login() {
+                "browser session"
+            } else {
+                "token"
+            },
             route.auth.as_str()
         );
         return ExitCode::from(1);
@@ -268,7 +341,10 @@ pub async fn explain(cfg: &Config, route: &Route, headers: &[String], out: &mut 
     let token = match presented(&parts) {
         Presented::Token(t) => t,
         Presented::None => {
-            let _ = writeln!(out, "  decision: 401 — no bearer token (Authorization: Bearer …)");
+            let _ = writeln!(
+                out,
+                "  decision: 401 — no bearer token (Authorization: Bearer …)"
+            );
             return ExitCode::from(1);
         }
         Presented::BadRequest(why) => {
@@ -288,7 +364,15 @@ pub async fn explain(cfg: &Config, route: &Route, headers: &[String], out: &mut 
         return ExitCode::from(2);
     };
     if let Ok(false) = token_shape(token) {
-        let _ = writeln!(out, "  token: opaque → introspection{}", if p.has_introspection() { "" } else { " (not configured)" });
+        let _ = writeln!(
+            out,
+            "  token: opaque → introspection{}",
+            if p.has_introspection() {
+                ""
+            } else {
+                " (not configured)"
+            }
+        );
     } else {
         match tokio::time::timeout(Duration::from_secs(5), p.load_now()).await {
             Ok(Ok(_)) => {
@@ -302,8 +386,11 @@ pub async fn explain(cfg: &Config, route: &Route, headers: &[String], out: &mut 
             }
         }
     }
-    let no_cache = Bearer { caches: HashMap::new() };
-    let id = match tokio::time::timeout(Duration::from_secs(10), verify(&no_cache, p, token)).await {
+    let no_cache = Bearer {
+        caches: HashMap::new(),
+    };
+    let id = match tokio::time::timeout(Duration::from_secs(10), verify(&no_cache, p, token)).await
+    {
         Err(_) => {
             let _ = writeln!(out, "  decision: 503 — the provider did not answer in time");
             return ExitCode::from(1);
@@ -318,13 +405,22 @@ pub async fn explain(cfg: &Config, route: &Route, headers: &[String], out: &mut 
         }
         Ok(Ok(id)) => id,
     };
-    let _ = writeln!(out, "  token: valid; sub {:?}; roles [{}]", id.sub, id.roles.join(", "));
+    let _ = writeln!(
+        out,
+        "  token: valid; sub {:?}; roles [{}]",
+        id.sub,
+        id.roles.join(", ")
+    );
     if let Some(exp) = id.expires_at {
         let _ = writeln!(out, "  token expires in {}s", exp - now());
     }
     match crate::authz::authorize(route, &id) {
         Ok(_) => {
-            let _ = writeln!(out, "  decision: allowed → forwarded to {}", route.upstream.url);
+            let _ = writeln!(
+                out,
+                "  decision: allowed → forwarded to {}",
+                route.upstream.url
+            );
             ExitCode::SUCCESS
         }
         Err(d) => {
@@ -349,10 +445,22 @@ mod tests {
     #[test]
     fn token_only_from_the_authorization_header() {
         assert!(matches!(presented(&parts(&[])), Presented::None));
-        assert!(matches!(presented(&parts(&["bEaReR abc.def"])), Presented::Token("abc.def")));
-        assert!(matches!(presented(&parts(&["Basic YTpi"])), Presented::None));
-        assert!(matches!(presented(&parts(&["Bearer "])), Presented::BadRequest(_)));
-        assert!(matches!(presented(&parts(&["Bearer a", "Bearer b"])), Presented::BadRequest(_)));
+        assert!(matches!(
+            presented(&parts(&["bEaReR abc.def"])),
+            Presented::Token("abc.def")
+        ));
+        assert!(matches!(
+            presented(&parts(&["Basic YTpi"])),
+            Presented::None
+        ));
+        assert!(matches!(
+            presented(&parts(&["Bearer "])),
+            Presented::BadRequest(_)
+        ));
+        assert!(matches!(
+            presented(&parts(&["Bearer a", "Bearer b"])),
+            Presented::BadRequest(_)
+        ));
     }
 
     #[test]

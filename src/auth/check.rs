@@ -27,11 +27,26 @@ static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-pub async fn check(state: &AuthState, req: Request<Incoming>, conn: ConnInfo, host: Option<&str>) -> Response<Body> {
+pub async fn check(
+    state: &AuthState,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    host: Option<&str>,
+) -> Response<Body> {
     let cfg = &*state.config;
     let (mut parts, _body) = req.into_parts();
     let trusted = headers::is_trusted(conn.peer.ip(), &cfg.server.trusted_proxies);
-    let fwd = |n: &HeaderName| if trusted { parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string) } else { None };
+    let fwd = |n: &HeaderName| {
+        if trusted {
+            parts
+                .headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        } else {
+            None
+        }
+    };
 
     let method = match fwd(&X_FORWARDED_METHOD) {
         Some(m) => match Method::from_bytes(m.trim().as_bytes()) {
@@ -43,7 +58,10 @@ pub async fn check(state: &AuthState, req: Request<Incoming>, conn: ConnInfo, ho
     let uri = match fwd(&X_FORWARDED_URI).or_else(|| fwd(&X_ORIGINAL_URI)) {
         Some(u) => match u.trim().parse::<Uri>() {
             Ok(u) if u.path().starts_with('/') => u,
-            _ => return ProxyError::BadRequest("invalid X-Forwarded-Uri / X-Original-URI").into_response(),
+            _ => {
+                return ProxyError::BadRequest("invalid X-Forwarded-Uri / X-Original-URI")
+                    .into_response();
+            }
         },
         None => parts.uri.clone(),
     };
@@ -52,8 +70,15 @@ pub async fn check(state: &AuthState, req: Request<Incoming>, conn: ConnInfo, ho
         Ok(p) => p.into_owned(),
         Err(e) => return ProxyError::BadPath(e).into_response(),
     };
-    let Some(route) = cfg.routes.iter().find(|r| r.matcher.matches(orig_host.as_deref(), &method, &normalized)) else {
-        return ProxyError::NoRoute { method: method.to_string(), path: normalized }.into_response();
+    let Some(route) = cfg.routes.iter().find(|r| {
+        r.matcher
+            .matches(orig_host.as_deref(), &method, &normalized)
+    }) else {
+        return ProxyError::NoRoute {
+            method: method.to_string(),
+            path: normalized,
+        }
+        .into_response();
     };
     if route.auth == AuthMode::None {
         return ok(empty());
@@ -61,14 +86,22 @@ pub async fn check(state: &AuthState, req: Request<Incoming>, conn: ConnInfo, ho
     headers::strip_identity(&mut parts.headers, &cfg.identity_header_names);
     parts.method = method;
     parts.uri = uri;
-    let identity = match state.authenticate(route, &parts, conn, orig_host.as_deref()).await {
+    let identity = match state
+        .authenticate(route, &parts, conn, orig_host.as_deref())
+        .await
+    {
         Outcome::Authenticated(id) => id,
         Outcome::Respond(r) => return r,
     };
     match authz::authorize(route, &identity) {
         Ok(permit) => {
             let mut resp = ok(empty());
-            headers::inject(resp.headers_mut(), &permit, &route.headers, Some((state.assertion(), &route.name)));
+            headers::inject(
+                resp.headers_mut(),
+                &permit,
+                &route.headers,
+                Some((state.assertion(), &route.name)),
+            );
             resp
         }
         Err(denied) => state.forbidden(route, &identity, &denied, &parts),
@@ -78,6 +111,9 @@ pub async fn check(state: &AuthState, req: Request<Incoming>, conn: ConnInfo, ho
 fn ok(body: Body) -> Response<Body> {
     let mut r = Response::new(body);
     *r.status_mut() = StatusCode::OK;
-    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     r
 }

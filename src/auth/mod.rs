@@ -66,7 +66,12 @@ impl AuthState {
         let providers = Providers::new(&config)?;
         let bearer = bearer::Bearer::new(&config);
         let assertion = assertion::AssertionSigner::new(&config)?;
-        Ok(AuthState { config, providers, bearer, assertion })
+        Ok(AuthState {
+            config,
+            providers,
+            bearer,
+            assertion,
+        })
     }
 
     /// The proxy's signer for the identity assertion header (keys at `/.auth/jwks`).
@@ -75,10 +80,18 @@ impl AuthState {
     }
 
     /// Authenticates a request for a route whose `auth` is not `none`.
-    pub async fn authenticate(&self, route: &Route, parts: &Parts, _conn: ConnInfo, _host: Option<&str>) -> Outcome {
+    pub async fn authenticate(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        _conn: ConnInfo,
+        _host: Option<&str>,
+    ) -> Outcome {
         debug_assert!(route.auth != AuthMode::None);
         match route.auth {
-            AuthMode::Bearer => bearer::authenticate(&self.bearer, &self.providers, route, parts).await,
+            AuthMode::Bearer => {
+                bearer::authenticate(&self.bearer, &self.providers, route, parts).await
+            }
             // An Authorization header means an API client: the token decides, never a redirect.
             AuthMode::LoginOrBearer if bearer::has_authorization(parts) => {
                 bearer::authenticate(&self.bearer, &self.providers, route, parts).await
@@ -99,7 +112,13 @@ impl AuthState {
     }
 
     /// The answer when authorization failed.
-    pub fn forbidden(&self, route: &Route, identity: &Identity, denied: &Denied, _parts: &Parts) -> Response<Body> {
+    pub fn forbidden(
+        &self,
+        route: &Route,
+        identity: &Identity,
+        denied: &Denied,
+        _parts: &Parts,
+    ) -> Response<Body> {
         if identity.via == Via::Bearer {
             return bearer::forbidden(denied);
         }
@@ -108,16 +127,31 @@ impl AuthState {
     }
 
     /// Endpoints under the auth prefix (`rest` is the path after it, "" or "/...").
-    pub async fn endpoint(&self, rest: &str, req: Request<Incoming>, conn: ConnInfo, host: Option<&str>) -> Response<Body> {
+    pub async fn endpoint(
+        &self,
+        rest: &str,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Response<Body> {
         match rest {
             "/check" => check::check(self, req, conn, host).await,
             "/jwks" => self.assertion.jwks_response(),
-            _ => json_error(StatusCode::NOT_FOUND, "not_found", &format!("no endpoint {rest:?} under the auth prefix")),
+            _ => json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no endpoint {rest:?} under the auth prefix"),
+            ),
         }
     }
 }
 
 /// `portcullis explain` with headers: appends the decision and why to `out`.
-pub async fn explain_decision(cfg: &Config, route: &Route, headers: &[String], out: &mut String) -> std::process::ExitCode {
+pub async fn explain_decision(
+    cfg: &Config,
+    route: &Route,
+    headers: &[String],
+    out: &mut String,
+) -> std::process::ExitCode {
     bearer::explain(cfg, route, headers, out).await
 }

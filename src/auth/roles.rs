@@ -28,7 +28,11 @@ fn push_value(out: &mut Vec<String>, v: &Value) {
 }
 
 /// The roles `claims` grant under `how`; `client_id` selects Keycloak's client roles.
-pub fn roles(claims: &Map<String, Value>, how: &RolesClaim, client_id: Option<&str>) -> Vec<String> {
+pub fn roles(
+    claims: &Map<String, Value>,
+    how: &RolesClaim,
+    client_id: Option<&str>,
+) -> Vec<String> {
     let mut out = Vec::new();
     match how {
         RolesClaim::Path(p) => {
@@ -42,7 +46,10 @@ pub fn roles(claims: &Map<String, Value>, how: &RolesClaim, client_id: Option<&s
             }
             // project-scoped: urn:zitadel:iam:org:project:<id>:roles
             for (k, v) in claims {
-                if let Some(mid) = k.strip_prefix("urn:zitadel:iam:org:project:").and_then(|r| r.strip_suffix(":roles")) {
+                if let Some(mid) = k
+                    .strip_prefix("urn:zitadel:iam:org:project:")
+                    .and_then(|r| r.strip_suffix(":roles"))
+                {
                     if !mid.is_empty() && !mid.contains(':') {
                         push_value(&mut out, v);
                     }
@@ -52,7 +59,11 @@ pub fn roles(claims: &Map<String, Value>, how: &RolesClaim, client_id: Option<&s
                 push_value(&mut out, v);
             }
             if let Some(id) = client_id {
-                if let Some(v) = claims.get("resource_access").and_then(|r| r.get(id)).and_then(|c| c.get("roles")) {
+                if let Some(v) = claims
+                    .get("resource_access")
+                    .and_then(|r| r.get(id))
+                    .and_then(|c| c.get("roles"))
+                {
                     push_value(&mut out, v);
                 }
             }
@@ -77,14 +88,25 @@ mod tests {
 
     #[test]
     fn zitadel_role_map_keys() {
-        let c = m(json!({"urn:zitadel:iam:org:project:roles": {"admin": {"1": "acme"}, "reader": {"1": "acme"}}}));
+        let c = m(
+            json!({"urn:zitadel:iam:org:project:roles": {"admin": {"1": "acme"}, "reader": {"1": "acme"}}}),
+        );
         assert_eq!(roles(&c, &RolesClaim::Auto, None), ["admin", "reader"]);
-        assert_eq!(roles(&c, &RolesClaim::Path("urn:zitadel:iam:org:project:roles".into()), None), ["admin", "reader"]);
+        assert_eq!(
+            roles(
+                &c,
+                &RolesClaim::Path("urn:zitadel:iam:org:project:roles".into()),
+                None
+            ),
+            ["admin", "reader"]
+        );
     }
 
     #[test]
     fn zitadel_project_scoped() {
-        let c = m(json!({"urn:zitadel:iam:org:project:987:roles": {"ops": {}}, "urn:zitadel:iam:org:project:x:y:roles": {"no": {}}}));
+        let c = m(
+            json!({"urn:zitadel:iam:org:project:987:roles": {"ops": {}}, "urn:zitadel:iam:org:project:x:y:roles": {"no": {}}}),
+        );
         assert_eq!(roles(&c, &RolesClaim::Auto, None), ["ops"]);
     }
 
@@ -94,14 +116,27 @@ mod tests {
             "realm_access": {"roles": ["user", "admin"]},
             "resource_access": {"app": {"roles": ["editor"]}, "other": {"roles": ["x"]}}
         }));
-        assert_eq!(roles(&c, &RolesClaim::Auto, Some("app")), ["user", "admin", "editor"]);
-        assert_eq!(roles(&c, &RolesClaim::Path("resource_access.other.roles".into()), None), ["x"]);
+        assert_eq!(
+            roles(&c, &RolesClaim::Auto, Some("app")),
+            ["user", "admin", "editor"]
+        );
+        assert_eq!(
+            roles(
+                &c,
+                &RolesClaim::Path("resource_access.other.roles".into()),
+                None
+            ),
+            ["x"]
+        );
     }
 
     #[test]
     fn arrays_strings_union_dedup() {
         let c = m(json!({"roles": "a b  a", "groups": ["b", "c", 3]}));
         assert_eq!(roles(&c, &RolesClaim::Auto, None), ["a", "b", "c"]);
-        assert_eq!(roles(&c, &RolesClaim::Path("scope".into()), None), Vec::<String>::new());
+        assert_eq!(
+            roles(&c, &RolesClaim::Path("scope".into()), None),
+            Vec::<String>::new()
+        );
     }
 }

@@ -20,9 +20,17 @@ pub struct ClientKey {
 
 impl ClientKey {
     pub fn new(k: &ZitadelKey) -> Result<Self, String> {
-        let key = EncodingKey::from_rsa_pem(k.key.as_bytes()).map_err(|e| format!("key file {}: {e}", k.key_id))?;
-        let client_id = k.subject().ok_or("key file has neither clientId nor userId")?.to_string();
-        Ok(ClientKey { client_id, key_id: k.key_id.clone(), key })
+        let key = EncodingKey::from_rsa_pem(k.key.as_bytes())
+            .map_err(|e| format!("key file {}: {e}", k.key_id))?;
+        let client_id = k
+            .subject()
+            .ok_or("key file has neither clientId nor userId")?
+            .to_string();
+        Ok(ClientKey {
+            client_id,
+            key_id: k.key_id.clone(),
+            key,
+        })
     }
 
     /// A fresh assertion for `audience` (the issuer).

@@ -49,7 +49,11 @@ impl ProviderClient {
     }
 
     /// Sends a request and reads the whole answer within `timeout`.
-    pub async fn send(&self, req: Request<Full<Bytes>>, timeout: Duration) -> Result<Reply, String> {
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
         let fut = async {
             let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
             let (parts, body) = resp.into_parts();
@@ -58,7 +62,11 @@ impl ProviderClient {
                 .await
                 .map_err(|e| format!("reading the response: {e}"))?
                 .to_bytes();
-            Ok::<_, String>(Reply { status: parts.status, headers: parts.headers, body })
+            Ok::<_, String>(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
         };
         match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(format!("no answer within {timeout:?}")),
@@ -66,14 +74,23 @@ impl ProviderClient {
         }
     }
 
-    pub async fn get(&self, url: &str, bearer: Option<&str>, timeout: Duration) -> Result<Reply, String> {
+    pub async fn get(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
         let mut b = Request::builder()
             .method(Method::GET)
             .uri(url)
             .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+            .header(
+                header::USER_AGENT,
+                concat!("portcullis/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(t) = bearer {
-            let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| "the access token is not a valid header value".to_string())?;
+            let v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| "the access token is not a valid header value".to_string())?;
             b = b.header(header::AUTHORIZATION, v);
         }
         let req = b.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
@@ -88,18 +105,26 @@ impl ProviderClient {
         authorization: Option<&str>,
         timeout: Duration,
     ) -> Result<Reply, String> {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
         let mut b = Request::builder()
             .method(Method::POST)
             .uri(url)
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::USER_AGENT, concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+            .header(
+                header::USER_AGENT,
+                concat!("portcullis/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(a) = authorization {
-            let v = HeaderValue::from_str(a).map_err(|_| "credentials are not a valid header value".to_string())?;
+            let v = HeaderValue::from_str(a)
+                .map_err(|_| "credentials are not a valid header value".to_string())?;
             b = b.header(header::AUTHORIZATION, v);
         }
-        let req = b.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+        let req = b
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
         self.send(req, timeout).await
     }
 }
@@ -118,12 +143,16 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 /// `max-age` of a `Cache-Control` header, if any.
 pub fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers.get(header::CACHE_CONTROL)?.to_str().ok()?;
-    v.split(',').find_map(|d| {
-        let d = d.trim();
-        let (k, val) = d.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("max-age").then(|| val.trim().trim_matches('"').parse::<u64>().ok()).flatten()
-    })
-    .map(Duration::from_secs)
+    v.split(',')
+        .find_map(|d| {
+            let d = d.trim();
+            let (k, val) = d.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("max-age")
+                .then(|| val.trim().trim_matches('"').parse::<u64>().ok())
+                .flatten()
+        })
+        .map(Duration::from_secs)
 }
 
 /// `Authorization: Basic` per RFC 6749 §2.3.1 (id and secret form-urlencoded first).
@@ -131,7 +160,10 @@ pub fn basic_auth(client_id: &str, secret: &str) -> String {
     use base64::Engine;
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let raw = format!("{}:{}", enc(client_id), enc(secret));
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 #[cfg(test)]
@@ -141,7 +173,10 @@ mod tests {
     #[test]
     fn cache_control_max_age() {
         let mut h = http::HeaderMap::new();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=600, must-revalidate"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=600, must-revalidate"),
+        );
         assert_eq!(max_age(&h), Some(Duration::from_secs(600)));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         assert_eq!(max_age(&h), None);

@@ -34,7 +34,12 @@ struct Entry {
 struct EntryExpiry;
 
 impl moka::Expiry<[u8; 32], Entry> for EntryExpiry {
-    fn expire_after_create(&self, _k: &[u8; 32], v: &Entry, _at: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &[u8; 32],
+        v: &Entry,
+        _at: std::time::Instant,
+    ) -> Option<Duration> {
         Some(v.ttl)
     }
 }
@@ -55,21 +60,37 @@ pub struct Introspector {
 impl Introspector {
     pub fn new(provider: &str, cfg: &Introspection) -> Result<Self, String> {
         let (auth, client_id) = match &cfg.auth {
-            IntrospectionAuth::Basic { client_id, client_secret } => {
-                (Auth::Basic(basic_auth(client_id, client_secret.expose())), client_id.clone())
-            }
+            IntrospectionAuth::Basic {
+                client_id,
+                client_secret,
+            } => (
+                Auth::Basic(basic_auth(client_id, client_secret.expose())),
+                client_id.clone(),
+            ),
             IntrospectionAuth::KeyFile(k) => {
                 let ck = ClientKey::new(k)?;
                 let id = ck.client_id.clone();
                 (Auth::Key(ck), id)
             }
         };
-        let cache = moka::future::Cache::builder().max_capacity(100_000).expire_after(EntryExpiry).build();
-        Ok(Introspector { provider: provider.to_string(), auth, client_id, cache_for: cfg.cache, cache })
+        let cache = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .expire_after(EntryExpiry)
+            .build();
+        Ok(Introspector {
+            provider: provider.to_string(),
+            auth,
+            client_id,
+            cache_for: cfg.cache,
+            cache,
+        })
     }
 
     fn unavailable(&self, reason: String) -> TokenError {
-        TokenError::Unavailable(ProviderError::Unavailable { provider: self.provider.clone(), reason })
+        TokenError::Unavailable(ProviderError::Unavailable {
+            provider: self.provider.clone(),
+            reason,
+        })
     }
 
     /// Introspects `token` (cached); returns the answer's claims when the token is acceptable.
@@ -93,18 +114,28 @@ impl Introspector {
         let entry = self
             .cache
             .try_get_with(key, async {
-                let claims = self.call(http, endpoint, issuer, audiences, token, timeout).await?;
+                let claims = self
+                    .call(http, endpoint, issuer, audiences, token, timeout)
+                    .await?;
                 let exp = claims.get("exp").and_then(Value::as_i64);
                 let ttl = match exp {
                     Some(e) => Duration::from_secs((e - now()).max(0) as u64).min(self.cache_for),
                     None => self.cache_for,
                 };
-                Ok::<_, TokenError>(Entry { claims: Arc::new(claims), ttl })
+                Ok::<_, TokenError>(Entry {
+                    claims: Arc::new(claims),
+                    ttl,
+                })
             })
             .await
             .map_err(|e: Arc<TokenError>| (*e).clone())?;
         // Belt and braces: an entry never outlives the token's exp.
-        if entry.claims.get("exp").and_then(Value::as_i64).is_some_and(|e| e + (LEEWAY as i64) < now()) {
+        if entry
+            .claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .is_some_and(|e| e + (LEEWAY as i64) < now())
+        {
             self.cache.invalidate(&key).await;
             return Err(TokenError::Expired);
         }
@@ -121,34 +152,49 @@ impl Introspector {
         timeout: Duration,
     ) -> Result<Map<String, Value>, TokenError> {
         let assertion;
-        let mut form: Vec<(&str, &str)> = vec![("token", token), ("token_type_hint", "access_token")];
+        let mut form: Vec<(&str, &str)> =
+            vec![("token", token), ("token_type_hint", "access_token")];
         let authz = match &self.auth {
             Auth::Basic(b) => Some(b.as_str()),
             Auth::Key(k) => {
-                assertion = k.assertion(issuer.unwrap_or(endpoint)).map_err(|e| self.unavailable(format!("signing the client assertion: {e}")))?;
+                assertion = k
+                    .assertion(issuer.unwrap_or(endpoint))
+                    .map_err(|e| self.unavailable(format!("signing the client assertion: {e}")))?;
                 form.push(("client_assertion_type", ASSERTION_TYPE));
                 form.push(("client_assertion", &assertion));
                 form.push(("client_id", &self.client_id));
                 None
             }
         };
-        let reply = http.post_form(endpoint, &form, authz, timeout).await.map_err(|e| self.unavailable(e))?;
+        let reply = http
+            .post_form(endpoint, &form, authz, timeout)
+            .await
+            .map_err(|e| self.unavailable(e))?;
         if !reply.status.is_success() {
             // 4xx here means our credentials are wrong (config problem) or the provider refuses:
             // either way this request cannot be decided → 503, and the log says why.
-            let body = String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)]).into_owned();
+            let body =
+                String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)]).into_owned();
             tracing::warn!(provider = %self.provider, status = reply.status.as_u16(), body = %body, "introspection failed");
             return Err(self.unavailable(format!("introspection answered {}", reply.status)));
         }
-        let claims: Map<String, Value> = serde_json::from_slice(&reply.body)
-            .map_err(|e| TokenError::Unavailable(ProviderError::Invalid { provider: self.provider.clone(), reason: format!("introspection answer: {e}") }))?;
+        let claims: Map<String, Value> = serde_json::from_slice(&reply.body).map_err(|e| {
+            TokenError::Unavailable(ProviderError::Invalid {
+                provider: self.provider.clone(),
+                reason: format!("introspection answer: {e}"),
+            })
+        })?;
         check(&claims, issuer, audiences)?;
         Ok(claims)
     }
 }
 
 /// The checks on an introspection answer (see the module docs).
-pub fn check(claims: &Map<String, Value>, issuer: Option<&str>, audiences: &[String]) -> Result<(), TokenError> {
+pub fn check(
+    claims: &Map<String, Value>,
+    issuer: Option<&str>,
+    audiences: &[String],
+) -> Result<(), TokenError> {
     if claims.get("active") != Some(&Value::Bool(true)) {
         return Err(TokenError::Inactive);
     }
@@ -197,14 +243,40 @@ mod tests {
         let iss = Some("https://op");
         let ok = json!({"active": true, "iss": "https://op", "aud": "api", "exp": now() + 100});
         assert!(check(&m(ok), iss, &aud).is_ok());
-        assert!(matches!(check(&m(json!({"active": false})), iss, &aud), Err(TokenError::Inactive)));
-        assert!(matches!(check(&m(json!({"active": "true", "aud": "api"})), iss, &aud), Err(TokenError::Inactive)));
-        assert!(matches!(check(&m(json!({"active": true, "iss": "https://x", "aud": "api"})), iss, &aud), Err(TokenError::Issuer)));
-        assert!(matches!(check(&m(json!({"active": true, "aud": ["x", "y"]})), iss, &aud), Err(TokenError::Audience)));
+        assert!(matches!(
+            check(&m(json!({"active": false})), iss, &aud),
+            Err(TokenError::Inactive)
+        ));
+        assert!(matches!(
+            check(&m(json!({"active": "true", "aud": "api"})), iss, &aud),
+            Err(TokenError::Inactive)
+        ));
+        assert!(matches!(
+            check(
+                &m(json!({"active": true, "iss": "https://x", "aud": "api"})),
+                iss,
+                &aud
+            ),
+            Err(TokenError::Issuer)
+        ));
+        assert!(matches!(
+            check(&m(json!({"active": true, "aud": ["x", "y"]})), iss, &aud),
+            Err(TokenError::Audience)
+        ));
         assert!(check(&m(json!({"active": true, "aud": ["x", "api"]})), iss, &aud).is_ok());
-        assert!(matches!(check(&m(json!({"active": true, "aud": "api", "exp": now() - 1000})), iss, &aud), Err(TokenError::Expired)));
+        assert!(matches!(
+            check(
+                &m(json!({"active": true, "aud": "api", "exp": now() - 1000})),
+                iss,
+                &aud
+            ),
+            Err(TokenError::Expired)
+        ));
         // no aud: only a token issued to the API itself
-        assert!(matches!(check(&m(json!({"active": true, "client_id": "other"})), iss, &aud), Err(TokenError::Audience)));
+        assert!(matches!(
+            check(&m(json!({"active": true, "client_id": "other"})), iss, &aud),
+            Err(TokenError::Audience)
+        ));
         assert!(check(&m(json!({"active": true, "client_id": "api"})), iss, &aud).is_ok());
     }
 }

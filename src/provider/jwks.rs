@@ -39,10 +39,17 @@ pub struct KeySet {
 impl KeySet {
     /// Parses a JWKS document; keys that are unusable for signature verification are skipped.
     pub fn parse(body: &[u8]) -> Result<KeySet, String> {
-        let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
-        let arr = doc.get("keys").and_then(Value::as_array).ok_or("JWKS has no \"keys\" array")?;
+        let doc: Value =
+            serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+        let arr = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("JWKS has no \"keys\" array")?;
         let keys: Vec<Key> = arr.iter().filter_map(|k| parse_jwk(k).ok()).collect();
-        Ok(KeySet { keys, fetched: Instant::now() })
+        Ok(KeySet {
+            keys,
+            fetched: Instant::now(),
+        })
     }
 
     /// The key a token header points at. `Ok(None)` = no such key (maybe refetch).
@@ -50,7 +57,11 @@ impl KeySet {
         match kid {
             Some(kid) => match self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
                 Some(k) if k.alg == alg => Ok(Some(k)),
-                Some(k) => Err(TokenError::Algorithm(format!("{} (the key requires {})", alg_name(alg), alg_name(k.alg)))),
+                Some(k) => Err(TokenError::Algorithm(format!(
+                    "{} (the key requires {})",
+                    alg_name(alg),
+                    alg_name(k.alg)
+                ))),
                 None => Ok(None),
             },
             // No kid: only unambiguous when exactly one key of that algorithm exists.
@@ -58,7 +69,9 @@ impl KeySet {
                 let mut it = self.keys.iter().filter(|k| k.alg == alg);
                 match (it.next(), it.next()) {
                     (Some(k), None) => Ok(Some(k)),
-                    (Some(_), Some(_)) => Err(TokenError::Other("the token has no `kid` and the provider has several keys".into())),
+                    (Some(_), Some(_)) => Err(TokenError::Other(
+                        "the token has no `kid` and the provider has several keys".into(),
+                    )),
                     (None, _) => Ok(None),
                 }
             }
@@ -117,7 +130,12 @@ fn parse_jwk(k: &Value) -> Result<Key, String> {
             let family_ok = match kty {
                 "RSA" => matches!(
                     alg,
-                    Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
                 ),
                 _ => alg == derived,
             };
@@ -133,7 +151,11 @@ fn parse_jwk(k: &Value) -> Result<Key, String> {
         _ => DecodingKey::from_ed_components(s("x").ok_or("no x")?),
     }
     .map_err(|e| e.to_string())?;
-    Ok(Key { kid: s("kid").map(str::to_string), alg, key })
+    Ok(Key {
+        kid: s("kid").map(str::to_string),
+        alg,
+        key,
+    })
 }
 
 /// What the header of a JWT says, after the checks that need no key.
@@ -145,21 +167,28 @@ pub struct JwtHeader {
 /// Parses and screens a JWT header (`alg`, forbidden members).
 pub fn screen_header(token: &str) -> Result<JwtHeader, TokenError> {
     let head = token.split('.').next().ok_or(TokenError::Malformed)?;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head).map_err(|_| TokenError::Malformed)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .map_err(|_| TokenError::Malformed)?;
     let h: Map<String, Value> = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
     for forbidden in ["jwk", "jku", "x5u", "x5c"] {
         if h.contains_key(forbidden) {
-            return Err(TokenError::Other(format!("the token header must not carry `{forbidden}`")));
+            return Err(TokenError::Other(format!(
+                "the token header must not carry `{forbidden}`"
+            )));
         }
     }
     if h.contains_key("crit") {
-        return Err(TokenError::Other("the token header carries unsupported critical extensions".into()));
+        return Err(TokenError::Other(
+            "the token header carries unsupported critical extensions".into(),
+        ));
     }
     let alg = match h.get("alg") {
         Some(Value::String(a)) => a.as_str(),
         _ => return Err(TokenError::Malformed),
     };
-    let alg = asymmetric_alg(alg).ok_or_else(|| TokenError::Algorithm(alg.chars().take(16).collect()))?;
+    let alg =
+        asymmetric_alg(alg).ok_or_else(|| TokenError::Algorithm(alg.chars().take(16).collect()))?;
     let kid = match h.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.clone()),
@@ -190,7 +219,9 @@ pub fn verify_with(
     audiences: &[String],
 ) -> Result<Map<String, Value>, TokenError> {
     if audiences.is_empty() {
-        return Err(TokenError::Other("no audience is configured for this provider".into()));
+        return Err(TokenError::Other(
+            "no audience is configured for this provider".into(),
+        ));
     }
     let mut v = Validation::new(key.alg);
     v.leeway = LEEWAY;
@@ -205,7 +236,8 @@ pub fn verify_with(
         }
         None => v.set_required_spec_claims(&["exp", "aud"]),
     }
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &v).map_err(map_error)?;
+    let data =
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &v).map_err(map_error)?;
     let claims = data.claims;
     // iat far in the future: a token minted by a clock we should not trust.
     if let Some(iat) = claims.get("iat") {
@@ -231,18 +263,29 @@ fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
             "aud" => TokenError::MissingClaim("aud"),
             _ => TokenError::Malformed,
         },
-        K::InvalidAlgorithm | K::MissingAlgorithm | K::UnsupportedAlgorithm => TokenError::Algorithm("mismatch".into()),
-        K::InvalidClaimFormat(c) => TokenError::Other(format!("the token claim `{}` has an invalid format", sanitize_claim_name(c))),
+        K::InvalidAlgorithm | K::MissingAlgorithm | K::UnsupportedAlgorithm => {
+            TokenError::Algorithm("mismatch".into())
+        }
+        K::InvalidClaimFormat(c) => TokenError::Other(format!(
+            "the token claim `{}` has an invalid format",
+            sanitize_claim_name(c)
+        )),
         _ => TokenError::Malformed,
     }
 }
 
 fn sanitize_claim_name(c: &str) -> String {
-    c.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(32).collect()
+    c.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(32)
+        .collect()
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Shared, swappable key set.
@@ -264,7 +307,8 @@ mod tests {
         let pk = kp.to_pkcs8v1().unwrap();
         let pubk = kp.public_key().as_ref().to_vec();
         let b = |x: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x);
-        let jwk = json!({"kty":"EC","crv":"P-256","kid":"k1","x":b(&pubk[1..33]),"y":b(&pubk[33..65])});
+        let jwk =
+            json!({"kty":"EC","crv":"P-256","kid":"k1","x":b(&pubk[1..33]),"y":b(&pubk[33..65])});
         (EncodingKey::from_ec_der(pk.as_ref()), jwk)
     }
 
@@ -278,25 +322,51 @@ mod tests {
         let claims = json!({"iss":"https://op","aud":"api","exp": now() + 60, "sub":"u"});
         let t = encode(&h, &claims, &ek).unwrap();
         let hdr = screen_header(&t).unwrap();
-        let Lookup::Found(k) = lookup(&set, &hdr).unwrap() else { panic!("key not found") };
+        let Lookup::Found(k) = lookup(&set, &hdr).unwrap() else {
+            panic!("key not found")
+        };
         let c = verify_with(&t, k, Some("https://op"), &["api".into()]).unwrap();
         assert_eq!(c["sub"], "u");
-        assert!(matches!(verify_with(&t, k, Some("https://other"), &["api".into()]), Err(TokenError::Issuer)));
-        assert!(matches!(verify_with(&t, k, Some("https://op"), &["x".into()]), Err(TokenError::Audience)));
+        assert!(matches!(
+            verify_with(&t, k, Some("https://other"), &["api".into()]),
+            Err(TokenError::Issuer)
+        ));
+        assert!(matches!(
+            verify_with(&t, k, Some("https://op"), &["x".into()]),
+            Err(TokenError::Audience)
+        ));
         // a kid-less token works when exactly one key fits
         let t2 = encode(&Header::new(Algorithm::ES256), &claims, &ek).unwrap();
-        assert!(matches!(lookup(&set, &screen_header(&t2).unwrap()).unwrap(), Lookup::Found(_)));
+        assert!(matches!(
+            lookup(&set, &screen_header(&t2).unwrap()).unwrap(),
+            Lookup::Found(_)
+        ));
     }
 
     #[test]
     fn header_screening() {
         let b = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         let tok = |h: Value| format!("{}.e30.", b(h));
-        assert!(matches!(screen_header(&tok(json!({"alg":"none"}))), Err(TokenError::Algorithm(_))));
-        assert!(matches!(screen_header(&tok(json!({"alg":"HS256"}))), Err(TokenError::Algorithm(_))));
-        assert!(matches!(screen_header(&tok(json!({"alg":"RS256","jku":"http://x"}))), Err(TokenError::Other(_))));
-        assert!(matches!(screen_header(&tok(json!({"alg":"RS256","x5c":[]}))), Err(TokenError::Other(_))));
-        assert!(matches!(screen_header("garbage"), Err(TokenError::Malformed)));
+        assert!(matches!(
+            screen_header(&tok(json!({"alg":"none"}))),
+            Err(TokenError::Algorithm(_))
+        ));
+        assert!(matches!(
+            screen_header(&tok(json!({"alg":"HS256"}))),
+            Err(TokenError::Algorithm(_))
+        ));
+        assert!(matches!(
+            screen_header(&tok(json!({"alg":"RS256","jku":"http://x"}))),
+            Err(TokenError::Other(_))
+        ));
+        assert!(matches!(
+            screen_header(&tok(json!({"alg":"RS256","x5c":[]}))),
+            Err(TokenError::Other(_))
+        ));
+        assert!(matches!(
+            screen_header("garbage"),
+            Err(TokenError::Malformed)
+        ));
         assert!(screen_header(&tok(json!({"alg":"RS256","kid":"a"}))).is_ok());
     }
 
@@ -309,7 +379,10 @@ mod tests {
         .unwrap();
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.keys[0].alg, Algorithm::RS256);
-        let h = JwtHeader { alg: Algorithm::PS256, kid: Some("r".into()) };
+        let h = JwtHeader {
+            alg: Algorithm::PS256,
+            kid: Some("r".into()),
+        };
         assert!(matches!(lookup(&set, &h), Err(TokenError::Algorithm(_))));
     }
 }

@@ -50,7 +50,11 @@ pub enum ProviderError {
     Unavailable { provider: String, reason: String },
     /// The provider answered with an OAuth error (e.g. invalid_grant).
     #[error("provider {provider:?} refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Rejected { provider: String, error: String, description: Option<String> },
+    Rejected {
+        provider: String,
+        error: String,
+        description: Option<String>,
+    },
     /// The provider's answer could not be understood.
     #[error("provider {provider:?} sent an invalid response: {reason}")]
     Invalid { provider: String, reason: String },
@@ -127,9 +131,15 @@ pub struct ProviderRuntime {
 impl ProviderRuntime {
     pub fn new(config: Arc<config::Provider>, http: http::ProviderClient) -> Result<Self, String> {
         let client_key = match (&config.private_key, config.token_endpoint_auth) {
-            (Some(k), _) => Some(assertion::ClientKey::new(k).map_err(|e| format!("provider {}: {e}", config.name))?),
+            (Some(k), _) => Some(
+                assertion::ClientKey::new(k)
+                    .map_err(|e| format!("provider {}: {e}", config.name))?,
+            ),
             (None, config::TokenEndpointAuth::PrivateKeyJwt) => {
-                return Err(format!("provider {}: private_key_jwt needs private_key_file", config.name));
+                return Err(format!(
+                    "provider {}: private_key_jwt needs private_key_file",
+                    config.name
+                ));
             }
             _ => None,
         };
@@ -157,7 +167,9 @@ impl ProviderRuntime {
 
     /// The loaded metadata, or `Unavailable` until discovery succeeded.
     pub fn metadata(&self) -> Result<Arc<Metadata>, ProviderError> {
-        self.meta.load_full().ok_or_else(|| self.unavailable("discovery has not succeeded yet"))
+        self.meta
+            .load_full()
+            .ok_or_else(|| self.unavailable("discovery has not succeeded yet"))
     }
 
     /// Whether discovery and (when there is a `jwks_uri`) the keys are loaded.
@@ -175,7 +187,11 @@ impl ProviderRuntime {
 
     /// Verifies a JWT signed by this provider (signature by the JWKS key its `kid` names,
     /// `alg` from the key, `iss`, `exp`, `nbf`, and `aud` ∋ one of `audiences`); returns its claims.
-    pub async fn verify_jwt(&self, token: &str, audiences: &[String]) -> Result<Map<String, Value>, TokenError> {
+    pub async fn verify_jwt(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Map<String, Value>, TokenError> {
         let header = jwks::screen_header(token)?;
         let issuer = self.config.issuer.as_deref();
         if let Some(set) = self.keys.load().as_ref() {
@@ -185,7 +201,9 @@ impl ProviderRuntime {
         }
         // Unknown kid (or no keys yet): one refetch per REFETCH_INTERVAL, shared by everyone.
         self.refetch_keys().await?;
-        let set = self.keys.load_full().ok_or_else(|| TokenError::Unavailable(self.unavailable("signing keys are not loaded")))?;
+        let set = self.keys.load_full().ok_or_else(|| {
+            TokenError::Unavailable(self.unavailable("signing keys are not loaded"))
+        })?;
         match jwks::lookup(&set, &header)? {
             jwks::Lookup::Found(k) => jwks::verify_with(token, k, issuer, audiences),
             jwks::Lookup::Missing => Err(TokenError::UnknownKey),
@@ -196,18 +214,36 @@ impl ProviderRuntime {
     /// [`introspection::check`]. Cached; `Unavailable` when the provider cannot answer.
     pub async fn introspect(&self, token: &str) -> Result<Arc<Map<String, Value>>, TokenError> {
         let Some(intro) = &self.introspector else {
-            return Err(TokenError::Other("opaque tokens are not accepted on this route (no introspection configured)".into()));
+            return Err(TokenError::Other(
+                "opaque tokens are not accepted on this route (no introspection configured)".into(),
+            ));
         };
-        let endpoint = match self.config.introspection.as_ref().and_then(|i| i.endpoint.clone()) {
+        let endpoint = match self
+            .config
+            .introspection
+            .as_ref()
+            .and_then(|i| i.endpoint.clone())
+        {
             Some(e) => e,
             None => self
                 .metadata()?
                 .introspection_endpoint
                 .clone()
-                .ok_or_else(|| TokenError::Unavailable(self.unavailable("the provider has no introspection endpoint")))?,
+                .ok_or_else(|| {
+                    TokenError::Unavailable(
+                        self.unavailable("the provider has no introspection endpoint"),
+                    )
+                })?,
         };
         intro
-            .introspect(&self.http, endpoint.as_str(), self.config.issuer.as_deref(), &self.config.audiences, token, self.config.timeout)
+            .introspect(
+                &self.http,
+                endpoint.as_str(),
+                self.config.issuer.as_deref(),
+                &self.config.audiences,
+                token,
+                self.config.timeout,
+            )
             .await
     }
 
@@ -241,8 +277,16 @@ impl ProviderRuntime {
         if self.meta.load().is_none() {
             self.discover().await?;
         }
-        let has_jwks = self.meta.load().as_ref().is_some_and(|m| m.jwks_uri.is_some());
-        if has_jwks { self.fetch_keys().await } else { Ok(DEFAULT_REFRESH) }
+        let has_jwks = self
+            .meta
+            .load()
+            .as_ref()
+            .is_some_and(|m| m.jwks_uri.is_some());
+        if has_jwks {
+            self.fetch_keys().await
+        } else {
+            Ok(DEFAULT_REFRESH)
+        }
     }
 
     async fn discover(&self) -> Result<Arc<Metadata>, ProviderError> {
@@ -265,13 +309,22 @@ impl ProviderRuntime {
             }
         } else {
             let issuer = c.issuer.clone().unwrap_or_default();
-            let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-            let reply = self.http.get(&url, None, c.timeout).await.map_err(|e| self.unavailable(&format!("discovery: {e}")))?;
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            let reply = self
+                .http
+                .get(&url, None, c.timeout)
+                .await
+                .map_err(|e| self.unavailable(&format!("discovery: {e}")))?;
             if !reply.status.is_success() {
-                return Err(self.unavailable(&format!("discovery: {url} answered {}", reply.status)));
+                return Err(
+                    self.unavailable(&format!("discovery: {url} answered {}", reply.status))
+                );
             }
-            let doc: Map<String, Value> =
-                serde_json::from_slice(&reply.body).map_err(|e| self.invalid(&format!("discovery document: {e}")))?;
+            let doc: Map<String, Value> = serde_json::from_slice(&reply.body)
+                .map_err(|e| self.invalid(&format!("discovery document: {e}")))?;
             parse_metadata(&doc, c).map_err(|e| self.invalid(&e))?
         };
         let meta = Arc::new(meta);
@@ -285,7 +338,11 @@ impl ProviderRuntime {
         let Some(uri) = &meta.jwks_uri else {
             return Err(self.invalid("the provider has no jwks_uri"));
         };
-        let reply = self.http.get(uri.as_str(), None, self.config.timeout).await.map_err(|e| self.unavailable(&format!("JWKS: {e}")))?;
+        let reply = self
+            .http
+            .get(uri.as_str(), None, self.config.timeout)
+            .await
+            .map_err(|e| self.unavailable(&format!("JWKS: {e}")))?;
         if !reply.status.is_success() {
             return Err(self.unavailable(&format!("JWKS: {uri} answered {}", reply.status)));
         }
@@ -295,16 +352,27 @@ impl ProviderRuntime {
         }
         tracing::debug!(provider = %self.config.name, keys = set.keys.len(), "JWKS loaded");
         self.keys.store(Some(Arc::new(set)));
-        Ok(http::max_age(&reply.headers).unwrap_or(DEFAULT_REFRESH).clamp(MIN_REFRESH, MAX_REFRESH))
+        Ok(http::max_age(&reply.headers)
+            .unwrap_or(DEFAULT_REFRESH)
+            .clamp(MIN_REFRESH, MAX_REFRESH))
     }
 
     /// POSTs to the token endpoint with client authentication per `token_endpoint_auth`.
-    pub async fn token_request(&self, params: &[(&str, &str)]) -> Result<TokenResponse, ProviderError> {
+    pub async fn token_request(
+        &self,
+        params: &[(&str, &str)],
+    ) -> Result<TokenResponse, ProviderError> {
         let meta = self.metadata()?;
-        let endpoint = meta.token_endpoint.as_ref().ok_or_else(|| self.invalid("the provider has no token_endpoint"))?;
-        let reply = self.client_authenticated_post(endpoint.as_str(), params).await?;
+        let endpoint = meta
+            .token_endpoint
+            .as_ref()
+            .ok_or_else(|| self.invalid("the provider has no token_endpoint"))?;
+        let reply = self
+            .client_authenticated_post(endpoint.as_str(), params)
+            .await?;
         if reply.status.is_success() {
-            return serde_json::from_slice(&reply.body).map_err(|e| self.invalid(&format!("token response: {e}")));
+            return serde_json::from_slice(&reply.body)
+                .map_err(|e| self.invalid(&format!("token response: {e}")));
         }
         Err(self.error_reply(&reply, "token endpoint"))
     }
@@ -312,14 +380,18 @@ impl ProviderRuntime {
     /// GETs userinfo with the access token.
     pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, ProviderError> {
         let meta = self.metadata()?;
-        let endpoint = meta.userinfo_endpoint.as_ref().ok_or_else(|| self.invalid("the provider has no userinfo_endpoint"))?;
+        let endpoint = meta
+            .userinfo_endpoint
+            .as_ref()
+            .ok_or_else(|| self.invalid("the provider has no userinfo_endpoint"))?;
         let reply = self
             .http
             .get(endpoint.as_str(), Some(access_token), self.config.timeout)
             .await
             .map_err(|e| self.unavailable(&format!("userinfo: {e}")))?;
         if reply.status.is_success() {
-            return serde_json::from_slice(&reply.body).map_err(|e| self.invalid(&format!("userinfo (only JSON is supported): {e}")));
+            return serde_json::from_slice(&reply.body)
+                .map_err(|e| self.invalid(&format!("userinfo (only JSON is supported): {e}")));
         }
         if reply.status == StatusCode::UNAUTHORIZED || reply.status == StatusCode::FORBIDDEN {
             return Err(ProviderError::Rejected {
@@ -337,7 +409,12 @@ impl ProviderRuntime {
         let Some(endpoint) = &meta.revocation_endpoint else {
             return Ok(());
         };
-        let reply = self.client_authenticated_post(endpoint.as_str(), &[("token", token), ("token_type_hint", hint)]).await?;
+        let reply = self
+            .client_authenticated_post(
+                endpoint.as_str(),
+                &[("token", token), ("token_type_hint", hint)],
+            )
+            .await?;
         if reply.status.is_success() {
             return Ok(());
         }
@@ -346,10 +423,18 @@ impl ProviderRuntime {
 
     /// Role names from claims, per `roles_claim` (DESIGN.md, Roles).
     pub fn roles(&self, claims: &Map<String, Value>) -> Vec<String> {
-        crate::auth::roles::roles(claims, &self.config.roles_claim, self.config.client_id.as_deref())
+        crate::auth::roles::roles(
+            claims,
+            &self.config.roles_claim,
+            self.config.client_id.as_deref(),
+        )
     }
 
-    async fn client_authenticated_post(&self, endpoint: &str, params: &[(&str, &str)]) -> Result<http::Reply, ProviderError> {
+    async fn client_authenticated_post(
+        &self,
+        endpoint: &str,
+        params: &[(&str, &str)],
+    ) -> Result<http::Reply, ProviderError> {
         let c = &self.config;
         let mut form: Vec<(&str, &str)> = params.to_vec();
         let client_id = c.client_id.as_deref().unwrap_or("");
@@ -357,16 +442,30 @@ impl ProviderRuntime {
         let mut authz = None;
         let assertion;
         match c.token_endpoint_auth {
-            config::TokenEndpointAuth::ClientSecretBasic => authz = Some(http::basic_auth(client_id, secret)),
+            config::TokenEndpointAuth::ClientSecretBasic => {
+                authz = Some(http::basic_auth(client_id, secret))
+            }
             config::TokenEndpointAuth::ClientSecretPost => {
                 form.push(("client_id", client_id));
                 form.push(("client_secret", secret));
             }
             config::TokenEndpointAuth::PrivateKeyJwt => {
-                let key = self.client_key.as_ref().ok_or_else(|| self.invalid("private_key_jwt without a key"))?;
+                let key = self
+                    .client_key
+                    .as_ref()
+                    .ok_or_else(|| self.invalid("private_key_jwt without a key"))?;
                 let aud = c.issuer.as_deref().unwrap_or(endpoint);
-                assertion = key.assertion(aud).map_err(|e| self.invalid(&format!("client assertion: {e}")))?;
-                form.push(("client_id", if client_id.is_empty() { key.client_id.as_str() } else { client_id }));
+                assertion = key
+                    .assertion(aud)
+                    .map_err(|e| self.invalid(&format!("client assertion: {e}")))?;
+                form.push((
+                    "client_id",
+                    if client_id.is_empty() {
+                        key.client_id.as_str()
+                    } else {
+                        client_id
+                    },
+                ));
                 form.push(("client_assertion_type", assertion::ASSERTION_TYPE));
                 form.push(("client_assertion", &assertion));
             }
@@ -386,44 +485,76 @@ impl ProviderRuntime {
         match serde_json::from_slice::<Map<String, Value>>(&reply.body) {
             Ok(m) if m.get("error").and_then(Value::as_str).is_some() => ProviderError::Rejected {
                 provider: self.config.name.clone(),
-                error: m.get("error").and_then(Value::as_str).unwrap_or_default().chars().take(64).collect(),
-                description: m.get("error_description").and_then(Value::as_str).map(|d| d.chars().take(300).collect()),
+                error: m
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .chars()
+                    .take(64)
+                    .collect(),
+                description: m
+                    .get("error_description")
+                    .and_then(Value::as_str)
+                    .map(|d| d.chars().take(300).collect()),
             },
             _ => self.invalid(&format!("{what} answered {}", reply.status)),
         }
     }
 
     fn unavailable(&self, reason: &str) -> ProviderError {
-        ProviderError::Unavailable { provider: self.config.name.clone(), reason: reason.into() }
+        ProviderError::Unavailable {
+            provider: self.config.name.clone(),
+            reason: reason.into(),
+        }
     }
 
     fn invalid(&self, reason: &str) -> ProviderError {
-        ProviderError::Invalid { provider: self.config.name.clone(), reason: reason.into() }
+        ProviderError::Invalid {
+            provider: self.config.name.clone(),
+            reason: reason.into(),
+        }
     }
 }
 
 /// Reads a discovery document; explicit endpoints in the config win over discovered ones.
 fn parse_metadata(doc: &Map<String, Value>, c: &config::Provider) -> Result<Metadata, String> {
-    let issuer = doc.get("issuer").and_then(Value::as_str).ok_or("discovery document has no issuer")?;
+    let issuer = doc
+        .get("issuer")
+        .and_then(Value::as_str)
+        .ok_or("discovery document has no issuer")?;
     let want = c.issuer.as_deref().unwrap_or_default();
     if issuer != want {
-        return Err(format!("discovery document names issuer {issuer:?}, configured {want:?} (must be identical)"));
+        return Err(format!(
+            "discovery document names issuer {issuer:?}, configured {want:?} (must be identical)"
+        ));
     }
     let url = |k: &str| -> Result<Option<Url>, String> {
         match doc.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Url::parse(s).map(Some).map_err(|e| format!("discovery {k}: {e}")),
+            Some(Value::String(s)) => Url::parse(s)
+                .map(Some)
+                .map_err(|e| format!("discovery {k}: {e}")),
             Some(_) => Err(format!("discovery {k} is not a string")),
         }
     };
     Ok(Metadata {
         issuer: issuer.to_string(),
-        authorization_endpoint: c.authorization_endpoint.clone().or(url("authorization_endpoint")?),
+        authorization_endpoint: c
+            .authorization_endpoint
+            .clone()
+            .or(url("authorization_endpoint")?),
         token_endpoint: c.token_endpoint.clone().or(url("token_endpoint")?),
         userinfo_endpoint: c.userinfo_endpoint.clone().or(url("userinfo_endpoint")?),
         jwks_uri: c.jwks_uri.clone().or(url("jwks_uri")?),
-        end_session_endpoint: c.end_session_endpoint.clone().or(url("end_session_endpoint")?),
-        introspection_endpoint: c.introspection.as_ref().and_then(|i| i.endpoint.clone()).or(url("introspection_endpoint")?),
+        end_session_endpoint: c
+            .end_session_endpoint
+            .clone()
+            .or(url("end_session_endpoint")?),
+        introspection_endpoint: c
+            .introspection
+            .as_ref()
+            .and_then(|i| i.endpoint.clone())
+            .or(url("introspection_endpoint")?),
         revocation_endpoint: url("revocation_endpoint")?,
         authorization_response_iss_parameter_supported: doc
             .get("authorization_response_iss_parameter_supported")
@@ -446,12 +577,16 @@ impl Providers {
             let client = match clients.get(&p.ca_file) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = http::ProviderClient::new(p.ca_file.as_deref()).map_err(|e| format!("provider {n}: {e}"))?;
+                    let c = http::ProviderClient::new(p.ca_file.as_deref())
+                        .map_err(|e| format!("provider {n}: {e}"))?;
                     clients.insert(p.ca_file.clone(), c.clone());
                     c
                 }
             };
-            map.insert(n.clone(), Arc::new(ProviderRuntime::new(p.clone(), client)?));
+            map.insert(
+                n.clone(),
+                Arc::new(ProviderRuntime::new(p.clone(), client)?),
+            );
         }
         Ok(Providers { map })
     }
@@ -509,7 +644,8 @@ mod tests {
         let src = format!(
             "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"{issuer}\"\naudiences = [\"api\"]\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"bearer\"\n"
         );
-        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), &src, Default::default()).unwrap();
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), &src, Default::default())
+            .unwrap();
         (*cfg.providers["p"]).clone()
     }
 
@@ -519,7 +655,10 @@ mod tests {
         let doc = |iss: &str| serde_json::json!({"issuer": iss, "jwks_uri": "https://op.example/keys", "introspection_endpoint": "https://op.example/i"});
         let m = parse_metadata(doc("https://op.example").as_object().unwrap(), &c).unwrap();
         assert_eq!(m.jwks_uri.unwrap().as_str(), "https://op.example/keys");
-        assert_eq!(m.introspection_endpoint.unwrap().as_str(), "https://op.example/i");
+        assert_eq!(
+            m.introspection_endpoint.unwrap().as_str(),
+            "https://op.example/i"
+        );
         assert!(parse_metadata(doc("https://op.example/").as_object().unwrap(), &c).is_err());
         assert!(parse_metadata(doc("https://OP.example").as_object().unwrap(), &c).is_err());
     }
