@@ -1215,3 +1215,262 @@ async fn binary_sigterm_drains_in_flight_requests() {
         .expect("did not exit after draining");
     assert_eq!(code, Some(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// More edges
+// ---------------------------------------------------------------------------------------------
+
+/// A configured identity header name of any length is stripped (no length cut-off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_configured_identity_header_is_stripped() {
+    let up = echo_upstream().await;
+    let long = format!("X-Org-{}", "a".repeat(150));
+    let c = cfg(&format!(
+        "\n[headers.claims]\n\"{long}\" = \"org\"\n{}",
+        route("app", "path = \"/\"", &up.url(""))
+    ));
+    let proxy = start_proxy(&c).await;
+    let folded = long.to_ascii_lowercase().replace('-', "_");
+    let long_portcullis = format!("X-Portcullis-{}", "b".repeat(200));
+    let raw = raw_get(
+        proxy.http(),
+        "/",
+        "app.local",
+        &format!("{long}: forged\r\n{folded}: forged\r\n{long_portcullis}: forged\r\n"),
+    )
+    .await;
+    let e = raw_echoed(&raw);
+    let leaked: Vec<_> = e
+        .headers
+        .iter()
+        .filter(|(_, v)| v == "forged")
+        .map(|(n, _)| n.len())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "forged headers of these name lengths reached the upstream: {leaked:?}"
+    );
+    proxy.shutdown().await;
+}
+
+/// HTTP/2 clients: forged identity headers stripped, oversized header list refused (431 or a
+/// stream error, never forwarded), absolute authority used for Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_identity_strip_and_header_limit() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let req = Request::get("/x")
+        .header("x_forwarded_user", "forged")
+        .header("x-forwarded-email", "forged")
+        .header("x-portcullis-assertion", "forged")
+        .header("x-ok", "kept")
+        .body(empty_body())
+        .unwrap();
+    let r = send_tls_request(proxy.https(), &ca.cert_pem, &[b"h2"], req).await;
+    assert_eq!(r.resp.version, Version::HTTP_2);
+    let e = r.resp.echoed();
+    assert!(e.headers.iter().all(|(_, v)| v != "forged"), "{e:?}");
+    assert_eq!(e.header("x-ok"), Some("kept"));
+
+    let big = "a".repeat(64 * 1024);
+    let req = Request::get("/big-header")
+        .header("x-big", big.as_str())
+        .body(empty_body())
+        .unwrap();
+    let cfg = tls_client(&ca.cert_pem, &[b"h2"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (mut parts, body) = req.into_parts();
+    parts.uri = format!("https://localhost:{}/big-header", proxy.https().port())
+        .parse()
+        .unwrap();
+    let res = tokio::time::timeout(STEP, sender.send_request(Request::from_parts(parts, body)))
+        .await
+        .expect("h2 big header hung");
+    match res {
+        Ok(resp) => assert_eq!(resp.status(), 431),
+        Err(e) => eprintln!("h2 oversized header refused at the protocol level: {e}"),
+    }
+    proxy.shutdown().await;
+}
+
+/// HTTPS upstreams: trusted through `upstream_ca_file`; an untrusted certificate is a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_with_custom_ca() {
+    let ca = TestCa::new();
+    let leaf = ca.issue("upstream");
+    let up = tls_echo_upstream(&leaf).await;
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("upstream-ca.pem"), &ca.cert_pem).unwrap();
+    let port = up.addr.port();
+    let mut c = cfg("");
+    c += &route(
+        "trusted",
+        "path = \"/trusted\"\nupstream_ca_file = \"upstream-ca.pem\"",
+        &format!("https://localhost:{port}/t"),
+    );
+    c += &route(
+        "untrusted",
+        "path = \"/untrusted\"",
+        &format!("https://localhost:{port}/u"),
+    );
+    let proxy = start_proxy_in(dir, &c).await;
+    let r = get_path(proxy.http(), "/trusted/x").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e = r.echoed();
+    assert_eq!(e.path, "/t/trusted/x");
+    assert_eq!(e.header("x-forwarded-proto"), Some("http"));
+    let r = get_path(proxy.http(), "/untrusted/x").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    proxy.shutdown().await;
+}
+
+/// An absolute-form request target routes by its authority, and that authority is the Host the
+/// upstream sees (the Host header is ignored, RFC 9112 §3.2.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_target_routes_by_its_authority() {
+    let up = echo_upstream().await;
+    let mut c = cfg("");
+    c += &route(
+        "admin-host",
+        "host = \"admin.example.com\"\npath = \"/\"",
+        &up.url("/r-admin"),
+    );
+    c += &route("other", "path = \"/\"", &up.url("/r-other"));
+    let proxy = start_proxy(&c).await;
+    let raw = raw_http(
+        proxy.http(),
+        "GET http://admin.example.com/x HTTP/1.1\r\nHost: public.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let e = raw_echoed(&raw);
+    assert_eq!(e.path, "/r-admin/x");
+    assert_eq!(e.header_all("host"), vec!["admin.example.com"]);
+    assert_eq!(e.header("x-forwarded-host"), Some("admin.example.com"));
+    // asterisk-form and authority-form are refused, not forwarded
+    assert_eq!(
+        raw_status(
+            &raw_http(
+                proxy.http(),
+                "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            .await
+        ),
+        400
+    );
+    let s = raw_status(
+        &raw_http(
+            proxy.http(),
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        )
+        .await,
+    );
+    assert!(s == 400 || s == 405, "CONNECT answered {s}");
+    proxy.shutdown().await;
+}
+
+/// Shutdown does not wait for idle keep-alive connections or connections that sent nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_idle_connections() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    let addr = proxy.http();
+    // idle keep-alive connection after one request
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let r = sender
+        .send_request(
+            Request::get("/")
+                .header("host", "a")
+                .body(empty_body())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.into_body().collect().await;
+    // a connection that never sends anything
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    proxy.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for idle connections",
+        t0.elapsed()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+}
+
+/// The binary on SIGTERM with a request longer than `drain_timeout`: exits after the drain
+/// timeout instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_sigterm_respects_drain_timeout() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        cfg(&format!(
+            "drain_timeout = \"1s\"\n{}",
+            route("app", "path = \"/\"", &up.url(""))
+        )),
+    )
+    .unwrap();
+    let mut bin = BinaryProxy::start(&path);
+    let addr = bin.http_addr;
+    let in_flight = tokio::spawn(async move {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        sender
+            .send_request(
+                Request::get("/slow?ms=10000")
+                    .header("host", "a")
+                    .body(empty_body())
+                    .unwrap(),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &bin.pid.to_string()])
+        .status()
+        .unwrap();
+    let code = bin
+        .wait_exit(Duration::from_secs(8))
+        .expect("did not exit after the drain timeout");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "exit took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), in_flight)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_err()
+    );
+}

@@ -224,6 +224,47 @@ pub async fn echo_upstream() -> EchoUpstream {
     Server { addr, task }
 }
 
+/// Starts the JSON echo upstream behind TLS (HTTP/1.1) with the given certificate.
+pub async fn tls_echo_upstream(cert: &Issued) -> EchoUpstream {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("cert PEM");
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key PEM");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server cert");
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind tls echo upstream");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service_fn(echo))
+                    .await;
+            });
+        }
+    });
+    Server { addr, task }
+}
+
 /// Starts the WebSocket echo upstream; every path accepts the handshake.
 pub async fn ws_echo_upstream() -> WsEchoUpstream {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -477,10 +518,27 @@ pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-/// Sends one request over TLS to `addr` (SNI `localhost`), HTTP/2 when ALPN picks `h2`, else
+/// Sends one GET over TLS to `addr` (SNI `localhost`), HTTP/2 when ALPN picks `h2`, else
 /// HTTP/1.1. `path` is a path; the URI/Host are set to `https://localhost:PORT/...`.
 pub async fn send_tls(addr: SocketAddr, ca_pem: &str, alpn: &[&[u8]], path: &str) -> TlsResp {
+    send_tls_request(addr, ca_pem, alpn, get(path)).await
+}
+
+/// [`send_tls`] with any request; its URI must be a path (`/x?y`). For HTTP/2 the URI becomes
+/// `https://localhost:PORT/x?y` (the `:authority`); for HTTP/1.1 a missing `Host` is set to it.
+pub async fn send_tls_request(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    req: Request<TestBody>,
+) -> TlsResp {
     let cfg = tls_client(ca_pem, alpn);
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let fut = async move {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
@@ -502,19 +560,21 @@ pub async fn send_tls(addr: SocketAddr, ca_pem: &str, alpn: &[&[u8]], path: &str
                     .await
                     .expect("h2 handshake");
             tokio::spawn(conn);
-            let req = Request::get(format!("https://{authority}{path}"))
-                .body(empty_body())
-                .expect("req");
+            parts.uri = format!("https://{authority}{path}").parse().expect("uri");
+            parts.version = Version::HTTP_2;
+            let req = Request::from_parts(parts, body);
             sender.send_request(req).await.expect("h2 request")
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
                 .expect("h1 handshake");
             tokio::spawn(conn);
-            let req = Request::get(path)
-                .header(http::header::HOST, authority)
-                .body(empty_body())
-                .expect("req");
+            if !parts.headers.contains_key(http::header::HOST) {
+                parts
+                    .headers
+                    .insert(http::header::HOST, authority.parse().expect("host"));
+            }
+            let req = Request::from_parts(parts, body);
             sender.send_request(req).await.expect("h1 request")
         };
         TlsResp {
