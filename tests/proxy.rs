@@ -1474,3 +1474,160 @@ async fn binary_sigterm_respects_drain_timeout() {
             .is_err()
     );
 }
+
+/// `Expect: 100-continue` uploads (curl does this above 1 MiB): the client gets `100 Continue`,
+/// sends the body, and the upstream receives all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_upload() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: app.local\r\nContent-Length: 11\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("no 100 Continue within 5 s")
+        .unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 100"), "{first:?}");
+    s.write_all(b"hello world").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rest).into_owned();
+    let text = text
+        .split_once("HTTP/1.1 200")
+        .map(|(_, t)| format!("HTTP/1.1 200{t}"))
+        .unwrap_or(text);
+    assert_eq!(raw_status(&text), 200, "{text}");
+    assert_eq!(raw_echoed(&text).body_len, 11);
+    proxy.shutdown().await;
+}
+
+/// WebSocket with the headers browsers really send (`Connection: keep-alive, Upgrade`), and
+/// over the TLS listener (wss, HTTP/1.1 by ALPN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_browser_headers_and_wss() {
+    let ws = ws_echo_upstream().await;
+    let ca = TestCa::new();
+    let dir = temp_dir();
+    let leaf = ca.issue("wss");
+    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
+    let c = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"tls.crt\"\nkey = \"tls.key\"\n{}",
+        route("ws", "path = \"/\"\nwebsocket = true", &ws.url(""))
+    );
+    let proxy = start_proxy_in(dir, &c).await;
+
+    let raw = tokio::time::timeout(STEP, async {
+        let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+        s.write_all(b"GET /chat HTTP/1.1\r\nHost: app.local\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(raw_status(&raw), 101, "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{raw}"
+    );
+
+    // wss through the TLS listener
+    let cfg = tls_client(&ca.cert_pem, &[b"http/1.1"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/secure", proxy.https().port());
+    let (mut sock, resp) = tokio::time::timeout(STEP, tokio_tungstenite::client_async(url, tls))
+        .await
+        .unwrap()
+        .expect("wss handshake");
+    assert_eq!(resp.status(), 101);
+    sock.send(tokio_tungstenite::tungstenite::Message::text("over tls"))
+        .await
+        .unwrap();
+    let back = tokio::time::timeout(STEP, sock.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), "over tls");
+    proxy.shutdown().await;
+}
+
+/// Paths under the auth prefix belong to the proxy and are never forwarded, however they are
+/// spelled; look-alikes outside it are forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_prefix_is_never_forwarded() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    for target in [
+        "/.auth",
+        "/.auth/",
+        "/.auth/me",
+        "//.auth/me",
+        "/x/../.auth/me",
+        "/%2eauth/me",
+        "/.%61uth/me",
+        "/.auth/x?y=1",
+    ] {
+        let raw = raw_get(proxy.http(), target, "app.local", "").await;
+        assert!(!raw.contains("x-echo"), "{target} was forwarded:\n{raw}");
+    }
+    for (target, path) in [
+        ("/.authx", "/.authx"),
+        ("/a/.auth/me", "/a/.auth/me"),
+        ("/.AUTH/me", "/.AUTH/me"),
+    ] {
+        let raw = raw_get(proxy.http(), target, "app.local", "").await;
+        assert_eq!(raw_echoed(&raw).path, path, "{target}");
+    }
+    proxy.shutdown().await;
+}
+
+/// One structured access-log line per request with `--log-format json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_log_line_per_request() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, cfg(&route("app", "path = \"/\"", &up.url("")))).unwrap();
+    let bin = BinaryProxy::start_with(&path, &["--log-format", "json"]);
+    let r = get_host(
+        bin.http_addr,
+        Method::GET,
+        "logged.local",
+        "/logged/path?secret=1",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let line = bin.wait_log(&["portcullis::access", "/logged/path"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["method"], "GET", "{line}");
+    assert_eq!(v["host"], "logged.local", "{line}");
+    assert_eq!(v["path"], "/logged/path", "{line}");
+    assert_eq!(v["route"], "app", "{line}");
+    assert_eq!(v["status"], 200, "{line}");
+    assert!(
+        v["latency_ms"].is_number() && v["upstream_ms"].is_number(),
+        "{line}"
+    );
+    assert!(
+        !line.contains("secret=1"),
+        "query string (may carry secrets) logged: {line}"
+    );
+}

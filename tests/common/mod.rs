@@ -683,16 +683,25 @@ pub struct BinaryProxy {
     child: Child,
     pub http_addr: SocketAddr,
     pub pid: u32,
+    /// Every stderr (log) line so far.
+    pub logs: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BinaryProxy {
     /// Starts `portcullis run --config PATH` and waits (≤ 30 s) for its http listener, whose
     /// address is read from the startup log line (so `listen = "127.0.0.1:0"` works).
     pub fn start(config: &Path) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// [`BinaryProxy::start`] with extra arguments after `run --config PATH`
+    /// (e.g. `["--log-format", "json"]`).
+    pub fn start_with(config: &Path, extra_args: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(config)
+            .args(extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -702,6 +711,8 @@ impl BinaryProxy {
         let pid = child.id();
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
         // Keeps draining stderr for the child's lifetime so it never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -710,7 +721,10 @@ impl BinaryProxy {
                 if line.contains("listening (http)")
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(line);
+                    let _ = tx.send(line.clone());
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
                 }
             }
         });
@@ -718,6 +732,7 @@ impl BinaryProxy {
             child,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             pid,
+            logs,
         };
         let line = rx
             .recv_timeout(STEP)
@@ -730,6 +745,25 @@ impl BinaryProxy {
             .unwrap_or_else(|| panic!("no address in log line: {line}"));
         guard.http_addr = addr;
         guard
+    }
+
+    /// Waits (≤ 5 s) for a log line containing every one of `needles`, and returns it.
+    pub fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self.logs.lock().ok().and_then(|l| {
+                l.iter()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .cloned()
+            }) {
+                return l;
+            }
+            if std::time::Instant::now() > deadline {
+                let all = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("no log line with {needles:?}; logs:\n{all}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits up to `limit` for the process to exit; its exit code (`None`: killed by a signal).
