@@ -351,12 +351,8 @@ fn https_redirect(https_port: u16, req: &Request<Incoming>) -> Response<Body> {
         );
     };
     // The Host header is unvalidated text: only a plain host[:port] may reach the Location.
-    if host.contains('@') || host.parse::<http::uri::Authority>().is_err() {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "invalid Host header",
-        );
+    if let Err(e) = crate::proxy::check_host(req) {
+        return e.into_response();
     }
     let hostname = match host.rsplit_once(':') {
         Some((h, port))
