@@ -1631,3 +1631,72 @@ async fn json_access_log_line_per_request() {
         "query string (may carry secrets) logged: {line}"
     );
 }
+
+/// A Host the proxy and an upstream could read differently is refused before routing (400):
+/// userinfo, a path, a bad port, spaces, several Host headers, none on HTTP/1.1. Well-formed
+/// spellings route as the host they name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_host_is_refused_before_routing() {
+    let up = echo_upstream().await;
+    let mut c = cfg("");
+    c += &route(
+        "admin-host",
+        "host = \"admin.example.com\"\npath = \"/\"",
+        &up.url("/r-admin"),
+    );
+    c += &route("other", "path = \"/\"", &up.url("/r-other"));
+    let proxy = start_proxy(&c).await;
+    let a = proxy.http();
+    let mut failures = Vec::new();
+    for host_lines in [
+        "Host: user@admin.example.com\r\n",
+        "Host: admin.example.com@evil.example\r\n",
+        "Host: admin.example.com/x\r\n",
+        "Host: admin.example.com:80x\r\n",
+        "Host: admin.example.com:99999999\r\n",
+        "Host: admin example.com\r\n",
+        "Host: admin.example.com\\\r\n",
+        "Host: admin.example.com%2e\r\n",
+        "Host: [::1\r\n",
+        "Host: public.example.com\r\nHost: admin.example.com\r\n",
+        "",
+    ] {
+        let raw = raw_http(
+            a,
+            format!("GET /x HTTP/1.1\r\n{host_lines}Connection: close\r\n\r\n"),
+        )
+        .await;
+        if raw_status(&raw) != 400 {
+            failures.push(format!(
+                "{host_lines:?}: {}",
+                raw.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    for (host, path) in [
+        ("admin.example.com", "/r-admin/x"),
+        ("ADMIN.Example.COM.", "/r-admin/x"),
+        ("admin.example.com:8080", "/r-admin/x"),
+        ("127.0.0.1:8080", "/r-other/x"),
+        ("[::1]:8080", "/r-other/x"),
+        ("a_b.example.com", "/r-other/x"),
+    ] {
+        let raw = raw_get(a, "/x", host, "").await;
+        if raw_status(&raw) != 200 || raw_echoed(&raw).path != path {
+            failures.push(format!(
+                "{host:?}: want {path}, got {}",
+                raw.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    // HTTP/1.0 may omit Host
+    let raw = raw_http(a, "GET /x HTTP/1.0\r\n\r\n").await;
+    if raw_status(&raw) != 200 {
+        failures.push(format!(
+            "HTTP/1.0 without Host: {}",
+            raw.lines().next().unwrap_or("")
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    proxy.shutdown().await;
+}
