@@ -1700,3 +1700,50 @@ async fn malformed_host_is_refused_before_routing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     proxy.shutdown().await;
 }
+
+/// The route `timeout` is the time the upstream may take to answer: an upload that keeps
+/// flowing for longer than the timeout is not cut with a 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_does_not_cut_a_flowing_upload() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route(
+        "app",
+        "path = \"/\"\ntimeout = \"1s\"",
+        &up.url(""),
+    )))
+    .await;
+    let stream = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"0123456789",
+            ))),
+            i + 1,
+        ))
+    });
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
+    let req = Request::post("/upload")
+        .header("host", "app.local")
+        .body(body)
+        .unwrap();
+    let r = send(proxy.http(), req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echoed().body_len, 100);
+    // once the body is complete, the upstream still gets only `timeout` to answer
+    let t0 = Instant::now();
+    let req = Request::post("/slow?ms=3000")
+        .header("host", "app.local")
+        .body(generated_body(1000))
+        .unwrap();
+    let r = send(proxy.http(), req).await;
+    assert_eq!(r.status, 504);
+    assert!(
+        t0.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t0.elapsed()
+    );
+    proxy.shutdown().await;
+}
