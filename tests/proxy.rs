@@ -1008,6 +1008,29 @@ fn cli_check_reports_each_error_with_location_and_key() {
             "PORTCULLIS_IT_SURELY_UNSET_VAR",
         ),
     ];
+    let cases = {
+        let mut cases = cases;
+        std::fs::write(dir.path().join("garbage.pem"), "not PEM at all").unwrap();
+        let tls = |cert: &str| {
+            GOOD.replace(
+                "listen = \"127.0.0.1:8080\"\n",
+                &format!("listen = \"127.0.0.1:8080\"\n[server.tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"{cert}\"\nkey = \"garbage.pem\"\n"),
+            )
+        };
+        cases.push((
+            "unreadable cert file",
+            tls("missing.crt"),
+            "5:8",
+            "server.tls.cert",
+        ));
+        cases.push((
+            "malformed key file",
+            tls("garbage.pem"),
+            "6:7",
+            "server.tls.key",
+        ));
+        cases
+    };
     let mut failures = Vec::new();
     for (i, (label, text, line_col, key)) in cases.iter().enumerate() {
         let f = write(&dir, &format!("bad{i}.toml"), text);
@@ -1745,5 +1768,193 @@ async fn route_timeout_does_not_cut_a_flowing_upload() {
         "{:?}",
         t0.elapsed()
     );
+    proxy.shutdown().await;
+}
+
+/// Kubernetes mounts secrets as `tls.crt -> ..data/tls.crt` with `..data` a symlink swapped
+/// atomically to a new directory; the reload must see the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_cert_reload_through_kubernetes_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let first = ca.issue("first");
+    let second = ca.issue("second");
+    let dir = temp_dir();
+    let d = dir.path();
+    for (v, leaf) in [("v1", &first), ("v2", &second)] {
+        std::fs::create_dir(d.join(v)).unwrap();
+        std::fs::write(d.join(v).join("tls.crt"), &leaf.cert_pem).unwrap();
+        std::fs::write(d.join(v).join("tls.key"), &leaf.key_pem).unwrap();
+    }
+    symlink("v1", d.join("..data")).unwrap();
+    symlink("..data/tls.crt", d.join("tls.crt")).unwrap();
+    symlink("..data/tls.key", d.join("tls.key")).unwrap();
+    let proxy = start_proxy_in(dir, &tls_cfg(&up.url(""), "")).await;
+    let r = send_tls(proxy.https(), &ca.cert_pem, &[b"h2"], "/").await;
+    assert_eq!(r.server_cert, first.cert_der);
+    // atomic swap, as kubelet does it: new symlink, renamed over ..data
+    let d = proxy.dir.path();
+    symlink("v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let r = send_tls(proxy.https(), &ca.cert_pem, &[b"h2"], "/").await;
+        if r.server_cert == second.cert_der {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "swap not seen after {:?}",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.shutdown().await;
+}
+
+/// A raw upstream that answers every connection with `response` and then closes.
+async fn raw_upstream(response: &'static [u8]) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(response).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    common::Server::from_task(addr, task)
+}
+
+/// An upstream that dies mid-body must not look like a complete response to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_upstream_body_is_not_passed_off_as_complete() {
+    let fixed = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789012345678901234567890123456789",
+    )
+    .await;
+    let chunked = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n a\r\n0123456789\r\n5\r\nabcde",
+    )
+    .await;
+    let mut c = cfg("");
+    c += &route("fixed", "path = \"/fixed\"", &fixed.url(""));
+    c += &route("chunked", "path = \"/chunked\"", &chunked.url(""));
+    let proxy = start_proxy(&c).await;
+    for path in ["/fixed", "/chunked"] {
+        let stream = TcpStream::connect(proxy.http()).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let resp = sender
+            .send_request(
+                Request::get(path)
+                    .header("host", "a")
+                    .body(empty_body())
+                    .unwrap(),
+            )
+            .await;
+        let complete = match resp {
+            Err(_) => false,
+            Ok(r) => tokio::time::timeout(STEP, r.into_body().collect())
+                .await
+                .expect("body hung")
+                .is_ok(),
+        };
+        assert!(
+            !complete,
+            "{path}: truncated upstream body reached the client as a complete response"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// A slow head on the second request of a keep-alive connection is not left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_second_request_on_keep_alive_is_closed() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&format!(
+        "header_read_timeout = \"1s\"\n{}",
+        route("app", "path = \"/\"", &up.url(""))
+    )))
+    .await;
+    let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "second slow head still open after 4 s");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "closed only after {:?}",
+        t0.elapsed()
+    );
+    eprintln!(
+        "second slow head closed after {:?}: {:?}",
+        t0.elapsed(),
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// `portcullis run` with a bad config or an address in use exits non-zero with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_run_fails_cleanly() {
+    let dir = temp_dir();
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &GOOD.replace("listen = ", "listne = \"x\"\nlisten = "),
+    );
+    let out = cli(&["run", "--config", &bad]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("listne"), "{}", out.stderr);
+
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let busy = write(
+        &dir,
+        "busy.toml",
+        &GOOD.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")),
+    );
+    let out = cli(&["run", "--config", &busy]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains(&port.to_string()), "{}", out.stderr);
+    drop(taken);
+}
+
+/// Uploads over HTTP/2 stream through to an HTTP/1.1 upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upload_streams_to_http1_upstream() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let n = 32 * 1024 * 1024;
+    let req = Request::post("/upload").body(generated_body(n)).unwrap();
+    let r = send_tls_request(proxy.https(), &ca.cert_pem, &[b"h2"], req).await;
+    assert_eq!(r.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(r.resp.status, 200, "{}", r.resp.text());
+    let e = r.resp.echoed();
+    assert_eq!(e.body_len, n);
+    assert_eq!(e.version, "HTTP/1.1");
     proxy.shutdown().await;
 }

@@ -92,6 +92,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Wraps an accept loop the caller spawned (for one-off upstreams in a test).
+    pub fn from_task(addr: SocketAddr, task: tokio::task::JoinHandle<()>) -> Self {
+        Server { addr, task }
+    }
+
     /// `http://127.0.0.1:PORT` followed by `path` (use "" for none).
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
