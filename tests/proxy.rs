@@ -1958,3 +1958,48 @@ async fn http2_upload_streams_to_http1_upstream() {
     assert_eq!(e.version, "HTTP/1.1");
     proxy.shutdown().await;
 }
+
+/// HTTP/2 slowloris: a TLS connection that negotiates h2 but never completes a request is
+/// closed after `header_read_timeout`, as an HTTP/1 one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connection_without_a_request_is_closed() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let dir = temp_dir();
+    let leaf = ca.issue("h2");
+    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
+    let c = tls_cfg(&up.url(""), "")
+        .replace("[server.tls]", "header_read_timeout = \"1s\"\n[server.tls]");
+    let proxy = start_proxy_in(dir, &c).await;
+    let cfg = tls_client(&ca.cert_pem, &[b"h2"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (_sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(4), conn).await;
+    assert!(
+        closed.is_ok(),
+        "idle h2 connection without any request still open after 4 s"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "closed too early: {:?}",
+        t0.elapsed()
+    );
+    // a real h2 request on a fresh connection still works
+    let r = send_tls(proxy.https(), &ca.cert_pem, &[b"h2"], "/ok").await;
+    assert_eq!(r.resp.status, 200);
+    proxy.shutdown().await;
+}
