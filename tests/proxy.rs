@@ -2003,3 +2003,34 @@ async fn http2_connection_without_a_request_is_closed() {
     assert_eq!(r.resp.status, 200);
     proxy.shutdown().await;
 }
+
+/// Slowloris over TLS (HTTP/1.1): the 408 arrives inside the TLS session and the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_over_tls_gets_408() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let dir = temp_dir();
+    let leaf = ca.issue("slow");
+    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
+    let c = tls_cfg(&up.url(""), "")
+        .replace("[server.tls]", "header_read_timeout = \"1s\"\n[server.tls]");
+    let proxy = start_proxy_in(dir, &c).await;
+    let cfg = tls_client(&ca.cert_pem, &[b"http/1.1"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "TLS slowloris connection still open after 3 s");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    proxy.shutdown().await;
+}
