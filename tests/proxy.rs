@@ -2034,3 +2034,32 @@ async fn slowloris_over_tls_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
     proxy.shutdown().await;
 }
+
+/// Names configured only on one route (`[route.headers]`) or as the assertion header are
+/// stripped on every route, including `none` routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_and_assertion_header_names_are_stripped_everywhere() {
+    let up = echo_upstream().await;
+    let c = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[headers]\nassertion = \"X-Signed-Identity\"\naccess_token = \"X-Token\"\n\
+[[route]]\nname = \"special\"\npath = \"/special\"\nupstream = \"{u}\"\nauth = \"none\"\n[route.headers]\nuser = \"X-Special-User\"\nroles = \"X-Special-Roles\"\n\
+[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"{u}\"\nauth = \"none\"\n",
+        u = up.url("")
+    );
+    let proxy = start_proxy(&c).await;
+    for path in ["/", "/special"] {
+        let raw = raw_get(
+            proxy.http(),
+            path,
+            "app.local",
+            "X-Special-User: forged\r\nx_special_roles: forged\r\nX-Signed-Identity: forged\r\nx_signed_identity: forged\r\nX-Token: forged\r\n",
+        )
+        .await;
+        let e = raw_echoed(&raw);
+        assert!(
+            e.headers.iter().all(|(_, v)| v != "forged"),
+            "{path}: {e:?}"
+        );
+    }
+    proxy.shutdown().await;
+}
