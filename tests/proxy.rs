@@ -2063,3 +2063,20 @@ async fn per_route_and_assertion_header_names_are_stripped_everywhere() {
     }
     proxy.shutdown().await;
 }
+
+/// Shutdown does not wait for a TLS connection that never completes its handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_stalled_tls_handshake() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let _stalled = TcpStream::connect(proxy.https()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    proxy.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for a stalled TLS handshake",
+        t0.elapsed()
+    );
+}
