@@ -15,11 +15,12 @@ use tokio::net::TcpStream;
 
 /// `[server]` listening on an ephemeral port, followed by `rest`.
 fn cfg(rest: &str) -> String {
-    format!("[server]\nlisten = \"127.0.0.1:0\"\n{rest}")
+    server_toml(rest)
 }
 
+/// An `auth = "none"` route.
 fn route(name: &str, extra: &str, upstream: &str) -> String {
-    format!("\n[[route]]\nname = \"{name}\"\n{extra}\nupstream = \"{upstream}\"\nauth = \"none\"\n")
+    route_toml(name, "none", extra, upstream)
 }
 
 async fn get_host(addr: std::net::SocketAddr, method: Method, host: &str, path: &str) -> Resp {
@@ -449,19 +450,18 @@ async fn hop_by_hop_headers_removed() {
 // TLS
 // ---------------------------------------------------------------------------------------------
 
-fn tls_cfg(upstream: &str, extra: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"tls.crt\"\nkey = \"tls.key\"\n{extra}\n{}",
-        route("app", "path = \"/\"", upstream)
-    )
+/// A TLS config (`tls_extra` goes into `[server.tls]`) with one catch-all route.
+fn tls_cfg(upstream: &str, tls_extra: &str) -> String {
+    tls_server_toml("", tls_extra, &route("app", "path = \"/\"", upstream))
 }
 
-async fn tls_proxy(ca: &TestCa, upstream: &str, extra: &str) -> (TestProxy, Issued) {
+async fn tls_proxy(ca: &TestCa, upstream: &str, tls_extra: &str) -> (TestProxy, Issued) {
     let dir = temp_dir();
-    let leaf = ca.issue("first");
-    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
-    (start_proxy_in(dir, &tls_cfg(upstream, extra)).await, leaf)
+    let leaf = write_tls_files(dir.path(), ca, "first");
+    (
+        start_proxy_in(dir, &tls_cfg(upstream, tls_extra)).await,
+        leaf,
+    )
 }
 
 /// HTTP/1.1 and HTTP/2 (chosen by ALPN) on the TLS listener; the upstream sees proto https.
@@ -1538,12 +1538,11 @@ async fn websocket_browser_headers_and_wss() {
     let ws = ws_echo_upstream().await;
     let ca = TestCa::new();
     let dir = temp_dir();
-    let leaf = ca.issue("wss");
-    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
-    let c = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"tls.crt\"\nkey = \"tls.key\"\n{}",
-        route("ws", "path = \"/\"\nwebsocket = true", &ws.url(""))
+    write_tls_files(dir.path(), &ca, "wss");
+    let c = tls_server_toml(
+        "",
+        "",
+        &route("ws", "path = \"/\"\nwebsocket = true", &ws.url("")),
     );
     let proxy = start_proxy_in(dir, &c).await;
 
@@ -1966,11 +1965,12 @@ async fn http2_connection_without_a_request_is_closed() {
     let up = echo_upstream().await;
     let ca = TestCa::new();
     let dir = temp_dir();
-    let leaf = ca.issue("h2");
-    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
-    let c = tls_cfg(&up.url(""), "")
-        .replace("[server.tls]", "header_read_timeout = \"1s\"\n[server.tls]");
+    write_tls_files(dir.path(), &ca, "h2");
+    let c = tls_server_toml(
+        "header_read_timeout = \"1s\"",
+        "",
+        &route("app", "path = \"/\"", &up.url("")),
+    );
     let proxy = start_proxy_in(dir, &c).await;
     let cfg = tls_client(&ca.cert_pem, &[b"h2"]);
     let stream = TcpStream::connect(proxy.https()).await.unwrap();
@@ -2010,11 +2010,12 @@ async fn slowloris_over_tls_gets_408() {
     let up = echo_upstream().await;
     let ca = TestCa::new();
     let dir = temp_dir();
-    let leaf = ca.issue("slow");
-    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
-    let c = tls_cfg(&up.url(""), "")
-        .replace("[server.tls]", "header_read_timeout = \"1s\"\n[server.tls]");
+    write_tls_files(dir.path(), &ca, "slow");
+    let c = tls_server_toml(
+        "header_read_timeout = \"1s\"",
+        "",
+        &route("app", "path = \"/\"", &up.url("")),
+    );
     let proxy = start_proxy_in(dir, &c).await;
     let cfg = tls_client(&ca.cert_pem, &[b"http/1.1"]);
     let stream = TcpStream::connect(proxy.https()).await.unwrap();

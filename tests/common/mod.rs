@@ -11,6 +11,7 @@
 //! - [`WsEchoUpstream`]: a WebSocket server echoing every text/binary message.
 //! - [`start_proxy`] / [`start_proxy_in`]: the proxy in-process (`portcullis::server::start`), with
 //!   its config written into a temp dir so relative file names in the TOML resolve there.
+//!   [`server_toml`], [`route_toml`], [`tls_server_toml`] and [`write_tls_files`] build configs.
 //! - [`TestCa`]: an rcgen CA issuing server certificates for `localhost` / `127.0.0.1`.
 //! - A small client on hyper (one connection per request): [`send`] for http, [`send_tls`]
 //!   for https with a chosen ALPN list (reports the negotiated protocol and the served cert).
@@ -361,6 +362,38 @@ pub async fn start_proxy_in(dir: tempfile::TempDir, toml: &str) -> TestProxy {
 /// [`start_proxy_in`] with a fresh temp dir.
 pub async fn start_proxy(toml: &str) -> TestProxy {
     start_proxy_in(temp_dir(), toml).await
+}
+
+/// `[server]` listening on `127.0.0.1:0`, followed by `rest` (more `[server]` keys, then any
+/// sections).
+pub fn server_toml(rest: &str) -> String {
+    format!("[server]\nlisten = \"127.0.0.1:0\"\n{rest}")
+}
+
+/// One `[[route]]` with `name`, `auth` and `upstream`; `extra` holds more keys (`path = "/x"`,
+/// `host = …`, `methods = […]`, …), one per line. Sub-tables (`[route.headers]`) cannot go in
+/// `extra`: append them after this string.
+pub fn route_toml(name: &str, auth: &str, extra: &str, upstream: &str) -> String {
+    format!(
+        "\n[[route]]\nname = \"{name}\"\n{extra}\nupstream = \"{upstream}\"\nauth = \"{auth}\"\n"
+    )
+}
+
+/// Writes a fresh certificate for `localhost` from `ca` as `tls.crt`/`tls.key` into `dir`
+/// (where `[server.tls] cert = "tls.crt"`, `key = "tls.key"` find them) and returns it.
+pub fn write_tls_files(dir: &Path, ca: &TestCa, common_name: &str) -> Issued {
+    let leaf = ca.issue(common_name);
+    std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).expect("write tls.crt");
+    std::fs::write(dir.join("tls.key"), &leaf.key_pem).expect("write tls.key");
+    leaf
+}
+
+/// `[server]` with `server_extra`, a `[server.tls]` on `127.0.0.1:0` using `tls.crt`/`tls.key`
+/// with `tls_extra`, then `rest` (routes). Pair with [`write_tls_files`].
+pub fn tls_server_toml(server_extra: &str, tls_extra: &str, rest: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"tls.crt\"\nkey = \"tls.key\"\n{tls_extra}\n{rest}"
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
