@@ -1626,7 +1626,11 @@ async fn json_access_log_line_per_request() {
     let up = echo_upstream().await;
     let dir = temp_dir();
     let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, cfg(&route("app", "path = \"/\"", &up.url("")))).unwrap();
+    let closed = closed_port().await;
+    let mut c = cfg("");
+    c += &route("dead", "path = \"/dead\"", &format!("http://{closed}"));
+    c += &route("app", "path = \"/\"", &up.url(""));
+    std::fs::write(&path, c).unwrap();
     let bin = BinaryProxy::start_with(&path, &["--log-format", "json"]);
     let r = get_host(
         bin.http_addr,
@@ -1652,6 +1656,12 @@ async fn json_access_log_line_per_request() {
         !line.contains("secret=1"),
         "query string (may carry secrets) logged: {line}"
     );
+    // an upstream failure: its access line with 502, and a warning naming the route and cause
+    assert_eq!(get_path(bin.http_addr, "/dead").await.status, 502);
+    let access = bin.wait_log(&["portcullis::access", "\"/dead\""]);
+    assert!(access.contains("\"status\":502"), "{access}");
+    let warn = bin.wait_log(&["upstream error", "dead"]);
+    assert!(warn.contains("WARN"), "{warn}");
 }
 
 /// A Host the proxy and an upstream could read differently is refused before routing (400):
@@ -2080,4 +2090,30 @@ async fn shutdown_does_not_wait_for_a_stalled_tls_handshake() {
         "shutdown waited {:?} for a stalled TLS handshake",
         t0.elapsed()
     );
+}
+
+/// Upstream connections are pooled: sequential requests from different clients reuse one
+/// keep-alive connection, also after a streamed body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_pooled() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    let first = get_path(proxy.http(), "/a").await.echoed().peer;
+    let req = Request::post("/b")
+        .header("host", "a")
+        .body(generated_body(1 << 20))
+        .unwrap();
+    let second = send(proxy.http(), req).await.echoed();
+    assert_eq!(second.body_len, 1 << 20);
+    let third = get_path(proxy.http(), "/c").await.echoed().peer;
+    assert!(!first.is_empty());
+    assert_eq!(
+        first, second.peer,
+        "second request opened a new upstream connection"
+    );
+    assert_eq!(
+        first, third,
+        "third request opened a new upstream connection"
+    );
+    proxy.shutdown().await;
 }

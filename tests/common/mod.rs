@@ -2,7 +2,8 @@
 //!
 //! What is here, all bound on `127.0.0.1:0` (no fixed ports):
 //! - [`EchoUpstream`]: an HTTP/1.1 server that answers every request with JSON describing what it
-//!   received ([`Echoed`]: method, path, query, version, headers in order, body length). The
+//!   received ([`Echoed`]: method, path, query, version, headers in order, body length, and the
+//!   peer address of the connection it came on, to observe pooling). The
 //!   request body is consumed frame by frame and only counted, so a 1 GiB upload costs no memory.
 //!   Paths whose last segment is `slow` (`GET …/slow?ms=N`) sleep N ms before answering; paths
 //!   whose last segment is `big` (`GET …/big?bytes=N`) stream N bytes of `x` instead of JSON.
@@ -58,6 +59,9 @@ pub struct Echoed {
     pub version: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
+    /// The proxy-side address of the upstream connection (same value: same pooled connection).
+    #[serde(default)]
+    pub peer: String,
 }
 
 impl Echoed {
@@ -139,7 +143,7 @@ pub fn generated_body(n: u64) -> TestBody {
     BodyExt::boxed(StreamBody::new(stream))
 }
 
-async fn echo(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+async fn echo(req: Request<Incoming>, peer: SocketAddr) -> Result<Response<TestBody>, Infallible> {
     let (parts, mut body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
@@ -185,6 +189,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> 
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body_len,
+        "peer": peer.to_string(),
     });
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
     let h = resp.headers_mut();
@@ -216,12 +221,12 @@ pub async fn echo_upstream() -> EchoUpstream {
     let addr = listener.local_addr().expect("echo addr");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(echo))
+                    .serve_connection(TokioIo::new(stream), service_fn(move |r| echo(r, peer)))
                     .with_upgrades()
                     .await;
             });
@@ -254,7 +259,7 @@ pub async fn tls_echo_upstream(cert: &Issued) -> EchoUpstream {
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
             let acceptor = acceptor.clone();
@@ -263,7 +268,7 @@ pub async fn tls_echo_upstream(cert: &Issued) -> EchoUpstream {
                     return;
                 };
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service_fn(echo))
+                    .serve_connection(TokioIo::new(tls), service_fn(move |r| echo(r, peer)))
                     .await;
             });
         }
