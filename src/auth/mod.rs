@@ -2,6 +2,9 @@
 //! redirect to the provider's login), per the route's `auth` mode. An `Identity` comes only out
 //! of this module; authorization ([`crate::authz`]) turns it into a `Permit`.
 
+pub mod login;
+pub mod redirect;
+
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, request::Parts};
@@ -31,6 +34,8 @@ pub struct Identity {
     /// Name of the provider that vouched for it.
     pub provider: Arc<str>,
     pub via: Via,
+    /// Set-Cookie values the response must carry (a session that was refreshed or slid).
+    pub set_cookie: Vec<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,16 +55,36 @@ pub enum Outcome {
 /// Runtime state of authentication (providers, key caches, sessions).
 pub struct AuthState {
     pub config: Arc<Config>,
+    pub providers: crate::provider::Providers,
+    /// Browser login and sessions (when `[session]` is configured).
+    pub login: Option<login::LoginState>,
 }
 
 impl AuthState {
     pub fn new(config: Arc<Config>) -> Self {
-        AuthState { config }
+        let providers = crate::provider::Providers::new(&config).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "providers");
+            crate::provider::Providers::new(&Config { providers: Default::default(), ..(*config).clone() }).unwrap_or_else(|_| unreachable!())
+        });
+        let login = login::LoginState::new(config.clone()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "session store cannot be set up; login routes answer 503");
+            None
+        });
+        AuthState { config, providers, login }
     }
 
     /// Authenticates a request for a route whose `auth` is not `none`.
-    pub async fn authenticate(&self, route: &Route, _parts: &Parts, _conn: ConnInfo, _host: Option<&str>) -> Outcome {
+    pub async fn authenticate(&self, route: &Route, parts: &Parts, conn: ConnInfo, host: Option<&str>) -> Outcome {
         debug_assert!(route.auth != AuthMode::None);
+        // login_or_bearer: a request with an Authorization header is judged by its token alone.
+        let session_half = route.auth == AuthMode::Login
+            || (route.auth == AuthMode::LoginOrBearer && !parts.headers.contains_key(http::header::AUTHORIZATION));
+        if session_half {
+            return match &self.login {
+                Some(l) => l.authenticate(&self.providers, route, parts, conn, host).await,
+                None => Outcome::Respond(json_error(StatusCode::SERVICE_UNAVAILABLE, "session_store_unavailable", "sessions are not available")),
+            };
+        }
         Outcome::Respond(json_error(
             StatusCode::NOT_IMPLEMENTED,
             "not_implemented",
@@ -68,16 +93,33 @@ impl AuthState {
     }
 
     /// Starts background work (discovery, key refresh); registers readiness in `health`.
-    pub fn start_background(&self, _health: Arc<crate::health::Health>) {}
+    pub fn start_background(&self, health: Arc<crate::health::Health>) {
+        if let Some(l) = &self.login {
+            l.start_background(health.clone());
+        }
+    }
 
     /// The answer when authorization failed.
-    pub fn forbidden(&self, route: &Route, _identity: &Identity, denied: &Denied, _parts: &Parts) -> Response<Body> {
+    pub fn forbidden(&self, route: &Route, identity: &Identity, denied: &Denied, parts: &Parts) -> Response<Body> {
         let _ = route;
+        if let (Via::Session, Some(l)) = (identity.via, &self.login) {
+            return l.forbidden(identity, denied, parts);
+        }
         json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string())
     }
 
     /// Endpoints under the auth prefix (`rest` is the path after it, "" or "/...").
-    pub async fn endpoint(&self, rest: &str, _req: Request<Incoming>, _conn: ConnInfo, _host: Option<&str>) -> Response<Body> {
+    pub async fn endpoint(&self, rest: &str, req: Request<Incoming>, conn: ConnInfo, host: Option<&str>) -> Response<Body> {
+        let login_endpoint = matches!(rest, "/login" | "/callback" | "/logout" | "/me" | "/backchannel-logout");
+        if login_endpoint {
+            return match &self.login {
+                Some(l) => match l.endpoint(&self.providers, rest, req, conn, host).await {
+                    Some(r) => r,
+                    None => json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+                },
+                None => json_error(StatusCode::NOT_FOUND, "not_found", "browser login is not configured (no [session])"),
+            };
+        }
         json_error(StatusCode::NOT_FOUND, "not_found", &format!("no endpoint {rest:?} under the auth prefix"))
     }
 }
