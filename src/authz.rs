@@ -32,7 +32,11 @@ pub enum Denied {
 
 fn describe(accepted: &[Value]) -> String {
     let v: Vec<String> = accepted.iter().map(Value::to_string).collect();
-    if v.len() == 1 { v[0].clone() } else { format!("one of [{}]", v.join(", ")) }
+    if v.len() == 1 {
+        v[0].clone()
+    } else {
+        format!("one of [{}]", v.join(", "))
+    }
 }
 
 /// Looks up a claim by exact name first, then as a dotted path into nested objects.
@@ -74,14 +78,20 @@ pub fn authorize<'a>(route: &Route, identity: &'a Identity) -> Result<Permit<'a>
         return Err(Denied::MissingRoles(missing));
     }
     if !route.require_any_role.is_empty()
-        && !route.require_any_role.iter().any(|r| identity.roles.iter().any(|have| have == r))
+        && !route
+            .require_any_role
+            .iter()
+            .any(|r| identity.roles.iter().any(|have| have == r))
     {
         return Err(Denied::NoneOfRoles(route.require_any_role.clone()));
     }
     for (name, accepted) in &route.require_claims {
         let ok = claim(&identity.claims, name).is_some_and(|v| claim_matches(v, accepted));
         if !ok {
-            return Err(Denied::Claim { claim: name.clone(), accepted: accepted.clone() });
+            return Err(Denied::Claim {
+                claim: name.clone(),
+                accepted: accepted.clone(),
+            });
         }
     }
     Ok(Permit { identity })
@@ -96,11 +106,15 @@ mod tests {
 
     fn route(roles: &[&str], any: &[&str], claims: Vec<(&str, Vec<Value>)>) -> Route {
         let src = "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\njwks_uri = \"http://127.0.0.1:1/jwks\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"bearer\"\n";
-        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default()).unwrap();
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default())
+            .unwrap();
         let mut r = (*cfg.routes[0]).clone();
         r.require_roles = roles.iter().map(|s| s.to_string()).collect();
         r.require_any_role = any.iter().map(|s| s.to_string()).collect();
-        r.require_claims = claims.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        r.require_claims = claims
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         r
     }
 
@@ -137,7 +151,10 @@ mod tests {
             &[],
             vec![
                 ("email_verified", vec![json!(true)]),
-                ("urn:zitadel:iam:user:resourceowner:id", vec![json!("123"), json!("456")]),
+                (
+                    "urn:zitadel:iam:user:resourceowner:id",
+                    vec![json!("123"), json!("456")],
+                ),
                 ("org.tier", vec![json!(2)]),
             ],
         );

@@ -13,7 +13,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> Body {
@@ -73,9 +75,15 @@ impl ProxyError {
     /// The message a client sees. Upstream details (addresses, OS errors) stay in the log.
     fn public_message(&self) -> String {
         match self {
-            ProxyError::Upstream(UpstreamError::Unreachable(_)) => "the upstream service is unreachable".into(),
-            ProxyError::Upstream(UpstreamError::Timeout(_)) => "the upstream service did not answer in time".into(),
-            ProxyError::Upstream(UpstreamError::BadRequest(_)) => "the request could not be forwarded".into(),
+            ProxyError::Upstream(UpstreamError::Unreachable(_)) => {
+                "the upstream service is unreachable".into()
+            }
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => {
+                "the upstream service did not answer in time".into()
+            }
+            ProxyError::Upstream(UpstreamError::BadRequest(_)) => {
+                "the request could not be forwarded".into()
+            }
             other => other.to_string(),
         }
     }
@@ -91,7 +99,10 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -124,9 +135,15 @@ h1{{font-size:1.4rem}}code{{background:#f3f3f3;padding:.1rem .3rem;border-radius
     let mut resp = Response::new(full(page));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("content-security-policy", HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
     resp
 }
 
@@ -139,11 +156,26 @@ mod tests {
         let cases = [
             (ProxyError::BadPath(PathError::InvalidPercentEncoding), 400),
             (ProxyError::BadRequest("x"), 400),
-            (ProxyError::NoRoute { method: "GET".into(), path: "/".into() }, 404),
+            (
+                ProxyError::NoRoute {
+                    method: "GET".into(),
+                    path: "/".into(),
+                },
+                404,
+            ),
             (ProxyError::PayloadTooLarge, 413),
-            (ProxyError::Upstream(UpstreamError::Unreachable("refused".into())), 502),
-            (ProxyError::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1))), 504),
-            (ProxyError::Upstream(UpstreamError::BadRequest("x".into())), 502),
+            (
+                ProxyError::Upstream(UpstreamError::Unreachable("refused".into())),
+                502,
+            ),
+            (
+                ProxyError::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1))),
+                504,
+            ),
+            (
+                ProxyError::Upstream(UpstreamError::BadRequest("x".into())),
+                502,
+            ),
         ];
         for (e, status) in cases {
             assert_eq!(e.into_response().status().as_u16(), status);
@@ -152,12 +184,17 @@ mod tests {
 
     #[test]
     fn upstream_details_stay_out_of_the_body() {
-        let e = ProxyError::Upstream(UpstreamError::Unreachable("10.1.2.3:80 connection refused".into()));
+        let e = ProxyError::Upstream(UpstreamError::Unreachable(
+            "10.1.2.3:80 connection refused".into(),
+        ));
         assert!(!e.public_message().contains("10.1.2.3"));
     }
 
     #[test]
     fn html_escape_escapes() {
-        assert_eq!(html_escape("<a href=\"x\">'&"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
+        assert_eq!(
+            html_escape("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
     }
 }

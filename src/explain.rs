@@ -24,7 +24,10 @@ pub async fn explain(cfg: Config, method: &str, url: &str, headers: &[String]) -
             }),
             u.path().to_string(),
         ),
-        Err(_) if url.starts_with('/') => (None, url.split(['?', '#']).next().unwrap_or("/").to_string()),
+        Err(_) if url.starts_with('/') => (
+            None,
+            url.split(['?', '#']).next().unwrap_or("/").to_string(),
+        ),
         Err(e) => {
             eprintln!("error: {url:?} is neither a URL nor a path ({e})");
             return ExitCode::from(2);
@@ -38,38 +41,78 @@ pub async fn explain(cfg: Config, method: &str, url: &str, headers: &[String]) -
             return ExitCode::from(1);
         }
     };
-    let _ = writeln!(out, "{method} {}{normalized}", host.as_deref().unwrap_or(""));
+    let _ = writeln!(
+        out,
+        "{method} {}{normalized}",
+        host.as_deref().unwrap_or("")
+    );
     if normalized != path {
         let _ = writeln!(out, "  normalized path: {normalized} (from {path})");
     }
-    if normalized == cfg.server.auth_prefix || normalized.starts_with(&format!("{}/", cfg.server.auth_prefix)) {
-        let _ = writeln!(out, "  endpoint owned by the proxy ({}); never forwarded", cfg.server.auth_prefix);
+    if normalized == cfg.server.auth_prefix
+        || normalized.starts_with(&format!("{}/", cfg.server.auth_prefix))
+    {
+        let _ = writeln!(
+            out,
+            "  endpoint owned by the proxy ({}); never forwarded",
+            cfg.server.auth_prefix
+        );
         print!("{out}");
         return ExitCode::SUCCESS;
     }
-    let Some(route) = cfg.routes.iter().find(|r| r.matcher.matches(host.as_deref(), &method, &normalized)) else {
+    let Some(route) = cfg
+        .routes
+        .iter()
+        .find(|r| r.matcher.matches(host.as_deref(), &method, &normalized))
+    else {
         let _ = writeln!(out, "  no route matches → 404");
         print!("{out}");
         return ExitCode::from(1);
     };
-    let _ = writeln!(out, "  route: {:?} (path {}{})", route.name, route.matcher.path, match &route.matcher.host {
-        Some(_) => ", host-restricted",
-        None => "",
-    });
+    let _ = writeln!(
+        out,
+        "  route: {:?} (path {}{})",
+        route.name,
+        route.matcher.path,
+        match &route.matcher.host {
+            Some(_) => ", host-restricted",
+            None => "",
+        }
+    );
     let _ = writeln!(out, "  upstream: {}", route.upstream.url);
-    let _ = writeln!(out, "  auth: {}{}", route.auth.as_str(), route.provider.as_deref().map(|p| format!(" (provider {p:?})")).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "  auth: {}{}",
+        route.auth.as_str(),
+        route
+            .provider
+            .as_deref()
+            .map(|p| format!(" (provider {p:?})"))
+            .unwrap_or_default()
+    );
     if !route.require_roles.is_empty() {
-        let _ = writeln!(out, "  requires all roles: {}", route.require_roles.join(", "));
+        let _ = writeln!(
+            out,
+            "  requires all roles: {}",
+            route.require_roles.join(", ")
+        );
     }
     if !route.require_any_role.is_empty() {
-        let _ = writeln!(out, "  requires any role of: {}", route.require_any_role.join(", "));
+        let _ = writeln!(
+            out,
+            "  requires any role of: {}",
+            route.require_any_role.join(", ")
+        );
     }
     for (c, v) in &route.require_claims {
         let vals: Vec<String> = v.iter().map(|x| x.to_string()).collect();
         let _ = writeln!(out, "  requires claim {c} ∈ [{}]", vals.join(", "));
     }
     if route.auth == AuthMode::None {
-        let _ = writeln!(out, "  decision: forwarded without authentication (identity headers stripped)");
+        let _ = writeln!(
+            out,
+            "  decision: forwarded without authentication (identity headers stripped)"
+        );
         print!("{out}");
         return ExitCode::SUCCESS;
     }

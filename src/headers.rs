@@ -114,22 +114,33 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
-        let value = if prior.is_empty() { peer.clone() } else { format!("{}, {peer}", prior.join(", ")) };
+        let value = if prior.is_empty() {
+            peer.clone()
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        };
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(&XFF, v);
         }
         if !headers.contains_key(&XFP) {
-            headers.insert(&XFP, HeaderValue::from_static(if info.proto == "https" { "https" } else { "http" }));
+            headers.insert(
+                &XFP,
+                HeaderValue::from_static(if info.proto == "https" {
+                    "https"
+                } else {
+                    "http"
+                }),
+            );
         }
-        if !headers.contains_key(&XFH) {
-            if let Some(v) = info.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-                headers.insert(&XFH, v);
-            }
+        if !headers.contains_key(&XFH)
+            && let Some(v) = info.host.and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            headers.insert(&XFH, v);
         }
-        if !headers.contains_key(&XRI) {
-            if let Ok(v) = HeaderValue::from_str(&peer) {
-                headers.insert(&XRI, v);
-            }
+        if !headers.contains_key(&XRI)
+            && let Ok(v) = HeaderValue::from_str(&peer)
+        {
+            headers.insert(&XRI, v);
         }
     } else {
         headers.remove(header::FORWARDED);
@@ -138,7 +149,14 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
             headers.insert(&XFF, v.clone());
             headers.insert(&XRI, v);
         }
-        headers.insert(&XFP, HeaderValue::from_static(if info.proto == "https" { "https" } else { "http" }));
+        headers.insert(
+            &XFP,
+            HeaderValue::from_static(if info.proto == "https" {
+                "https"
+            } else {
+                "http"
+            }),
+        );
         match info.host.and_then(|h| HeaderValue::from_str(h).ok()) {
             Some(v) => {
                 headers.insert(&XFH, v);
@@ -183,14 +201,21 @@ fn claim_as_header_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Writes the identity headers the route's config names, from a permit.
-pub fn inject(headers: &mut HeaderMap, permit: &Permit<'_>, cfg: &HeaderConfig) {
+/// Writes the identity headers the route's config names, from a permit. `assertion` (the
+/// proxy's signer and the route name as audience) adds the signed assertion header when the
+/// config names one.
+pub fn inject(
+    headers: &mut HeaderMap,
+    permit: &Permit<'_>,
+    cfg: &HeaderConfig,
+    assertion: Option<(&crate::auth::assertion::AssertionSigner, &str)>,
+) {
     let id = permit.identity();
     let mut set = |name: &Option<HeaderName>, value: Option<&str>| {
-        if let (Some(n), Some(v)) = (name, value) {
-            if let Some(v) = sanitize_value(v) {
-                headers.insert(n.clone(), v);
-            }
+        if let (Some(n), Some(v)) = (name, value)
+            && let Some(v) = sanitize_value(v)
+        {
+            headers.insert(n.clone(), v);
         }
     };
     set(&cfg.user, Some(&id.sub));
@@ -201,10 +226,18 @@ pub fn inject(headers: &mut HeaderMap, permit: &Permit<'_>, cfg: &HeaderConfig) 
     set(&cfg.roles, (!id.roles.is_empty()).then_some(roles.as_str()));
     set(&cfg.access_token, id.access_token.as_deref());
     for (h, path) in &cfg.claims {
-        if let Some(text) = crate::authz::claim(&id.claims, path).and_then(claim_as_header_text) {
-            if let Some(v) = sanitize_value(&text) {
-                headers.insert(h.clone(), v);
-            }
+        if let Some(text) = crate::authz::claim(&id.claims, path).and_then(claim_as_header_text)
+            && let Some(v) = sanitize_value(&text)
+        {
+            headers.insert(h.clone(), v);
+        }
+    }
+    if let (Some(name), Some((signer, audience))) = (&cfg.assertion, assertion) {
+        if let Some(v) = signer
+            .sign(id, audience)
+            .and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            headers.insert(name.clone(), v);
         }
     }
     match cfg.authorization {
@@ -212,7 +245,11 @@ pub fn inject(headers: &mut HeaderMap, permit: &Permit<'_>, cfg: &HeaderConfig) 
         AuthorizationMode::Strip => {
             headers.remove(header::AUTHORIZATION);
         }
-        AuthorizationMode::AccessToken => match id.access_token.as_deref().and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        AuthorizationMode::AccessToken => match id
+            .access_token
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
             Some(v) => {
                 headers.insert(header::AUTHORIZATION, v);
             }
@@ -228,7 +265,10 @@ mod tests {
     use super::*;
 
     fn identity_set() -> HashSet<String> {
-        crate::config::DEFAULT_IDENTITY_HEADERS.iter().map(|s| s.to_string()).collect()
+        crate::config::DEFAULT_IDENTITY_HEADERS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[test]
@@ -244,7 +284,10 @@ mod tests {
             "x-portcullis-anything",
             "x_portcullis_other",
         ] {
-            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("forged"));
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("forged"),
+            );
         }
         h.insert("accept", HeaderValue::from_static("*/*"));
         strip_identity(&mut h, &identity_set());
@@ -255,7 +298,10 @@ mod tests {
     #[test]
     fn hop_by_hop_removed_including_connection_named() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -271,7 +317,12 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
-        let info = ForwardedInfo { peer: "127.0.0.1".parse().unwrap(), proto: "http", host: Some("app.local"), trusted: false };
+        let info = ForwardedInfo {
+            peer: "127.0.0.1".parse().unwrap(),
+            proto: "http",
+            host: Some("app.local"),
+            trusted: false,
+        };
         set_forwarded(&mut h, &info);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -288,7 +339,15 @@ mod tests {
         assert!(is_trusted(peer, &trusted));
         assert!(!is_trusted("11.0.0.1".parse().unwrap(), &trusted));
         assert!(is_trusted("::ffff:10.0.0.1".parse().unwrap(), &trusted));
-        set_forwarded(&mut h, &ForwardedInfo { peer, proto: "http", host: Some("a"), trusted: true });
+        set_forwarded(
+            &mut h,
+            &ForwardedInfo {
+                peer,
+                proto: "http",
+                host: Some("a"),
+                trusted: true,
+            },
+        );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }
@@ -296,6 +355,9 @@ mod tests {
     #[test]
     fn values_are_sanitized() {
         assert_eq!(sanitize_value("a\r\nX-Evil: 1").unwrap(), "aX-Evil: 1");
-        assert_eq!(sanitize_value(&"x".repeat(10_000)).unwrap().len(), MAX_IDENTITY_VALUE);
+        assert_eq!(
+            sanitize_value(&"x".repeat(10_000)).unwrap().len(),
+            MAX_IDENTITY_VALUE
+        );
     }
 }

@@ -22,7 +22,10 @@ impl Health {
     }
 
     pub fn is_ready(&self, component: &str) -> bool {
-        self.items.read().map(|m| matches!(m.get(component), Some(Ok(())))).unwrap_or(false)
+        self.items
+            .read()
+            .map(|m| matches!(m.get(component), Some(Ok(()))))
+            .unwrap_or(false)
     }
 
     /// (ready, per-component state)

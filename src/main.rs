@@ -8,7 +8,11 @@ use portcullis::config::{self, LoadOptions};
 use portcullis::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Authenticating reverse proxy: OpenID Connect login, bearer tokens and role rules in front of unmodified apps")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Authenticating reverse proxy: OpenID Connect login, bearer tokens and role rules in front of unmodified apps"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -72,10 +76,20 @@ fn load(args: &ConfigArgs) -> Result<portcullis::Config, ExitCode> {
         eprintln!("error: no config file: pass --config FILE or set PORTCULLIS_CONFIG");
         return Err(ExitCode::from(2));
     };
-    config::load(path, &LoadOptions { env_file: args.env_file.clone() }).map_err(|e| {
+    config::load(
+        path,
+        &LoadOptions {
+            env_file: args.env_file.clone(),
+        },
+    )
+    .map_err(|e| {
         eprintln!("{e}");
         let n = e.0.len();
-        eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, path.display());
+        eprintln!(
+            "{n} error{} in {}",
+            if n == 1 { "" } else { "s" },
+            path.display()
+        );
         ExitCode::from(1)
     })
 }
@@ -106,14 +120,19 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(portcullis::explain::explain(cfg, &a.method, &a.url, &a.headers))
+            rt.block_on(portcullis::explain::explain(
+                cfg, &a.method, &a.url, &a.headers,
+            ))
         }
         Some(Command::Run(r)) => serve(r),
         None => serve(cli.run),
@@ -126,7 +145,10 @@ fn serve(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -64,17 +64,47 @@ impl Metrics {
         let mut registry = Registry::with_prefix("portcullis");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
         });
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
         let auth_decisions = Family::<DecisionLabels, Counter>::default();
         let open_connections = Gauge::default();
-        registry.register("requests", "Requests handled, by route and status", requests.clone());
-        registry.register("request_duration_seconds", "Time from request head to response head", latency.clone());
-        registry.register("upstream_errors", "Upstream failures by route and kind (unreachable, timeout)", upstream_errors.clone());
-        registry.register("auth_decisions", "Authentication/authorization decisions by route", auth_decisions.clone());
-        registry.register("open_connections", "Client connections currently open", open_connections.clone());
-        Metrics { registry, requests, latency, upstream_errors, auth_decisions, open_connections }
+        registry.register(
+            "requests",
+            "Requests handled, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head",
+            latency.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by route and kind (unreachable, timeout)",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "auth_decisions",
+            "Authentication/authorization decisions by route",
+            auth_decisions.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections currently open",
+            open_connections.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            auth_decisions,
+            open_connections,
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -52,9 +52,27 @@ struct Served {
 }
 
 impl Proxy {
-    pub fn new(config: Arc<Config>, upstreams: Upstreams, metrics: Arc<Metrics>, auth: AuthState, health: Arc<Health>) -> Self {
-        let route_labels = config.routes.iter().map(|r| RouteLabel(Arc::from(r.name.as_str()))).collect();
-        Proxy { config, upstreams, metrics, auth, health, route_labels, no_route: RouteLabel(Arc::from("-")) }
+    pub fn new(
+        config: Arc<Config>,
+        upstreams: Upstreams,
+        metrics: Arc<Metrics>,
+        auth: AuthState,
+        health: Arc<Health>,
+    ) -> Self {
+        let route_labels = config
+            .routes
+            .iter()
+            .map(|r| RouteLabel(Arc::from(r.name.as_str())))
+            .collect();
+        Proxy {
+            config,
+            upstreams,
+            metrics,
+            auth,
+            health,
+            route_labels,
+            no_route: RouteLabel(Arc::from("-")),
+        }
     }
 
     /// Entry point for every request on the public listeners. Never fails: errors become
@@ -64,7 +82,10 @@ impl Proxy {
         let method = req.method().clone();
         let host = request_host(&req).map(str::to_string);
         let path = req.uri().path().to_string();
-        let mut served = Served { route: None, upstream_ms: None };
+        let mut served = Served {
+            route: None,
+            upstream_ms: None,
+        };
         let resp = match self.pipeline(req, conn, host.as_deref(), &mut served).await {
             Ok(r) => r,
             Err(e) => {
@@ -73,12 +94,18 @@ impl Proxy {
                         UpstreamError::Timeout(_) => "timeout",
                         _ => "unreachable",
                     };
-                    let route = served.route.map(|i| self.config.routes[i].name.as_str()).unwrap_or("-");
+                    let route = served
+                        .route
+                        .map(|i| self.config.routes[i].name.as_str())
+                        .unwrap_or("-");
                     tracing::warn!(route, error = %ue, "upstream error");
                     if let Some(i) = served.route {
                         self.metrics
                             .upstream_errors
-                            .get_or_create(&ErrorLabels { route: self.route_labels[i].clone(), kind })
+                            .get_or_create(&ErrorLabels {
+                                route: self.route_labels[i].clone(),
+                                kind,
+                            })
                             .inc();
                     }
                 }
@@ -86,10 +113,23 @@ impl Proxy {
             }
         };
         let elapsed = start.elapsed();
-        let label = served.route.map_or(&self.no_route, |i| &self.route_labels[i]);
+        let label = served
+            .route
+            .map_or(&self.no_route, |i| &self.route_labels[i]);
         let status = resp.status().as_u16();
-        self.metrics.requests.get_or_create(&RequestLabels { route: label.clone(), status }).inc();
-        self.metrics.latency.get_or_create(&RouteOnly { route: label.clone() }).observe(elapsed.as_secs_f64());
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: label.clone(),
+                status,
+            })
+            .inc();
+        self.metrics
+            .latency
+            .get_or_create(&RouteOnly {
+                route: label.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "portcullis::access",
             method = %method,
@@ -116,10 +156,10 @@ impl Proxy {
         let normalized = routes::normalize_path(req.uri().path())?.into_owned();
 
         // 2. endpoints the proxy owns
-        if let Some(rest) = normalized.strip_prefix(cfg.server.auth_prefix.as_str()) {
-            if rest.is_empty() || rest.starts_with('/') {
-                return Ok(self.auth.endpoint(rest, req, conn, host).await);
-            }
+        if let Some(rest) = normalized.strip_prefix(cfg.server.auth_prefix.as_str())
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return Ok(self.auth.endpoint(rest, req, conn, host).await);
         }
 
         // 3. route
@@ -128,7 +168,10 @@ impl Proxy {
             .iter()
             .enumerate()
             .find(|(_, r)| r.matcher.matches(host, req.method(), &normalized))
-            .ok_or_else(|| ProxyError::NoRoute { method: req.method().to_string(), path: normalized.clone() })?;
+            .ok_or_else(|| ProxyError::NoRoute {
+                method: req.method().to_string(),
+                path: normalized.clone(),
+            })?;
         served.route = Some(idx);
 
         // 4. strip forged identity
@@ -151,7 +194,12 @@ impl Proxy {
             match authz::authorize(route, &identity) {
                 Ok(permit) => {
                     self.decision(idx, "allowed");
-                    headers::inject(&mut parts.headers, &permit, &route.headers);
+                    headers::inject(
+                        &mut parts.headers,
+                        &permit,
+                        &route.headers,
+                        Some((self.auth.assertion(), &route.name)),
+                    );
                 }
                 Err(denied) => {
                     self.decision(idx, "forbidden");
@@ -172,7 +220,10 @@ impl Proxy {
     fn decision(&self, idx: usize, decision: &'static str) {
         self.metrics
             .auth_decisions
-            .get_or_create(&DecisionLabels { route: self.route_labels[idx].clone(), decision })
+            .get_or_create(&DecisionLabels {
+                route: self.route_labels[idx].clone(),
+                decision,
+            })
             .inc();
     }
 
@@ -190,7 +241,11 @@ impl Proxy {
         let wants_ws = route.websocket && is_websocket_upgrade(&req);
         let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
 
-        let path = if route.strip_prefix { routes::strip_prefix(normalized, &route.matcher.path) } else { normalized.into() };
+        let path = if route.strip_prefix {
+            routes::strip_prefix(normalized, &route.matcher.path)
+        } else {
+            normalized.into()
+        };
         let mut pq = String::with_capacity(route.upstream.base_path.len() + path.len() + 32);
         pq.push_str(&route.upstream.base_path);
         if route.upstream.base_path.is_empty() || path != "/" {
@@ -214,7 +269,12 @@ impl Proxy {
         let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
         headers::set_forwarded(
             &mut parts.headers,
-            &headers::ForwardedInfo { peer: conn.peer.ip(), proto: if conn.tls { "https" } else { "http" }, host, trusted },
+            &headers::ForwardedInfo {
+                peer: conn.peer.ip(),
+                proto: if conn.tls { "https" } else { "http" },
+                host,
+                trusted,
+            },
         );
         if route.preserve_host {
             if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -227,7 +287,10 @@ impl Proxy {
         let req = Request::from_parts(parts, body);
 
         let t0 = Instant::now();
-        let result = self.upstreams.send(route.upstream_ca_file.as_ref(), req, route.timeout).await;
+        let result = self
+            .upstreams
+            .send(route.upstream_ca_file.as_ref(), req, route.timeout)
+            .await;
         served.upstream_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
         let _ = idx;
         let mut resp = result?;
@@ -242,10 +305,11 @@ impl Proxy {
 
 /// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
 pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
 }
 
 fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
@@ -257,5 +321,7 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    req.method() == Method::GET && has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+    req.method() == Method::GET
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
 }

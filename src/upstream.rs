@@ -35,7 +35,9 @@ pub struct ClientBuildError {
 
 /// A rustls client config on the one crypto provider (aws-lc-rs), trusting the system roots
 /// and, when given, the PEM certificates in `extra_ca`.
-pub fn tls_client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientBuildError> {
+pub fn tls_client_config(
+    extra_ca: Option<&Path>,
+) -> Result<rustls::ClientConfig, ClientBuildError> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs_load();
@@ -43,7 +45,10 @@ pub fn tls_client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig
         let _ = roots.add(c);
     }
     if let Some(p) = extra_ca {
-        let err = |m: String| ClientBuildError { path: p.display().to_string(), message: m };
+        let err = |m: String| ClientBuildError {
+            path: p.display().to_string(),
+            message: m,
+        };
         let certs: Vec<_> = CertificateDer::pem_file_iter(p)
             .map_err(|e| err(format!("cannot read CA file: {e}")))?
             .collect::<Result<_, _>>()
@@ -52,13 +57,18 @@ pub fn tls_client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig
             return Err(err("no certificate in CA file".into()));
         }
         for c in certs {
-            roots.add(c).map_err(|e| err(format!("unusable CA certificate: {e}")))?;
+            roots
+                .add(c)
+                .map_err(|e| err(format!("unusable CA certificate: {e}")))?;
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ClientBuildError { path: "tls".into(), message: e.to_string() })?
+        .map_err(|e| ClientBuildError {
+            path: "tls".into(),
+            message: e.to_string(),
+        })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(cfg)
@@ -92,17 +102,21 @@ impl Upstreams {
     pub fn new(cfg: &Config) -> Result<Self, ClientBuildError> {
         let mut with_ca = HashMap::new();
         for r in &cfg.routes {
-            if let Some(ca) = &r.upstream_ca_file {
-                if !with_ca.contains_key(ca) {
-                    with_ca.insert(ca.clone(), build_client(Some(ca))?);
-                }
+            if let Some(ca) = &r.upstream_ca_file
+                && !with_ca.contains_key(ca)
+            {
+                with_ca.insert(ca.clone(), build_client(Some(ca))?);
             }
         }
-        Ok(Upstreams { default: build_client(None)?, with_ca: Arc::new(with_ca) })
+        Ok(Upstreams {
+            default: build_client(None)?,
+            with_ca: Arc::new(with_ca),
+        })
     }
 
     fn client(&self, ca: Option<&PathBuf>) -> &HttpClient {
-        ca.and_then(|c| self.with_ca.get(c)).unwrap_or(&self.default)
+        ca.and_then(|c| self.with_ca.get(c))
+            .unwrap_or(&self.default)
     }
 
     /// Sends `req` (already addressed to the upstream) and waits up to `timeout` for the
@@ -134,7 +148,10 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 
 /// Converts an upstream response body into the proxy's body type (streaming).
 pub fn box_response(resp: Response<hyper::body::Incoming>) -> Response<Body> {
-    resp.map(|b| b.map_err(|e| Box::new(e) as crate::error::BoxError).boxed_unsync())
+    resp.map(|b| {
+        b.map_err(|e| Box::new(e) as crate::error::BoxError)
+            .boxed_unsync()
+    })
 }
 
 /// Splices a client connection and an upstream connection after both sides agreed to upgrade.

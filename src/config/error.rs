@@ -51,17 +51,20 @@ pub(crate) struct Errors<'a> {
 
 impl<'a> Errors<'a> {
     pub fn new(file: &'a Path, src: &'a str) -> Self {
-        Errors { file, src, list: Vec::new() }
+        Errors {
+            file,
+            src,
+            list: Vec::new(),
+        }
     }
 
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.src.len());
         let before = &self.src[..offset];
         let line = before.matches('\n').count() + 1;
-        let col = before
-            .rfind('\n')
-            .map_or(before.chars().count(), |nl| before[nl + 1..].chars().count())
-            + 1;
+        let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
+            before[nl + 1..].chars().count()
+        }) + 1;
         (line, col)
     }
 
@@ -84,6 +87,8 @@ impl<'a> Errors<'a> {
             return Ok(());
         }
         self.list.sort_by_key(|(o, _)| *o);
-        Err(ConfigErrors(self.list.into_iter().map(|(_, e)| e).collect()))
+        Err(ConfigErrors(
+            self.list.into_iter().map(|(_, e)| e).collect(),
+        ))
     }
 }

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-pub use error::{ConfigError, ConfigErrors};
 use error::Errors;
+pub use error::{ConfigError, ConfigErrors};
 use raw::*;
 pub use values::{Dur, Secret};
 
@@ -138,6 +138,8 @@ pub struct Provider {
     pub ca_file: Option<PathBuf>,
     pub introspection: Option<Introspection>,
     pub timeout: Duration,
+    /// Extension: cache validated JWT access tokens (keyed by SHA-256, never beyond `exp`).
+    pub token_cache: bool,
     /// Whether any route uses this provider for browser login.
     pub used_for_login: bool,
 }
@@ -158,7 +160,10 @@ pub enum IntrospectionAuth {
     /// RFC 7523 `private_key_jwt` signed with a ZITADEL key file.
     KeyFile(ZitadelKey),
     /// client_secret_basic.
-    Basic { client_id: String, client_secret: Secret },
+    Basic {
+        client_id: String,
+        client_secret: Secret,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -282,7 +287,13 @@ pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
 /// Folds a header name the way upstream frameworks do: lower case, `_` read as `-`.
 pub fn fold_header_name(name: &str) -> String {
     name.bytes()
-        .map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char })
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        })
         .collect()
 }
 
@@ -311,21 +322,25 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     })?;
     let mut env = HashMap::new();
     if let Some(env_file) = &opts.env_file {
-        let iter = dotenvy::from_path_iter(env_file).map_err(|e| ConfigErrors(vec![ConfigError {
-            file: env_file.clone(),
-            line: 0,
-            col: 0,
-            key: String::new(),
-            message: format!("cannot read the --env-file: {e}"),
-        }]))?;
-        for item in iter {
-            let (k, v) = item.map_err(|e| ConfigErrors(vec![ConfigError {
+        let iter = dotenvy::from_path_iter(env_file).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
                 file: env_file.clone(),
                 line: 0,
                 col: 0,
                 key: String::new(),
-                message: format!("malformed --env-file: {e}; write one NAME=value per line"),
-            }]))?;
+                message: format!("cannot read the --env-file: {e}"),
+            }])
+        })?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| {
+                ConfigErrors(vec![ConfigError {
+                    file: env_file.clone(),
+                    line: 0,
+                    col: 0,
+                    key: String::new(),
+                    message: format!("malformed --env-file: {e}; write one NAME=value per line"),
+                }])
+            })?;
             env.insert(k, v);
         }
     }
@@ -334,7 +349,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
 
 /// Loads from a string (tests, `check`); `path` names the file in messages and anchors
 /// relative paths.
-pub fn load_str(path: &Path, src: &str, env: HashMap<String, String>) -> Result<Config, ConfigErrors> {
+pub fn load_str(
+    path: &Path,
+    src: &str,
+    env: HashMap<String, String>,
+) -> Result<Config, ConfigErrors> {
     let _scope = values::EnvScope::enter(env);
     let mut errs = Errors::new(path, src);
     let raw: RawConfig = match toml::Deserializer::parse(src) {
@@ -345,7 +364,11 @@ pub fn load_str(path: &Path, src: &str, env: HashMap<String, String>) -> Result<
         Ok(de) => match serde_path_to_error::deserialize::<_, RawConfig>(de) {
             Ok(raw) => raw,
             Err(e) => {
-                let key = e.path().to_string().replace(".$__serde_spanned_private_value", "").replace("$__serde_spanned_private_value", "");
+                let key = e
+                    .path()
+                    .to_string()
+                    .replace(".$__serde_spanned_private_value", "")
+                    .replace("$__serde_spanned_private_value", "");
                 let inner = e.into_inner();
                 let key = if key == "." { String::new() } else { key };
                 errs.at(inner.span().unwrap_or(0..0), key, friendly(inner.message()));
@@ -354,7 +377,11 @@ pub fn load_str(path: &Path, src: &str, env: HashMap<String, String>) -> Result<
         },
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let cfg = Validator { errs: &mut errs, dir: &dir }.config(raw, path);
+    let cfg = Validator {
+        errs: &mut errs,
+        dir: &dir,
+    }
+    .config(raw, path);
     errs.finish()?;
     Ok(cfg)
 }
@@ -379,7 +406,9 @@ fn syntax_message(e: &toml::de::Error) -> String {
 fn friendly(msg: &str) -> String {
     let msg = msg.trim();
     if msg.starts_with("unknown field") {
-        format!("{msg}; check the spelling against the reference in README.md (unknown keys are errors)")
+        format!(
+            "{msg}; check the spelling against the reference in README.md (unknown keys are errors)"
+        )
     } else {
         msg.to_string()
     }
@@ -447,7 +476,11 @@ impl Validator<'_, '_> {
 
     fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     /// Resolves a file path and checks it can be read.
@@ -489,7 +522,8 @@ impl Validator<'_, '_> {
                 match String::from_utf8(bytes) {
                     Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string())),
                     Err(_) => {
-                        self.errs.at(span(f), format!("{key}_file"), "the file is not UTF-8 text");
+                        self.errs
+                            .at(span(f), format!("{key}_file"), "the file is not UTF-8 text");
                         None
                     }
                 }
@@ -502,11 +536,19 @@ impl Validator<'_, '_> {
         match Url::parse(v.get_ref()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
             Ok(_) => {
-                self.errs.at(span(v), key, format!("{:?} is not an http(s) URL with a host", v.get_ref().0));
+                self.errs.at(
+                    span(v),
+                    key,
+                    format!("{:?} is not an http(s) URL with a host", v.get_ref().0),
+                );
                 None
             }
             Err(e) => {
-                self.errs.at(span(v), key, format!("{:?} is not a valid URL ({e})", v.get_ref().0));
+                self.errs.at(
+                    span(v),
+                    key,
+                    format!("{:?} is not a valid URL ({e})", v.get_ref().0),
+                );
                 None
             }
         }
@@ -519,7 +561,11 @@ impl Validator<'_, '_> {
         match HeaderName::from_bytes(v.get_ref().as_bytes()) {
             Ok(h) => Some(Some(h)),
             Err(_) => {
-                self.errs.at(span(v), key, format!("{:?} is not a valid header name", v.get_ref().0));
+                self.errs.at(
+                    span(v),
+                    key,
+                    format!("{:?} is not a valid header name", v.get_ref().0),
+                );
                 None
             }
         }
@@ -542,11 +588,22 @@ impl Validator<'_, '_> {
             }
         };
         if let Err(e) = jsonwebtoken::EncodingKey::from_rsa_pem(k.key.as_bytes()) {
-            self.errs.at(span(v), key, format!("the \"key\" in {} is not a PEM RSA private key ({e})", p.display()));
+            self.errs.at(
+                span(v),
+                key,
+                format!(
+                    "the \"key\" in {} is not a PEM RSA private key ({e})",
+                    p.display()
+                ),
+            );
             return None;
         }
         if k.subject().is_none() {
-            self.errs.at(span(v), key, format!("{} has neither \"clientId\" nor \"userId\"", p.display()));
+            self.errs.at(
+                span(v),
+                key,
+                format!("{} has neither \"clientId\" nor \"userId\"", p.display()),
+            );
             return None;
         }
         Some(k)
@@ -564,7 +621,11 @@ impl Validator<'_, '_> {
             let r = r.get_ref();
             let auth = r.auth.as_ref().map(|a| a.get_ref().0.as_str());
             if matches!(auth, Some("login" | "login_or_bearer")) {
-                let p = r.provider.as_ref().map(|p| p.get_ref().0.clone()).or(only_provider.clone());
+                let p = r
+                    .provider
+                    .as_ref()
+                    .map(|p| p.get_ref().0.clone())
+                    .or(only_provider.clone());
                 if let Some(p) = p {
                     login_providers.insert(p);
                 }
@@ -583,7 +644,9 @@ impl Validator<'_, '_> {
         let mut names: HashMap<String, Range<usize>> = HashMap::new();
         let mut matchers: Vec<(String, Matcher)> = Vec::new();
         for (i, r) in raw.routes.iter().enumerate() {
-            let Some(route) = self.route(i, r, &raw, &headers, &only_provider, &server) else { continue };
+            let Some(route) = self.route(i, r, &raw, &headers, &only_provider, &server) else {
+                continue;
+            };
             let name_span = r.get_ref().name.as_ref().map_or_else(|| span(r), span);
             if let Some(first) = names.get(&route.name) {
                 let (line, _) = self.errs.line_col(first.start);
@@ -611,20 +674,25 @@ impl Validator<'_, '_> {
         if raw.routes.is_empty() {
             self.errs.at(0..0, "route", "no [[route]] is configured: add at least one [[route]] with path, upstream and auth");
         }
-        if session.is_none() {
-            if let Some((i, r)) = raw.routes.iter().enumerate().find(|(_, r)| {
-                r.get_ref().auth.as_ref().is_some_and(|a| matches!(a.get_ref().0.as_str(), "login" | "login_or_bearer"))
-            }) {
-                self.errs.at(
+        if session.is_none()
+            && let Some((i, r)) = raw.routes.iter().enumerate().find(|(_, r)| {
+                r.get_ref()
+                    .auth
+                    .as_ref()
+                    .is_some_and(|a| matches!(a.get_ref().0.as_str(), "login" | "login_or_bearer"))
+            })
+        {
+            self.errs.at(
                     span(r),
                     format!("route[{i}].auth"),
                     "this route uses browser login but there is no [session] section: add [session] with a secret of at least 32 bytes",
                 );
-            }
         }
 
-        let mut identity_header_names: HashSet<String> =
-            DEFAULT_IDENTITY_HEADERS.iter().map(|s| s.to_string()).collect();
+        let mut identity_header_names: HashSet<String> = DEFAULT_IDENTITY_HEADERS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         for h in headers.names() {
             identity_header_names.insert(fold_header_name(h.as_str()));
         }
@@ -649,13 +717,17 @@ impl Validator<'_, '_> {
         let mut out = Self::default_server();
         out.listen = s.listen.as_ref().map(|l| l.get_ref().0);
         out.admin_listen = s.admin_listen.as_ref().map(|l| l.get_ref().0);
-        if let Some(u) = &s.public_url {
-            if let Some(url) = self.url(u, "server.public_url") {
-                if url.path() != "/" || url.query().is_some() {
-                    self.errs.at(span(u), "server.public_url", "give only the origin (scheme://host[:port]), without a path");
-                } else {
-                    out.public_url = Some(url);
-                }
+        if let Some(u) = &s.public_url
+            && let Some(url) = self.url(u, "server.public_url")
+        {
+            if url.path() != "/" || url.query().is_some() {
+                self.errs.at(
+                    span(u),
+                    "server.public_url",
+                    "give only the origin (scheme://host[:port]), without a path",
+                );
+            } else {
+                out.public_url = Some(url);
             }
         }
         for (i, t) in s.trusted_proxies.iter().enumerate() {
@@ -675,7 +747,9 @@ impl Validator<'_, '_> {
         for (i, h) in s.allowed_redirect_hosts.iter().enumerate() {
             match HostPattern::parse(h.get_ref()) {
                 Ok(p) => out.allowed_redirect_hosts.push(p),
-                Err(e) => self.errs.at(span(h), format!("server.allowed_redirect_hosts[{i}]"), e),
+                Err(e) => self
+                    .errs
+                    .at(span(h), format!("server.allowed_redirect_hosts[{i}]"), e),
             }
         }
         if let Some(t) = &s.tls {
@@ -686,21 +760,42 @@ impl Validator<'_, '_> {
                 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
                 let certs: Vec<_> = CertificateDer::pem_slice_iter(&cb).collect();
                 if certs.is_empty() || certs.iter().any(|c| c.is_err()) {
-                    self.errs.at(span(&t.cert), "server.tls.cert", format!("{} holds no PEM certificate", cp.display()));
+                    self.errs.at(
+                        span(&t.cert),
+                        "server.tls.cert",
+                        format!("{} holds no PEM certificate", cp.display()),
+                    );
                 }
                 if PrivateKeyDer::from_pem_slice(&kb).is_err() {
-                    self.errs.at(span(&t.key), "server.tls.key", format!("{} holds no PEM private key", kp.display()));
+                    self.errs.at(
+                        span(&t.key),
+                        "server.tls.key",
+                        format!("{} holds no PEM private key", kp.display()),
+                    );
                 }
-                out.tls = Some(Tls { listen: t.listen.get_ref().0, cert: cp, key: kp, redirect_http: t.redirect_http });
+                out.tls = Some(Tls {
+                    listen: t.listen.get_ref().0,
+                    cert: cp,
+                    key: kp,
+                    redirect_http: t.redirect_http,
+                });
             }
         }
         if out.listen.is_none() && s.tls.is_none() {
-            self.errs.at(0..0, "server.listen", "no listener: set [server] listen = \"0.0.0.0:8080\" or a [server.tls] section");
+            self.errs.at(
+                0..0,
+                "server.listen",
+                "no listener: set [server] listen = \"0.0.0.0:8080\" or a [server.tls] section",
+            );
         }
         if let Some(p) = &s.auth_prefix {
             let v = p.get_ref().trim_end_matches('/');
             if !v.starts_with('/') || v.len() < 2 {
-                self.errs.at(span(p), "server.auth_prefix", "must be a path such as \"/.auth\"");
+                self.errs.at(
+                    span(p),
+                    "server.auth_prefix",
+                    "must be a path such as \"/.auth\"",
+                );
             } else {
                 out.auth_prefix = v.to_string();
             }
@@ -710,7 +805,8 @@ impl Validator<'_, '_> {
         }
         if let Some(m) = &s.max_header_bytes {
             if *m.get_ref() < 8192 {
-                self.errs.at(span(m), "server.max_header_bytes", "must be at least 8192");
+                self.errs
+                    .at(span(m), "server.max_header_bytes", "must be at least 8192");
             } else {
                 out.max_header_bytes = *m.get_ref();
             }
@@ -727,11 +823,21 @@ impl Validator<'_, '_> {
         out
     }
 
-    fn provider(&mut self, name: &str, sp: &Spanned<RawProvider>, used_for_login: bool) -> Option<Provider> {
+    fn provider(
+        &mut self,
+        name: &str,
+        sp: &Spanned<RawProvider>,
+        used_for_login: bool,
+    ) -> Option<Provider> {
         let p = sp.get_ref();
         let k = |f: &str| format!("providers.{name}.{f}");
-        let issuer = p.issuer.as_ref().and_then(|i| self.url(i, &k("issuer")).map(|_| i.get_ref().0.clone()));
-        let ep = |this: &mut Self, v: &Option<Spanned<values::Str>>, f: &str| v.as_ref().and_then(|v| this.url(v, &k(f)));
+        let issuer = p
+            .issuer
+            .as_ref()
+            .and_then(|i| self.url(i, &k("issuer")).map(|_| i.get_ref().0.clone()));
+        let ep = |this: &mut Self, v: &Option<Spanned<values::Str>>, f: &str| {
+            v.as_ref().and_then(|v| this.url(v, &k(f)))
+        };
         let authorization_endpoint = ep(self, &p.authorization_endpoint, "authorization_endpoint");
         let token_endpoint = ep(self, &p.token_endpoint, "token_endpoint");
         let userinfo_endpoint = ep(self, &p.userinfo_endpoint, "userinfo_endpoint");
@@ -745,7 +851,11 @@ impl Validator<'_, '_> {
         ];
         let n_explicit = explicit.iter().filter(|b| **b).count();
         if p.issuer.is_none() && p.jwks_uri.is_none() {
-            self.errs.at(span(sp), format!("providers.{name}"), "set `issuer` (discovery) or at least `jwks_uri` (bearer-only provider)");
+            self.errs.at(
+                span(sp),
+                format!("providers.{name}"),
+                "set `issuer` (discovery) or at least `jwks_uri` (bearer-only provider)",
+            );
         }
         if used_for_login && p.issuer.is_none() && n_explicit != 4 {
             self.errs.at(
@@ -763,11 +873,27 @@ impl Validator<'_, '_> {
         }
         let client_id = p.client_id.as_ref().map(|c| c.get_ref().0.clone());
         if used_for_login && client_id.as_deref().is_none_or(str::is_empty) {
-            self.errs.at(span(sp), k("client_id"), "a provider used by login routes needs `client_id`");
+            self.errs.at(
+                span(sp),
+                k("client_id"),
+                "a provider used by login routes needs `client_id`",
+            );
         }
-        let client_secret = self.secret(p.client_secret.clone(), None, p.client_secret_file.as_ref(), &k("client_secret"));
-        let private_key = p.private_key_file.as_ref().and_then(|f| self.zitadel_key(f, &k("private_key_file")));
-        let token_endpoint_auth = match p.token_endpoint_auth.as_ref().map(|t| (t, t.get_ref().0.as_str())) {
+        let client_secret = self.secret(
+            p.client_secret.clone(),
+            None,
+            p.client_secret_file.as_ref(),
+            &k("client_secret"),
+        );
+        let private_key = p
+            .private_key_file
+            .as_ref()
+            .and_then(|f| self.zitadel_key(f, &k("private_key_file")));
+        let token_endpoint_auth = match p
+            .token_endpoint_auth
+            .as_ref()
+            .map(|t| (t, t.get_ref().0.as_str()))
+        {
             None if private_key.is_some() => TokenEndpointAuth::PrivateKeyJwt,
             None if client_secret.is_some() => TokenEndpointAuth::ClientSecretBasic,
             None => TokenEndpointAuth::None,
@@ -785,17 +911,30 @@ impl Validator<'_, '_> {
             }
         };
         match token_endpoint_auth {
-            TokenEndpointAuth::PrivateKeyJwt if private_key.is_none() && p.private_key_file.is_none() => {
-                self.errs.at(span(sp), k("token_endpoint_auth"), "private_key_jwt needs `private_key_file` (a ZITADEL key JSON)");
+            TokenEndpointAuth::PrivateKeyJwt
+                if private_key.is_none() && p.private_key_file.is_none() =>
+            {
+                self.errs.at(
+                    span(sp),
+                    k("token_endpoint_auth"),
+                    "private_key_jwt needs `private_key_file` (a ZITADEL key JSON)",
+                );
             }
             TokenEndpointAuth::ClientSecretBasic | TokenEndpointAuth::ClientSecretPost
                 if client_secret.is_none() && p.client_secret_file.is_none() =>
             {
-                self.errs.at(span(sp), k("client_secret"), "this token_endpoint_auth needs `client_secret` or `client_secret_file`");
+                self.errs.at(
+                    span(sp),
+                    k("client_secret"),
+                    "this token_endpoint_auth needs `client_secret` or `client_secret_file`",
+                );
             }
             _ => {}
         }
-        let ca_file = p.ca_file.as_ref().and_then(|f| self.readable(f, &k("ca_file")).map(|(p, _)| p));
+        let ca_file = p
+            .ca_file
+            .as_ref()
+            .and_then(|f| self.readable(f, &k("ca_file")).map(|(p, _)| p));
         let introspection = p.introspection.as_ref().and_then(|i| {
             let ir = i.get_ref();
             let endpoint = ir.endpoint.as_ref().and_then(|e| self.url(e, &k("introspection.endpoint")));
@@ -839,7 +978,12 @@ impl Validator<'_, '_> {
         let audiences = p
             .audiences
             .as_ref()
-            .map(|s| s.iter().map(|x| x.0.clone()).filter(|x| !x.is_empty()).collect::<Vec<_>>())
+            .map(|s| {
+                s.iter()
+                    .map(|x| x.0.clone())
+                    .filter(|x| !x.is_empty())
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_else(|| client_id.iter().cloned().collect());
         let roles_claim = match p.roles_claim.as_deref() {
             None | Some("auto") | Some("") => RolesClaim::Auto,
@@ -863,6 +1007,7 @@ impl Validator<'_, '_> {
             ca_file,
             introspection,
             timeout: p.timeout.map_or(Duration::from_secs(10), |d| d.0),
+            token_cache: p.token_cache.unwrap_or(true),
             used_for_login,
         })
     }
@@ -878,7 +1023,12 @@ impl Validator<'_, '_> {
         let secret = match secret {
             Some(sec) if sec.expose().len() >= 32 => sec,
             Some(sec) => {
-                let at = s.secret.as_ref().map(span).or(s.secret_file.as_ref().map(span)).unwrap_or_else(|| span(ss));
+                let at = s
+                    .secret
+                    .as_ref()
+                    .map(span)
+                    .or(s.secret_file.as_ref().map(span))
+                    .unwrap_or_else(|| span(ss));
                 self.errs.at(
                     at,
                     "session.secret",
@@ -891,7 +1041,11 @@ impl Validator<'_, '_> {
             }
             None => {
                 if s.secret.is_none() && s.secret_file.is_none() {
-                    self.errs.at(span(ss), "session.secret", "missing: set `secret` (≥ 32 bytes) or `secret_file`");
+                    self.errs.at(
+                        span(ss),
+                        "session.secret",
+                        "missing: set `secret` (≥ 32 bytes) or `secret_file`",
+                    );
                 }
                 return None;
             }
@@ -899,7 +1053,11 @@ impl Validator<'_, '_> {
         let mut previous = Vec::new();
         for (i, p) in s.previous_secrets.iter().enumerate() {
             if p.get_ref().expose().len() < 32 {
-                self.errs.at(span(p), format!("session.previous_secrets[{i}]"), "each secret must be at least 32 bytes");
+                self.errs.at(
+                    span(p),
+                    format!("session.previous_secrets[{i}]"),
+                    "each secret must be at least 32 bytes",
+                );
             } else {
                 previous.push(p.get_ref().clone());
             }
@@ -912,35 +1070,58 @@ impl Validator<'_, '_> {
         );
         let store = match s.store.as_ref().map(|x| (x, x.get_ref().0.as_str())) {
             None | Some((_, "cookie")) => SessionStore::Cookie,
-            Some((st, "redis")) => match redis_url {
-                Some(url) => {
-                    if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
-                        let at = s.redis_url.as_ref().map(span).unwrap_or_else(|| span(st));
-                        self.errs.at(at, "session.redis_url", "must start with redis:// or rediss://");
+            Some((st, "redis")) => {
+                match redis_url {
+                    Some(url) => {
+                        if !(url.expose().starts_with("redis://")
+                            || url.expose().starts_with("rediss://"))
+                        {
+                            let at = s.redis_url.as_ref().map(span).unwrap_or_else(|| span(st));
+                            self.errs.at(
+                                at,
+                                "session.redis_url",
+                                "must start with redis:// or rediss://",
+                            );
+                        }
+                        SessionStore::Redis { url }
                     }
-                    SessionStore::Redis { url }
+                    None => {
+                        self.errs.at(span(st), "session.redis_url", "store = \"redis\" needs `redis_url` (e.g. \"redis://127.0.0.1:6379/0\")");
+                        return None;
+                    }
                 }
-                None => {
-                    self.errs.at(span(st), "session.redis_url", "store = \"redis\" needs `redis_url` (e.g. \"redis://127.0.0.1:6379/0\")");
-                    return None;
-                }
-            },
+            }
             Some((st, other)) => {
-                self.errs.at(span(st), "session.store", format!("unknown store {other:?}: use \"cookie\" or \"redis\""));
+                self.errs.at(
+                    span(st),
+                    "session.store",
+                    format!("unknown store {other:?}: use \"cookie\" or \"redis\""),
+                );
                 return None;
             }
         };
         let cookie_name = match &s.cookie_name {
             Some(c) => {
                 let v = c.get_ref().0.clone();
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    self.errs.at(span(c), "session.cookie_name", "use letters, digits, '-' and '_' only");
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    self.errs.at(
+                        span(c),
+                        "session.cookie_name",
+                        "use letters, digits, '-' and '_' only",
+                    );
                 }
                 v
             }
             None => "portcullis".to_string(),
         };
-        let post_logout_redirect = s.post_logout_redirect.as_ref().map_or_else(|| "/".to_string(), |p| p.get_ref().0.clone());
+        let post_logout_redirect = s
+            .post_logout_redirect
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |p| p.get_ref().0.clone());
         Some(Session {
             secret,
             previous_secrets: previous,
@@ -955,11 +1136,17 @@ impl Validator<'_, '_> {
 
     fn headers(&mut self, h: &RawHeaders, base: Option<&HeaderConfig>) -> HeaderConfig {
         let mut out = base.cloned().unwrap_or_else(HeaderConfig::defaults);
-        let prefix = if base.is_some() { "route.headers" } else { "headers" };
+        let prefix = if base.is_some() {
+            "route.headers"
+        } else {
+            "headers"
+        };
         macro_rules! name {
             ($field:ident) => {
                 if let Some(v) = &h.$field {
-                    if let Some(n) = self.header_name(v, &format!("{prefix}.{}", stringify!($field))) {
+                    if let Some(n) =
+                        self.header_name(v, &format!("{prefix}.{}", stringify!($field)))
+                    {
                         out.$field = n;
                     }
                 }
@@ -981,19 +1168,25 @@ impl Validator<'_, '_> {
                     self.errs.at(
                         span(a),
                         format!("{prefix}.authorization"),
-                        format!("unknown value {other:?}: use \"pass\", \"strip\" or \"access_token\""),
+                        format!(
+                            "unknown value {other:?}: use \"pass\", \"strip\" or \"access_token\""
+                        ),
                     );
                     out.authorization
                 }
             };
         }
-        if let Some(f) = &h.assertion_key_file {
-            if let Some((p, bytes)) = self.readable(f, &format!("{prefix}.assertion_key_file")) {
-                if jsonwebtoken::EncodingKey::from_ec_pem(&bytes).is_err() {
-                    self.errs.at(span(f), format!("{prefix}.assertion_key_file"), "not a PEM (PKCS#8) EC P-256 private key");
-                }
-                out.assertion_key_file = Some(p);
+        if let Some(f) = &h.assertion_key_file
+            && let Some((p, bytes)) = self.readable(f, &format!("{prefix}.assertion_key_file"))
+        {
+            if jsonwebtoken::EncodingKey::from_ec_pem(&bytes).is_err() {
+                self.errs.at(
+                    span(f),
+                    format!("{prefix}.assertion_key_file"),
+                    "not a PEM (PKCS#8) EC P-256 private key",
+                );
             }
+            out.assertion_key_file = Some(p);
         }
         for (header, claim) in &h.claims {
             match HeaderName::from_bytes(header.as_bytes()) {
@@ -1003,7 +1196,11 @@ impl Validator<'_, '_> {
                         out.claims.push((n, claim.get_ref().0.clone()));
                     }
                 }
-                Err(_) => self.errs.at(span(claim), format!("{prefix}.claims"), format!("{header:?} is not a valid header name")),
+                Err(_) => self.errs.at(
+                    span(claim),
+                    format!("{prefix}.claims"),
+                    format!("{header:?} is not a valid header name"),
+                ),
             }
         }
         out
@@ -1021,18 +1218,30 @@ impl Validator<'_, '_> {
     ) -> Option<Route> {
         let r = sr.get_ref();
         let k = |f: &str| format!("route[{i}].{f}");
-        let name = r.name.as_ref().map_or_else(|| format!("route-{i}"), |n| n.get_ref().0.clone());
+        let name = r
+            .name
+            .as_ref()
+            .map_or_else(|| format!("route-{i}"), |n| n.get_ref().0.clone());
         let mut ok = true;
         let Some(path) = &r.path else {
-            self.errs.at(span(sr), k("path"), "missing `path` (e.g. path = \"/\")");
+            self.errs
+                .at(span(sr), k("path"), "missing `path` (e.g. path = \"/\")");
             return None;
         };
         let Some(upstream) = &r.upstream else {
-            self.errs.at(span(sr), k("upstream"), "missing `upstream` (e.g. upstream = \"http://127.0.0.1:3000\")");
+            self.errs.at(
+                span(sr),
+                k("upstream"),
+                "missing `upstream` (e.g. upstream = \"http://127.0.0.1:3000\")",
+            );
             return None;
         };
         let Some(auth_s) = &r.auth else {
-            self.errs.at(span(sr), k("auth"), "missing `auth`: choose \"none\", \"login\", \"bearer\" or \"login_or_bearer\"");
+            self.errs.at(
+                span(sr),
+                k("auth"),
+                "missing `auth`: choose \"none\", \"login\", \"bearer\" or \"login_or_bearer\"",
+            );
             return None;
         };
         let auth = match auth_s.get_ref().0.as_str() {
@@ -1051,9 +1260,13 @@ impl Validator<'_, '_> {
         };
         let p = path.get_ref().0.as_str();
         if !p.starts_with('/') {
-            self.errs.at(span(path), k("path"), format!("{p:?} must start with '/'"));
+            self.errs
+                .at(span(path), k("path"), format!("{p:?} must start with '/'"));
             ok = false;
-        } else if crate::routes::normalize_path(p).map(|n| n != p.trim_end_matches('/') && n != p).unwrap_or(true) {
+        } else if crate::routes::normalize_path(p)
+            .map(|n| n != p.trim_end_matches('/') && n != p)
+            .unwrap_or(true)
+        {
             self.errs.at(
                 span(path),
                 k("path"),
@@ -1062,11 +1275,22 @@ impl Validator<'_, '_> {
             ok = false;
         }
         if p.starts_with(&format!("{}/", server.auth_prefix)) || p == server.auth_prefix {
-            self.errs.at(span(path), k("path"), format!("paths under {} belong to the proxy", server.auth_prefix));
+            self.errs.at(
+                span(path),
+                k("path"),
+                format!("paths under {} belong to the proxy", server.auth_prefix),
+            );
             ok = false;
         }
-        let methods: Option<Vec<String>> = r.methods.as_ref().map(|m| m.get_ref().iter().map(|x| x.0.clone()).collect());
-        let matcher = match Matcher::new(r.host.as_ref().map(|h| h.get_ref().0.as_str()), p, methods.as_deref()) {
+        let methods: Option<Vec<String>> = r
+            .methods
+            .as_ref()
+            .map(|m| m.get_ref().iter().map(|x| x.0.clone()).collect());
+        let matcher = match Matcher::new(
+            r.host.as_ref().map(|h| h.get_ref().0.as_str()),
+            p,
+            methods.as_deref(),
+        ) {
             Ok(m) => m,
             Err(e) => {
                 let at = r.host.as_ref().map(span).unwrap_or_else(|| span(sr));
@@ -1076,15 +1300,26 @@ impl Validator<'_, '_> {
         };
         let upstream = match self.url(upstream, &k("upstream")) {
             Some(u) => {
-                let authority = u[url::Position::BeforeHost..url::Position::AfterPort].parse::<http::uri::Authority>();
-                let scheme = if u.scheme() == "https" { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+                let authority = u[url::Position::BeforeHost..url::Position::AfterPort]
+                    .parse::<http::uri::Authority>();
+                let scheme = if u.scheme() == "https" {
+                    http::uri::Scheme::HTTPS
+                } else {
+                    http::uri::Scheme::HTTP
+                };
                 match authority {
-                    Ok(authority) if u.query().is_none() && u.fragment().is_none() && u.username().is_empty() => Upstream {
-                        base_path: u.path().trim_end_matches('/').to_string(),
-                        url: u,
-                        scheme,
-                        authority,
-                    },
+                    Ok(authority)
+                        if u.query().is_none()
+                            && u.fragment().is_none()
+                            && u.username().is_empty() =>
+                    {
+                        Upstream {
+                            base_path: u.path().trim_end_matches('/').to_string(),
+                            url: u,
+                            scheme,
+                            authority,
+                        }
+                    }
                     _ => {
                         self.errs.at(span(upstream), k("upstream"), "give scheme://host[:port][/path] without query, fragment or credentials");
                         return None;
@@ -1100,7 +1335,11 @@ impl Validator<'_, '_> {
                     self.errs.at(
                         span(pn),
                         k("provider"),
-                        format!("no provider named {:?}; defined: [{}]", pn.get_ref().0, known.join(", ")),
+                        format!(
+                            "no provider named {:?}; defined: [{}]",
+                            pn.get_ref().0,
+                            known.join(", ")
+                        ),
                     );
                     ok = false;
                 }
@@ -1113,7 +1352,10 @@ impl Validator<'_, '_> {
                     self.errs.at(
                         span(auth_s),
                         k("auth"),
-                        format!("auth = {:?} needs a provider: add a [providers.NAME] section", auth.as_str()),
+                        format!(
+                            "auth = {:?} needs a provider: add a [providers.NAME] section",
+                            auth.as_str()
+                        ),
                     );
                     ok = false;
                     None
@@ -1135,7 +1377,11 @@ impl Validator<'_, '_> {
                 serde_json::Value::Array(a) => a.clone(),
                 other => vec![other.clone()],
             };
-            if vals.is_empty() || vals.iter().any(|x| x.is_array() || x.is_object() || x.is_null()) {
+            if vals.is_empty()
+                || vals
+                    .iter()
+                    .any(|x| x.is_array() || x.is_object() || x.is_null())
+            {
                 self.errs.at(
                     span(v),
                     k(&format!("require_claims.{claim}")),
@@ -1145,7 +1391,9 @@ impl Validator<'_, '_> {
             }
             require_claims.push((claim.clone(), vals));
         }
-        let has_requirements = !r.require_roles.is_empty() || !r.require_any_role.is_empty() || !r.require_claims.is_empty();
+        let has_requirements = !r.require_roles.is_empty()
+            || !r.require_any_role.is_empty()
+            || !r.require_claims.is_empty();
         if auth == AuthMode::None && has_requirements {
             self.errs.at(
                 span(auth_s),

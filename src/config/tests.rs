@@ -7,7 +7,10 @@ fn load(src: &str) -> Result<Config, ConfigErrors> {
 }
 
 fn load_env(src: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
-    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     load_str(Path::new("/etc/portcullis/test.toml"), src, env)
 }
 
@@ -85,7 +88,10 @@ fn missing_env_var_names_it() {
 
 #[test]
 fn env_var_and_default() {
-    let src = BASE.replace("http://127.0.0.1:3000", "http://${PC_T_HOST}:${PC_T_PORT:-3000}");
+    let src = BASE.replace(
+        "http://127.0.0.1:3000",
+        "http://${PC_T_HOST}:${PC_T_PORT:-3000}",
+    );
     let c = load_env(&src, &[("PC_T_HOST", "10.1.2.3")]).unwrap();
     assert_eq!(c.routes[0].upstream.authority.as_str(), "10.1.2.3:3000");
 }
@@ -110,7 +116,9 @@ fn duplicate_route_names() {
 
 #[test]
 fn shadowed_route() {
-    let src = format!("{BASE}\n[[route]]\nname = \"admin\"\npath = \"/admin\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"none\"\n");
+    let src = format!(
+        "{BASE}\n[[route]]\nname = \"admin\"\npath = \"/admin\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"none\"\n"
+    );
     let e = err(&src);
     assert!(e.contains("can never match"), "{e}");
     assert!(e.contains("route[1]"), "{e}");
@@ -120,7 +128,10 @@ fn shadowed_route() {
 fn short_session_secret() {
     let src = format!("{BASE}\n[session]\nsecret = \"tooshort\"\n");
     let e = err(&src);
-    assert!(e.contains("session.secret") && e.contains("at least 32"), "{e}");
+    assert!(
+        e.contains("session.secret") && e.contains("at least 32"),
+        "{e}"
+    );
     assert!(e.contains(":12:10:"), "{e}");
 }
 
@@ -135,7 +146,9 @@ fn login_route_without_session() {
 #[test]
 fn login_route_ok_with_provider_and_session() {
     let src = BASE.replace("auth = \"none\"", "auth = \"login\"")
-        + &format!("\n[providers.z]\nissuer = \"https://z.example.com\"\nclient_id = \"abc\"\n\n[session]\nsecret = \"{SECRET}\"\n");
+        + &format!(
+            "\n[providers.z]\nissuer = \"https://z.example.com\"\nclient_id = \"abc\"\n\n[session]\nsecret = \"{SECRET}\"\n"
+        );
     let c = load(&src).unwrap();
     assert_eq!(c.routes[0].provider.as_deref(), Some("z"));
     assert_eq!(c.providers["z"].audiences, vec!["abc".to_string()]);
@@ -151,7 +164,10 @@ fn several_errors_reported_together() {
 #[test]
 fn unknown_auth_mode() {
     let e = err(&BASE.replace("auth = \"none\"", "auth = \"magic\""));
-    assert!(e.contains("route[0].auth") && e.contains("\"magic\""), "{e}");
+    assert!(
+        e.contains("route[0].auth") && e.contains("\"magic\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -166,13 +182,21 @@ fn secret_file_is_read_relative_to_config() {
 #[test]
 fn missing_secret_file() {
     let e = err(&format!("{BASE}\n[session]\nsecret_file = \"nope.txt\"\n"));
-    assert!(e.contains("session.secret_file") && e.contains("/etc/portcullis/nope.txt"), "{e}");
+    assert!(
+        e.contains("session.secret_file") && e.contains("/etc/portcullis/nope.txt"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_duration() {
-    let e = err(&format!("{BASE}\n[session]\nsecret = \"{SECRET}\"\nlifetime = \"12 parsecs\"\n"));
-    assert!(e.contains("session.lifetime") && e.contains("invalid duration"), "{e}");
+    let e = err(&format!(
+        "{BASE}\n[session]\nsecret = \"{SECRET}\"\nlifetime = \"12 parsecs\"\n"
+    ));
+    assert!(
+        e.contains("session.lifetime") && e.contains("invalid duration"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -196,11 +220,22 @@ fn unnormalized_route_path_rejected() {
 
 #[test]
 fn header_overrides_and_identity_names() {
-    let src = format!("{BASE}\n[headers]\nuser = \"X-Remote-User\"\nemail = \"\"\n[headers.claims]\n\"X-User-Org\" = \"urn:zitadel:iam:user:resourceowner:id\"\n");
+    let src = format!(
+        "{BASE}\n[headers]\nuser = \"X-Remote-User\"\nemail = \"\"\n[headers.claims]\n\"X-User-Org\" = \"urn:zitadel:iam:user:resourceowner:id\"\n"
+    );
     let c = load(&src).unwrap();
     assert_eq!(c.headers.user.as_ref().unwrap().as_str(), "x-remote-user");
     assert!(c.headers.email.is_none());
     assert!(c.identity_header_names.contains("x-remote-user"));
     assert!(c.identity_header_names.contains("x-user-org"));
     assert!(c.identity_header_names.contains("x-forwarded-email"));
+}
+
+#[test]
+fn example_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml");
+    let c = super::load(&path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.routes.len(), 5);
+    assert_eq!(c.routes[4].auth, AuthMode::LoginOrBearer);
+    assert!(c.session.is_some());
 }

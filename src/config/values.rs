@@ -62,11 +62,7 @@ pub fn interpolate(input: &str) -> Result<String, String> {
             Some((n, d)) => (n, Some(d)),
             None => (expr, None),
         };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
                 "`${{{expr}}}` is not a valid variable reference: use ${{NAME}} or ${{NAME:-default}}"
             ));
@@ -122,7 +118,10 @@ where
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Str::deserialize(d)?;
-        s.0.trim().parse::<T>().map(Parsed).map_err(serde::de::Error::custom)
+        s.0.trim()
+            .parse::<T>()
+            .map(Parsed)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -133,9 +132,9 @@ pub struct Dur(pub Duration);
 impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s)
-            .map(Dur)
-            .map_err(|e| format!("invalid duration {s:?} ({e}): write e.g. \"30s\", \"5m\" or \"12h\""))
+        humantime::parse_duration(s).map(Dur).map_err(|e| {
+            format!("invalid duration {s:?} ({e}): write e.g. \"30s\", \"5m\" or \"12h\"")
+        })
     }
 }
 

@@ -1,10 +1,15 @@
 //! A connection wrapper that answers a slow request head (slowloris) with `408` and closes,
-//! instead of a silent hang or drop. Armed when the connection opens; disarmed by the first
-//! byte the server writes (a response, or HTTP/2's preface). Later requests on a keep-alive
-//! connection are covered by hyper's own header-read timeout.
+//! instead of a silent hang or drop. Armed when the connection opens; disarmed as soon as the
+//! first request head has been parsed ([`HeadSeen::mark`], called by the service) or by the
+//! first byte the server writes (a response, or HTTP/2's preface). It must not outlive the head:
+//! a request body that takes longer than the timeout to arrive, or an upstream that takes longer
+//! to answer, is not a slow head. Later requests on a keep-alive connection are covered by
+//! hyper's own header-read timeout.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,36 +22,71 @@ const RESPONSE_408: &[u8] =
 pub struct HeadDeadline<T> {
     inner: T,
     deadline: Option<Pin<Box<Sleep>>>,
+    head_seen: Arc<AtomicBool>,
+}
+
+/// Tells a [`HeadDeadline`] that a complete request head arrived (the service was called).
+#[derive(Clone)]
+pub struct HeadSeen(Arc<AtomicBool>);
+
+impl HeadSeen {
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl<T> HeadDeadline<T> {
-    pub fn new(inner: T, timeout: Duration) -> Self {
-        HeadDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(timeout))) }
+    pub fn new(inner: T, timeout: Duration) -> (Self, HeadSeen) {
+        let head_seen = Arc::new(AtomicBool::new(false));
+        let io = HeadDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            head_seen: head_seen.clone(),
+        };
+        (io, HeadSeen(head_seen))
     }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(d) = this.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                this.deadline = None;
-                // Best effort: the socket buffer is empty at this point, so this does not block.
-                let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
-                let _ = Pin::new(&mut this.inner).poll_flush(cx);
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request header read timeout")));
-            }
+        if this.deadline.is_some() && this.head_seen.load(Ordering::Relaxed) {
+            this.deadline = None;
+        }
+        if let Some(d) = this.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            this.deadline = None;
+            // Best effort: the socket buffer is empty at this point, so this does not block.
+            let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request header read timeout",
+            )));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.deadline = None;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         self.deadline = None;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

@@ -34,7 +34,11 @@ use crate::upstream::Upstreams;
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("upstream client: {0}")]
@@ -62,7 +66,9 @@ impl Running {
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, what, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, what, source })
 }
 
 fn conn_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
@@ -85,8 +91,14 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new());
     let upstreams = Upstreams::new(&config)?;
-    let auth = AuthState::new(config.clone());
-    let proxy = Arc::new(Proxy::new(config.clone(), upstreams, metrics.clone(), auth, health.clone()));
+    let auth = AuthState::new(config.clone()).map_err(StartupError::Auth)?;
+    let proxy = Arc::new(Proxy::new(
+        config.clone(),
+        upstreams,
+        metrics.clone(),
+        auth,
+        health.clone(),
+    ));
 
     let (tx, rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
@@ -95,27 +107,55 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
 
     let mut https_addr = None;
     if let Some(t) = &config.server.tls {
-        let tls_cfg = tls::server_config(t.cert.clone(), t.key.clone()).map_err(StartupError::Tls)?;
+        let tls_cfg =
+            tls::server_config(t.cert.clone(), t.key.clone()).map_err(StartupError::Tls)?;
         let l = bind(t.listen, "[server.tls] listen").await?;
         https_addr = l.local_addr().ok();
         tracing::info!(addr = ?https_addr, "listening (https)");
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
-        tasks.push(tokio::spawn(accept_loop(l, Some(acceptor), proxy.clone(), builder.clone(), graceful.clone(), rx.clone(), false)));
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            Some(acceptor),
+            proxy.clone(),
+            builder.clone(),
+            graceful.clone(),
+            rx.clone(),
+            None,
+        )));
     }
     let mut http_addr = None;
     if let Some(addr) = config.server.listen {
         let l = bind(addr, "[server] listen").await?;
         http_addr = l.local_addr().ok();
         tracing::info!(addr = ?http_addr, "listening (http)");
-        let redirect = config.server.tls.as_ref().is_some_and(|t| t.redirect_http);
-        tasks.push(tokio::spawn(accept_loop(l, None, proxy.clone(), builder.clone(), graceful.clone(), rx.clone(), redirect)));
+        // Redirect to the port the TLS listener actually bound (it may be configured as 0).
+        let redirect = config
+            .server
+            .tls
+            .as_ref()
+            .filter(|t| t.redirect_http)
+            .map(|t| https_addr.map_or(t.listen.port(), |a| a.port()));
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            None,
+            proxy.clone(),
+            builder.clone(),
+            graceful.clone(),
+            rx.clone(),
+            redirect,
+        )));
     }
     let mut admin_addr = None;
     if let Some(addr) = config.server.admin_listen {
         let l = bind(addr, "[server] admin_listen").await?;
         admin_addr = l.local_addr().ok();
         tracing::info!(addr = ?admin_addr, "listening (admin)");
-        tasks.push(tokio::spawn(admin::serve(l, metrics.clone(), health.clone(), rx.clone())));
+        tasks.push(tokio::spawn(admin::serve(
+            l,
+            metrics.clone(),
+            health.clone(),
+            rx.clone(),
+        )));
     }
 
     proxy.auth.start_background(health.clone());
@@ -128,11 +168,21 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
             let _ = t.await;
         }
         let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
-        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(?drain, "drain timeout: closing remaining connections");
         }
     });
-    Ok(Running { http_addr, https_addr, admin_addr, proxy, shutdown: tx, done })
+    Ok(Running {
+        http_addr,
+        https_addr,
+        admin_addr,
+        proxy,
+        shutdown: tx,
+        done,
+    })
 }
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
@@ -171,7 +221,7 @@ async fn accept_loop(
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     mut shutdown: watch::Receiver<bool>,
-    redirect_to_https: bool,
+    redirect_to_https: Option<u16>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -193,7 +243,16 @@ async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             proxy.metrics.open_connections.inc();
-            serve_connection(stream, peer, tls, proxy.clone(), builder, watcher, redirect_to_https).await;
+            serve_connection(
+                stream,
+                peer,
+                tls,
+                proxy.clone(),
+                builder,
+                watcher,
+                redirect_to_https,
+            )
+            .await;
             proxy.metrics.open_connections.dec();
         });
     }
@@ -206,12 +265,13 @@ async fn serve_connection(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
-    redirect_to_https: bool,
+    redirect_to_https: Option<u16>,
 ) {
     let head_timeout = proxy.config.server.header_read_timeout;
     match tls {
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+            let tls_stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -223,32 +283,54 @@ async fn serve_connection(
                 }
             };
             let info = ConnInfo { peer, tls: true };
-            let io = TokioIo::new(io::HeadDeadline::new(tls_stream, head_timeout));
-            serve_io(io, info, proxy, builder, watcher, false).await;
+            let (io, head_seen) = io::HeadDeadline::new(tls_stream, head_timeout);
+            serve_io(
+                TokioIo::new(io),
+                head_seen,
+                info,
+                proxy,
+                builder,
+                watcher,
+                None,
+            )
+            .await;
         }
         None => {
             let info = ConnInfo { peer, tls: false };
-            let io = TokioIo::new(io::HeadDeadline::new(stream, head_timeout));
-            serve_io(io, info, proxy, builder, watcher, redirect_to_https).await;
+            let (io, head_seen) = io::HeadDeadline::new(stream, head_timeout);
+            serve_io(
+                TokioIo::new(io),
+                head_seen,
+                info,
+                proxy,
+                builder,
+                watcher,
+                redirect_to_https,
+            )
+            .await;
         }
     }
 }
 
 async fn serve_io<I>(
     io: I,
+    head_seen: io::HeadSeen,
     info: ConnInfo,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
-    redirect_to_https: bool,
+    redirect_to_https: Option<u16>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: Request<Incoming>| {
+        // A full head arrived: from here on the 408 deadline must not fire (slow bodies and
+        // slow upstreams are not slowloris).
+        head_seen.mark();
         let proxy = proxy.clone();
         async move {
-            if redirect_to_https {
-                return Ok::<_, Infallible>(https_redirect(&proxy, &req));
+            if let Some(https_port) = redirect_to_https {
+                return Ok::<_, Infallible>(https_redirect(https_port, &req));
             }
             Ok::<_, Infallible>(proxy.handle(req, info).await)
         }
@@ -259,17 +341,38 @@ async fn serve_io<I>(
     }
 }
 
-/// 308 from the plain listener to the TLS listener, same host, path and query.
-fn https_redirect(proxy: &Proxy, req: &Request<Incoming>) -> Response<Body> {
+/// 308 from the plain listener to the TLS listener (`https_port`), same host, path and query.
+fn https_redirect(https_port: u16, req: &Request<Incoming>) -> Response<Body> {
     let Some(host) = crate::proxy::request_host(req) else {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "missing Host header");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing Host header",
+        );
     };
+    // The Host header is unvalidated text: only a plain host[:port] may reach the Location.
+    if host.contains('@') || host.parse::<http::uri::Authority>().is_err() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid Host header",
+        );
+    }
     let hostname = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || h.starts_with('[') && h.ends_with(']') => h,
+        Some((h, port))
+            if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']')
+                || h.starts_with('[') && h.ends_with(']') =>
+        {
+            h
+        }
         _ => host,
     };
-    let port = proxy.config.server.tls.as_ref().map_or(443, |t| t.listen.port());
-    let authority = if port == 443 { hostname.to_string() } else { format!("{hostname}:{port}") };
+    let port = https_port;
+    let authority = if port == 443 {
+        hostname.to_string()
+    } else {
+        format!("{hostname}:{port}")
+    };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = format!("https://{authority}{pq}");
     let mut resp = Response::new(empty());
@@ -286,6 +389,8 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Keeps a future's type simple for callers that need `'static`.
-pub fn boxed<F: Future<Output = ()> + Send + 'static>(f: F) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+pub fn boxed<F: Future<Output = ()> + Send + 'static>(
+    f: F,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(f)
 }

@@ -32,23 +32,34 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     if certs.is_empty() {
         return Err(format!("{}: no certificate found", cert.display()));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: cannot read private key: {e}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: cannot read private key: {e}", key.display()))?;
     let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der)
         .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
     let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match().map_err(|e| format!("{} and {} do not belong together: {e}", cert.display(), key.display()))?;
+    ck.keys_match().map_err(|e| {
+        format!(
+            "{} and {} do not belong together: {e}",
+            cert.display(),
+            key.display()
+        )
+    })?;
     Ok(ck)
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
     // metadata follows symlinks, so Kubernetes' ..data swaps are seen.
-    std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
 }
 
 /// Builds the server config and starts the watcher that reloads the pair.
 pub fn server_config(cert: PathBuf, key: PathBuf) -> Result<Arc<rustls::ServerConfig>, String> {
     let pair = load_pair(&cert, &key)?;
-    let resolver = Arc::new(ReloadingCert { current: ArcSwap::from_pointee(pair) });
+    let resolver = Arc::new(ReloadingCert {
+        current: ArcSwap::from_pointee(pair),
+    });
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

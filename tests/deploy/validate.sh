@@ -51,6 +51,11 @@ finish() {
 # ---------------------------------------------------------------- tool setup
 setup_venvs() {
     mkdir -p "$CACHE"
+    command -v python3 >/dev/null || { fail "python3 not found (apt-get install -y python3 python3-venv)"; return 1; }
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        fail "python3 cannot create virtualenvs (Debian: apt-get install -y python3-venv)"
+        return 1
+    fi
     if ! "$VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
         echo "setting up $VENV (kubernetes-validate)"
         rm -rf "$VENV"

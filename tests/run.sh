@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The full test suite, from a fresh Debian machine: installs what the tests need (Debian
+# packages, the test OpenID provider's npm packages), then runs format and lint gates, every
+# Rust test (unit, integration against a real oidc-provider, Redis and headless Chromium), the
+# provider smoke test and the deployment-example validation.
+#
+#   bash tests/run.sh
+#
+# Env: CARGO_TARGET_DIR (default target/), PORTCULLIS_SKIP_INSTALL=1 to skip installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- 1. system packages -------------------------------------------------------------------
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+command -v node >/dev/null || need+=(nodejs npm)
+if [ ${#need[@]} -gt 0 ] && [ "${PORTCULLIS_SKIP_INSTALL:-}" != 1 ]; then
+  step "installing Debian packages: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+for tool in node npm redis-server chromium cargo; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is required by the test suite and is not installed" >&2; exit 1; }
+done
+
+# --- 2. the test OpenID provider (npm oidc-provider) ---------------------------------------
+step "npm ci (tests/provider)"
+(cd tests/provider && npm ci --no-audit --no-fund --loglevel=error)
+
+# --- 3. gates -----------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+# --- 4. tests -----------------------------------------------------------------------------
+step "cargo build (binary used by CLI and deployment tests)"
+cargo build --quiet
+step "cargo test"
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}"
+
+step "provider smoke test"
+(cd tests/provider && node smoke.mjs)
+
+step "deployment examples"
+PORTCULLIS_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/portcullis" bash tests/deploy/validate.sh
+
+step "all test suites passed"
