@@ -399,7 +399,7 @@ async fn refresh_is_single_flight() {
         assert_eq!(t.await.unwrap(), 200);
     }
     let after = e.provider.count("POST /token");
-    assert_eq!(after - before, 1, "exactly one refresh for 12 concurrent requests");
+    assert_eq!(after - before, 1, "exactly one refresh for 12 concurrent requests; provider log:\n{}", std::fs::read_to_string(&e.provider.log).unwrap_or_default());
     // the rotated token keeps working: another refresh later
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(b.get(&format!("{}/.auth/me", e.base)).await.status, 200);

@@ -557,6 +557,7 @@ impl LoginState {
             refresh_token: tr.refresh_token,
             id_token: Some(id_token),
             created_at: now,
+            created_ms: session::now_ms(),
             last_seen: now,
             access_expires_at: tr.expires_in.map(|e| now + e as i64),
             access_issued_at: now,
@@ -709,11 +710,10 @@ impl LoginState {
                 }
             }
             Backend::Cookie => {
-                let now = now();
-                let until = now + self.sessions.cfg.lifetime.as_secs() as i64 + 60;
+                let (at, until) = (session::now_ms(), now() + self.sessions.cfg.lifetime.as_secs() as i64 + 60);
                 match sid {
-                    Some(sid) => self.sessions.revocations.revoke(format!("sid:{sid}"), now, until),
-                    None => self.sessions.revocations.revoke(format!("sub:{provider}:{}", sub.unwrap_or("")), now, until),
+                    Some(sid) => self.sessions.revocations.revoke(format!("sid:{sid}"), at, until),
+                    None => self.sessions.revocations.revoke(format!("sub:{provider}:{}", sub.unwrap_or("")), at, until),
                 }
                 tracing::info!(provider, sid, sub, "back-channel logout (revocation list)");
             }

@@ -32,6 +32,10 @@ pub const CHUNK: usize = 3500;
 /// Highest chunk index read; a session never needs more (the request header would be too big).
 pub const MAX_CHUNKS: usize = 12;
 
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -64,6 +68,10 @@ pub struct SessionData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
     pub created_at: i64,
+    /// Creation time in milliseconds (back-channel logout compares at this precision, so a
+    /// login right after a logout is not caught by it).
+    #[serde(default)]
+    pub created_ms: i64,
     pub last_seen: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_expires_at: Option<i64>,
@@ -193,8 +201,8 @@ pub fn write_chunked(base: &str, value: &str, max_age: i64, present: &[String], 
 }
 
 /// Sessions ended by back-channel logout, for the stateless cookie store: `sid:<sid>` and
-/// `sub:<provider>:<sub>` → (ended at, forget after). A session created at or before "ended at"
-/// with that sid/sub is refused.
+/// `sub:<provider>:<sub>` → (ended at in ms, forget after in s). A session created at or before
+/// "ended at" with that sid/sub is refused.
 #[derive(Default)]
 pub struct Revocations {
     map: RwLock<HashMap<String, (i64, i64)>>,
@@ -214,7 +222,8 @@ impl Revocations {
         if m.is_empty() {
             return false;
         }
-        let hit = |k: &str| m.get(k).is_some_and(|(at, _)| s.created_at <= *at);
+        let created = if s.created_ms > 0 { s.created_ms } else { s.created_at * 1000 + 999 };
+        let hit = |k: &str| m.get(k).is_some_and(|(at, _)| created <= *at);
         s.sid.as_deref().is_some_and(|sid| hit(&format!("sid:{sid}"))) || hit(&format!("sub:{}:{}", s.provider, s.sub))
     }
 }

@@ -29,6 +29,7 @@ fn data(big: usize) -> SessionData {
         id_token: None,
         sid: Some("sid1".into()),
         created_at: now(),
+        created_ms: now_ms(),
         last_seen: now(),
         access_expires_at: None,
         access_issued_at: now(),
@@ -169,11 +170,11 @@ fn revocation_list() {
     let r = Revocations::default();
     let d = data(1);
     assert!(!r.is_revoked(&d));
-    r.revoke("sid:other".into(), now(), now() + 100);
+    r.revoke("sid:other".into(), now_ms(), now() + 100);
     assert!(!r.is_revoked(&d));
-    r.revoke("sid:sid1".into(), now(), now() + 100);
+    r.revoke("sid:sid1".into(), now_ms(), now() + 100);
     assert!(r.is_revoked(&d));
     let r = Revocations::default();
-    r.revoke("sub:p:alice".into(), d.created_at - 1, now() + 100);
+    r.revoke("sub:p:alice".into(), d.created_ms - 1, now() + 100);
     assert!(!r.is_revoked(&d), "a session created after the logout is not revoked");
 }
