@@ -93,7 +93,10 @@ impl Provider {
         let state_dir = tempfile::tempdir().unwrap();
         let log = state_dir.path().join("provider.log");
         let cb: Vec<String> = proxy_ports.iter().map(|p| format!("http://127.0.0.1:{p}/.auth/callback")).collect();
-        let post: Vec<String> = proxy_ports.iter().flat_map(|p| [format!("http://127.0.0.1:{p}/"), format!("http://127.0.0.1:{p}/bye")]).collect();
+        let post: Vec<String> = proxy_ports
+            .iter()
+            .flat_map(|p| [format!("http://127.0.0.1:{p}/"), format!("http://127.0.0.1:{p}/bye"), format!("http://127.0.0.1:{p}/public/bye")])
+            .collect();
         let mut cmd = Command::new("node");
         cmd.arg(dir.join("provider.mjs"))
             .env("PORT", "0")
