@@ -543,3 +543,61 @@ async fn redis_down_fails_closed() {
     let v: Value = serde_json::from_str(&probe.get(&admin).await.body).unwrap();
     assert!(v["components"]["session:redis"].as_str().is_some_and(|s| s != "ready"), "{v}");
 }
+
+/// Two replicas sharing Redis: concurrent requests of one session on both refresh once (a
+/// Redis lock; the other replica picks up the rotated tokens).
+#[tokio::test]
+async fn redis_refresh_single_flight_across_replicas() {
+    let redis = Redis::start();
+    let (p1, p2) = (free_port(), free_port());
+    let provider = Provider::start(&[p1, p2], &[("ACCESS_TOKEN_TTL", "4")]);
+    let _a = redis_proxy(&provider, p1, &redis.url()).await;
+    let _b = redis_proxy(&provider, p2, &redis.url()).await;
+    let browser = Browser::new();
+    browser.login(&format!("http://127.0.0.1:{p1}"), "/", "alice").await;
+    let (n, v) = browser.cookies(&format!("127.0.0.1:{p1}"))[0].clone();
+    browser.set_cookie_raw(&format!("127.0.0.1:{p2}"), &n, &v);
+    let before = provider.count("POST /token");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let b = browser.clone();
+        let port = if i % 2 == 0 { p1 } else { p2 };
+        tasks.push(tokio::spawn(async move { b.get(&format!("http://127.0.0.1:{port}/r{i}")).await.status }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(provider.count("POST /token") - before, 1, "one refresh across both replicas");
+    assert_eq!(browser.get(&format!("http://127.0.0.1:{p2}/.auth/me")).await.status, 200);
+}
+
+/// A refused refresh (the provider forgot the grant) ends the session: re-login.
+#[tokio::test]
+async fn refresh_failure_ends_the_session() {
+    let port = free_port();
+    let op_port = free_port().to_string();
+    let env = [("ACCESS_TOKEN_TTL", "4"), ("PORT", op_port.as_str())];
+    let provider = Provider::start(&[port], &env);
+    let up = echo_upstream().await;
+    let _p = start_proxy(&proxy_config(&ProxyOpts {
+        port,
+        issuer: provider.issuer.clone(),
+        upstream: up,
+        client_id: "web",
+        client_auth: "client_secret = \"web-secret\"".into(),
+        session: session_cfg(""),
+        admin: false,
+    }))
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut b = Browser::new();
+    b.login(&base, "/", "alice").await;
+    drop(provider); // in-memory grants are gone with it
+    let _provider = Provider::start(&[port], &env);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    b.accept = "application/json";
+    let r = b.get(&format!("{base}/x")).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(b.get(&format!("{base}/.auth/me")).await.status, 401);
+}
