@@ -209,6 +209,9 @@ impl Proxy {
             req = Request::from_parts(parts, body);
         }
 
+        // The proxy's own cookies stay here (a session id is a credential the app must not see).
+        self.auth.strip_own_cookies(req.headers_mut());
+
         // 8. forward
         let mut resp = self.forward(route, idx, req, conn, host, &normalized, served).await?;
         for c in set_cookie {

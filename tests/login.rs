@@ -62,6 +62,13 @@ async fn login_identity_me_admin_and_logout() {
     // forged identity headers never pass
     let r = b.request(Method::GET, &format!("{}/x", e.base), None, &[("x-forwarded-user", "mallory")]).await;
     assert_eq!(upstream_header(&r, "x-forwarded-user").as_deref(), Some("alice"));
+    // the proxy's own cookies stay with the proxy; the app's cookies pass
+    b.set_cookie_raw(&authority(&e), "app", "1");
+    let r = b.get(&format!("{}/x", e.base)).await;
+    assert_eq!(upstream_header(&r, "cookie").as_deref(), Some("app=1"));
+    let r = b.get(&format!("{}/public", e.base)).await;
+    assert_eq!(upstream_header(&r, "cookie").as_deref(), Some("app=1"));
+    assert_eq!(upstream_header(&r, "x-forwarded-user"), None, "no identity on auth = none");
 
     let me = b.get(&format!("{}/.auth/me", e.base)).await;
     assert_eq!(me.status, 200);
@@ -78,7 +85,7 @@ async fn login_identity_me_admin_and_logout() {
     assert_eq!(r.status, 200);
 
     // session cookie attributes (plain HTTP: no __Host-, no Secure)
-    let names: Vec<String> = b.cookies(&authority(&e)).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = b.cookies(&authority(&e)).into_iter().map(|(n, _)| n).filter(|n| n != "app").collect();
     assert_eq!(names, vec!["portcullis".to_string()], "only the session cookie remains: {names:?}");
 
     let r = b.get(&format!("{}/.auth/logout?rd=/bye", e.base)).await;
@@ -90,7 +97,7 @@ async fn login_identity_me_admin_and_logout() {
     assert_eq!(q["client_id"], "web");
     assert_eq!(q["post_logout_redirect_uri"], format!("{}/bye", e.base));
     assert!(r.set_cookies().iter().any(|c| c.starts_with("portcullis=;") && c.contains("Max-Age=0")));
-    assert!(b.cookies(&authority(&e)).is_empty());
+    assert!(b.cookies(&authority(&e)).iter().all(|(n, _)| n == "app"));
     // the provider accepts the logout request (renders its confirm form)
     let r = b.get(loc.as_str()).await;
     assert_eq!(r.status, 200, "{}", r.body);

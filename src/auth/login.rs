@@ -723,6 +723,46 @@ impl LoginState {
         r
     }
 
+    /// Removes the proxy's own cookies (session chunks, pending logins) from a request going
+    /// upstream: with the Redis store the session id is a credential the app has no business
+    /// seeing, and the app's own cookies are all it needs.
+    pub fn strip_cookies(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(header::COOKIE) {
+            return;
+        }
+        let base = self.sessions.cfg.cookie_name.as_str();
+        let ours = |name: &str| {
+            let n = name.strip_prefix("__Host-").unwrap_or(name);
+            n == base
+                || n.strip_prefix(base).is_some_and(|r| {
+                    r.starts_with("_login_") || r.strip_prefix('.').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                })
+        };
+        let mut removed = false;
+        let mut kept = Vec::new();
+        for v in headers.get_all(header::COOKIE) {
+            let Ok(v) = v.to_str() else { return };
+            for pair in v.split(';') {
+                let name = pair.split_once('=').map_or(pair, |(k, _)| k).trim();
+                if ours(name) {
+                    removed = true;
+                } else if !pair.trim().is_empty() {
+                    kept.push(pair.trim());
+                }
+            }
+        }
+        if !removed {
+            return;
+        }
+        let joined = kept.join("; ");
+        headers.remove(header::COOKIE);
+        if let Ok(v) = HeaderValue::from_str(&joined) {
+            if !joined.is_empty() {
+                headers.insert(header::COOKIE, v);
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- 403
 
     /// The 403 answer for a session identity: an HTML page for browsers, JSON otherwise.

@@ -82,6 +82,13 @@ impl AuthState {
         })
     }
 
+    /// Removes the proxy's own session and pending-login cookies from a request going upstream.
+    pub fn strip_own_cookies(&self, headers: &mut http::HeaderMap) {
+        if let Some(l) = &self.login {
+            l.strip_cookies(headers);
+        }
+    }
+
     /// The proxy's signer for the identity assertion header (keys at `/.auth/jwks`).
     pub fn assertion(&self) -> &assertion::AssertionSigner {
         &self.assertion

@@ -116,8 +116,10 @@ impl Provider {
         Provider { issuer, state_dir, log, child }
     }
 
-    /// How many requests matching `needle` (e.g. "POST /token") the provider logged.
+    /// How many requests matching `needle` (e.g. "POST /token") the provider logged. The provider
+    /// logs when a response has finished, which can be just after the client saw it: let it settle.
     pub fn count(&self, needle: &str) -> usize {
+        std::thread::sleep(std::time::Duration::from_millis(300));
         std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count()
     }
 }
