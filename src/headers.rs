@@ -232,13 +232,12 @@ pub fn inject(
             headers.insert(h.clone(), v);
         }
     }
-    if let (Some(name), Some((signer, audience))) = (&cfg.assertion, assertion) {
-        if let Some(v) = signer
+    if let (Some(name), Some((signer, audience))) = (&cfg.assertion, assertion)
+        && let Some(v) = signer
             .sign(id, audience)
             .and_then(|t| HeaderValue::from_str(&t).ok())
-        {
-            headers.insert(name.clone(), v);
-        }
+    {
+        headers.insert(name.clone(), v);
     }
     match cfg.authorization {
         AuthorizationMode::Pass => {}

@@ -170,13 +170,13 @@ pub async fn verify(
     }
     let cache = bearer.caches.get(p.name());
     let key: Option<[u8; 32]> = cache.map(|_| Sha256::digest(token.as_bytes()).into());
-    if let (Some(c), Some(k)) = (cache, key.as_ref()) {
-        if let Some(hit) = c.get(k).await {
-            if hit.identity.expires_at.is_some_and(|e| e > now()) {
-                return Ok((*hit.identity).clone());
-            }
-            c.invalidate(k).await;
+    if let (Some(c), Some(k)) = (cache, key.as_ref())
+        && let Some(hit) = c.get(k).await
+    {
+        if hit.identity.expires_at.is_some_and(|e| e > now()) {
+            return Ok((*hit.identity).clone());
         }
+        c.invalidate(k).await;
     }
     let claims = p.verify_jwt(token, &p.config.audiences).await?;
     let id = identity_from_claims(p, claims, token)?;

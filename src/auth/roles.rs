@@ -49,23 +49,22 @@ pub fn roles(
                 if let Some(mid) = k
                     .strip_prefix("urn:zitadel:iam:org:project:")
                     .and_then(|r| r.strip_suffix(":roles"))
+                    && !mid.is_empty()
+                    && !mid.contains(':')
                 {
-                    if !mid.is_empty() && !mid.contains(':') {
-                        push_value(&mut out, v);
-                    }
+                    push_value(&mut out, v);
                 }
             }
             if let Some(v) = claims.get("realm_access").and_then(|r| r.get("roles")) {
                 push_value(&mut out, v);
             }
-            if let Some(id) = client_id {
-                if let Some(v) = claims
+            if let Some(id) = client_id
+                && let Some(v) = claims
                     .get("resource_access")
                     .and_then(|r| r.get(id))
                     .and_then(|c| c.get("roles"))
-                {
-                    push_value(&mut out, v);
-                }
+            {
+                push_value(&mut out, v);
             }
             for k in ["roles", "groups"] {
                 if let Some(v) = claims.get(k) {

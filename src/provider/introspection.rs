@@ -198,10 +198,10 @@ pub fn check(
     if claims.get("active") != Some(&Value::Bool(true)) {
         return Err(TokenError::Inactive);
     }
-    if let (Some(want), Some(iss)) = (issuer, claims.get("iss")) {
-        if iss.as_str() != Some(want) {
-            return Err(TokenError::Issuer);
-        }
+    if let (Some(want), Some(iss)) = (issuer, claims.get("iss"))
+        && iss.as_str() != Some(want)
+    {
+        return Err(TokenError::Issuer);
     }
     if let Some(exp) = claims.get("exp") {
         let exp = exp.as_i64().ok_or(TokenError::Malformed)?;
@@ -209,10 +209,10 @@ pub fn check(
             return Err(TokenError::Expired);
         }
     }
-    if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64) {
-        if nbf - (LEEWAY as i64) > now() {
-            return Err(TokenError::NotYetValid);
-        }
+    if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
+        && nbf - (LEEWAY as i64) > now()
+    {
+        return Err(TokenError::NotYetValid);
     }
     let in_audiences = |v: &Value| v.as_str().is_some_and(|s| audiences.iter().any(|a| a == s));
     match claims.get("aud") {

@@ -194,10 +194,10 @@ impl ProviderRuntime {
     ) -> Result<Map<String, Value>, TokenError> {
         let header = jwks::screen_header(token)?;
         let issuer = self.config.issuer.as_deref();
-        if let Some(set) = self.keys.load().as_ref() {
-            if let jwks::Lookup::Found(k) = jwks::lookup(set, &header)? {
-                return jwks::verify_with(token, k, issuer, audiences);
-            }
+        if let Some(set) = self.keys.load().as_ref()
+            && let jwks::Lookup::Found(k) = jwks::lookup(set, &header)?
+        {
+            return jwks::verify_with(token, k, issuer, audiences);
         }
         // Unknown kid (or no keys yet): one refetch per REFETCH_INTERVAL, shared by everyone.
         self.refetch_keys().await?;
@@ -251,13 +251,13 @@ impl ProviderRuntime {
     /// the keys could not be refreshed and the provider is therefore needed but unavailable.
     async fn refetch_keys(&self) -> Result<(), ProviderError> {
         let mut st = self.refetch.lock().await;
-        if let Some(last) = st.last {
-            if last.elapsed() < REFETCH_INTERVAL {
-                return match &st.last_error {
-                    Some(e) => Err(self.unavailable(e)),
-                    None => Ok(()),
-                };
-            }
+        if let Some(last) = st.last
+            && last.elapsed() < REFETCH_INTERVAL
+        {
+            return match &st.last_error {
+                Some(e) => Err(self.unavailable(e)),
+                None => Ok(()),
+            };
         }
         st.last = Some(Instant::now());
         let r = async {

@@ -14,10 +14,19 @@
 #   CONNECTIONS   wrk connections (default 64); wrk uses one thread
 #   LOAD_CPU      CPU that wrk is pinned to (default 0)
 #   PROXY_CPU     CPU that the proxies and the upstream are pinned to (default 1)
-#   TARGETS       targets to run, in order (default "static nginx-proxy portcullis-none")
+#   TARGETS       targets to run, in order (default "static nginx-proxy portcullis-none");
+#                 bearer targets (need node): portcullis-bearer (TOKENS distinct RS256 JWTs
+#                 round-robin, route requires role admin, validated-token cache on),
+#                 portcullis-bearer-nocache (same, token_cache = false: every request verified),
+#                 apache-oidc (Apache httpd + mod_auth_openidc, AuthType oauth20, same tokens,
+#                 same JWKS, Require claim roles:admin), portcullis-introspect (TOKENS opaque
+#                 tokens from tests/provider, RFC 7662 introspection, cache on). E.g.
+#                 TARGETS="nginx-proxy portcullis-bearer portcullis-bearer-nocache apache-oidc portcullis-introspect"
+#   TOKENS        distinct tokens for the bearer targets (default 1000)
 #   KEEP_WORKDIR  1 = keep the temporary folder (configs, logs, raw wrk output)
 #
-# Needs: wrk, nginx, taskset, getconf, curl; cargo unless PORTCULLIS_BIN is set.
+# Needs: wrk, nginx, taskset, getconf, curl; cargo unless PORTCULLIS_BIN is set; node for the
+# bearer targets; apache2 + libapache2-mod-auth-openidc for apache-oidc.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -27,6 +36,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 TARGETS=${TARGETS:-static nginx-proxy portcullis-none}
+TOKENS=${TOKENS:-1000}
 BASELINE=nginx-proxy
 DRY_RUN=${BENCH_DRY_RUN:-0}
 CLK_TCK=$(getconf CLK_TCK)
@@ -152,6 +162,9 @@ http {
     server {
         listen 127.0.0.1:$STATIC_PORT;
         location / { return 200 "ok\n"; }
+        # the bench issuer (bearer targets): discovery and JWKS as static files
+        location = /.well-known/openid-configuration { default_type application/json; alias $WORK/issuer/openid-configuration.json; }
+        location = /jwks { default_type application/json; alias $WORK/issuer/jwks.json; }
     }
 }
 EOF
@@ -208,6 +221,55 @@ start_portcullis() {
 [server]
 listen = "127.0.0.1:$PORTCULLIS_PORT"
 
+EOF
+    if [ "$needs_tokens" = 1 ]; then
+        cat >>"$dir/portcullis.toml" <<EOF
+[providers.bench]
+issuer = "$BENCH_ISSUER"
+audiences = ["portcullis-api"]
+
+[providers.bench-nocache]
+issuer = "$BENCH_ISSUER"
+audiences = ["portcullis-api"]
+token_cache = false
+
+[[route]]
+name = "bench-bearer"
+path = "/api"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "bearer"
+provider = "bench"
+require_roles = ["admin"]
+
+[[route]]
+name = "bench-bearer-nocache"
+path = "/nocache"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "bearer"
+provider = "bench-nocache"
+require_roles = ["admin"]
+EOF
+    fi
+    if [ -n "${OP_ISSUER:-}" ]; then
+        cat >>"$dir/portcullis.toml" <<EOF
+[providers.op]
+issuer = "$OP_ISSUER"
+audiences = ["portcullis-api"]
+[providers.op.introspection]
+client_id = "introspector-basic"
+client_secret = "introspector-secret"
+cache = "300s"
+
+[[route]]
+name = "bench-introspect"
+path = "/introspect"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "bearer"
+provider = "op"
+require_roles = ["admin"]
+EOF
+    fi
+    cat >>"$dir/portcullis.toml" <<EOF
 [[route]]
 name = "bench-none"
 path = "/"
@@ -220,6 +282,112 @@ EOF
     STARTED_PIDS+=("$PORTCULLIS_PID")
     wait_http "http://127.0.0.1:$PORTCULLIS_PORT/" "$PORTCULLIS_PID" "portcullis" "$dir/portcullis.log"
     log "portcullis: pid $PORTCULLIS_PID on 127.0.0.1:$PORTCULLIS_PORT ($PORTCULLIS_BIN)"
+}
+
+# mint_jwts: an RSA key, its JWKS + discovery (served by the static nginx) and TOKENS JWTs
+mint_jwts() {
+    BENCH_ISSUER="http://127.0.0.1:$STATIC_PORT"
+    node "$ROOT/tests/bench/mint.mjs" jwt "$WORK/issuer" "$BENCH_ISSUER" "$TOKENS" \
+        || die "minting JWTs failed"
+    JWT_FILE=$WORK/issuer/tokens.txt
+    log "minted $TOKENS RS256 JWTs for issuer $BENCH_ISSUER"
+}
+
+# start_op: the test OpenID provider (tests/provider) on LOAD_CPU, and TOKENS opaque tokens
+start_op() {
+    local dir=$WORK/op
+    mkdir -p "$dir"
+    [ -d "$ROOT/tests/provider/node_modules" ] \
+        || (cd "$ROOT/tests/provider" && npm ci --no-audit --no-fund --loglevel=error) \
+        || die "npm ci in tests/provider failed"
+    PORT=0 STATE_DIR=$dir LOG_REQUESTS=0 ACCESS_TOKEN_TTL=14400 STORE_SIZE=$((TOKENS * 4 + 10000)) \
+        taskset -c "$LOAD_CPU" node "$ROOT/tests/provider/provider.mjs" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    OP_PID=$!
+    STARTED_PIDS+=("$OP_PID")
+    for _ in $(seq 300); do
+        grep -q '^READY ' "$dir/stdout.log" 2>/dev/null && break
+        kill -0 "$OP_PID" 2>/dev/null || { tail -n 20 "$dir/stderr.log" >&2; die "provider exited"; }
+        sleep 0.1
+    done
+    OP_ISSUER=$(awk '/^READY / { print $2; exit }' "$dir/stdout.log")
+    [ -n "$OP_ISSUER" ] || die "provider did not print READY"
+    node "$ROOT/tests/bench/mint.mjs" opaque "$dir" "$OP_ISSUER" "$TOKENS" || die "minting opaque tokens failed"
+    OPAQUE_FILE=$dir/opaque.txt
+    log "test provider: pid $OP_PID, issuer $OP_ISSUER, $TOKENS opaque tokens"
+}
+
+# start_apache: Apache httpd (event MPM, one process) + mod_auth_openidc as an OAuth 2.0
+# resource server in front of the static upstream: verifies each JWT against the bench JWKS and
+# requires the claim roles ∋ admin, like the portcullis bearer route. Sets APACHE_PID.
+start_apache() {
+    local dir=$WORK/apache mods=/usr/lib/apache2/modules user=""
+    mkdir -p "$dir"
+    command -v apache2 >/dev/null || die "apache2 not found (apt-get install -y apache2 libapache2-mod-auth-openidc)"
+    [ -f "$mods/mod_auth_openidc.so" ] || die "mod_auth_openidc not found (apt-get install -y libapache2-mod-auth-openidc)"
+    [ "$(id -u)" = 0 ] && user=$'User www-data\nGroup www-data'
+    cat >"$dir/httpd.conf" <<EOF
+ServerRoot $dir
+ServerName 127.0.0.1
+Listen 127.0.0.1:$APACHE_PORT
+PidFile $dir/httpd.pid
+ErrorLog $dir/error.log
+LogLevel warn
+LoadModule mpm_event_module $mods/mod_mpm_event.so
+LoadModule unixd_module $mods/mod_unixd.so
+LoadModule authn_core_module $mods/mod_authn_core.so
+LoadModule authz_core_module $mods/mod_authz_core.so
+LoadModule authz_user_module $mods/mod_authz_user.so
+LoadModule proxy_module $mods/mod_proxy.so
+LoadModule proxy_http_module $mods/mod_proxy_http.so
+LoadModule auth_openidc_module $mods/mod_auth_openidc.so
+$user
+ServerLimit 1
+StartServers 1
+ThreadLimit 128
+ThreadsPerChild 128
+MaxRequestWorkers 128
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 60
+OIDCCryptoPassphrase bench-passphrase-0123456789abcdef
+OIDCOAuthVerifyJwksUri $BENCH_ISSUER/jwks
+OIDCOAuthAcceptTokenAs header
+OIDCOAuthRemoteUserClaim sub
+<Location />
+    AuthType oauth20
+    Require claim roles:admin
+</Location>
+ProxyPass / http://127.0.0.1:$STATIC_PORT/ keepalive=On
+EOF
+    taskset -c "$PROXY_CPU" apache2 -d "$dir" -f "$dir/httpd.conf" -DFOREGROUND >"$dir/stdout.log" 2>&1 &
+    APACHE_PID=$!
+    STARTED_PIDS+=("$APACHE_PID")
+    local tok code=
+    tok=$(head -n1 "$JWT_FILE")
+    for _ in $(seq 150); do
+        kill -0 "$APACHE_PID" 2>/dev/null || { cat "$dir/stdout.log" "$dir/error.log" >&2; die "apache exited"; }
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 -H "Authorization: Bearer $tok" \
+            "http://127.0.0.1:$APACHE_PORT/api/" || true)
+        [ "$code" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$code" = 200 ] || { tail -n 20 "$dir/error.log" >&2; die "apache + mod_auth_openidc answered $code to the bench token"; }
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$APACHE_PORT/api/")" = 401 ] \
+        || die "apache + mod_auth_openidc accepts requests without a token"
+    log "apache + mod_auth_openidc: pid $APACHE_PID on 127.0.0.1:$APACHE_PORT"
+}
+
+# check_bearer PATH FILE: the portcullis route accepts the file's first token and refuses none
+check_bearer() {
+    local url="http://127.0.0.1:$PORTCULLIS_PORT$1" tok code=
+    tok=$(head -n1 "$2")
+    for _ in $(seq 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" "$url" || true)
+        [ "$code" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$code" = 200 ] || die "portcullis $1 answered $code to a valid token (see $WORK/portcullis/portcullis.log)"
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 401 ] || die "portcullis $1 accepts requests without a token"
 }
 
 # ------------------------------------------------------------------ measurement
@@ -304,6 +472,16 @@ print_results() {
                         r1 / r0, (c0 > 0 ? c1 / c0 : 0), (p0 > 0 ? p1 / p0 : 0) }'
         done
     fi
+    if [ -n "${R_RPS[apache-oidc]:-}" ]; then
+        for n in "${RESULT_ORDER[@]}"; do
+            case $n in portcullis-bearer*) ;; *) continue ;; esac
+            awk -v n="$n" -v r1="${R_RPS[$n]}" -v r0="${R_RPS[apache-oidc]}" \
+                -v c1="${R_CPU_US[$n]}" -v c0="${R_CPU_US[apache-oidc]}" \
+                -v p1="${R_P99[$n]}" -v p0="${R_P99[apache-oidc]}" 'BEGIN {
+                    printf "%s / apache-oidc:  req/s %.2fx   cpu/req %.2fx   p99 %.2fx\n", n,
+                        r1 / r0, (c0 > 0 ? c1 / c0 : 0), (p0 > 0 ? p1 / p0 : 0) }'
+        done
+    fi
     [ "$DRY_RUN" = 1 ] && [ "$needs_portcullis" = 1 ] && echo "(BENCH_DRY_RUN=1: the portcullis-* rows measured the nginx proxy)"
     return 0
 }
@@ -312,6 +490,14 @@ print_results() {
 
 needs_portcullis=0
 case " $TARGETS " in *" portcullis-"*) needs_portcullis=1 ;; esac
+needs_tokens=0
+case " $TARGETS " in *" portcullis-bearer"*|*" apache-oidc "*) needs_tokens=1 ;; esac
+needs_op=0
+case " $TARGETS " in *" portcullis-introspect "*) needs_op=1 ;; esac
+if [ "$needs_tokens" = 1 ] || [ "$needs_op" = 1 ]; then
+    command -v node >/dev/null || die "node not found: the bearer targets need it (apt-get install -y nodejs npm)"
+    [ "$DRY_RUN" = 1 ] && die "BENCH_DRY_RUN=1 does not support the bearer targets"
+fi
 
 if [ "$needs_portcullis" = 1 ] && [ "$DRY_RUN" != 1 ]; then
     if [ -z "${PORTCULLIS_BIN:-}" ]; then
@@ -322,7 +508,10 @@ if [ "$needs_portcullis" = 1 ] && [ "$DRY_RUN" != 1 ]; then
     [ -x "$PORTCULLIS_BIN" ] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not an executable"
 fi
 
-read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT <<<"$(free_ports 3)"
+read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT <<<"$(free_ports 4)"
+mkdir -p "$WORK/issuer"
+if [ "$needs_tokens" = 1 ]; then mint_jwts; fi
+if [ "$needs_op" = 1 ]; then start_op; fi
 start_static
 case " $TARGETS " in *" nginx-proxy "*|*" portcullis-"*) start_nginx_proxy ;; esac
 if [ "$needs_portcullis" = 1 ]; then
@@ -332,6 +521,8 @@ if [ "$needs_portcullis" = 1 ]; then
         PORTCULLIS_PID=$NGINX_PID
     else
         start_portcullis
+        if [ "$needs_tokens" = 1 ]; then check_bearer /api/ "$JWT_FILE"; check_bearer /nocache/ "$JWT_FILE"; fi
+        if [ "$needs_op" = 1 ]; then check_bearer /introspect/ "$OPAQUE_FILE"; fi
     fi
 fi
 
@@ -340,9 +531,20 @@ for target in $TARGETS; do
         static)          run_target static "http://127.0.0.1:$STATIC_PORT/" "$STATIC_PID" ;;
         nginx-proxy)     run_target nginx-proxy "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID" ;;
         portcullis-none) run_target portcullis-none "http://127.0.0.1:$PORTCULLIS_PORT/" "$PORTCULLIS_PID" ;;
+        portcullis-bearer)
+            TOKENS_FILE=$JWT_FILE run_target portcullis-bearer "http://127.0.0.1:$PORTCULLIS_PORT/api/" \
+                "$PORTCULLIS_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
+        portcullis-bearer-nocache)
+            TOKENS_FILE=$JWT_FILE run_target portcullis-bearer-nocache "http://127.0.0.1:$PORTCULLIS_PORT/nocache/" \
+                "$PORTCULLIS_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
+        portcullis-introspect)
+            TOKENS_FILE=$OPAQUE_FILE run_target portcullis-introspect "http://127.0.0.1:$PORTCULLIS_PORT/introspect/" \
+                "$PORTCULLIS_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
+        apache-oidc)
+            if [ -z "${APACHE_PID:-}" ]; then start_apache; fi
+            TOKENS_FILE=$JWT_FILE run_target apache-oidc "http://127.0.0.1:$APACHE_PORT/api/" \
+                "$APACHE_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
         # Later targets follow the same pattern, e.g.
-        #   portcullis-bearer) run_target portcullis-bearer "http://127.0.0.1:$PORTCULLIS_PORT/api/" \
-        #                          "$PORTCULLIS_PID" -H "Authorization: Bearer $TOKEN" ;;
         #   portcullis-login)  run_target portcullis-login "…" "$PORTCULLIS_PID" -H "Cookie: $COOKIE" ;;
         #   apache-oidc)       start_apache; run_target apache-oidc "…" "$APACHE_PID" -s "$WORK/cookie.lua" ;;
         *) die "unknown target $target" ;;
