@@ -213,7 +213,9 @@ impl Proxy {
         self.auth.strip_own_cookies(req.headers_mut());
 
         // 8. forward
-        let mut resp = self.forward(route, idx, req, conn, host, &normalized, served).await?;
+        let mut resp = self
+            .forward(route, idx, req, conn, host, &normalized, served)
+            .await?;
         for c in set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }

@@ -83,14 +83,20 @@ pub struct LoginState {
 }
 
 fn top_claim(path: &str) -> [String; 2] {
-    [path.to_string(), path.split('.').next().unwrap_or(path).to_string()]
+    [
+        path.to_string(),
+        path.split('.').next().unwrap_or(path).to_string(),
+    ]
 }
 
 impl LoginState {
     pub fn new(config: Arc<Config>) -> Result<Option<Self>, String> {
-        let Some(scfg) = &config.session else { return Ok(None) };
+        let Some(scfg) = &config.session else {
+            return Ok(None);
+        };
         let sessions = Arc::new(Sessions::new(scfg)?);
-        let secrets = std::iter::once(scfg.secret.expose()).chain(scfg.previous_secrets.iter().map(|s| s.expose()));
+        let secrets = std::iter::once(scfg.secret.expose())
+            .chain(scfg.previous_secrets.iter().map(|s| s.expose()));
         let mut needed_claims: HashSet<String> = HashSet::new();
         for r in &config.routes {
             for (c, _) in &r.require_claims {
@@ -107,9 +113,18 @@ impl LoginState {
         Ok(Some(LoginState {
             pending: Sealer::new(secrets, "pending-login"),
             sessions,
-            used_states: moka::future::Cache::builder().time_to_live(Duration::from_secs(PENDING_TTL as u64 + 60)).max_capacity(1_000_000).build(),
-            seen_jti: moka::future::Cache::builder().time_to_live(Duration::from_secs(3600)).max_capacity(1_000_000).build(),
-            refreshing: moka::future::Cache::builder().time_to_live(Duration::from_secs(60)).max_capacity(1_000_000).build(),
+            used_states: moka::future::Cache::builder()
+                .time_to_live(Duration::from_secs(PENDING_TTL as u64 + 60))
+                .max_capacity(1_000_000)
+                .build(),
+            seen_jti: moka::future::Cache::builder()
+                .time_to_live(Duration::from_secs(3600))
+                .max_capacity(1_000_000)
+                .build(),
+            refreshing: moka::future::Cache::builder()
+                .time_to_live(Duration::from_secs(60))
+                .max_capacity(1_000_000)
+                .build(),
             needed_claims,
             config,
         }))
@@ -122,8 +137,15 @@ impl LoginState {
     }
 
     fn attrs(&self, conn: ConnInfo) -> CookieAttrs {
-        let https_public = self.config.server.public_url.as_ref().is_some_and(|u| u.scheme() == "https");
-        CookieAttrs { secure: conn.tls || https_public }
+        let https_public = self
+            .config
+            .server
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https");
+        CookieAttrs {
+            secure: conn.tls || https_public,
+        }
     }
 
     fn origin(&self, conn: ConnInfo, host: Option<&str>) -> Option<Url> {
@@ -131,25 +153,59 @@ impl LoginState {
     }
 
     fn default_provider(&self) -> Option<String> {
-        self.config.routes.iter().find(|r| r.auth.uses_login()).and_then(|r| r.provider.clone()).or_else(|| {
-            self.config.providers.values().find(|p| p.used_for_login).map(|p| p.name.clone())
-        })
+        self.config
+            .routes
+            .iter()
+            .find(|r| r.auth.uses_login())
+            .and_then(|r| r.provider.clone())
+            .or_else(|| {
+                self.config
+                    .providers
+                    .values()
+                    .find(|p| p.used_for_login)
+                    .map(|p| p.name.clone())
+            })
     }
 
     // ---------------------------------------------------------------- authentication stage
 
     /// The session half of `login` / `login_or_bearer`.
-    pub async fn authenticate(&self, providers: &Providers, route: &Route, parts: &Parts, conn: ConnInfo, host: Option<&str>) -> Outcome {
+    pub async fn authenticate(
+        &self,
+        providers: &Providers,
+        route: &Route,
+        parts: &Parts,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Outcome {
         match self.session_identity(providers, &parts.headers, conn).await {
             Ok(Some(id)) => Outcome::Authenticated(id),
             Ok(None) => {
                 if is_browser_navigation(parts) {
-                    let rd = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-                    let provider = route.provider.clone().or_else(|| self.default_provider()).unwrap_or_default();
-                    Outcome::Respond(self.start_login(providers, &provider, &rd, &parts.headers, conn, host).await)
+                    let rd = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
+                    let provider = route
+                        .provider
+                        .clone()
+                        .or_else(|| self.default_provider())
+                        .unwrap_or_default();
+                    Outcome::Respond(
+                        self.start_login(providers, &provider, &rd, &parts.headers, conn, host)
+                            .await,
+                    )
                 } else {
-                    let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in first (no valid session)");
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis\""));
+                    let mut r = json_error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        "sign in first (no valid session)",
+                    );
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"portcullis\""),
+                    );
                     Outcome::Respond(r)
                 }
             }
@@ -159,9 +215,16 @@ impl LoginState {
 
     /// The identity of the request's session (after expiry checks and refresh), with the
     /// Set-Cookie values to send when the session changed.
-    async fn session_identity(&self, providers: &Providers, headers: &HeaderMap, conn: ConnInfo) -> Result<Option<Box<Identity>>, StoreError> {
+    async fn session_identity(
+        &self,
+        providers: &Providers,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+    ) -> Result<Option<Box<Identity>>, StoreError> {
         let attrs = self.attrs(conn);
-        let Some(loaded) = self.sessions.load(headers, attrs).await? else { return Ok(None) };
+        let Some(loaded) = self.sessions.load(headers, attrs).await? else {
+            return Ok(None);
+        };
         let cfg = &self.sessions.cfg;
         let mut d = loaded.data;
         let now = now();
@@ -173,7 +236,10 @@ impl LoginState {
         }
         let mut dirty = false;
         if cfg.refresh && d.needs_refresh(now) {
-            match self.refresh(providers, &d, loaded.handle.as_deref()).await? {
+            match self
+                .refresh(providers, &d, loaded.handle.as_deref())
+                .await?
+            {
                 Refreshed::New(n) => {
                     d = *n;
                     dirty = true;
@@ -195,7 +261,10 @@ impl LoginState {
         let mut set_cookie = Vec::new();
         if dirty {
             let present = self.sessions.present_chunks(headers, attrs);
-            set_cookie = self.sessions.save(&d, loaded.handle.as_deref(), &present, attrs).await?;
+            set_cookie = self
+                .sessions
+                .save(&d, loaded.handle.as_deref(), &present, attrs)
+                .await?;
         }
         let mut id = identity_of(&d, cfg);
         id.set_cookie = set_cookie;
@@ -203,15 +272,33 @@ impl LoginState {
     }
 
     /// One refresh per refresh token: concurrent callers share the in-flight attempt.
-    async fn refresh(&self, providers: &Providers, d: &SessionData, handle: Option<&str>) -> Result<Refreshed, StoreError> {
-        let Some(rt) = d.refresh_token.as_deref() else { return Ok(Refreshed::Keep) };
+    async fn refresh(
+        &self,
+        providers: &Providers,
+        d: &SessionData,
+        handle: Option<&str>,
+    ) -> Result<Refreshed, StoreError> {
+        let Some(rt) = d.refresh_token.as_deref() else {
+            return Ok(Refreshed::Keep);
+        };
         let key = crypto::sha256_b64(rt);
-        let cell = self.refreshing.get_with(key, async { Arc::new(tokio::sync::OnceCell::new()) }).await;
-        let r = cell.get_or_init(|| self.refresh_now(providers, d, handle)).await.clone();
+        let cell = self
+            .refreshing
+            .get_with(key, async { Arc::new(tokio::sync::OnceCell::new()) })
+            .await;
+        let r = cell
+            .get_or_init(|| self.refresh_now(providers, d, handle))
+            .await
+            .clone();
         Ok(r)
     }
 
-    async fn refresh_now(&self, providers: &Providers, d: &SessionData, handle: Option<&str>) -> Refreshed {
+    async fn refresh_now(
+        &self,
+        providers: &Providers,
+        d: &SessionData,
+        handle: Option<&str>,
+    ) -> Refreshed {
         // Across replicas (Redis store): one holds the lock and refreshes; the others wait for
         // the rotated session to appear.
         let redis = match (&self.sessions.backend, handle) {
@@ -228,7 +315,10 @@ impl LoginState {
         let out = self.refresh_at_provider(providers, d).await;
         if let (Some((r, h)), Refreshed::New(n)) = (&redis, &out) {
             // Write back before releasing the lock so waiting replicas see the new token.
-            let _ = self.sessions.save(n, Some(h), &[], CookieAttrs { secure: false }).await;
+            let _ = self
+                .sessions
+                .save(n, Some(h), &[], CookieAttrs { secure: false })
+                .await;
             r.release("lock", h).await;
         } else if let Some((r, h)) = &redis {
             if matches!(out, Refreshed::Ended) {
@@ -240,15 +330,23 @@ impl LoginState {
     }
 
     async fn wait_for_other_replica(&self, d: &SessionData, handle: &str) -> Refreshed {
-        let Backend::Redis(r) = &self.sessions.backend else { return Refreshed::Keep };
+        let Backend::Redis(r) = &self.sessions.backend else {
+            return Refreshed::Keep;
+        };
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             match r.get(handle).await {
                 Ok(None) => return Refreshed::Ended,
                 Ok(Some(sealed)) => {
-                    let n = self.sessions.sealer.open(&r.key_of(handle), &sealed).and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
+                    let n = self
+                        .sessions
+                        .sealer
+                        .open(&r.key_of(handle), &sealed)
+                        .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
                     match n {
-                        Some(n) if n.refresh_token != d.refresh_token => return Refreshed::New(Box::new(n)),
+                        Some(n) if n.refresh_token != d.refresh_token => {
+                            return Refreshed::New(Box::new(n));
+                        }
                         Some(_) => {}
                         None => return Refreshed::Ended,
                     }
@@ -260,9 +358,16 @@ impl LoginState {
     }
 
     async fn refresh_at_provider(&self, providers: &Providers, d: &SessionData) -> Refreshed {
-        let Some(p) = providers.get(&d.provider) else { return Refreshed::Ended };
-        let Some(rt) = d.refresh_token.as_deref() else { return Refreshed::Keep };
-        match p.token_request(&[("grant_type", "refresh_token"), ("refresh_token", rt)]).await {
+        let Some(p) = providers.get(&d.provider) else {
+            return Refreshed::Ended;
+        };
+        let Some(rt) = d.refresh_token.as_deref() else {
+            return Refreshed::Keep;
+        };
+        match p
+            .token_request(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+            .await
+        {
             Ok(tr) => {
                 let now = now();
                 let mut n = d.clone();
@@ -276,7 +381,9 @@ impl LoginState {
                             tracing::warn!(provider = %d.provider, "refresh returned an ID token for another subject; ending the session");
                             return Refreshed::Ended;
                         }
-                        Err(e) => tracing::debug!(error = %e, "refreshed ID token not verified; keeping the previous one"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "refreshed ID token not verified; keeping the previous one")
+                        }
                     }
                 }
                 n.access_token = tr.access_token;
@@ -298,40 +405,85 @@ impl LoginState {
 
     // ---------------------------------------------------------------- endpoints
 
-    pub async fn endpoint(&self, providers: &Providers, rest: &str, req: Request<Incoming>, conn: ConnInfo, host: Option<&str>) -> Option<Response<Body>> {
-        let q: Vec<(String, String)> = req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    pub async fn endpoint(
+        &self,
+        providers: &Providers,
+        rest: &str,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Option<Response<Body>> {
+        let q: Vec<(String, String)> = req
+            .uri()
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         Some(match rest {
             "/login" => {
                 let rd = param("rd").unwrap_or("/").to_string();
-                let provider = param("provider").map(str::to_string).or_else(|| self.default_provider()).unwrap_or_default();
-                self.start_login(providers, &provider, &rd, req.headers(), conn, host).await
+                let provider = param("provider")
+                    .map(str::to_string)
+                    .or_else(|| self.default_provider())
+                    .unwrap_or_default();
+                self.start_login(providers, &provider, &rd, req.headers(), conn, host)
+                    .await
             }
             "/callback" => self.callback(providers, &q, req.headers(), conn).await,
-            "/logout" => self.logout(providers, param("rd"), req.headers(), conn, host).await,
+            "/logout" => {
+                self.logout(providers, param("rd"), req.headers(), conn, host)
+                    .await
+            }
             "/me" => self.me(providers, req.headers(), conn).await,
             "/backchannel-logout" => self.backchannel(providers, req).await,
             _ => return None,
         })
     }
 
-    async fn start_login(&self, providers: &Providers, provider: &str, rd: &str, headers: &HeaderMap, conn: ConnInfo, host: Option<&str>) -> Response<Body> {
+    async fn start_login(
+        &self,
+        providers: &Providers,
+        provider: &str,
+        rd: &str,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Response<Body> {
         let attrs = self.attrs(conn);
         let Some(origin) = self.origin(conn, host) else {
-            return json_error(StatusCode::BAD_REQUEST, "bad_request", "missing Host header");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "missing Host header",
+            );
         };
         let Some(p) = providers.get(provider) else {
-            return page(StatusCode::NOT_FOUND, "Unknown sign-in provider", "<p>This sign-in provider is not configured.</p>");
+            return page(
+                StatusCode::NOT_FOUND,
+                "Unknown sign-in provider",
+                "<p>This sign-in provider is not configured.</p>",
+            );
         };
         let md = match p.metadata() {
             Ok(m) => m,
             Err(e) => return provider_unavailable(&e),
         };
         let Some(auth_ep) = md.authorization_endpoint.clone() else {
-            return provider_unavailable(&ProviderError::Invalid { provider: provider.into(), reason: "no authorization_endpoint".into() });
+            return provider_unavailable(&ProviderError::Invalid {
+                provider: provider.into(),
+                reason: "no authorization_endpoint".into(),
+            });
         };
-        let rd = redirect::validate(rd, &origin, &self.config.server.allowed_redirect_hosts).unwrap_or_else(|| "/".into());
-        let redirect_uri = redirect::absolute(&format!("{}/callback", self.config.server.auth_prefix), &origin);
+        let rd = redirect::validate(rd, &origin, &self.config.server.allowed_redirect_hosts)
+            .unwrap_or_else(|| "/".into());
+        let redirect_uri = redirect::absolute(
+            &format!("{}/callback", self.config.server.auth_prefix),
+            &origin,
+        );
         let pending = Pending {
             state: crypto::random_token(),
             nonce: crypto::random_token(),
@@ -363,7 +515,9 @@ impl LoginState {
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
         let name = self.pending_cookie_name(&pending.state, attrs);
-        let sealed = self.pending.seal(&name, &serde_json::to_vec(&pending).unwrap_or_default());
+        let sealed = self
+            .pending
+            .seal(&name, &serde_json::to_vec(&pending).unwrap_or_default());
 
         let mut resp = redirect_to(url.as_str());
         let h = resp.headers_mut();
@@ -389,7 +543,13 @@ impl LoginState {
         format!("{}_login_{}", self.sessions.cookie_name(attrs), &h[..16])
     }
 
-    async fn callback(&self, providers: &Providers, q: &[(String, String)], headers: &HeaderMap, conn: ConnInfo) -> Response<Body> {
+    async fn callback(
+        &self,
+        providers: &Providers,
+        q: &[(String, String)],
+        headers: &HeaderMap,
+        conn: ConnInfo,
+    ) -> Response<Body> {
         let attrs = self.attrs(conn);
         let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let Some(state) = param("state").filter(|s| !s.is_empty() && s.len() < 512) else {
@@ -408,10 +568,16 @@ impl LoginState {
             .and_then(|v| self.pending.open(&name, v))
             .and_then(|pt| serde_json::from_slice::<Pending>(&pt).ok());
         let Some(pending) = pending else {
-            return with_clear(login_failed("this browser has no matching sign-in in progress (it may have expired, or the link was not started here)"));
+            return with_clear(login_failed(
+                "this browser has no matching sign-in in progress (it may have expired, or the link was not started here)",
+            ));
         };
-        if !bool::from(pending.state.as_bytes().ct_eq(state.as_bytes())) || now() - pending.created > PENDING_TTL {
-            return with_clear(login_failed("the sign-in state does not match or has expired"));
+        if !bool::from(pending.state.as_bytes().ct_eq(state.as_bytes()))
+            || now() - pending.created > PENDING_TTL
+        {
+            return with_clear(login_failed(
+                "the sign-in state does not match or has expired",
+            ));
         }
         let state_key = crypto::sha256_b64(state);
         if self.used_states.contains_key(&state_key) {
@@ -427,21 +593,33 @@ impl LoginState {
                 &format!(
                     "<p>The sign-in service answered <code>{}</code>{}.</p><p><a href=\"{}\">Try again</a></p>",
                     html_escape(err),
-                    if desc.is_empty() { String::new() } else { format!(": {}", html_escape(desc)) },
+                    if desc.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", html_escape(desc))
+                    },
                     html_escape(&self.login_link(&pending.rd))
                 ),
             ));
         }
-        let Some(p) = providers.get(&pending.provider) else { return with_clear(login_failed("unknown provider")) };
+        let Some(p) = providers.get(&pending.provider) else {
+            return with_clear(login_failed("unknown provider"));
+        };
         let md = match p.metadata() {
             Ok(m) => m,
             Err(e) => return with_clear(provider_unavailable(&e)),
         };
         // RFC 9207: the response must come from the issuer we sent the browser to.
         match param("iss") {
-            Some(iss) if iss != md.issuer => return with_clear(login_failed("the sign-in response came from another issuer")),
+            Some(iss) if iss != md.issuer => {
+                return with_clear(login_failed(
+                    "the sign-in response came from another issuer",
+                ));
+            }
             None if md.authorization_response_iss_parameter_supported => {
-                return with_clear(login_failed("the sign-in response lacks the issuer (RFC 9207)"));
+                return with_clear(login_failed(
+                    "the sign-in response lacks the issuer (RFC 9207)",
+                ));
             }
             _ => {}
         }
@@ -458,7 +636,9 @@ impl LoginState {
             .await
         {
             Ok(t) => t,
-            Err(e @ ProviderError::Unavailable { .. }) => return with_clear(provider_unavailable(&e)),
+            Err(e @ ProviderError::Unavailable { .. }) => {
+                return with_clear(provider_unavailable(&e));
+            }
             Err(e) => {
                 tracing::info!(error = %e, "code exchange refused");
                 return with_clear(login_failed("the sign-in service refused the code"));
@@ -496,7 +676,9 @@ impl LoginState {
         pending: &Pending,
     ) -> Result<SessionData, Response<Body>> {
         let cid = client_id(p);
-        let Some(id_token) = tr.id_token.clone() else { return Err(login_failed("the sign-in service sent no ID token")) };
+        let Some(id_token) = tr.id_token.clone() else {
+            return Err(login_failed("the sign-in service sent no ID token"));
+        };
         let mut claims = match p.verify_jwt(&id_token, std::slice::from_ref(&cid)).await {
             Ok(c) => c,
             Err(TokenError::Unavailable(e)) => return Err(provider_unavailable(&e)),
@@ -505,7 +687,10 @@ impl LoginState {
                 return Err(login_failed("the ID token is not valid"));
             }
         };
-        let nonce_ok = claims.get("nonce").and_then(Value::as_str).is_some_and(|n| bool::from(n.as_bytes().ct_eq(pending.nonce.as_bytes())));
+        let nonce_ok = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .is_some_and(|n| bool::from(n.as_bytes().ct_eq(pending.nonce.as_bytes())));
         if !nonce_ok {
             return Err(login_failed("the ID token nonce does not match"));
         }
@@ -516,10 +701,16 @@ impl LoginState {
         }
         if let Some(at_hash) = claims.get("at_hash").and_then(Value::as_str) {
             if !at_hash_matches(&id_token, &tr.access_token, at_hash) {
-                return Err(login_failed("the ID token at_hash does not match the access token"));
+                return Err(login_failed(
+                    "the ID token at_hash does not match the access token",
+                ));
             }
         }
-        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("").to_string();
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if sub.is_empty() {
             return Err(login_failed("the ID token has no sub"));
         }
@@ -530,18 +721,36 @@ impl LoginState {
                         return Err(login_failed("userinfo is about another subject"));
                     }
                     for (k, v) in ui {
-                        if !matches!(k.as_str(), "iss" | "aud" | "exp" | "iat" | "nbf" | "nonce" | "sub" | "azp" | "at_hash" | "c_hash") {
+                        if !matches!(
+                            k.as_str(),
+                            "iss"
+                                | "aud"
+                                | "exp"
+                                | "iat"
+                                | "nbf"
+                                | "nonce"
+                                | "sub"
+                                | "azp"
+                                | "at_hash"
+                                | "c_hash"
+                        ) {
                             claims.insert(k, v);
                         }
                     }
                 }
                 Err(e @ ProviderError::Unavailable { .. }) => return Err(provider_unavailable(&e)),
-                Err(e) => tracing::warn!(error = %e, "userinfo failed; using the ID token's claims"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "userinfo failed; using the ID token's claims")
+                }
             }
         }
         let roles = p.roles(&claims);
         let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
-        let kept: Map<String, Value> = claims.iter().filter(|(k, _)| self.needed_claims.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let kept: Map<String, Value> = claims
+            .iter()
+            .filter(|(k, _)| self.needed_claims.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let now = now();
         Ok(SessionData {
             id: crypto::random_token(),
@@ -564,7 +773,14 @@ impl LoginState {
         })
     }
 
-    async fn logout(&self, providers: &Providers, rd: Option<&str>, headers: &HeaderMap, conn: ConnInfo, host: Option<&str>) -> Response<Body> {
+    async fn logout(
+        &self,
+        providers: &Providers,
+        rd: Option<&str>,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Response<Body> {
         let attrs = self.attrs(conn);
         let loaded = match self.sessions.load(headers, attrs).await {
             Ok(l) => l,
@@ -574,11 +790,22 @@ impl LoginState {
             }
         };
         let present = self.sessions.present_chunks(headers, attrs);
-        let clears = match self.sessions.delete(loaded.as_ref().and_then(|l| l.handle.as_deref()), &present, attrs).await {
+        let clears = match self
+            .sessions
+            .delete(
+                loaded.as_ref().and_then(|l| l.handle.as_deref()),
+                &present,
+                attrs,
+            )
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "logout: could not delete the session in Redis");
-                present.iter().filter_map(|p| session::clear_cookie(p, attrs)).collect()
+                present
+                    .iter()
+                    .filter_map(|p| session::clear_cookie(p, attrs))
+                    .collect()
             }
         };
         let origin = self.origin(conn, host);
@@ -586,7 +813,11 @@ impl LoginState {
         let target = origin
             .as_ref()
             .and_then(|o| rd.and_then(|rd| redirect::validate(rd, o, allowed)))
-            .or_else(|| origin.as_ref().and_then(|o| redirect::validate(&self.sessions.cfg.post_logout_redirect, o, allowed)))
+            .or_else(|| {
+                origin.as_ref().and_then(|o| {
+                    redirect::validate(&self.sessions.cfg.post_logout_redirect, o, allowed)
+                })
+            })
             .unwrap_or_else(|| "/".into());
         let mut location = target.clone();
         if let Some(l) = &loaded {
@@ -595,9 +826,16 @@ impl LoginState {
             if let Some(p) = providers.get(&d.provider) {
                 if let Ok(md) = p.metadata() {
                     if let (Some(rt), Some(_)) = (&d.refresh_token, &md.revocation_endpoint) {
-                        match tokio::time::timeout(Duration::from_secs(3), p.revoke(rt, "refresh_token")).await {
+                        match tokio::time::timeout(
+                            Duration::from_secs(3),
+                            p.revoke(rt, "refresh_token"),
+                        )
+                        .await
+                        {
                             Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::warn!(error = %e, "logout: refresh token revocation failed"),
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "logout: refresh token revocation failed")
+                            }
                             Err(_) => tracing::warn!("logout: refresh token revocation timed out"),
                         }
                     }
@@ -608,7 +846,10 @@ impl LoginState {
                                 qp.append_pair("id_token_hint", idt);
                             }
                             qp.append_pair("client_id", &client_id(p));
-                            qp.append_pair("post_logout_redirect_uri", &redirect::absolute(&target, o));
+                            qp.append_pair(
+                                "post_logout_redirect_uri",
+                                &redirect::absolute(&target, o),
+                            );
                         }
                         location = es.to_string();
                     }
@@ -622,7 +863,12 @@ impl LoginState {
         resp
     }
 
-    async fn me(&self, providers: &Providers, headers: &HeaderMap, conn: ConnInfo) -> Response<Body> {
+    async fn me(
+        &self,
+        providers: &Providers,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+    ) -> Response<Body> {
         match self.session_identity(providers, headers, conn).await {
             Ok(Some(id)) => {
                 let body = json!({
@@ -635,7 +881,10 @@ impl LoginState {
                 });
                 let mut r = Response::new(full(body.to_string()));
                 let h = r.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 for c in &id.set_cookie {
                     h.append(header::SET_COOKIE, c.clone());
@@ -655,25 +904,45 @@ impl LoginState {
         if req.method() != Method::POST {
             return bad("POST a logout_token");
         }
-        let body: Bytes = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+        let body: Bytes = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
             Err(_) => return bad("unreadable body"),
         };
-        let token = url::form_urlencoded::parse(&body).find(|(k, _)| k == "logout_token").map(|(_, v)| v.into_owned());
-        let Some(token) = token else { return bad("missing logout_token") };
-        let Some(iss) = unverified_claim(&token, "iss") else { return bad("malformed logout_token") };
-        let provider = self.config.providers.values().filter(|p| p.used_for_login).find_map(|pc| {
-            let p = providers.get(&pc.name)?;
-            let matches = pc.issuer.as_deref() == Some(iss.as_str()) || p.metadata().is_ok_and(|m| m.issuer == iss);
-            matches.then(|| p.clone())
-        });
-        let Some(p) = provider else { return bad("unknown issuer") };
+        let token = url::form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned());
+        let Some(token) = token else {
+            return bad("missing logout_token");
+        };
+        let Some(iss) = unverified_claim(&token, "iss") else {
+            return bad("malformed logout_token");
+        };
+        let provider = self
+            .config
+            .providers
+            .values()
+            .filter(|p| p.used_for_login)
+            .find_map(|pc| {
+                let p = providers.get(&pc.name)?;
+                let matches = pc.issuer.as_deref() == Some(iss.as_str())
+                    || p.metadata().is_ok_and(|m| m.issuer == iss);
+                matches.then(|| p.clone())
+            });
+        let Some(p) = provider else {
+            return bad("unknown issuer");
+        };
         let claims = match p.verify_jwt(&token, &[client_id(&p)]).await {
             Ok(c) => c,
             Err(TokenError::Unavailable(e)) => return provider_unavailable(&e),
             Err(e) => return bad(&e.to_string()),
         };
-        let has_event = claims.get("events").and_then(Value::as_object).is_some_and(|e| e.contains_key(BACKCHANNEL_EVENT));
+        let has_event = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .is_some_and(|e| e.contains_key(BACKCHANNEL_EVENT));
         if !has_event {
             return bad("logout_token lacks the back-channel logout event");
         }
@@ -688,7 +957,9 @@ impl LoginState {
         if sid.is_none() && sub.is_none() {
             return bad("logout_token has neither sid nor sub");
         }
-        let Some(jti) = claims.get("jti").and_then(Value::as_str) else { return bad("logout_token lacks jti") };
+        let Some(jti) = claims.get("jti").and_then(Value::as_str) else {
+            return bad("logout_token lacks jti");
+        };
         let jti_key = format!("{}:{}", p.name(), jti);
         if self.seen_jti.contains_key(&jti_key) {
             return bad("logout_token replayed");
@@ -703,23 +974,40 @@ impl LoginState {
                     Err(e) => return store_unavailable(&e),
                 }
                 // With a sid, only that provider session ends; without, all of the user's.
-                let r = if sid.is_some() { r.delete_indexed(&provider, sid, None).await } else { r.delete_indexed(&provider, None, sub).await };
+                let r = if sid.is_some() {
+                    r.delete_indexed(&provider, sid, None).await
+                } else {
+                    r.delete_indexed(&provider, None, sub).await
+                };
                 match r {
-                    Ok(n) => tracing::info!(provider, sid, sub, sessions = n, "back-channel logout"),
+                    Ok(n) => {
+                        tracing::info!(provider, sid, sub, sessions = n, "back-channel logout")
+                    }
                     Err(e) => return store_unavailable(&e),
                 }
             }
             Backend::Cookie => {
-                let (at, until) = (session::now_ms(), now() + self.sessions.cfg.lifetime.as_secs() as i64 + 60);
+                let (at, until) = (
+                    session::now_ms(),
+                    now() + self.sessions.cfg.lifetime.as_secs() as i64 + 60,
+                );
                 match sid {
-                    Some(sid) => self.sessions.revocations.revoke(format!("sid:{sid}"), at, until),
-                    None => self.sessions.revocations.revoke(format!("sub:{provider}:{}", sub.unwrap_or("")), at, until),
+                    Some(sid) => self
+                        .sessions
+                        .revocations
+                        .revoke(format!("sid:{sid}"), at, until),
+                    None => self.sessions.revocations.revoke(
+                        format!("sub:{provider}:{}", sub.unwrap_or("")),
+                        at,
+                        until,
+                    ),
                 }
                 tracing::info!(provider, sid, sub, "back-channel logout (revocation list)");
             }
         }
         let mut r = Response::new(empty());
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }
 
@@ -735,7 +1023,9 @@ impl LoginState {
             let n = name.strip_prefix("__Host-").unwrap_or(name);
             n == base
                 || n.strip_prefix(base).is_some_and(|r| {
-                    r.starts_with("_login_") || r.strip_prefix('.').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    r.starts_with("_login_")
+                        || r.strip_prefix('.')
+                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
                 })
         };
         let mut removed = false;
@@ -770,7 +1060,11 @@ impl LoginState {
         if !accepts_html(parts) {
             return json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string());
         }
-        let who = identity.preferred_username.as_deref().or(identity.email.as_deref()).unwrap_or(&identity.sub);
+        let who = identity
+            .preferred_username
+            .as_deref()
+            .or(identity.email.as_deref())
+            .unwrap_or(&identity.sub);
         let logout = format!("{}/logout", self.config.server.auth_prefix);
         page(
             StatusCode::FORBIDDEN,
@@ -789,9 +1083,15 @@ impl LoginState {
 fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {
     let mut claims = d.claims.clone();
     claims.insert("sub".into(), Value::String(d.sub.clone()));
-    for (k, v) in [("email", &d.email), ("name", &d.name), ("preferred_username", &d.preferred_username)] {
+    for (k, v) in [
+        ("email", &d.email),
+        ("name", &d.name),
+        ("preferred_username", &d.preferred_username),
+    ] {
         if let Some(v) = v {
-            claims.entry(k.to_string()).or_insert_with(|| Value::String(v.clone()));
+            claims
+                .entry(k.to_string())
+                .or_insert_with(|| Value::String(v.clone()));
         }
     }
     Identity {
@@ -893,7 +1193,11 @@ fn provider_unavailable(e: &ProviderError) -> Response<Body> {
 
 fn store_unavailable(e: &StoreError) -> Response<Body> {
     tracing::error!(error = %e, "session store unavailable: answering 503");
-    json_error(StatusCode::SERVICE_UNAVAILABLE, "session_store_unavailable", "the session store is unavailable; try again shortly")
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "session_store_unavailable",
+        "the session store is unavailable; try again shortly",
+    )
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! of this module; authorization ([`crate::authz`]) turns it into a `Permit`.
 
 pub mod assertion;
-pub mod login;
-pub mod redirect;
 pub mod bearer;
 pub mod check;
+pub mod login;
+pub mod redirect;
 pub mod roles;
 
 use std::sync::Arc;
@@ -113,7 +113,10 @@ impl AuthState {
             }
             // No Authorization header: the session decides (redirect to login for browsers).
             AuthMode::Login | AuthMode::LoginOrBearer => match &self.login {
-                Some(l) => l.authenticate(&self.providers, route, parts, conn, host).await,
+                Some(l) => {
+                    l.authenticate(&self.providers, route, parts, conn, host)
+                        .await
+                }
                 None => Outcome::Respond(json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "session_store_unavailable",
@@ -165,11 +168,14 @@ impl AuthState {
         match rest {
             "/check" => check::check(self, req, conn, host).await,
             "/jwks" => self.assertion.jwks_response(),
-            "/login" | "/callback" | "/logout" | "/me" | "/backchannel-logout" => match &self.login {
+            "/login" | "/callback" | "/logout" | "/me" | "/backchannel-logout" => match &self.login
+            {
                 Some(l) => l
                     .endpoint(&self.providers, rest, req, conn, host)
                     .await
-                    .unwrap_or_else(|| json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")),
+                    .unwrap_or_else(|| {
+                        json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+                    }),
                 None => json_error(
                     StatusCode::NOT_FOUND,
                     "not_found",

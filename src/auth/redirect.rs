@@ -14,11 +14,16 @@ pub fn origin(public_url: Option<&Url>, tls: bool, host: Option<&str>) -> Option
         return Some(u.clone());
     }
     let host = host?;
-    Url::parse(&format!("{}://{host}/", if tls { "https" } else { "http" })).ok().filter(|u| u.host_str().is_some())
+    Url::parse(&format!("{}://{host}/", if tls { "https" } else { "http" }))
+        .ok()
+        .filter(|u| u.host_str().is_some())
 }
 
 fn suspicious(s: &str) -> bool {
-    s.is_empty() || s.len() > 2048 || s.chars().any(|c| c.is_control() || c == '\\' || c.is_whitespace())
+    s.is_empty()
+        || s.len() > 2048
+        || s.chars()
+            .any(|c| c.is_control() || c == '\\' || c.is_whitespace())
 }
 
 /// Checks `rd` (already percent-decoded once as a query parameter). Returns the target to
@@ -29,7 +34,9 @@ pub fn validate(rd: &str, origin: &Url, allowed: &[HostPattern]) -> Option<Strin
     }
     // Decode once more: `/%2F%2Fevil.com` or `/%5Cevil.com` must not become `//evil.com` at a
     // later hop that decodes again.
-    let decoded = percent_encoding::percent_decode_str(rd).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(rd)
+        .decode_utf8()
+        .ok()?;
     if suspicious(&decoded) {
         return None;
     }
@@ -65,7 +72,13 @@ pub fn validate(rd: &str, origin: &Url, allowed: &[HostPattern]) -> Option<Strin
 
 /// An absolute URL for a validated target (for `post_logout_redirect_uri`).
 pub fn absolute(target: &str, origin: &Url) -> String {
-    if target.starts_with('/') { origin.join(target).map_or_else(|_| origin.to_string(), |u| u.to_string()) } else { target.to_string() }
+    if target.starts_with('/') {
+        origin
+            .join(target)
+            .map_or_else(|_| origin.to_string(), |u| u.to_string())
+    } else {
+        target.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -74,7 +87,10 @@ mod tests {
 
     fn check(rd: &str) -> Option<String> {
         let origin = Url::parse("https://app.example.com/").unwrap();
-        let allowed = vec![HostPattern::parse("*.trusted.com").unwrap(), HostPattern::parse("docs.example.org").unwrap()];
+        let allowed = vec![
+            HostPattern::parse("*.trusted.com").unwrap(),
+            HostPattern::parse("docs.example.org").unwrap(),
+        ];
         validate(rd, &origin, &allowed)
     }
 
@@ -107,8 +123,8 @@ mod tests {
             "/a\tb",
             "evil.com",
             "ftp://app.example.com/",
-            "http://trusted.com/",         // apex not covered by *.trusted.com
-            "http://a.trusted.com/",       // allowed host but downgraded to http
+            "http://trusted.com/",   // apex not covered by *.trusted.com
+            "http://a.trusted.com/", // allowed host but downgraded to http
             "/ /evil.com",
         ];
         for rd in refused {
@@ -131,10 +147,21 @@ mod tests {
 
     #[test]
     fn origin_from_host_or_public_url() {
-        assert_eq!(origin(None, false, Some("127.0.0.1:8080")).unwrap().as_str(), "http://127.0.0.1:8080/");
-        assert_eq!(origin(None, true, Some("a.example")).unwrap().as_str(), "https://a.example/");
+        assert_eq!(
+            origin(None, false, Some("127.0.0.1:8080"))
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/"
+        );
+        assert_eq!(
+            origin(None, true, Some("a.example")).unwrap().as_str(),
+            "https://a.example/"
+        );
         let p = Url::parse("https://pub.example/").unwrap();
-        assert_eq!(origin(Some(&p), false, Some("x")).unwrap().as_str(), "https://pub.example/");
+        assert_eq!(
+            origin(Some(&p), false, Some("x")).unwrap().as_str(),
+            "https://pub.example/"
+        );
         assert_eq!(absolute("/bye", &p), "https://pub.example/bye");
     }
 }

@@ -17,7 +17,9 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("keys", &self.keys.len()).finish()
+        f.debug_struct("Sealer")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -36,7 +38,12 @@ fn derive(secret: &[u8], purpose: &str) -> LessSafeKey {
 impl Sealer {
     /// `secrets[0]` is the current secret; the others are accepted for opening only.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>, purpose: &str) -> Self {
-        Sealer { keys: secrets.into_iter().map(|s| derive(s.as_bytes(), purpose)).collect() }
+        Sealer {
+            keys: secrets
+                .into_iter()
+                .map(|s| derive(s.as_bytes(), purpose))
+                .collect(),
+        }
     }
 
     /// base64url(nonce ‖ ciphertext ‖ tag).
@@ -49,7 +56,11 @@ impl Sealer {
         let mut body = buf.split_off(NONCE_LEN);
         // Sealing with a fresh nonce and a buffer we own cannot fail.
         if self.keys[0]
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut body,
+            )
             .is_err()
         {
             return String::new();

@@ -33,11 +33,15 @@ pub const CHUNK: usize = 3500;
 pub const MAX_CHUNKS: usize = 12;
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One logged-in browser.
@@ -139,12 +143,17 @@ pub fn read_chunked(cookies: &[(&str, &str)], base: &str) -> (Option<String>, Ve
         let is_chunk = *k == base
             || k.strip_prefix(base)
                 .and_then(|r| r.strip_prefix('.'))
-                .is_some_and(|n| n.parse::<usize>().is_ok_and(|n| (1..=MAX_CHUNKS).contains(&n)));
+                .is_some_and(|n| {
+                    n.parse::<usize>()
+                        .is_ok_and(|n| (1..=MAX_CHUNKS).contains(&n))
+                });
         if is_chunk && !present.iter().any(|p| p == k) {
             present.push(k.to_string());
         }
     }
-    let Some(first) = cookie(cookies, base) else { return (None, present) };
+    let Some(first) = cookie(cookies, base) else {
+        return (None, present);
+    };
     let mut value = first.to_string();
     for i in 1..=MAX_CHUNKS {
         match cookie(cookies, &format!("{base}.{i}")) {
@@ -161,7 +170,12 @@ pub struct CookieAttrs {
     pub secure: bool,
 }
 
-pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>, attrs: CookieAttrs) -> Option<HeaderValue> {
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    max_age: Option<i64>,
+    attrs: CookieAttrs,
+) -> Option<HeaderValue> {
     let mut s = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if attrs.secure {
         s.push_str("; Secure");
@@ -178,17 +192,31 @@ pub fn clear_cookie(name: &str, attrs: CookieAttrs) -> Option<HeaderValue> {
 
 /// Set-Cookie values writing `value` over `base`, `base.1`, … and clearing any other chunk the
 /// request carried.
-pub fn write_chunked(base: &str, value: &str, max_age: i64, present: &[String], attrs: CookieAttrs) -> Vec<HeaderValue> {
+pub fn write_chunked(
+    base: &str,
+    value: &str,
+    max_age: i64,
+    present: &[String],
+    attrs: CookieAttrs,
+) -> Vec<HeaderValue> {
     let mut out = Vec::new();
     let mut written = Vec::new();
     // Chunk boundaries at CHUNK bytes; the value is base64url (ASCII), so any byte index is a char boundary.
     let pieces: Vec<&str> = if value.is_empty() {
         vec![""]
     } else {
-        value.as_bytes().chunks(CHUNK).map(|c| std::str::from_utf8(c).unwrap_or("")).collect()
+        value
+            .as_bytes()
+            .chunks(CHUNK)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect()
     };
     for (i, piece) in pieces.iter().enumerate() {
-        let name = if i == 0 { base.to_string() } else { format!("{base}.{i}") };
+        let name = if i == 0 {
+            base.to_string()
+        } else {
+            format!("{base}.{i}")
+        };
         out.extend(set_cookie(&name, piece, Some(max_age), attrs));
         written.push(name);
     }
@@ -222,9 +250,16 @@ impl Revocations {
         if m.is_empty() {
             return false;
         }
-        let created = if s.created_ms > 0 { s.created_ms } else { s.created_at * 1000 + 999 };
+        let created = if s.created_ms > 0 {
+            s.created_ms
+        } else {
+            s.created_at * 1000 + 999
+        };
         let hit = |k: &str| m.get(k).is_some_and(|(at, _)| created <= *at);
-        s.sid.as_deref().is_some_and(|sid| hit(&format!("sid:{sid}"))) || hit(&format!("sub:{}:{}", s.provider, s.sub))
+        s.sid
+            .as_deref()
+            .is_some_and(|sid| hit(&format!("sid:{sid}")))
+            || hit(&format!("sub:{}:{}", s.provider, s.sub))
     }
 }
 
@@ -251,18 +286,30 @@ pub struct Loaded {
 
 impl Sessions {
     pub fn new(cfg: &config::Session) -> Result<Self, String> {
-        let secrets = std::iter::once(cfg.secret.expose()).chain(cfg.previous_secrets.iter().map(|s| s.expose()));
+        let secrets = std::iter::once(cfg.secret.expose())
+            .chain(cfg.previous_secrets.iter().map(|s| s.expose()));
         let sealer = Sealer::new(secrets, "session");
         let backend = match &cfg.store {
             config::SessionStore::Cookie => Backend::Cookie,
-            config::SessionStore::Redis { url } => Backend::Redis(std::sync::Arc::new(redis::RedisStore::new(url.expose(), &cfg.cookie_name)?)),
+            config::SessionStore::Redis { url } => Backend::Redis(std::sync::Arc::new(
+                redis::RedisStore::new(url.expose(), &cfg.cookie_name)?,
+            )),
         };
-        Ok(Sessions { cfg: cfg.clone(), sealer, backend, revocations: Revocations::default() })
+        Ok(Sessions {
+            cfg: cfg.clone(),
+            sealer,
+            backend,
+            revocations: Revocations::default(),
+        })
     }
 
     /// The session cookie's name (`__Host-` on HTTPS).
     pub fn cookie_name(&self, attrs: CookieAttrs) -> String {
-        if attrs.secure { format!("__Host-{}", self.cfg.cookie_name) } else { self.cfg.cookie_name.clone() }
+        if attrs.secure {
+            format!("__Host-{}", self.cfg.cookie_name)
+        } else {
+            self.cfg.cookie_name.clone()
+        }
     }
 
     /// The session cookie(s) the request carries (names), for clearing.
@@ -271,7 +318,11 @@ impl Sessions {
     }
 
     /// Finds the request's session. `Ok(None)`: no (valid) session. Does not check expiry.
-    pub async fn load(&self, headers: &HeaderMap, attrs: CookieAttrs) -> Result<Option<Loaded>, StoreError> {
+    pub async fn load(
+        &self,
+        headers: &HeaderMap,
+        attrs: CookieAttrs,
+    ) -> Result<Option<Loaded>, StoreError> {
         let name = self.cookie_name(attrs);
         let cookies = request_cookies(headers);
         let (value, _) = read_chunked(&cookies, &name);
@@ -282,18 +333,25 @@ impl Sessions {
                     .sealer
                     .open(&name, &value)
                     .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
-                Ok(data.filter(|d| !self.revocations.is_revoked(d)).map(|data| Loaded { data, handle: None }))
+                Ok(data
+                    .filter(|d| !self.revocations.is_revoked(d))
+                    .map(|data| Loaded { data, handle: None }))
             }
             Backend::Redis(r) => {
                 if value.len() != 43 {
                     return Ok(None);
                 }
-                let Some(sealed) = r.get(&value).await? else { return Ok(None) };
+                let Some(sealed) = r.get(&value).await? else {
+                    return Ok(None);
+                };
                 let data = self
                     .sealer
                     .open(&r.key_of(&value), &sealed)
                     .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
-                Ok(data.map(|data| Loaded { data, handle: Some(value) }))
+                Ok(data.map(|data| Loaded {
+                    data,
+                    handle: Some(value),
+                }))
             }
         }
     }
@@ -318,7 +376,9 @@ impl Sessions {
             }
             Backend::Redis(r) => {
                 let id = handle.map_or_else(crypto::random_token, str::to_string);
-                let ttl = remaining.min(self.cfg.idle_timeout.as_secs() as i64 + 60).max(1);
+                let ttl = remaining
+                    .min(self.cfg.idle_timeout.as_secs() as i64 + 60)
+                    .max(1);
                 let sealed = self.sealer.seal(&r.key_of(&id), &json);
                 r.put(&id, &sealed, ttl, data, remaining).await?;
                 if handle.is_some() {
@@ -330,11 +390,19 @@ impl Sessions {
     }
 
     /// Deletes the session (Redis entry) and returns Set-Cookie values clearing every chunk.
-    pub async fn delete(&self, handle: Option<&str>, present: &[String], attrs: CookieAttrs) -> Result<Vec<HeaderValue>, StoreError> {
+    pub async fn delete(
+        &self,
+        handle: Option<&str>,
+        present: &[String],
+        attrs: CookieAttrs,
+    ) -> Result<Vec<HeaderValue>, StoreError> {
         if let (Backend::Redis(r), Some(id)) = (&self.backend, handle) {
             r.delete(id).await?;
         }
-        Ok(present.iter().filter_map(|p| clear_cookie(p, attrs)).collect())
+        Ok(present
+            .iter()
+            .filter_map(|p| clear_cookie(p, attrs))
+            .collect())
     }
 }
 

@@ -34,8 +34,14 @@ impl RedisStore {
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg).map_err(|e| format!("session.redis_url: {e}"))?;
-        Ok(RedisStore { conn, prefix: prefix.to_string(), ok: AtomicBool::new(false), health: Default::default() })
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg)
+            .map_err(|e| format!("session.redis_url: {e}"))?;
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            ok: AtomicBool::new(false),
+            health: Default::default(),
+        })
     }
 
     /// Registers readiness and keeps checking Redis every 2 s.
@@ -59,7 +65,9 @@ impl RedisStore {
     fn mark(&self, r: Result<(), String>) {
         let was = self.ok.swap(r.is_ok(), Ordering::Relaxed);
         match &r {
-            Err(e) if was => tracing::error!(error = %e, "session store: Redis unreachable; login routes answer 503 until it is back"),
+            Err(e) if was => {
+                tracing::error!(error = %e, "session store: Redis unreachable; login routes answer 503 until it is back")
+            }
             Ok(()) if !was => tracing::info!("session store: Redis connected"),
             _ => {}
         }
@@ -78,7 +86,9 @@ impl RedisStore {
         match r {
             Ok(v) => Ok(v),
             Err(e) => {
-                if self.ok.load(Ordering::Relaxed) || self.health.get().is_some_and(|h| h.is_ready(HEALTH_KEY)) {
+                if self.ok.load(Ordering::Relaxed)
+                    || self.health.get().is_some_and(|h| h.is_ready(HEALTH_KEY))
+                {
                     self.mark(Err(e.clone()));
                 } else {
                     tracing::warn!(error = %e, "session store: Redis command failed");
@@ -100,11 +110,26 @@ impl RedisStore {
         self.run(cmd("GET").arg(self.key_of(id)).clone()).await
     }
 
-    pub async fn put(&self, id: &str, sealed: &str, ttl: i64, data: &SessionData, index_ttl: i64) -> Result<(), StoreError> {
+    pub async fn put(
+        &self,
+        id: &str,
+        sealed: &str,
+        ttl: i64,
+        data: &SessionData,
+        index_ttl: i64,
+    ) -> Result<(), StoreError> {
         let key = self.key_of(id);
         let mut p = ::redis::pipe();
-        p.cmd("SET").arg(&key).arg(sealed).arg("EX").arg(ttl).ignore();
-        let mut idx = vec![format!("{}:sub:{}:{}", self.prefix, data.provider, data.sub)];
+        p.cmd("SET")
+            .arg(&key)
+            .arg(sealed)
+            .arg("EX")
+            .arg(ttl)
+            .ignore();
+        let mut idx = vec![format!(
+            "{}:sub:{}:{}",
+            self.prefix, data.provider, data.sub
+        )];
         if let Some(sid) = &data.sid {
             idx.push(format!("{}:sid:{}", self.prefix, sid));
         }
@@ -130,11 +155,18 @@ impl RedisStore {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.run::<i64>(cmd("DEL").arg(self.key_of(id)).clone()).await.map(|_| ())
+        self.run::<i64>(cmd("DEL").arg(self.key_of(id)).clone())
+            .await
+            .map(|_| ())
     }
 
     /// Ends every session indexed under `sid:<sid>` or `sub:<provider>:<sub>`; returns how many.
-    pub async fn delete_indexed(&self, provider: &str, sid: Option<&str>, sub: Option<&str>) -> Result<usize, StoreError> {
+    pub async fn delete_indexed(
+        &self,
+        provider: &str,
+        sid: Option<&str>,
+        sub: Option<&str>,
+    ) -> Result<usize, StoreError> {
         let mut n = 0;
         let mut idx = Vec::new();
         if let Some(sid) = sid {
@@ -154,10 +186,24 @@ impl RedisStore {
     }
 
     /// SET NX with a TTL: true when the key was not there (first sighting).
-    pub async fn set_once(&self, what: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+    pub async fn set_once(
+        &self,
+        what: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let key = format!("{}:{what}:{}", self.prefix, crypto::sha256_b64(value));
-        let r: Option<String> =
-            self.run(cmd("SET").arg(key).arg("1").arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64).clone()).await?;
+        let r: Option<String> = self
+            .run(
+                cmd("SET")
+                    .arg(key)
+                    .arg("1")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .clone(),
+            )
+            .await?;
         Ok(r.is_some())
     }
 

@@ -50,7 +50,11 @@ fn as_request(set: &[HeaderValue]) -> Vec<(String, String)> {
 
 fn headers(pairs: &[(String, String)]) -> HeaderMap {
     let mut h = HeaderMap::new();
-    let v = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    let v = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
     h.insert(COOKIE, HeaderValue::from_str(&v).unwrap());
     h
 }
@@ -64,9 +68,18 @@ async fn small_session_one_cookie_round_trip() {
     let set = s.save(&d, None, &[], PLAIN).await.unwrap();
     assert_eq!(set.len(), 1);
     let v = set[0].to_str().unwrap();
-    assert!(v.starts_with("portcullis=") && v.contains("HttpOnly") && v.contains("SameSite=Lax") && v.contains("Path=/"));
+    assert!(
+        v.starts_with("portcullis=")
+            && v.contains("HttpOnly")
+            && v.contains("SameSite=Lax")
+            && v.contains("Path=/")
+    );
     assert!(!v.contains("Secure"));
-    let got = s.load(&headers(&as_request(&set)), PLAIN).await.unwrap().unwrap();
+    let got = s
+        .load(&headers(&as_request(&set)), PLAIN)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.data, d);
 }
 
@@ -76,9 +89,17 @@ async fn https_uses_host_prefix_and_secure() {
     let tls = CookieAttrs { secure: true };
     let set = s.save(&data(10), None, &[], tls).await.unwrap();
     let v = set[0].to_str().unwrap();
-    assert!(v.starts_with("__Host-portcullis=") && v.contains("; Secure"), "{v}");
+    assert!(
+        v.starts_with("__Host-portcullis=") && v.contains("; Secure"),
+        "{v}"
+    );
     // a plain-HTTP name does not read it
-    assert!(s.load(&headers(&as_request(&set)), PLAIN).await.unwrap().is_none());
+    assert!(
+        s.load(&headers(&as_request(&set)), PLAIN)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -92,7 +113,10 @@ async fn large_session_is_chunked_and_reassembled() {
     }
     let pairs = as_request(&set);
     assert_eq!(pairs[1].0, "portcullis.1");
-    assert_eq!(s.load(&headers(&pairs), PLAIN).await.unwrap().unwrap().data, d);
+    assert_eq!(
+        s.load(&headers(&pairs), PLAIN).await.unwrap().unwrap().data,
+        d
+    );
 
     // missing last chunk
     let mut truncated = pairs.clone();
@@ -122,7 +146,11 @@ async fn shrinking_session_clears_stale_chunks() {
     let big = s.save(&data(9000), None, &[], PLAIN).await.unwrap();
     let present: Vec<String> = as_request(&big).into_iter().map(|(k, _)| k).collect();
     let small = s.save(&data(10), None, &present, PLAIN).await.unwrap();
-    let cleared: Vec<&str> = small.iter().filter_map(|v| v.to_str().ok()).filter(|v| v.contains("Max-Age=0")).collect();
+    let cleared: Vec<&str> = small
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.contains("Max-Age=0"))
+        .collect();
     assert_eq!(cleared.len(), present.len() - 1, "{small:?}");
 }
 
@@ -134,10 +162,24 @@ async fn other_secret_refused_previous_secret_accepted() {
 
     let mut other = cfg();
     other.secret = config::Secret::new("o".repeat(40));
-    assert!(Sessions::new(&other).unwrap().load(&h, PLAIN).await.unwrap().is_none());
+    assert!(
+        Sessions::new(&other)
+            .unwrap()
+            .load(&h, PLAIN)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     other.previous_secrets = vec![config::Secret::new("s".repeat(40))];
-    assert!(Sessions::new(&other).unwrap().load(&h, PLAIN).await.unwrap().is_some());
+    assert!(
+        Sessions::new(&other)
+            .unwrap()
+            .load(&h, PLAIN)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -176,5 +218,8 @@ fn revocation_list() {
     assert!(r.is_revoked(&d));
     let r = Revocations::default();
     r.revoke("sub:p:alice".into(), d.created_ms - 1, now() + 100);
-    assert!(!r.is_revoked(&d), "a session created after the logout is not revoked");
+    assert!(
+        !r.is_revoked(&d),
+        "a session created after the logout is not revoked"
+    );
 }

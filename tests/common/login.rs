@@ -21,7 +21,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn repo() -> PathBuf {
@@ -37,13 +41,28 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let bin = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].into_iter().find(|p| std::path::Path::new(p).exists());
+        let bin = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
         let Some(bin) = bin else {
-            panic!("redis-server is not installed: `apt-get install -y redis-server` (the Redis-store tests need a real Redis)");
+            panic!(
+                "redis-server is not installed: `apt-get install -y redis-server` (the Redis-store tests need a real Redis)"
+            );
         };
         let port = free_port();
         let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -87,15 +106,32 @@ impl Provider {
     pub fn start(proxy_ports: &[u16], env: &[(&str, &str)]) -> Provider {
         let dir = repo().join("tests/provider");
         if !dir.join("node_modules/oidc-provider").exists() {
-            let ok = Command::new("npm").arg("ci").current_dir(&dir).status().map(|s| s.success()).unwrap_or(false);
-            assert!(ok, "npm ci in tests/provider failed (Node 20+ and npm are needed)");
+            let ok = Command::new("npm")
+                .arg("ci")
+                .current_dir(&dir)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "npm ci in tests/provider failed (Node 20+ and npm are needed)"
+            );
         }
         let state_dir = tempfile::tempdir().unwrap();
         let log = state_dir.path().join("provider.log");
-        let cb: Vec<String> = proxy_ports.iter().map(|p| format!("http://127.0.0.1:{p}/.auth/callback")).collect();
+        let cb: Vec<String> = proxy_ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}/.auth/callback"))
+            .collect();
         let post: Vec<String> = proxy_ports
             .iter()
-            .flat_map(|p| [format!("http://127.0.0.1:{p}/"), format!("http://127.0.0.1:{p}/bye"), format!("http://127.0.0.1:{p}/public/bye")])
+            .flat_map(|p| {
+                [
+                    format!("http://127.0.0.1:{p}/"),
+                    format!("http://127.0.0.1:{p}/bye"),
+                    format!("http://127.0.0.1:{p}/public/bye"),
+                ]
+            })
             .collect();
         let mut cmd = Command::new("node");
         cmd.arg(dir.join("provider.mjs"))
@@ -103,7 +139,13 @@ impl Provider {
             .env("STATE_DIR", state_dir.path())
             .env("CLIENT_REDIRECT_URIS", cb.join(","))
             .env("POST_LOGOUT_REDIRECT_URIS", post.join(","))
-            .env("BACKCHANNEL_LOGOUT_URI", format!("http://127.0.0.1:{}/.auth/backchannel-logout", proxy_ports[0]))
+            .env(
+                "BACKCHANNEL_LOGOUT_URI",
+                format!(
+                    "http://127.0.0.1:{}/.auth/backchannel-logout",
+                    proxy_ports[0]
+                ),
+            )
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
@@ -111,16 +153,31 @@ impl Provider {
         }
         let mut child = cmd.spawn().expect("start node tests/provider/provider.mjs");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let issuer = line.strip_prefix("READY ").unwrap_or_else(|| panic!("provider did not start: {line:?}")).trim().to_string();
-        Provider { issuer, state_dir, log, child }
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let issuer = line
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("provider did not start: {line:?}"))
+            .trim()
+            .to_string();
+        Provider {
+            issuer,
+            state_dir,
+            log,
+            child,
+        }
     }
 
     /// How many requests matching `needle` (e.g. "POST /token") the provider logged. The provider
     /// logs when a response has finished, which can be just after the client saw it: let it settle.
     pub fn count(&self, needle: &str) -> usize {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 }
 
@@ -139,19 +196,30 @@ pub async fn echo_upstream() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
                     let mut h = serde_json::Map::new();
                     for (k, v) in req.headers() {
-                        h.insert(k.as_str().to_string(), Value::String(v.to_str().unwrap_or("").to_string()));
+                        h.insert(
+                            k.as_str().to_string(),
+                            Value::String(v.to_str().unwrap_or("").to_string()),
+                        );
                     }
-                    let body = serde_json::json!({"path": req.uri().to_string(), "headers": h}).to_string();
+                    let body = serde_json::json!({"path": req.uri().to_string(), "headers": h})
+                        .to_string();
                     Ok::<_, std::convert::Infallible>(
-                        Response::builder().header("content-type", "application/json").body(Full::new(Bytes::from(body))).unwrap(),
+                        Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body)))
+                            .unwrap(),
                     )
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
             });
         }
     });
@@ -210,7 +278,11 @@ upstream = "http://{up}"
 auth = "login"
 "#,
         port = o.port,
-        admin = if o.admin { "admin_listen = \"127.0.0.1:0\"" } else { "" },
+        admin = if o.admin {
+            "admin_listen = \"127.0.0.1:0\""
+        } else {
+            ""
+        },
         issuer = o.issuer,
         client_id = o.client_id,
         client_auth = o.client_auth,
@@ -223,11 +295,17 @@ pub async fn start_proxy(toml: &str) -> portcullis::server::Running {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, toml).unwrap();
-    let cfg = portcullis::config::load(&path, &Default::default()).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
+    let cfg = portcullis::config::load(&path, &Default::default())
+        .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
     let running = portcullis::server::start(cfg).await.expect("proxy start");
     // Wait until the provider's discovery is loaded (login needs it).
     for _ in 0..100 {
-        let ready = running.proxy.config.providers.keys().all(|n| running.proxy.health.is_ready(&format!("provider:{n}")));
+        let ready = running
+            .proxy
+            .config
+            .providers
+            .keys()
+            .all(|n| running.proxy.health.is_ready(&format!("provider:{n}")));
         if ready {
             break;
         }
@@ -237,7 +315,10 @@ pub async fn start_proxy(toml: &str) -> portcullis::server::Running {
 }
 
 pub fn session_cfg(extra: &str) -> String {
-    format!("secret = \"{}\"\n{extra}", "a-test-secret-of-at-least-32-bytes-0123456789")
+    format!(
+        "secret = \"{}\"\n{extra}",
+        "a-test-secret-of-at-least-32-bytes-0123456789"
+    )
 }
 
 // ------------------------------------------------------------------ browser
@@ -259,13 +340,21 @@ pub struct Resp {
 
 impl Resp {
     pub fn location(&self) -> String {
-        self.headers.get(header::LOCATION).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+        self.headers
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
     }
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.body))
     }
     pub fn set_cookies(&self) -> Vec<String> {
-        self.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -285,7 +374,12 @@ impl Browser {
     }
 
     pub fn cookies(&self, authority: &str) -> Vec<(String, String)> {
-        self.jar.lock().unwrap().get(authority).cloned().unwrap_or_default()
+        self.jar
+            .lock()
+            .unwrap()
+            .get(authority)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn set_cookie_raw(&self, authority: &str, name: &str, value: &str) {
@@ -306,7 +400,8 @@ impl Browser {
             let s = v.to_str().unwrap();
             let first = s.split(';').next().unwrap();
             let (name, value) = first.split_once('=').unwrap();
-            let expired = s.to_ascii_lowercase().contains("max-age=0") || s.contains("Expires=Thu, 01 Jan 1970");
+            let expired = s.to_ascii_lowercase().contains("max-age=0")
+                || s.contains("Expires=Thu, 01 Jan 1970");
             e.retain(|(n, _)| n != name);
             if !expired && !value.is_empty() {
                 e.push((name.to_string(), value.to_string()));
@@ -314,27 +409,54 @@ impl Browser {
         }
     }
 
-    pub async fn request(&self, method: Method, url: &str, body: Option<(&str, String)>, extra: &[(&str, &str)]) -> Resp {
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(&str, String)>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let uri: http::Uri = url.parse().unwrap();
         let authority = uri.authority().unwrap().to_string();
-        let mut b = Request::builder().method(method).uri(uri).header(header::ACCEPT, self.accept);
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::ACCEPT, self.accept);
         let cookies = self.cookies(&authority);
         if !cookies.is_empty() {
-            let v = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
+            let v = cookies
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
             b = b.header(header::COOKIE, v);
         }
         for (k, v) in extra {
             b = b.header(*k, *v);
         }
         let req = match body {
-            Some((ct, s)) => b.header(header::CONTENT_TYPE, ct).body(Full::new(Bytes::from(s))).unwrap(),
+            Some((ct, s)) => b
+                .header(header::CONTENT_TYPE, ct)
+                .body(Full::new(Bytes::from(s)))
+                .unwrap(),
             None => b.body(Full::new(Bytes::new())).unwrap(),
         };
-        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req)).await.expect("request timed out").expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("request timed out")
+            .expect("request");
         let (parts, body) = resp.into_parts();
         self.store(&authority, &parts.headers);
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Resp { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 
     pub async fn get(&self, url: &str) -> Resp {
@@ -364,7 +486,14 @@ impl Browser {
                 // The provider's login form: post the credentials.
                 let _ = self.get(&current).await;
                 let form = format!("prompt=login&login={user}&password=x");
-                resp = self.request(Method::POST, &current, Some(("application/x-www-form-urlencoded", form)), &[]).await;
+                resp = self
+                    .request(
+                        Method::POST,
+                        &current,
+                        Some(("application/x-www-form-urlencoded", form)),
+                        &[],
+                    )
+                    .await;
             } else {
                 resp = self.get(&current).await;
             }
@@ -375,7 +504,13 @@ impl Browser {
     /// Full login through the proxy at `base` starting at `path`; returns the final response.
     pub async fn login(&self, base: &str, path: &str, user: &str) -> Resp {
         let (r, visited) = self.navigate(&format!("{base}{path}"), user).await;
-        assert_eq!(r.status, StatusCode::OK, "login ended at {visited:?}: {} {}", r.status, r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "login ended at {visited:?}: {} {}",
+            r.status,
+            r.body
+        );
         r
     }
 }
