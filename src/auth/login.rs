@@ -284,12 +284,18 @@ impl LoginState {
         let key = crypto::sha256_b64(rt);
         let cell = self
             .refreshing
-            .get_with(key, async { Arc::new(tokio::sync::OnceCell::new()) })
+            .get_with(key.clone(), async {
+                Arc::new(tokio::sync::OnceCell::new())
+            })
             .await;
         let r = cell
             .get_or_init(|| self.refresh_now(providers, d, handle))
             .await
             .clone();
+        if matches!(r, Refreshed::Keep) {
+            // Provider unreachable: the next request may try again.
+            self.refreshing.invalidate(&key).await;
+        }
         Ok(r)
     }
 
@@ -525,10 +531,10 @@ impl LoginState {
             h.append(header::SET_COOKIE, v);
         }
         // No fixation: whatever session cookie the browser holds is dropped now.
-        if let Ok(Some(l)) = self.sessions.load(headers, attrs).await {
-            if l.handle.is_some() {
-                let _ = self.sessions.delete(l.handle.as_deref(), &[], attrs).await;
-            }
+        if let Ok(Some(l)) = self.sessions.load(headers, attrs).await
+            && l.handle.is_some()
+        {
+            let _ = self.sessions.delete(l.handle.as_deref(), &[], attrs).await;
         }
         for c in self.sessions.present_chunks(headers, attrs) {
             if let Some(v) = session::clear_cookie(&c, attrs) {
@@ -694,17 +700,18 @@ impl LoginState {
         if !nonce_ok {
             return Err(login_failed("the ID token nonce does not match"));
         }
-        if let Some(Value::Array(aud)) = claims.get("aud") {
-            if aud.len() > 1 && claims.get("azp").and_then(Value::as_str) != Some(cid.as_str()) {
-                return Err(login_failed("the ID token azp does not name this client"));
-            }
+        if let Some(Value::Array(aud)) = claims.get("aud")
+            && aud.len() > 1
+            && claims.get("azp").and_then(Value::as_str) != Some(cid.as_str())
+        {
+            return Err(login_failed("the ID token azp does not name this client"));
         }
-        if let Some(at_hash) = claims.get("at_hash").and_then(Value::as_str) {
-            if !at_hash_matches(&id_token, &tr.access_token, at_hash) {
-                return Err(login_failed(
-                    "the ID token at_hash does not match the access token",
-                ));
-            }
+        if let Some(at_hash) = claims.get("at_hash").and_then(Value::as_str)
+            && !at_hash_matches(&id_token, &tr.access_token, at_hash)
+        {
+            return Err(login_failed(
+                "the ID token at_hash does not match the access token",
+            ));
         }
         let sub = claims
             .get("sub")
@@ -823,36 +830,33 @@ impl LoginState {
         if let Some(l) = &loaded {
             let d = &l.data;
             tracing::info!(provider = %d.provider, sub = %d.sub, "signed out");
-            if let Some(p) = providers.get(&d.provider) {
-                if let Ok(md) = p.metadata() {
-                    if let (Some(rt), Some(_)) = (&d.refresh_token, &md.revocation_endpoint) {
-                        match tokio::time::timeout(
-                            Duration::from_secs(3),
-                            p.revoke(rt, "refresh_token"),
-                        )
-                        .await
-                        {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => {
-                                tracing::warn!(error = %e, "logout: refresh token revocation failed")
-                            }
-                            Err(_) => tracing::warn!("logout: refresh token revocation timed out"),
+            if let Some(p) = providers.get(&d.provider)
+                && let Ok(md) = p.metadata()
+            {
+                if let (Some(rt), Some(_)) = (&d.refresh_token, &md.revocation_endpoint) {
+                    match tokio::time::timeout(
+                        Duration::from_secs(3),
+                        p.revoke(rt, "refresh_token"),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "logout: refresh token revocation failed")
                         }
+                        Err(_) => tracing::warn!("logout: refresh token revocation timed out"),
                     }
-                    if let (Some(mut es), Some(o)) = (md.end_session_endpoint.clone(), &origin) {
-                        {
-                            let mut qp = es.query_pairs_mut();
-                            if let Some(idt) = &d.id_token {
-                                qp.append_pair("id_token_hint", idt);
-                            }
-                            qp.append_pair("client_id", &client_id(p));
-                            qp.append_pair(
-                                "post_logout_redirect_uri",
-                                &redirect::absolute(&target, o),
-                            );
+                }
+                if let (Some(mut es), Some(o)) = (md.end_session_endpoint.clone(), &origin) {
+                    {
+                        let mut qp = es.query_pairs_mut();
+                        if let Some(idt) = &d.id_token {
+                            qp.append_pair("id_token_hint", idt);
                         }
-                        location = es.to_string();
+                        qp.append_pair("client_id", &client_id(p));
+                        qp.append_pair("post_logout_redirect_uri", &redirect::absolute(&target, o));
                     }
+                    location = es.to_string();
                 }
             }
         }
@@ -1046,10 +1050,10 @@ impl LoginState {
         }
         let joined = kept.join("; ");
         headers.remove(header::COOKIE);
-        if let Ok(v) = HeaderValue::from_str(&joined) {
-            if !joined.is_empty() {
-                headers.insert(header::COOKIE, v);
-            }
+        if let Ok(v) = HeaderValue::from_str(&joined)
+            && !joined.is_empty()
+        {
+            headers.insert(header::COOKIE, v);
         }
     }
 

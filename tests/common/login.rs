@@ -50,7 +50,7 @@ impl Redis {
             );
         };
         let port = free_port();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .args([
                 "--port",
                 &port.to_string(),
@@ -73,6 +73,8 @@ impl Redis {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not listen on {port}");
     }
 
@@ -323,11 +325,14 @@ pub fn session_cfg(extra: &str) -> String {
 
 // ------------------------------------------------------------------ browser
 
+/// Cookies per `host:port`, in the order they were set.
+pub type Jar = HashMap<String, Vec<(String, String)>>;
+
 /// A scripted browser: cookie jar per host:port, redirects followed by hand.
 #[derive(Clone)]
 pub struct Browser {
     client: Client<HttpConnector, Full<Bytes>>,
-    pub jar: Arc<Mutex<HashMap<String, Vec<(String, String)>>>>,
+    pub jar: Arc<Mutex<Jar>>,
     /// Sent as Accept (browser navigations carry text/html).
     pub accept: &'static str,
 }
@@ -479,7 +484,7 @@ impl Browser {
             let next = base.join(&loc).unwrap();
             current = next.to_string();
             visited.push(current.clone());
-            if !next.host_str().is_some_and(|h| h == "127.0.0.1") {
+            if next.host_str().is_none_or(|h| h != "127.0.0.1") {
                 break;
             }
             if next.path().starts_with("/interaction/") && !next.path().ends_with("/login") {
