@@ -123,6 +123,23 @@ async fn login_identity_me_admin_and_logout() {
     let r = b.get(&format!("{}/admin", e.base)).await;
     assert_eq!(r.status, 200);
 
+    // login_or_bearer: the session serves; an Authorization header is judged by its token alone
+    let r = b.get(&format!("{}/api/items", e.base)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        upstream_header(&r, "x-forwarded-user").as_deref(),
+        Some("alice")
+    );
+    let r = b
+        .request(
+            Method::GET,
+            &format!("{}/api/items", e.base),
+            None,
+            &[("authorization", "Bearer not-a-token")],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+
     // session cookie attributes (plain HTTP: no __Host-, no Secure)
     let names: Vec<String> = b
         .cookies(&authority(&e))
@@ -904,4 +921,32 @@ async fn refresh_failure_ends_the_session() {
     let r = b.get(&format!("{base}/x")).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(b.get(&format!("{base}/.auth/me")).await.status, 401);
+}
+
+/// The provider cannot be reached: starting a login answers 503 (a page), never a session.
+#[tokio::test]
+async fn provider_down_login_is_503() {
+    let port = free_port();
+    let dead = free_port();
+    let up = echo_upstream().await;
+    let _p = start_proxy(&proxy_config(&ProxyOpts {
+        port,
+        issuer: format!("http://127.0.0.1:{dead}"),
+        upstream: up,
+        client_id: "web",
+        client_auth: "client_secret = \"web-secret\"".into(),
+        session: session_cfg(""),
+        admin: false,
+    }))
+    .await;
+    let b = Browser::new();
+    let r = b.get(&format!("http://127.0.0.1:{port}/x")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("Sign-in is unavailable"));
+    let r = b
+        .get(&format!("http://127.0.0.1:{port}/.auth/login?rd=/"))
+        .await;
+    assert_eq!(r.status, 503);
+    let r = b.get(&format!("http://127.0.0.1:{port}/public")).await;
+    assert_eq!(r.status, 200, "auth = none routes keep working");
 }
