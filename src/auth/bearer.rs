@@ -275,7 +275,7 @@ fn unavailable(why: &str) -> Response<Body> {
 pub fn token_error(e: &TokenError) -> Response<Body> {
     if let TokenError::Unavailable(pe) = e {
         // The reason (addresses, OS errors) goes to the log, not to the caller.
-        tracing::warn!(error = %pe, "bearer token could not be checked: provider unavailable");
+        tracing::debug!(error = %pe, "bearer token could not be checked: provider unavailable");
         return unavailable("the identity provider is unavailable; try again later");
     }
     let msg = e.to_string();

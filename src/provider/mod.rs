@@ -113,7 +113,7 @@ const MAX_REFRESH: Duration = Duration::from_secs(3600);
 #[derive(Default)]
 struct Refetch {
     last: Option<Instant>,
-    last_error: Option<String>,
+    last_error: Option<ProviderError>,
 }
 
 /// One configured provider at run time.
@@ -255,7 +255,7 @@ impl ProviderRuntime {
             && last.elapsed() < REFETCH_INTERVAL
         {
             return match &st.last_error {
-                Some(e) => Err(self.unavailable(e)),
+                Some(e) => Err(e.clone()),
                 None => Ok(()),
             };
         }
@@ -267,7 +267,7 @@ impl ProviderRuntime {
             self.fetch_keys().await.map(|_| ())
         }
         .await;
-        st.last_error = r.as_ref().err().map(|e| e.to_string());
+        st.last_error = r.as_ref().err().cloned();
         r
     }
 

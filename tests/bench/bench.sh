@@ -50,7 +50,7 @@ CLK_TCK=$(getconf CLK_TCK)
 log() { echo "[bench] $*" >&2; }
 die() { echo "[bench] error: $*" >&2; exit 1; }
 
-for tool in wrk nginx taskset getconf curl; do
+for tool in wrk nginx taskset getconf curl openssl; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx util-linux curl)"
 done
 [ "$(nproc)" -ge 2 ] || log "warning: fewer than 2 CPUs; wrk and the proxy will share one"
@@ -170,6 +170,13 @@ http {
         location / { return 200 "ok\n"; }
         # the bench issuer (bearer targets): discovery and JWKS as static files
         location = /.well-known/openid-configuration { default_type application/json; alias $WORK/issuer/openid-configuration.json; }
+        location = /jwks { default_type application/json; alias $WORK/issuer/jwks.json; }
+    }
+    # the same JWKS over https: mod_auth_openidc refuses an http jwks_uri
+    server {
+        listen 127.0.0.1:$STATIC_TLS_PORT ssl;
+        ssl_certificate $WORK/issuer/tls.crt;
+        ssl_certificate_key $WORK/issuer/tls.key;
         location = /jwks { default_type application/json; alias $WORK/issuer/jwks.json; }
     }
 }
@@ -417,7 +424,6 @@ PidFile $dir/httpd.pid
 ErrorLog $dir/error.log
 LogLevel warn
 LoadModule mpm_event_module $mods/mod_mpm_event.so
-LoadModule unixd_module $mods/mod_unixd.so
 LoadModule authn_core_module $mods/mod_authn_core.so
 LoadModule authz_core_module $mods/mod_authz_core.so
 LoadModule authz_user_module $mods/mod_authz_user.so
@@ -434,7 +440,8 @@ KeepAlive On
 MaxKeepAliveRequests 0
 KeepAliveTimeout 60
 OIDCCryptoPassphrase bench-passphrase-0123456789abcdef
-OIDCOAuthVerifyJwksUri $BENCH_ISSUER/jwks
+OIDCOAuthVerifyJwksUri https://127.0.0.1:$STATIC_TLS_PORT/jwks
+OIDCOAuthSSLValidateServer Off
 OIDCOAuthAcceptTokenAs header
 OIDCOAuthRemoteUserClaim sub
 <Location />
@@ -596,8 +603,12 @@ if [ "$needs_portcullis" = 1 ] && [ "$DRY_RUN" != 1 ]; then
     [ -x "$PORTCULLIS_BIN" ] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not an executable"
 fi
 
-read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT PORTCULLIS_REDIS_PORT REDIS_PORT <<<"$(free_ports 6)"
+read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT <<<"$(free_ports 7)"
 mkdir -p "$WORK/issuer"
+chmod a+rx "$WORK" "$WORK/issuer"   # nginx workers (nobody) serve the issuer files
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$WORK/issuer/tls.key" -out "$WORK/issuer/tls.crt" >/dev/null 2>&1 || die "openssl req failed"
+chmod a+r "$WORK/issuer/tls.key"
 if [ "$needs_tokens" = 1 ]; then mint_jwts; fi
 if [ "$needs_op" = 1 ]; then start_op; fi
 start_static
