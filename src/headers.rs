@@ -208,8 +208,15 @@ fn claim_as_header_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Writes the identity headers the route's config names, from a permit.
-pub fn inject(headers: &mut HeaderMap, permit: &Permit<'_>, cfg: &HeaderConfig) {
+/// Writes the identity headers the route's config names, from a permit. `assertion` (the
+/// proxy's signer and the route name as audience) adds the signed assertion header when the
+/// config names one.
+pub fn inject(
+    headers: &mut HeaderMap,
+    permit: &Permit<'_>,
+    cfg: &HeaderConfig,
+    assertion: Option<(&crate::auth::assertion::AssertionSigner, &str)>,
+) {
     let id = permit.identity();
     let mut set = |name: &Option<HeaderName>, value: Option<&str>| {
         if let (Some(n), Some(v)) = (name, value)
@@ -231,6 +238,13 @@ pub fn inject(headers: &mut HeaderMap, permit: &Permit<'_>, cfg: &HeaderConfig) 
         {
             headers.insert(h.clone(), v);
         }
+    }
+    if let (Some(name), Some((signer, audience))) = (&cfg.assertion, assertion)
+        && let Some(v) = signer
+            .sign(id, audience)
+            .and_then(|t| HeaderValue::from_str(&t).ok())
+    {
+        headers.insert(name.clone(), v);
     }
     match cfg.authorization {
         AuthorizationMode::Pass => {}

@@ -180,20 +180,28 @@ impl Proxy {
         headers::strip_identity(req.headers_mut(), &cfg.identity_header_names);
 
         // 5 + 6 + 7. authenticate, authorize, inject
+        let mut set_cookie = Vec::new();
         if route.auth != AuthMode::None {
             let (parts, body) = req.into_parts();
-            let identity = match self.auth.authenticate(route, &parts, conn, host).await {
+            let mut identity = match self.auth.authenticate(route, &parts, conn, host).await {
                 Outcome::Authenticated(id) => id,
                 Outcome::Respond(r) => {
                     self.decision(idx, "unauthenticated");
                     return Ok(r);
                 }
             };
+            // A refreshed or slid session travels back on whatever the upstream answers.
+            set_cookie = std::mem::take(&mut identity.set_cookie);
             let mut parts = parts;
             match authz::authorize(route, &identity) {
                 Ok(permit) => {
                     self.decision(idx, "allowed");
-                    headers::inject(&mut parts.headers, &permit, &route.headers);
+                    headers::inject(
+                        &mut parts.headers,
+                        &permit,
+                        &route.headers,
+                        Some((self.auth.assertion(), &route.name)),
+                    );
                 }
                 Err(denied) => {
                     self.decision(idx, "forbidden");
@@ -203,9 +211,17 @@ impl Proxy {
             req = Request::from_parts(parts, body);
         }
 
+        // The proxy's own cookies stay here (a session id is a credential the app must not see).
+        self.auth.strip_own_cookies(req.headers_mut());
+
         // 8. forward
-        self.forward(route, idx, req, conn, host, &normalized, served)
-            .await
+        let mut resp = self
+            .forward(route, idx, req, conn, host, &normalized, served)
+            .await?;
+        for c in set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        Ok(resp)
     }
 
     fn decision(&self, idx: usize, decision: &'static str) {

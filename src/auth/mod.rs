@@ -2,6 +2,13 @@
 //! redirect to the provider's login), per the route's `auth` mode. An `Identity` comes only out
 //! of this module; authorization ([`crate::authz`]) turns it into a `Permit`.
 
+pub mod assertion;
+pub mod bearer;
+pub mod check;
+pub mod login;
+pub mod redirect;
+pub mod roles;
+
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, request::Parts};
@@ -13,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{AuthMode, Config, Route};
 use crate::error::{Body, json_error};
+use crate::provider::Providers;
 
 /// Who the caller is, as proven by a session or a token.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +39,8 @@ pub struct Identity {
     /// Name of the provider that vouched for it.
     pub provider: Arc<str>,
     pub via: Via,
+    /// Set-Cookie values the response must carry (a session that was refreshed or slid).
+    pub set_cookie: Vec<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,40 +60,99 @@ pub enum Outcome {
 /// Runtime state of authentication (providers, key caches, sessions).
 pub struct AuthState {
     pub config: Arc<Config>,
+    pub providers: Providers,
+    bearer: bearer::Bearer,
+    assertion: assertion::AssertionSigner,
+    /// Browser login and sessions (when `[session]` is configured).
+    pub login: Option<login::LoginState>,
 }
 
 impl AuthState {
-    pub fn new(config: Arc<Config>) -> Self {
-        AuthState { config }
+    pub fn new(config: Arc<Config>) -> Result<Self, String> {
+        let providers = Providers::new(&config)?;
+        let bearer = bearer::Bearer::new(&config);
+        let assertion = assertion::AssertionSigner::new(&config)?;
+        let login = login::LoginState::new(config.clone())?;
+        Ok(AuthState {
+            config,
+            providers,
+            bearer,
+            assertion,
+            login,
+        })
+    }
+
+    /// Removes the proxy's own session and pending-login cookies from a request going upstream.
+    pub fn strip_own_cookies(&self, headers: &mut http::HeaderMap) {
+        if let Some(l) = &self.login {
+            l.strip_cookies(headers);
+        }
+    }
+
+    /// The proxy's signer for the identity assertion header (keys at `/.auth/jwks`).
+    pub fn assertion(&self) -> &assertion::AssertionSigner {
+        &self.assertion
     }
 
     /// Authenticates a request for a route whose `auth` is not `none`.
     pub async fn authenticate(
         &self,
         route: &Route,
-        _parts: &Parts,
-        _conn: ConnInfo,
-        _host: Option<&str>,
+        parts: &Parts,
+        conn: ConnInfo,
+        host: Option<&str>,
     ) -> Outcome {
         debug_assert!(route.auth != AuthMode::None);
-        Outcome::Respond(json_error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            &format!("auth = {:?} is not implemented yet", route.auth.as_str()),
-        ))
+        match route.auth {
+            AuthMode::Bearer => {
+                bearer::authenticate(&self.bearer, &self.providers, route, parts).await
+            }
+            // An Authorization header means an API client: the token decides, never a redirect.
+            AuthMode::LoginOrBearer if bearer::has_authorization(parts) => {
+                bearer::authenticate(&self.bearer, &self.providers, route, parts).await
+            }
+            // No Authorization header: the session decides (redirect to login for browsers).
+            AuthMode::Login | AuthMode::LoginOrBearer => match &self.login {
+                Some(l) => {
+                    l.authenticate(&self.providers, route, parts, conn, host)
+                        .await
+                }
+                None => Outcome::Respond(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "session_store_unavailable",
+                    "sessions are not available",
+                )),
+            },
+            AuthMode::None => Outcome::Respond(json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "auth = \"none\" is not authenticated",
+            )),
+        }
     }
 
     /// Starts background work (discovery, key refresh); registers readiness in `health`.
-    pub fn start_background(&self, _health: Arc<crate::health::Health>) {}
+    pub fn start_background(&self, health: Arc<crate::health::Health>) {
+        self.providers.start_background(health.clone());
+        if let Some(l) = &self.login {
+            l.start_background(health);
+        }
+    }
 
     /// The answer when authorization failed.
     pub fn forbidden(
         &self,
         route: &Route,
-        _identity: &Identity,
+        identity: &Identity,
         denied: &Denied,
-        _parts: &Parts,
+        parts: &Parts,
     ) -> Response<Body> {
+        if identity.via == Via::Bearer {
+            return bearer::forbidden(denied);
+        }
+        if let (Via::Session, Some(l)) = (identity.via, &self.login) {
+            return l.forbidden(identity, denied, parts);
+        }
         let _ = route;
         json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string())
     }
@@ -92,40 +161,42 @@ impl AuthState {
     pub async fn endpoint(
         &self,
         rest: &str,
-        _req: Request<Incoming>,
-        _conn: ConnInfo,
-        _host: Option<&str>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<&str>,
     ) -> Response<Body> {
-        json_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no endpoint {rest:?} under the auth prefix"),
-        )
+        match rest {
+            "/check" => check::check(self, req, conn, host).await,
+            "/jwks" => self.assertion.jwks_response(),
+            "/login" | "/callback" | "/logout" | "/me" | "/backchannel-logout" => match &self.login
+            {
+                Some(l) => l
+                    .endpoint(&self.providers, rest, req, conn, host)
+                    .await
+                    .unwrap_or_else(|| {
+                        json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+                    }),
+                None => json_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "browser login is not configured (no [session])",
+                ),
+            },
+            _ => json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no endpoint {rest:?} under the auth prefix"),
+            ),
+        }
     }
 }
 
 /// `portcullis explain` with headers: appends the decision and why to `out`.
 pub async fn explain_decision(
-    _cfg: &Config,
+    cfg: &Config,
     route: &Route,
     headers: &[String],
     out: &mut String,
 ) -> std::process::ExitCode {
-    use std::fmt::Write;
-    let has_token = headers
-        .iter()
-        .any(|h| h.to_ascii_lowercase().starts_with("authorization:"));
-    if !has_token {
-        let _ = writeln!(
-            out,
-            "  decision: needs authentication ({}); pass --header 'Authorization: Bearer …' to evaluate a token",
-            route.auth.as_str()
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "  decision: token evaluation is not available in this build"
-        );
-    }
-    std::process::ExitCode::from(1)
+    bearer::explain(cfg, route, headers, out).await
 }

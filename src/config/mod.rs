@@ -138,6 +138,8 @@ pub struct Provider {
     pub ca_file: Option<PathBuf>,
     pub introspection: Option<Introspection>,
     pub timeout: Duration,
+    /// Extension: cache validated JWT access tokens (keyed by SHA-256, never beyond `exp`).
+    pub token_cache: bool,
     /// Whether any route uses this provider for browser login.
     pub used_for_login: bool,
 }
@@ -1005,6 +1007,7 @@ impl Validator<'_, '_> {
             ca_file,
             introspection,
             timeout: p.timeout.map_or(Duration::from_secs(10), |d| d.0),
+            token_cache: p.token_cache.unwrap_or(true),
             used_for_login,
         })
     }

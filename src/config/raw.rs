@@ -81,6 +81,8 @@ pub struct RawProvider {
     pub introspection: Option<Spanned<RawIntrospection>>,
     /// Extension: timeout of each call to the provider (default 10s).
     pub timeout: Option<Dur>,
+    /// Extension: cache validated JWT access tokens until their exp (default true).
+    pub token_cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

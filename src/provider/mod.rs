@@ -3,11 +3,24 @@
 //! `private_key_jwt` from a ZITADEL key file). One shared HTTP client with timeouts, a body
 //! size cap and no redirect following (SSRF).
 //!
-//! STUB: the API below is the contract between the bearer and login stages and this module.
+//! Loading: discovery (`{issuer}/.well-known/openid-configuration`, whose `issuer` must equal the
+//! configured one byte for byte) or the explicit endpoints, then the JWKS. A background task per
+//! provider retries with backoff while the provider is down and refreshes the keys before they
+//! go stale; `/readyz` reports `provider:<name>` not ready until discovery and keys are loaded.
+//! Keys stay in use through an outage. An unknown `kid` triggers at most one refetch per
+//! [`REFETCH_INTERVAL`] (a flood of random kids cannot make the proxy hammer the provider).
+
+pub mod assertion;
+pub mod http;
+pub mod introspection;
+pub mod jwks;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
+use ::http::StatusCode;
+use arc_swap::ArcSwapOption;
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -90,52 +103,402 @@ pub struct TokenResponse {
     pub scope: Option<String>,
 }
 
+/// Shortest time between two on-demand JWKS fetches (unknown `kid`, keys missing).
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// JWKS refresh period when the provider does not say (Cache-Control max-age), and its bounds.
+const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+const MIN_REFRESH: Duration = Duration::from_secs(60);
+const MAX_REFRESH: Duration = Duration::from_secs(3600);
+
+#[derive(Default)]
+struct Refetch {
+    last: Option<Instant>,
+    last_error: Option<ProviderError>,
+}
+
 /// One configured provider at run time.
 pub struct ProviderRuntime {
     pub config: Arc<config::Provider>,
+    http: http::ProviderClient,
+    meta: ArcSwapOption<Metadata>,
+    keys: jwks::SharedKeys,
+    refetch: tokio::sync::Mutex<Refetch>,
+    discovery: tokio::sync::Mutex<()>,
+    client_key: Option<assertion::ClientKey>,
+    introspector: Option<introspection::Introspector>,
 }
 
 impl ProviderRuntime {
+    pub fn new(config: Arc<config::Provider>, http: http::ProviderClient) -> Result<Self, String> {
+        let client_key = match (&config.private_key, config.token_endpoint_auth) {
+            (Some(k), _) => Some(
+                assertion::ClientKey::new(k)
+                    .map_err(|e| format!("provider {}: {e}", config.name))?,
+            ),
+            (None, config::TokenEndpointAuth::PrivateKeyJwt) => {
+                return Err(format!(
+                    "provider {}: private_key_jwt needs private_key_file",
+                    config.name
+                ));
+            }
+            _ => None,
+        };
+        let introspector = config
+            .introspection
+            .as_ref()
+            .map(|i| introspection::Introspector::new(&config.name, i))
+            .transpose()
+            .map_err(|e| format!("provider {} introspection: {e}", config.name))?;
+        Ok(ProviderRuntime {
+            config,
+            http,
+            meta: ArcSwapOption::empty(),
+            keys: jwks::empty(),
+            refetch: tokio::sync::Mutex::new(Refetch::default()),
+            discovery: tokio::sync::Mutex::new(()),
+            client_key,
+            introspector,
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
     }
 
     /// The loaded metadata, or `Unavailable` until discovery succeeded.
     pub fn metadata(&self) -> Result<Arc<Metadata>, ProviderError> {
-        Err(self.unavailable("not implemented"))
+        self.meta
+            .load_full()
+            .ok_or_else(|| self.unavailable("discovery has not succeeded yet"))
+    }
+
+    /// Whether discovery and (when there is a `jwks_uri`) the keys are loaded.
+    pub fn is_loaded(&self) -> bool {
+        match self.meta.load().as_ref() {
+            None => false,
+            Some(m) => m.jwks_uri.is_none() || self.keys.load().is_some(),
+        }
+    }
+
+    /// Whether opaque tokens can be introspected.
+    pub fn has_introspection(&self) -> bool {
+        self.introspector.is_some()
     }
 
     /// Verifies a JWT signed by this provider (signature by the JWKS key its `kid` names,
     /// `alg` from the key, `iss`, `exp`, `nbf`, and `aud` ∋ one of `audiences`); returns its claims.
     pub async fn verify_jwt(
         &self,
-        _token: &str,
-        _audiences: &[String],
+        token: &str,
+        audiences: &[String],
     ) -> Result<Map<String, Value>, TokenError> {
-        Err(TokenError::Unavailable(self.unavailable("not implemented")))
+        let header = jwks::screen_header(token)?;
+        let issuer = self.config.issuer.as_deref();
+        if let Some(set) = self.keys.load().as_ref()
+            && let jwks::Lookup::Found(k) = jwks::lookup(set, &header)?
+        {
+            return jwks::verify_with(token, k, issuer, audiences);
+        }
+        // Unknown kid (or no keys yet): one refetch per REFETCH_INTERVAL, shared by everyone.
+        self.refetch_keys().await?;
+        let set = self.keys.load_full().ok_or_else(|| {
+            TokenError::Unavailable(self.unavailable("signing keys are not loaded"))
+        })?;
+        match jwks::lookup(&set, &header)? {
+            jwks::Lookup::Found(k) => jwks::verify_with(token, k, issuer, audiences),
+            jwks::Lookup::Missing => Err(TokenError::UnknownKey),
+        }
+    }
+
+    /// Introspects an opaque access token (RFC 7662) and applies the checks of
+    /// [`introspection::check`]. Cached; `Unavailable` when the provider cannot answer.
+    pub async fn introspect(&self, token: &str) -> Result<Arc<Map<String, Value>>, TokenError> {
+        let Some(intro) = &self.introspector else {
+            return Err(TokenError::Other(
+                "opaque tokens are not accepted on this route (no introspection configured)".into(),
+            ));
+        };
+        let endpoint = match self
+            .config
+            .introspection
+            .as_ref()
+            .and_then(|i| i.endpoint.clone())
+        {
+            Some(e) => e,
+            None => self
+                .metadata()?
+                .introspection_endpoint
+                .clone()
+                .ok_or_else(|| {
+                    TokenError::Unavailable(
+                        self.unavailable("the provider has no introspection endpoint"),
+                    )
+                })?,
+        };
+        intro
+            .introspect(
+                &self.http,
+                endpoint.as_str(),
+                self.config.issuer.as_deref(),
+                &self.config.audiences,
+                token,
+                self.config.timeout,
+            )
+            .await
+    }
+
+    /// On-demand JWKS fetch, rate limited to one per [`REFETCH_INTERVAL`]. `Err` (→ 503) when
+    /// the keys could not be refreshed and the provider is therefore needed but unavailable.
+    async fn refetch_keys(&self) -> Result<(), ProviderError> {
+        let mut st = self.refetch.lock().await;
+        if let Some(last) = st.last
+            && last.elapsed() < REFETCH_INTERVAL
+        {
+            return match &st.last_error {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            };
+        }
+        st.last = Some(Instant::now());
+        let r = async {
+            if self.meta.load().is_none() {
+                self.discover().await?;
+            }
+            self.fetch_keys().await.map(|_| ())
+        }
+        .await;
+        st.last_error = r.as_ref().err().cloned();
+        r
+    }
+
+    /// Loads discovery (if needed) and the keys now; used at startup by the background task
+    /// and by `portcullis explain`.
+    pub async fn load_now(&self) -> Result<Duration, ProviderError> {
+        if self.meta.load().is_none() {
+            self.discover().await?;
+        }
+        let has_jwks = self
+            .meta
+            .load()
+            .as_ref()
+            .is_some_and(|m| m.jwks_uri.is_some());
+        if has_jwks {
+            self.fetch_keys().await
+        } else {
+            Ok(DEFAULT_REFRESH)
+        }
+    }
+
+    async fn discover(&self) -> Result<Arc<Metadata>, ProviderError> {
+        let _g = self.discovery.lock().await;
+        if let Some(m) = self.meta.load_full() {
+            return Ok(m);
+        }
+        let c = &self.config;
+        let meta = if c.explicit_endpoints() {
+            Metadata {
+                issuer: c.issuer.clone().unwrap_or_default(),
+                authorization_endpoint: c.authorization_endpoint.clone(),
+                token_endpoint: c.token_endpoint.clone(),
+                userinfo_endpoint: c.userinfo_endpoint.clone(),
+                jwks_uri: c.jwks_uri.clone(),
+                end_session_endpoint: c.end_session_endpoint.clone(),
+                introspection_endpoint: c.introspection.as_ref().and_then(|i| i.endpoint.clone()),
+                revocation_endpoint: None,
+                authorization_response_iss_parameter_supported: false,
+            }
+        } else {
+            let issuer = c.issuer.clone().unwrap_or_default();
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            let reply = self
+                .http
+                .get(&url, None, c.timeout)
+                .await
+                .map_err(|e| self.unavailable(&format!("discovery: {e}")))?;
+            if !reply.status.is_success() {
+                return Err(
+                    self.unavailable(&format!("discovery: {url} answered {}", reply.status))
+                );
+            }
+            let doc: Map<String, Value> = serde_json::from_slice(&reply.body)
+                .map_err(|e| self.invalid(&format!("discovery document: {e}")))?;
+            parse_metadata(&doc, c).map_err(|e| self.invalid(&e))?
+        };
+        let meta = Arc::new(meta);
+        self.meta.store(Some(meta.clone()));
+        Ok(meta)
+    }
+
+    /// Fetches the JWKS and swaps it in; returns how long it may be used before a refresh.
+    async fn fetch_keys(&self) -> Result<Duration, ProviderError> {
+        let meta = self.metadata()?;
+        let Some(uri) = &meta.jwks_uri else {
+            return Err(self.invalid("the provider has no jwks_uri"));
+        };
+        let reply = self
+            .http
+            .get(uri.as_str(), None, self.config.timeout)
+            .await
+            .map_err(|e| self.unavailable(&format!("JWKS: {e}")))?;
+        if !reply.status.is_success() {
+            return Err(self.unavailable(&format!("JWKS: {uri} answered {}", reply.status)));
+        }
+        let set = jwks::KeySet::parse(&reply.body).map_err(|e| self.invalid(&e))?;
+        if set.keys.is_empty() {
+            return Err(self.invalid("the JWKS has no usable signature key"));
+        }
+        tracing::debug!(provider = %self.config.name, keys = set.keys.len(), "JWKS loaded");
+        self.keys.store(Some(Arc::new(set)));
+        Ok(http::max_age(&reply.headers)
+            .unwrap_or(DEFAULT_REFRESH)
+            .clamp(MIN_REFRESH, MAX_REFRESH))
     }
 
     /// POSTs to the token endpoint with client authentication per `token_endpoint_auth`.
     pub async fn token_request(
         &self,
-        _params: &[(&str, &str)],
+        params: &[(&str, &str)],
     ) -> Result<TokenResponse, ProviderError> {
-        Err(self.unavailable("not implemented"))
+        let meta = self.metadata()?;
+        let endpoint = meta
+            .token_endpoint
+            .as_ref()
+            .ok_or_else(|| self.invalid("the provider has no token_endpoint"))?;
+        let reply = self
+            .client_authenticated_post(endpoint.as_str(), params)
+            .await?;
+        if reply.status.is_success() {
+            return serde_json::from_slice(&reply.body)
+                .map_err(|e| self.invalid(&format!("token response: {e}")));
+        }
+        Err(self.error_reply(&reply, "token endpoint"))
     }
 
     /// GETs userinfo with the access token.
-    pub async fn userinfo(&self, _access_token: &str) -> Result<Map<String, Value>, ProviderError> {
-        Err(self.unavailable("not implemented"))
+    pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, ProviderError> {
+        let meta = self.metadata()?;
+        let endpoint = meta
+            .userinfo_endpoint
+            .as_ref()
+            .ok_or_else(|| self.invalid("the provider has no userinfo_endpoint"))?;
+        let reply = self
+            .http
+            .get(endpoint.as_str(), Some(access_token), self.config.timeout)
+            .await
+            .map_err(|e| self.unavailable(&format!("userinfo: {e}")))?;
+        if reply.status.is_success() {
+            return serde_json::from_slice(&reply.body)
+                .map_err(|e| self.invalid(&format!("userinfo (only JSON is supported): {e}")));
+        }
+        if reply.status == StatusCode::UNAUTHORIZED || reply.status == StatusCode::FORBIDDEN {
+            return Err(ProviderError::Rejected {
+                provider: self.config.name.clone(),
+                error: "invalid_token".into(),
+                description: Some(format!("userinfo answered {}", reply.status)),
+            });
+        }
+        Err(self.error_reply(&reply, "userinfo"))
     }
 
-    /// Revokes a token (RFC 7009) when the provider has a revocation endpoint.
-    pub async fn revoke(&self, _token: &str, _hint: &str) -> Result<(), ProviderError> {
-        Err(self.unavailable("not implemented"))
+    /// Revokes a token (RFC 7009) when the provider has a revocation endpoint (no-op otherwise).
+    pub async fn revoke(&self, token: &str, hint: &str) -> Result<(), ProviderError> {
+        let meta = self.metadata()?;
+        let Some(endpoint) = &meta.revocation_endpoint else {
+            return Ok(());
+        };
+        let reply = self
+            .client_authenticated_post(
+                endpoint.as_str(),
+                &[("token", token), ("token_type_hint", hint)],
+            )
+            .await?;
+        if reply.status.is_success() {
+            return Ok(());
+        }
+        Err(self.error_reply(&reply, "revocation endpoint"))
     }
 
     /// Role names from claims, per `roles_claim` (DESIGN.md, Roles).
-    pub fn roles(&self, _claims: &Map<String, Value>) -> Vec<String> {
-        Vec::new()
+    pub fn roles(&self, claims: &Map<String, Value>) -> Vec<String> {
+        crate::auth::roles::roles(
+            claims,
+            &self.config.roles_claim,
+            self.config.client_id.as_deref(),
+        )
+    }
+
+    async fn client_authenticated_post(
+        &self,
+        endpoint: &str,
+        params: &[(&str, &str)],
+    ) -> Result<http::Reply, ProviderError> {
+        let c = &self.config;
+        let mut form: Vec<(&str, &str)> = params.to_vec();
+        let client_id = c.client_id.as_deref().unwrap_or("");
+        let secret = c.client_secret.as_ref().map(|s| s.expose()).unwrap_or("");
+        let mut authz = None;
+        let assertion;
+        match c.token_endpoint_auth {
+            config::TokenEndpointAuth::ClientSecretBasic => {
+                authz = Some(http::basic_auth(client_id, secret))
+            }
+            config::TokenEndpointAuth::ClientSecretPost => {
+                form.push(("client_id", client_id));
+                form.push(("client_secret", secret));
+            }
+            config::TokenEndpointAuth::PrivateKeyJwt => {
+                let key = self
+                    .client_key
+                    .as_ref()
+                    .ok_or_else(|| self.invalid("private_key_jwt without a key"))?;
+                let aud = c.issuer.as_deref().unwrap_or(endpoint);
+                assertion = key
+                    .assertion(aud)
+                    .map_err(|e| self.invalid(&format!("client assertion: {e}")))?;
+                form.push((
+                    "client_id",
+                    if client_id.is_empty() {
+                        key.client_id.as_str()
+                    } else {
+                        client_id
+                    },
+                ));
+                form.push(("client_assertion_type", assertion::ASSERTION_TYPE));
+                form.push(("client_assertion", &assertion));
+            }
+            config::TokenEndpointAuth::None => form.push(("client_id", client_id)),
+        }
+        self.http
+            .post_form(endpoint, &form, authz.as_deref(), c.timeout)
+            .await
+            .map_err(|e| self.unavailable(&e))
+    }
+
+    /// A non-2xx answer: an OAuth error body → `Rejected`; 5xx → `Unavailable`; else `Invalid`.
+    fn error_reply(&self, reply: &http::Reply, what: &str) -> ProviderError {
+        if reply.status.is_server_error() {
+            return self.unavailable(&format!("{what} answered {}", reply.status));
+        }
+        match serde_json::from_slice::<Map<String, Value>>(&reply.body) {
+            Ok(m) if m.get("error").and_then(Value::as_str).is_some() => ProviderError::Rejected {
+                provider: self.config.name.clone(),
+                error: m
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .chars()
+                    .take(64)
+                    .collect(),
+                description: m
+                    .get("error_description")
+                    .and_then(Value::as_str)
+                    .map(|d| d.chars().take(300).collect()),
+            },
+            _ => self.invalid(&format!("{what} answered {}", reply.status)),
+        }
     }
 
     fn unavailable(&self, reason: &str) -> ProviderError {
@@ -144,6 +507,60 @@ impl ProviderRuntime {
             reason: reason.into(),
         }
     }
+
+    fn invalid(&self, reason: &str) -> ProviderError {
+        ProviderError::Invalid {
+            provider: self.config.name.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads a discovery document; explicit endpoints in the config win over discovered ones.
+fn parse_metadata(doc: &Map<String, Value>, c: &config::Provider) -> Result<Metadata, String> {
+    let issuer = doc
+        .get("issuer")
+        .and_then(Value::as_str)
+        .ok_or("discovery document has no issuer")?;
+    let want = c.issuer.as_deref().unwrap_or_default();
+    if issuer != want {
+        return Err(format!(
+            "discovery document names issuer {issuer:?}, configured {want:?} (must be identical)"
+        ));
+    }
+    let url = |k: &str| -> Result<Option<Url>, String> {
+        match doc.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Url::parse(s)
+                .map(Some)
+                .map_err(|e| format!("discovery {k}: {e}")),
+            Some(_) => Err(format!("discovery {k} is not a string")),
+        }
+    };
+    Ok(Metadata {
+        issuer: issuer.to_string(),
+        authorization_endpoint: c
+            .authorization_endpoint
+            .clone()
+            .or(url("authorization_endpoint")?),
+        token_endpoint: c.token_endpoint.clone().or(url("token_endpoint")?),
+        userinfo_endpoint: c.userinfo_endpoint.clone().or(url("userinfo_endpoint")?),
+        jwks_uri: c.jwks_uri.clone().or(url("jwks_uri")?),
+        end_session_endpoint: c
+            .end_session_endpoint
+            .clone()
+            .or(url("end_session_endpoint")?),
+        introspection_endpoint: c
+            .introspection
+            .as_ref()
+            .and_then(|i| i.endpoint.clone())
+            .or(url("introspection_endpoint")?),
+        revocation_endpoint: url("revocation_endpoint")?,
+        authorization_response_iss_parameter_supported: doc
+            .get("authorization_response_iss_parameter_supported")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
 }
 
 /// All providers.
@@ -153,11 +570,24 @@ pub struct Providers {
 
 impl Providers {
     pub fn new(cfg: &Config) -> Result<Self, String> {
-        let map = cfg
-            .providers
-            .iter()
-            .map(|(n, p)| (n.clone(), Arc::new(ProviderRuntime { config: p.clone() })))
-            .collect();
+        // One client per distinct trust configuration, shared by the providers using it.
+        let mut clients: HashMap<Option<std::path::PathBuf>, http::ProviderClient> = HashMap::new();
+        let mut map = HashMap::new();
+        for (n, p) in &cfg.providers {
+            let client = match clients.get(&p.ca_file) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = http::ProviderClient::new(p.ca_file.as_deref())
+                        .map_err(|e| format!("provider {n}: {e}"))?;
+                    clients.insert(p.ca_file.clone(), c.clone());
+                    c
+                }
+            };
+            map.insert(
+                n.clone(),
+                Arc::new(ProviderRuntime::new(p.clone(), client)?),
+            );
+        }
         Ok(Providers { map })
     }
 
@@ -165,7 +595,71 @@ impl Providers {
         self.map.get(name)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ProviderRuntime>> {
+        self.map.values()
+    }
+
     /// Starts discovery and key refresh in the background; readiness goes to `health`
-    /// under `provider:<name>`.
-    pub fn start_background(&self, _health: Arc<Health>) {}
+    /// under `provider:<name>`. The tasks end when the providers are dropped.
+    pub fn start_background(&self, health: Arc<Health>) {
+        for p in self.map.values() {
+            let component = format!("provider:{}", p.name());
+            health.set(&component, Err("loading discovery and keys".into()));
+            let weak: Weak<ProviderRuntime> = Arc::downgrade(p);
+            let health = health.clone();
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    let Some(p) = weak.upgrade() else { return };
+                    let wait = match p.load_now().await {
+                        Ok(next) => {
+                            health.set(&component, Ok(()));
+                            backoff = Duration::from_millis(500);
+                            next
+                        }
+                        Err(e) => {
+                            if p.is_loaded() {
+                                tracing::warn!(provider = %p.name(), error = %e, "key refresh failed; keeping the cached keys");
+                            } else {
+                                tracing::warn!(provider = %p.name(), error = %e, "provider not available yet; retrying");
+                                health.set(&component, Err(e.to_string()));
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            backoff
+                        }
+                    };
+                    drop(p);
+                    tokio::time::sleep(wait).await;
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(issuer: &str) -> config::Provider {
+        let src = format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"{issuer}\"\naudiences = [\"api\"]\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"bearer\"\n"
+        );
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), &src, Default::default())
+            .unwrap();
+        (*cfg.providers["p"]).clone()
+    }
+
+    #[test]
+    fn discovery_issuer_must_match_byte_for_byte() {
+        let c = provider("https://op.example");
+        let doc = |iss: &str| serde_json::json!({"issuer": iss, "jwks_uri": "https://op.example/keys", "introspection_endpoint": "https://op.example/i"});
+        let m = parse_metadata(doc("https://op.example").as_object().unwrap(), &c).unwrap();
+        assert_eq!(m.jwks_uri.unwrap().as_str(), "https://op.example/keys");
+        assert_eq!(
+            m.introspection_endpoint.unwrap().as_str(),
+            "https://op.example/i"
+        );
+        assert!(parse_metadata(doc("https://op.example/").as_object().unwrap(), &c).is_err());
+        assert!(parse_metadata(doc("https://OP.example").as_object().unwrap(), &c).is_err());
+    }
 }

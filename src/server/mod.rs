@@ -91,7 +91,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new());
     let upstreams = Upstreams::new(&config)?;
-    let auth = AuthState::new(config.clone());
+    let auth = AuthState::new(config.clone()).map_err(StartupError::Auth)?;
     let proxy = Arc::new(Proxy::new(
         config.clone(),
         upstreams,

@@ -14,10 +14,25 @@
 #   CONNECTIONS   wrk connections (default 64); wrk uses one thread
 #   LOAD_CPU      CPU that wrk is pinned to (default 0)
 #   PROXY_CPU     CPU that the proxies and the upstream are pinned to (default 1)
-#   TARGETS       targets to run, in order (default "static nginx-proxy portcullis-none")
+#   TARGETS       targets to run, in order (default "static nginx-proxy portcullis-none");
+#                 bearer targets (need node): portcullis-bearer (TOKENS distinct RS256 JWTs
+#                 round-robin, route requires role admin, validated-token cache on),
+#                 portcullis-bearer-nocache (same, token_cache = false: every request verified),
+#                 apache-oidc (Apache httpd + mod_auth_openidc, AuthType oauth20, same tokens,
+#                 same JWKS, Require claim roles:admin), portcullis-introspect (TOKENS opaque
+#                 tokens from tests/provider, RFC 7662 introspection, cache on). E.g.
+#                 TARGETS="nginx-proxy portcullis-bearer portcullis-bearer-nocache apache-oidc portcullis-introspect"
+#                 login targets (need node, and redis-server for the Redis one): portcullis-login
+#                 (a browser session cookie from a real login at tests/provider, cookie store, route
+#                 requires role admin), portcullis-login-redis (the same with store = "redis", a
+#                 second portcullis process and a local redis-server). E.g.
+#                 TARGETS="nginx-proxy portcullis-none portcullis-login portcullis-login-redis"
+#   TOKENS        distinct tokens for the bearer targets (default 1000)
 #   KEEP_WORKDIR  1 = keep the temporary folder (configs, logs, raw wrk output)
 #
-# Needs: wrk, nginx, taskset, getconf, curl; cargo unless PORTCULLIS_BIN is set.
+# Needs: wrk, nginx, taskset, getconf, curl; cargo unless PORTCULLIS_BIN is set; node for the
+# bearer and login targets; apache2 + libapache2-mod-auth-openidc for apache-oidc; redis-server
+# for portcullis-login-redis.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -27,6 +42,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 TARGETS=${TARGETS:-static nginx-proxy portcullis-none}
+TOKENS=${TOKENS:-1000}
 BASELINE=nginx-proxy
 DRY_RUN=${BENCH_DRY_RUN:-0}
 CLK_TCK=$(getconf CLK_TCK)
@@ -34,7 +50,7 @@ CLK_TCK=$(getconf CLK_TCK)
 log() { echo "[bench] $*" >&2; }
 die() { echo "[bench] error: $*" >&2; exit 1; }
 
-for tool in wrk nginx taskset getconf curl; do
+for tool in wrk nginx taskset getconf curl openssl; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx util-linux curl)"
 done
 [ "$(nproc)" -ge 2 ] || log "warning: fewer than 2 CPUs; wrk and the proxy will share one"
@@ -152,6 +168,16 @@ http {
     server {
         listen 127.0.0.1:$STATIC_PORT;
         location / { return 200 "ok\n"; }
+        # the bench issuer (bearer targets): discovery and JWKS as static files
+        location = /.well-known/openid-configuration { default_type application/json; alias $WORK/issuer/openid-configuration.json; }
+        location = /jwks { default_type application/json; alias $WORK/issuer/jwks.json; }
+    }
+    # the same JWKS over https: mod_auth_openidc refuses an http jwks_uri
+    server {
+        listen 127.0.0.1:$STATIC_TLS_PORT ssl;
+        ssl_certificate $WORK/issuer/tls.crt;
+        ssl_certificate_key $WORK/issuer/tls.key;
+        location = /jwks { default_type application/json; alias $WORK/issuer/jwks.json; }
     }
 }
 EOF
@@ -208,6 +234,56 @@ start_portcullis() {
 [server]
 listen = "127.0.0.1:$PORTCULLIS_PORT"
 
+EOF
+    if [ "$needs_tokens" = 1 ]; then
+        cat >>"$dir/portcullis.toml" <<EOF
+[providers.bench]
+issuer = "$BENCH_ISSUER"
+audiences = ["portcullis-api"]
+
+[providers.bench-nocache]
+issuer = "$BENCH_ISSUER"
+audiences = ["portcullis-api"]
+token_cache = false
+
+[[route]]
+name = "bench-bearer"
+path = "/api"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "bearer"
+provider = "bench"
+require_roles = ["admin"]
+
+[[route]]
+name = "bench-bearer-nocache"
+path = "/nocache"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "bearer"
+provider = "bench-nocache"
+require_roles = ["admin"]
+EOF
+    fi
+    if [ -n "${OP_ISSUER:-}" ]; then
+        cat >>"$dir/portcullis.toml" <<EOF
+[providers.op]
+issuer = "$OP_ISSUER"
+audiences = ["portcullis-api"]
+[providers.op.introspection]
+client_id = "introspector-basic"
+client_secret = "introspector-secret"
+cache = "300s"
+
+[[route]]
+name = "bench-introspect"
+path = "/introspect"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "bearer"
+provider = "op"
+require_roles = ["admin"]
+EOF
+    fi
+    if [ "$needs_login" = 1 ]; then login_config cookie >>"$dir/portcullis.toml"; fi
+    cat >>"$dir/portcullis.toml" <<EOF
 [[route]]
 name = "bench-none"
 path = "/"
@@ -220,6 +296,189 @@ EOF
     STARTED_PIDS+=("$PORTCULLIS_PID")
     wait_http "http://127.0.0.1:$PORTCULLIS_PORT/" "$PORTCULLIS_PID" "portcullis" "$dir/portcullis.log"
     log "portcullis: pid $PORTCULLIS_PID on 127.0.0.1:$PORTCULLIS_PORT ($PORTCULLIS_BIN)"
+}
+
+# login_config STORE: the provider, [session] and the /login route of the login targets
+login_config() {
+    cat <<EOF
+[providers.login]
+issuer = "$OP_ISSUER"
+client_id = "web"
+client_secret = "web-secret"
+
+[session]
+secret = "bench-session-secret-0123456789abcdef-0123"
+store = "$1"
+redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
+
+[[route]]
+name = "bench-login"
+path = "/login"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "login"
+provider = "login"
+require_roles = ["admin"]
+
+EOF
+}
+
+# start_redis: redis-server on REDIS_PORT (no persistence), pinned with the proxies
+start_redis() {
+    command -v redis-server >/dev/null || die "redis-server not found (apt-get install -y redis-server)"
+    taskset -c "$PROXY_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    STARTED_PIDS+=("$REDIS_PID")
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
+    log "redis: pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
+}
+
+# start_portcullis_redis: a second portcullis with the Redis session store on
+# PORTCULLIS_REDIS_PORT; sets PORTCULLIS_REDIS_PID
+start_portcullis_redis() {
+    local dir=$WORK/portcullis-redis
+    mkdir -p "$dir"
+    { printf '[server]\nlisten = "127.0.0.1:%s"\n\n' "$PORTCULLIS_REDIS_PORT"; login_config redis
+      printf '[[route]]\nname = "bench-none"\npath = "/"\nupstream = "http://127.0.0.1:%s"\nauth = "none"\n' "$STATIC_PORT"
+    } >"$dir/portcullis.toml"
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTCULLIS_BIN" run --config "$dir/portcullis.toml" \
+        >"$dir/portcullis.log" 2>&1 &
+    PORTCULLIS_REDIS_PID=$!
+    STARTED_PIDS+=("$PORTCULLIS_REDIS_PID")
+    wait_http "http://127.0.0.1:$PORTCULLIS_REDIS_PORT/" "$PORTCULLIS_REDIS_PID" "portcullis (redis)" "$dir/portcullis.log"
+    log "portcullis (redis store): pid $PORTCULLIS_REDIS_PID on 127.0.0.1:$PORTCULLIS_REDIS_PORT"
+}
+
+# login_cookie PORT: logs in as alice at the portcullis on PORT through the provider's login
+# form (curl, cookie jar) and prints the session cookie ("name=value")
+login_cookie() {
+    local port=$1 jar=$WORK/jar.$1 form value code=
+    for _ in $(seq 50); do
+        form=$(curl -s -c "$jar" -b "$jar" -L -o /dev/null -w '%{url_effective}' -H 'Accept: text/html' \
+            "http://127.0.0.1:$port/login/" || true)
+        case $form in *"/interaction/"*) break ;; esac
+        sleep 0.2   # discovery not loaded yet
+    done
+    case $form in *"/interaction/"*) ;; *) die "login at portcullis :$port did not reach the provider's form ($form)" ;; esac
+    curl -s -c "$jar" -b "$jar" -L -o /dev/null -H 'Accept: text/html' \
+        -d 'prompt=login&login=alice&password=x' "$form" || die "login form post failed"
+    value=$(awk '$6 == "portcullis" { v = $7 } END { print v }' "$jar")
+    [ -n "$value" ] || die "no session cookie after logging in at portcullis :$port"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: portcullis=$value" "http://127.0.0.1:$port/login/")
+    [ "$code" = 200 ] || die "portcullis :$port answered $code with the session cookie"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/login/")
+    [ "$code" = 401 ] || die "portcullis :$port answered $code without a session"
+    echo "portcullis=$value"
+}
+
+# mint_jwts: an RSA key, its JWKS + discovery (served by the static nginx) and TOKENS JWTs
+mint_jwts() {
+    BENCH_ISSUER="http://127.0.0.1:$STATIC_PORT"
+    node "$ROOT/tests/bench/mint.mjs" jwt "$WORK/issuer" "$BENCH_ISSUER" "$TOKENS" \
+        || die "minting JWTs failed"
+    JWT_FILE=$WORK/issuer/tokens.txt
+    log "minted $TOKENS RS256 JWTs for issuer $BENCH_ISSUER"
+}
+
+# start_op: the test OpenID provider (tests/provider) on LOAD_CPU, and TOKENS opaque tokens
+start_op() {
+    local dir=$WORK/op
+    mkdir -p "$dir"
+    [ -d "$ROOT/tests/provider/node_modules" ] \
+        || (cd "$ROOT/tests/provider" && npm ci --no-audit --no-fund --loglevel=error) \
+        || die "npm ci in tests/provider failed"
+    PORT=0 STATE_DIR=$dir LOG_REQUESTS=0 ACCESS_TOKEN_TTL=14400 STORE_SIZE=$((TOKENS * 4 + 10000)) \
+        CLIENT_REDIRECT_URIS="http://127.0.0.1:$PORTCULLIS_PORT/.auth/callback,http://127.0.0.1:$PORTCULLIS_REDIS_PORT/.auth/callback" \
+        taskset -c "$LOAD_CPU" node "$ROOT/tests/provider/provider.mjs" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    OP_PID=$!
+    STARTED_PIDS+=("$OP_PID")
+    for _ in $(seq 300); do
+        grep -q '^READY ' "$dir/stdout.log" 2>/dev/null && break
+        kill -0 "$OP_PID" 2>/dev/null || { tail -n 20 "$dir/stderr.log" >&2; die "provider exited"; }
+        sleep 0.1
+    done
+    OP_ISSUER=$(awk '/^READY / { print $2; exit }' "$dir/stdout.log")
+    [ -n "$OP_ISSUER" ] || die "provider did not print READY"
+    log "test provider: pid $OP_PID, issuer $OP_ISSUER"
+    case " $TARGETS " in *" portcullis-introspect "*)
+        node "$ROOT/tests/bench/mint.mjs" opaque "$dir" "$OP_ISSUER" "$TOKENS" || die "minting opaque tokens failed"
+        OPAQUE_FILE=$dir/opaque.txt
+        log "$TOKENS opaque tokens minted" ;;
+    esac
+}
+
+# start_apache: Apache httpd (event MPM, one process) + mod_auth_openidc as an OAuth 2.0
+# resource server in front of the static upstream: verifies each JWT against the bench JWKS and
+# requires the claim roles ∋ admin, like the portcullis bearer route. Sets APACHE_PID.
+start_apache() {
+    local dir=$WORK/apache mods=/usr/lib/apache2/modules user=""
+    mkdir -p "$dir"
+    command -v apache2 >/dev/null || die "apache2 not found (apt-get install -y apache2 libapache2-mod-auth-openidc)"
+    [ -f "$mods/mod_auth_openidc.so" ] || die "mod_auth_openidc not found (apt-get install -y libapache2-mod-auth-openidc)"
+    [ "$(id -u)" = 0 ] && user=$'User www-data\nGroup www-data'
+    cat >"$dir/httpd.conf" <<EOF
+ServerRoot $dir
+ServerName 127.0.0.1
+Listen 127.0.0.1:$APACHE_PORT
+PidFile $dir/httpd.pid
+ErrorLog $dir/error.log
+LogLevel warn
+LoadModule mpm_event_module $mods/mod_mpm_event.so
+LoadModule authn_core_module $mods/mod_authn_core.so
+LoadModule authz_core_module $mods/mod_authz_core.so
+LoadModule authz_user_module $mods/mod_authz_user.so
+LoadModule proxy_module $mods/mod_proxy.so
+LoadModule proxy_http_module $mods/mod_proxy_http.so
+LoadModule auth_openidc_module $mods/mod_auth_openidc.so
+$user
+ServerLimit 1
+StartServers 1
+ThreadLimit 128
+ThreadsPerChild 128
+MaxRequestWorkers 128
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 60
+OIDCCryptoPassphrase bench-passphrase-0123456789abcdef
+OIDCOAuthVerifyJwksUri https://127.0.0.1:$STATIC_TLS_PORT/jwks
+OIDCOAuthSSLValidateServer Off
+OIDCOAuthAcceptTokenAs header
+OIDCOAuthRemoteUserClaim sub
+<Location />
+    AuthType oauth20
+    Require claim roles:admin
+</Location>
+ProxyPass / http://127.0.0.1:$STATIC_PORT/ keepalive=On
+EOF
+    taskset -c "$PROXY_CPU" apache2 -d "$dir" -f "$dir/httpd.conf" -DFOREGROUND >"$dir/stdout.log" 2>&1 &
+    APACHE_PID=$!
+    STARTED_PIDS+=("$APACHE_PID")
+    local tok code=
+    tok=$(head -n1 "$JWT_FILE")
+    for _ in $(seq 150); do
+        kill -0 "$APACHE_PID" 2>/dev/null || { cat "$dir/stdout.log" "$dir/error.log" >&2; die "apache exited"; }
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 -H "Authorization: Bearer $tok" \
+            "http://127.0.0.1:$APACHE_PORT/api/" || true)
+        [ "$code" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$code" = 200 ] || { tail -n 20 "$dir/error.log" >&2; die "apache + mod_auth_openidc answered $code to the bench token"; }
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$APACHE_PORT/api/")" = 401 ] \
+        || die "apache + mod_auth_openidc accepts requests without a token"
+    log "apache + mod_auth_openidc: pid $APACHE_PID on 127.0.0.1:$APACHE_PORT"
+}
+
+# check_bearer PATH FILE: the portcullis route accepts the file's first token and refuses none
+check_bearer() {
+    local url="http://127.0.0.1:$PORTCULLIS_PORT$1" tok code=
+    tok=$(head -n1 "$2")
+    for _ in $(seq 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" "$url" || true)
+        [ "$code" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$code" = 200 ] || die "portcullis $1 answered $code to a valid token (see $WORK/portcullis/portcullis.log)"
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 401 ] || die "portcullis $1 accepts requests without a token"
 }
 
 # ------------------------------------------------------------------ measurement
@@ -304,6 +563,16 @@ print_results() {
                         r1 / r0, (c0 > 0 ? c1 / c0 : 0), (p0 > 0 ? p1 / p0 : 0) }'
         done
     fi
+    if [ -n "${R_RPS[apache-oidc]:-}" ]; then
+        for n in "${RESULT_ORDER[@]}"; do
+            case $n in portcullis-bearer*) ;; *) continue ;; esac
+            awk -v n="$n" -v r1="${R_RPS[$n]}" -v r0="${R_RPS[apache-oidc]}" \
+                -v c1="${R_CPU_US[$n]}" -v c0="${R_CPU_US[apache-oidc]}" \
+                -v p1="${R_P99[$n]}" -v p0="${R_P99[apache-oidc]}" 'BEGIN {
+                    printf "%s / apache-oidc:  req/s %.2fx   cpu/req %.2fx   p99 %.2fx\n", n,
+                        r1 / r0, (c0 > 0 ? c1 / c0 : 0), (p0 > 0 ? p1 / p0 : 0) }'
+        done
+    fi
     [ "$DRY_RUN" = 1 ] && [ "$needs_portcullis" = 1 ] && echo "(BENCH_DRY_RUN=1: the portcullis-* rows measured the nginx proxy)"
     return 0
 }
@@ -312,6 +581,18 @@ print_results() {
 
 needs_portcullis=0
 case " $TARGETS " in *" portcullis-"*) needs_portcullis=1 ;; esac
+needs_tokens=0
+case " $TARGETS " in *" portcullis-bearer"*|*" apache-oidc "*) needs_tokens=1 ;; esac
+needs_op=0
+case " $TARGETS " in *" portcullis-introspect "*) needs_op=1 ;; esac
+needs_login=0
+case " $TARGETS " in *" portcullis-login"*) needs_login=1; needs_op=1 ;; esac
+needs_redis=0
+case " $TARGETS " in *" portcullis-login-redis "*) needs_redis=1 ;; esac
+if [ "$needs_tokens" = 1 ] || [ "$needs_op" = 1 ]; then
+    command -v node >/dev/null || die "node not found: the bearer targets need it (apt-get install -y nodejs npm)"
+    [ "$DRY_RUN" = 1 ] && die "BENCH_DRY_RUN=1 does not support the bearer targets"
+fi
 
 if [ "$needs_portcullis" = 1 ] && [ "$DRY_RUN" != 1 ]; then
     if [ -z "${PORTCULLIS_BIN:-}" ]; then
@@ -322,7 +603,14 @@ if [ "$needs_portcullis" = 1 ] && [ "$DRY_RUN" != 1 ]; then
     [ -x "$PORTCULLIS_BIN" ] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not an executable"
 fi
 
-read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT <<<"$(free_ports 3)"
+read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT <<<"$(free_ports 7)"
+mkdir -p "$WORK/issuer"
+chmod a+rx "$WORK" "$WORK/issuer"   # nginx workers (nobody) serve the issuer files
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$WORK/issuer/tls.key" -out "$WORK/issuer/tls.crt" >/dev/null 2>&1 || die "openssl req failed"
+chmod a+r "$WORK/issuer/tls.key"
+if [ "$needs_tokens" = 1 ]; then mint_jwts; fi
+if [ "$needs_op" = 1 ]; then start_op; fi
 start_static
 case " $TARGETS " in *" nginx-proxy "*|*" portcullis-"*) start_nginx_proxy ;; esac
 if [ "$needs_portcullis" = 1 ]; then
@@ -332,6 +620,14 @@ if [ "$needs_portcullis" = 1 ]; then
         PORTCULLIS_PID=$NGINX_PID
     else
         start_portcullis
+        if [ "$needs_tokens" = 1 ]; then check_bearer /api/ "$JWT_FILE"; check_bearer /nocache/ "$JWT_FILE"; fi
+        if [ -n "${OPAQUE_FILE:-}" ]; then check_bearer /introspect/ "$OPAQUE_FILE"; fi
+        if [ "$needs_login" = 1 ]; then LOGIN_COOKIE=$(login_cookie "$PORTCULLIS_PORT"); fi
+        if [ "$needs_redis" = 1 ]; then
+            start_redis
+            start_portcullis_redis
+            LOGIN_REDIS_COOKIE=$(login_cookie "$PORTCULLIS_REDIS_PORT")
+        fi
     fi
 fi
 
@@ -340,11 +636,25 @@ for target in $TARGETS; do
         static)          run_target static "http://127.0.0.1:$STATIC_PORT/" "$STATIC_PID" ;;
         nginx-proxy)     run_target nginx-proxy "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID" ;;
         portcullis-none) run_target portcullis-none "http://127.0.0.1:$PORTCULLIS_PORT/" "$PORTCULLIS_PID" ;;
-        # Later targets follow the same pattern, e.g.
-        #   portcullis-bearer) run_target portcullis-bearer "http://127.0.0.1:$PORTCULLIS_PORT/api/" \
-        #                          "$PORTCULLIS_PID" -H "Authorization: Bearer $TOKEN" ;;
-        #   portcullis-login)  run_target portcullis-login "…" "$PORTCULLIS_PID" -H "Cookie: $COOKIE" ;;
-        #   apache-oidc)       start_apache; run_target apache-oidc "…" "$APACHE_PID" -s "$WORK/cookie.lua" ;;
+        portcullis-bearer)
+            TOKENS_FILE=$JWT_FILE run_target portcullis-bearer "http://127.0.0.1:$PORTCULLIS_PORT/api/" \
+                "$PORTCULLIS_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
+        portcullis-bearer-nocache)
+            TOKENS_FILE=$JWT_FILE run_target portcullis-bearer-nocache "http://127.0.0.1:$PORTCULLIS_PORT/nocache/" \
+                "$PORTCULLIS_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
+        portcullis-introspect)
+            TOKENS_FILE=$OPAQUE_FILE run_target portcullis-introspect "http://127.0.0.1:$PORTCULLIS_PORT/introspect/" \
+                "$PORTCULLIS_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
+        apache-oidc)
+            if [ -z "${APACHE_PID:-}" ]; then start_apache; fi
+            TOKENS_FILE=$JWT_FILE run_target apache-oidc "http://127.0.0.1:$APACHE_PORT/api/" \
+                "$APACHE_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
+        portcullis-login)
+            run_target portcullis-login "http://127.0.0.1:$PORTCULLIS_PORT/login/" "$PORTCULLIS_PID" \
+                -H "Cookie: $LOGIN_COOKIE" ;;
+        portcullis-login-redis)
+            run_target portcullis-login-redis "http://127.0.0.1:$PORTCULLIS_REDIS_PORT/login/" \
+                "$PORTCULLIS_REDIS_PID" -H "Cookie: $LOGIN_REDIS_COOKIE" ;;
         *) die "unknown target $target" ;;
     esac
 done

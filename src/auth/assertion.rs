@@ -1,0 +1,164 @@
+//! The signed identity assertion: when `[headers] assertion = "X-Portcullis-Assertion"`, each
+//! forwarded request carries a short-lived ES256 JWT of the identity, signed by the proxy's own
+//! key, so an upstream can verify it really sits behind portcullis (a forged plain
+//! `X-Forwarded-User` reaching it by another path fails that check). The public key is served at
+//! `/.auth/jwks` as `{"keys": [ … ]}` with a `kid` (RFC 7638 thumbprint).
+//!
+//! Claims: `iss` = the `[server] public_url` origin (or `"portcullis"` when unset), `aud` = the
+//! route's name, `sub`, `email`, `name`, `preferred_username`, `roles`, `iat`, `exp` = iat + 60 s.
+//! Key: `[headers] assertion_key_file` (PEM PKCS#8 EC P-256); generated at start otherwise — then
+//! each restart and each replica has its own key, so upstreams must fetch `/.auth/jwks` by `kid`.
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use http::{HeaderValue, Response, StatusCode, header};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::Identity;
+use crate::config::Config;
+use crate::error::{Body, full};
+
+/// Lifetime of an assertion.
+pub const ASSERTION_TTL: i64 = 60;
+
+pub struct AssertionSigner {
+    key: EncodingKey,
+    kid: String,
+    jwk: Value,
+    issuer: String,
+}
+
+impl std::fmt::Debug for AssertionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AssertionSigner {
+    pub fn new(cfg: &Config) -> Result<Self, String> {
+        let pkcs8: Vec<u8> = match &cfg.headers.assertion_key_file {
+            Some(path) => {
+                use rustls::pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
+                let der = PrivatePkcs8KeyDer::from_pem_file(path).map_err(|e| {
+                    format!("{}: not a PEM PKCS#8 private key ({e})", path.display())
+                })?;
+                der.secret_pkcs8_der().to_vec()
+            }
+            None => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .and_then(|k| k.to_pkcs8v1())
+                .map_err(|e| format!("generating the assertion key: {e}"))?
+                .as_ref()
+                .to_vec(),
+        };
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
+            .map_err(|e| format!("the assertion key must be an EC P-256 key: {e}"))?;
+        let point = pair.public_key().as_ref();
+        if point.len() != 65 {
+            return Err("unexpected EC public key encoding".into());
+        }
+        let b64 = |x: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x);
+        let (x, y) = (b64(&point[1..33]), b64(&point[33..65]));
+        // RFC 7638 thumbprint: members in lexicographic order, no whitespace.
+        let thumb = format!("{{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"{x}\",\"y\":\"{y}\"}}");
+        let kid = b64(&Sha256::digest(thumb.as_bytes()));
+        let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"});
+        let issuer = cfg
+            .server
+            .public_url
+            .as_ref()
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|| "portcullis".to_string());
+        Ok(AssertionSigner {
+            key: EncodingKey::from_ec_der(&pkcs8),
+            kid,
+            jwk,
+            issuer,
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// A fresh assertion of `id` for the route `audience`.
+    pub fn sign(&self, id: &Identity, audience: &str) -> Option<String> {
+        let now = crate::provider::jwks::now();
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(self.kid.clone());
+        let claims = json!({
+            "iss": self.issuer,
+            "aud": audience,
+            "sub": id.sub,
+            "email": id.email,
+            "name": id.name,
+            "preferred_username": id.preferred_username,
+            "roles": id.roles,
+            "iat": now,
+            "exp": now + ASSERTION_TTL,
+        });
+        match jsonwebtoken::encode(&h, &claims, &self.key) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "signing the identity assertion failed");
+                None
+            }
+        }
+    }
+
+    /// `GET /.auth/jwks`.
+    pub fn jwks_response(&self) -> Response<Body> {
+        let body = json!({ "keys": [self.jwk] }).to_string();
+        let mut r = Response::new(full(body));
+        *r.status_mut() = StatusCode::OK;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_and_verifies_against_its_jwk() {
+        let src = "[server]\nlisten = \"127.0.0.1:1\"\npublic_url = \"https://app.example.com\"\n[providers.p]\njwks_uri = \"http://127.0.0.1:1/jwks\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"bearer\"\n";
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default())
+            .unwrap();
+        let s = AssertionSigner::new(&cfg).unwrap();
+        let id = Identity {
+            sub: "u1".into(),
+            roles: vec!["admin".into()],
+            ..Default::default()
+        };
+        let t = s.sign(&id, "api").unwrap();
+        let set =
+            crate::provider::jwks::KeySet::parse(json!({"keys": [s.jwk]}).to_string().as_bytes())
+                .unwrap();
+        let h = crate::provider::jwks::screen_header(&t).unwrap();
+        let crate::provider::jwks::Lookup::Found(k) =
+            crate::provider::jwks::lookup(&set, &h).unwrap()
+        else {
+            panic!()
+        };
+        let c = crate::provider::jwks::verify_with(
+            &t,
+            k,
+            Some("https://app.example.com"),
+            &["api".into()],
+        )
+        .unwrap();
+        assert_eq!(c["sub"], "u1");
+        assert_eq!(c["roles"], json!(["admin"]));
+    }
+}

@@ -1,0 +1,479 @@
+//! `auth = "bearer"`: the access token in the `Authorization` header, verified against the
+//! provider's JWKS (JWT) or by introspection (opaque), becomes an [`Identity`].
+//!
+//! Where a token is read: only from `Authorization: Bearer <token>` (scheme case-insensitive).
+//! A query-string `access_token` or a form body is never read (RFC 6750 §2.3 tokens end up in
+//! logs and Referer headers). Two `Authorization` headers are a malformed request: 400
+//! `invalid_request` (RFC 6750 §3.1), whichever of them carries a token — a proxy and an upstream
+//! disagreeing about which one counts is how header-smuggling bypasses start.
+//!
+//! Answers (RFC 6750 §3): no token → 401 `WWW-Authenticate: Bearer realm="portcullis"`; an
+//! invalid token → 401 `Bearer error="invalid_token", error_description="…"` with the same text in
+//! the JSON body; the provider needed but down → 503 `Bearer error="temporarily_unavailable"`,
+//! never a 200; roles/claims not met → 403 `Bearer error="insufficient_scope"`.
+//!
+//! Cache: validated JWTs are kept (per provider, keyed by the SHA-256 of the token — the token
+//! itself is never stored as a key) until their `exp` and at most [`MAX_CACHE`]; `[providers.X]
+//! token_cache = false` turns it off. Role and claim checks run on every request, cached or not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode, request::Parts};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Identity, Outcome, Via};
+use crate::authz::Denied;
+use crate::config::{Config, Route};
+use crate::error::{Body, json_error};
+use crate::provider::jwks::now;
+use crate::provider::{ProviderRuntime, Providers, TokenError};
+
+/// Longest time a validated JWT stays cached (its `exp` cuts it shorter).
+pub const MAX_CACHE: Duration = Duration::from_secs(300);
+/// Longest token accepted; longer ones are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Clone)]
+struct Cached {
+    identity: Arc<Identity>,
+    ttl: Duration,
+}
+
+struct CachedExpiry;
+
+impl moka::Expiry<[u8; 32], Cached> for CachedExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &[u8; 32],
+        v: &Cached,
+        _at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+/// Per-provider caches of validated JWTs.
+pub struct Bearer {
+    caches: HashMap<String, moka::future::Cache<[u8; 32], Cached>>,
+}
+
+impl Bearer {
+    pub fn new(cfg: &Config) -> Self {
+        let caches = cfg
+            .providers
+            .iter()
+            .filter(|(_, p)| p.token_cache)
+            .map(|(n, _)| {
+                (
+                    n.clone(),
+                    moka::future::Cache::builder()
+                        .max_capacity(100_000)
+                        .expire_after(CachedExpiry)
+                        .build(),
+                )
+            })
+            .collect();
+        Bearer { caches }
+    }
+}
+
+/// What reading the `Authorization` header found.
+pub enum Presented<'a> {
+    None,
+    Token(&'a str),
+    /// Several `Authorization` headers, or `Bearer` without a token.
+    BadRequest(&'static str),
+}
+
+/// Reads the bearer token from the `Authorization` header (and nowhere else).
+pub fn presented(parts: &Parts) -> Presented<'_> {
+    let mut all = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let Some(first) = all.next() else {
+        return Presented::None;
+    };
+    if all.next().is_some() {
+        return Presented::BadRequest("the request carries more than one Authorization header");
+    }
+    let Ok(v) = first.to_str() else {
+        return Presented::BadRequest("the Authorization header is not valid text");
+    };
+    let v = v.trim();
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Presented::None; // another scheme (Basic …) is not a bearer token
+    }
+    let t = rest.trim();
+    if t.is_empty() {
+        return Presented::BadRequest("the Authorization header has no token");
+    }
+    Presented::Token(t)
+}
+
+/// Whether any `Authorization` header is present (decides bearer vs login on `login_or_bearer`).
+pub fn has_authorization(parts: &Parts) -> bool {
+    parts.headers.contains_key(header::AUTHORIZATION)
+}
+
+/// RFC 6750 b64token characters, and a JWT shape check (two dots).
+fn token_shape(t: &str) -> Result<bool, TokenError> {
+    if t.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Other("the token is too large".into()));
+    }
+    let ok = t.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    });
+    if !ok {
+        return Err(TokenError::Malformed);
+    }
+    Ok(t.bytes().filter(|b| *b == b'.').count() == 2)
+}
+
+/// Builds the identity from verified claims.
+pub fn identity_from_claims(
+    p: &ProviderRuntime,
+    claims: Map<String, Value>,
+    token: &str,
+) -> Result<Identity, TokenError> {
+    let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+    let sub = s("sub")
+        .filter(|x| !x.is_empty())
+        .ok_or(TokenError::MissingClaim("sub"))?;
+    Ok(Identity {
+        sub,
+        email: s("email"),
+        name: s("name"),
+        preferred_username: s("preferred_username"),
+        roles: p.roles(&claims),
+        expires_at: claims.get("exp").and_then(Value::as_i64),
+        access_token: Some(token.to_string()),
+        provider: Arc::from(p.name()),
+        via: Via::Bearer,
+        claims,
+        set_cookie: Vec::new(),
+    })
+}
+
+/// Verifies `token` with provider `p` (JWT or introspection), using the cache.
+pub async fn verify(
+    bearer: &Bearer,
+    p: &ProviderRuntime,
+    token: &str,
+) -> Result<Identity, TokenError> {
+    let is_jwt = token_shape(token)?;
+    if !is_jwt {
+        let claims = p.introspect(token).await?;
+        return identity_from_claims(p, (*claims).clone(), token);
+    }
+    let cache = bearer.caches.get(p.name());
+    let key: Option<[u8; 32]> = cache.map(|_| Sha256::digest(token.as_bytes()).into());
+    if let (Some(c), Some(k)) = (cache, key.as_ref())
+        && let Some(hit) = c.get(k).await
+    {
+        if hit.identity.expires_at.is_some_and(|e| e > now()) {
+            return Ok((*hit.identity).clone());
+        }
+        c.invalidate(k).await;
+    }
+    let claims = p.verify_jwt(token, &p.config.audiences).await?;
+    let id = identity_from_claims(p, claims, token)?;
+    if let (Some(c), Some(k), Some(exp)) = (cache, key, id.expires_at) {
+        let left = exp - now();
+        if left > 0 {
+            let ttl = Duration::from_secs(left as u64).min(MAX_CACHE);
+            c.insert(
+                k,
+                Cached {
+                    identity: Arc::new(id.clone()),
+                    ttl,
+                },
+            )
+            .await;
+        }
+    }
+    Ok(id)
+}
+
+/// The authentication stage for a bearer route (or the bearer half of `login_or_bearer`).
+pub async fn authenticate(
+    bearer: &Bearer,
+    providers: &Providers,
+    route: &Route,
+    parts: &Parts,
+) -> Outcome {
+    let token = match presented(parts) {
+        Presented::Token(t) => t,
+        Presented::None => return Outcome::Respond(challenge()),
+        Presented::BadRequest(why) => return Outcome::Respond(bad_request(why)),
+    };
+    let Some(p) = route.provider.as_deref().and_then(|n| providers.get(n)) else {
+        return Outcome::Respond(unavailable("no provider is configured for this route"));
+    };
+    match verify(bearer, p, token).await {
+        Ok(id) => Outcome::Authenticated(Box::new(id)),
+        Err(e) => Outcome::Respond(token_error(&e)),
+    }
+}
+
+fn quoted(s: &str) -> String {
+    // RFC 6750 error_description: %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
+    s.chars()
+        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
+        .collect()
+}
+
+fn with_challenge(mut resp: Response<Body>, challenge: &str) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// 401 for a request without a token.
+pub fn challenge() -> Response<Body> {
+    with_challenge(
+        json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required (Authorization: Bearer …)",
+        ),
+        "Bearer realm=\"portcullis\"",
+    )
+}
+
+fn bad_request(why: &str) -> Response<Body> {
+    with_challenge(
+        json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
+        &format!(
+            "Bearer error=\"invalid_request\", error_description=\"{}\"",
+            quoted(why)
+        ),
+    )
+}
+
+fn unavailable(why: &str) -> Response<Body> {
+    let mut r = with_challenge(
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            why,
+        ),
+        &format!(
+            "Bearer error=\"temporarily_unavailable\", error_description=\"{}\"",
+            quoted(why)
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// The answer for a token that was not accepted.
+pub fn token_error(e: &TokenError) -> Response<Body> {
+    if let TokenError::Unavailable(pe) = e {
+        // The reason (addresses, OS errors) goes to the log, not to the caller.
+        tracing::debug!(error = %pe, "bearer token could not be checked: provider unavailable");
+        return unavailable("the identity provider is unavailable; try again later");
+    }
+    let msg = e.to_string();
+    with_challenge(
+        json_error(StatusCode::UNAUTHORIZED, "invalid_token", &msg),
+        &format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            quoted(&msg)
+        ),
+    )
+}
+
+/// 403 for a bearer identity that lacks a role or claim.
+pub fn forbidden(denied: &Denied) -> Response<Body> {
+    let msg = denied.to_string();
+    with_challenge(
+        json_error(StatusCode::FORBIDDEN, "insufficient_scope", &msg),
+        &format!(
+            "Bearer error=\"insufficient_scope\", error_description=\"{}\"",
+            quoted(&msg)
+        ),
+    )
+}
+
+/// `portcullis explain … --header 'Authorization: Bearer …'`: the decision and why.
+pub async fn explain(
+    cfg: &Config,
+    route: &Route,
+    headers: &[String],
+    out: &mut String,
+) -> std::process::ExitCode {
+    use std::fmt::Write;
+    use std::process::ExitCode;
+    let mut b = http::Request::builder().uri("/");
+    for h in headers {
+        match h.split_once(':') {
+            Some((n, v)) => b = b.header(n.trim(), v.trim()),
+            None => {
+                let _ = writeln!(out, "  error: --header {h:?} is not `Name: value`");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let parts = match b.body(()) {
+        Ok(r) => r.into_parts().0,
+        Err(e) => {
+            let _ = writeln!(out, "  error: invalid header: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !route.auth.uses_bearer() || (route.auth.uses_login() && !has_authorization(&parts)) {
+        let _ = writeln!(
+            out,
+            "  decision: needs a {} (auth = {}); pass --header 'Authorization: Bearer …' to evaluate a token on a bearer route",
+            if route.auth.uses_login() {
+                "browser session"
+            } else {
+                "token"
+            },
+            route.auth.as_str()
+        );
+        return ExitCode::from(1);
+    }
+    let token = match presented(&parts) {
+        Presented::Token(t) => t,
+        Presented::None => {
+            let _ = writeln!(
+                out,
+                "  decision: 401 — no bearer token (Authorization: Bearer …)"
+            );
+            return ExitCode::from(1);
+        }
+        Presented::BadRequest(why) => {
+            let _ = writeln!(out, "  decision: 400 invalid_request — {why}");
+            return ExitCode::from(1);
+        }
+    };
+    let providers = match Providers::new(cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(out, "  error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(p) = route.provider.as_deref().and_then(|n| providers.get(n)) else {
+        let _ = writeln!(out, "  error: the route has no provider");
+        return ExitCode::from(2);
+    };
+    if let Ok(false) = token_shape(token) {
+        let _ = writeln!(
+            out,
+            "  token: opaque → introspection{}",
+            if p.has_introspection() {
+                ""
+            } else {
+                " (not configured)"
+            }
+        );
+    } else {
+        match tokio::time::timeout(Duration::from_secs(5), p.load_now()).await {
+            Ok(Ok(_)) => {
+                let _ = writeln!(out, "  provider {:?}: keys loaded", p.name());
+            }
+            Ok(Err(e)) => {
+                let _ = writeln!(out, "  provider {:?}: {e}", p.name());
+            }
+            Err(_) => {
+                let _ = writeln!(out, "  provider {:?}: no answer within 5s", p.name());
+            }
+        }
+    }
+    let no_cache = Bearer {
+        caches: HashMap::new(),
+    };
+    let id = match tokio::time::timeout(Duration::from_secs(10), verify(&no_cache, p, token)).await
+    {
+        Err(_) => {
+            let _ = writeln!(out, "  decision: 503 — the provider did not answer in time");
+            return ExitCode::from(1);
+        }
+        Ok(Err(TokenError::Unavailable(e))) => {
+            let _ = writeln!(out, "  decision: 503 temporarily_unavailable — {e}");
+            return ExitCode::from(1);
+        }
+        Ok(Err(e)) => {
+            let _ = writeln!(out, "  decision: 401 invalid_token — {e}");
+            return ExitCode::from(1);
+        }
+        Ok(Ok(id)) => id,
+    };
+    let _ = writeln!(
+        out,
+        "  token: valid; sub {:?}; roles [{}]",
+        id.sub,
+        id.roles.join(", ")
+    );
+    if let Some(exp) = id.expires_at {
+        let _ = writeln!(out, "  token expires in {}s", exp - now());
+    }
+    match crate::authz::authorize(route, &id) {
+        Ok(_) => {
+            let _ = writeln!(
+                out,
+                "  decision: allowed → forwarded to {}",
+                route.upstream.url
+            );
+            ExitCode::SUCCESS
+        }
+        Err(d) => {
+            let _ = writeln!(out, "  decision: 403 insufficient_scope — {d}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(auth: &[&str]) -> Parts {
+        let mut b = http::Request::builder().uri("/x?access_token=abc");
+        for a in auth {
+            b = b.header("authorization", *a);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn token_only_from_the_authorization_header() {
+        assert!(matches!(presented(&parts(&[])), Presented::None));
+        assert!(matches!(
+            presented(&parts(&["bEaReR abc.def"])),
+            Presented::Token("abc.def")
+        ));
+        assert!(matches!(
+            presented(&parts(&["Basic YTpi"])),
+            Presented::None
+        ));
+        assert!(matches!(
+            presented(&parts(&["Bearer "])),
+            Presented::BadRequest(_)
+        ));
+        assert!(matches!(
+            presented(&parts(&["Bearer a", "Bearer b"])),
+            Presented::BadRequest(_)
+        ));
+    }
+
+    #[test]
+    fn shapes() {
+        assert!(token_shape("a.b.c").unwrap());
+        assert!(!token_shape("opaque-Token_123").unwrap());
+        assert!(matches!(token_shape("a b"), Err(TokenError::Malformed)));
+        assert!(token_shape(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn descriptions_are_quotable() {
+        assert_eq!(quoted("a \"b\" \\c\n"), "a b c");
+    }
+}

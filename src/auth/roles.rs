@@ -1,0 +1,141 @@
+//! Role names from claims (DESIGN.md, Roles).
+//!
+//! `roles_claim` names a claim or a dotted path; its value may be an array of strings, an object
+//! whose keys are the roles (ZITADEL: `{"admin": {"<orgId>": "<orgDomain>"}}`), or a
+//! space-separated string. `auto` unions `urn:zitadel:iam:org:project:roles`,
+//! `urn:zitadel:iam:org:project:<id>:roles`, `realm_access.roles`,
+//! `resource_access.<client_id>.roles`, `roles` and `groups`. Order is kept, duplicates dropped.
+
+use serde_json::{Map, Value};
+
+use crate::authz::claim;
+use crate::config::RolesClaim;
+
+const ZITADEL_ROLES: &str = "urn:zitadel:iam:org:project:roles";
+
+fn push_value(out: &mut Vec<String>, v: &Value) {
+    let mut add = |s: &str| {
+        if !s.is_empty() && !out.iter().any(|x| x == s) {
+            out.push(s.to_string());
+        }
+    };
+    match v {
+        Value::Array(a) => a.iter().filter_map(Value::as_str).for_each(&mut add),
+        Value::Object(o) => o.keys().for_each(|k| add(k)),
+        Value::String(s) => s.split_ascii_whitespace().for_each(add),
+        _ => {}
+    }
+}
+
+/// The roles `claims` grant under `how`; `client_id` selects Keycloak's client roles.
+pub fn roles(
+    claims: &Map<String, Value>,
+    how: &RolesClaim,
+    client_id: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    match how {
+        RolesClaim::Path(p) => {
+            if let Some(v) = claim(claims, p) {
+                push_value(&mut out, v);
+            }
+        }
+        RolesClaim::Auto => {
+            if let Some(v) = claims.get(ZITADEL_ROLES) {
+                push_value(&mut out, v);
+            }
+            // project-scoped: urn:zitadel:iam:org:project:<id>:roles
+            for (k, v) in claims {
+                if let Some(mid) = k
+                    .strip_prefix("urn:zitadel:iam:org:project:")
+                    .and_then(|r| r.strip_suffix(":roles"))
+                    && !mid.is_empty()
+                    && !mid.contains(':')
+                {
+                    push_value(&mut out, v);
+                }
+            }
+            if let Some(v) = claims.get("realm_access").and_then(|r| r.get("roles")) {
+                push_value(&mut out, v);
+            }
+            if let Some(id) = client_id
+                && let Some(v) = claims
+                    .get("resource_access")
+                    .and_then(|r| r.get(id))
+                    .and_then(|c| c.get("roles"))
+            {
+                push_value(&mut out, v);
+            }
+            for k in ["roles", "groups"] {
+                if let Some(v) = claims.get(k) {
+                    push_value(&mut out, v);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn m(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn zitadel_role_map_keys() {
+        let c = m(
+            json!({"urn:zitadel:iam:org:project:roles": {"admin": {"1": "acme"}, "reader": {"1": "acme"}}}),
+        );
+        assert_eq!(roles(&c, &RolesClaim::Auto, None), ["admin", "reader"]);
+        assert_eq!(
+            roles(
+                &c,
+                &RolesClaim::Path("urn:zitadel:iam:org:project:roles".into()),
+                None
+            ),
+            ["admin", "reader"]
+        );
+    }
+
+    #[test]
+    fn zitadel_project_scoped() {
+        let c = m(
+            json!({"urn:zitadel:iam:org:project:987:roles": {"ops": {}}, "urn:zitadel:iam:org:project:x:y:roles": {"no": {}}}),
+        );
+        assert_eq!(roles(&c, &RolesClaim::Auto, None), ["ops"]);
+    }
+
+    #[test]
+    fn keycloak_realm_and_client() {
+        let c = m(json!({
+            "realm_access": {"roles": ["user", "admin"]},
+            "resource_access": {"app": {"roles": ["editor"]}, "other": {"roles": ["x"]}}
+        }));
+        assert_eq!(
+            roles(&c, &RolesClaim::Auto, Some("app")),
+            ["user", "admin", "editor"]
+        );
+        assert_eq!(
+            roles(
+                &c,
+                &RolesClaim::Path("resource_access.other.roles".into()),
+                None
+            ),
+            ["x"]
+        );
+    }
+
+    #[test]
+    fn arrays_strings_union_dedup() {
+        let c = m(json!({"roles": "a b  a", "groups": ["b", "c", 3]}));
+        assert_eq!(roles(&c, &RolesClaim::Auto, None), ["a", "b", "c"]);
+        assert_eq!(
+            roles(&c, &RolesClaim::Path("scope".into()), None),
+            Vec::<String>::new()
+        );
+    }
+}

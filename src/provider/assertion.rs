@@ -1,0 +1,53 @@
+//! RFC 7523 client assertions (`private_key_jwt`) signed with a ZITADEL key file:
+//! header `{alg: RS256, kid: keyId}`, claims iss = sub = clientId, aud = the issuer, iat,
+//! exp = iat + 60 s, and a random `jti` (providers reject replays).
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+use serde_json::json;
+
+use crate::config::ZitadelKey;
+
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A parsed key file, ready to sign.
+pub struct ClientKey {
+    pub client_id: String,
+    key_id: String,
+    key: EncodingKey,
+}
+
+impl ClientKey {
+    pub fn new(k: &ZitadelKey) -> Result<Self, String> {
+        let key = EncodingKey::from_rsa_pem(k.key.as_bytes())
+            .map_err(|e| format!("key file {}: {e}", k.key_id))?;
+        let client_id = k
+            .subject()
+            .ok_or("key file has neither clientId nor userId")?
+            .to_string();
+        Ok(ClientKey {
+            client_id,
+            key_id: k.key_id.clone(),
+            key,
+        })
+    }
+
+    /// A fresh assertion for `audience` (the issuer).
+    pub fn assertion(&self, audience: &str) -> Result<String, String> {
+        let now = super::jwks::now();
+        let mut jti = [0u8; 18];
+        rand::rng().fill_bytes(&mut jti);
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(self.key_id.clone());
+        let claims = json!({
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": audience,
+            "iat": now,
+            "exp": now + 60,
+            "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),
+        });
+        jsonwebtoken::encode(&h, &claims, &self.key).map_err(|e| e.to_string())
+    }
+}

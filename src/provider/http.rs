@@ -1,0 +1,190 @@
+//! The HTTP client every provider call goes through: pooled (hyper-util), rustls on aws-lc-rs
+//! with the provider's optional extra CA, a per-call timeout, a response size cap, and **no
+//! redirect following** (a provider that redirects is an error, not a hop: SSRF).
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// Largest provider response read (discovery, JWKS, token, userinfo, introspection).
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ProviderClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// A provider response, fully read.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl ProviderClient {
+    pub fn new(extra_ca: Option<&Path>) -> Result<Self, String> {
+        let tls = crate::upstream::tls_client_config(extra_ca).map_err(|e| e.to_string())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        Ok(ProviderClient { client })
+    }
+
+    /// Sends a request and reads the whole answer within `timeout`.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
+        let fut = async {
+            let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the response: {e}"))?
+                .to_bytes();
+            Ok::<_, String>(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Ok(r) => r,
+        }
+    }
+
+    pub async fn get(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
+        let mut b = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(header::ACCEPT, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("portcullis/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(t) = bearer {
+            let v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| "the access token is not a valid header value".to_string())?;
+            b = b.header(header::AUTHORIZATION, v);
+        }
+        let req = b.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        self.send(req, timeout).await
+    }
+
+    /// POSTs an `application/x-www-form-urlencoded` body, with an optional `Authorization`.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        authorization: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                header::USER_AGENT,
+                concat!("portcullis/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(a) = authorization {
+            let v = HeaderValue::from_str(a)
+                .map_err(|_| "credentials are not a valid header value".to_string())?;
+            b = b.header(header::AUTHORIZATION, v);
+        }
+        let req = b
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        self.send(req, timeout).await
+    }
+}
+
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// `max-age` of a `Cache-Control` header, if any.
+pub fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::CACHE_CONTROL)?.to_str().ok()?;
+    v.split(',')
+        .find_map(|d| {
+            let d = d.trim();
+            let (k, val) = d.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("max-age")
+                .then(|| val.trim().trim_matches('"').parse::<u64>().ok())
+                .flatten()
+        })
+        .map(Duration::from_secs)
+}
+
+/// `Authorization: Basic` per RFC 6749 §2.3.1 (id and secret form-urlencoded first).
+pub fn basic_auth(client_id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(client_id), enc(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_max_age() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=600, must-revalidate"),
+        );
+        assert_eq!(max_age(&h), Some(Duration::from_secs(600)));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert_eq!(max_age(&h), None);
+    }
+
+    #[test]
+    fn basic_auth_encodes_reserved_characters() {
+        // "a:b" / "p w" → "a%3Ab:p+w"
+        assert_eq!(basic_auth("a:b", "p w"), "Basic YSUzQWI6cCt3");
+    }
+}

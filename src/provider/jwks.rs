@@ -1,0 +1,554 @@
+//! JWKS parsing and JWT verification against it.
+//!
+//! Security choices, all deliberate:
+//! - the algorithm comes from the key (`alg` of the JWK, or derived from `kty`/`crv` when absent),
+//!   never from the token: a token whose header names another algorithm is refused, so an RSA
+//!   public key can never be used as an HMAC secret;
+//! - only asymmetric algorithms (RS*, PS*, ES256/384, EdDSA); `oct` keys and `use: enc` keys are
+//!   ignored; `alg: none` and HS* are refused before any key is looked at;
+//! - a token header carrying `jwk`, `jku`, `x5u`, `x5c` (keys or key locations chosen by the
+//!   sender) or `crit` (extensions we do not understand) is refused;
+//! - `iss` (when an issuer is configured), `aud`, `exp` are required; `nbf` and `iat` are
+//!   honoured with [`LEEWAY`].
+//!
+//! Verification is done here on aws-lc-rs directly, with each JWK parsed once into a
+//! `ParsedPublicKey` when the JWKS is loaded (jsonwebtoken rebuilds the RSA key from `n`/`e` and
+//! parses the token twice on every call: about half the cost of an uncached request). RSA keys
+//! below 2048 bits are refused by the verification algorithms.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
+use base64::Engine;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use super::TokenError;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY: u64 = 60;
+
+/// One verification key.
+pub struct Key {
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    pub key: ParsedPublicKey,
+}
+
+/// A loaded key set.
+pub struct KeySet {
+    pub keys: Vec<Key>,
+    pub fetched: Instant,
+}
+
+impl KeySet {
+    /// Parses a JWKS document; keys that are unusable for signature verification are skipped.
+    pub fn parse(body: &[u8]) -> Result<KeySet, String> {
+        let doc: Value =
+            serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+        let arr = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("JWKS has no \"keys\" array")?;
+        let keys: Vec<Key> = arr.iter().filter_map(|k| parse_jwk(k).ok()).collect();
+        Ok(KeySet {
+            keys,
+            fetched: Instant::now(),
+        })
+    }
+
+    /// The key a token header points at. `Ok(None)` = no such key (maybe refetch).
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<Option<&Key>, TokenError> {
+        match kid {
+            Some(kid) => match self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
+                Some(k) if k.alg == alg => Ok(Some(k)),
+                Some(k) => Err(TokenError::Algorithm(format!(
+                    "{} (the key requires {})",
+                    alg_name(alg),
+                    alg_name(k.alg)
+                ))),
+                None => Ok(None),
+            },
+            // No kid: only unambiguous when exactly one key of that algorithm exists.
+            None => {
+                let mut it = self.keys.iter().filter(|k| k.alg == alg);
+                match (it.next(), it.next()) {
+                    (Some(k), None) => Ok(Some(k)),
+                    (Some(_), Some(_)) => Err(TokenError::Other(
+                        "the token has no `kid` and the provider has several keys".into(),
+                    )),
+                    (None, _) => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+pub fn alg_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "HMAC",
+    }
+}
+
+fn asymmetric_alg(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+fn parse_jwk(k: &Value) -> Result<Key, String> {
+    let s = |f: &str| k.get(f).and_then(Value::as_str);
+    if s("use").is_some_and(|u| u != "sig") {
+        return Err("not a signature key".into());
+    }
+    let kty = s("kty").ok_or("no kty")?;
+    let crv = s("crv");
+    let derived = match (kty, crv) {
+        ("RSA", _) => Algorithm::RS256,
+        ("EC", Some("P-256")) => Algorithm::ES256,
+        ("EC", Some("P-384")) => Algorithm::ES384,
+        ("OKP", Some("Ed25519")) => Algorithm::EdDSA,
+        _ => return Err(format!("unsupported key type {kty}")),
+    };
+    let alg = match s("alg") {
+        None => derived,
+        Some(a) => {
+            let alg = asymmetric_alg(a).ok_or_else(|| format!("unsupported alg {a}"))?;
+            let family_ok = match kty {
+                "RSA" => matches!(
+                    alg,
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
+                ),
+                _ => alg == derived,
+            };
+            if !family_ok {
+                return Err(format!("alg {a} does not fit kty {kty}"));
+            }
+            alg
+        }
+    };
+    let b64 = |f: &str| -> Result<Vec<u8>, String> {
+        let v = s(f).ok_or_else(|| format!("no {f}"))?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v.trim_end_matches('='))
+            .map_err(|e| format!("{f}: {e}"))
+    };
+    let bytes = match kty {
+        "RSA" => rsa_public_key_der(&b64("n")?, &b64("e")?),
+        "EC" => {
+            let (x, y) = (b64("x")?, b64("y")?);
+            let mut p = Vec::with_capacity(1 + x.len() + y.len());
+            p.push(4);
+            p.extend_from_slice(&x);
+            p.extend_from_slice(&y);
+            p
+        }
+        _ => b64("x")?,
+    };
+    let key =
+        ParsedPublicKey::new(verification_algorithm(alg), &bytes).map_err(|e| e.to_string())?;
+    Ok(Key {
+        kid: s("kid").map(str::to_string),
+        alg,
+        key,
+    })
+}
+
+fn verification_algorithm(a: Algorithm) -> &'static dyn VerificationAlgorithm {
+    match a {
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+        // RS256, and nothing else reaches here (asymmetric_alg admits only the above)
+        _ => &sig::RSA_PKCS1_2048_8192_SHA256,
+    }
+}
+
+/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`, DER.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn len(out: &mut Vec<u8>, l: usize) {
+        if l < 0x80 {
+            out.push(l as u8);
+        } else {
+            let b = l.to_be_bytes();
+            let skip = b.iter().take_while(|x| **x == 0).count();
+            out.push(0x80 | (b.len() - skip) as u8);
+            out.extend_from_slice(&b[skip..]);
+        }
+    }
+    fn int(out: &mut Vec<u8>, v: &[u8]) {
+        let v = &v[v
+            .iter()
+            .take_while(|x| **x == 0)
+            .count()
+            .min(v.len().saturating_sub(1))..];
+        out.push(0x02);
+        let pad = v.first().is_some_and(|b| b & 0x80 != 0);
+        len(out, v.len() + pad as usize);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(v);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    int(&mut body, n);
+    int(&mut body, e);
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.push(0x30);
+    len(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// What the header of a JWT says, after the checks that need no key.
+pub struct JwtHeader {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+}
+
+/// Parses and screens a JWT header (`alg`, forbidden members).
+pub fn screen_header(token: &str) -> Result<JwtHeader, TokenError> {
+    let head = token.split('.').next().ok_or(TokenError::Malformed)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .map_err(|_| TokenError::Malformed)?;
+    let h: Map<String, Value> = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
+    for forbidden in ["jwk", "jku", "x5u", "x5c"] {
+        if h.contains_key(forbidden) {
+            return Err(TokenError::Other(format!(
+                "the token header must not carry `{forbidden}`"
+            )));
+        }
+    }
+    if h.contains_key("crit") {
+        return Err(TokenError::Other(
+            "the token header carries unsupported critical extensions".into(),
+        ));
+    }
+    let alg = match h.get("alg") {
+        Some(Value::String(a)) => a.as_str(),
+        _ => return Err(TokenError::Malformed),
+    };
+    let alg =
+        asymmetric_alg(alg).ok_or_else(|| TokenError::Algorithm(alg.chars().take(16).collect()))?;
+    let kid = match h.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(TokenError::Malformed),
+    };
+    Ok(JwtHeader { alg, kid })
+}
+
+/// Outcome of looking a key up.
+pub enum Lookup<'a> {
+    Found(&'a Key),
+    Missing,
+}
+
+pub fn lookup<'a>(set: &'a KeySet, h: &JwtHeader) -> Result<Lookup<'a>, TokenError> {
+    Ok(match set.find(h.kid.as_deref(), h.alg)? {
+        Some(k) => Lookup::Found(k),
+        None => Lookup::Missing,
+    })
+}
+
+/// Verifies signature and claims with `key`. `issuer` None = bearer-only provider configured
+/// with just `jwks_uri`: the signature by the provider's keys is then the only proof of origin.
+pub fn verify_with(
+    token: &str,
+    key: &Key,
+    issuer: Option<&str>,
+    audiences: &[String],
+) -> Result<Map<String, Value>, TokenError> {
+    if audiences.is_empty() {
+        return Err(TokenError::Other(
+            "no audience is configured for this provider".into(),
+        ));
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let (_, payload) = signing_input.split_once('.').ok_or(TokenError::Malformed)?;
+    let signature = b64.decode(signature).map_err(|_| TokenError::Malformed)?;
+    key.key
+        .verify_sig(signing_input.as_bytes(), &signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    // Only now, with the signature verified, is the payload worth parsing.
+    let payload = b64.decode(payload).map_err(|_| TokenError::Malformed)?;
+    let claims: Map<String, Value> =
+        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    check_claims(&claims, issuer, audiences, now())?;
+    Ok(claims)
+}
+
+/// `exp` (required), `nbf`, `iat` with [`LEEWAY`]; `iss` = issuer (required when configured);
+/// `aud` (required) one of `audiences`.
+fn check_claims(
+    claims: &Map<String, Value>,
+    issuer: Option<&str>,
+    audiences: &[String],
+    now: i64,
+) -> Result<(), TokenError> {
+    let time = |name: &'static str| -> Result<Option<f64>, TokenError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                TokenError::Other(format!("the token claim `{name}` has an invalid format"))
+            }),
+        }
+    };
+    let leeway = LEEWAY as f64;
+    let now = now as f64;
+    let exp = time("exp")?.ok_or(TokenError::MissingClaim("exp"))?;
+    if exp + leeway <= now {
+        return Err(TokenError::Expired);
+    }
+    if time("nbf")?.is_some_and(|nbf| nbf - leeway > now) {
+        return Err(TokenError::NotYetValid);
+    }
+    // iat far in the future: a token minted by a clock we should not trust.
+    if time("iat")?.is_some_and(|iat| iat - leeway > now) {
+        return Err(TokenError::NotYetValid);
+    }
+    if let Some(want) = issuer {
+        match claims.get("iss") {
+            None => return Err(TokenError::MissingClaim("iss")),
+            Some(Value::String(iss)) if iss == want => {}
+            Some(_) => return Err(TokenError::Issuer),
+        }
+    }
+    let accepted = |v: &Value| v.as_str().is_some_and(|a| audiences.iter().any(|x| x == a));
+    match claims.get("aud") {
+        None => Err(TokenError::MissingClaim("aud")),
+        Some(Value::Array(a)) if a.iter().any(accepted) => Ok(()),
+        Some(v @ Value::String(_)) if accepted(v) => Ok(()),
+        Some(_) => Err(TokenError::Audience),
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Shared, swappable key set.
+pub type SharedKeys = arc_swap::ArcSwapOption<KeySet>;
+
+pub fn empty() -> SharedKeys {
+    arc_swap::ArcSwapOption::new(None::<Arc<KeySet>>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn es256_pair() -> (EncodingKey, Value) {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let pk = kp.to_pkcs8v1().unwrap();
+        let pubk = kp.public_key().as_ref().to_vec();
+        let b = |x: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x);
+        let jwk =
+            json!({"kty":"EC","crv":"P-256","kid":"k1","x":b(&pubk[1..33]),"y":b(&pubk[33..65])});
+        (EncodingKey::from_ec_der(pk.as_ref()), jwk)
+    }
+
+    /// The crypto backend is wired (jsonwebtoken panics at run time without exactly one).
+    #[test]
+    fn decodes_a_token_with_the_aws_lc_backend() {
+        let (ek, jwk) = es256_pair();
+        let set = KeySet::parse(json!({"keys":[jwk]}).to_string().as_bytes()).unwrap();
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("k1".into());
+        let claims = json!({"iss":"https://op","aud":"api","exp": now() + 60, "sub":"u"});
+        let t = encode(&h, &claims, &ek).unwrap();
+        let hdr = screen_header(&t).unwrap();
+        let Lookup::Found(k) = lookup(&set, &hdr).unwrap() else {
+            panic!("key not found")
+        };
+        let c = verify_with(&t, k, Some("https://op"), &["api".into()]).unwrap();
+        assert_eq!(c["sub"], "u");
+        assert!(matches!(
+            verify_with(&t, k, Some("https://other"), &["api".into()]),
+            Err(TokenError::Issuer)
+        ));
+        assert!(matches!(
+            verify_with(&t, k, Some("https://op"), &["x".into()]),
+            Err(TokenError::Audience)
+        ));
+        // a kid-less token works when exactly one key fits
+        let t2 = encode(&Header::new(Algorithm::ES256), &claims, &ek).unwrap();
+        assert!(matches!(
+            lookup(&set, &screen_header(&t2).unwrap()).unwrap(),
+            Lookup::Found(_)
+        ));
+    }
+
+    /// Boundaries of the time checks (leeway 60 s) and the required claims.
+    #[test]
+    fn claim_checks() {
+        let aud = vec!["api".to_string()];
+        let at = 1_000_000;
+        let c = |v: Value| v.as_object().cloned().unwrap();
+        let base = |exp: i64| json!({"iss": "i", "aud": "api", "exp": exp});
+        assert!(check_claims(&c(base(at - 59)), Some("i"), &aud, at).is_ok());
+        assert!(matches!(
+            check_claims(&c(base(at - 60)), Some("i"), &aud, at),
+            Err(TokenError::Expired)
+        ));
+        let nbf = |n: i64| json!({"iss": "i", "aud": ["x", "api"], "exp": at + 100, "nbf": n});
+        assert!(check_claims(&c(nbf(at + 60)), Some("i"), &aud, at).is_ok());
+        assert!(matches!(
+            check_claims(&c(nbf(at + 61)), Some("i"), &aud, at),
+            Err(TokenError::NotYetValid)
+        ));
+        let iat = json!({"iss": "i", "aud": "api", "exp": at + 100, "iat": at + 61});
+        assert!(matches!(
+            check_claims(&c(iat), Some("i"), &aud, at),
+            Err(TokenError::NotYetValid)
+        ));
+        assert!(matches!(
+            check_claims(&c(json!({"iss": "i", "aud": "api"})), Some("i"), &aud, at),
+            Err(TokenError::MissingClaim("exp"))
+        ));
+        assert!(matches!(
+            check_claims(
+                &c(json!({"aud": "api", "exp": at + 9})),
+                Some("i"),
+                &aud,
+                at
+            ),
+            Err(TokenError::MissingClaim("iss"))
+        ));
+        assert!(check_claims(&c(json!({"aud": "api", "exp": at + 9})), None, &aud, at).is_ok());
+        assert!(matches!(
+            check_claims(&c(json!({"iss": "i", "exp": at + 9})), Some("i"), &aud, at),
+            Err(TokenError::MissingClaim("aud"))
+        ));
+        assert!(matches!(
+            check_claims(
+                &c(json!({"iss": "i", "aud": [], "exp": at + 9})),
+                Some("i"),
+                &aud,
+                at
+            ),
+            Err(TokenError::Audience)
+        ));
+        assert!(matches!(
+            check_claims(
+                &c(json!({"iss": "i", "aud": "api", "exp": "soon"})),
+                Some("i"),
+                &aud,
+                at
+            ),
+            Err(TokenError::Other(_))
+        ));
+        assert!(matches!(
+            check_claims(
+                &c(json!({"iss": ["i"], "aud": "api", "exp": at + 9})),
+                Some("i"),
+                &aud,
+                at
+            ),
+            Err(TokenError::Issuer)
+        ));
+    }
+
+    /// jsonwebtoken (used for signing assertions and client assertions) has its crypto backend:
+    /// without exactly one it compiles and then panics at the first encode/decode.
+    #[test]
+    fn jsonwebtoken_backend_decodes() {
+        let (ek, jwk) = es256_pair();
+        let t = encode(
+            &Header::new(Algorithm::ES256),
+            &json!({"exp": now() + 60, "aud": "a"}),
+            &ek,
+        )
+        .unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk).unwrap();
+        let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+        v.set_audience(&["a"]);
+        let d = jsonwebtoken::decode::<Value>(
+            &t,
+            &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(d.claims["aud"], "a");
+    }
+
+    #[test]
+    fn header_screening() {
+        let b = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let tok = |h: Value| format!("{}.e30.", b(h));
+        assert!(matches!(
+            screen_header(&tok(json!({"alg":"none"}))),
+            Err(TokenError::Algorithm(_))
+        ));
+        assert!(matches!(
+            screen_header(&tok(json!({"alg":"HS256"}))),
+            Err(TokenError::Algorithm(_))
+        ));
+        assert!(matches!(
+            screen_header(&tok(json!({"alg":"RS256","jku":"http://x"}))),
+            Err(TokenError::Other(_))
+        ));
+        assert!(matches!(
+            screen_header(&tok(json!({"alg":"RS256","x5c":[]}))),
+            Err(TokenError::Other(_))
+        ));
+        assert!(matches!(
+            screen_header("garbage"),
+            Err(TokenError::Malformed)
+        ));
+        assert!(screen_header(&tok(json!({"alg":"RS256","kid":"a"}))).is_ok());
+    }
+
+    #[test]
+    fn jwk_alg_is_derived_or_checked() {
+        let set = KeySet::parse(
+            br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"},{"kty":"EC","crv":"P-256","alg":"RS256","x":"AA","y":"AA"},
+            {"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"},{"kty":"RSA","kid":"r","n":"AQAB","e":"AQAB"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert_eq!(set.keys[0].alg, Algorithm::RS256);
+        let h = JwtHeader {
+            alg: Algorithm::PS256,
+            kid: Some("r".into()),
+        };
+        assert!(matches!(lookup(&set, &h), Err(TokenError::Algorithm(_))));
+    }
+}

@@ -1,0 +1,464 @@
+//! Harness for tests against OpenID providers, no mocks:
+//! - [`OidcProvider`]: the real test provider (`tests/provider/provider.mjs`, npm
+//!   `oidc-provider`) as a child process on an ephemeral port; its stderr request log is kept
+//!   so tests can count calls ([`OidcProvider::count`]). Killed on drop.
+//! - [`TestIssuer`]: a tiny issuer in the test process (discovery + JWKS) whose keys the test
+//!   holds, to mint tokens the real provider would never issue (expired, wrong `aud`, …).
+//! - [`http_req`]: one HTTP/1.1 request over hyper (no reqwest).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn b64(x: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x)
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// One request; returns status, headers and body.
+pub async fn http_req(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (StatusCode, http::HeaderMap, String) {
+    let uri: http::Uri = url.parse().expect("url");
+    let addr = format!(
+        "{}:{}",
+        uri.host().expect("host"),
+        uri.port_u16().unwrap_or(80)
+    );
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header("host", &addr);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    let req = b
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("request");
+    let fut = async move {
+        let stream = TcpStream::connect(&addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await.expect("send");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("request timed out")
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real provider
+// ---------------------------------------------------------------------------------------------
+
+pub struct OidcProvider {
+    child: Child,
+    pub issuer: String,
+    pub state_dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl OidcProvider {
+    /// Starts `node tests/provider/provider.mjs` (runs `npm ci` first when node_modules is
+    /// missing). Fails the test with a clear message when node is not installed.
+    pub fn start(env: &[(&str, &str)]) -> OidcProvider {
+        let dir = repo().join("tests/provider");
+        if Command::new("node").arg("--version").output().is_err() {
+            panic!(
+                "node is not installed: the bearer tests need Node 20+ to run the test OpenID provider (apt-get install nodejs npm)"
+            );
+        }
+        // One `npm ci` per test binary, even when tests start providers in parallel.
+        static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = NPM.lock().unwrap_or_else(|e| e.into_inner());
+        if !dir.join("node_modules").join("oidc-provider").exists() {
+            let st = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm ci (is npm installed?)");
+            assert!(st.success(), "npm ci in tests/provider failed");
+        }
+        let state_dir = tempfile::tempdir().expect("state dir");
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("provider.mjs"))
+            .env("PORT", "0")
+            .env("STATE_DIR", state_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn node");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // keep draining (nothing more is expected)
+            let mut sink = String::new();
+            while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("provider did not print READY");
+        let issuer = line
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("unexpected provider output: {line:?}"))
+            .trim()
+            .to_string();
+        OidcProvider {
+            child,
+            issuer,
+            state_dir,
+            log,
+        }
+    }
+
+    /// Request-log lines (stderr) containing `needle`, e.g. "POST /token/introspection".
+    pub fn count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn introspector_key_file(&self) -> PathBuf {
+        self.state_dir.path().join("zitadel-introspector-key.json")
+    }
+
+    /// client_credentials token for an `api-*` client; `resource` None = opaque, no aud.
+    pub async fn token(&self, client: &str, resource: Option<&str>) -> String {
+        let mut f = vec![("grant_type", "client_credentials")];
+        if let Some(r) = resource {
+            f.push(("resource", r));
+        }
+        let (st, _, body) = http_req(
+            "POST",
+            &format!("{}/token", self.issuer),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &basic(client, &format!("{client}-secret"))),
+            ],
+            Some(form(&f)),
+        )
+        .await;
+        assert_eq!(st, 200, "token request failed: {body}");
+        let v: Value = serde_json::from_str(&body).expect("token json");
+        v["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+
+    /// A JWT access token (aud = portcullis-api).
+    pub async fn jwt(&self, client: &str) -> String {
+        self.token(client, Some("urn:portcullis:api")).await
+    }
+
+    /// Revokes a token of `client` (RFC 7009).
+    pub async fn revoke(&self, client: &str, token: &str) {
+        let (st, _, body) = http_req(
+            "POST",
+            &format!("{}/token/revocation", self.issuer),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &basic(client, &format!("{client}-secret"))),
+            ],
+            Some(form(&[("token", token)])),
+        )
+        .await;
+        assert_eq!(st, 200, "revocation failed: {body}");
+    }
+
+    pub async fn rotate_keys(&self) -> Value {
+        let (st, _, body) = http_req(
+            "POST",
+            &format!("{}/__test/rotate-keys", self.issuer),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub async fn jwks(&self) -> Value {
+        let (_, _, body) = http_req("GET", &format!("{}/jwks", self.issuer), &[], None).await;
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Kills the process (provider outage).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An issuer whose keys the test holds
+// ---------------------------------------------------------------------------------------------
+
+pub struct TestIssuer {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    pub rsa: EncodingKey,
+    pub rsa_kid: String,
+    /// The RSA public key as PKCS#1/X.509 DER and its modulus — material for HMAC confusion.
+    pub rsa_public_der: Vec<u8>,
+    pub rsa_public_pem: String,
+    pub ec: EncodingKey,
+    pub jwks_hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestIssuer {
+    pub async fn start() -> TestIssuer {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+        use aws_lc_rs::signature::KeyPair as _;
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let rsa_pk8: Pkcs8V1Der = rsa.as_der().unwrap();
+        let pubk = rsa.public_key();
+        let n = b64(pubk.modulus().big_endian_without_leading_zero());
+        let e = b64(pubk.exponent().big_endian_without_leading_zero());
+        let x509: PublicKeyX509Der = pubk.as_der().unwrap();
+        let rsa_public_der = x509.as_ref().to_vec();
+        let rsa_public_pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&rsa_public_der)
+        );
+        let ec = aws_lc_rs::signature::EcdsaKeyPair::generate(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        )
+        .unwrap();
+        let ec_pk8 = ec.to_pkcs8v1().unwrap();
+        let pt = ec.public_key().as_ref().to_vec();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let issuer = format!("http://{addr}");
+        let jwks = json!({"keys": [
+            {"kty": "RSA", "kid": "test-rsa", "alg": "RS256", "use": "sig", "n": n, "e": e},
+            {"kty": "EC", "crv": "P-256", "kid": "test-ec", "x": b64(&pt[1..33]), "y": b64(&pt[33..65])},
+        ]})
+        .to_string();
+        let discovery = json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/jwks"),
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+        })
+        .to_string();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h2 = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (jwks, discovery, hits) = (jwks.clone(), discovery.clone(), h2.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let body = match req.uri().path() {
+                            "/jwks" => {
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                Some(jwks.clone())
+                            }
+                            "/.well-known/openid-configuration" => Some(discovery.clone()),
+                            _ => None,
+                        };
+                        async move {
+                            let mut r = Response::new(Full::new(Bytes::from(
+                                body.clone().unwrap_or_default(),
+                            )));
+                            if body.is_none() {
+                                *r.status_mut() = StatusCode::NOT_FOUND;
+                            }
+                            r.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        TestIssuer {
+            addr,
+            issuer,
+            rsa: EncodingKey::from_rsa_der(&pkcs8_to_pkcs1(&rsa_pk8)),
+            rsa_kid: "test-rsa".into(),
+            rsa_public_der,
+            rsa_public_pem,
+            ec: EncodingKey::from_ec_der(ec_pk8.as_ref()),
+            jwks_hits: hits,
+            task,
+        }
+    }
+
+    /// Default claims of a good token: iss, aud, sub, exp in 5 min, iat now.
+    pub fn claims(&self) -> Value {
+        json!({"iss": self.issuer, "aud": "portcullis-api", "sub": "forged-user", "iat": now(), "exp": now() + 300,
+               "roles": ["admin"]})
+    }
+
+    pub fn sign_rs256(&self, kid: Option<&str>, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&h, claims, &self.rsa).unwrap()
+    }
+
+    pub fn sign_es256(&self, kid: Option<&str>, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&h, claims, &self.ec).unwrap()
+    }
+}
+
+/// jsonwebtoken's `from_rsa_der` wants PKCS#1; aws-lc-rs exports PKCS#8. The PKCS#1 key is
+/// the OCTET STRING inside the PKCS#8 structure: parse the few DER headers needed.
+fn pkcs8_to_pkcs1(pk8: &aws_lc_rs::encoding::Pkcs8V1Der) -> Vec<u8> {
+    fn read_len(b: &[u8], i: &mut usize) -> usize {
+        let first = b[*i];
+        *i += 1;
+        if first < 0x80 {
+            return first as usize;
+        }
+        let n = (first & 0x7f) as usize;
+        let mut len = 0usize;
+        for _ in 0..n {
+            len = (len << 8) | b[*i] as usize;
+            *i += 1;
+        }
+        len
+    }
+    fn skip(b: &[u8], i: &mut usize) {
+        *i += 1;
+        let l = read_len(b, i);
+        *i += l;
+    }
+    let b = pk8.as_ref();
+    let mut i = 0;
+    assert_eq!(b[i], 0x30);
+    i += 1;
+    read_len(b, &mut i); // outer SEQUENCE
+    skip(b, &mut i); // version INTEGER
+    skip(b, &mut i); // AlgorithmIdentifier SEQUENCE
+    assert_eq!(b[i], 0x04, "OCTET STRING");
+    i += 1;
+    let l = read_len(b, &mut i);
+    b[i..i + l].to_vec()
+}
+
+/// Builds an unsigned (`alg: none`) or arbitrary-header token from parts.
+pub fn raw_jwt(header: &Value, claims: &Value, sig: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        b64(sig)
+    )
+}
+
+/// The payload of a JWT as JSON (no verification).
+pub fn payload(token: &str) -> Value {
+    let p = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// HS256 over header.payload with `secret`.
+pub fn hs256(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(tag.as_ref()))
+}
