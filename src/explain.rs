@@ -16,22 +16,23 @@ pub async fn explain(cfg: Config, method: &str, url: &str, headers: &[String]) -
         eprintln!("error: {method:?} is not an HTTP method");
         return ExitCode::from(2);
     };
-    let (host, path) = match url::Url::parse(url) {
-        Ok(u) => (
-            u.host_str().map(|h| match u.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_string(),
-            }),
-            u.path().to_string(),
-        ),
-        Err(_) if url.starts_with('/') => (
+    // Split the URL by hand: URL parsers normalize the path (and `\` → `/`), which would
+    // explain a different request than the one the proxy would see.
+    let (host, path) = if url.starts_with('/') {
+        (
             None,
             url.split(['?', '#']).next().unwrap_or("/").to_string(),
-        ),
-        Err(e) => {
-            eprintln!("error: {url:?} is neither a URL nor a path ({e})");
-            return ExitCode::from(2);
-        }
+        )
+    } else if let Some((_, rest)) = url.split_once("://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let path = rest[end..].split(['?', '#']).next().unwrap_or("");
+        let path = if path.is_empty() { "/" } else { path };
+        (Some(host.to_string()), path.to_string())
+    } else {
+        eprintln!("error: {url:?} is neither a URL (http://host/path) nor a path (/path)");
+        return ExitCode::from(2);
     };
     let mut out = String::new();
     let normalized = match routes::normalize_path(&path) {

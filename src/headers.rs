@@ -31,19 +31,26 @@ pub const MAX_IDENTITY_VALUE: usize = 4096;
 /// Removes every header whose folded name is an identity header or starts with `x-portcullis-`.
 pub fn strip_identity(headers: &mut HeaderMap, identity: &HashSet<String>) {
     // Collect first: HeaderMap cannot remove while iterating. Most requests match nothing,
-    // so this allocates only when a forged header is present.
+    // so this allocates only when a forged header is present (or a name is unusually long).
     let mut doomed: Vec<HeaderName> = Vec::new();
     let mut buf = [0u8; 128];
+    let mut long = String::new();
     for name in headers.keys() {
         let s = name.as_str(); // already lower case
-        if s.len() > buf.len() {
-            continue; // longer than any identity header name we know
-        }
-        let folded = &mut buf[..s.len()];
-        for (d, b) in folded.iter_mut().zip(s.bytes()) {
-            *d = if b == b'_' { b'-' } else { b };
-        }
-        let folded = std::str::from_utf8(folded).unwrap_or("");
+        let fold = |b: u8| if b == b'_' { b'-' } else { b };
+        // Configured names have no length limit, so a long name is folded on the heap rather
+        // than skipped: skipping would let a forged long identity header through.
+        let folded: &str = if s.len() <= buf.len() {
+            let folded = &mut buf[..s.len()];
+            for (d, b) in folded.iter_mut().zip(s.bytes()) {
+                *d = fold(b);
+            }
+            std::str::from_utf8(folded).unwrap_or("")
+        } else {
+            long.clear();
+            long.extend(s.bytes().map(|b| char::from(fold(b))));
+            &long
+        };
         if identity.contains(folded) || folded.starts_with("x-portcullis-") {
             doomed.push(name.clone());
         }

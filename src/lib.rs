@@ -17,6 +17,7 @@ pub mod provider;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 pub mod upstream;
 

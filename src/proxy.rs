@@ -1,6 +1,7 @@
 //! The request pipeline. One screen, top to bottom — the order is the security property:
 //!
-//! 1. normalize the path (invalid → 400) — the upstream receives this same path;
+//! 1. check the host (malformed, duplicated or missing on HTTP/1.1 → 400) and normalize the
+//!    path (invalid → 400) — the upstream receives this same host and path;
 //! 2. `/.auth/*` → endpoints the proxy owns, never forwarded;
 //! 3. match the route (first match wins; none → 404);
 //! 4. strip every incoming identity header, on every route;
@@ -152,7 +153,8 @@ impl Proxy {
         served: &mut Served,
     ) -> Result<Response<Body>, ProxyError> {
         let cfg = &*self.config;
-        // 1. normalize
+        // 1. check the host, normalize the path
+        check_host(&req)?;
         let normalized = routes::normalize_path(req.uri().path())?.into_owned();
 
         // 2. endpoints the proxy owns
@@ -178,15 +180,18 @@ impl Proxy {
         headers::strip_identity(req.headers_mut(), &cfg.identity_header_names);
 
         // 5 + 6 + 7. authenticate, authorize, inject
+        let mut set_cookie = Vec::new();
         if route.auth != AuthMode::None {
             let (parts, body) = req.into_parts();
-            let identity = match self.auth.authenticate(route, &parts, conn, host).await {
+            let mut identity = match self.auth.authenticate(route, &parts, conn, host).await {
                 Outcome::Authenticated(id) => id,
                 Outcome::Respond(r) => {
                     self.decision(idx, "unauthenticated");
                     return Ok(r);
                 }
             };
+            // A refreshed or slid session travels back on whatever the upstream answers.
+            set_cookie = std::mem::take(&mut identity.set_cookie);
             let mut parts = parts;
             match authz::authorize(route, &identity) {
                 Ok(permit) => {
@@ -206,9 +211,17 @@ impl Proxy {
             req = Request::from_parts(parts, body);
         }
 
+        // The proxy's own cookies stay here (a session id is a credential the app must not see).
+        self.auth.strip_own_cookies(req.headers_mut());
+
         // 8. forward
-        self.forward(route, idx, req, conn, host, &normalized, served)
-            .await
+        let mut resp = self
+            .forward(route, idx, req, conn, host, &normalized, served)
+            .await?;
+        for c in set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        Ok(resp)
     }
 
     fn decision(&self, idx: usize, decision: &'static str) {
@@ -304,6 +317,65 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
     })
+}
+
+/// Refuses a request whose host the proxy and an upstream could read differently (RFC 9112
+/// §3.2: a missing Host on HTTP/1.1, several Host headers, or an invalid one → 400). Routing
+/// trusts the host as given, so anything but a plain `name[:port]`, `IPv4[:port]` or
+/// `[IPv6][:port]` is refused before routing: userinfo (`user@admin.example.com`), paths,
+/// spaces, non-numeric ports.
+pub fn check_host<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    let host = match req.uri().authority() {
+        // absolute-form (HTTP/1.1) or :authority (HTTP/2): the Host header is not used.
+        Some(a) => a.as_str(),
+        None => match first {
+            Some(h) => h
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+            None if req.version() == Version::HTTP_11 => {
+                return Err(ProxyError::BadRequest("missing Host header"));
+            }
+            // HTTP/1.0 may omit it; HTTP/2 without :authority and Host routes host-less.
+            None => return Ok(()),
+        },
+    };
+    if valid_host(host) {
+        Ok(())
+    } else {
+        Err(ProxyError::BadRequest("invalid Host header"))
+    }
+}
+
+/// `reg-name[:port]`, `IPv4[:port]` or `[IPv6][:port]`, with a reg-name of letters, digits,
+/// `-`, `_` and `.` only (no percent-encoding, no userinfo) and a port of at most 5 digits.
+fn valid_host(host: &str) -> bool {
+    let (name_ok, port) = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, after)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), after),
+            None => return false,
+        }
+    } else {
+        let (name, port) = match host.find(':') {
+            Some(i) => host.split_at(i),
+            None => (host, ""),
+        };
+        let ok = !name.is_empty()
+            && name.len() <= 254
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        (ok, port)
+    };
+    let port_ok = match port.strip_prefix(':') {
+        Some(p) => p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()),
+        None => port.is_empty(),
+    };
+    name_ok && port_ok
 }
 
 fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
@@ -119,19 +121,93 @@ impl Upstreams {
             .unwrap_or(&self.default)
     }
 
-    /// Sends `req` (already addressed to the upstream) and waits up to `timeout` for the
-    /// response head; the body then streams without a deadline.
+    /// Sends `req` (already addressed to the upstream) and gives the upstream `timeout` to
+    /// answer, counted from the last request-body byte sent: an upload that keeps flowing is
+    /// never cut, and a bodiless request gets `timeout` from the start. The response body then
+    /// streams without a deadline.
     pub async fn send(
         &self,
         ca: Option<&PathBuf>,
         req: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client(ca).request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout)),
-            Ok(Err(e)) => Err(UpstreamError::Unreachable(describe(&e))),
-            Ok(Ok(resp)) => Ok(resp),
+        let started = tokio::time::Instant::now();
+        // Bodiless requests (the common case) skip the progress tracking entirely.
+        let (req, progress) = if req.body().is_end_stream() {
+            (req, None)
+        } else {
+            let progress = Arc::new(Progress::default());
+            let req = req.map(|inner| {
+                Tracked {
+                    inner,
+                    progress: progress.clone(),
+                    started,
+                }
+                .boxed_unsync()
+            });
+            (req, Some(progress))
+        };
+        let fut = self.client(ca).request(req);
+        tokio::pin!(fut);
+        let mut deadline = started + timeout;
+        loop {
+            tokio::select! {
+                r = &mut fut => {
+                    return r.map_err(|e| UpstreamError::Unreachable(describe(&e)));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    // Extend while the request body is still flowing.
+                    let last = progress.as_ref().map_or(started, |p| p.last(started));
+                    if last + timeout > tokio::time::Instant::now() {
+                        deadline = last + timeout;
+                        continue;
+                    }
+                    return Err(UpstreamError::Timeout(timeout));
+                }
+            }
         }
+    }
+}
+
+/// When the request body last moved, in µs since the request started.
+#[derive(Default)]
+struct Progress(AtomicU64);
+
+impl Progress {
+    fn last(&self, started: tokio::time::Instant) -> tokio::time::Instant {
+        started + Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A request body that records in [`Progress`] each time a frame passes (or it ends).
+struct Tracked {
+    inner: Body,
+    progress: Arc<Progress>,
+    started: tokio::time::Instant,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.progress.0.store(micros, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

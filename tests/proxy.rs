@@ -15,11 +15,12 @@ use tokio::net::TcpStream;
 
 /// `[server]` listening on an ephemeral port, followed by `rest`.
 fn cfg(rest: &str) -> String {
-    format!("[server]\nlisten = \"127.0.0.1:0\"\n{rest}")
+    server_toml(rest)
 }
 
+/// An `auth = "none"` route.
 fn route(name: &str, extra: &str, upstream: &str) -> String {
-    format!("\n[[route]]\nname = \"{name}\"\n{extra}\nupstream = \"{upstream}\"\nauth = \"none\"\n")
+    route_toml(name, "none", extra, upstream)
 }
 
 async fn get_host(addr: std::net::SocketAddr, method: Method, host: &str, path: &str) -> Resp {
@@ -449,19 +450,18 @@ async fn hop_by_hop_headers_removed() {
 // TLS
 // ---------------------------------------------------------------------------------------------
 
-fn tls_cfg(upstream: &str, extra: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"tls.crt\"\nkey = \"tls.key\"\n{extra}\n{}",
-        route("app", "path = \"/\"", upstream)
-    )
+/// A TLS config (`tls_extra` goes into `[server.tls]`) with one catch-all route.
+fn tls_cfg(upstream: &str, tls_extra: &str) -> String {
+    tls_server_toml("", tls_extra, &route("app", "path = \"/\"", upstream))
 }
 
-async fn tls_proxy(ca: &TestCa, upstream: &str, extra: &str) -> (TestProxy, Issued) {
+async fn tls_proxy(ca: &TestCa, upstream: &str, tls_extra: &str) -> (TestProxy, Issued) {
     let dir = temp_dir();
-    let leaf = ca.issue("first");
-    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
-    (start_proxy_in(dir, &tls_cfg(upstream, extra)).await, leaf)
+    let leaf = write_tls_files(dir.path(), ca, "first");
+    (
+        start_proxy_in(dir, &tls_cfg(upstream, tls_extra)).await,
+        leaf,
+    )
 }
 
 /// HTTP/1.1 and HTTP/2 (chosen by ALPN) on the TLS listener; the upstream sees proto https.
@@ -1008,6 +1008,29 @@ fn cli_check_reports_each_error_with_location_and_key() {
             "PORTCULLIS_IT_SURELY_UNSET_VAR",
         ),
     ];
+    let cases = {
+        let mut cases = cases;
+        std::fs::write(dir.path().join("garbage.pem"), "not PEM at all").unwrap();
+        let tls = |cert: &str| {
+            GOOD.replace(
+                "listen = \"127.0.0.1:8080\"\n",
+                &format!("listen = \"127.0.0.1:8080\"\n[server.tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"{cert}\"\nkey = \"garbage.pem\"\n"),
+            )
+        };
+        cases.push((
+            "unreadable cert file",
+            tls("missing.crt"),
+            "5:8",
+            "server.tls.cert",
+        ));
+        cases.push((
+            "malformed key file",
+            tls("garbage.pem"),
+            "6:7",
+            "server.tls.key",
+        ));
+        cases
+    };
     let mut failures = Vec::new();
     for (i, (label, text, line_col, key)) in cases.iter().enumerate() {
         let f = write(&dir, &format!("bad{i}.toml"), text);
@@ -1214,4 +1237,883 @@ async fn binary_sigterm_drains_in_flight_requests() {
         .wait_exit(Duration::from_secs(10))
         .expect("did not exit after draining");
     assert_eq!(code, Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// More edges
+// ---------------------------------------------------------------------------------------------
+
+/// A configured identity header name of any length is stripped (no length cut-off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_configured_identity_header_is_stripped() {
+    let up = echo_upstream().await;
+    let long = format!("X-Org-{}", "a".repeat(150));
+    let c = cfg(&format!(
+        "\n[headers.claims]\n\"{long}\" = \"org\"\n{}",
+        route("app", "path = \"/\"", &up.url(""))
+    ));
+    let proxy = start_proxy(&c).await;
+    let folded = long.to_ascii_lowercase().replace('-', "_");
+    let long_portcullis = format!("X-Portcullis-{}", "b".repeat(200));
+    let raw = raw_get(
+        proxy.http(),
+        "/",
+        "app.local",
+        &format!("{long}: forged\r\n{folded}: forged\r\n{long_portcullis}: forged\r\n"),
+    )
+    .await;
+    let e = raw_echoed(&raw);
+    let leaked: Vec<_> = e
+        .headers
+        .iter()
+        .filter(|(_, v)| v == "forged")
+        .map(|(n, _)| n.len())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "forged headers of these name lengths reached the upstream: {leaked:?}"
+    );
+    proxy.shutdown().await;
+}
+
+/// HTTP/2 clients: forged identity headers stripped, oversized header list refused (431 or a
+/// stream error, never forwarded), absolute authority used for Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_identity_strip_and_header_limit() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let req = Request::get("/x")
+        .header("x_forwarded_user", "forged")
+        .header("x-forwarded-email", "forged")
+        .header("x-portcullis-assertion", "forged")
+        .header("x-ok", "kept")
+        .body(empty_body())
+        .unwrap();
+    let r = send_tls_request(proxy.https(), &ca.cert_pem, &[b"h2"], req).await;
+    assert_eq!(r.resp.version, Version::HTTP_2);
+    let e = r.resp.echoed();
+    assert!(e.headers.iter().all(|(_, v)| v != "forged"), "{e:?}");
+    assert_eq!(e.header("x-ok"), Some("kept"));
+
+    let big = "a".repeat(64 * 1024);
+    let req = Request::get("/big-header")
+        .header("x-big", big.as_str())
+        .body(empty_body())
+        .unwrap();
+    let cfg = tls_client(&ca.cert_pem, &[b"h2"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (mut parts, body) = req.into_parts();
+    parts.uri = format!("https://localhost:{}/big-header", proxy.https().port())
+        .parse()
+        .unwrap();
+    let res = tokio::time::timeout(STEP, sender.send_request(Request::from_parts(parts, body)))
+        .await
+        .expect("h2 big header hung");
+    match res {
+        Ok(resp) => assert_eq!(resp.status(), 431),
+        Err(e) => eprintln!("h2 oversized header refused at the protocol level: {e}"),
+    }
+    proxy.shutdown().await;
+}
+
+/// HTTPS upstreams: trusted through `upstream_ca_file`; an untrusted certificate is a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_with_custom_ca() {
+    let ca = TestCa::new();
+    let leaf = ca.issue("upstream");
+    let up = tls_echo_upstream(&leaf).await;
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("upstream-ca.pem"), &ca.cert_pem).unwrap();
+    let port = up.addr.port();
+    let mut c = cfg("");
+    c += &route(
+        "trusted",
+        "path = \"/trusted\"\nupstream_ca_file = \"upstream-ca.pem\"",
+        &format!("https://localhost:{port}/t"),
+    );
+    c += &route(
+        "untrusted",
+        "path = \"/untrusted\"",
+        &format!("https://localhost:{port}/u"),
+    );
+    let proxy = start_proxy_in(dir, &c).await;
+    let r = get_path(proxy.http(), "/trusted/x").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e = r.echoed();
+    assert_eq!(e.path, "/t/trusted/x");
+    assert_eq!(e.header("x-forwarded-proto"), Some("http"));
+    let r = get_path(proxy.http(), "/untrusted/x").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    proxy.shutdown().await;
+}
+
+/// An absolute-form request target routes by its authority, and that authority is the Host the
+/// upstream sees (the Host header is ignored, RFC 9112 §3.2.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_target_routes_by_its_authority() {
+    let up = echo_upstream().await;
+    let mut c = cfg("");
+    c += &route(
+        "admin-host",
+        "host = \"admin.example.com\"\npath = \"/\"",
+        &up.url("/r-admin"),
+    );
+    c += &route("other", "path = \"/\"", &up.url("/r-other"));
+    let proxy = start_proxy(&c).await;
+    let raw = raw_http(
+        proxy.http(),
+        "GET http://admin.example.com/x HTTP/1.1\r\nHost: public.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let e = raw_echoed(&raw);
+    assert_eq!(e.path, "/r-admin/x");
+    assert_eq!(e.header_all("host"), vec!["admin.example.com"]);
+    assert_eq!(e.header("x-forwarded-host"), Some("admin.example.com"));
+    // asterisk-form and authority-form are refused, not forwarded
+    assert_eq!(
+        raw_status(
+            &raw_http(
+                proxy.http(),
+                "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            .await
+        ),
+        400
+    );
+    let s = raw_status(
+        &raw_http(
+            proxy.http(),
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        )
+        .await,
+    );
+    assert!(s == 400 || s == 405, "CONNECT answered {s}");
+    proxy.shutdown().await;
+}
+
+/// Shutdown does not wait for idle keep-alive connections or connections that sent nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_idle_connections() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    let addr = proxy.http();
+    // idle keep-alive connection after one request
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let r = sender
+        .send_request(
+            Request::get("/")
+                .header("host", "a")
+                .body(empty_body())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.into_body().collect().await;
+    // a connection that never sends anything
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    proxy.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for idle connections",
+        t0.elapsed()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+}
+
+/// The binary on SIGTERM with a request longer than `drain_timeout`: exits after the drain
+/// timeout instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_sigterm_respects_drain_timeout() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        cfg(&format!(
+            "drain_timeout = \"1s\"\n{}",
+            route("app", "path = \"/\"", &up.url(""))
+        )),
+    )
+    .unwrap();
+    let mut bin = BinaryProxy::start(&path);
+    let addr = bin.http_addr;
+    let in_flight = tokio::spawn(async move {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        sender
+            .send_request(
+                Request::get("/slow?ms=10000")
+                    .header("host", "a")
+                    .body(empty_body())
+                    .unwrap(),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &bin.pid.to_string()])
+        .status()
+        .unwrap();
+    let code = bin
+        .wait_exit(Duration::from_secs(8))
+        .expect("did not exit after the drain timeout");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "exit took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), in_flight)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_err()
+    );
+}
+
+/// `Expect: 100-continue` uploads (curl does this above 1 MiB): the client gets `100 Continue`,
+/// sends the body, and the upstream receives all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_upload() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: app.local\r\nContent-Length: 11\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("no 100 Continue within 5 s")
+        .unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 100"), "{first:?}");
+    s.write_all(b"hello world").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rest).into_owned();
+    let text = text
+        .split_once("HTTP/1.1 200")
+        .map(|(_, t)| format!("HTTP/1.1 200{t}"))
+        .unwrap_or(text);
+    assert_eq!(raw_status(&text), 200, "{text}");
+    assert_eq!(raw_echoed(&text).body_len, 11);
+    proxy.shutdown().await;
+}
+
+/// WebSocket with the headers browsers really send (`Connection: keep-alive, Upgrade`), and
+/// over the TLS listener (wss, HTTP/1.1 by ALPN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_browser_headers_and_wss() {
+    let ws = ws_echo_upstream().await;
+    let ca = TestCa::new();
+    let dir = temp_dir();
+    write_tls_files(dir.path(), &ca, "wss");
+    let c = tls_server_toml(
+        "",
+        "",
+        &route("ws", "path = \"/\"\nwebsocket = true", &ws.url("")),
+    );
+    let proxy = start_proxy_in(dir, &c).await;
+
+    let raw = tokio::time::timeout(STEP, async {
+        let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+        s.write_all(b"GET /chat HTTP/1.1\r\nHost: app.local\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(raw_status(&raw), 101, "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{raw}"
+    );
+
+    // wss through the TLS listener
+    let cfg = tls_client(&ca.cert_pem, &[b"http/1.1"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/secure", proxy.https().port());
+    let (mut sock, resp) = tokio::time::timeout(STEP, tokio_tungstenite::client_async(url, tls))
+        .await
+        .unwrap()
+        .expect("wss handshake");
+    assert_eq!(resp.status(), 101);
+    sock.send(tokio_tungstenite::tungstenite::Message::text("over tls"))
+        .await
+        .unwrap();
+    let back = tokio::time::timeout(STEP, sock.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), "over tls");
+    proxy.shutdown().await;
+}
+
+/// Paths under the auth prefix belong to the proxy and are never forwarded, however they are
+/// spelled; look-alikes outside it are forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_prefix_is_never_forwarded() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    for target in [
+        "/.auth",
+        "/.auth/",
+        "/.auth/me",
+        "//.auth/me",
+        "/x/../.auth/me",
+        "/%2eauth/me",
+        "/.%61uth/me",
+        "/.auth/x?y=1",
+    ] {
+        let raw = raw_get(proxy.http(), target, "app.local", "").await;
+        assert!(!raw.contains("x-echo"), "{target} was forwarded:\n{raw}");
+    }
+    for (target, path) in [
+        ("/.authx", "/.authx"),
+        ("/a/.auth/me", "/a/.auth/me"),
+        ("/.AUTH/me", "/.AUTH/me"),
+    ] {
+        let raw = raw_get(proxy.http(), target, "app.local", "").await;
+        assert_eq!(raw_echoed(&raw).path, path, "{target}");
+    }
+    proxy.shutdown().await;
+}
+
+/// One structured access-log line per request with `--log-format json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_log_line_per_request() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    let closed = closed_port().await;
+    let mut c = cfg("");
+    c += &route("dead", "path = \"/dead\"", &format!("http://{closed}"));
+    c += &route("app", "path = \"/\"", &up.url(""));
+    std::fs::write(&path, c).unwrap();
+    let bin = BinaryProxy::start_with(&path, &["--log-format", "json"]);
+    let r = get_host(
+        bin.http_addr,
+        Method::GET,
+        "logged.local",
+        "/logged/path?secret=1",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let line = bin.wait_log(&["portcullis::access", "/logged/path"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["method"], "GET", "{line}");
+    assert_eq!(v["host"], "logged.local", "{line}");
+    assert_eq!(v["path"], "/logged/path", "{line}");
+    assert_eq!(v["route"], "app", "{line}");
+    assert_eq!(v["status"], 200, "{line}");
+    assert!(
+        v["latency_ms"].is_number() && v["upstream_ms"].is_number(),
+        "{line}"
+    );
+    assert!(
+        !line.contains("secret=1"),
+        "query string (may carry secrets) logged: {line}"
+    );
+    // an upstream failure: its access line with 502, and a warning naming the route and cause
+    assert_eq!(get_path(bin.http_addr, "/dead").await.status, 502);
+    let access = bin.wait_log(&["portcullis::access", "\"/dead\""]);
+    assert!(access.contains("\"status\":502"), "{access}");
+    let warn = bin.wait_log(&["upstream error", "dead"]);
+    assert!(warn.contains("WARN"), "{warn}");
+}
+
+/// A Host the proxy and an upstream could read differently is refused before routing (400):
+/// userinfo, a path, a bad port, spaces, several Host headers, none on HTTP/1.1. Well-formed
+/// spellings route as the host they name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_host_is_refused_before_routing() {
+    let up = echo_upstream().await;
+    let mut c = cfg("");
+    c += &route(
+        "admin-host",
+        "host = \"admin.example.com\"\npath = \"/\"",
+        &up.url("/r-admin"),
+    );
+    c += &route("other", "path = \"/\"", &up.url("/r-other"));
+    let proxy = start_proxy(&c).await;
+    let a = proxy.http();
+    let mut failures = Vec::new();
+    for host_lines in [
+        "Host: user@admin.example.com\r\n",
+        "Host: admin.example.com@evil.example\r\n",
+        "Host: admin.example.com/x\r\n",
+        "Host: admin.example.com:80x\r\n",
+        "Host: admin.example.com:99999999\r\n",
+        "Host: admin example.com\r\n",
+        "Host: admin.example.com\\\r\n",
+        "Host: admin.example.com%2e\r\n",
+        "Host: [::1\r\n",
+        "Host: public.example.com\r\nHost: admin.example.com\r\n",
+        "",
+    ] {
+        let raw = raw_http(
+            a,
+            format!("GET /x HTTP/1.1\r\n{host_lines}Connection: close\r\n\r\n"),
+        )
+        .await;
+        if raw_status(&raw) != 400 {
+            failures.push(format!(
+                "{host_lines:?}: {}",
+                raw.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    for (host, path) in [
+        ("admin.example.com", "/r-admin/x"),
+        ("ADMIN.Example.COM.", "/r-admin/x"),
+        ("admin.example.com:8080", "/r-admin/x"),
+        ("127.0.0.1:8080", "/r-other/x"),
+        ("[::1]:8080", "/r-other/x"),
+        ("a_b.example.com", "/r-other/x"),
+    ] {
+        let raw = raw_get(a, "/x", host, "").await;
+        if raw_status(&raw) != 200 || raw_echoed(&raw).path != path {
+            failures.push(format!(
+                "{host:?}: want {path}, got {}",
+                raw.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    // HTTP/1.0 may omit Host
+    let raw = raw_http(a, "GET /x HTTP/1.0\r\n\r\n").await;
+    if raw_status(&raw) != 200 {
+        failures.push(format!(
+            "HTTP/1.0 without Host: {}",
+            raw.lines().next().unwrap_or("")
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    proxy.shutdown().await;
+}
+
+/// The route `timeout` is the time the upstream may take to answer: an upload that keeps
+/// flowing for longer than the timeout is not cut with a 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_does_not_cut_a_flowing_upload() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route(
+        "app",
+        "path = \"/\"\ntimeout = \"1s\"",
+        &up.url(""),
+    )))
+    .await;
+    let stream = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"0123456789",
+            ))),
+            i + 1,
+        ))
+    });
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
+    let req = Request::post("/upload")
+        .header("host", "app.local")
+        .body(body)
+        .unwrap();
+    let r = send(proxy.http(), req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echoed().body_len, 100);
+    // once the body is complete, the upstream still gets only `timeout` to answer
+    let t0 = Instant::now();
+    let req = Request::post("/slow?ms=3000")
+        .header("host", "app.local")
+        .body(generated_body(1000))
+        .unwrap();
+    let r = send(proxy.http(), req).await;
+    assert_eq!(r.status, 504);
+    assert!(
+        t0.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t0.elapsed()
+    );
+    proxy.shutdown().await;
+}
+
+/// Kubernetes mounts secrets as `tls.crt -> ..data/tls.crt` with `..data` a symlink swapped
+/// atomically to a new directory; the reload must see the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_cert_reload_through_kubernetes_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let first = ca.issue("first");
+    let second = ca.issue("second");
+    let dir = temp_dir();
+    let d = dir.path();
+    for (v, leaf) in [("v1", &first), ("v2", &second)] {
+        std::fs::create_dir(d.join(v)).unwrap();
+        std::fs::write(d.join(v).join("tls.crt"), &leaf.cert_pem).unwrap();
+        std::fs::write(d.join(v).join("tls.key"), &leaf.key_pem).unwrap();
+    }
+    symlink("v1", d.join("..data")).unwrap();
+    symlink("..data/tls.crt", d.join("tls.crt")).unwrap();
+    symlink("..data/tls.key", d.join("tls.key")).unwrap();
+    let proxy = start_proxy_in(dir, &tls_cfg(&up.url(""), "")).await;
+    let r = send_tls(proxy.https(), &ca.cert_pem, &[b"h2"], "/").await;
+    assert_eq!(r.server_cert, first.cert_der);
+    // atomic swap, as kubelet does it: new symlink, renamed over ..data
+    let d = proxy.dir.path();
+    symlink("v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let r = send_tls(proxy.https(), &ca.cert_pem, &[b"h2"], "/").await;
+        if r.server_cert == second.cert_der {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "swap not seen after {:?}",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.shutdown().await;
+}
+
+/// A raw upstream that answers every connection with `response` and then closes.
+async fn raw_upstream(response: &'static [u8]) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(response).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    common::Server::from_task(addr, task)
+}
+
+/// An upstream that dies mid-body must not look like a complete response to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_upstream_body_is_not_passed_off_as_complete() {
+    let fixed = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789012345678901234567890123456789",
+    )
+    .await;
+    let chunked = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n a\r\n0123456789\r\n5\r\nabcde",
+    )
+    .await;
+    let mut c = cfg("");
+    c += &route("fixed", "path = \"/fixed\"", &fixed.url(""));
+    c += &route("chunked", "path = \"/chunked\"", &chunked.url(""));
+    let proxy = start_proxy(&c).await;
+    for path in ["/fixed", "/chunked"] {
+        let stream = TcpStream::connect(proxy.http()).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let resp = sender
+            .send_request(
+                Request::get(path)
+                    .header("host", "a")
+                    .body(empty_body())
+                    .unwrap(),
+            )
+            .await;
+        let complete = match resp {
+            Err(_) => false,
+            Ok(r) => tokio::time::timeout(STEP, r.into_body().collect())
+                .await
+                .expect("body hung")
+                .is_ok(),
+        };
+        assert!(
+            !complete,
+            "{path}: truncated upstream body reached the client as a complete response"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// A slow head on the second request of a keep-alive connection is not left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_second_request_on_keep_alive_is_closed() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&format!(
+        "header_read_timeout = \"1s\"\n{}",
+        route("app", "path = \"/\"", &up.url(""))
+    )))
+    .await;
+    let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "second slow head still open after 4 s");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "closed only after {:?}",
+        t0.elapsed()
+    );
+    eprintln!(
+        "second slow head closed after {:?}: {:?}",
+        t0.elapsed(),
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// `portcullis run` with a bad config or an address in use exits non-zero with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_run_fails_cleanly() {
+    let dir = temp_dir();
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &GOOD.replace("listen = ", "listne = \"x\"\nlisten = "),
+    );
+    let out = cli(&["run", "--config", &bad]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("listne"), "{}", out.stderr);
+
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let busy = write(
+        &dir,
+        "busy.toml",
+        &GOOD.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")),
+    );
+    let out = cli(&["run", "--config", &busy]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains(&port.to_string()), "{}", out.stderr);
+    drop(taken);
+}
+
+/// Uploads over HTTP/2 stream through to an HTTP/1.1 upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upload_streams_to_http1_upstream() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let n = 32 * 1024 * 1024;
+    let req = Request::post("/upload").body(generated_body(n)).unwrap();
+    let r = send_tls_request(proxy.https(), &ca.cert_pem, &[b"h2"], req).await;
+    assert_eq!(r.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(r.resp.status, 200, "{}", r.resp.text());
+    let e = r.resp.echoed();
+    assert_eq!(e.body_len, n);
+    assert_eq!(e.version, "HTTP/1.1");
+    proxy.shutdown().await;
+}
+
+/// HTTP/2 slowloris: a TLS connection that negotiates h2 but never completes a request is
+/// closed after `header_read_timeout`, as an HTTP/1 one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connection_without_a_request_is_closed() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let dir = temp_dir();
+    write_tls_files(dir.path(), &ca, "h2");
+    let c = tls_server_toml(
+        "header_read_timeout = \"1s\"",
+        "",
+        &route("app", "path = \"/\"", &up.url("")),
+    );
+    let proxy = start_proxy_in(dir, &c).await;
+    let cfg = tls_client(&ca.cert_pem, &[b"h2"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (_sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(4), conn).await;
+    assert!(
+        closed.is_ok(),
+        "idle h2 connection without any request still open after 4 s"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "closed too early: {:?}",
+        t0.elapsed()
+    );
+    // a real h2 request on a fresh connection still works
+    let r = send_tls(proxy.https(), &ca.cert_pem, &[b"h2"], "/ok").await;
+    assert_eq!(r.resp.status, 200);
+    proxy.shutdown().await;
+}
+
+/// Slowloris over TLS (HTTP/1.1): the 408 arrives inside the TLS session and the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_over_tls_gets_408() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let dir = temp_dir();
+    write_tls_files(dir.path(), &ca, "slow");
+    let c = tls_server_toml(
+        "header_read_timeout = \"1s\"",
+        "",
+        &route("app", "path = \"/\"", &up.url("")),
+    );
+    let proxy = start_proxy_in(dir, &c).await;
+    let cfg = tls_client(&ca.cert_pem, &[b"http/1.1"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "TLS slowloris connection still open after 3 s");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    proxy.shutdown().await;
+}
+
+/// Names configured only on one route (`[route.headers]`) or as the assertion header are
+/// stripped on every route, including `none` routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_and_assertion_header_names_are_stripped_everywhere() {
+    let up = echo_upstream().await;
+    let c = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[headers]\nassertion = \"X-Signed-Identity\"\naccess_token = \"X-Token\"\n\
+[[route]]\nname = \"special\"\npath = \"/special\"\nupstream = \"{u}\"\nauth = \"none\"\n[route.headers]\nuser = \"X-Special-User\"\nroles = \"X-Special-Roles\"\n\
+[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"{u}\"\nauth = \"none\"\n",
+        u = up.url("")
+    );
+    let proxy = start_proxy(&c).await;
+    for path in ["/", "/special"] {
+        let raw = raw_get(
+            proxy.http(),
+            path,
+            "app.local",
+            "X-Special-User: forged\r\nx_special_roles: forged\r\nX-Signed-Identity: forged\r\nx_signed_identity: forged\r\nX-Token: forged\r\n",
+        )
+        .await;
+        let e = raw_echoed(&raw);
+        assert!(
+            e.headers.iter().all(|(_, v)| v != "forged"),
+            "{path}: {e:?}"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// Shutdown does not wait for a TLS connection that never completes its handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_stalled_tls_handshake() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let _stalled = TcpStream::connect(proxy.https()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    proxy.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for a stalled TLS handshake",
+        t0.elapsed()
+    );
+}
+
+/// Upstream connections are pooled: sequential requests from different clients reuse one
+/// keep-alive connection, also after a streamed body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_pooled() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route("app", "path = \"/\"", &up.url("")))).await;
+    let first = get_path(proxy.http(), "/a").await.echoed().peer;
+    let req = Request::post("/b")
+        .header("host", "a")
+        .body(generated_body(1 << 20))
+        .unwrap();
+    let second = send(proxy.http(), req).await.echoed();
+    assert_eq!(second.body_len, 1 << 20);
+    let third = get_path(proxy.http(), "/c").await.echoed().peer;
+    assert!(!first.is_empty());
+    assert_eq!(
+        first, second.peer,
+        "second request opened a new upstream connection"
+    );
+    assert_eq!(
+        first, third,
+        "third request opened a new upstream connection"
+    );
+    proxy.shutdown().await;
 }

@@ -21,6 +21,7 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 command -v node >/dev/null || need+=(nodejs npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ] && [ "${PORTCULLIS_SKIP_INSTALL:-}" != 1 ]; then
   step "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -156,6 +156,7 @@ pub fn identity_from_claims(
         provider: Arc::from(p.name()),
         via: Via::Bearer,
         claims,
+        set_cookie: Vec::new(),
     })
 }
 

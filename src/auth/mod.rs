@@ -5,6 +5,8 @@
 pub mod assertion;
 pub mod bearer;
 pub mod check;
+pub mod login;
+pub mod redirect;
 pub mod roles;
 
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub struct Identity {
     /// Name of the provider that vouched for it.
     pub provider: Arc<str>,
     pub via: Via,
+    /// Set-Cookie values the response must carry (a session that was refreshed or slid).
+    pub set_cookie: Vec<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +63,8 @@ pub struct AuthState {
     pub providers: Providers,
     bearer: bearer::Bearer,
     assertion: assertion::AssertionSigner,
+    /// Browser login and sessions (when `[session]` is configured).
+    pub login: Option<login::LoginState>,
 }
 
 impl AuthState {
@@ -66,12 +72,21 @@ impl AuthState {
         let providers = Providers::new(&config)?;
         let bearer = bearer::Bearer::new(&config);
         let assertion = assertion::AssertionSigner::new(&config)?;
+        let login = login::LoginState::new(config.clone())?;
         Ok(AuthState {
             config,
             providers,
             bearer,
             assertion,
+            login,
         })
+    }
+
+    /// Removes the proxy's own session and pending-login cookies from a request going upstream.
+    pub fn strip_own_cookies(&self, headers: &mut http::HeaderMap) {
+        if let Some(l) = &self.login {
+            l.strip_cookies(headers);
+        }
     }
 
     /// The proxy's signer for the identity assertion header (keys at `/.auth/jwks`).
@@ -84,8 +99,8 @@ impl AuthState {
         &self,
         route: &Route,
         parts: &Parts,
-        _conn: ConnInfo,
-        _host: Option<&str>,
+        conn: ConnInfo,
+        host: Option<&str>,
     ) -> Outcome {
         debug_assert!(route.auth != AuthMode::None);
         match route.auth {
@@ -96,19 +111,32 @@ impl AuthState {
             AuthMode::LoginOrBearer if bearer::has_authorization(parts) => {
                 bearer::authenticate(&self.bearer, &self.providers, route, parts).await
             }
-            // login: filled by issue 4
-            AuthMode::LoginOrBearer => Outcome::Respond(bearer::challenge()),
-            AuthMode::Login | AuthMode::None => Outcome::Respond(json_error(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                &format!("auth = {:?} is not implemented yet", route.auth.as_str()),
+            // No Authorization header: the session decides (redirect to login for browsers).
+            AuthMode::Login | AuthMode::LoginOrBearer => match &self.login {
+                Some(l) => {
+                    l.authenticate(&self.providers, route, parts, conn, host)
+                        .await
+                }
+                None => Outcome::Respond(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "session_store_unavailable",
+                    "sessions are not available",
+                )),
+            },
+            AuthMode::None => Outcome::Respond(json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "auth = \"none\" is not authenticated",
             )),
         }
     }
 
     /// Starts background work (discovery, key refresh); registers readiness in `health`.
     pub fn start_background(&self, health: Arc<crate::health::Health>) {
-        self.providers.start_background(health);
+        self.providers.start_background(health.clone());
+        if let Some(l) = &self.login {
+            l.start_background(health);
+        }
     }
 
     /// The answer when authorization failed.
@@ -117,10 +145,13 @@ impl AuthState {
         route: &Route,
         identity: &Identity,
         denied: &Denied,
-        _parts: &Parts,
+        parts: &Parts,
     ) -> Response<Body> {
         if identity.via == Via::Bearer {
             return bearer::forbidden(denied);
+        }
+        if let (Via::Session, Some(l)) = (identity.via, &self.login) {
+            return l.forbidden(identity, denied, parts);
         }
         let _ = route;
         json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string())
@@ -137,6 +168,20 @@ impl AuthState {
         match rest {
             "/check" => check::check(self, req, conn, host).await,
             "/jwks" => self.assertion.jwks_response(),
+            "/login" | "/callback" | "/logout" | "/me" | "/backchannel-logout" => match &self.login
+            {
+                Some(l) => l
+                    .endpoint(&self.providers, rest, req, conn, host)
+                    .await
+                    .unwrap_or_else(|| {
+                        json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+                    }),
+                None => json_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "browser login is not configured (no [session])",
+                ),
+            },
             _ => json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -1,10 +1,14 @@
-//! A connection wrapper that answers a slow request head (slowloris) with `408` and closes,
-//! instead of a silent hang or drop. Armed when the connection opens; disarmed as soon as the
-//! first request head has been parsed ([`HeadSeen::mark`], called by the service) or by the
-//! first byte the server writes (a response, or HTTP/2's preface). It must not outlive the head:
-//! a request body that takes longer than the timeout to arrive, or an upstream that takes longer
-//! to answer, is not a slow head. Later requests on a keep-alive connection are covered by
-//! hyper's own header-read timeout.
+//! A connection wrapper that answers a slow first request head (slowloris) with `408` and
+//! closes, instead of a silent hang or drop. Armed when the connection opens; disarmed as soon
+//! as the first request head has been parsed ([`HeadSeen::mark`], called by the service). It
+//! must not outlive the head: a request body that takes longer than the timeout to arrive, or an
+//! upstream that takes longer to answer, is not a slow head.
+//!
+//! HTTP/2 is covered too: the server's preface (written at once) does not disarm it, so a
+//! connection that negotiates h2 and never completes a request is closed at the deadline —
+//! without the HTTP/1 `408` text, which an h2 client could not parse. Later requests on an
+//! HTTP/1 keep-alive connection are covered by hyper's own header-read timeout (closed without
+//! a `408`).
 
 use std::io;
 use std::pin::Pin;
@@ -23,6 +27,9 @@ pub struct HeadDeadline<T> {
     inner: T,
     deadline: Option<Pin<Box<Sleep>>>,
     head_seen: Arc<AtomicBool>,
+    /// The server wrote something (HTTP/2 preface, or an HTTP/1 error answer): the 408 text
+    /// would no longer be a valid answer, so the deadline only closes.
+    wrote: bool,
 }
 
 /// Tells a [`HeadDeadline`] that a complete request head arrived (the service was called).
@@ -42,6 +49,7 @@ impl<T> HeadDeadline<T> {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             head_seen: head_seen.clone(),
+            wrote: false,
         };
         (io, HeadSeen(head_seen))
     }
@@ -61,9 +69,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<T> {
             && d.as_mut().poll(cx).is_ready()
         {
             this.deadline = None;
-            // Best effort: the socket buffer is empty at this point, so this does not block.
-            let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
-            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            if !this.wrote {
+                // Best effort: the socket buffer is empty at this point, so this does not block.
+                let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            }
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "request header read timeout",
@@ -79,7 +89,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.deadline = None;
+        self.wrote = true;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -87,7 +97,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.deadline = None;
+        self.wrote = true;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -241,6 +241,7 @@ async fn accept_loop(
         let proxy = proxy.clone();
         let builder = builder.clone();
         let tls = tls.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             proxy.metrics.open_connections.inc();
             serve_connection(
@@ -250,6 +251,7 @@ async fn accept_loop(
                 proxy.clone(),
                 builder,
                 watcher,
+                stop,
                 redirect_to_https,
             )
             .await;
@@ -258,6 +260,7 @@ async fn accept_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -265,13 +268,22 @@ async fn serve_connection(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
+    mut stop: watch::Receiver<bool>,
     redirect_to_https: Option<u16>,
 ) {
     let head_timeout = proxy.config.server.header_read_timeout;
     match tls {
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await
-            {
+            // The handshake holds a drain watcher but is outside hyper's graceful shutdown:
+            // abandon it on shutdown, or one stalled client delays exit by a whole timeout.
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(head_timeout, acceptor.accept(stream)) => r,
+                _ = stopped(&mut stop) => {
+                    tracing::debug!(%peer, "shutting down: TLS handshake abandoned");
+                    return;
+                }
+            };
+            let tls_stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -351,12 +363,8 @@ fn https_redirect(https_port: u16, req: &Request<Incoming>) -> Response<Body> {
         );
     };
     // The Host header is unvalidated text: only a plain host[:port] may reach the Location.
-    if host.contains('@') || host.parse::<http::uri::Authority>().is_err() {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "invalid Host header",
-        );
+    if let Err(e) = crate::proxy::check_host(req) {
+        return e.into_response();
     }
     let hostname = match host.rsplit_once(':') {
         Some((h, port))

@@ -47,11 +47,28 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     Ok(ck)
 }
 
-fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
-    // metadata follows symlinks, so Kubernetes' ..data swaps are seen.
-    std::fs::metadata(p)
-        .ok()
-        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+/// What identifies a version of a file: modification time, length and, on Unix, the inode.
+/// The inode matters: mtime has the kernel's coarse clock granularity and a renewed certificate
+/// often has the same PEM length, so a Kubernetes `..data` swap or a `mv new.crt tls.crt` done
+/// within a few milliseconds of the previous write (or with preserved mtimes: `cp -p`, `tar`)
+/// would otherwise go unseen. `metadata` follows symlinks, so the swap's new target is read.
+type Stamp = (SystemTime, u64, u64, u64);
+
+fn stamp(p: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(p).ok()?;
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
+    };
+    #[cfg(not(unix))]
+    let (dev, ino) = (0, 0);
+    Some((
+        m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        m.len(),
+        dev,
+        ino,
+    ))
 }
 
 /// Builds the server config and starts the watcher that reloads the pair.

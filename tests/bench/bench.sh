@@ -22,11 +22,17 @@
 #                 same JWKS, Require claim roles:admin), portcullis-introspect (TOKENS opaque
 #                 tokens from tests/provider, RFC 7662 introspection, cache on). E.g.
 #                 TARGETS="nginx-proxy portcullis-bearer portcullis-bearer-nocache apache-oidc portcullis-introspect"
+#                 login targets (need node, and redis-server for the Redis one): portcullis-login
+#                 (a browser session cookie from a real login at tests/provider, cookie store, route
+#                 requires role admin), portcullis-login-redis (the same with store = "redis", a
+#                 second portcullis process and a local redis-server). E.g.
+#                 TARGETS="nginx-proxy portcullis-none portcullis-login portcullis-login-redis"
 #   TOKENS        distinct tokens for the bearer targets (default 1000)
 #   KEEP_WORKDIR  1 = keep the temporary folder (configs, logs, raw wrk output)
 #
 # Needs: wrk, nginx, taskset, getconf, curl; cargo unless PORTCULLIS_BIN is set; node for the
-# bearer targets; apache2 + libapache2-mod-auth-openidc for apache-oidc.
+# bearer and login targets; apache2 + libapache2-mod-auth-openidc for apache-oidc; redis-server
+# for portcullis-login-redis.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -276,6 +282,7 @@ provider = "op"
 require_roles = ["admin"]
 EOF
     fi
+    if [ "$needs_login" = 1 ]; then login_config cookie >>"$dir/portcullis.toml"; fi
     cat >>"$dir/portcullis.toml" <<EOF
 [[route]]
 name = "bench-none"
@@ -289,6 +296,79 @@ EOF
     STARTED_PIDS+=("$PORTCULLIS_PID")
     wait_http "http://127.0.0.1:$PORTCULLIS_PORT/" "$PORTCULLIS_PID" "portcullis" "$dir/portcullis.log"
     log "portcullis: pid $PORTCULLIS_PID on 127.0.0.1:$PORTCULLIS_PORT ($PORTCULLIS_BIN)"
+}
+
+# login_config STORE: the provider, [session] and the /login route of the login targets
+login_config() {
+    cat <<EOF
+[providers.login]
+issuer = "$OP_ISSUER"
+client_id = "web"
+client_secret = "web-secret"
+
+[session]
+secret = "bench-session-secret-0123456789abcdef-0123"
+store = "$1"
+redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
+
+[[route]]
+name = "bench-login"
+path = "/login"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "login"
+provider = "login"
+require_roles = ["admin"]
+
+EOF
+}
+
+# start_redis: redis-server on REDIS_PORT (no persistence), pinned with the proxies
+start_redis() {
+    command -v redis-server >/dev/null || die "redis-server not found (apt-get install -y redis-server)"
+    taskset -c "$PROXY_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    STARTED_PIDS+=("$REDIS_PID")
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
+    log "redis: pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
+}
+
+# start_portcullis_redis: a second portcullis with the Redis session store on
+# PORTCULLIS_REDIS_PORT; sets PORTCULLIS_REDIS_PID
+start_portcullis_redis() {
+    local dir=$WORK/portcullis-redis
+    mkdir -p "$dir"
+    { printf '[server]\nlisten = "127.0.0.1:%s"\n\n' "$PORTCULLIS_REDIS_PORT"; login_config redis
+      printf '[[route]]\nname = "bench-none"\npath = "/"\nupstream = "http://127.0.0.1:%s"\nauth = "none"\n' "$STATIC_PORT"
+    } >"$dir/portcullis.toml"
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTCULLIS_BIN" run --config "$dir/portcullis.toml" \
+        >"$dir/portcullis.log" 2>&1 &
+    PORTCULLIS_REDIS_PID=$!
+    STARTED_PIDS+=("$PORTCULLIS_REDIS_PID")
+    wait_http "http://127.0.0.1:$PORTCULLIS_REDIS_PORT/" "$PORTCULLIS_REDIS_PID" "portcullis (redis)" "$dir/portcullis.log"
+    log "portcullis (redis store): pid $PORTCULLIS_REDIS_PID on 127.0.0.1:$PORTCULLIS_REDIS_PORT"
+}
+
+# login_cookie PORT: logs in as alice at the portcullis on PORT through the provider's login
+# form (curl, cookie jar) and prints the session cookie ("name=value")
+login_cookie() {
+    local port=$1 jar=$WORK/jar.$1 form value code=
+    for _ in $(seq 50); do
+        form=$(curl -s -c "$jar" -b "$jar" -L -o /dev/null -w '%{url_effective}' -H 'Accept: text/html' \
+            "http://127.0.0.1:$port/login/" || true)
+        case $form in *"/interaction/"*) break ;; esac
+        sleep 0.2   # discovery not loaded yet
+    done
+    case $form in *"/interaction/"*) ;; *) die "login at portcullis :$port did not reach the provider's form ($form)" ;; esac
+    curl -s -c "$jar" -b "$jar" -L -o /dev/null -H 'Accept: text/html' \
+        -d 'prompt=login&login=alice&password=x' "$form" || die "login form post failed"
+    value=$(awk '$6 == "portcullis" { v = $7 } END { print v }' "$jar")
+    [ -n "$value" ] || die "no session cookie after logging in at portcullis :$port"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: portcullis=$value" "http://127.0.0.1:$port/login/")
+    [ "$code" = 200 ] || die "portcullis :$port answered $code with the session cookie"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/login/")
+    [ "$code" = 401 ] || die "portcullis :$port answered $code without a session"
+    echo "portcullis=$value"
 }
 
 # mint_jwts: an RSA key, its JWKS + discovery (served by the static nginx) and TOKENS JWTs
@@ -308,6 +388,7 @@ start_op() {
         || (cd "$ROOT/tests/provider" && npm ci --no-audit --no-fund --loglevel=error) \
         || die "npm ci in tests/provider failed"
     PORT=0 STATE_DIR=$dir LOG_REQUESTS=0 ACCESS_TOKEN_TTL=14400 STORE_SIZE=$((TOKENS * 4 + 10000)) \
+        CLIENT_REDIRECT_URIS="http://127.0.0.1:$PORTCULLIS_PORT/.auth/callback,http://127.0.0.1:$PORTCULLIS_REDIS_PORT/.auth/callback" \
         taskset -c "$LOAD_CPU" node "$ROOT/tests/provider/provider.mjs" >"$dir/stdout.log" 2>"$dir/stderr.log" &
     OP_PID=$!
     STARTED_PIDS+=("$OP_PID")
@@ -318,9 +399,12 @@ start_op() {
     done
     OP_ISSUER=$(awk '/^READY / { print $2; exit }' "$dir/stdout.log")
     [ -n "$OP_ISSUER" ] || die "provider did not print READY"
-    node "$ROOT/tests/bench/mint.mjs" opaque "$dir" "$OP_ISSUER" "$TOKENS" || die "minting opaque tokens failed"
-    OPAQUE_FILE=$dir/opaque.txt
-    log "test provider: pid $OP_PID, issuer $OP_ISSUER, $TOKENS opaque tokens"
+    log "test provider: pid $OP_PID, issuer $OP_ISSUER"
+    case " $TARGETS " in *" portcullis-introspect "*)
+        node "$ROOT/tests/bench/mint.mjs" opaque "$dir" "$OP_ISSUER" "$TOKENS" || die "minting opaque tokens failed"
+        OPAQUE_FILE=$dir/opaque.txt
+        log "$TOKENS opaque tokens minted" ;;
+    esac
 }
 
 # start_apache: Apache httpd (event MPM, one process) + mod_auth_openidc as an OAuth 2.0
@@ -501,6 +585,10 @@ needs_tokens=0
 case " $TARGETS " in *" portcullis-bearer"*|*" apache-oidc "*) needs_tokens=1 ;; esac
 needs_op=0
 case " $TARGETS " in *" portcullis-introspect "*) needs_op=1 ;; esac
+needs_login=0
+case " $TARGETS " in *" portcullis-login"*) needs_login=1; needs_op=1 ;; esac
+needs_redis=0
+case " $TARGETS " in *" portcullis-login-redis "*) needs_redis=1 ;; esac
 if [ "$needs_tokens" = 1 ] || [ "$needs_op" = 1 ]; then
     command -v node >/dev/null || die "node not found: the bearer targets need it (apt-get install -y nodejs npm)"
     [ "$DRY_RUN" = 1 ] && die "BENCH_DRY_RUN=1 does not support the bearer targets"
@@ -515,7 +603,7 @@ if [ "$needs_portcullis" = 1 ] && [ "$DRY_RUN" != 1 ]; then
     [ -x "$PORTCULLIS_BIN" ] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not an executable"
 fi
 
-read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT <<<"$(free_ports 5)"
+read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT <<<"$(free_ports 7)"
 mkdir -p "$WORK/issuer"
 chmod a+rx "$WORK" "$WORK/issuer"   # nginx workers (nobody) serve the issuer files
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
@@ -533,7 +621,13 @@ if [ "$needs_portcullis" = 1 ]; then
     else
         start_portcullis
         if [ "$needs_tokens" = 1 ]; then check_bearer /api/ "$JWT_FILE"; check_bearer /nocache/ "$JWT_FILE"; fi
-        if [ "$needs_op" = 1 ]; then check_bearer /introspect/ "$OPAQUE_FILE"; fi
+        if [ -n "${OPAQUE_FILE:-}" ]; then check_bearer /introspect/ "$OPAQUE_FILE"; fi
+        if [ "$needs_login" = 1 ]; then LOGIN_COOKIE=$(login_cookie "$PORTCULLIS_PORT"); fi
+        if [ "$needs_redis" = 1 ]; then
+            start_redis
+            start_portcullis_redis
+            LOGIN_REDIS_COOKIE=$(login_cookie "$PORTCULLIS_REDIS_PORT")
+        fi
     fi
 fi
 
@@ -555,9 +649,12 @@ for target in $TARGETS; do
             if [ -z "${APACHE_PID:-}" ]; then start_apache; fi
             TOKENS_FILE=$JWT_FILE run_target apache-oidc "http://127.0.0.1:$APACHE_PORT/api/" \
                 "$APACHE_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
-        # Later targets follow the same pattern, e.g.
-        #   portcullis-login)  run_target portcullis-login "…" "$PORTCULLIS_PID" -H "Cookie: $COOKIE" ;;
-        #   apache-oidc)       start_apache; run_target apache-oidc "…" "$APACHE_PID" -s "$WORK/cookie.lua" ;;
+        portcullis-login)
+            run_target portcullis-login "http://127.0.0.1:$PORTCULLIS_PORT/login/" "$PORTCULLIS_PID" \
+                -H "Cookie: $LOGIN_COOKIE" ;;
+        portcullis-login-redis)
+            run_target portcullis-login-redis "http://127.0.0.1:$PORTCULLIS_REDIS_PORT/login/" \
+                "$PORTCULLIS_REDIS_PID" -H "Cookie: $LOGIN_REDIS_COOKIE" ;;
         *) die "unknown target $target" ;;
     esac
 done

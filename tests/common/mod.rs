@@ -2,7 +2,8 @@
 //!
 //! What is here, all bound on `127.0.0.1:0` (no fixed ports):
 //! - [`EchoUpstream`]: an HTTP/1.1 server that answers every request with JSON describing what it
-//!   received ([`Echoed`]: method, path, query, version, headers in order, body length). The
+//!   received ([`Echoed`]: method, path, query, version, headers in order, body length, and the
+//!   peer address of the connection it came on, to observe pooling). The
 //!   request body is consumed frame by frame and only counted, so a 1 GiB upload costs no memory.
 //!   Paths whose last segment is `slow` (`GET …/slow?ms=N`) sleep N ms before answering; paths
 //!   whose last segment is `big` (`GET …/big?bytes=N`) stream N bytes of `x` instead of JSON.
@@ -11,6 +12,7 @@
 //! - [`WsEchoUpstream`]: a WebSocket server echoing every text/binary message.
 //! - [`start_proxy`] / [`start_proxy_in`]: the proxy in-process (`portcullis::server::start`), with
 //!   its config written into a temp dir so relative file names in the TOML resolve there.
+//!   [`server_toml`], [`route_toml`], [`tls_server_toml`] and [`write_tls_files`] build configs.
 //! - [`TestCa`]: an rcgen CA issuing server certificates for `localhost` / `127.0.0.1`.
 //! - A small client on hyper (one connection per request): [`send`] for http, [`send_tls`]
 //!   for https with a chosen ALPN list (reports the negotiated protocol and the served cert).
@@ -57,6 +59,9 @@ pub struct Echoed {
     pub version: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
+    /// The proxy-side address of the upstream connection (same value: same pooled connection).
+    #[serde(default)]
+    pub peer: String,
 }
 
 impl Echoed {
@@ -92,6 +97,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Wraps an accept loop the caller spawned (for one-off upstreams in a test).
+    pub fn from_task(addr: SocketAddr, task: tokio::task::JoinHandle<()>) -> Self {
+        Server { addr, task }
+    }
+
     /// `http://127.0.0.1:PORT` followed by `path` (use "" for none).
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -133,7 +143,7 @@ pub fn generated_body(n: u64) -> TestBody {
     BodyExt::boxed(StreamBody::new(stream))
 }
 
-async fn echo(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+async fn echo(req: Request<Incoming>, peer: SocketAddr) -> Result<Response<TestBody>, Infallible> {
     let (parts, mut body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
@@ -179,6 +189,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> 
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body_len,
+        "peer": peer.to_string(),
     });
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
     let h = resp.headers_mut();
@@ -210,13 +221,54 @@ pub async fn echo_upstream() -> EchoUpstream {
     let addr = listener.local_addr().expect("echo addr");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(echo))
+                    .serve_connection(TokioIo::new(stream), service_fn(move |r| echo(r, peer)))
                     .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Server { addr, task }
+}
+
+/// Starts the JSON echo upstream behind TLS (HTTP/1.1) with the given certificate.
+pub async fn tls_echo_upstream(cert: &Issued) -> EchoUpstream {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("cert PEM");
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key PEM");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server cert");
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind tls echo upstream");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service_fn(move |r| echo(r, peer)))
                     .await;
             });
         }
@@ -315,6 +367,38 @@ pub async fn start_proxy_in(dir: tempfile::TempDir, toml: &str) -> TestProxy {
 /// [`start_proxy_in`] with a fresh temp dir.
 pub async fn start_proxy(toml: &str) -> TestProxy {
     start_proxy_in(temp_dir(), toml).await
+}
+
+/// `[server]` listening on `127.0.0.1:0`, followed by `rest` (more `[server]` keys, then any
+/// sections).
+pub fn server_toml(rest: &str) -> String {
+    format!("[server]\nlisten = \"127.0.0.1:0\"\n{rest}")
+}
+
+/// One `[[route]]` with `name`, `auth` and `upstream`; `extra` holds more keys (`path = "/x"`,
+/// `host = …`, `methods = […]`, …), one per line. Sub-tables (`[route.headers]`) cannot go in
+/// `extra`: append them after this string.
+pub fn route_toml(name: &str, auth: &str, extra: &str, upstream: &str) -> String {
+    format!(
+        "\n[[route]]\nname = \"{name}\"\n{extra}\nupstream = \"{upstream}\"\nauth = \"{auth}\"\n"
+    )
+}
+
+/// Writes a fresh certificate for `localhost` from `ca` as `tls.crt`/`tls.key` into `dir`
+/// (where `[server.tls] cert = "tls.crt"`, `key = "tls.key"` find them) and returns it.
+pub fn write_tls_files(dir: &Path, ca: &TestCa, common_name: &str) -> Issued {
+    let leaf = ca.issue(common_name);
+    std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).expect("write tls.crt");
+    std::fs::write(dir.join("tls.key"), &leaf.key_pem).expect("write tls.key");
+    leaf
+}
+
+/// `[server]` with `server_extra`, a `[server.tls]` on `127.0.0.1:0` using `tls.crt`/`tls.key`
+/// with `tls_extra`, then `rest` (routes). Pair with [`write_tls_files`].
+pub fn tls_server_toml(server_extra: &str, tls_extra: &str, rest: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"tls.crt\"\nkey = \"tls.key\"\n{tls_extra}\n{rest}"
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -477,10 +561,27 @@ pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-/// Sends one request over TLS to `addr` (SNI `localhost`), HTTP/2 when ALPN picks `h2`, else
+/// Sends one GET over TLS to `addr` (SNI `localhost`), HTTP/2 when ALPN picks `h2`, else
 /// HTTP/1.1. `path` is a path; the URI/Host are set to `https://localhost:PORT/...`.
 pub async fn send_tls(addr: SocketAddr, ca_pem: &str, alpn: &[&[u8]], path: &str) -> TlsResp {
+    send_tls_request(addr, ca_pem, alpn, get(path)).await
+}
+
+/// [`send_tls`] with any request; its URI must be a path (`/x?y`). For HTTP/2 the URI becomes
+/// `https://localhost:PORT/x?y` (the `:authority`); for HTTP/1.1 a missing `Host` is set to it.
+pub async fn send_tls_request(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    req: Request<TestBody>,
+) -> TlsResp {
     let cfg = tls_client(ca_pem, alpn);
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let fut = async move {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
@@ -502,19 +603,21 @@ pub async fn send_tls(addr: SocketAddr, ca_pem: &str, alpn: &[&[u8]], path: &str
                     .await
                     .expect("h2 handshake");
             tokio::spawn(conn);
-            let req = Request::get(format!("https://{authority}{path}"))
-                .body(empty_body())
-                .expect("req");
+            parts.uri = format!("https://{authority}{path}").parse().expect("uri");
+            parts.version = Version::HTTP_2;
+            let req = Request::from_parts(parts, body);
             sender.send_request(req).await.expect("h2 request")
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
                 .expect("h1 handshake");
             tokio::spawn(conn);
-            let req = Request::get(path)
-                .header(http::header::HOST, authority)
-                .body(empty_body())
-                .expect("req");
+            if !parts.headers.contains_key(http::header::HOST) {
+                parts
+                    .headers
+                    .insert(http::header::HOST, authority.parse().expect("host"));
+            }
+            let req = Request::from_parts(parts, body);
             sender.send_request(req).await.expect("h1 request")
         };
         TlsResp {
@@ -623,16 +726,25 @@ pub struct BinaryProxy {
     child: Child,
     pub http_addr: SocketAddr,
     pub pid: u32,
+    /// Every stderr (log) line so far.
+    pub logs: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BinaryProxy {
     /// Starts `portcullis run --config PATH` and waits (≤ 30 s) for its http listener, whose
     /// address is read from the startup log line (so `listen = "127.0.0.1:0"` works).
     pub fn start(config: &Path) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// [`BinaryProxy::start`] with extra arguments after `run --config PATH`
+    /// (e.g. `["--log-format", "json"]`).
+    pub fn start_with(config: &Path, extra_args: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(config)
+            .args(extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -642,6 +754,8 @@ impl BinaryProxy {
         let pid = child.id();
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
         // Keeps draining stderr for the child's lifetime so it never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -650,7 +764,10 @@ impl BinaryProxy {
                 if line.contains("listening (http)")
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(line);
+                    let _ = tx.send(line.clone());
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
                 }
             }
         });
@@ -658,6 +775,7 @@ impl BinaryProxy {
             child,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             pid,
+            logs,
         };
         let line = rx
             .recv_timeout(STEP)
@@ -670,6 +788,25 @@ impl BinaryProxy {
             .unwrap_or_else(|| panic!("no address in log line: {line}"));
         guard.http_addr = addr;
         guard
+    }
+
+    /// Waits (≤ 5 s) for a log line containing every one of `needles`, and returns it.
+    pub fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self.logs.lock().ok().and_then(|l| {
+                l.iter()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .cloned()
+            }) {
+                return l;
+            }
+            if std::time::Instant::now() > deadline {
+                let all = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("no log line with {needles:?}; logs:\n{all}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits up to `limit` for the process to exit; its exit code (`None`: killed by a signal).

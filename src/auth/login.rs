@@ -1,0 +1,1230 @@
+//! Browser login (OIDC authorization code + PKCE S256) and the session half of authentication:
+//! `/.auth/login`, `/.auth/callback`, `/.auth/logout`, `/.auth/me`, `/.auth/backchannel-logout`,
+//! the session lookup for `login` / `login_or_bearer` routes (with idle timeout, absolute
+//! lifetime and single-flight refresh) and the browser 403 page.
+//!
+//! Security notes:
+//! - Each pending login lives in its own short-lived (10 min) sealed cookie named after a hash of
+//!   its `state` (`<cookie>_login_<h>`), so several tabs can log in at once and a callback this
+//!   browser did not start (login CSRF) finds no cookie and is refused. A `state` is accepted
+//!   once per process (replays of the callback URL are refused even with the cookie still held).
+//! - Starting a login discards the browser's session cookie (and Redis entry): a session is only
+//!   ever created by a callback, never adopted from a cookie set before login (fixation).
+//! - A refresh token is used by one request at a time per session: concurrent requests share one
+//!   in-flight refresh (per process), and with the Redis store a Redis lock keeps other replicas
+//!   from reusing a rotated refresh token (which makes ZITADEL/oidc-provider revoke the grant).
+//! - Unauthenticated browser navigations go straight to the provider (one redirect, the original
+//!   path kept in the pending login as `rd`); everything else gets 401 JSON, so SPAs' XHRs never
+//!   follow a redirect into an HTML login page.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use subtle::ConstantTimeEq;
+use url::Url;
+
+use super::redirect;
+use super::{Identity, Outcome, Via};
+use crate::authz::Denied;
+use crate::config::{Config, Route};
+use crate::error::{Body, empty, full, html_escape, html_page, json_error};
+use crate::health::Health;
+use crate::provider::{ProviderError, ProviderRuntime, Providers, TokenError};
+use crate::proxy::ConnInfo;
+use crate::session::crypto::{self, Sealer};
+use crate::session::{self, Backend, CookieAttrs, SessionData, Sessions, StoreError, now};
+
+const PENDING_TTL: i64 = 600;
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// A login this browser started.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    state: String,
+    nonce: String,
+    verifier: String,
+    rd: String,
+    provider: String,
+    redirect_uri: String,
+    created: i64,
+}
+
+/// What a refresh attempt produced (shared by the concurrent requests of one session).
+#[derive(Clone)]
+enum Refreshed {
+    New(Box<SessionData>),
+    /// Provider unreachable: keep using the current access token, try again later.
+    Keep,
+    /// The provider refused: the session is over.
+    Ended,
+}
+
+/// Runtime state of browser login.
+pub struct LoginState {
+    config: Arc<Config>,
+    pub sessions: Arc<Sessions>,
+    pending: Sealer,
+    used_states: moka::future::Cache<String, ()>,
+    seen_jti: moka::future::Cache<String, ()>,
+    refreshing: moka::future::Cache<String, Arc<tokio::sync::OnceCell<Refreshed>>>,
+    /// Top-level claim names routes need (require_claims, headers.claims): kept in sessions.
+    needed_claims: HashSet<String>,
+}
+
+fn top_claim(path: &str) -> [String; 2] {
+    [
+        path.to_string(),
+        path.split('.').next().unwrap_or(path).to_string(),
+    ]
+}
+
+impl LoginState {
+    pub fn new(config: Arc<Config>) -> Result<Option<Self>, String> {
+        let Some(scfg) = &config.session else {
+            return Ok(None);
+        };
+        let sessions = Arc::new(Sessions::new(scfg)?);
+        let secrets = std::iter::once(scfg.secret.expose())
+            .chain(scfg.previous_secrets.iter().map(|s| s.expose()));
+        let mut needed_claims: HashSet<String> = HashSet::new();
+        for r in &config.routes {
+            for (c, _) in &r.require_claims {
+                needed_claims.extend(top_claim(c));
+            }
+            for (_, c) in &r.headers.claims {
+                needed_claims.extend(top_claim(c));
+            }
+        }
+        for (_, c) in &config.headers.claims {
+            needed_claims.extend(top_claim(c));
+        }
+        needed_claims.insert("email_verified".into());
+        Ok(Some(LoginState {
+            pending: Sealer::new(secrets, "pending-login"),
+            sessions,
+            used_states: moka::future::Cache::builder()
+                .time_to_live(Duration::from_secs(PENDING_TTL as u64 + 60))
+                .max_capacity(1_000_000)
+                .build(),
+            seen_jti: moka::future::Cache::builder()
+                .time_to_live(Duration::from_secs(3600))
+                .max_capacity(1_000_000)
+                .build(),
+            refreshing: moka::future::Cache::builder()
+                .time_to_live(Duration::from_secs(60))
+                .max_capacity(1_000_000)
+                .build(),
+            needed_claims,
+            config,
+        }))
+    }
+
+    pub fn start_background(&self, health: Arc<Health>) {
+        if let Backend::Redis(r) = &self.sessions.backend {
+            r.start_background(health);
+        }
+    }
+
+    fn attrs(&self, conn: ConnInfo) -> CookieAttrs {
+        let https_public = self
+            .config
+            .server
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https");
+        CookieAttrs {
+            secure: conn.tls || https_public,
+        }
+    }
+
+    fn origin(&self, conn: ConnInfo, host: Option<&str>) -> Option<Url> {
+        redirect::origin(self.config.server.public_url.as_ref(), conn.tls, host)
+    }
+
+    fn default_provider(&self) -> Option<String> {
+        self.config
+            .routes
+            .iter()
+            .find(|r| r.auth.uses_login())
+            .and_then(|r| r.provider.clone())
+            .or_else(|| {
+                self.config
+                    .providers
+                    .values()
+                    .find(|p| p.used_for_login)
+                    .map(|p| p.name.clone())
+            })
+    }
+
+    // ---------------------------------------------------------------- authentication stage
+
+    /// The session half of `login` / `login_or_bearer`.
+    pub async fn authenticate(
+        &self,
+        providers: &Providers,
+        route: &Route,
+        parts: &Parts,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Outcome {
+        match self.session_identity(providers, &parts.headers, conn).await {
+            Ok(Some(id)) => Outcome::Authenticated(id),
+            Ok(None) => {
+                if is_browser_navigation(parts) {
+                    let rd = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
+                    let provider = route
+                        .provider
+                        .clone()
+                        .or_else(|| self.default_provider())
+                        .unwrap_or_default();
+                    Outcome::Respond(
+                        self.start_login(providers, &provider, &rd, &parts.headers, conn, host)
+                            .await,
+                    )
+                } else {
+                    let mut r = json_error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        "sign in first (no valid session)",
+                    );
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"portcullis\""),
+                    );
+                    Outcome::Respond(r)
+                }
+            }
+            Err(e) => Outcome::Respond(store_unavailable(&e)),
+        }
+    }
+
+    /// The identity of the request's session (after expiry checks and refresh), with the
+    /// Set-Cookie values to send when the session changed.
+    async fn session_identity(
+        &self,
+        providers: &Providers,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+    ) -> Result<Option<Box<Identity>>, StoreError> {
+        let attrs = self.attrs(conn);
+        let Some(loaded) = self.sessions.load(headers, attrs).await? else {
+            return Ok(None);
+        };
+        let cfg = &self.sessions.cfg;
+        let mut d = loaded.data;
+        let now = now();
+        if !d.is_live(cfg, now) {
+            if let Some(h) = &loaded.handle {
+                let _ = self.sessions.delete(Some(h), &[], attrs).await;
+            }
+            return Ok(None);
+        }
+        let mut dirty = false;
+        if cfg.refresh && d.needs_refresh(now) {
+            match self
+                .refresh(providers, &d, loaded.handle.as_deref())
+                .await?
+            {
+                Refreshed::New(n) => {
+                    d = *n;
+                    dirty = true;
+                }
+                Refreshed::Keep => {}
+                Refreshed::Ended => {
+                    if let Some(h) = &loaded.handle {
+                        let _ = self.sessions.delete(Some(h), &[], attrs).await;
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        // Sliding idle timeout, written at most once a minute to keep requests cheap.
+        if now - d.last_seen >= 60 {
+            d.last_seen = now;
+            dirty = true;
+        }
+        let mut set_cookie = Vec::new();
+        if dirty {
+            let present = self.sessions.present_chunks(headers, attrs);
+            set_cookie = self
+                .sessions
+                .save(&d, loaded.handle.as_deref(), &present, attrs)
+                .await?;
+        }
+        let mut id = identity_of(&d, cfg);
+        id.set_cookie = set_cookie;
+        Ok(Some(Box::new(id)))
+    }
+
+    /// One refresh per refresh token: concurrent callers share the in-flight attempt.
+    async fn refresh(
+        &self,
+        providers: &Providers,
+        d: &SessionData,
+        handle: Option<&str>,
+    ) -> Result<Refreshed, StoreError> {
+        let Some(rt) = d.refresh_token.as_deref() else {
+            return Ok(Refreshed::Keep);
+        };
+        let key = crypto::sha256_b64(rt);
+        let cell = self
+            .refreshing
+            .get_with(key.clone(), async {
+                Arc::new(tokio::sync::OnceCell::new())
+            })
+            .await;
+        let r = cell
+            .get_or_init(|| self.refresh_now(providers, d, handle))
+            .await
+            .clone();
+        if matches!(r, Refreshed::Keep) {
+            // Provider unreachable: the next request may try again.
+            self.refreshing.invalidate(&key).await;
+        }
+        Ok(r)
+    }
+
+    async fn refresh_now(
+        &self,
+        providers: &Providers,
+        d: &SessionData,
+        handle: Option<&str>,
+    ) -> Refreshed {
+        // Across replicas (Redis store): one holds the lock and refreshes; the others wait for
+        // the rotated session to appear.
+        let redis = match (&self.sessions.backend, handle) {
+            (Backend::Redis(r), Some(h)) => Some((r.clone(), h.to_string())),
+            _ => None,
+        };
+        if let Some((r, h)) = &redis {
+            match r.set_once("lock", h, Duration::from_secs(15)).await {
+                Ok(true) => {}
+                Ok(false) => return self.wait_for_other_replica(d, h).await,
+                Err(_) => return Refreshed::Keep,
+            }
+        }
+        let out = self.refresh_at_provider(providers, d).await;
+        if let (Some((r, h)), Refreshed::New(n)) = (&redis, &out) {
+            // Write back before releasing the lock so waiting replicas see the new token.
+            let _ = self
+                .sessions
+                .save(n, Some(h), &[], CookieAttrs { secure: false })
+                .await;
+            r.release("lock", h).await;
+        } else if let Some((r, h)) = &redis {
+            if matches!(out, Refreshed::Ended) {
+                let _ = r.delete(h).await;
+            }
+            r.release("lock", h).await;
+        }
+        out
+    }
+
+    async fn wait_for_other_replica(&self, d: &SessionData, handle: &str) -> Refreshed {
+        let Backend::Redis(r) = &self.sessions.backend else {
+            return Refreshed::Keep;
+        };
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match r.get(handle).await {
+                Ok(None) => return Refreshed::Ended,
+                Ok(Some(sealed)) => {
+                    let n = self
+                        .sessions
+                        .sealer
+                        .open(&r.key_of(handle), &sealed)
+                        .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
+                    match n {
+                        Some(n) if n.refresh_token != d.refresh_token => {
+                            return Refreshed::New(Box::new(n));
+                        }
+                        Some(_) => {}
+                        None => return Refreshed::Ended,
+                    }
+                }
+                Err(_) => return Refreshed::Keep,
+            }
+        }
+        Refreshed::Keep
+    }
+
+    async fn refresh_at_provider(&self, providers: &Providers, d: &SessionData) -> Refreshed {
+        let Some(p) = providers.get(&d.provider) else {
+            return Refreshed::Ended;
+        };
+        let Some(rt) = d.refresh_token.as_deref() else {
+            return Refreshed::Keep;
+        };
+        match p
+            .token_request(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+            .await
+        {
+            Ok(tr) => {
+                let now = now();
+                let mut n = d.clone();
+                if let Some(idt) = &tr.id_token {
+                    // A refreshed ID token must be about the same user.
+                    match p.verify_jwt(idt, &[client_id(p)]).await {
+                        Ok(c) if c.get("sub").and_then(Value::as_str) == Some(d.sub.as_str()) => {
+                            n.id_token = Some(idt.clone());
+                        }
+                        Ok(_) => {
+                            tracing::warn!(provider = %d.provider, "refresh returned an ID token for another subject; ending the session");
+                            return Refreshed::Ended;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "refreshed ID token not verified; keeping the previous one")
+                        }
+                    }
+                }
+                n.access_token = tr.access_token;
+                if tr.refresh_token.is_some() {
+                    n.refresh_token = tr.refresh_token;
+                }
+                n.access_issued_at = now;
+                n.access_expires_at = tr.expires_in.map(|s| now + s as i64);
+                tracing::debug!(provider = %d.provider, "session refreshed");
+                Refreshed::New(Box::new(n))
+            }
+            Err(ProviderError::Unavailable { .. }) => Refreshed::Keep,
+            Err(e) => {
+                tracing::info!(provider = %d.provider, error = %e, "refresh refused; the session ends");
+                Refreshed::Ended
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- endpoints
+
+    pub async fn endpoint(
+        &self,
+        providers: &Providers,
+        rest: &str,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Option<Response<Body>> {
+        let q: Vec<(String, String)> = req
+            .uri()
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        Some(match rest {
+            "/login" => {
+                let rd = param("rd").unwrap_or("/").to_string();
+                let provider = param("provider")
+                    .map(str::to_string)
+                    .or_else(|| self.default_provider())
+                    .unwrap_or_default();
+                self.start_login(providers, &provider, &rd, req.headers(), conn, host)
+                    .await
+            }
+            "/callback" => self.callback(providers, &q, req.headers(), conn).await,
+            "/logout" => {
+                self.logout(providers, param("rd"), req.headers(), conn, host)
+                    .await
+            }
+            "/me" => self.me(providers, req.headers(), conn).await,
+            "/backchannel-logout" => self.backchannel(providers, req).await,
+            _ => return None,
+        })
+    }
+
+    async fn start_login(
+        &self,
+        providers: &Providers,
+        provider: &str,
+        rd: &str,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Response<Body> {
+        let attrs = self.attrs(conn);
+        let Some(origin) = self.origin(conn, host) else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "missing Host header",
+            );
+        };
+        let Some(p) = providers.get(provider) else {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Unknown sign-in provider",
+                "<p>This sign-in provider is not configured.</p>",
+            );
+        };
+        let md = match p.metadata() {
+            Ok(m) => m,
+            Err(e) => return provider_unavailable(&e),
+        };
+        let Some(auth_ep) = md.authorization_endpoint.clone() else {
+            return provider_unavailable(&ProviderError::Invalid {
+                provider: provider.into(),
+                reason: "no authorization_endpoint".into(),
+            });
+        };
+        let rd = redirect::validate(rd, &origin, &self.config.server.allowed_redirect_hosts)
+            .unwrap_or_else(|| "/".into());
+        let redirect_uri = redirect::absolute(
+            &format!("{}/callback", self.config.server.auth_prefix),
+            &origin,
+        );
+        let pending = Pending {
+            state: crypto::random_token(),
+            nonce: crypto::random_token(),
+            verifier: crypto::random_token(),
+            rd,
+            provider: provider.to_string(),
+            redirect_uri: redirect_uri.clone(),
+            created: now(),
+        };
+        let challenge = {
+            use sha2::Digest;
+            B64.encode(sha2::Sha256::digest(pending.verifier.as_bytes()))
+        };
+        let mut scopes = p.config.scopes.clone();
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".into());
+        }
+        if self.sessions.cfg.refresh && !scopes.iter().any(|s| s == "offline_access") {
+            scopes.push("offline_access".into());
+        }
+        let mut url = auth_ep;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &client_id(p))
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("scope", &scopes.join(" "))
+            .append_pair("state", &pending.state)
+            .append_pair("nonce", &pending.nonce)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let name = self.pending_cookie_name(&pending.state, attrs);
+        let sealed = self
+            .pending
+            .seal(&name, &serde_json::to_vec(&pending).unwrap_or_default());
+
+        let mut resp = redirect_to(url.as_str());
+        let h = resp.headers_mut();
+        if let Some(v) = session::set_cookie(&name, &sealed, Some(PENDING_TTL), attrs) {
+            h.append(header::SET_COOKIE, v);
+        }
+        // No fixation: whatever session cookie the browser holds is dropped now.
+        if let Ok(Some(l)) = self.sessions.load(headers, attrs).await
+            && l.handle.is_some()
+        {
+            let _ = self.sessions.delete(l.handle.as_deref(), &[], attrs).await;
+        }
+        for c in self.sessions.present_chunks(headers, attrs) {
+            if let Some(v) = session::clear_cookie(&c, attrs) {
+                h.append(header::SET_COOKIE, v);
+            }
+        }
+        resp
+    }
+
+    fn pending_cookie_name(&self, state: &str, attrs: CookieAttrs) -> String {
+        let h = crypto::sha256_b64(state);
+        format!("{}_login_{}", self.sessions.cookie_name(attrs), &h[..16])
+    }
+
+    async fn callback(
+        &self,
+        providers: &Providers,
+        q: &[(String, String)],
+        headers: &HeaderMap,
+        conn: ConnInfo,
+    ) -> Response<Body> {
+        let attrs = self.attrs(conn);
+        let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let Some(state) = param("state").filter(|s| !s.is_empty() && s.len() < 512) else {
+            return login_failed("the sign-in response has no state");
+        };
+        let name = self.pending_cookie_name(state, attrs);
+        let clear = session::clear_cookie(&name, attrs);
+        let with_clear = |mut r: Response<Body>| {
+            if let Some(c) = &clear {
+                r.headers_mut().append(header::SET_COOKIE, c.clone());
+            }
+            r
+        };
+        let cookies = session::request_cookies(headers);
+        let pending = session::cookie(&cookies, &name)
+            .and_then(|v| self.pending.open(&name, v))
+            .and_then(|pt| serde_json::from_slice::<Pending>(&pt).ok());
+        let Some(pending) = pending else {
+            return with_clear(login_failed(
+                "this browser has no matching sign-in in progress (it may have expired, or the link was not started here)",
+            ));
+        };
+        if !bool::from(pending.state.as_bytes().ct_eq(state.as_bytes()))
+            || now() - pending.created > PENDING_TTL
+        {
+            return with_clear(login_failed(
+                "the sign-in state does not match or has expired",
+            ));
+        }
+        let state_key = crypto::sha256_b64(state);
+        if self.used_states.contains_key(&state_key) {
+            return with_clear(login_failed("this sign-in response was already used"));
+        }
+        self.used_states.insert(state_key, ()).await;
+
+        if let Some(err) = param("error") {
+            let desc = param("error_description").unwrap_or("");
+            return with_clear(page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in was not completed",
+                &format!(
+                    "<p>The sign-in service answered <code>{}</code>{}.</p><p><a href=\"{}\">Try again</a></p>",
+                    html_escape(err),
+                    if desc.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", html_escape(desc))
+                    },
+                    html_escape(&self.login_link(&pending.rd))
+                ),
+            ));
+        }
+        let Some(p) = providers.get(&pending.provider) else {
+            return with_clear(login_failed("unknown provider"));
+        };
+        let md = match p.metadata() {
+            Ok(m) => m,
+            Err(e) => return with_clear(provider_unavailable(&e)),
+        };
+        // RFC 9207: the response must come from the issuer we sent the browser to.
+        match param("iss") {
+            Some(iss) if iss != md.issuer => {
+                return with_clear(login_failed(
+                    "the sign-in response came from another issuer",
+                ));
+            }
+            None if md.authorization_response_iss_parameter_supported => {
+                return with_clear(login_failed(
+                    "the sign-in response lacks the issuer (RFC 9207)",
+                ));
+            }
+            _ => {}
+        }
+        let Some(code) = param("code").filter(|c| !c.is_empty()) else {
+            return with_clear(login_failed("the sign-in response has no code"));
+        };
+        let tr = match p
+            .token_request(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &pending.redirect_uri),
+                ("code_verifier", &pending.verifier),
+            ])
+            .await
+        {
+            Ok(t) => t,
+            Err(e @ ProviderError::Unavailable { .. }) => {
+                return with_clear(provider_unavailable(&e));
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "code exchange refused");
+                return with_clear(login_failed("the sign-in service refused the code"));
+            }
+        };
+        let data = match self.session_from_tokens(p, &md, tr, &pending).await {
+            Ok(d) => d,
+            Err(r) => return with_clear(r),
+        };
+        let present = self.sessions.present_chunks(headers, attrs);
+        let set = match self.sessions.save(&data, None, &present, attrs).await {
+            Ok(s) => s,
+            Err(e) => return with_clear(store_unavailable(&e)),
+        };
+        tracing::info!(provider = %data.provider, sub = %data.sub, "signed in");
+        let mut resp = with_clear(redirect_to(&pending.rd));
+        for c in set {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        resp
+    }
+
+    fn login_link(&self, rd: &str) -> String {
+        let mut u = Url::parse("http://x/").unwrap_or_else(|_| unreachable!());
+        u.set_path(&format!("{}/login", self.config.server.auth_prefix));
+        u.query_pairs_mut().append_pair("rd", rd);
+        format!("{}?{}", u.path(), u.query().unwrap_or(""))
+    }
+
+    async fn session_from_tokens(
+        &self,
+        p: &ProviderRuntime,
+        md: &crate::provider::Metadata,
+        tr: crate::provider::TokenResponse,
+        pending: &Pending,
+    ) -> Result<SessionData, Response<Body>> {
+        let cid = client_id(p);
+        let Some(id_token) = tr.id_token.clone() else {
+            return Err(login_failed("the sign-in service sent no ID token"));
+        };
+        let mut claims = match p.verify_jwt(&id_token, std::slice::from_ref(&cid)).await {
+            Ok(c) => c,
+            Err(TokenError::Unavailable(e)) => return Err(provider_unavailable(&e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "ID token refused");
+                return Err(login_failed("the ID token is not valid"));
+            }
+        };
+        let nonce_ok = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .is_some_and(|n| bool::from(n.as_bytes().ct_eq(pending.nonce.as_bytes())));
+        if !nonce_ok {
+            return Err(login_failed("the ID token nonce does not match"));
+        }
+        if let Some(Value::Array(aud)) = claims.get("aud")
+            && aud.len() > 1
+            && claims.get("azp").and_then(Value::as_str) != Some(cid.as_str())
+        {
+            return Err(login_failed("the ID token azp does not name this client"));
+        }
+        if let Some(at_hash) = claims.get("at_hash").and_then(Value::as_str)
+            && !at_hash_matches(&id_token, &tr.access_token, at_hash)
+        {
+            return Err(login_failed(
+                "the ID token at_hash does not match the access token",
+            ));
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if sub.is_empty() {
+            return Err(login_failed("the ID token has no sub"));
+        }
+        if md.userinfo_endpoint.is_some() {
+            match p.userinfo(&tr.access_token).await {
+                Ok(ui) => {
+                    if ui.get("sub").and_then(Value::as_str) != Some(sub.as_str()) {
+                        return Err(login_failed("userinfo is about another subject"));
+                    }
+                    for (k, v) in ui {
+                        if !matches!(
+                            k.as_str(),
+                            "iss"
+                                | "aud"
+                                | "exp"
+                                | "iat"
+                                | "nbf"
+                                | "nonce"
+                                | "sub"
+                                | "azp"
+                                | "at_hash"
+                                | "c_hash"
+                        ) {
+                            claims.insert(k, v);
+                        }
+                    }
+                }
+                Err(e @ ProviderError::Unavailable { .. }) => return Err(provider_unavailable(&e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "userinfo failed; using the ID token's claims")
+                }
+            }
+        }
+        let roles = p.roles(&claims);
+        let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+        let kept: Map<String, Value> = claims
+            .iter()
+            .filter(|(k, _)| self.needed_claims.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let now = now();
+        Ok(SessionData {
+            id: crypto::random_token(),
+            provider: pending.provider.clone(),
+            email: s("email"),
+            name: s("name"),
+            preferred_username: s("preferred_username"),
+            sid: s("sid"),
+            sub,
+            roles,
+            claims: kept,
+            access_token: tr.access_token,
+            refresh_token: tr.refresh_token,
+            id_token: Some(id_token),
+            created_at: now,
+            created_ms: session::now_ms(),
+            last_seen: now,
+            access_expires_at: tr.expires_in.map(|e| now + e as i64),
+            access_issued_at: now,
+        })
+    }
+
+    async fn logout(
+        &self,
+        providers: &Providers,
+        rd: Option<&str>,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Response<Body> {
+        let attrs = self.attrs(conn);
+        let loaded = match self.sessions.load(headers, attrs).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "logout: session store unavailable; clearing the cookie only");
+                None
+            }
+        };
+        let present = self.sessions.present_chunks(headers, attrs);
+        let clears = match self
+            .sessions
+            .delete(
+                loaded.as_ref().and_then(|l| l.handle.as_deref()),
+                &present,
+                attrs,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "logout: could not delete the session in Redis");
+                present
+                    .iter()
+                    .filter_map(|p| session::clear_cookie(p, attrs))
+                    .collect()
+            }
+        };
+        let origin = self.origin(conn, host);
+        let allowed = &self.config.server.allowed_redirect_hosts;
+        let target = origin
+            .as_ref()
+            .and_then(|o| rd.and_then(|rd| redirect::validate(rd, o, allowed)))
+            .or_else(|| {
+                origin.as_ref().and_then(|o| {
+                    redirect::validate(&self.sessions.cfg.post_logout_redirect, o, allowed)
+                })
+            })
+            .unwrap_or_else(|| "/".into());
+        let mut location = target.clone();
+        if let Some(l) = &loaded {
+            let d = &l.data;
+            tracing::info!(provider = %d.provider, sub = %d.sub, "signed out");
+            if let Some(p) = providers.get(&d.provider)
+                && let Ok(md) = p.metadata()
+            {
+                if let (Some(rt), Some(_)) = (&d.refresh_token, &md.revocation_endpoint) {
+                    match tokio::time::timeout(
+                        Duration::from_secs(3),
+                        p.revoke(rt, "refresh_token"),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "logout: refresh token revocation failed")
+                        }
+                        Err(_) => tracing::warn!("logout: refresh token revocation timed out"),
+                    }
+                }
+                if let (Some(mut es), Some(o)) = (md.end_session_endpoint.clone(), &origin) {
+                    {
+                        let mut qp = es.query_pairs_mut();
+                        if let Some(idt) = &d.id_token {
+                            qp.append_pair("id_token_hint", idt);
+                        }
+                        qp.append_pair("client_id", &client_id(p));
+                        qp.append_pair("post_logout_redirect_uri", &redirect::absolute(&target, o));
+                    }
+                    location = es.to_string();
+                }
+            }
+        }
+        let mut resp = redirect_to(&location);
+        for c in clears {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        resp
+    }
+
+    async fn me(
+        &self,
+        providers: &Providers,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+    ) -> Response<Body> {
+        match self.session_identity(providers, headers, conn).await {
+            Ok(Some(id)) => {
+                let body = json!({
+                    "sub": id.sub,
+                    "email": id.email,
+                    "name": id.name,
+                    "preferred_username": id.preferred_username,
+                    "roles": id.roles,
+                    "expires_at": id.expires_at,
+                });
+                let mut r = Response::new(full(body.to_string()));
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                for c in &id.set_cookie {
+                    h.append(header::SET_COOKIE, c.clone());
+                }
+                r
+            }
+            Ok(None) => json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session"),
+            Err(e) => store_unavailable(&e),
+        }
+    }
+
+    async fn backchannel(&self, providers: &Providers, req: Request<Incoming>) -> Response<Body> {
+        let bad = |why: &str| {
+            tracing::info!(reason = why, "back-channel logout refused");
+            json_error(StatusCode::BAD_REQUEST, "invalid_request", why)
+        };
+        if req.method() != Method::POST {
+            return bad("POST a logout_token");
+        }
+        let body: Bytes = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return bad("unreadable body"),
+        };
+        let token = url::form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned());
+        let Some(token) = token else {
+            return bad("missing logout_token");
+        };
+        let Some(iss) = unverified_claim(&token, "iss") else {
+            return bad("malformed logout_token");
+        };
+        let provider = self
+            .config
+            .providers
+            .values()
+            .filter(|p| p.used_for_login)
+            .find_map(|pc| {
+                let p = providers.get(&pc.name)?;
+                let matches = pc.issuer.as_deref() == Some(iss.as_str())
+                    || p.metadata().is_ok_and(|m| m.issuer == iss);
+                matches.then(|| p.clone())
+            });
+        let Some(p) = provider else {
+            return bad("unknown issuer");
+        };
+        let claims = match p.verify_jwt(&token, &[client_id(&p)]).await {
+            Ok(c) => c,
+            Err(TokenError::Unavailable(e)) => return provider_unavailable(&e),
+            Err(e) => return bad(&e.to_string()),
+        };
+        let has_event = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .is_some_and(|e| e.contains_key(BACKCHANNEL_EVENT));
+        if !has_event {
+            return bad("logout_token lacks the back-channel logout event");
+        }
+        if claims.contains_key("nonce") {
+            return bad("logout_token must not carry a nonce");
+        }
+        if !claims.get("iat").is_some_and(Value::is_number) {
+            return bad("logout_token lacks iat");
+        }
+        let sid = claims.get("sid").and_then(Value::as_str);
+        let sub = claims.get("sub").and_then(Value::as_str);
+        if sid.is_none() && sub.is_none() {
+            return bad("logout_token has neither sid nor sub");
+        }
+        let Some(jti) = claims.get("jti").and_then(Value::as_str) else {
+            return bad("logout_token lacks jti");
+        };
+        let jti_key = format!("{}:{}", p.name(), jti);
+        if self.seen_jti.contains_key(&jti_key) {
+            return bad("logout_token replayed");
+        }
+        self.seen_jti.insert(jti_key.clone(), ()).await;
+        let provider = p.name().to_string();
+        match &self.sessions.backend {
+            Backend::Redis(r) => {
+                match r.set_once("jti", &jti_key, Duration::from_secs(3600)).await {
+                    Ok(true) => {}
+                    Ok(false) => return bad("logout_token replayed"),
+                    Err(e) => return store_unavailable(&e),
+                }
+                // With a sid, only that provider session ends; without, all of the user's.
+                let r = if sid.is_some() {
+                    r.delete_indexed(&provider, sid, None).await
+                } else {
+                    r.delete_indexed(&provider, None, sub).await
+                };
+                match r {
+                    Ok(n) => {
+                        tracing::info!(provider, sid, sub, sessions = n, "back-channel logout")
+                    }
+                    Err(e) => return store_unavailable(&e),
+                }
+            }
+            Backend::Cookie => {
+                let (at, until) = (
+                    session::now_ms(),
+                    now() + self.sessions.cfg.lifetime.as_secs() as i64 + 60,
+                );
+                match sid {
+                    Some(sid) => self
+                        .sessions
+                        .revocations
+                        .revoke(format!("sid:{sid}"), at, until),
+                    None => self.sessions.revocations.revoke(
+                        format!("sub:{provider}:{}", sub.unwrap_or("")),
+                        at,
+                        until,
+                    ),
+                }
+                tracing::info!(provider, sid, sub, "back-channel logout (revocation list)");
+            }
+        }
+        let mut r = Response::new(empty());
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+
+    /// Removes the proxy's own cookies (session chunks, pending logins) from a request going
+    /// upstream: with the Redis store the session id is a credential the app has no business
+    /// seeing, and the app's own cookies are all it needs.
+    pub fn strip_cookies(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(header::COOKIE) {
+            return;
+        }
+        let base = self.sessions.cfg.cookie_name.as_str();
+        let ours = |name: &str| {
+            let n = name.strip_prefix("__Host-").unwrap_or(name);
+            n == base
+                || n.strip_prefix(base).is_some_and(|r| {
+                    r.starts_with("_login_")
+                        || r.strip_prefix('.')
+                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                })
+        };
+        let mut removed = false;
+        let mut kept = Vec::new();
+        for v in headers.get_all(header::COOKIE) {
+            let Ok(v) = v.to_str() else { return };
+            for pair in v.split(';') {
+                let name = pair.split_once('=').map_or(pair, |(k, _)| k).trim();
+                if ours(name) {
+                    removed = true;
+                } else if !pair.trim().is_empty() {
+                    kept.push(pair.trim());
+                }
+            }
+        }
+        if !removed {
+            return;
+        }
+        let joined = kept.join("; ");
+        headers.remove(header::COOKIE);
+        if let Ok(v) = HeaderValue::from_str(&joined)
+            && !joined.is_empty()
+        {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+
+    // ---------------------------------------------------------------- 403
+
+    /// The 403 answer for a session identity: an HTML page for browsers, JSON otherwise.
+    pub fn forbidden(&self, identity: &Identity, denied: &Denied, parts: &Parts) -> Response<Body> {
+        if !accepts_html(parts) {
+            return json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string());
+        }
+        let who = identity
+            .preferred_username
+            .as_deref()
+            .or(identity.email.as_deref())
+            .unwrap_or(&identity.sub);
+        let logout = format!("{}/logout", self.config.server.auth_prefix);
+        page(
+            StatusCode::FORBIDDEN,
+            "Access denied",
+            &format!(
+                "<p>You are signed in as <strong>{}</strong>, but this page requires: {}.</p>\
+                 <p><a href=\"{}\">Sign out</a> to use another account.</p>",
+                html_escape(who),
+                html_escape(&denied.to_string()),
+                html_escape(&logout)
+            ),
+        )
+    }
+}
+
+fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {
+    let mut claims = d.claims.clone();
+    claims.insert("sub".into(), Value::String(d.sub.clone()));
+    for (k, v) in [
+        ("email", &d.email),
+        ("name", &d.name),
+        ("preferred_username", &d.preferred_username),
+    ] {
+        if let Some(v) = v {
+            claims
+                .entry(k.to_string())
+                .or_insert_with(|| Value::String(v.clone()));
+        }
+    }
+    Identity {
+        sub: d.sub.clone(),
+        email: d.email.clone(),
+        name: d.name.clone(),
+        preferred_username: d.preferred_username.clone(),
+        roles: d.roles.clone(),
+        claims,
+        access_token: Some(d.access_token.clone()),
+        expires_at: Some(d.expires_at(cfg)),
+        provider: Arc::from(d.provider.as_str()),
+        via: Via::Session,
+        set_cookie: Vec::new(),
+    }
+}
+
+fn client_id(p: &ProviderRuntime) -> String {
+    p.config.client_id.clone().unwrap_or_default()
+}
+
+fn accepts_html(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"))
+}
+
+/// A top-level navigation a person can complete a login from.
+pub fn is_browser_navigation(parts: &Parts) -> bool {
+    (parts.method == Method::GET || parts.method == Method::HEAD) && accepts_html(parts)
+}
+
+/// OIDC Core 3.1.3.6: left half of the hash of the access token, hash per the ID token's alg.
+pub fn at_hash_matches(id_token: &str, access_token: &str, at_hash: &str) -> bool {
+    use sha2::Digest;
+    let alg = id_token
+        .split('.')
+        .next()
+        .and_then(|h| B64.decode(h).ok())
+        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+        .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    let digest: Vec<u8> = match alg.get(alg.len().saturating_sub(3)..) {
+        Some("256") => sha2::Sha256::digest(access_token.as_bytes()).to_vec(),
+        Some("384") => sha2::Sha384::digest(access_token.as_bytes()).to_vec(),
+        Some("512") => sha2::Sha512::digest(access_token.as_bytes()).to_vec(),
+        _ if alg == "EdDSA" => sha2::Sha512::digest(access_token.as_bytes()).to_vec(),
+        _ => return false,
+    };
+    let want = B64.encode(&digest[..digest.len() / 2]);
+    bool::from(want.as_bytes().ct_eq(at_hash.as_bytes()))
+}
+
+/// A claim read without verification (only to pick the provider that then verifies).
+fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let v: Value = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
+    v.get(name)?.as_str().map(str::to_string)
+}
+
+fn redirect_to(location: &str) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::FOUND;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
+    html_page(status, title, body)
+}
+
+fn login_failed(why: &str) -> Response<Body> {
+    tracing::info!(reason = why, "login could not be completed");
+    page(
+        StatusCode::BAD_REQUEST,
+        "Login could not be completed",
+        &format!(
+            "<p>Login could not be completed: {}.</p><p>Go back to the page you wanted and sign in again.</p>",
+            html_escape(why)
+        ),
+    )
+}
+
+fn provider_unavailable(e: &ProviderError) -> Response<Body> {
+    tracing::warn!(error = %e, "sign-in provider unavailable");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in is unavailable",
+        "<p>The sign-in service cannot be reached right now. Please try again in a moment.</p>",
+    )
+}
+
+fn store_unavailable(e: &StoreError) -> Response<Body> {
+    tracing::error!(error = %e, "session store unavailable: answering 503");
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "session_store_unavailable",
+        "the session store is unavailable; try again shortly",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_per_alg() {
+        use sha2::Digest;
+        let header = B64.encode(br#"{"alg":"RS256"}"#);
+        let idt = format!("{header}.e30.sig");
+        let d = sha2::Sha256::digest(b"token-1");
+        let good = B64.encode(&d[..16]);
+        assert!(at_hash_matches(&idt, "token-1", &good));
+        assert!(!at_hash_matches(&idt, "token-2", &good));
+        let none = format!("{}.e30.", B64.encode(br#"{"alg":"none"}"#));
+        assert!(!at_hash_matches(&none, "token-1", &good));
+    }
+
+    #[test]
+    fn unverified_iss() {
+        let t = format!("x.{}.y", B64.encode(br#"{"iss":"http://op"}"#));
+        assert_eq!(unverified_claim(&t, "iss").as_deref(), Some("http://op"));
+        assert_eq!(unverified_claim("garbage", "iss"), None);
+    }
+}

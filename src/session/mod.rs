@@ -1,0 +1,410 @@
+//! Browser sessions: what a session holds ([`SessionData`]) and where it lives.
+//!
+//! - **cookie** store (default, stateless): the whole session, sealed with AES-256-GCM under a key
+//!   derived from `session.secret` ([`crypto`]), split over `name`, `name.1`, `name.2`, … when the
+//!   sealed value exceeds [`CHUNK`] bytes. The chunks are concatenated before opening, so a missing,
+//!   truncated, reordered or altered chunk fails authentication and yields no session.
+//!   Logout of a stateless session cannot reach a copy of the cookie an attacker kept; the
+//!   back-channel logout receiver therefore keeps an in-memory revocation list ([`Revocations`])
+//!   until the sessions' `lifetime` has passed (per process — use the Redis store for replicas).
+//! - **redis** store ([`redis`]): the cookie holds only a random 256-bit id; Redis holds the sealed
+//!   session under `<cookie_name>:s:<sha256(id)>` with a TTL, so a leaked Redis dump carries neither
+//!   usable cookies nor readable tokens. Redis unreachable → [`StoreError::Unavailable`] → 503.
+//!
+//! Cookies: `__Host-` prefix and `Secure` on HTTPS, `HttpOnly`, `SameSite=Lax`, `Path=/`.
+
+pub mod crypto;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use http::HeaderValue;
+use http::header::{COOKIE, HeaderMap};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config;
+use crypto::Sealer;
+
+/// Longest value of one cookie (browsers allow ~4096 bytes for name + value + attributes).
+pub const CHUNK: usize = 3500;
+/// Highest chunk index read; a session never needs more (the request header would be too big).
+pub const MAX_CHUNKS: usize = 12;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// One logged-in browser.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionData {
+    /// Random id (single-flight refresh key; the Redis key is derived from it).
+    pub id: String,
+    pub provider: String,
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The claims routes need (`require_claims`, `[headers.claims]`), not all of them.
+    #[serde(default)]
+    pub claims: Map<String, Value>,
+    pub access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// For `id_token_hint` at logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// The provider's session id (back-channel logout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    pub created_at: i64,
+    /// Creation time in milliseconds (back-channel logout compares at this precision, so a
+    /// login right after a logout is not caught by it).
+    #[serde(default)]
+    pub created_ms: i64,
+    pub last_seen: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<i64>,
+    /// When the current access token was obtained.
+    pub access_issued_at: i64,
+}
+
+impl SessionData {
+    /// Unix seconds when the session ends at the latest (absolute lifetime or idle timeout).
+    pub fn expires_at(&self, cfg: &config::Session) -> i64 {
+        let abs = self.created_at + cfg.lifetime.as_secs() as i64;
+        let idle = self.last_seen + cfg.idle_timeout.as_secs() as i64;
+        abs.min(idle)
+    }
+
+    /// Valid at `now` (not past lifetime nor idle timeout).
+    pub fn is_live(&self, cfg: &config::Session, now: i64) -> bool {
+        now < self.expires_at(cfg)
+    }
+
+    /// Whether the access token should be refreshed now: within 60 s of expiry, or within half
+    /// its lifetime for short-lived tokens.
+    pub fn needs_refresh(&self, now: i64) -> bool {
+        match (self.access_expires_at, &self.refresh_token) {
+            (Some(exp), Some(_)) => {
+                let ttl = (exp - self.access_issued_at).max(0);
+                now >= exp - (ttl / 2).min(60)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The session store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Cookies of a request, in order (`name=value` pairs of every `Cookie` header).
+pub fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            Some((k.trim(), v.trim().trim_matches('"')))
+        })
+        .collect()
+}
+
+/// The first value of cookie `name`.
+pub fn cookie<'a>(cookies: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    cookies.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+}
+
+/// Reassembles `base`, `base.1`, … (stopping at the first missing index). Returns the value and
+/// the names of every chunk cookie the request carries (also beyond a gap), for clearing.
+pub fn read_chunked(cookies: &[(&str, &str)], base: &str) -> (Option<String>, Vec<String>) {
+    let mut present = Vec::new();
+    for (k, _) in cookies {
+        let is_chunk = *k == base
+            || k.strip_prefix(base)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|n| {
+                    n.parse::<usize>()
+                        .is_ok_and(|n| (1..=MAX_CHUNKS).contains(&n))
+                });
+        if is_chunk && !present.iter().any(|p| p == k) {
+            present.push(k.to_string());
+        }
+    }
+    let Some(first) = cookie(cookies, base) else {
+        return (None, present);
+    };
+    let mut value = first.to_string();
+    for i in 1..=MAX_CHUNKS {
+        match cookie(cookies, &format!("{base}.{i}")) {
+            Some(v) => value.push_str(v),
+            None => break,
+        }
+    }
+    (Some(value), present)
+}
+
+/// Cookie attributes for this deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct CookieAttrs {
+    pub secure: bool,
+}
+
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    max_age: Option<i64>,
+    attrs: CookieAttrs,
+) -> Option<HeaderValue> {
+    let mut s = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if attrs.secure {
+        s.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        s.push_str(&format!("; Max-Age={}", age.max(0)));
+    }
+    HeaderValue::from_str(&s).ok()
+}
+
+pub fn clear_cookie(name: &str, attrs: CookieAttrs) -> Option<HeaderValue> {
+    set_cookie(name, "", Some(0), attrs)
+}
+
+/// Set-Cookie values writing `value` over `base`, `base.1`, … and clearing any other chunk the
+/// request carried.
+pub fn write_chunked(
+    base: &str,
+    value: &str,
+    max_age: i64,
+    present: &[String],
+    attrs: CookieAttrs,
+) -> Vec<HeaderValue> {
+    let mut out = Vec::new();
+    let mut written = Vec::new();
+    // Chunk boundaries at CHUNK bytes; the value is base64url (ASCII), so any byte index is a char boundary.
+    let pieces: Vec<&str> = if value.is_empty() {
+        vec![""]
+    } else {
+        value
+            .as_bytes()
+            .chunks(CHUNK)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect()
+    };
+    for (i, piece) in pieces.iter().enumerate() {
+        let name = if i == 0 {
+            base.to_string()
+        } else {
+            format!("{base}.{i}")
+        };
+        out.extend(set_cookie(&name, piece, Some(max_age), attrs));
+        written.push(name);
+    }
+    for p in present {
+        if !written.contains(p) {
+            out.extend(clear_cookie(p, attrs));
+        }
+    }
+    out
+}
+
+/// Sessions ended by back-channel logout, for the stateless cookie store: `sid:<sid>` and
+/// `sub:<provider>:<sub>` → (ended at in ms, forget after in s). A session created at or before
+/// "ended at" with that sid/sub is refused.
+#[derive(Default)]
+pub struct Revocations {
+    map: RwLock<HashMap<String, (i64, i64)>>,
+}
+
+impl Revocations {
+    pub fn revoke(&self, key: String, at: i64, keep_until: i64) {
+        if let Ok(mut m) = self.map.write() {
+            let now = now();
+            m.retain(|_, (_, until)| *until > now);
+            m.insert(key, (at, keep_until));
+        }
+    }
+
+    pub fn is_revoked(&self, s: &SessionData) -> bool {
+        let Ok(m) = self.map.read() else { return true };
+        if m.is_empty() {
+            return false;
+        }
+        let created = if s.created_ms > 0 {
+            s.created_ms
+        } else {
+            s.created_at * 1000 + 999
+        };
+        let hit = |k: &str| m.get(k).is_some_and(|(at, _)| created <= *at);
+        s.sid
+            .as_deref()
+            .is_some_and(|sid| hit(&format!("sid:{sid}")))
+            || hit(&format!("sub:{}:{}", s.provider, s.sub))
+    }
+}
+
+/// The session store (one per proxy process).
+pub struct Sessions {
+    pub cfg: config::Session,
+    /// Seals whole sessions (cookie store) or the Redis values.
+    pub sealer: Sealer,
+    pub backend: Backend,
+    pub revocations: Revocations,
+}
+
+pub enum Backend {
+    Cookie,
+    Redis(std::sync::Arc<redis::RedisStore>),
+}
+
+/// A session found in a request.
+pub struct Loaded {
+    pub data: SessionData,
+    /// Redis: the id from the cookie.
+    pub handle: Option<String>,
+}
+
+impl Sessions {
+    pub fn new(cfg: &config::Session) -> Result<Self, String> {
+        let secrets = std::iter::once(cfg.secret.expose())
+            .chain(cfg.previous_secrets.iter().map(|s| s.expose()));
+        let sealer = Sealer::new(secrets, "session");
+        let backend = match &cfg.store {
+            config::SessionStore::Cookie => Backend::Cookie,
+            config::SessionStore::Redis { url } => Backend::Redis(std::sync::Arc::new(
+                redis::RedisStore::new(url.expose(), &cfg.cookie_name)?,
+            )),
+        };
+        Ok(Sessions {
+            cfg: cfg.clone(),
+            sealer,
+            backend,
+            revocations: Revocations::default(),
+        })
+    }
+
+    /// The session cookie's name (`__Host-` on HTTPS).
+    pub fn cookie_name(&self, attrs: CookieAttrs) -> String {
+        if attrs.secure {
+            format!("__Host-{}", self.cfg.cookie_name)
+        } else {
+            self.cfg.cookie_name.clone()
+        }
+    }
+
+    /// The session cookie(s) the request carries (names), for clearing.
+    pub fn present_chunks(&self, headers: &HeaderMap, attrs: CookieAttrs) -> Vec<String> {
+        read_chunked(&request_cookies(headers), &self.cookie_name(attrs)).1
+    }
+
+    /// Finds the request's session. `Ok(None)`: no (valid) session. Does not check expiry.
+    pub async fn load(
+        &self,
+        headers: &HeaderMap,
+        attrs: CookieAttrs,
+    ) -> Result<Option<Loaded>, StoreError> {
+        let name = self.cookie_name(attrs);
+        let cookies = request_cookies(headers);
+        let (value, _) = read_chunked(&cookies, &name);
+        let Some(value) = value else { return Ok(None) };
+        match &self.backend {
+            Backend::Cookie => {
+                let data = self
+                    .sealer
+                    .open(&name, &value)
+                    .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
+                Ok(data
+                    .filter(|d| !self.revocations.is_revoked(d))
+                    .map(|data| Loaded { data, handle: None }))
+            }
+            Backend::Redis(r) => {
+                if value.len() != 43 {
+                    return Ok(None);
+                }
+                let Some(sealed) = r.get(&value).await? else {
+                    return Ok(None);
+                };
+                let data = self
+                    .sealer
+                    .open(&r.key_of(&value), &sealed)
+                    .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
+                Ok(data.map(|data| Loaded {
+                    data,
+                    handle: Some(value),
+                }))
+            }
+        }
+    }
+
+    /// Stores a session (new or updated) and returns the Set-Cookie values.
+    /// `handle`: the Redis id of an existing session (None: a new one is made).
+    pub async fn save(
+        &self,
+        data: &SessionData,
+        handle: Option<&str>,
+        present: &[String],
+        attrs: CookieAttrs,
+    ) -> Result<Vec<HeaderValue>, StoreError> {
+        let name = self.cookie_name(attrs);
+        let now = now();
+        let remaining = (data.created_at + self.cfg.lifetime.as_secs() as i64 - now).max(1);
+        let json = serde_json::to_vec(data).unwrap_or_default();
+        match &self.backend {
+            Backend::Cookie => {
+                let sealed = self.sealer.seal(&name, &json);
+                Ok(write_chunked(&name, &sealed, remaining, present, attrs))
+            }
+            Backend::Redis(r) => {
+                let id = handle.map_or_else(crypto::random_token, str::to_string);
+                let ttl = remaining
+                    .min(self.cfg.idle_timeout.as_secs() as i64 + 60)
+                    .max(1);
+                let sealed = self.sealer.seal(&r.key_of(&id), &json);
+                r.put(&id, &sealed, ttl, data, remaining).await?;
+                if handle.is_some() {
+                    return Ok(Vec::new()); // the cookie already names this session
+                }
+                Ok(write_chunked(&name, &id, remaining, present, attrs))
+            }
+        }
+    }
+
+    /// Deletes the session (Redis entry) and returns Set-Cookie values clearing every chunk.
+    pub async fn delete(
+        &self,
+        handle: Option<&str>,
+        present: &[String],
+        attrs: CookieAttrs,
+    ) -> Result<Vec<HeaderValue>, StoreError> {
+        if let (Backend::Redis(r), Some(id)) = (&self.backend, handle) {
+            r.delete(id).await?;
+        }
+        Ok(present
+            .iter()
+            .filter_map(|p| clear_cookie(p, attrs))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+use super::*;
+use http::header::HeaderMap;
+
+fn cfg() -> config::Session {
+    config::Session {
+        secret: config::Secret::new("s".repeat(40)),
+        previous_secrets: vec![],
+        store: config::SessionStore::Cookie,
+        cookie_name: "portcullis".into(),
+        lifetime: std::time::Duration::from_secs(3600),
+        idle_timeout: std::time::Duration::from_secs(600),
+        refresh: true,
+        post_logout_redirect: "/".into(),
+    }
+}
+
+fn data(big: usize) -> SessionData {
+    SessionData {
+        id: crypto::random_token(),
+        provider: "p".into(),
+        sub: "alice".into(),
+        email: Some("alice@example.com".into()),
+        name: None,
+        preferred_username: None,
+        roles: vec!["admin".into()],
+        claims: Map::new(),
+        access_token: "x".repeat(big),
+        refresh_token: None,
+        id_token: None,
+        sid: Some("sid1".into()),
+        created_at: now(),
+        created_ms: now_ms(),
+        last_seen: now(),
+        access_expires_at: None,
+        access_issued_at: now(),
+    }
+}
+
+/// Turns Set-Cookie values into a Cookie request header (in the given order).
+fn as_request(set: &[HeaderValue]) -> Vec<(String, String)> {
+    set.iter()
+        .filter_map(|v| {
+            let s = v.to_str().ok()?;
+            let first = s.split(';').next()?;
+            let (k, v) = first.split_once('=')?;
+            (!v.is_empty()).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn headers(pairs: &[(String, String)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let v = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    h.insert(COOKIE, HeaderValue::from_str(&v).unwrap());
+    h
+}
+
+const PLAIN: CookieAttrs = CookieAttrs { secure: false };
+
+#[tokio::test]
+async fn small_session_one_cookie_round_trip() {
+    let s = Sessions::new(&cfg()).unwrap();
+    let d = data(100);
+    let set = s.save(&d, None, &[], PLAIN).await.unwrap();
+    assert_eq!(set.len(), 1);
+    let v = set[0].to_str().unwrap();
+    assert!(
+        v.starts_with("portcullis=")
+            && v.contains("HttpOnly")
+            && v.contains("SameSite=Lax")
+            && v.contains("Path=/")
+    );
+    assert!(!v.contains("Secure"));
+    let got = s
+        .load(&headers(&as_request(&set)), PLAIN)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.data, d);
+}
+
+#[tokio::test]
+async fn https_uses_host_prefix_and_secure() {
+    let s = Sessions::new(&cfg()).unwrap();
+    let tls = CookieAttrs { secure: true };
+    let set = s.save(&data(10), None, &[], tls).await.unwrap();
+    let v = set[0].to_str().unwrap();
+    assert!(
+        v.starts_with("__Host-portcullis=") && v.contains("; Secure"),
+        "{v}"
+    );
+    // a plain-HTTP name does not read it
+    assert!(
+        s.load(&headers(&as_request(&set)), PLAIN)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn large_session_is_chunked_and_reassembled() {
+    let s = Sessions::new(&cfg()).unwrap();
+    let d = data(9000);
+    let set = s.save(&d, None, &[], PLAIN).await.unwrap();
+    assert!(set.len() >= 3, "{}", set.len());
+    for v in &set {
+        assert!(v.len() < 4000);
+    }
+    let pairs = as_request(&set);
+    assert_eq!(pairs[1].0, "portcullis.1");
+    assert_eq!(
+        s.load(&headers(&pairs), PLAIN).await.unwrap().unwrap().data,
+        d
+    );
+
+    // missing last chunk
+    let mut truncated = pairs.clone();
+    truncated.pop();
+    assert!(s.load(&headers(&truncated), PLAIN).await.unwrap().is_none());
+    // reordered chunk values
+    let mut swapped = pairs.clone();
+    let v1 = swapped[1].1.clone();
+    swapped[1].1 = swapped[2].1.clone();
+    swapped[2].1 = v1;
+    assert!(s.load(&headers(&swapped), PLAIN).await.unwrap().is_none());
+    // one byte changed in a middle chunk
+    let mut tampered = pairs.clone();
+    let mut b = tampered[1].1.clone().into_bytes();
+    b[10] = if b[10] == b'a' { b'b' } else { b'a' };
+    tampered[1].1 = String::from_utf8(b).unwrap();
+    assert!(s.load(&headers(&tampered), PLAIN).await.unwrap().is_none());
+    // a truncated chunk
+    let mut cut = pairs.clone();
+    cut[0].1.truncate(100);
+    assert!(s.load(&headers(&cut), PLAIN).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn shrinking_session_clears_stale_chunks() {
+    let s = Sessions::new(&cfg()).unwrap();
+    let big = s.save(&data(9000), None, &[], PLAIN).await.unwrap();
+    let present: Vec<String> = as_request(&big).into_iter().map(|(k, _)| k).collect();
+    let small = s.save(&data(10), None, &present, PLAIN).await.unwrap();
+    let cleared: Vec<&str> = small
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.contains("Max-Age=0"))
+        .collect();
+    assert_eq!(cleared.len(), present.len() - 1, "{small:?}");
+}
+
+#[tokio::test]
+async fn other_secret_refused_previous_secret_accepted() {
+    let old = Sessions::new(&cfg()).unwrap();
+    let set = old.save(&data(10), None, &[], PLAIN).await.unwrap();
+    let h = headers(&as_request(&set));
+
+    let mut other = cfg();
+    other.secret = config::Secret::new("o".repeat(40));
+    assert!(
+        Sessions::new(&other)
+            .unwrap()
+            .load(&h, PLAIN)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    other.previous_secrets = vec![config::Secret::new("s".repeat(40))];
+    assert!(
+        Sessions::new(&other)
+            .unwrap()
+            .load(&h, PLAIN)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn expiry_and_refresh_windows() {
+    let c = cfg();
+    let mut d = data(1);
+    let t = now();
+    d.created_at = t - 3599;
+    d.last_seen = t;
+    assert!(d.is_live(&c, t));
+    assert!(!d.is_live(&c, t + 1), "absolute lifetime");
+    d.created_at = t;
+    d.last_seen = t - 600;
+    assert!(!d.is_live(&c, t), "idle timeout");
+
+    d.refresh_token = Some("r".into());
+    d.access_issued_at = t;
+    d.access_expires_at = Some(t + 300);
+    assert!(!d.needs_refresh(t));
+    assert!(d.needs_refresh(t + 240));
+    d.access_expires_at = Some(t + 20);
+    assert!(!d.needs_refresh(t + 9));
+    assert!(d.needs_refresh(t + 10));
+    d.refresh_token = None;
+    assert!(!d.needs_refresh(t + 100));
+}
+
+#[test]
+fn revocation_list() {
+    let r = Revocations::default();
+    let d = data(1);
+    assert!(!r.is_revoked(&d));
+    r.revoke("sid:other".into(), now_ms(), now() + 100);
+    assert!(!r.is_revoked(&d));
+    r.revoke("sid:sid1".into(), now_ms(), now() + 100);
+    assert!(r.is_revoked(&d));
+    let r = Revocations::default();
+    r.revoke("sub:p:alice".into(), d.created_ms - 1, now() + 100);
+    assert!(
+        !r.is_revoked(&d),
+        "a session created after the logout is not revoked"
+    );
+}
