@@ -627,6 +627,44 @@ async fn forged_claims_and_headers() {
     );
 }
 
+/// A bearer-only provider with `issuer` + `jwks_uri` skips discovery (the issuer here has
+/// none) and still checks `iss`.
+#[tokio::test]
+async fn bearer_only_provider_without_discovery() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let cfg = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[providers.keys]
+issuer = "https://issuer.example"
+jwks_uri = "{}/jwks"
+audiences = ["portcullis-api"]
+[[route]]
+name = "api"
+path = "/"
+upstream = "{}"
+auth = "bearer"
+"#,
+        ti.issuer,
+        up.url("")
+    );
+    let p = start_proxy(&cfg).await;
+    wait_ready(&p).await;
+    let mut c = ti.claims();
+    c["iss"] = json!("https://issuer.example");
+    assert_eq!(
+        bearer(&p, "/", &ti.sign_rs256(Some("test-rsa"), &c))
+            .await
+            .status,
+        200
+    );
+    let r = bearer(&p, "/", &ti.sign_rs256(Some("test-rsa"), &ti.claims())).await;
+    assert_invalid(&r, "the token issuer is not accepted", "iss still checked");
+}
+
 /// Discovery whose issuer differs from the configured one (one trailing slash) is refused:
 /// the proxy runs, /readyz says why, bearer routes answer 503 — never 200.
 #[tokio::test]

@@ -295,7 +295,15 @@ impl ProviderRuntime {
             return Ok(m);
         }
         let c = &self.config;
-        let meta = if c.explicit_endpoints() {
+        // A bearer-only provider that names its jwks_uri (and, with introspection, its endpoint)
+        // needs nothing from discovery: skip it, so a provider whose discovery document is not
+        // reachable from the proxy still works. `iss` is still checked against `issuer`.
+        let bearer_only_explicit = !c.used_for_login
+            && c.jwks_uri.is_some()
+            && c.introspection
+                .as_ref()
+                .is_none_or(|i| i.endpoint.is_some());
+        let meta = if c.explicit_endpoints() || bearer_only_explicit {
             Metadata {
                 issuer: c.issuer.clone().unwrap_or_default(),
                 authorization_endpoint: c.authorization_endpoint.clone(),
