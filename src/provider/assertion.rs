@@ -51,3 +51,46 @@ impl ClientKey {
         jsonwebtoken::encode(&h, &claims, &self.key).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::encoding::AsDer;
+
+    fn key_file() -> ZitadelKey {
+        let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+        serde_json::from_value(json!({
+            "type": "application", "keyId": "k-123", "key": pem, "appId": "a1", "clientId": "api@proj"
+        }))
+        .unwrap()
+    }
+
+    /// RFC 7523 shape: kid = keyId, iss = sub = clientId, aud = issuer, exp ≤ iat + 60, fresh jti.
+    #[test]
+    fn client_assertion_shape() {
+        let k = ClientKey::new(&key_file()).unwrap();
+        let part = |t: &str, i: usize| -> serde_json::Value {
+            let p = t.split('.').nth(i).unwrap();
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let a = k.assertion("https://issuer.example").unwrap();
+        let b = k.assertion("https://issuer.example").unwrap();
+        assert_eq!(part(&a, 0)["kid"], "k-123");
+        assert_eq!(part(&a, 0)["alg"], "RS256");
+        let c = part(&a, 1);
+        assert_eq!(c["iss"], "api@proj");
+        assert_eq!(c["sub"], "api@proj");
+        assert_eq!(c["aud"], "https://issuer.example");
+        let (iat, exp) = (c["iat"].as_i64().unwrap(), c["exp"].as_i64().unwrap());
+        assert!(exp > iat && exp - iat <= 60);
+        assert_ne!(c["jti"], part(&b, 1)["jti"]);
+    }
+}
