@@ -34,6 +34,8 @@ use crate::provider::{ProviderRuntime, Providers, TokenError};
 
 /// Longest time a validated JWT stays cached (its `exp` cuts it shorter).
 pub const MAX_CACHE: Duration = Duration::from_secs(300);
+/// Validated tokens kept per provider (each entry holds the identity and the token, ~2 KB).
+pub const CACHE_ENTRIES: u64 = 20_000;
 /// Longest token accepted; longer ones are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -71,7 +73,7 @@ impl Bearer {
                 (
                     n.clone(),
                     moka::future::Cache::builder()
-                        .max_capacity(100_000)
+                        .max_capacity(CACHE_ENTRIES)
                         .expire_after(CachedExpiry)
                         .build(),
                 )

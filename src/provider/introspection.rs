@@ -25,6 +25,9 @@ use super::jwks::{LEEWAY, now};
 use super::{ProviderError, TokenError};
 use crate::config::{Introspection, IntrospectionAuth};
 
+/// Introspection answers kept per provider.
+const CACHE_ENTRIES: u64 = 20_000;
+
 #[derive(Clone)]
 struct Entry {
     claims: Arc<Map<String, Value>>,
@@ -74,7 +77,7 @@ impl Introspector {
             }
         };
         let cache = moka::future::Cache::builder()
-            .max_capacity(100_000)
+            .max_capacity(CACHE_ENTRIES)
             .expire_after(EntryExpiry)
             .build();
         Ok(Introspector {
