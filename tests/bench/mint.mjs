@@ -22,7 +22,10 @@ fs.mkdirSync(dir, { recursive: true });
 const b64 = (x) => Buffer.from(x).toString('base64url');
 
 if (mode === 'jwt') {
-  const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  // PEM out, then re-import: avoids a Node 20 deadlock exporting a generator-owned KeyObject.
+  const { privateKey: pem } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+  const privateKey = crypto.createPrivateKey(pem);
+  const publicKey = crypto.createPublicKey(privateKey);
   const kid = `bench-${crypto.randomBytes(4).toString('hex')}`;
   const jwk = { ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' };
   fs.writeFileSync(path.join(dir, 'jwks.json'), JSON.stringify({ keys: [jwk] }));

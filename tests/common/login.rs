@@ -135,34 +135,58 @@ impl Provider {
                 ]
             })
             .collect();
-        let mut cmd = Command::new("node");
-        cmd.arg(dir.join("provider.mjs"))
-            .env("PORT", "0")
-            .env("STATE_DIR", state_dir.path())
-            .env("CLIENT_REDIRECT_URIS", cb.join(","))
-            .env("POST_LOGOUT_REDIRECT_URIS", post.join(","))
-            .env(
-                "BACKCHANNEL_LOGOUT_URI",
-                format!(
-                    "http://127.0.0.1:{}/.auth/backchannel-logout",
-                    proxy_ports[0]
-                ),
-            )
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start node tests/provider/provider.mjs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let issuer = line
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("provider did not start: {line:?}"))
-            .trim()
-            .to_string();
+        // A provider that has not printed READY within 30 s is killed and started again (twice
+        // at most): Node 20 has a rare key-generation deadlock at startup; a hang must never
+        // stall the suite.
+        let mut attempt = 0;
+        let (child, issuer) = loop {
+            attempt += 1;
+            let mut cmd = Command::new("node");
+            cmd.arg(dir.join("provider.mjs"))
+                .env("PORT", "0")
+                .env("STATE_DIR", state_dir.path())
+                .env("CLIENT_REDIRECT_URIS", cb.join(","))
+                .env("POST_LOGOUT_REDIRECT_URIS", post.join(","))
+                .env(
+                    "BACKCHANNEL_LOGOUT_URI",
+                    format!(
+                        "http://127.0.0.1:{}/.auth/backchannel-logout",
+                        proxy_ports[0]
+                    ),
+                )
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&log).unwrap());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().expect("start node tests/provider/provider.mjs");
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stdout);
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let _ = tx.send(line);
+                let mut sink = String::new();
+                while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(line) if line.starts_with("READY ") => {
+                    break (child, line["READY ".len()..].trim().to_string());
+                }
+                other => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    assert!(
+                        attempt < 3,
+                        "the test OpenID provider did not start ({other:?}); its log: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        };
         Provider {
             issuer,
             state_dir,

@@ -74,13 +74,27 @@ function newKid(prefix) {
   return `${prefix}-${crypto.randomBytes(6).toString('hex')}`;
 }
 
+// Node 20 can deadlock when a KeyObject returned by generateKeyPairSync is exported while the
+// GC finalizes the generating job (KeyGenJob's destructor takes the key's mutex that ExportJWK
+// holds; seen here as a provider hung before READY). Asking the generator for PEM text and
+// re-importing it gives KeyObjects the job never owned.
+function generatePair(type, options) {
+  const { privateKey } = crypto.generateKeyPairSync(type, {
+    ...options,
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  });
+  const priv = crypto.createPrivateKey(privateKey);
+  return { privateKey: priv, publicKey: crypto.createPublicKey(priv) };
+}
+
 function rsaSigningJwk() {
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const { privateKey } = generatePair('rsa', { modulusLength: 2048 });
   return { ...privateKey.export({ format: 'jwk' }), kid: newKid('rs'), alg: 'RS256', use: 'sig' };
 }
 
 function ecSigningJwk() {
-  const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { privateKey } = generatePair('ec', { namedCurve: 'P-256' });
   return { ...privateKey.export({ format: 'jwk' }), kid: newKid('es'), alg: 'ES256', use: 'sig' };
 }
 
@@ -95,7 +109,7 @@ function zitadelKeyFile(file, clientId) {
       return { json, jwk: { ...pub.export({ format: 'jwk' }), kid: json.keyId, alg: 'RS256', use: 'sig' }, path: full };
     }
   } catch { /* generate below */ }
-  const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const { privateKey, publicKey } = generatePair('rsa', { modulusLength: 2048 });
   const keyId = String(BigInt(`0x${crypto.randomBytes(7).toString('hex')}`));
   const json = {
     type: 'application',
