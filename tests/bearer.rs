@@ -897,11 +897,63 @@ async fn forward_auth_check() {
     assert_eq!(r.status, 200);
     assert!(!r.headers.contains_key("x-forwarded-user"));
 
-    // untrusted caller: X-Forwarded-Uri ignored, the check request itself is judged (route "/")
+    // untrusted caller: X-Forwarded-Uri is not believed — and the request is refused, not judged
+    // as some other request
     let p2 = start_proxy(&config(&op, &up.url(""), "")).await;
     wait_ready(&p2).await;
     let r = call(&p2, "/.auth/check", &[("x-forwarded-uri", "/public")]).await;
-    assert_challenge(&r, "untrusted X-Forwarded-Uri");
+    assert_check_refused(&r, "trusted_proxies", "untrusted X-Forwarded-Uri");
+}
+
+#[track_caller]
+fn assert_check_refused(r: &Resp, text: &str, case: &str) {
+    assert_eq!(r.status, 403, "{case}: {}", r.text());
+    assert!(
+        !r.headers.contains_key("x-forwarded-user"),
+        "{case}: identity headers on a refusal"
+    );
+    assert!(message(r).contains(text), "{case}: {}", r.text());
+}
+
+/// Attack: forward-auth whose original request cannot be believed must not be judged as the
+/// check request itself (`/.auth/check` matches the catch-all route "/", which has no role
+/// requirement — a reader would pass a check meant for `/admin`).
+#[tokio::test]
+async fn forward_auth_check_refuses_when_the_original_request_is_unknown() {
+    let op = OidcProvider::start(&[("LOG_REQUESTS", "0")]);
+    let up = echo_upstream().await;
+    let reader = op.jwt("api-reader").await;
+    let auth_reader = format!("Bearer {reader}");
+    // front proxy not in trusted_proxies (the default: nobody)
+    let p = start_proxy(&config(&op, &up.url(""), "")).await;
+    wait_ready(&p).await;
+    for hdr in ["x-original-uri", "x-forwarded-uri"] {
+        let r = call(
+            &p,
+            "/.auth/check",
+            &[(hdr, "/admin"), ("authorization", &auth_reader)],
+        )
+        .await;
+        assert_check_refused(&r, "trusted_proxies", hdr);
+    }
+    // trusted front proxy that forgot to send the original URI
+    let p2 = start_proxy(&config(
+        &op,
+        &up.url(""),
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+    ))
+    .await;
+    wait_ready(&p2).await;
+    let r = call(
+        &p2,
+        "/.auth/check",
+        &[
+            ("x-forwarded-method", "GET"),
+            ("authorization", &auth_reader),
+        ],
+    )
+    .await;
+    assert_check_refused(&r, "X-Original-URI", "no original URI");
 }
 
 /// `portcullis explain --header 'Authorization: Bearer …'` prints the decision and why.

@@ -4,8 +4,9 @@
 //!
 //! The original request is read from `X-Forwarded-Method`, `X-Forwarded-Uri` (Traefik) or
 //! `X-Original-URI` (nginx), and `X-Forwarded-Host` — **only when the caller is one of
-//! `[server] trusted_proxies`**; from anyone else those headers are ignored and the check request's
-//! own method, path and `Host` are judged (so a client cannot pick a laxer route by naming it).
+//! `[server] trusted_proxies`**. A check whose original request is unknown — forwarding headers from any other peer, or no
+//! `X-Forwarded-Uri`/`X-Original-URI` at all — is refused with 403: judging the check request
+//! itself would answer for whichever route covers `/.auth/check`, not for the original request.
 //!
 //! Answers: 200 with the identity headers of the route's `[headers]` config (including the
 //! signed assertion) — the front proxy copies them upstream (`auth_request_set` /
@@ -48,6 +49,28 @@ pub async fn check(
         }
     };
 
+    // The decision is about the original request. When it cannot be believed (forwarding
+    // headers from a peer outside trusted_proxies) or is not named at all, refuse: judging the
+    // check request itself instead (`/.auth/check`, i.e. whatever catch-all route covers it)
+    // would answer for another route — e.g. 200 for a reader on a check meant for `/admin`.
+    let forwarding = [
+        &X_FORWARDED_METHOD,
+        &X_FORWARDED_URI,
+        &X_ORIGINAL_URI,
+        &X_FORWARDED_HOST,
+    ];
+    if !trusted && forwarding.iter().any(|n| parts.headers.contains_key(*n)) {
+        tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: forwarding headers from a peer outside server.trusted_proxies; refused");
+        return refused(
+            "forward-auth headers from a peer outside server.trusted_proxies are not trusted (add the front proxy to trusted_proxies)",
+        );
+    }
+    if fwd(&X_FORWARDED_URI).is_none() && fwd(&X_ORIGINAL_URI).is_none() {
+        tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: no X-Forwarded-Uri / X-Original-URI; refused");
+        return refused(
+            "the original request is unknown: the front proxy must send X-Forwarded-Uri or X-Original-URI and be listed in server.trusted_proxies",
+        );
+    }
     let method = match fwd(&X_FORWARDED_METHOD) {
         Some(m) => match Method::from_bytes(m.trim().as_bytes()) {
             Ok(m) => m,
@@ -106,6 +129,11 @@ pub async fn check(
         }
         Err(denied) => state.forbidden(route, &identity, &denied, &parts),
     }
+}
+
+/// 403 for a check whose original request is unknown or not from a trusted proxy.
+fn refused(why: &str) -> Response<Body> {
+    crate::error::json_error(StatusCode::FORBIDDEN, "forbidden", why)
 }
 
 fn ok(body: Body) -> Response<Body> {
