@@ -1032,25 +1032,31 @@ impl LoginState {
                             .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
                 })
         };
+        // Byte-wise: a value with non-ASCII bytes (legal obs-text) must not make this step give
+        // up and let the session cookie through with it.
         let mut removed = false;
-        let mut kept = Vec::new();
+        let mut kept: Vec<&[u8]> = Vec::new();
         for v in headers.get_all(header::COOKIE) {
-            let Ok(v) = v.to_str() else { return };
-            for pair in v.split(';') {
-                let name = pair.split_once('=').map_or(pair, |(k, _)| k).trim();
-                if ours(name) {
+            for pair in v.as_bytes().split(|b| *b == b';') {
+                let pair = pair.trim_ascii();
+                let name = pair
+                    .iter()
+                    .position(|b| *b == b'=')
+                    .map_or(pair, |i| &pair[..i])
+                    .trim_ascii();
+                if std::str::from_utf8(name).is_ok_and(ours) {
                     removed = true;
-                } else if !pair.trim().is_empty() {
-                    kept.push(pair.trim());
+                } else if !pair.is_empty() {
+                    kept.push(pair);
                 }
             }
         }
         if !removed {
             return;
         }
-        let joined = kept.join("; ");
+        let joined = kept.join(&b"; "[..]);
         headers.remove(header::COOKIE);
-        if let Ok(v) = HeaderValue::from_str(&joined)
+        if let Ok(v) = HeaderValue::from_bytes(&joined)
             && !joined.is_empty()
         {
             headers.insert(header::COOKIE, v);
@@ -1219,6 +1225,42 @@ mod tests {
         assert!(!at_hash_matches(&idt, "token-2", &good));
         let none = format!("{}.e30.", B64.encode(br#"{"alg":"none"}"#));
         assert!(!at_hash_matches(&none, "token-1", &good));
+    }
+
+    fn login_state() -> LoginState {
+        let src = "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"https://op.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"login\"\n";
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default())
+            .unwrap();
+        LoginState::new(Arc::new(cfg)).unwrap().unwrap()
+    }
+
+    /// Attack: a Cookie header with a non-ASCII byte (an app cookie, or one tossed from a sibling
+    /// subdomain) made the whole stripping step give up, so the session cookie — with the Redis
+    /// store a bearer credential — reached the upstream.
+    #[test]
+    fn own_cookies_are_stripped_even_next_to_non_ascii_cookies() {
+        let l = login_state();
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("portcullis=SESSION; app=1"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xe9; portcullis.1=CHUNK; portcullis_login_abc=P")
+                .unwrap(),
+        );
+        l.strip_cookies(&mut h);
+        let all: Vec<&[u8]> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let joined = all.concat();
+        let text = String::from_utf8_lossy(&joined);
+        assert!(!text.contains("portcullis"), "{text}");
+        assert!(text.contains("app=1"), "{text}");
+        assert!(joined.windows(9).any(|w| w == b"pref=caf\xe9"), "{text}");
     }
 
     #[test]
