@@ -7,7 +7,8 @@
 //! the token itself. Concurrent misses for the same token share one provider call
 //! (`try_get_with`). Inactive answers and errors are not cached.
 //!
-//! Checks on the answer: `active` must be `true`; `iss`, when present, must be the configured
+//! Checks on the answer: `active` must be `true`; `token_type`, when present, `Bearer`; no `cnf`
+//! (sender-constrained tokens need a proof that is not verified here); `iss`, when present, must be the configured
 //! issuer; `exp`, when present, must not be past; `aud`: when present it must contain one of the
 //! provider's `audiences`. When absent (oidc-provider and ZITADEL omit it for tokens requested
 //! without a resource/audience) the token is accepted only if its `client_id` is one of the
@@ -201,6 +202,20 @@ pub fn check(
     if claims.get("active") != Some(&Value::Bool(true)) {
         return Err(TokenError::Inactive);
     }
+    // Only bearer access tokens: a DPoP/mTLS-bound token without its proof, or another kind
+    // of token (RFC 7662 `token_type`, RFC 6749 §7.1), is not a bearer credential.
+    if claims.contains_key("cnf") {
+        return Err(TokenError::Other(super::jwks::SENDER_CONSTRAINED.into()));
+    }
+    match claims.get("token_type") {
+        None => {}
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(_) => {
+            return Err(TokenError::Other(
+                "the token is not a bearer access token (token_type)".into(),
+            ));
+        }
+    }
     if let (Some(want), Some(iss)) = (issuer, claims.get("iss"))
         && iss.as_str() != Some(want)
     {
@@ -281,5 +296,30 @@ mod tests {
             Err(TokenError::Audience)
         ));
         assert!(check(&m(json!({"active": true, "client_id": "api"})), iss, &aud).is_ok());
+    }
+
+    /// Attack: a DPoP- or mTLS-bound token (stolen, replayed without its proof) or a token
+    /// that is not an access token is presented as a plain bearer token.
+    #[test]
+    fn sender_constrained_and_non_bearer_tokens_are_refused() {
+        let aud = vec!["api".to_string()];
+        let iss = Some("https://op");
+        let ok = |extra: Value| {
+            let mut v = m(json!({"active": true, "iss": "https://op", "aud": "api"}));
+            v.extend(m(extra));
+            check(&v, iss, &aud)
+        };
+        assert!(ok(json!({"token_type": "Bearer"})).is_ok());
+        assert!(ok(json!({"token_type": "bearer"})).is_ok());
+        for bad in [
+            json!({"token_type": "DPoP", "cnf": {"jkt": "abc"}}),
+            json!({"token_type": "Bearer", "cnf": {"x5t#S256": "abc"}}),
+            json!({"cnf": {}}),
+            json!({"token_type": "refresh_token"}),
+            json!({"token_type": "N_A"}),
+            json!({"token_type": 1}),
+        ] {
+            assert!(ok(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

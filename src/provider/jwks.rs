@@ -9,7 +9,8 @@
 //! - a token header carrying `jwk`, `jku`, `x5u`, `x5c` (keys or key locations chosen by the
 //!   sender) or `crit` (extensions we do not understand) is refused;
 //! - `iss` (when an issuer is configured), `aud`, `exp` are required; `nbf` and `iat` are
-//!   honoured with [`LEEWAY`].
+//!   honoured with [`LEEWAY`];
+//! - a token bound to a key (`cnf`: DPoP, mTLS) is refused: its proof is not verified here.
 //!
 //! Verification is done here on aws-lc-rs directly, with each JWK parsed once into a
 //! `ParsedPublicKey` when the JWKS is loaded (jsonwebtoken rebuilds the RSA key from `n`/`e` and
@@ -25,6 +26,10 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use super::TokenError;
+
+/// Why a token carrying `cnf` (RFC 7800: DPoP, mTLS binding) is refused.
+pub const SENDER_CONSTRAINED: &str =
+    "the token is sender-constrained (cnf); proof-of-possession (DPoP, mTLS) is not supported";
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 pub const LEEWAY: u64 = 60;
@@ -345,6 +350,11 @@ fn check_claims(
             Some(_) => return Err(TokenError::Issuer),
         }
     }
+    // A sender-constrained token (DPoP, mTLS) is only valid with its proof of possession,
+    // which a bearer check does not verify: refused, never accepted as a plain bearer token.
+    if claims.contains_key("cnf") {
+        return Err(TokenError::Other(SENDER_CONSTRAINED.into()));
+    }
     let accepted = |v: &Value| v.as_str().is_some_and(|a| audiences.iter().any(|x| x == a));
     match claims.get("aud") {
         None => Err(TokenError::MissingClaim("aud")),
@@ -484,6 +494,22 @@ mod tests {
             ),
             Err(TokenError::Issuer)
         ));
+    }
+
+    /// Attack: a DPoP- or mTLS-bound JWT access token (RFC 9449 / RFC 8705: `cnf`) replayed
+    /// without its proof-of-possession as a plain bearer token.
+    #[test]
+    fn sender_constrained_jwts_are_refused() {
+        let aud = vec!["api".to_string()];
+        let at = 1_000_000;
+        let c = |v: Value| v.as_object().cloned().unwrap();
+        let t = |cnf: Value| json!({"iss": "i", "aud": "api", "exp": at + 100, "cnf": cnf});
+        for cnf in [json!({"jkt": "abc"}), json!({"x5t#S256": "abc"}), json!({})] {
+            assert!(
+                check_claims(&c(t(cnf.clone())), Some("i"), &aud, at).is_err(),
+                "{cnf}"
+            );
+        }
     }
 
     /// jsonwebtoken (used for signing assertions and client assertions) has its crypto backend:
