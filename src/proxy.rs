@@ -4,11 +4,11 @@
 //!    path (invalid → 400) — the upstream receives this same host and path;
 //! 2. `/.auth/*` → endpoints the proxy owns, never forwarded;
 //! 3. match the route (first match wins; none → 404);
-//! 4. strip every incoming identity header, on every route;
+//! 4. strip every incoming identity header and the hop-by-hop headers, on every route;
 //! 5. authenticate (route's `auth`) → `Identity`, or an answer (redirect, 401, 503);
 //! 6. authorize → `Permit`, or 403;
 //! 7. inject identity headers from the `Permit`;
-//! 8. forward (hop-by-hop removed, `X-Forwarded-*` set) and stream the answer back.
+//! 8. forward (`X-Forwarded-*` set) and stream the answer back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -176,8 +176,12 @@ impl Proxy {
             })?;
         served.route = Some(idx);
 
-        // 4. strip forged identity
+        // 4. strip forged identity, and the client's hop-by-hop headers now: a `Connection`
+        // header naming X-Forwarded-User (or the assertion) must not remove, after step 7,
+        // the identity headers the proxy itself writes.
         headers::strip_identity(req.headers_mut(), &cfg.identity_header_names);
+        let wants_ws = route.websocket && is_websocket_upgrade(&req);
+        headers::remove_hop_by_hop(req.headers_mut(), wants_ws);
 
         // 5 + 6 + 7. authenticate, authorize, inject
         let mut set_cookie = Vec::new();
@@ -272,7 +276,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        headers::remove_hop_by_hop(&mut parts.headers, wants_ws);
+        // (the client's hop-by-hop headers were removed before authentication, step 4)
         let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
         headers::set_forwarded(
             &mut parts.headers,

@@ -478,6 +478,42 @@ require_roles = ["admin"]
     )
 }
 
+/// Attack: `Connection: X-Forwarded-User, …` names the proxy's own identity headers as
+/// hop-by-hop, so the hop-by-hop cleanup ran after injection removed them (and the signed
+/// assertion): the upstream got an authenticated request without — or, behind another hop,
+/// with a re-forgeable — identity. The proxy's headers are never removed by the client.
+#[tokio::test]
+async fn connection_header_cannot_remove_identity_headers() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let cfg = forge_config(&ti.issuer, &up.url(""), "").replace(
+        "[[route]]",
+        "[headers]\nassertion = \"X-Portcullis-Assertion\"\n[[route]]",
+    );
+    let p = start_proxy(&cfg).await;
+    wait_ready(&p).await;
+    let token = ti.sign_rs256(Some("test-rsa"), &ti.claims());
+    let auth = format!("Bearer {token}");
+    let r = call(
+        &p,
+        "/x",
+        &[
+            ("authorization", &auth),
+            (
+                "connection",
+                "x-forwarded-user, X-Forwarded-Roles, x-portcullis-assertion, x-forwarded-for",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e = r.echoed();
+    assert_eq!(e.header("x-forwarded-user"), Some("forged-user"));
+    assert_eq!(e.header("x-forwarded-roles"), Some("admin"));
+    assert!(e.header("x-portcullis-assertion").is_some());
+    assert!(e.header("x-forwarded-for").is_some());
+}
+
 /// Tokens a real provider would not issue, signed with keys the test holds.
 #[tokio::test]
 async fn forged_claims_and_headers() {
