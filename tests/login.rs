@@ -950,3 +950,68 @@ async fn provider_down_login_is_503() {
     let r = b.get(&format!("http://127.0.0.1:{port}/public")).await;
     assert_eq!(r.status, 200, "auth = none routes keep working");
 }
+
+/// Attack: a session cookie replayed after logout / back-channel logout (Redis store). A
+/// request that loaded the session just before the logout deleted it writes the session back
+/// (idle-timeout slide, refresh) just after — and the deleted session was alive again for
+/// every later request with the same cookie. Writes to an existing session must never
+/// recreate it.
+#[tokio::test]
+async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
+    use portcullis::session::{CookieAttrs, SessionData, Sessions};
+    let redis = Redis::start();
+    let src = format!(
+        "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"https://op.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\nstore = \"redis\"\nredis_url = \"{}\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"login\"\n",
+        redis.url()
+    );
+    let cfg =
+        portcullis::config::load_str(std::path::Path::new("t.toml"), &src, Default::default())
+            .unwrap();
+    let sessions = Sessions::new(cfg.session.as_ref().unwrap()).unwrap();
+    let attrs = CookieAttrs { secure: false };
+    let now = portcullis::session::now();
+    let d = SessionData {
+        id: "x".into(),
+        provider: "p".into(),
+        sub: "alice".into(),
+        email: None,
+        name: None,
+        preferred_username: None,
+        roles: vec![],
+        claims: Default::default(),
+        access_token: "at".into(),
+        refresh_token: None,
+        id_token: None,
+        sid: Some("sid-1".into()),
+        created_at: now,
+        created_ms: portcullis::session::now_ms(),
+        last_seen: now,
+        access_expires_at: None,
+        access_issued_at: now,
+    };
+    let set = sessions.save(&d, None, &[], attrs).await.unwrap();
+    let cookie = set[0]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let id = cookie.split_once('=').unwrap().1.to_string();
+    let mut h = http::HeaderMap::new();
+    h.insert(http::header::COOKIE, cookie.parse().unwrap());
+    let loaded = sessions.load(&h, attrs).await.unwrap().expect("session");
+    // logout ends the session …
+    sessions.delete(Some(&id), &[], attrs).await.unwrap();
+    // … while a request that loaded it a moment earlier slides its idle timeout
+    let mut slid = loaded.data.clone();
+    slid.last_seen = now + 61;
+    sessions
+        .save(&slid, loaded.handle.as_deref(), &[], attrs)
+        .await
+        .unwrap();
+    assert!(
+        sessions.load(&h, attrs).await.unwrap().is_none(),
+        "the logged-out session came back"
+    );
+}

@@ -380,7 +380,8 @@ impl Sessions {
                     .min(self.cfg.idle_timeout.as_secs() as i64 + 60)
                     .max(1);
                 let sealed = self.sealer.seal(&r.key_of(&id), &json);
-                r.put(&id, &sealed, ttl, data, remaining).await?;
+                r.put(&id, &sealed, ttl, data, remaining, handle.is_some())
+                    .await?;
                 if handle.is_some() {
                     return Ok(Vec::new()); // the cookie already names this session
                 }

@@ -110,6 +110,9 @@ impl RedisStore {
         self.run(cmd("GET").arg(self.key_of(id)).clone()).await
     }
 
+    /// Writes a session. `existing`: an update of a session a request loaded — written only
+    /// if it still exists (`XX`), so a logout or back-channel logout that deleted it meanwhile
+    /// is never undone by a concurrent request's idle-timeout slide or refresh.
     pub async fn put(
         &self,
         id: &str,
@@ -117,15 +120,15 @@ impl RedisStore {
         ttl: i64,
         data: &SessionData,
         index_ttl: i64,
+        existing: bool,
     ) -> Result<(), StoreError> {
         let key = self.key_of(id);
         let mut p = ::redis::pipe();
-        p.cmd("SET")
-            .arg(&key)
-            .arg(sealed)
-            .arg("EX")
-            .arg(ttl)
-            .ignore();
+        let set = p.cmd("SET").arg(&key).arg(sealed).arg("EX").arg(ttl);
+        if existing {
+            set.arg("XX");
+        }
+        set.ignore();
         let mut idx = vec![format!(
             "{}:sub:{}:{}",
             self.prefix, data.provider, data.sub
