@@ -512,7 +512,76 @@ mod tests {
         }
     }
 
-    /// jsonwebtoken (used for signing assertions and client assertions) has its crypto backend:
+    /// A 1024-bit RSA key never verifies (a fixture signed outside: aws-lc refuses to sign
+    /// with one), whether the JWKS loader keeps it or not.
+    #[test]
+    fn rsa_keys_below_2048_bits_are_refused() {
+        const N: &str = "2FdxaRoXeEdcpuZhRW0Sys0CdTHWHoE-_QiJSz5Qmkd59zASoIGl728UW1ji5jZ8Xmao-jutwhUULZOQ7FRKHDFsuEunxLo_wBgO-XOkKKi5v-eX2-ThSAOvmJbHhdq3p5lOzSsGjBVYEmIyP8KcBsDJwm8OaQO5mq8MFa8GaUM";
+        const T: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6IndlYWsifQ.eyJpc3MiOiJodHRwczovL29wIiwiYXVkIjoiYXBpIiwic3ViIjoidSIsImV4cCI6NDEwMjQ0NDgwMH0.HvlbynNBaSW_ZwfTxZZB_n0NS0WiT_-MwxZi-f_zp6PEufsVWg3MvQEYVoddvgWfrgvlfCUA4quC8-DqUrs7q3wqDEO6vjI4ikTyavh6qer4JIQAM7Ckfn3Ygt7zJUfiV24XxSICyvByLMR07bQi87TiXszE4w032lN8sN-f9Vw";
+        let set = KeySet::parse(
+            json!({"keys":[{"kty":"RSA","kid":"weak","alg":"RS256","n":N,"e":"AQAB"}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        match lookup(&set, &screen_header(T).unwrap()).unwrap() {
+            Lookup::Missing => {}
+            Lookup::Found(k) => assert!(matches!(
+                verify_with(T, k, Some("https://op"), &["api".into()]),
+                Err(TokenError::BadSignature)
+            )),
+        }
+    }
+
+    /// base64url must be canonical and unpadded in every segment; duplicate header members
+    /// cannot smuggle `alg: none` past the screen; a padded or re-encoded signature is refused.
+    #[test]
+    fn encoding_strictness() {
+        let (ek, jwk) = es256_pair();
+        let set = KeySet::parse(json!({"keys":[jwk]}).to_string().as_bytes()).unwrap();
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("k1".into());
+        let claims = json!({"iss":"https://op","aud":"api","exp": now() + 60, "sub":"u"});
+        let t = encode(&h, &claims, &ek).unwrap();
+        let Lookup::Found(k) = lookup(&set, &screen_header(&t).unwrap()).unwrap() else {
+            panic!()
+        };
+        let v = |tok: &str| verify_with(tok, k, Some("https://op"), &["api".into()]);
+        assert!(v(&t).is_ok());
+        let (hd, rest) = t.split_once('.').unwrap();
+        let (pl, sig) = rest.split_once('.').unwrap();
+        // padding on a segment
+        assert!(screen_header(&format!("{hd}==.{pl}.{sig}")).is_err());
+        assert!(v(&format!("{hd}.{pl}=.{sig}")).is_err());
+        assert!(v(&format!("{hd}.{pl}.{sig}=")).is_err());
+        // standard alphabet instead of url-safe
+        let std_sig = sig.replace('-', "+").replace('_', "/");
+        if std_sig != sig {
+            assert!(v(&format!("{hd}.{pl}.{std_sig}")).is_err());
+        }
+        // non-canonical last character (unused low bits set) of the 64-byte signature
+        let mut bad = sig.as_bytes().to_vec();
+        let last = bad.len() - 1;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let idx = alphabet.iter().position(|c| *c == bad[last]).unwrap();
+        bad[last] = alphabet[idx | 1];
+        if bad[last] != sig.as_bytes()[last] {
+            assert!(v(&format!("{hd}.{pl}.{}", std::str::from_utf8(&bad).unwrap())).is_err());
+        }
+        // duplicate members: the last one is what serde_json keeps — `none` is refused …
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        assert!(screen_header(&format!("{}.e30.", b(r#"{"alg":"ES256","alg":"none"}"#))).is_err());
+        // … and a smuggled first member cannot change the key or algorithm actually used
+        let dup = format!(
+            "{}.{pl}.{sig}",
+            b(r#"{"alg":"none","alg":"ES256","kid":"k1"}"#)
+        );
+        assert!(matches!(v(&dup), Err(TokenError::BadSignature)));
+        // a fourth segment
+        assert!(v(&format!("{t}.x")).is_err());
+    }
+
+    /// jsonwebtoken (used for signing assertions    /// jsonwebtoken (used for signing assertions and client assertions) has its crypto backend:
     /// without exactly one it compiles and then panics at the first encode/decode.
     #[test]
     fn jsonwebtoken_backend_decodes() {
