@@ -3,6 +3,8 @@
 
 #[path = "common/login.rs"]
 mod harness;
+#[path = "common/oidc.rs"]
+mod oidc;
 
 use std::time::Duration;
 
@@ -1014,4 +1016,142 @@ async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
         sessions.load(&h, attrs).await.unwrap().is_none(),
         "the logged-out session came back"
     );
+}
+
+fn redis_on(port: u16) -> std::process::Child {
+    let mut child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("redis-server did not listen on {port}");
+}
+
+/// Attack: a back-channel logout that hits a Redis blip. The jti was recorded as seen before
+/// the sessions were ended, so the provider's retry of the same logout token was refused as a
+/// replay (400) — the user's sessions stayed alive for good. A logout that could not be
+/// carried out must stay retryable.
+#[tokio::test]
+async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
+    use portcullis::session::{CookieAttrs, SessionData, Sessions};
+    let rport = free_port();
+    let mut r1 = redis_on(rport);
+    let ti = oidc::TestIssuer::start().await;
+    let port = free_port();
+    let toml = proxy_config(&ProxyOpts {
+        port,
+        issuer: ti.issuer.clone(),
+        upstream: echo_upstream().await,
+        client_id: "web",
+        client_auth: "client_secret = \"web-secret\"".into(),
+        session: session_cfg(&format!(
+            "store = \"redis\"\nredis_url = \"redis://127.0.0.1:{rport}/0\""
+        )),
+        admin: false,
+    });
+    let _proxy = start_proxy(&toml).await;
+    // alice's session, as a login would have stored it
+    let cfg =
+        portcullis::config::load_str(std::path::Path::new("t.toml"), &toml, Default::default())
+            .unwrap();
+    let sessions = Sessions::new(cfg.session.as_ref().unwrap()).unwrap();
+    let attrs = CookieAttrs { secure: false };
+    let now = portcullis::session::now();
+    let d = SessionData {
+        id: "x".into(),
+        provider: "op".into(),
+        sub: "alice".into(),
+        email: None,
+        name: None,
+        preferred_username: None,
+        roles: vec![],
+        claims: Default::default(),
+        access_token: "at".into(),
+        refresh_token: None,
+        id_token: None,
+        sid: None,
+        created_at: now,
+        created_ms: portcullis::session::now_ms(),
+        last_seen: now,
+        access_expires_at: None,
+        access_issued_at: now,
+    };
+    let set = sessions.save(&d, None, &[], attrs).await.unwrap();
+    let cookie = set[0]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut h = http::HeaderMap::new();
+    h.insert(http::header::COOKIE, cookie.parse().unwrap());
+    assert!(sessions.load(&h, attrs).await.unwrap().is_some());
+
+    let token = ti.sign_rs256(
+        Some("test-rsa"),
+        &serde_json::json!({
+            "iss": ti.issuer, "aud": "web", "iat": now, "exp": now + 120, "jti": "logout-1",
+            "sub": "alice",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
+        }),
+    );
+    let post = || async {
+        Browser::new()
+            .request(
+                Method::POST,
+                &format!("http://127.0.0.1:{port}/.auth/backchannel-logout"),
+                Some((
+                    "application/x-www-form-urlencoded",
+                    format!("logout_token={token}"),
+                )),
+                &[],
+            )
+            .await
+    };
+    // Redis down: the logout cannot be carried out → 503 (the provider retries)
+    let _ = r1.kill();
+    let _ = r1.wait();
+    let r = post().await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    // Redis back: the retry of the same token ends alice's session
+    let mut r2 = redis_on(rport);
+    let sessions = Sessions::new(cfg.session.as_ref().unwrap()).unwrap();
+    // (a restarted Redis without persistence has lost the session too: store it again)
+    sessions.save(&d, None, &[], attrs).await.unwrap();
+    let mut status = 0;
+    for _ in 0..30 {
+        let r = post().await;
+        status = r.status.as_u16();
+        if status != 503 {
+            assert_eq!(status, 200, "the retry was refused: {}", r.body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    assert!(
+        sessions.load(&h, attrs).await.unwrap().is_none(),
+        "alice's session survived the back-channel logout"
+    );
+    let _ = r2.kill();
+    let _ = r2.wait();
 }

@@ -968,26 +968,36 @@ impl LoginState {
         if self.seen_jti.contains_key(&jti_key) {
             return bad("logout_token replayed");
         }
-        self.seen_jti.insert(jti_key.clone(), ()).await;
         let provider = p.name().to_string();
+        // The jti is remembered only once the sessions have ended: a logout that failed (503)
+        // must stay retryable, or the provider's retry is refused as a replay and the sessions
+        // live on.
         match &self.sessions.backend {
             Backend::Redis(r) => {
-                match r.set_once("jti", &jti_key, Duration::from_secs(3600)).await {
-                    Ok(true) => {}
-                    Ok(false) => return bad("logout_token replayed"),
+                match r.is_set("jti", &jti_key).await {
+                    Ok(false) => {}
+                    Ok(true) => return bad("logout_token replayed"),
                     Err(e) => return store_unavailable(&e),
                 }
                 // With a sid, only that provider session ends; without, all of the user's.
-                let r = if sid.is_some() {
+                let res = if sid.is_some() {
                     r.delete_indexed(&provider, sid, None).await
                 } else {
                     r.delete_indexed(&provider, None, sub).await
                 };
-                match r {
+                match res {
                     Ok(n) => {
                         tracing::info!(provider, sid, sub, sessions = n, "back-channel logout")
                     }
                     Err(e) => return store_unavailable(&e),
+                }
+                // Done: from now on the same token is a replay (on every replica).
+                match r.set_once("jti", &jti_key, Duration::from_secs(3600)).await {
+                    Ok(true) => {}
+                    Ok(false) => return bad("logout_token replayed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "back-channel logout done, but its jti could not be recorded")
+                    }
                 }
             }
             Backend::Cookie => {
@@ -1009,6 +1019,7 @@ impl LoginState {
                 tracing::info!(provider, sid, sub, "back-channel logout (revocation list)");
             }
         }
+        self.seen_jti.insert(jti_key, ()).await;
         let mut r = Response::new(empty());
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

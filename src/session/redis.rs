@@ -210,6 +210,12 @@ impl RedisStore {
         Ok(r.is_some())
     }
 
+    /// Whether a key made by [`set_once`] exists.
+    pub async fn is_set(&self, what: &str, value: &str) -> Result<bool, StoreError> {
+        let key = format!("{}:{what}:{}", self.prefix, crypto::sha256_b64(value));
+        self.run::<bool>(cmd("EXISTS").arg(key).clone()).await
+    }
+
     /// Releases a lock taken with [`set_once`].
     pub async fn release(&self, what: &str, value: &str) {
         let key = format!("{}:{what}:{}", self.prefix, crypto::sha256_b64(value));
