@@ -1155,3 +1155,28 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
     let _ = r2.kill();
     let _ = r2.wait();
 }
+
+/// Attack: a session cookie replayed after a logout that hit a Redis error. The logout only
+/// cleared the browser's cookie, answered as if it had succeeded (302 to the provider) and
+/// left the session in Redis, valid for any copy of the cookie. A logout that cannot delete
+/// the session must say so (503) — the user retries — instead of pretending.
+#[tokio::test]
+async fn logout_with_redis_down_does_not_pretend_to_succeed() {
+    let mut redis = Redis::start();
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let _p = redis_proxy(&provider, port, &redis.url()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let b = Browser::new();
+    b.login(&base, "/", "alice").await;
+    redis.stop();
+    let r = b.get(&format!("{base}/.auth/logout")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        !r.headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .any(|v| v.to_str().unwrap_or("").contains("Max-Age=0")),
+        "the cookie must stay for the retry"
+    );
+}

@@ -789,12 +789,20 @@ impl LoginState {
         host: Option<&str>,
     ) -> Response<Body> {
         let attrs = self.attrs(conn);
+        // A session that cannot be deleted stays valid for every copy of its cookie: say so
+        // (503, the cookie kept for the retry) rather than clear this browser's cookie and
+        // pretend the logout happened.
+        let logout_unavailable = |e: &StoreError| {
+            tracing::error!(error = %e, "logout: the session store is unavailable; the session was not ended");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-out is unavailable",
+                "<p>The session could not be ended right now, so you are still signed in. Please try again in a moment.</p>",
+            )
+        };
         let loaded = match self.sessions.load(headers, attrs).await {
             Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "logout: session store unavailable; clearing the cookie only");
-                None
-            }
+            Err(e) => return logout_unavailable(&e),
         };
         let present = self.sessions.present_chunks(headers, attrs);
         let clears = match self
@@ -807,13 +815,7 @@ impl LoginState {
             .await
         {
             Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "logout: could not delete the session in Redis");
-                present
-                    .iter()
-                    .filter_map(|p| session::clear_cookie(p, attrs))
-                    .collect()
-            }
+            Err(e) => return logout_unavailable(&e),
         };
         let origin = self.origin(conn, host);
         let allowed = &self.config.server.allowed_redirect_hosts;
