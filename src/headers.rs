@@ -63,27 +63,43 @@ pub fn strip_identity(headers: &mut HeaderMap, identity: &HashSet<String>) {
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    let is_hop =
+        |n: &HeaderName| HOP_BY_HOP.contains(n) || *n == KEEP_ALIVE || *n == PROXY_CONNECTION;
+    // One pass over the names (usually a handful) finds what is there; only those are removed,
+    // instead of a hashed lookup per hop-by-hop name. Most messages carry none, or only
+    // `Connection: keep-alive`.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop(n))
+        .filter(|n| !(keep_upgrade && (*n == header::CONNECTION || *n == header::UPGRADE)))
+        .cloned()
+        .collect();
+    if doomed.is_empty() && !keep_upgrade {
+        return;
+    }
+    // Names the Connection header lists (the values are cloned, not copied: shared bytes).
+    let connection: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
+        .iter()
+        .cloned()
+        .collect();
+    for token in connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        if keep_upgrade && n == header::UPGRADE {
+        .map(str::trim)
+    {
+        if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
             continue;
         }
-        headers.remove(&n);
+        // An invalid name cannot be present; `remove` then finds nothing.
+        headers.remove(token);
     }
-    for h in HOP_BY_HOP {
-        if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
-            continue;
-        }
-        headers.remove(h);
+    for n in &doomed {
+        headers.remove(n);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -114,8 +130,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
     static XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
     static XRI: HeaderName = HeaderName::from_static("x-real-ip");
-    let peer = info.peer.to_string();
+    let peer_value = peer_header_value(info.peer);
     if info.trusted {
+        let peer = info.peer.to_string();
         let prior: Vec<String> = headers
             .get_all(&XFF)
             .iter()
@@ -144,18 +161,14 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
         {
             headers.insert(&XFH, v);
         }
-        if !headers.contains_key(&XRI)
-            && let Ok(v) = HeaderValue::from_str(&peer)
-        {
-            headers.insert(&XRI, v);
+        if !headers.contains_key(&XRI) {
+            headers.insert(&XRI, peer_value);
         }
     } else {
         headers.remove(header::FORWARDED);
         headers.remove(&XFPORT);
-        if let Ok(v) = HeaderValue::from_str(&peer) {
-            headers.insert(&XFF, v.clone());
-            headers.insert(&XRI, v);
-        }
+        headers.insert(&XFF, peer_value.clone());
+        headers.insert(&XRI, peer_value);
         headers.insert(
             &XFP,
             HeaderValue::from_static(if info.proto == "https" {
@@ -173,6 +186,28 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
             }
         }
     }
+}
+
+/// The peer address as a header value. Formatting an address costs more than the rest of
+/// `set_forwarded`; the last one formatted on this thread is kept (clones share the bytes), so
+/// a connection's requests, or those of a load balancer in front, format it once.
+fn peer_header_value(peer: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, v)) = &*last
+            && *ip == peer
+        {
+            return v.clone();
+        }
+        let v = HeaderValue::from_str(&peer.to_string())
+            .expect("an IP address is a valid header value");
+        *last = Some((peer, v.clone()));
+        v
+    })
 }
 
 /// A header value from identity data: control characters (CR, LF, NUL …) removed, cut to
