@@ -307,12 +307,8 @@ impl Proxy {
             pq.push('?');
             pq.push_str(q);
         }
-        let uri = Uri::builder()
-            .scheme(route.upstream.scheme.clone())
-            .authority(route.upstream.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+        // Origin-form: the pool's connection is to the upstream already, and `Host` is set below.
+        let uri = Uri::try_from(pq).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
 
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
@@ -339,12 +335,8 @@ impl Proxy {
         let req = Request::from_parts(parts, body);
 
         let t0 = Instant::now();
-        let result = self
-            .upstreams
-            .send(route.upstream_ca_file.as_ref(), req, route.timeout)
-            .await;
+        let result = self.upstreams.send(idx, req, route.timeout).await;
         served.upstream_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
-        let _ = idx;
         let mut resp = result?;
         if let Some(client) = client_upgrade {
             upstream::splice_upgrade(client, &mut resp, Arc::from(route.name.as_str()));
