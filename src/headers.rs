@@ -15,7 +15,9 @@ use ipnet::IpNet;
 use crate::authz::Permit;
 use crate::config::{AuthorizationMode, HeaderConfig};
 
-const HOP_BY_HOP: &[HeaderName] = &[
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Keep-Alive` and
+/// `Proxy-Connection`, and `Proxy-Authorization`/`Proxy-Authenticate`); `Connection` first.
+static ALL_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -23,7 +25,25 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
+
+/// The index of `n` in [`ALL_HOP`] (a match on the name: a length switch, then one compare).
+fn hop_index(n: &HeaderName) -> Option<usize> {
+    Some(match n.as_str() {
+        "connection" => 0,
+        "te" => 1,
+        "trailer" => 2,
+        "transfer-encoding" => 3,
+        "upgrade" => 4,
+        "proxy-authorization" => 5,
+        "proxy-authenticate" => 6,
+        "keep-alive" => 7,
+        "proxy-connection" => 8,
+        _ => return None,
+    })
+}
 
 /// Longest header value the proxy writes; identity values beyond it are cut.
 pub const MAX_IDENTITY_VALUE: usize = 4096;
@@ -63,42 +83,51 @@ pub fn strip_identity(headers: &mut HeaderMap, identity: &HashSet<String>) {
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    let is_hop =
-        |n: &HeaderName| HOP_BY_HOP.contains(n) || *n == KEEP_ALIVE || *n == PROXY_CONNECTION;
-    // One pass over the names (usually a handful) finds what is there; only those are removed,
-    // instead of a hashed lookup per hop-by-hop name. Most messages carry none, or only
-    // `Connection: keep-alive`.
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop(n))
-        .filter(|n| !(keep_upgrade && (*n == header::CONNECTION || *n == header::UPGRADE)))
-        .cloned()
-        .collect();
-    if doomed.is_empty() && !keep_upgrade {
+    // One pass over the names (usually a handful) finds the hop-by-hop ones present; only
+    // those are removed, instead of a hashed lookup per hop-by-hop name. Most requests carry
+    // none, most responses only `Connection: keep-alive`, and then nothing is allocated.
+    let mut present = 0u16;
+    for n in headers.keys() {
+        if let Some(i) = hop_index(n) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 && !keep_upgrade {
         return;
     }
-    // Names the Connection header lists (the values are cloned, not copied: shared bytes).
-    let connection: Vec<HeaderValue> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .cloned()
-        .collect();
-    for token in connection
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-    {
-        if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+    // Names the Connection header lists, matched against the names present (no parsing or
+    // hashing of each token).
+    let mut named: Vec<HeaderName> = Vec::new();
+    if present & 1 != 0 {
+        let tokens = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim);
+        for token in tokens {
+            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            if let Some(n) = headers
+                .keys()
+                .find(|n| n.as_str().eq_ignore_ascii_case(token))
+                && !named.contains(n)
+            {
+                named.push(n.clone());
+            }
+        }
+    }
+    for n in &named {
+        headers.remove(n);
+    }
+    for (i, h) in ALL_HOP.iter().enumerate() {
+        if present & (1 << i) == 0
+            || keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE)
+        {
             continue;
         }
-        // An invalid name cannot be present; `remove` then finds nothing.
-        headers.remove(token);
-    }
-    for n in &doomed {
-        headers.remove(n);
+        headers.remove(h);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -334,6 +363,15 @@ mod tests {
         strip_identity(&mut h, &identity_set());
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn hop_index_matches_the_table() {
+        for (i, h) in ALL_HOP.iter().enumerate() {
+            assert_eq!(hop_index(h), Some(i), "{h}");
+        }
+        assert_eq!(hop_index(&header::HOST), None);
+        assert_eq!(hop_index(&HeaderName::from_static("x-te")), None);
     }
 
     #[test]

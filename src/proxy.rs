@@ -314,6 +314,9 @@ impl Proxy {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         headers::remove_hop_by_hop(&mut parts.headers, wants_ws);
+        // Room for X-Forwarded-For/Proto/Host, X-Real-IP and Host at once, rather than a
+        // regrowth (reallocate + rehash) of a small parsed map per insert.
+        parts.headers.reserve(5);
         let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
         headers::set_forwarded(
             &mut parts.headers,
