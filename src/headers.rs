@@ -242,6 +242,10 @@ fn peer_header_value(peer: IpAddr) -> HeaderValue {
 /// A header value from identity data: control characters (CR, LF, NUL …) removed, cut to
 /// [`MAX_IDENTITY_VALUE`] bytes on a character boundary. Non-ASCII stays as UTF-8 bytes.
 pub fn sanitize_value(s: &str) -> Option<HeaderValue> {
+    // Printable ASCII within the limit (the usual case) is the value as is: one copy.
+    if s.len() <= MAX_IDENTITY_VALUE && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return HeaderValue::from_bytes(s.as_bytes()).ok();
+    }
     let mut clean: String = s.chars().filter(|c| !c.is_control()).collect();
     if clean.len() > MAX_IDENTITY_VALUE {
         let mut cut = MAX_IDENTITY_VALUE;
@@ -434,6 +438,9 @@ mod tests {
     #[test]
     fn values_are_sanitized() {
         assert_eq!(sanitize_value("a\r\nX-Evil: 1").unwrap(), "aX-Evil: 1");
+        assert_eq!(sanitize_value("plain value").unwrap(), "plain value");
+        assert_eq!(sanitize_value("tab\there").unwrap(), "tabhere");
+        assert_eq!(sanitize_value("Jürgen\u{85}").unwrap(), "Jürgen");
         assert_eq!(
             sanitize_value(&"x".repeat(10_000)).unwrap().len(),
             MAX_IDENTITY_VALUE
