@@ -223,7 +223,7 @@ impl Proxy {
         let mut set_cookie = Vec::new();
         if route.auth != AuthMode::None {
             let (parts, body) = req.into_parts();
-            let mut identity = match self.auth.authenticate(route, &parts, conn, host).await {
+            let identity = match self.auth.authenticate(route, &parts, conn, host).await {
                 Outcome::Authenticated(id) => id,
                 Outcome::Respond(r) => {
                     self.decision(idx, 0);
@@ -231,7 +231,7 @@ impl Proxy {
                 }
             };
             // A refreshed or slid session travels back on whatever the upstream answers.
-            set_cookie = std::mem::take(&mut identity.set_cookie);
+            set_cookie = identity.set_cookie.clone();
             let mut parts = parts;
             match authz::authorize(route, &identity) {
                 Ok(permit) => {

@@ -179,7 +179,7 @@ impl LoginState {
         host: Option<&str>,
     ) -> Outcome {
         match self.session_identity(providers, &parts.headers, conn).await {
-            Ok(Some(id)) => Outcome::Authenticated(id),
+            Ok(Some(id)) => Outcome::Authenticated(Arc::from(id)),
             Ok(None) => {
                 if is_browser_navigation(parts) {
                     let rd = parts
