@@ -241,7 +241,7 @@ impl LoginState {
                 .await?
             {
                 Refreshed::New(n) => {
-                    d = *n;
+                    d = Arc::from(n);
                     dirty = true;
                 }
                 Refreshed::Keep => {}
@@ -255,7 +255,7 @@ impl LoginState {
         }
         // Sliding idle timeout, written at most once a minute to keep requests cheap.
         if now - d.last_seen >= 60 {
-            d.last_seen = now;
+            Arc::make_mut(&mut d).last_seen = now;
             dirty = true;
         }
         let mut set_cookie = Vec::new();
