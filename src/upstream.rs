@@ -209,8 +209,10 @@ async fn reap(pool: Weak<HostPool>) {
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
         let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Closed, or ready (not streaming a response) and unused for too long: dropped.
         idle.retain(|p| {
-            !p.tx.is_closed() && !(p.tx.is_ready() && now.duration_since(p.since) > IDLE_TIMEOUT)
+            let expired = p.tx.is_ready() && now.duration_since(p.since) > IDLE_TIMEOUT;
+            !(p.tx.is_closed() || expired)
         });
     }
 }

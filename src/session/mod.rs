@@ -281,8 +281,11 @@ pub struct Sessions {
 /// associated data to be equal. Bounded: emptied when full.
 #[derive(Default)]
 struct Opened {
-    map: std::sync::Mutex<HashMap<Box<str>, (Box<str>, Arc<SessionData>), TailHash>>,
+    map: std::sync::Mutex<OpenedMap>,
 }
+
+/// sealed text → (associated data, session)
+type OpenedMap = HashMap<Box<str>, (Box<str>, Arc<SessionData>), TailHash>;
 
 /// At most this many opened sessions are kept (a few KB each).
 const OPENED_MAX: usize = 1024;
