@@ -15,7 +15,9 @@ use ipnet::IpNet;
 use crate::authz::Permit;
 use crate::config::{AuthorizationMode, HeaderConfig};
 
-const HOP_BY_HOP: &[HeaderName] = &[
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Keep-Alive` and
+/// `Proxy-Connection`, and `Proxy-Authorization`/`Proxy-Authenticate`); `Connection` first.
+static ALL_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -23,7 +25,25 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
+
+/// The index of `n` in [`ALL_HOP`] (a match on the name: a length switch, then one compare).
+fn hop_index(n: &HeaderName) -> Option<usize> {
+    Some(match n.as_str() {
+        "connection" => 0,
+        "te" => 1,
+        "trailer" => 2,
+        "transfer-encoding" => 3,
+        "upgrade" => 4,
+        "proxy-authorization" => 5,
+        "proxy-authenticate" => 6,
+        "keep-alive" => 7,
+        "proxy-connection" => 8,
+        _ => return None,
+    })
+}
 
 /// Longest header value the proxy writes; identity values beyond it are cut.
 pub const MAX_IDENTITY_VALUE: usize = 4096;
@@ -63,27 +83,52 @@ pub fn strip_identity(headers: &mut HeaderMap, identity: &HashSet<String>) {
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        if keep_upgrade && n == header::UPGRADE {
-            continue;
+    // One pass over the names (usually a handful) finds the hop-by-hop ones present; only
+    // those are removed, instead of a hashed lookup per hop-by-hop name. Most requests carry
+    // none, most responses only `Connection: keep-alive`, and then nothing is allocated.
+    let mut present = 0u16;
+    for n in headers.keys() {
+        if let Some(i) = hop_index(n) {
+            present |= 1 << i;
         }
-        headers.remove(&n);
     }
-    for h in HOP_BY_HOP {
-        if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
+    if present == 0 && !keep_upgrade {
+        return;
+    }
+    // Names the Connection header lists, matched against the names present (no parsing or
+    // hashing of each token).
+    let mut named: Vec<HeaderName> = Vec::new();
+    if present & 1 != 0 {
+        let tokens = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim);
+        for token in tokens {
+            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            if let Some(n) = headers
+                .keys()
+                .find(|n| n.as_str().eq_ignore_ascii_case(token))
+                && !named.contains(n)
+            {
+                named.push(n.clone());
+            }
+        }
+    }
+    for n in &named {
+        headers.remove(n);
+    }
+    for (i, h) in ALL_HOP.iter().enumerate() {
+        if present & (1 << i) == 0
+            || keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE)
+        {
             continue;
         }
         headers.remove(h);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -114,8 +159,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
     static XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
     static XRI: HeaderName = HeaderName::from_static("x-real-ip");
-    let peer = info.peer.to_string();
+    let peer_value = peer_header_value(info.peer);
     if info.trusted {
+        let peer = info.peer.to_string();
         let prior: Vec<String> = headers
             .get_all(&XFF)
             .iter()
@@ -144,18 +190,14 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
         {
             headers.insert(&XFH, v);
         }
-        if !headers.contains_key(&XRI)
-            && let Ok(v) = HeaderValue::from_str(&peer)
-        {
-            headers.insert(&XRI, v);
+        if !headers.contains_key(&XRI) {
+            headers.insert(&XRI, peer_value);
         }
     } else {
         headers.remove(header::FORWARDED);
         headers.remove(&XFPORT);
-        if let Ok(v) = HeaderValue::from_str(&peer) {
-            headers.insert(&XFF, v.clone());
-            headers.insert(&XRI, v);
-        }
+        headers.insert(&XFF, peer_value.clone());
+        headers.insert(&XRI, peer_value);
         headers.insert(
             &XFP,
             HeaderValue::from_static(if info.proto == "https" {
@@ -175,9 +217,35 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
     }
 }
 
+/// The peer address as a header value. Formatting an address costs more than the rest of
+/// `set_forwarded`; the last one formatted on this thread is kept (clones share the bytes), so
+/// a connection's requests, or those of a load balancer in front, format it once.
+fn peer_header_value(peer: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, v)) = &*last
+            && *ip == peer
+        {
+            return v.clone();
+        }
+        let v = HeaderValue::from_str(&peer.to_string())
+            .expect("an IP address is a valid header value");
+        *last = Some((peer, v.clone()));
+        v
+    })
+}
+
 /// A header value from identity data: control characters (CR, LF, NUL …) removed, cut to
 /// [`MAX_IDENTITY_VALUE`] bytes on a character boundary. Non-ASCII stays as UTF-8 bytes.
 pub fn sanitize_value(s: &str) -> Option<HeaderValue> {
+    // Printable ASCII within the limit (the usual case) is the value as is: one copy.
+    if s.len() <= MAX_IDENTITY_VALUE && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return HeaderValue::from_bytes(s.as_bytes()).ok();
+    }
     let mut clean: String = s.chars().filter(|c| !c.is_control()).collect();
     if clean.len() > MAX_IDENTITY_VALUE {
         let mut cut = MAX_IDENTITY_VALUE;
@@ -302,6 +370,15 @@ mod tests {
     }
 
     #[test]
+    fn hop_index_matches_the_table() {
+        for (i, h) in ALL_HOP.iter().enumerate() {
+            assert_eq!(hop_index(h), Some(i), "{h}");
+        }
+        assert_eq!(hop_index(&header::HOST), None);
+        assert_eq!(hop_index(&HeaderName::from_static("x-te")), None);
+    }
+
+    #[test]
     fn hop_by_hop_removed_including_connection_named() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -361,6 +438,9 @@ mod tests {
     #[test]
     fn values_are_sanitized() {
         assert_eq!(sanitize_value("a\r\nX-Evil: 1").unwrap(), "aX-Evil: 1");
+        assert_eq!(sanitize_value("plain value").unwrap(), "plain value");
+        assert_eq!(sanitize_value("tab\there").unwrap(), "tabhere");
+        assert_eq!(sanitize_value("Jürgen\u{85}").unwrap(), "Jürgen");
         assert_eq!(
             sanitize_value(&"x".repeat(10_000)).unwrap().len(),
             MAX_IDENTITY_VALUE

@@ -11,7 +11,7 @@
 //! 8. forward (`X-Forwarded-*` set) and stream the answer back.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -28,6 +28,8 @@ use crate::health::Health;
 use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, RequestLabels, RouteLabel, RouteOnly};
 use crate::routes;
 use crate::upstream::{self, Upstreams};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +46,23 @@ pub struct Proxy {
     pub health: Arc<Health>,
     route_labels: Vec<RouteLabel>,
     no_route: RouteLabel,
+    /// Per-route handles to the metric series, resolved on first use: the hot path then
+    /// increments an atomic instead of hashing a label set and taking the family's lock.
+    /// Index `routes.len()` is the no-route label.
+    route_metrics: Vec<RouteMetrics>,
 }
+
+/// Series of one route label, each created in its family the first time it is used (so the
+/// exported metrics are exactly those the families would hold).
+#[derive(Default)]
+struct RouteMetrics {
+    /// Counters by status code `100..=599`, allocated on the route's first request.
+    requests: OnceLock<Box<[OnceLock<Counter>]>>,
+    latency: OnceLock<Histogram>,
+    decisions: [OnceLock<Counter>; 3],
+}
+
+const DECISIONS: [&str; 3] = ["unauthenticated", "allowed", "forbidden"];
 
 /// What the pipeline hands the access log.
 struct Served {
@@ -60,7 +78,7 @@ impl Proxy {
         auth: AuthState,
         health: Arc<Health>,
     ) -> Self {
-        let route_labels = config
+        let route_labels: Vec<RouteLabel> = config
             .routes
             .iter()
             .map(|r| RouteLabel(Arc::from(r.name.as_str())))
@@ -71,6 +89,9 @@ impl Proxy {
             metrics,
             auth,
             health,
+            route_metrics: (0..=route_labels.len())
+                .map(|_| RouteMetrics::default())
+                .collect(),
             route_labels,
             no_route: RouteLabel(Arc::from("-")),
         }
@@ -81,13 +102,17 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
-        let host = request_host(&req).map(str::to_string);
-        let path = req.uri().path().to_string();
+        // A clone of the header value (or authority) shares its bytes: no copy per request.
+        let host_text = HostText::of(&req);
+        let host = host_text.as_ref().map(HostText::as_str);
+        // The access log is the only reader of the raw path: copy it only when it is on.
+        let path = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
+            .then(|| req.uri().path().to_string());
         let mut served = Served {
             route: None,
             upstream_ms: None,
         };
-        let resp = match self.pipeline(req, conn, host.as_deref(), &mut served).await {
+        let resp = match self.pipeline(req, conn, host, &mut served).await {
             Ok(r) => r,
             Err(e) => {
                 if let ProxyError::Upstream(ue) = &e {
@@ -118,24 +143,39 @@ impl Proxy {
             .route
             .map_or(&self.no_route, |i| &self.route_labels[i]);
         let status = resp.status().as_u16();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route: label.clone(),
-                status,
-            })
-            .inc();
-        self.metrics
-            .latency
-            .get_or_create(&RouteOnly {
-                route: label.clone(),
+        let rm = &self.route_metrics[served.route.unwrap_or(self.route_labels.len())];
+        let request_family = || {
+            self.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: label.clone(),
+                    status,
+                })
+                .clone()
+        };
+        match usize::from(status).checked_sub(100).filter(|i| *i < 500) {
+            Some(i) => rm
+                .requests
+                .get_or_init(|| (0..500).map(|_| OnceLock::new()).collect())[i]
+                .get_or_init(request_family)
+                .inc(),
+            None => request_family().inc(),
+        };
+        rm.latency
+            .get_or_init(|| {
+                self.metrics
+                    .latency
+                    .get_or_create(&RouteOnly {
+                        route: label.clone(),
+                    })
+                    .clone()
             })
             .observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "portcullis::access",
             method = %method,
-            host = host.as_deref().unwrap_or(""),
-            path = %path,
+            host = host.unwrap_or(""),
+            path = path.as_deref().unwrap_or(""),
             route = %label.0,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
@@ -187,19 +227,19 @@ impl Proxy {
         let mut set_cookie = Vec::new();
         if route.auth != AuthMode::None {
             let (parts, body) = req.into_parts();
-            let mut identity = match self.auth.authenticate(route, &parts, conn, host).await {
+            let identity = match self.auth.authenticate(route, &parts, conn, host).await {
                 Outcome::Authenticated(id) => id,
                 Outcome::Respond(r) => {
-                    self.decision(idx, "unauthenticated");
+                    self.decision(idx, 0);
                     return Ok(r);
                 }
             };
             // A refreshed or slid session travels back on whatever the upstream answers.
-            set_cookie = std::mem::take(&mut identity.set_cookie);
+            set_cookie = identity.set_cookie.clone();
             let mut parts = parts;
             match authz::authorize(route, &identity) {
                 Ok(permit) => {
-                    self.decision(idx, "allowed");
+                    self.decision(idx, 1);
                     headers::inject(
                         &mut parts.headers,
                         &permit,
@@ -208,7 +248,7 @@ impl Proxy {
                     );
                 }
                 Err(denied) => {
-                    self.decision(idx, "forbidden");
+                    self.decision(idx, 2);
                     return Ok(self.auth.forbidden(route, &identity, &denied, &parts));
                 }
             }
@@ -228,12 +268,17 @@ impl Proxy {
         Ok(resp)
     }
 
-    fn decision(&self, idx: usize, decision: &'static str) {
-        self.metrics
-            .auth_decisions
-            .get_or_create(&DecisionLabels {
-                route: self.route_labels[idx].clone(),
-                decision,
+    /// Counts an auth decision (an index into [`DECISIONS`]) for route `idx`.
+    fn decision(&self, idx: usize, decision: usize) {
+        self.route_metrics[idx].decisions[decision]
+            .get_or_init(|| {
+                self.metrics
+                    .auth_decisions
+                    .get_or_create(&DecisionLabels {
+                        route: self.route_labels[idx].clone(),
+                        decision: DECISIONS[decision],
+                    })
+                    .clone()
             })
             .inc();
     }
@@ -266,17 +311,16 @@ impl Proxy {
             pq.push('?');
             pq.push_str(q);
         }
-        let uri = Uri::builder()
-            .scheme(route.upstream.scheme.clone())
-            .authority(route.upstream.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+        // Origin-form: the pool's connection is to the upstream already, and `Host` is set below.
+        let uri = Uri::try_from(pq).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
 
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         // (the client's hop-by-hop headers were removed before authentication, step 4)
+        // Room for X-Forwarded-For/Proto/Host, X-Real-IP and Host at once, rather than a
+        // regrowth (reallocate + rehash) of a small parsed map per insert.
+        parts.headers.reserve(5);
         let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
         headers::set_forwarded(
             &mut parts.headers,
@@ -298,12 +342,8 @@ impl Proxy {
         let req = Request::from_parts(parts, body);
 
         let t0 = Instant::now();
-        let result = self
-            .upstreams
-            .send(route.upstream_ca_file.as_ref(), req, route.timeout)
-            .await;
+        let result = self.upstreams.send(idx, req, route.timeout).await;
         served.upstream_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
-        let _ = idx;
         let mut resp = result?;
         if let Some(client) = client_upgrade {
             upstream::splice_upgrade(client, &mut resp, Arc::from(route.name.as_str()));
@@ -311,6 +351,33 @@ impl Proxy {
         let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(resp.headers_mut(), keep_upgrade);
         Ok(upstream::box_response(resp))
+    }
+}
+
+/// [`request_host`], owned without copying: the authority or header value is reference-counted.
+enum HostText {
+    Authority(http::uri::Authority),
+    Header(HeaderValue),
+}
+
+impl HostText {
+    fn of<B>(req: &Request<B>) -> Option<Self> {
+        match req.uri().authority() {
+            Some(a) => Some(HostText::Authority(a.clone())),
+            None => req
+                .headers()
+                .get(header::HOST)
+                .filter(|h| h.to_str().is_ok())
+                .map(|h| HostText::Header(h.clone())),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            HostText::Authority(a) => a.as_str(),
+            // Checked to be visible ASCII in `of`.
+            HostText::Header(h) => h.to_str().unwrap_or(""),
+        }
     }
 }
 

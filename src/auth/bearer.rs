@@ -189,7 +189,7 @@ pub async fn verify(
     bearer: &Bearer,
     p: &ProviderRuntime,
     token: &str,
-) -> Result<Identity, TokenError> {
+) -> Result<Arc<Identity>, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Other("the token is too large".into()));
     }
@@ -201,16 +201,16 @@ pub async fn verify(
         && let Some(hit) = c.get(k).await
     {
         if hit.identity.expires_at.is_some_and(|e| e > now()) {
-            return Ok((*hit.identity).clone());
+            return Ok(hit.identity);
         }
         c.invalidate(k).await;
     }
     if !token_shape(token)? {
         let claims = p.introspect(token).await?;
-        return identity_from_claims(p, (*claims).clone(), token);
+        return identity_from_claims(p, (*claims).clone(), token).map(Arc::new);
     }
     let claims = p.verify_jwt(token, &p.config.audiences).await?;
-    let id = identity_from_claims(p, claims, token)?;
+    let id = Arc::new(identity_from_claims(p, claims, token)?);
     if let (Some(c), Some(k), Some(exp)) = (cache, key, id.expires_at) {
         let left = exp - now();
         if left > 0 {
@@ -218,7 +218,7 @@ pub async fn verify(
             c.insert(
                 k,
                 Cached {
-                    identity: Arc::new(id.clone()),
+                    identity: id.clone(),
                     ttl,
                 },
             )
@@ -244,7 +244,7 @@ pub async fn authenticate(
         return Outcome::Respond(unavailable("no provider is configured for this route"));
     };
     match verify(bearer, p, token).await {
-        Ok(id) => Outcome::Authenticated(Box::new(id)),
+        Ok(id) => Outcome::Authenticated(id),
         Err(e) => Outcome::Respond(token_error(&e)),
     }
 }

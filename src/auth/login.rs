@@ -179,7 +179,7 @@ impl LoginState {
         host: Option<&str>,
     ) -> Outcome {
         match self.session_identity(providers, &parts.headers, conn).await {
-            Ok(Some(id)) => Outcome::Authenticated(id),
+            Ok(Some(id)) => Outcome::Authenticated(Arc::from(id)),
             Ok(None) => {
                 if is_browser_navigation(parts) {
                     let rd = parts
@@ -241,7 +241,7 @@ impl LoginState {
                 .await?
             {
                 Refreshed::New(n) => {
-                    d = *n;
+                    d = Arc::from(n);
                     dirty = true;
                 }
                 Refreshed::Keep => {}
@@ -255,7 +255,7 @@ impl LoginState {
         }
         // Sliding idle timeout, written at most once a minute to keep requests cheap.
         if now - d.last_seen >= 60 {
-            d.last_seen = now;
+            Arc::make_mut(&mut d).last_seen = now;
             dirty = true;
         }
         let mut set_cookie = Vec::new();

@@ -52,7 +52,8 @@ pub enum Via {
 
 /// What authentication decided.
 pub enum Outcome {
-    Authenticated(Box<Identity>),
+    /// Shared: a cached bearer identity is handed out without a deep copy of its claims.
+    Authenticated(Arc<Identity>),
     /// Answer now (redirect to login, 401 challenge, 503 provider down …).
     Respond(http::Response<Body>),
 }

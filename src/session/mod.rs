@@ -17,7 +17,7 @@ pub mod crypto;
 pub mod redis;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use http::HeaderValue;
 use http::header::{COOKIE, HeaderMap};
@@ -270,6 +270,73 @@ pub struct Sessions {
     pub sealer: Sealer,
     pub backend: Backend,
     pub revocations: Revocations,
+    opened: Opened,
+}
+
+/// Sealed values already opened: sealed text → (associated data, session). A sealed value
+/// opens to the same bytes every time (AES-GCM under this process's keys), so a hit saves the
+/// base64 decoding, the decryption and the JSON parsing of every request of a session; the
+/// checks on the data (lifetime, idle timeout, revocation, refresh) still run on every request.
+/// Only values that opened are entered, and a hit needs the whole sealed text and the
+/// associated data to be equal. Bounded: emptied when full.
+#[derive(Default)]
+struct Opened {
+    map: std::sync::Mutex<OpenedMap>,
+}
+
+/// sealed text → (associated data, session)
+type OpenedMap = HashMap<Box<str>, (Box<str>, Arc<SessionData>), TailHash>;
+
+/// At most this many opened sessions are kept (a few KB each).
+const OPENED_MAX: usize = 1024;
+
+impl Opened {
+    fn get(&self, aad: &str, sealed: &str) -> Option<Arc<SessionData>> {
+        let m = self.map.lock().ok()?;
+        m.get(sealed)
+            .filter(|(a, _)| &**a == aad)
+            .map(|(_, d)| d.clone())
+    }
+
+    fn put(&self, aad: &str, sealed: &str, data: Arc<SessionData>) {
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= OPENED_MAX {
+                m.clear();
+            }
+            m.insert(sealed.into(), (aad.into(), data));
+        }
+    }
+}
+
+/// Hashes only the last 16 bytes of a key (and its length): the tail of a sealed value is its
+/// AES-GCM tag, so hashing 1–2 KB per lookup buys nothing. Keys are entered only after they
+/// opened (authentic), so nobody can fill a bucket with forged colliding values.
+#[derive(Default, Clone, Copy)]
+struct TailHash;
+
+impl std::hash::BuildHasher for TailHash {
+    type Hasher = TailHasher;
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+struct TailHasher(u64);
+
+impl std::hash::Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = &bytes[bytes.len().saturating_sub(16)..];
+        for b in tail
+            .iter()
+            .copied()
+            .chain((bytes.len() as u64).to_le_bytes())
+        {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 pub enum Backend {
@@ -279,7 +346,8 @@ pub enum Backend {
 
 /// A session found in a request.
 pub struct Loaded {
-    pub data: SessionData,
+    /// Shared with the cache of opened sessions; `Arc::make_mut` before changing it.
+    pub data: Arc<SessionData>,
     /// Redis: the id from the cookie.
     pub handle: Option<String>,
 }
@@ -300,6 +368,7 @@ impl Sessions {
             sealer,
             backend,
             revocations: Revocations::default(),
+            opened: Opened::default(),
         })
     }
 
@@ -329,10 +398,7 @@ impl Sessions {
         let Some(value) = value else { return Ok(None) };
         match &self.backend {
             Backend::Cookie => {
-                let data = self
-                    .sealer
-                    .open(&name, &value)
-                    .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
+                let data = self.open(&name, &value);
                 Ok(data
                     .filter(|d| !self.revocations.is_revoked(d))
                     .map(|data| Loaded { data, handle: None }))
@@ -344,16 +410,27 @@ impl Sessions {
                 let Some(sealed) = r.get(&value).await? else {
                     return Ok(None);
                 };
-                let data = self
-                    .sealer
-                    .open(&r.key_of(&value), &sealed)
-                    .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
+                let data = self.open(&r.key_of(&value), &sealed);
                 Ok(data.map(|data| Loaded {
                     data,
                     handle: Some(value),
                 }))
             }
         }
+    }
+
+    /// Opens and parses a sealed session (or takes it from the cache of opened ones).
+    fn open(&self, aad: &str, sealed: &str) -> Option<Arc<SessionData>> {
+        if let Some(d) = self.opened.get(aad, sealed) {
+            return Some(d);
+        }
+        let data = self
+            .sealer
+            .open(aad, sealed)
+            .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok())
+            .map(Arc::new)?;
+        self.opened.put(aad, sealed, data.clone());
+        Some(data)
     }
 
     /// Stores a session (new or updated) and returns the Set-Cookie values.

@@ -80,7 +80,7 @@ async fn small_session_one_cookie_round_trip() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got.data, d);
+    assert_eq!(*got.data, d);
 }
 
 #[tokio::test]
@@ -114,7 +114,7 @@ async fn large_session_is_chunked_and_reassembled() {
     let pairs = as_request(&set);
     assert_eq!(pairs[1].0, "portcullis.1");
     assert_eq!(
-        s.load(&headers(&pairs), PLAIN).await.unwrap().unwrap().data,
+        *s.load(&headers(&pairs), PLAIN).await.unwrap().unwrap().data,
         d
     );
 
@@ -222,4 +222,32 @@ fn revocation_list() {
         !r.is_revoked(&d),
         "a session created after the logout is not revoked"
     );
+}
+
+/// The cache of opened sessions changes nothing observable: a second load (a cache hit) gives
+/// the same data, a revocation after the first load still refuses the session, an altered
+/// value still fails, and the value opens only under the cookie name it was sealed for.
+#[tokio::test]
+async fn opened_cache_keeps_every_check() {
+    let s = Sessions::new(&cfg()).unwrap();
+    let d = data(100);
+    let set = s.save(&d, None, &[], PLAIN).await.unwrap();
+    let pairs = as_request(&set);
+    for _ in 0..2 {
+        let got = s.load(&headers(&pairs), PLAIN).await.unwrap().unwrap();
+        assert_eq!(*got.data, d);
+    }
+    // the same sealed value under the __Host- name (another AAD) does not open
+    let secure = CookieAttrs { secure: true };
+    let renamed = vec![(format!("__Host-{}", pairs[0].0), pairs[0].1.clone())];
+    assert!(s.load(&headers(&renamed), secure).await.unwrap().is_none());
+    // one character changed: no session, cached or not
+    let mut altered = pairs.clone();
+    let last = altered[0].1.pop().unwrap();
+    altered[0].1.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(s.load(&headers(&altered), PLAIN).await.unwrap().is_none());
+    // back-channel logout after the value was cached
+    s.revocations
+        .revoke("sid:sid1".into(), now_ms() + 1, now() + 3600);
+    assert!(s.load(&headers(&pairs), PLAIN).await.unwrap().is_none());
 }
