@@ -1006,7 +1006,7 @@ async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
     // logout ends the session …
     sessions.delete(Some(&id), &[], attrs).await.unwrap();
     // … while a request that loaded it a moment earlier slides its idle timeout
-    let mut slid = loaded.data.clone();
+    let mut slid = (*loaded.data).clone();
     slid.last_seen = now + 61;
     sessions
         .save(&slid, loaded.handle.as_deref(), &[], attrs)
