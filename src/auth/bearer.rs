@@ -210,6 +210,12 @@ pub async fn verify(
         return identity_from_claims(p, (*claims).clone(), token).map(Arc::new);
     }
     let claims = p.verify_jwt(token, &p.config.audiences).await?;
+    if is_logout_token(&claims) {
+        // Same issuer, key and audience as an access token, but it proves a logout, not a caller.
+        return Err(TokenError::Other(
+            "a back-channel logout token is not an access token".into(),
+        ));
+    }
     let id = Arc::new(identity_from_claims(p, claims, token)?);
     if let (Some(c), Some(k), Some(exp)) = (cache, key, id.expires_at) {
         let left = exp - now();
@@ -229,6 +235,14 @@ pub async fn verify(
 }
 
 /// The authentication stage for a bearer route (or the bearer half of `login_or_bearer`).
+/// An OIDC Back-Channel Logout token (it carries the logout event).
+fn is_logout_token(claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+    claims
+        .get("events")
+        .and_then(|e| e.as_object())
+        .is_some_and(|e| e.contains_key("http://schemas.openid.net/event/backchannel-logout"))
+}
+
 pub async fn authenticate(
     bearer: &Bearer,
     providers: &Providers,
@@ -506,5 +520,17 @@ mod tests {
     #[test]
     fn descriptions_are_quotable() {
         assert_eq!(quoted("a \"b\" \\c\n"), "a b c");
+    }
+
+    /// Attack: a back-channel logout token (signed by the provider for our client_id) replayed
+    /// as a bearer token.
+    #[test]
+    fn logout_tokens_are_not_access_tokens() {
+        let c = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        assert!(is_logout_token(&c(serde_json::json!({
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
+        }))));
+        assert!(!is_logout_token(&c(serde_json::json!({"events": {}}))));
+        assert!(!is_logout_token(&c(serde_json::json!({"sub": "x"}))));
     }
 }
