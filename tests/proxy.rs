@@ -589,6 +589,38 @@ async fn redirect_http_to_https() {
     proxy.shutdown().await;
 }
 
+/// Behind port mapping (a container's 8443 published as 443) the bound TLS port is not what
+/// clients reach: an https `public_url` gives the port the redirect uses.
+#[tokio::test]
+async fn redirect_http_uses_the_public_url_port() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    for (public_url, want) in [
+        ("https://app.example.com", "https://app.example.com/a?b=1"),
+        (
+            "https://app.example.com:9443",
+            "https://app.example.com:9443/a?b=1",
+        ),
+    ] {
+        let dir = temp_dir();
+        write_tls_files(dir.path(), &ca, "first");
+        let cfg = tls_server_toml(
+            &format!("public_url = \"{public_url}\""),
+            "redirect_http = true",
+            &route("app", "path = \"/\"", &up.url("")),
+        );
+        let proxy = start_proxy_in(dir, &cfg).await;
+        let raw = raw_get(proxy.http(), "/a?b=1", "app.example.com:8080", "").await;
+        assert_eq!(raw_status(&raw), 308, "{raw}");
+        assert!(
+            raw.lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("location: {want}"))),
+            "{public_url}: {raw}"
+        );
+        proxy.shutdown().await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Streaming through the real binary
 // ---------------------------------------------------------------------------------------------

@@ -128,13 +128,24 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
         let l = bind(addr, "[server] listen").await?;
         http_addr = l.local_addr().ok();
         tracing::info!(addr = ?http_addr, "listening (http)");
-        // Redirect to the port the TLS listener actually bound (it may be configured as 0).
+        // Redirect to the port clients reach the TLS listener on: an https `public_url`'s port
+        // (behind port mapping the bound port is not what clients see), else the port the TLS
+        // listener actually bound (it may be configured as 0).
+        let public_https_port = config
+            .server
+            .public_url
+            .as_ref()
+            .filter(|u| u.scheme() == "https")
+            .and_then(|u| u.port_or_known_default());
         let redirect = config
             .server
             .tls
             .as_ref()
             .filter(|t| t.redirect_http)
-            .map(|t| https_addr.map_or(t.listen.port(), |a| a.port()));
+            .map(|t| {
+                public_https_port
+                    .unwrap_or_else(|| https_addr.map_or(t.listen.port(), |a| a.port()))
+            });
         tasks.push(tokio::spawn(accept_loop(
             l,
             None,
