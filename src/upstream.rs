@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use crate::config::Config;
 use crate::error::{Body, UpstreamError};
 
-type Connector = HttpsConnector<HttpConnector>;
+pub type Connector = HttpsConnector<HttpConnector>;
 
 /// Idle connections are closed after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,11 +97,19 @@ fn rustls_native_certs_load() -> Vec<rustls::pki_types::CertificateDer<'static>>
 }
 
 fn build_connector(extra_ca: Option<&Path>) -> Result<Connector, ClientBuildError> {
+    https_connector(extra_ca, Duration::from_secs(10))
+}
+
+/// An http-or-https connector on the one crypto provider (also used for provider calls).
+pub fn https_connector(
+    extra_ca: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<Connector, ClientBuildError> {
     let tls = tls_client_config(extra_ca)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

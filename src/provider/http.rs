@@ -29,16 +29,8 @@ pub struct Reply {
 
 impl ProviderClient {
     pub fn new(extra_ca: Option<&Path>) -> Result<Self, String> {
-        let tls = crate::upstream::tls_client_config(extra_ca).map_err(|e| e.to_string())?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = crate::upstream::https_connector(extra_ca, Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
