@@ -5,6 +5,8 @@
 mod common;
 #[path = "common/oidc.rs"]
 mod oidc;
+#[path = "common/provider.rs"]
+mod provider;
 
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 
 #[path = "common/login.rs"]
 mod harness;
+#[path = "common/provider.rs"]
+mod provider;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -106,19 +105,6 @@ pub struct Provider {
 impl Provider {
     /// Starts the provider with `proxy_ports` registered (callback, post-logout, back-channel).
     pub fn start(proxy_ports: &[u16], env: &[(&str, &str)]) -> Provider {
-        let dir = repo().join("tests/provider");
-        if !dir.join("node_modules/oidc-provider").exists() {
-            let ok = Command::new("npm")
-                .arg("ci")
-                .current_dir(&dir)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(
-                ok,
-                "npm ci in tests/provider failed (Node 20+ and npm are needed)"
-            );
-        }
         let state_dir = tempfile::tempdir().unwrap();
         let log = state_dir.path().join("provider.log");
         let cb: Vec<String> = proxy_ports
@@ -135,58 +121,19 @@ impl Provider {
                 ]
             })
             .collect();
-        // A provider that has not printed READY within 30 s is killed and started again (twice
-        // at most): Node 20 has a rare key-generation deadlock at startup; a hang must never
-        // stall the suite.
-        let mut attempt = 0;
-        let (child, issuer) = loop {
-            attempt += 1;
-            let mut cmd = Command::new("node");
-            cmd.arg(dir.join("provider.mjs"))
-                .env("PORT", "0")
-                .env("STATE_DIR", state_dir.path())
-                .env("CLIENT_REDIRECT_URIS", cb.join(","))
-                .env("POST_LOGOUT_REDIRECT_URIS", post.join(","))
-                .env(
-                    "BACKCHANNEL_LOGOUT_URI",
-                    format!(
-                        "http://127.0.0.1:{}/.auth/backchannel-logout",
-                        proxy_ports[0]
-                    ),
-                )
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&log).unwrap());
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let mut child = cmd.spawn().expect("start node tests/provider/provider.mjs");
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(stdout);
-                let mut line = String::new();
-                let _ = r.read_line(&mut line);
-                let _ = tx.send(line);
-                let mut sink = String::new();
-                while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                    sink.clear();
-                }
-            });
-            match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-                Ok(line) if line.starts_with("READY ") => {
-                    break (child, line["READY ".len()..].trim().to_string());
-                }
-                other => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    assert!(
-                        attempt < 3,
-                        "the test OpenID provider did not start ({other:?}); its log: {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
-        };
+        let (cb, post) = (cb.join(","), post.join(","));
+        let backchannel = format!(
+            "http://127.0.0.1:{}/.auth/backchannel-logout",
+            proxy_ports[0]
+        );
+        let mut vars = vec![
+            ("CLIENT_REDIRECT_URIS", cb.as_str()),
+            ("POST_LOGOUT_REDIRECT_URIS", post.as_str()),
+            ("BACKCHANNEL_LOGOUT_URI", backchannel.as_str()),
+        ];
+        vars.extend_from_slice(env);
+        let (child, issuer) =
+            crate::provider::start(state_dir.path(), &vars, crate::provider::Stderr::File(&log));
         Provider {
             issuer,
             state_dir,

@@ -8,10 +8,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,67 +110,16 @@ pub struct OidcProvider {
 
 impl OidcProvider {
     /// Starts `node tests/provider/provider.mjs` (runs `npm ci` first when node_modules is
-    /// missing). Fails the test with a clear message when node is not installed.
+    /// missing; see `common/provider.rs`). Fails the test with a clear message when node is not
+    /// installed.
     pub fn start(env: &[(&str, &str)]) -> OidcProvider {
-        let dir = repo().join("tests/provider");
-        if Command::new("node").arg("--version").output().is_err() {
-            panic!(
-                "node is not installed: the bearer tests need Node 20+ to run the test OpenID provider (apt-get install nodejs npm)"
-            );
-        }
-        // One `npm ci` per test binary, even when tests start providers in parallel.
-        static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = NPM.lock().unwrap_or_else(|e| e.into_inner());
-        if !dir.join("node_modules").join("oidc-provider").exists() {
-            let st = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm ci (is npm installed?)");
-            assert!(st.success(), "npm ci in tests/provider failed");
-        }
         let state_dir = tempfile::tempdir().expect("state dir");
-        let mut cmd = Command::new("node");
-        cmd.arg(dir.join("provider.mjs"))
-            .env("PORT", "0")
-            .env("STATE_DIR", state_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn node");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let l2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                l2.lock().unwrap().push(line);
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // keep draining (nothing more is expected)
-            let mut sink = String::new();
-            while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                sink.clear();
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("provider did not print READY");
-        let issuer = line
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("unexpected provider output: {line:?}"))
-            .trim()
-            .to_string();
+        let (child, issuer) = crate::provider::start(
+            state_dir.path(),
+            env,
+            crate::provider::Stderr::Lines(log.clone()),
+        );
         OidcProvider {
             child,
             issuer,
