@@ -344,7 +344,8 @@ impl http_body::Body for Tracked {
     }
 }
 
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its chain of causes, joined by ": " (for log lines).
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {

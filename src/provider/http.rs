@@ -122,14 +122,7 @@ impl ProviderClient {
 }
 
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
+    crate::upstream::describe(e)
 }
 
 /// `max-age` of a `Cache-Control` header, if any.
