@@ -6,7 +6,6 @@
 //! 3. [`set_forwarded`]: `X-Forwarded-*` are trusted only from `trusted_proxies`.
 //! 4. [`inject`]: identity headers are written only from a [`Permit`].
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -48,34 +47,68 @@ fn hop_index(n: &HeaderName) -> Option<usize> {
 /// Longest header value the proxy writes; identity values beyond it are cut.
 pub const MAX_IDENTITY_VALUE: usize = 4096;
 
-/// Removes every header whose folded name is an identity header or starts with `x-portcullis-`.
-pub fn strip_identity(headers: &mut HeaderMap, identity: &HashSet<String>) {
-    // Collect first: HeaderMap cannot remove while iterating. Most requests match nothing,
-    // so this allocates only when a forged header is present (or a name is unusually long).
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    let mut buf = [0u8; 128];
-    let mut long = String::new();
-    for name in headers.keys() {
-        let s = name.as_str(); // already lower case
-        let fold = |b: u8| if b == b'_' { b'-' } else { b };
-        // Configured names have no length limit, so a long name is folded on the heap rather
-        // than skipped: skipping would let a forged long identity header through.
-        let folded: &str = if s.len() <= buf.len() {
-            let folded = &mut buf[..s.len()];
-            for (d, b) in folded.iter_mut().zip(s.bytes()) {
-                *d = fold(b);
-            }
-            std::str::from_utf8(folded).unwrap_or("")
-        } else {
-            long.clear();
-            long.extend(s.bytes().map(|b| char::from(fold(b))));
-            &long
-        };
-        if identity.contains(folded) || folded.starts_with("x-portcullis-") {
-            doomed.push(name.clone());
+/// The identity header names, folded (lower case, `_` → `-`), for [`strip_identity`]: a name
+/// is checked against the names of its length only (a bit mask says which lengths exist), so
+/// the usual request, none of whose headers is one, costs a mask test per header and no hashing.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityNames {
+    /// Bit `n` set: some name has length `n` (names of 128 bytes and more set bit 127).
+    lengths: u128,
+    names: Vec<Box<[u8]>>,
+}
+
+impl IdentityNames {
+    /// Adds a folded name (no-op when present).
+    pub fn insert(&mut self, folded: &str) {
+        if !self.contains(folded) {
+            self.lengths |= 1u128 << folded.len().min(127);
+            self.names.push(folded.as_bytes().into());
         }
     }
-    for n in doomed {
+
+    /// Whether `folded` (already folded) is one of the names.
+    pub fn contains(&self, folded: &str) -> bool {
+        self.matches(folded.as_bytes(), |b| b)
+    }
+
+    /// Whether `name` folded with `fold` is one of the names.
+    fn matches(&self, name: &[u8], fold: impl Fn(u8) -> u8) -> bool {
+        if self.lengths & (1u128 << name.len().min(127)) == 0 {
+            return false;
+        }
+        self.names
+            .iter()
+            .any(|n| n.len() == name.len() && n.iter().zip(name).all(|(a, b)| *a == fold(*b)))
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for IdentityNames {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut names = IdentityNames::default();
+        for n in iter {
+            names.insert(n.as_ref());
+        }
+        names
+    }
+}
+
+/// Removes every header whose folded name is an identity header or starts with `x-portcullis-`.
+pub fn strip_identity(headers: &mut HeaderMap, identity: &IdentityNames) {
+    const OWN_PREFIX: &[u8] = b"x-portcullis-";
+    // Header names are already lower case; PHP/CGI/WSGI read `_` as `-`.
+    let fold = |b: u8| if b == b'_' { b'-' } else { b };
+    let doomed = |name: &HeaderName| {
+        let n = name.as_str().as_bytes();
+        identity.matches(n, fold)
+            || n.len() >= OWN_PREFIX.len() && n.iter().zip(OWN_PREFIX).all(|(b, p)| fold(*b) == *p)
+    };
+    // HeaderMap cannot remove while iterating; most requests carry none, and then nothing is
+    // allocated.
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for n in names {
         headers.remove(&n);
     }
 }
@@ -94,6 +127,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if present == 0 && !keep_upgrade {
         return;
+    }
+    // The usual response: only `Connection: keep-alive` (or `close`), naming no header.
+    if present == 1 && !keep_upgrade {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        if let (Some(v), None) = (values.next(), values.next())
+            && (v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+                || v.as_bytes().eq_ignore_ascii_case(b"close"))
+        {
+            headers.remove(header::CONNECTION);
+            return;
+        }
     }
     // Names the Connection header lists, matched against the names present (no parsing or
     // hashing of each token).
@@ -194,8 +238,18 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
             headers.insert(&XRI, peer_value);
         }
     } else {
-        headers.remove(header::FORWARDED);
-        headers.remove(&XFPORT);
+        // Usually neither is there: a scan of the names is cheaper than two hashed removals.
+        let (mut forwarded, mut port) = (false, false);
+        for n in headers.keys() {
+            forwarded |= *n == header::FORWARDED;
+            port |= *n == XFPORT;
+        }
+        if forwarded {
+            headers.remove(header::FORWARDED);
+        }
+        if port {
+            headers.remove(&XFPORT);
+        }
         headers.insert(&XFF, peer_value.clone());
         headers.insert(&XRI, peer_value);
         headers.insert(
@@ -338,11 +392,8 @@ pub fn inject(
 mod tests {
     use super::*;
 
-    fn identity_set() -> HashSet<String> {
-        crate::config::DEFAULT_IDENTITY_HEADERS
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+    fn identity_set() -> IdentityNames {
+        crate::config::DEFAULT_IDENTITY_HEADERS.iter().collect()
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl Proxy {
             route: None,
             upstream_ms: None,
         };
-        let resp = match self.pipeline(req, conn, host, &mut served).await {
+        // Boxed: the pipeline's future is a few KiB, and hyper moves the service's future into
+        // place on every request; a box makes that move pointer-sized.
+        let resp = match Box::pin(self.pipeline(req, conn, host, &mut served)).await {
             Ok(r) => r,
             Err(e) => {
                 if let ProxyError::Upstream(ue) = &e {
@@ -201,7 +203,9 @@ impl Proxy {
         if let Some(rest) = normalized.strip_prefix(cfg.server.auth_prefix.as_str())
             && (rest.is_empty() || rest.starts_with('/'))
         {
-            return Ok(self.auth.endpoint(rest, req, conn, host).await);
+            // Boxed here and below: an inline auth future would make every request's future
+            // (moved into place at each `.await`) kilobytes larger, auth route or not.
+            return Ok(Box::pin(self.auth.endpoint(rest, req, conn, host)).await);
         }
 
         // 3. route
@@ -227,7 +231,7 @@ impl Proxy {
         let mut set_cookie = Vec::new();
         if route.auth != AuthMode::None {
             let (parts, body) = req.into_parts();
-            let identity = match self.auth.authenticate(route, &parts, conn, host).await {
+            let identity = match Box::pin(self.auth.authenticate(route, &parts, conn, host)).await {
                 Outcome::Authenticated(id) => id,
                 Outcome::Respond(r) => {
                     self.decision(idx, 0);
@@ -258,10 +262,17 @@ impl Proxy {
         // The proxy's own cookies stay here (a session id is a credential the app must not see).
         self.auth.strip_own_cookies(req.headers_mut());
 
-        // 8. forward
-        let mut resp = self
-            .forward(route, idx, req, conn, host, &normalized, served)
-            .await?;
+        // 8. forward (awaited here rather than in a helper: each nested future is moved into
+        // its caller's, so one level less is a few KiB less copied per request)
+        let wants_ws = route.websocket && is_websocket_upgrade(&req);
+        let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
+        let up_req = self.upstream_request(route, req, conn, host, &normalized)?;
+        // Upstream time is for the access log only: no clock reads when it is off.
+        let t0 = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
+            .then(Instant::now);
+        let result = self.upstreams.send(idx, up_req, route.timeout).await;
+        served.upstream_ms = t0.map(|t0| t0.elapsed().as_secs_f64() * 1000.0);
+        let mut resp = client_response(route, result?, client_upgrade);
         for c in set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -283,20 +294,17 @@ impl Proxy {
             .inc();
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn forward(
+    /// The request as the upstream gets it: normalized path (prefix stripped, base path
+    /// added), origin-form URI, `X-Forwarded-*` and `Host` set. The client's hop-by-hop
+    /// headers were removed before authentication (step 4).
+    fn upstream_request(
         &self,
         route: &Route,
-        idx: usize,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: ConnInfo,
         host: Option<&str>,
         normalized: &str,
-        served: &mut Served,
-    ) -> Result<Response<Body>, ProxyError> {
-        let wants_ws = route.websocket && is_websocket_upgrade(&req);
-        let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
-
+    ) -> Result<Request<Body>, ProxyError> {
         let path = if route.strip_prefix {
             routes::strip_prefix(normalized, &route.matcher.path)
         } else {
@@ -317,7 +325,6 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        // (the client's hop-by-hop headers were removed before authentication, step 4)
         // Room for X-Forwarded-For/Proto/Host, X-Real-IP and Host at once, rather than a
         // regrowth (reallocate + rehash) of a small parsed map per insert.
         parts.headers.reserve(5);
@@ -339,19 +346,23 @@ impl Proxy {
             parts.headers.insert(header::HOST, v);
         }
         let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-        let req = Request::from_parts(parts, body);
-
-        let t0 = Instant::now();
-        let result = self.upstreams.send(idx, req, route.timeout).await;
-        served.upstream_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
-        let mut resp = result?;
-        if let Some(client) = client_upgrade {
-            upstream::splice_upgrade(client, &mut resp, Arc::from(route.name.as_str()));
-        }
-        let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::remove_hop_by_hop(resp.headers_mut(), keep_upgrade);
-        Ok(upstream::box_response(resp))
+        Ok(Request::from_parts(parts, body))
     }
+}
+
+/// The upstream's answer as the client gets it: hop-by-hop headers removed (kept for a
+/// WebSocket 101, whose connections are then spliced), body streamed.
+fn client_response(
+    route: &Route,
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<Body> {
+    if let Some(client) = client_upgrade {
+        upstream::splice_upgrade(client, &mut resp, Arc::from(route.name.as_str()));
+    }
+    let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    headers::remove_hop_by_hop(resp.headers_mut(), keep_upgrade);
+    upstream::box_response(resp)
 }
 
 /// [`request_host`], owned without copying: the authority or header value is reference-counted.
@@ -431,7 +442,7 @@ fn valid_host(host: &str) -> bool {
             None => return false,
         }
     } else {
-        let (name, port) = match host.find(':') {
+        let (name, port) = match host.bytes().position(|b| b == b':') {
             Some(i) => host.split_at(i),
             None => (host, ""),
         };

@@ -192,7 +192,9 @@ impl HostPool {
         loop {
             let (mut tx, reused) = match self.checkout() {
                 Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and an inline connect future would be moved
+                // along with every request's future.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {

@@ -782,6 +782,117 @@ async fn slowloris_gets_408_and_close() {
     proxy.shutdown().await;
 }
 
+/// Reads one HTTP/1.1 response with a `Content-Length` body from a raw connection.
+async fn read_one_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if out.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("response within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Later requests on a keep-alive connection have the head deadline too, counted from the end
+/// of the previous response: a head that started and stalls gets 408 and a close, a silent
+/// idle connection is closed without an answer, and a request in flight longer than the
+/// deadline (a slow upstream) is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_heads_have_the_deadline_too() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&format!(
+        "header_read_timeout = \"1s\"\n{}",
+        route("app", "path = \"/\"", &up.url(""))
+    )))
+    .await;
+
+    // 1. a request in flight for 1.5 s (longer than the deadline) is answered
+    let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+    s.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_one_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+
+    // 2. the next head on the same connection starts and stalls: 408, then close
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.local\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "no 408 and close within 3 s; got {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let _ = s.write_all(b"a").await;
+        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "408 too early: {:?}",
+        t0.elapsed()
+    );
+
+    // 3. an idle keep-alive connection is closed after the deadline, without an answer
+    let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+        .await
+        .expect("idle keep-alive connection not closed within 3 s");
+    assert!(
+        n.is_err() || rest.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // 4. quick keep-alive requests are not disturbed by the (lazily moved) deadline
+    let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+    for _ in 0..5 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: app.local\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    proxy.shutdown().await;
+}
+
 /// A 64 KiB header (above the default 32 KiB head limit) gets 431 and a close, not a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_header_is_431() {

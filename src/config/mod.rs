@@ -40,7 +40,7 @@ pub struct Config {
     pub routes: Vec<Arc<Route>>,
     /// Every header name that carries identity, lower-cased with `_` folded to `-`:
     /// stripped from every incoming request whatever its spelling.
-    pub identity_header_names: HashSet<String>,
+    pub identity_header_names: crate::headers::IdentityNames,
 }
 
 #[derive(Debug, Clone)]
@@ -395,7 +395,7 @@ fn unreachable_config() -> Config {
         session: None,
         headers: Arc::new(HeaderConfig::defaults()),
         routes: Vec::new(),
-        identity_header_names: HashSet::new(),
+        identity_header_names: Default::default(),
     }
 }
 
@@ -689,16 +689,14 @@ impl Validator<'_, '_> {
                 );
         }
 
-        let mut identity_header_names: HashSet<String> = DEFAULT_IDENTITY_HEADERS
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut identity_header_names: crate::headers::IdentityNames =
+            DEFAULT_IDENTITY_HEADERS.iter().collect();
         for h in headers.names() {
-            identity_header_names.insert(fold_header_name(h.as_str()));
+            identity_header_names.insert(&fold_header_name(h.as_str()));
         }
         for r in &routes {
             for h in r.headers.names() {
-                identity_header_names.insert(fold_header_name(h.as_str()));
+                identity_header_names.insert(&fold_header_name(h.as_str()));
             }
         }
 

@@ -1,57 +1,182 @@
-//! A connection wrapper that answers a slow first request head (slowloris) with `408` and
-//! closes, instead of a silent hang or drop. Armed when the connection opens; disarmed as soon
-//! as the first request head has been parsed ([`HeadSeen::mark`], called by the service). It
-//! must not outlive the head: a request body that takes longer than the timeout to arrive, or an
-//! upstream that takes longer to answer, is not a slow head.
+//! The request-head deadline (slowloris): a client gets `header_read_timeout` to send each
+//! request head, counted from when the connection opened (first request) or from when the
+//! previous response was sent (later requests on an HTTP/1 keep-alive connection). A head that
+//! started arriving but did not finish gets `408` and the connection closes; a keep-alive
+//! connection that stays silent is closed without an answer (as nginx does: a `408` there could
+//! cross a request the client is just sending). A request body that takes longer than the
+//! timeout, or an upstream that does, is not a slow head: the deadline is off while a request
+//! is in flight.
 //!
-//! HTTP/2 is covered too: the server's preface (written at once) does not disarm it, so a
-//! connection that negotiates h2 and never completes a request is closed at the deadline —
-//! without the HTTP/1 `408` text, which an h2 client could not parse. Later requests on an
-//! HTTP/1 keep-alive connection are covered by hyper's own header-read timeout (closed without
-//! a `408`).
+//! HTTP/2 is covered for the first request: the server's preface (written at once) rules out the
+//! HTTP/1 `408` text, so a connection that negotiates h2 and never completes a request is closed
+//! at the deadline; after its first request HTTP/2's own flow control and keep-alive apply.
+//!
+//! The timer is lazy: one `Sleep` per connection, moved only when it fires early (a request was
+//! in flight, or a later head started waiting). Requests that come and go within the timeout
+//! cost two relaxed atomic stores and one clock read, not a timer registration each.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{Body, BoxError};
 
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 25\r\n\r\nrequest header timed out\n";
 
-pub struct HeadDeadline<T> {
-    inner: T,
-    deadline: Option<Pin<Box<Sleep>>>,
-    head_seen: Arc<AtomicBool>,
-    /// The server wrote something (HTTP/2 preface, or an HTTP/1 error answer): the 408 text
-    /// would no longer be a valid answer, so the deadline only closes.
-    wrote: bool,
+/// What the service tells the connection's deadline: a request started, its response ended.
+/// Shared by the connection's IO wrapper and its requests; HTTP/1 uses it from one task, so
+/// relaxed atomics suffice.
+pub struct HeadClock {
+    opened: Instant,
+    /// Requests started on this connection.
+    started: AtomicU64,
+    /// The last request whose response ended; `== started` when no request is in flight.
+    ended: AtomicU64,
+    /// When the last response ended, in ms since `opened`.
+    idle_since_ms: AtomicU64,
+    /// HTTP/2 after its first request, or an upgraded connection: no deadline any more.
+    off: AtomicBool,
 }
 
-/// Tells a [`HeadDeadline`] that a complete request head arrived (the service was called).
-#[derive(Clone)]
-pub struct HeadSeen(Arc<AtomicBool>);
+impl HeadClock {
+    /// A request head was parsed: returns the handle whose drop (with the response body) starts
+    /// the wait for the next head. `http2` and upgrades turn the deadline off for good.
+    pub fn request_started(self: &Arc<Self>, http2: bool) -> u64 {
+        if http2 {
+            self.off.store(true, Ordering::Relaxed);
+        }
+        self.started.fetch_add(1, Ordering::Relaxed) + 1
+    }
 
-impl HeadSeen {
-    pub fn mark(&self) {
-        self.0.store(true, Ordering::Relaxed);
+    /// The connection leaves HTTP (a `101 Switching Protocols` answer).
+    pub fn turn_off(&self) {
+        self.off.store(true, Ordering::Relaxed);
+    }
+
+    fn request_ended(&self, seq: u64) {
+        if self.started.load(Ordering::Relaxed) == seq {
+            let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.idle_since_ms.store(ms, Ordering::Relaxed);
+            self.ended.store(seq, Ordering::Relaxed);
+        }
     }
 }
 
+/// The body of every response on a public listener: the proxy's body, and on drop (the
+/// response was sent, or abandoned) the start of the wait for the next request head.
+pub struct ResponseBody {
+    inner: Body,
+    ends: Option<(Arc<HeadClock>, u64)>,
+}
+
+impl ResponseBody {
+    pub fn new(inner: Body, clock: Arc<HeadClock>, seq: u64) -> Self {
+        ResponseBody {
+            inner,
+            ends: Some((clock, seq)),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some((clock, seq)) = self.ends.take() {
+            clock.request_ended(seq);
+        }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pub struct HeadDeadline<T> {
+    inner: T,
+    timeout: Duration,
+    clock: Arc<HeadClock>,
+    /// `None` once the deadline is off for good.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The server wrote before the first request (the HTTP/2 preface, or an HTTP/1 error
+    /// answer): the `408` text would not be a valid answer, so the deadline only closes.
+    wrote_before_first: bool,
+    /// Bytes arrived while waiting for the head after this many requests (a started head).
+    head_bytes_after: Option<u64>,
+}
+
 impl<T> HeadDeadline<T> {
-    pub fn new(inner: T, timeout: Duration) -> (Self, HeadSeen) {
-        let head_seen = Arc::new(AtomicBool::new(false));
+    pub fn new(inner: T, timeout: Duration) -> (Self, Arc<HeadClock>) {
+        let opened = Instant::now();
+        let clock = Arc::new(HeadClock {
+            opened,
+            started: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            off: AtomicBool::new(false),
+        });
         let io = HeadDeadline {
             inner,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-            head_seen: head_seen.clone(),
-            wrote: false,
+            timeout,
+            clock: clock.clone(),
+            timer: Some(Box::pin(tokio::time::sleep_until(opened + timeout))),
+            wrote_before_first: false,
+            head_bytes_after: None,
         };
-        (io, HeadSeen(head_seen))
+        (io, clock)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> HeadDeadline<T> {
+    /// Polls the lazy timer; `Ready` when the head deadline has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(timer) = self.timer.as_mut() else {
+                return Poll::Pending;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let clock = &*self.clock;
+            if clock.off.load(Ordering::Relaxed) {
+                self.timer = None;
+                return Poll::Pending;
+            }
+            let started = clock.started.load(Ordering::Relaxed);
+            let due = if clock.ended.load(Ordering::Relaxed) != started {
+                // A request in flight: look again in a timeout (it may end any moment).
+                Instant::now() + self.timeout
+            } else {
+                let since = Duration::from_millis(clock.idle_since_ms.load(Ordering::Relaxed));
+                clock.opened + since + self.timeout
+            };
+            if due <= Instant::now() {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(due);
+        }
     }
 }
 
@@ -62,24 +187,39 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.deadline.is_some() && this.head_seen.load(Ordering::Relaxed) {
-            this.deadline = None;
-        }
-        if let Some(d) = this.deadline.as_mut()
-            && d.as_mut().poll(cx).is_ready()
-        {
-            this.deadline = None;
-            if !this.wrote {
-                // Best effort: the socket buffer is empty at this point, so this does not block.
-                let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
-                let _ = Pin::new(&mut this.inner).poll_flush(cx);
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && this.timer.is_some() {
+                    let started = this.clock.started.load(Ordering::Relaxed);
+                    if this.clock.ended.load(Ordering::Relaxed) == started {
+                        this.head_bytes_after = Some(started);
+                    }
+                }
+                return Poll::Ready(Ok(()));
             }
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request header read timeout",
-            )));
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        if this.poll_deadline(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.timer = None;
+        let started = this.clock.started.load(Ordering::Relaxed);
+        let answer = if started == 0 {
+            !this.wrote_before_first
+        } else {
+            this.head_bytes_after == Some(started)
+        };
+        if answer {
+            // Best effort: nothing is being written at this point, so this does not block.
+            let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request header read timeout",
+        )))
     }
 }
 
@@ -89,7 +229,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.wrote = true;
+        self.note_write();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -97,7 +237,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.wrote = true;
+        self.note_write();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -108,5 +248,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<T> HeadDeadline<T> {
+    fn note_write(&mut self) {
+        if !self.wrote_before_first && self.clock.started.load(Ordering::Relaxed) == 0 {
+            self.wrote_before_first = true;
+        }
     }
 }

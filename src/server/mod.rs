@@ -74,8 +74,10 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Start
 fn conn_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
+        // The head deadline is `io::HeadDeadline`'s (a lazy timer per connection, and a 408):
+        // hyper's own would register a timer per request.
         .timer(TokioTimer::new())
-        .header_read_timeout(cfg.server.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(cfg.server.max_header_bytes);
     b.http2()
         .timer(TokioTimer::new())
@@ -306,24 +308,15 @@ async fn serve_connection(
                 }
             };
             let info = ConnInfo { peer, tls: true };
-            let (io, head_seen) = io::HeadDeadline::new(tls_stream, head_timeout);
-            serve_io(
-                TokioIo::new(io),
-                head_seen,
-                info,
-                proxy,
-                builder,
-                watcher,
-                None,
-            )
-            .await;
+            let (io, clock) = io::HeadDeadline::new(tls_stream, head_timeout);
+            serve_io(TokioIo::new(io), clock, info, proxy, builder, watcher, None).await;
         }
         None => {
             let info = ConnInfo { peer, tls: false };
-            let (io, head_seen) = io::HeadDeadline::new(stream, head_timeout);
+            let (io, clock) = io::HeadDeadline::new(stream, head_timeout);
             serve_io(
                 TokioIo::new(io),
-                head_seen,
+                clock,
                 info,
                 proxy,
                 builder,
@@ -337,7 +330,7 @@ async fn serve_connection(
 
 async fn serve_io<I>(
     io: I,
-    head_seen: io::HeadSeen,
+    clock: Arc<io::HeadClock>,
     info: ConnInfo,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -347,15 +340,20 @@ async fn serve_io<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: Request<Incoming>| {
-        // A full head arrived: from here on the 408 deadline must not fire (slow bodies and
-        // slow upstreams are not slowloris).
-        head_seen.mark();
+        // A full head arrived: until its response has been sent the head deadline is off (slow
+        // bodies and slow upstreams are not slowloris).
+        let seq = clock.request_started(req.version() == http::Version::HTTP_2);
         let proxy = proxy.clone();
+        let clock = clock.clone();
         async move {
-            if let Some(https_port) = redirect_to_https {
-                return Ok::<_, Infallible>(https_redirect(https_port, &req));
+            let resp = match redirect_to_https {
+                Some(https_port) => https_redirect(https_port, &req),
+                None => proxy.handle(req, info).await,
+            };
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                clock.turn_off();
             }
-            Ok::<_, Infallible>(proxy.handle(req, info).await)
+            Ok::<_, Infallible>(resp.map(|b| io::ResponseBody::new(b, clock, seq)))
         }
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
