@@ -927,6 +927,215 @@ async fn refresh_failure_ends_the_session() {
     assert_eq!(b.get(&format!("{base}/.auth/me")).await.status, 401);
 }
 
+/// POSTs JSON to one of the test provider's `/__test/` endpoints.
+async fn provider_control(provider: &Provider, what: &str, body: &str) {
+    let r = Browser::new()
+        .request(
+            Method::POST,
+            &format!("{}/__test/{what}", provider.issuer),
+            Some(("application/json", body.to_string())),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{what}: {}", r.body);
+}
+
+/// A role removed at the provider is gone after the next refresh, not at the end of the
+/// session: the refresh re-derives roles and claims from the new tokens like the login did
+/// (with and without an ID token in the refresh response). Concurrent requests share that one
+/// refresh and all see the new identity; the refresh does not extend the absolute lifetime.
+#[tokio::test]
+async fn refresh_rereads_roles_and_claims() {
+    let e = env_with(
+        &session_cfg("lifetime = \"1h\"\nidle_timeout = \"2h\""),
+        &[("ACCESS_TOKEN_TTL", "4")],
+        "web",
+        "client_secret = \"web-secret\"",
+    )
+    .await;
+    let b = Browser::new();
+    b.login(&e.base, "/", "alice").await;
+    assert_eq!(b.get(&format!("{}/admin", e.base)).await.status, 200);
+    let me = b.get(&format!("{}/.auth/me", e.base)).await.json();
+    assert_eq!(me["roles"], serde_json::json!(["admin"]));
+    let expires_at = me["expires_at"].as_i64().unwrap();
+
+    provider_control(
+        &e.provider,
+        "set-roles",
+        r#"{"sub":"alice","roles":["reader"]}"#,
+    )
+    .await;
+    let before = e.provider.count("POST /token");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let b = b.clone();
+        let url = format!("{}/admin", e.base);
+        tasks.push(tokio::spawn(async move {
+            let r = b.get(&url).await;
+            (r.status, r.body)
+        }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            body.contains("alice"),
+            "the 403 page names the user: {body}"
+        );
+    }
+    assert_eq!(
+        e.provider.count("POST /token") - before,
+        1,
+        "one refresh shared by the concurrent requests"
+    );
+    let me = b.get(&format!("{}/.auth/me", e.base)).await.json();
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["roles"], serde_json::json!(["reader"]));
+    assert_eq!(me["email"], "alice@example.com");
+    assert_eq!(
+        me["expires_at"].as_i64().unwrap(),
+        expires_at,
+        "a refresh never extends the absolute lifetime"
+    );
+    let r = b.get(&format!("{}/x", e.base)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        upstream_header(&r, "x-forwarded-roles").as_deref(),
+        Some("reader")
+    );
+
+    // A refresh without an ID token: the identity comes from userinfo alone. All roles removed
+    // (the role claim is absent from userinfo): no role of an older ID token survives.
+    provider_control(&e.provider, "set-roles", r#"{"sub":"alice","roles":[]}"#).await;
+    provider_control(&e.provider, "token-without-id-token", r#"{"on":true}"#).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut api = b.clone();
+    api.accept = "application/json";
+    let r = api.get(&format!("{}/admin", e.base)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let me = b.get(&format!("{}/.auth/me", e.base)).await.json();
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["roles"], serde_json::json!([]));
+    assert_eq!(me["email"], "alice@example.com", "profile from userinfo");
+    assert_eq!(me["name"], "Alice Admin");
+    // the logout still has an ID token for id_token_hint (the last one the provider sent)
+    let r = b.get(&format!("{}/.auth/logout", e.base)).await;
+    assert!(r.location().contains("id_token_hint="), "{}", r.location());
+}
+
+/// After the provider issued new tokens, an identity that cannot be derived again ends the
+/// session (fail closed, re-login): userinfo refusing the new access token, userinfo down, and
+/// userinfo about another subject.
+#[tokio::test]
+async fn refresh_ends_the_session_when_the_identity_cannot_be_rederived() {
+    let e = env_with(
+        &session_cfg(""),
+        &[("ACCESS_TOKEN_TTL", "4")],
+        "web",
+        "client_secret = \"web-secret\"",
+    )
+    .await;
+    let faults = ["unauthorized", "down", "other-sub"];
+    let mut browsers = Vec::new();
+    for _ in faults {
+        let mut b = Browser::new();
+        b.login(&e.base, "/", "alice").await;
+        b.accept = "application/json";
+        browsers.push(b);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (fault, b) in faults.iter().zip(&browsers) {
+        provider_control(
+            &e.provider,
+            "userinfo-fault",
+            &format!(r#"{{"fault":"{fault}"}}"#),
+        )
+        .await;
+        let before = e.provider.count("POST /token ");
+        let revoked = e.provider.count("POST /token/revocation");
+        let r = b.get(&format!("{}/x", e.base)).await;
+        assert_eq!(r.status, 401, "{fault}: {}", r.body);
+        assert!(!r.body.contains("alice"), "{fault}: {}", r.body);
+        assert_eq!(
+            e.provider.count("POST /token ") - before,
+            1,
+            "{fault}: the tokens were refreshed"
+        );
+        assert_eq!(
+            e.provider.count("POST /token/revocation") - revoked,
+            1,
+            "{fault}: the refresh token in force is revoked"
+        );
+        assert_eq!(
+            b.get(&format!("{}/.auth/me", e.base)).await.status,
+            401,
+            "{fault}"
+        );
+    }
+    // userinfo back to normal: signing in again works
+    provider_control(&e.provider, "userinfo-fault", r#"{"fault":"none"}"#).await;
+    let b = Browser::new();
+    b.login(&e.base, "/", "alice").await;
+    assert_eq!(b.get(&format!("{}/admin", e.base)).await.status, 200);
+}
+
+/// Redis store, two replicas: a role removed at the provider is gone on both replicas after
+/// the one shared refresh (the replica that waited for the other's refresh reads the new
+/// identity from Redis).
+#[tokio::test]
+async fn redis_refresh_rereads_roles_across_replicas() {
+    let redis = Redis::start();
+    let (p1, p2) = (free_port(), free_port());
+    let provider = Provider::start(&[p1, p2], &[("ACCESS_TOKEN_TTL", "4")]);
+    let _a = redis_proxy(&provider, p1, &redis.url()).await;
+    let _b = redis_proxy(&provider, p2, &redis.url()).await;
+    let browser = Browser::new();
+    browser
+        .login(&format!("http://127.0.0.1:{p1}"), "/", "alice")
+        .await;
+    let (n, v) = browser.cookies(&format!("127.0.0.1:{p1}"))[0].clone();
+    browser.set_cookie_raw(&format!("127.0.0.1:{p2}"), &n, &v);
+    for port in [p1, p2] {
+        let r = browser.get(&format!("http://127.0.0.1:{port}/admin")).await;
+        assert_eq!(r.status, 200, "{port}");
+    }
+    provider_control(
+        &provider,
+        "set-roles",
+        r#"{"sub":"alice","roles":["reader"]}"#,
+    )
+    .await;
+    let before = provider.count("POST /token");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let b = browser.clone();
+        let port = if i % 2 == 0 { p1 } else { p2 };
+        tasks.push(tokio::spawn(async move {
+            b.get(&format!("http://127.0.0.1:{port}/admin"))
+                .await
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 403);
+    }
+    assert_eq!(
+        provider.count("POST /token") - before,
+        1,
+        "one refresh across both replicas"
+    );
+    for port in [p1, p2] {
+        let me = browser
+            .get(&format!("http://127.0.0.1:{port}/.auth/me"))
+            .await
+            .json();
+        assert_eq!(me["roles"], serde_json::json!(["reader"]), "{port}");
+    }
+}
+
 /// The provider cannot be reached: starting a login answers 503 (a page), never a session.
 #[tokio::test]
 async fn provider_down_login_is_503() {

@@ -13,6 +13,10 @@
 //! - A refresh token is used by one request at a time per session: concurrent requests share one
 //!   in-flight refresh (per process), and with the Redis store a Redis lock keeps other replicas
 //!   from reusing a rotated refresh token (which makes ZITADEL/oidc-provider revoke the grant).
+//! - A refresh re-derives the identity (roles, claims, profile) from the new tokens through the
+//!   same function as the login, so a role removed at the provider is gone after the next
+//!   refresh; the subject must not change, and an identity that cannot be derived again ends
+//!   the session (fail closed).
 //! - Unauthenticated browser navigations go straight to the provider (one redirect, the original
 //!   path kept in the pending login as `rd`); everything else gets 401 JSON, so SPAs' XHRs never
 //!   follow a redirect into an HTML login page.
@@ -63,11 +67,43 @@ struct Pending {
 /// What a refresh attempt produced (shared by the concurrent requests of one session).
 #[derive(Clone)]
 enum Refreshed {
+    /// The session with the new tokens and the identity derived from them again.
     New(Box<SessionData>),
     /// Provider unreachable: keep using the current access token, try again later.
     Keep,
-    /// The provider refused: the session is over.
+    /// The provider refused, or the identity could not be derived from the new tokens: the
+    /// session is over.
     Ended,
+}
+
+/// Who a user is according to the provider's tokens: what a login sets in a session and every
+/// refresh sets again ([`LoginState::derive_identity`]).
+struct Derived {
+    sub: String,
+    email: Option<String>,
+    name: Option<String>,
+    preferred_username: Option<String>,
+    sid: Option<String>,
+    roles: Vec<String>,
+    /// Only the claims routes need.
+    claims: Map<String, Value>,
+}
+
+/// Why the identity could not be derived.
+enum DeriveError {
+    /// The provider could not be reached (login answers 503).
+    Unavailable(ProviderError),
+    /// A check failed (login answers 400 naming it; a refresh ends the session).
+    Refused(&'static str),
+}
+
+/// What the tokens are checked against.
+#[derive(Clone, Copy)]
+enum Expect<'a> {
+    /// The callback: the nonce this browser's login sent.
+    Login { nonce: &'a str },
+    /// A refresh: the session's subject.
+    Refresh { sub: &'a str },
 }
 
 /// Runtime state of browser login.
@@ -363,6 +399,11 @@ impl LoginState {
         Refreshed::Keep
     }
 
+    /// Uses the refresh token and re-derives the identity from the fresh tokens exactly as the
+    /// login did ([`Self::derive_identity`]): roles and claims removed (or added) at the provider
+    /// take effect at the next refresh, not only at the next login. Only the tokens, the identity
+    /// and the access token's times change: `id`, `sid` and `created_at` stay, so a refresh
+    /// never extends the absolute `lifetime` and back-channel logout still finds the session.
     async fn refresh_at_provider(&self, providers: &Providers, d: &SessionData) -> Refreshed {
         let Some(p) = providers.get(&d.provider) else {
             return Refreshed::Ended;
@@ -370,43 +411,81 @@ impl LoginState {
         let Some(rt) = d.refresh_token.as_deref() else {
             return Refreshed::Keep;
         };
-        match p
+        let tr = match p
             .token_request(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
             .await
         {
-            Ok(tr) => {
-                let now = now();
-                let mut n = d.clone();
-                if let Some(idt) = &tr.id_token {
-                    // A refreshed ID token must be about the same user.
-                    match p.verify_jwt(idt, &[client_id(p)]).await {
-                        Ok(c) if c.get("sub").and_then(Value::as_str) == Some(d.sub.as_str()) => {
-                            n.id_token = Some(idt.clone());
-                        }
-                        Ok(_) => {
-                            tracing::warn!(provider = %d.provider, "refresh returned an ID token for another subject; ending the session");
-                            return Refreshed::Ended;
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "refreshed ID token not verified; keeping the previous one")
-                        }
-                    }
-                }
-                n.access_token = tr.access_token;
-                if tr.refresh_token.is_some() {
-                    n.refresh_token = tr.refresh_token;
-                }
-                n.access_issued_at = now;
-                n.access_expires_at = tr.expires_in.map(|s| now + s as i64);
-                tracing::debug!(provider = %d.provider, "session refreshed");
-                Refreshed::New(Box::new(n))
-            }
-            Err(ProviderError::Unavailable { .. }) => Refreshed::Keep,
+            Ok(tr) => tr,
+            Err(ProviderError::Unavailable { .. }) => return Refreshed::Keep,
             Err(e) => {
                 tracing::info!(provider = %d.provider, error = %e, "refresh refused; the session ends");
-                Refreshed::Ended
+                return Refreshed::Ended;
             }
+        };
+        // Fail closed from here on. The provider has issued new tokens (and, when it rotates
+        // refresh tokens, retired the old one), so "keep the current session and retry later"
+        // is no longer possible, and keeping the old identity with the new tokens would keep
+        // roles the provider may have just taken away. So when the identity cannot be derived
+        // again — ID token invalid or about another subject, userinfo about another subject,
+        // failing or unreachable, or neither an ID token nor a userinfo endpoint to read it
+        // from — the session ends and the user signs in again (a browser navigation goes
+        // straight to the provider, whose own session usually makes that a round trip without
+        // a prompt); the refresh token in force is revoked (best effort), so the grant ends too.
+        let derived = match p.metadata() {
+            Ok(md) => {
+                let expect = Expect::Refresh { sub: &d.sub };
+                self.derive_identity(p, &md, tr.id_token.as_deref(), &tr.access_token, expect)
+                    .await
+            }
+            Err(e) => Err(DeriveError::Unavailable(e)),
+        };
+        let who = match derived {
+            Ok(w) => w,
+            Err(e) => {
+                let why = match &e {
+                    DeriveError::Refused(why) => (*why).to_string(),
+                    DeriveError::Unavailable(e) => e.to_string(),
+                };
+                tracing::warn!(provider = %d.provider, sub = %d.sub, reason = %why,
+                    "refreshed tokens, but the identity could not be derived again; the session ends");
+                // The refresh token now in force: the new one, or the old one when the provider
+                // does not rotate (then a copy of the cookie could otherwise refresh again).
+                if let Some(rt) = tr.refresh_token.or_else(|| d.refresh_token.clone()) {
+                    let p = p.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(3),
+                            p.revoke(&rt, "refresh_token"),
+                        )
+                        .await;
+                    });
+                }
+                return Refreshed::Ended;
+            }
+        };
+        let now = now();
+        let mut n = d.clone();
+        // `sid` is kept: it names the provider session the back-channel logout index uses.
+        n.email = who.email;
+        n.name = who.name;
+        n.preferred_username = who.preferred_username;
+        n.roles = who.roles;
+        n.claims = who.claims;
+        if tr.id_token.is_some() {
+            n.id_token = tr.id_token;
         }
+        n.access_token = tr.access_token;
+        if tr.refresh_token.is_some() {
+            n.refresh_token = tr.refresh_token;
+        }
+        n.access_issued_at = now;
+        n.access_expires_at = tr.expires_in.map(|s| now + s as i64);
+        if n.roles != d.roles {
+            tracing::info!(provider = %d.provider, sub = %d.sub, roles = ?n.roles, "session refreshed; roles changed");
+        } else {
+            tracing::debug!(provider = %d.provider, "session refreshed");
+        }
+        Refreshed::New(Box::new(n))
     }
 
     // ---------------------------------------------------------------- endpoints
@@ -674,6 +753,8 @@ impl LoginState {
         format!("{}?{}", u.path(), u.query().unwrap_or(""))
     }
 
+    /// The session a completed login creates: its identity from [`Self::derive_identity`] (the
+    /// same derivation every refresh repeats), its tokens, and fresh timestamps.
     async fn session_from_tokens(
         &self,
         p: &ProviderRuntime,
@@ -681,71 +762,144 @@ impl LoginState {
         tr: crate::provider::TokenResponse,
         pending: &Pending,
     ) -> Result<SessionData, Response<Body>> {
-        let cid = client_id(p);
-        let Some(id_token) = tr.id_token.clone() else {
-            return Err(login_failed("the sign-in service sent no ID token"));
+        let expect = Expect::Login {
+            nonce: &pending.nonce,
         };
-        let mut claims = match p.verify_jwt(&id_token, std::slice::from_ref(&cid)).await {
-            Ok(c) => c,
-            Err(TokenError::Unavailable(e)) => return Err(provider_unavailable(&e)),
-            Err(e) => {
-                tracing::warn!(error = %e, "ID token refused");
-                return Err(login_failed("the ID token is not valid"));
+        let who = match self
+            .derive_identity(p, md, tr.id_token.as_deref(), &tr.access_token, expect)
+            .await
+        {
+            Ok(w) => w,
+            Err(DeriveError::Unavailable(e)) => return Err(provider_unavailable(&e)),
+            Err(DeriveError::Refused(why)) => return Err(login_failed(why)),
+        };
+        let now = now();
+        Ok(SessionData {
+            id: crypto::random_token(),
+            provider: pending.provider.clone(),
+            sub: who.sub,
+            email: who.email,
+            name: who.name,
+            preferred_username: who.preferred_username,
+            sid: who.sid,
+            roles: who.roles,
+            claims: who.claims,
+            access_token: tr.access_token,
+            refresh_token: tr.refresh_token,
+            id_token: tr.id_token,
+            created_at: now,
+            created_ms: session::now_ms(),
+            last_seen: now,
+            access_expires_at: tr.expires_in.map(|e| now + e as i64),
+            access_issued_at: now,
+        })
+    }
+
+    /// Who the user is according to the provider's tokens — the one derivation of a session's
+    /// identity, used by the callback and by every refresh: the ID token's claims (verified:
+    /// signature, iss, aud, exp; `azp` and `at_hash` when present; the nonce at login), userinfo
+    /// merged over them when the provider has a userinfo endpoint (ZITADEL puts profile claims
+    /// there), roles per `roles_claim`, and the claims routes need.
+    ///
+    /// At a refresh ([`Expect::Refresh`]) the subject must stay the session's, in the ID token
+    /// and in userinfo alike, and userinfo that cannot be fetched is fatal (see
+    /// [`Self::refresh_at_provider`]); at login an answer other than "unavailable" falls back to
+    /// the fresh ID token's claims. A refresh response without an ID token (OIDC Core 12.2
+    /// allows it) leaves userinfo as the only fresh source: the identity is read from userinfo
+    /// alone. The stored ID token's claims are not carried over — they are as old as the login,
+    /// and merging fresh userinfo over them would keep a role claim the provider has since
+    /// dropped (ZITADEL omits the claim of a user without roles). Without a userinfo endpoint
+    /// there is nothing fresh to read, and the refresh fails.
+    async fn derive_identity(
+        &self,
+        p: &ProviderRuntime,
+        md: &crate::provider::Metadata,
+        id_token: Option<&str>,
+        access_token: &str,
+        expect: Expect<'_>,
+    ) -> Result<Derived, DeriveError> {
+        let cid = client_id(p);
+        let mut claims = match (id_token, &expect) {
+            (Some(idt), _) => {
+                let claims = match p.verify_jwt(idt, std::slice::from_ref(&cid)).await {
+                    Ok(c) => c,
+                    Err(TokenError::Unavailable(e)) => return Err(DeriveError::Unavailable(e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ID token refused");
+                        return Err(DeriveError::Refused("the ID token is not valid"));
+                    }
+                };
+                // The nonce binds the login's ID token to this browser's request. A refreshed
+                // ID token SHOULD NOT carry one (OIDC Core 12.2) and is bound by the refresh
+                // token and the subject check below instead.
+                if let Expect::Login { nonce } = expect {
+                    let nonce_ok = claims
+                        .get("nonce")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| bool::from(n.as_bytes().ct_eq(nonce.as_bytes())));
+                    if !nonce_ok {
+                        return Err(DeriveError::Refused("the ID token nonce does not match"));
+                    }
+                }
+                if let Some(Value::Array(aud)) = claims.get("aud")
+                    && aud.len() > 1
+                    && claims.get("azp").and_then(Value::as_str) != Some(cid.as_str())
+                {
+                    return Err(DeriveError::Refused(
+                        "the ID token azp does not name this client",
+                    ));
+                }
+                if let Some(at_hash) = claims.get("at_hash").and_then(Value::as_str)
+                    && !at_hash_matches(idt, access_token, at_hash)
+                {
+                    return Err(DeriveError::Refused(
+                        "the ID token at_hash does not match the access token",
+                    ));
+                }
+                claims
+            }
+            (None, Expect::Login { .. }) => {
+                return Err(DeriveError::Refused("the sign-in service sent no ID token"));
+            }
+            (None, Expect::Refresh { sub }) => {
+                if md.userinfo_endpoint.is_none() {
+                    return Err(DeriveError::Refused(
+                        "the refresh response has no ID token and the provider no userinfo endpoint",
+                    ));
+                }
+                Map::from_iter([("sub".into(), Value::from(*sub))])
             }
         };
-        let nonce_ok = claims
-            .get("nonce")
-            .and_then(Value::as_str)
-            .is_some_and(|n| bool::from(n.as_bytes().ct_eq(pending.nonce.as_bytes())));
-        if !nonce_ok {
-            return Err(login_failed("the ID token nonce does not match"));
-        }
-        if let Some(Value::Array(aud)) = claims.get("aud")
-            && aud.len() > 1
-            && claims.get("azp").and_then(Value::as_str) != Some(cid.as_str())
-        {
-            return Err(login_failed("the ID token azp does not name this client"));
-        }
-        if let Some(at_hash) = claims.get("at_hash").and_then(Value::as_str)
-            && !at_hash_matches(&id_token, &tr.access_token, at_hash)
-        {
-            return Err(login_failed(
-                "the ID token at_hash does not match the access token",
-            ));
-        }
         let sub = claims
             .get("sub")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
         if sub.is_empty() {
-            return Err(login_failed("the ID token has no sub"));
+            return Err(DeriveError::Refused("the ID token has no sub"));
+        }
+        if let Expect::Refresh { sub: expected } = expect
+            && sub != expected
+        {
+            return Err(DeriveError::Refused(
+                "the refreshed ID token is about another subject",
+            ));
         }
         if md.userinfo_endpoint.is_some() {
-            match p.userinfo(&tr.access_token).await {
+            match p.userinfo(access_token).await {
                 Ok(ui) => {
                     if ui.get("sub").and_then(Value::as_str) != Some(sub.as_str()) {
-                        return Err(login_failed("userinfo is about another subject"));
+                        return Err(DeriveError::Refused("userinfo is about another subject"));
                     }
-                    for (k, v) in ui {
-                        if !matches!(
-                            k.as_str(),
-                            "iss"
-                                | "aud"
-                                | "exp"
-                                | "iat"
-                                | "nbf"
-                                | "nonce"
-                                | "sub"
-                                | "azp"
-                                | "at_hash"
-                                | "c_hash"
-                        ) {
-                            claims.insert(k, v);
-                        }
-                    }
+                    merge_userinfo(&mut claims, ui);
                 }
-                Err(e @ ProviderError::Unavailable { .. }) => return Err(provider_unavailable(&e)),
+                Err(e @ ProviderError::Unavailable { .. }) => {
+                    return Err(DeriveError::Unavailable(e));
+                }
+                Err(e) if matches!(expect, Expect::Refresh { .. }) => {
+                    tracing::warn!(error = %e, "userinfo failed after a refresh");
+                    return Err(DeriveError::Refused("userinfo failed"));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "userinfo failed; using the ID token's claims")
                 }
@@ -753,30 +907,18 @@ impl LoginState {
         }
         let roles = p.roles(&claims);
         let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
-        let kept: Map<String, Value> = claims
-            .iter()
-            .filter(|(k, _)| self.needed_claims.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let now = now();
-        Ok(SessionData {
-            id: crypto::random_token(),
-            provider: pending.provider.clone(),
+        Ok(Derived {
             email: s("email"),
             name: s("name"),
             preferred_username: s("preferred_username"),
             sid: s("sid"),
-            sub,
             roles,
-            claims: kept,
-            access_token: tr.access_token,
-            refresh_token: tr.refresh_token,
-            id_token: Some(id_token),
-            created_at: now,
-            created_ms: session::now_ms(),
-            last_seen: now,
-            access_expires_at: tr.expires_in.map(|e| now + e as i64),
-            access_issued_at: now,
+            claims: claims
+                .iter()
+                .filter(|(k, _)| self.needed_claims.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            sub,
         })
     }
 
@@ -1178,6 +1320,18 @@ fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
     v.get(name)?.as_str().map(str::to_string)
 }
 
+/// Merges a userinfo answer over ID token claims; the ID token's protocol claims stay.
+fn merge_userinfo(claims: &mut Map<String, Value>, userinfo: Map<String, Value>) {
+    for (k, v) in userinfo {
+        if !matches!(
+            k.as_str(),
+            "iss" | "aud" | "exp" | "iat" | "nbf" | "nonce" | "sub" | "azp" | "at_hash" | "c_hash"
+        ) {
+            claims.insert(k, v);
+        }
+    }
+}
+
 fn redirect_to(location: &str) -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::FOUND;
@@ -1274,6 +1428,27 @@ mod tests {
         assert!(!text.contains("portcullis"), "{text}");
         assert!(text.contains("app=1"), "{text}");
         assert!(joined.windows(9).any(|w| w == b"pref=caf\xe9"), "{text}");
+    }
+
+    /// Userinfo wins for profile and role claims; the ID token's protocol claims stay.
+    #[test]
+    fn userinfo_merges_over_id_token_claims() {
+        let mut claims = json!({"sub": "alice", "iss": "http://op", "aud": "c", "email": "old@x",
+            "roles": ["admin"], "sid": "s1"})
+        .as_object()
+        .cloned()
+        .unwrap();
+        let ui = json!({"sub": "alice", "iss": "http://evil", "aud": "other", "email": "new@x",
+            "roles": ["reader"]})
+        .as_object()
+        .cloned()
+        .unwrap();
+        merge_userinfo(&mut claims, ui);
+        assert_eq!(claims["email"], "new@x");
+        assert_eq!(claims["roles"], json!(["reader"]));
+        assert_eq!(claims["iss"], "http://op");
+        assert_eq!(claims["aud"], "c");
+        assert_eq!(claims["sid"], "s1");
     }
 
     #[test]

@@ -470,7 +470,46 @@ async function parseParams(req) {
   return Object.fromEntries(new URLSearchParams(text));
 }
 
+// Set by POST /__test/userinfo-fault and /__test/token-without-id-token; applied in handle().
+let userinfoFault;
+let stripIdToken = false;
+
+// Removes `id_token` from the JSON body oidc-provider is about to send (koa sets the headers,
+// then calls res.end(body) once, headers not yet sent).
+function withoutIdToken(res) {
+  const end = res.end.bind(res);
+  res.end = (body, ...rest) => {
+    try {
+      const json = JSON.parse(Buffer.isBuffer(body) ? body.toString('utf8') : String(body));
+      if (json && typeof json === 'object' && 'id_token' in json) {
+        delete json.id_token;
+        body = JSON.stringify(json);
+        if (!res.headersSent) res.setHeader('content-length', Buffer.byteLength(body));
+      }
+    } catch { /* not JSON: unchanged */ }
+    return end(body, ...rest);
+  };
+}
+
+function userinfoWithFault(res) {
+  switch (userinfoFault) {
+    case 'unauthorized':
+      return sendJson(res, 401, { error: 'invalid_token', error_description: 'test fault' });
+    case 'down':
+      return sendJson(res, 503, { error: 'temporarily_unavailable' });
+    default:
+      return sendJson(res, 200, { sub: 'mallory', ...userClaims('mallory') });
+  }
+}
+
+function fromLoopback(req) {
+  const a = req.socket.remoteAddress ?? '';
+  return a === '127.0.0.1' || a === '::1' || a === '::ffff:127.0.0.1';
+}
+
 async function testControl(req, res, url) {
+  // The server listens on 127.0.0.1 only; refuse anything else anyway (these mutate users).
+  if (!fromLoopback(req)) return sendJson(res, 403, { error: 'test-control endpoints are loopback-only' });
   const route = `${req.method} ${url.pathname}`;
   switch (route) {
     case 'GET /__test/health':
@@ -489,6 +528,42 @@ async function testControl(req, res, url) {
       installProvider();
       log('add-key', added.kid);
       return sendJson(res, 200, { kid: added.kid, kids: signingKeys.map((k) => k.kid), jwks: { keys: publicJwks() } });
+    }
+    case 'POST /__test/set-roles': {
+      // change a user's roles from now on (next token, ID token, userinfo): {sub, roles: [..]};
+      // an empty list removes the role claim. Test-only: role changes at the provider.
+      const p = await parseParams(req);
+      const sub = String(p.sub ?? '');
+      if (!sub) return sendJson(res, 400, { error: 'sub is required' });
+      const roles = Array.isArray(p.roles) ? p.roles.map(String) : list(p.roles, []);
+      USERS[sub] ??= structuredClone(userClaims(sub));
+      if (roles.length) {
+        USERS[sub][ROLES_CLAIM] = Object.fromEntries(roles.map((r) => [r, { [ORG_ID]: ORG_DOMAIN }]));
+      } else {
+        delete USERS[sub][ROLES_CLAIM];
+      }
+      log('set-roles', sub, roles.join(',') || '(none)');
+      return sendJson(res, 200, { sub, roles });
+    }
+    case 'POST /__test/userinfo-fault': {
+      // make userinfo (GET/POST /me) misbehave from now on: {fault: "unauthorized" (401
+      // invalid_token) | "down" (503) | "other-sub" (200 about user "mallory") | "none"}
+      const p = await parseParams(req);
+      const fault = String(p.fault ?? 'none');
+      if (!['none', 'unauthorized', 'down', 'other-sub'].includes(fault)) {
+        return sendJson(res, 400, { error: `unknown fault ${fault}` });
+      }
+      userinfoFault = fault === 'none' ? undefined : fault;
+      log('userinfo-fault', fault);
+      return sendJson(res, 200, { fault });
+    }
+    case 'POST /__test/token-without-id-token': {
+      // {on: true|false}: token responses (refresh included) carry no id_token from now on, as
+      // OIDC Core 12.2 allows for refreshes
+      const p = await parseParams(req);
+      stripIdToken = p.on === true || p.on === 'true';
+      log('token-without-id-token', stripIdToken);
+      return sendJson(res, 200, { on: stripIdToken });
     }
     case 'POST /__test/backchannel-logout': {
       // send a logout token to a client's backchannel_logout_uri right now: {client_id, sub, sid}
@@ -527,6 +602,8 @@ async function handle(req, res) {
   try {
     if (url.pathname.startsWith('/__test/')) return await testControl(req, res, url);
     if (req.method === 'POST' && LOGIN_ALIAS.test(url.pathname)) return await loginAlias(req, res);
+    if (userinfoFault && url.pathname === '/me') return userinfoWithFault(res);
+    if (stripIdToken && req.method === 'POST' && url.pathname === '/token') withoutIdToken(res);
   } catch (err) {
     log('test endpoint error', err);
     if (!res.headersSent) return sendJson(res, 400, { error: err.message });
