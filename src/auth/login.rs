@@ -1192,8 +1192,7 @@ impl LoginState {
         let mut removed = false;
         let mut kept: Vec<&[u8]> = Vec::new();
         for v in headers.get_all(header::COOKIE) {
-            for pair in v.as_bytes().split(|b| *b == b';') {
-                let pair = pair.trim_ascii();
+            for pair in session::cookie_pairs(v.as_bytes()) {
                 let name = pair
                     .iter()
                     .position(|b| *b == b'=')

@@ -116,15 +116,33 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// The `;`-separated pairs of a `Cookie` header value, trimmed, in order (empty ones too). A
+/// SIMD search: with a sealed session in it the header is kilobytes long.
+pub fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut semis = memchr::memchr_iter(b';', value);
+    std::iter::from_fn(move || {
+        if start > value.len() {
+            return None;
+        }
+        let end = semis.next().unwrap_or(value.len());
+        let pair = &value[start..end];
+        start = end + 1;
+        Some(pair.trim_ascii())
+    })
+}
+
 /// Cookies of a request, in order (`name=value` pairs of every `Cookie` header).
 pub fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| cookie_pairs(v.as_bytes()))
         .filter_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
+            // Pair by pair: one cookie with non-UTF-8 bytes (legal obs-text) does not hide the
+            // others of its header. Values are only ever compared or opened (authenticated).
+            let kv = std::str::from_utf8(kv).ok()?;
+            let (k, v) = kv.split_once('=')?;
             Some((k.trim(), v.trim().trim_matches('"')))
         })
         .collect()

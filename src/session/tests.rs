@@ -251,3 +251,25 @@ async fn opened_cache_keeps_every_check() {
         .revoke("sid:sid1".into(), now_ms() + 1, now() + 3600);
     assert!(s.load(&headers(&pairs), PLAIN).await.unwrap().is_none());
 }
+
+#[test]
+fn cookie_pairs_split_like_the_header_grammar() {
+    let pairs = |s: &[u8]| -> Vec<Vec<u8>> { super::cookie_pairs(s).map(<[u8]>::to_vec).collect() };
+    assert_eq!(pairs(b"a=1; b=2"), vec![b"a=1".to_vec(), b"b=2".to_vec()]);
+    assert_eq!(pairs(b""), vec![Vec::<u8>::new()]);
+    assert_eq!(pairs(b"a=1;"), vec![b"a=1".to_vec(), Vec::new()]);
+    assert_eq!(
+        pairs(b" ;; a=1 "),
+        vec![Vec::new(), Vec::new(), b"a=1".to_vec()]
+    );
+    // one cookie with obs-text does not hide the session cookie next to it
+    let mut h = HeaderMap::new();
+    h.insert(
+        COOKIE,
+        HeaderValue::from_bytes(b"pref=caf\xe9; portcullis=abc; x=\"q\"").unwrap(),
+    );
+    assert_eq!(
+        super::request_cookies(&h),
+        vec![("portcullis", "abc"), ("x", "q")]
+    );
+}
