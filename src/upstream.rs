@@ -13,8 +13,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode, Uri};
@@ -131,12 +133,17 @@ pub struct HostPool {
 
 struct Pooled {
     tx: SendRequest<Body>,
+    clock: Arc<AnswerClock>,
     since: Instant,
 }
 
+/// A pooled connection: the handle to send on and the clock its reads check the answer's
+/// deadline against.
+type Conn = (SendRequest<Body>, Arc<AnswerClock>);
+
 impl HostPool {
     /// The newest connection ready for a request, if any.
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let mut i = idle.len();
         while i > 0 {
@@ -144,13 +151,14 @@ impl HostPool {
             if idle[i].tx.is_closed() {
                 idle.swap_remove(i);
             } else if idle[i].tx.is_ready() {
-                return Some(idle.swap_remove(i).tx);
+                let p = idle.swap_remove(i);
+                return Some((p.tx, p.clock));
             }
         }
         None
     }
 
-    fn put(&self, tx: SendRequest<Body>) {
+    fn put(&self, (tx, clock): Conn) {
         if tx.is_closed() {
             return;
         }
@@ -158,18 +166,27 @@ impl HostPool {
         if idle.len() < MAX_IDLE_PER_HOST {
             idle.push(Pooled {
                 tx,
+                clock,
                 since: Instant::now(),
             });
         }
     }
 
-    async fn connect(self: &Arc<Self>) -> Result<SendRequest<Body>, UpstreamError> {
+    async fn connect(self: &Arc<Self>) -> Result<Conn, UpstreamError> {
         self.reaper.call_once(|| {
             tokio::spawn(reap(Arc::downgrade(self)));
         });
         let io = tower::ServiceExt::oneshot(self.connector.clone(), self.target.clone())
             .await
             .map_err(|e| UpstreamError::Unreachable(describe(&*e)))?;
+        let clock = Arc::new(AnswerClock::new());
+        let io = AnswerDeadline {
+            inner: io,
+            clock: clock.clone(),
+            timer: None,
+            timer_at: tokio::time::Instant::now(),
+            timer_polled: false,
+        };
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await
@@ -179,34 +196,210 @@ impl HostPool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(tx)
+        Ok((tx, clock))
     }
 
-    /// Sends `req` (origin-form URI) on a pooled or new connection. A request that a pooled
-    /// connection closed before taking (the upstream ended the keep-alive at that moment) is
-    /// sent again on another connection.
+    /// Sends `req` (origin-form URI) on a pooled or new connection and waits for the answer's
+    /// head, for at most `timeout` after the last request byte (see [`Upstreams::send`]). A
+    /// request that a pooled connection closed before taking (the upstream ended the
+    /// keep-alive at that moment) is sent again on another connection.
     async fn request(
         self: &Arc<Self>,
         mut req: Request<Body>,
+        timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        let started = tokio::time::Instant::now();
+        let bodiless = req.body().is_end_stream();
         loop {
-            let (mut tx, reused) = match self.checkout() {
-                Some(tx) => (tx, true),
+            let ((mut tx, clock), reused) = match self.checkout() {
+                Some(c) => (c, true),
                 // Boxed: connecting is rare, and an inline connect future would be moved
-                // along with every request's future.
-                None => (Box::pin(self.connect()).await?, false),
+                // along with every request's future. Connecting counts against the timeout.
+                None => match tokio::time::timeout_at(started + timeout, Box::pin(self.connect()))
+                    .await
+                {
+                    Ok(c) => (c?, false),
+                    Err(_) => return Err(UpstreamError::Timeout(timeout)),
+                },
             };
+            // Bodiless requests (the common case) skip the progress tracking entirely.
+            if !bodiless {
+                let clock = clock.clone();
+                req = req.map(|inner| Tracked { inner, clock }.boxed_unsync());
+            }
+            let awaiting = clock.expect_answer(timeout);
             match tx.try_send_request(req).await {
                 Ok(resp) => {
-                    self.put(tx);
+                    drop(awaiting);
+                    self.put((tx, clock));
                     return Ok(resp);
                 }
+                Err(_) if clock.timed_out() => return Err(UpstreamError::Timeout(timeout)),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => req = r,
                     _ => return Err(UpstreamError::Unreachable(describe(e.error()))),
                 },
             }
         }
+    }
+}
+
+/// When the answer to the request in flight on an upstream connection is due: `timeout` after
+/// the request was sent or its body last moved. Shared by the request and the connection's
+/// reads ([`AnswerDeadline`]), so a request costs two atomic stores instead of a timer.
+struct AnswerClock {
+    opened: tokio::time::Instant,
+    /// When the request was sent or its body last moved, in µs since `opened` plus one; 0 when
+    /// no answer is awaited (idle, or the answer's head arrived: bodies stream without one).
+    since: AtomicU64,
+    timeout_us: AtomicU64,
+    timed_out: AtomicBool,
+}
+
+impl AnswerClock {
+    fn new() -> Self {
+        AnswerClock {
+            opened: tokio::time::Instant::now(),
+            since: AtomicU64::new(0),
+            timeout_us: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Starts waiting for an answer; the guard stops waiting when dropped (answer, error, or
+    /// the client gave up).
+    fn expect_answer(&self, timeout: Duration) -> Awaiting<'_> {
+        let t = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX / 2);
+        self.timeout_us.store(t, Ordering::Release);
+        self.since.store(self.now_us(), Ordering::Release);
+        Awaiting(self)
+    }
+
+    /// The request body moved: the deadline starts again.
+    fn progressed(&self) {
+        if self.since.load(Ordering::Acquire) != 0 {
+            self.since.store(self.now_us(), Ordering::Release);
+        }
+    }
+
+    /// The awaited answer's deadline, if one is awaited.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        let since = self.since.load(Ordering::Acquire);
+        (since != 0).then(|| {
+            let t = self.timeout_us.load(Ordering::Acquire);
+            self.opened + Duration::from_micros((since - 1).saturating_add(t))
+        })
+    }
+
+    fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
+    }
+}
+
+struct Awaiting<'a>(&'a AnswerClock);
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        self.0.since.store(0, Ordering::Release);
+    }
+}
+
+/// An upstream connection's IO that fails its reads once an awaited answer is overdue (hyper
+/// then fails the request, answered 504). The timer is lazy: one per connection, moved only
+/// when it fires before the deadline in force, so back-to-back requests do not each register
+/// one.
+struct AnswerDeadline<T> {
+    inner: T,
+    clock: Arc<AnswerClock>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When `timer` fires.
+    timer_at: tokio::time::Instant,
+    /// `timer` has this task's waker since it was last set: checking `is_elapsed` suffices
+    /// (polling a timer again costs about as much as registering it).
+    timer_polled: bool,
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for AnswerDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+            return Poll::Ready(r);
+        }
+        loop {
+            let Some(due) = this.clock.due() else {
+                return Poll::Pending;
+            };
+            let timer = match &mut this.timer {
+                Some(t) => {
+                    if this.timer_at > due {
+                        t.as_mut().reset(due);
+                        this.timer_at = due;
+                        this.timer_polled = false;
+                    }
+                    t
+                }
+                None => {
+                    this.timer_at = due;
+                    this.timer_polled = false;
+                    this.timer.insert(Box::pin(tokio::time::sleep_until(due)))
+                }
+            };
+            if this.timer_polled {
+                if !timer.is_elapsed() {
+                    return Poll::Pending;
+                }
+            } else {
+                this.timer_polled = true;
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            // Fired: overdue, or a deadline that has moved on since the timer was set.
+            if tokio::time::Instant::now() >= due {
+                this.clock.timed_out.store(true, Ordering::Release);
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "upstream answer timed out",
+                )));
+            }
+            this.timer_at = due;
+            this.timer_polled = false;
+            timer.as_mut().reset(due);
+        }
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for AnswerDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -266,59 +459,15 @@ impl Upstreams {
         req: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        let started = tokio::time::Instant::now();
-        // Bodiless requests (the common case) skip the progress tracking entirely.
-        let (req, progress) = if req.body().is_end_stream() {
-            (req, None)
-        } else {
-            let progress = Arc::new(Progress::default());
-            let req = req.map(|inner| {
-                Tracked {
-                    inner,
-                    progress: progress.clone(),
-                    started,
-                }
-                .boxed_unsync()
-            });
-            (req, Some(progress))
-        };
-        let fut = self.routes[route].request(req);
-        tokio::pin!(fut);
-        let mut deadline = started + timeout;
-        loop {
-            tokio::select! {
-                r = &mut fut => {
-                    return r.map_err(|e| UpstreamError::Unreachable(describe(&e)));
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    // Extend while the request body is still flowing.
-                    let last = progress.as_ref().map_or(started, |p| p.last(started));
-                    if last + timeout > tokio::time::Instant::now() {
-                        deadline = last + timeout;
-                        continue;
-                    }
-                    return Err(UpstreamError::Timeout(timeout));
-                }
-            }
-        }
+        self.routes[route].request(req, timeout).await
     }
 }
 
-/// When the request body last moved, in µs since the request started.
-#[derive(Default)]
-struct Progress(AtomicU64);
-
-impl Progress {
-    fn last(&self, started: tokio::time::Instant) -> tokio::time::Instant {
-        started + Duration::from_micros(self.0.load(Ordering::Relaxed))
-    }
-}
-
-/// A request body that records in [`Progress`] each time a frame passes (or it ends).
+/// A request body that restarts its connection's answer deadline each time a frame passes
+/// (or it ends).
 struct Tracked {
     inner: Body,
-    progress: Arc<Progress>,
-    started: tokio::time::Instant,
+    clock: Arc<AnswerClock>,
 }
 
 impl http_body::Body for Tracked {
@@ -326,13 +475,12 @@ impl http_body::Body for Tracked {
     type Error = crate::error::BoxError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if polled.is_ready() {
-            let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.progress.0.store(micros, Ordering::Relaxed);
+            self.clock.progressed();
         }
         polled
     }

@@ -1923,6 +1923,43 @@ async fn route_timeout_does_not_cut_a_flowing_upload() {
     proxy.shutdown().await;
 }
 
+/// An upload that stalls (the client stops sending mid-body) gets 504 about a route
+/// `timeout` after its last byte, not a connection held open forever; the next request on a
+/// fresh connection is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_ends_a_stalled_upload() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&cfg(&route(
+        "app",
+        "path = \"/\"\ntimeout = \"500ms\"",
+        &up.url(""),
+    )))
+    .await;
+    let mut s = TcpStream::connect(proxy.http()).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: app.local\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 504"),
+        "{text:?} after {:?}",
+        t0.elapsed()
+    );
+    assert!(text.contains("gateway_timeout"), "{text:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400) && t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(get_path(proxy.http(), "/").await.status, 200);
+    proxy.shutdown().await;
+}
+
 /// Kubernetes mounts secrets as `tls.crt -> ..data/tls.crt` with `..data` a symlink swapped
 /// atomically to a new directory; the reload must see the swap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

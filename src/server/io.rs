@@ -120,6 +120,9 @@ pub struct HeadDeadline<T> {
     clock: Arc<HeadClock>,
     /// `None` once the deadline is off for good.
     timer: Option<Pin<Box<Sleep>>>,
+    /// `timer` has this task's waker since it was last set: checking `is_elapsed` suffices
+    /// (polling a timer again costs about as much as registering it).
+    timer_polled: bool,
     /// The server wrote before the first request (the HTTP/2 preface, or an HTTP/1 error
     /// answer): the `408` text would not be a valid answer, so the deadline only closes.
     wrote_before_first: bool,
@@ -142,6 +145,7 @@ impl<T> HeadDeadline<T> {
             timeout,
             clock: clock.clone(),
             timer: Some(Box::pin(tokio::time::sleep_until(opened + timeout))),
+            timer_polled: false,
             wrote_before_first: false,
             head_bytes_after: None,
         };
@@ -156,8 +160,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> HeadDeadline<T> {
             let Some(timer) = self.timer.as_mut() else {
                 return Poll::Pending;
             };
-            if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+            if self.timer_polled {
+                if !timer.is_elapsed() {
+                    return Poll::Pending;
+                }
+            } else {
+                self.timer_polled = true;
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
             }
             let clock = &*self.clock;
             if clock.off.load(Ordering::Relaxed) {
@@ -176,6 +187,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> HeadDeadline<T> {
                 return Poll::Ready(());
             }
             timer.as_mut().reset(due);
+            self.timer_polled = false;
         }
     }
 }
