@@ -1058,6 +1058,14 @@ async fn refresh_ends_the_session_when_the_identity_cannot_be_rederived() {
         let r = b.get(&format!("{}/x", e.base)).await;
         assert_eq!(r.status, 401, "{fault}: {}", r.body);
         assert!(!r.body.contains("alice"), "{fault}: {}", r.body);
+        // the dead session's cookie is cleared, so the browser stops sending it
+        let cleared = r.set_cookies();
+        assert!(
+            cleared
+                .iter()
+                .any(|c| c.starts_with("portcullis=;") && c.contains("Max-Age=0")),
+            "{fault}: {cleared:?}"
+        );
         assert_eq!(
             e.provider.count("POST /token ") - before,
             1,

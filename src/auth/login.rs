@@ -214,9 +214,14 @@ impl LoginState {
         conn: ConnInfo,
         host: Option<&str>,
     ) -> Outcome {
-        match self.session_identity(providers, &parts.headers, conn).await {
+        let mut ended = Vec::new();
+        match self
+            .session_identity(providers, &parts.headers, conn, &mut ended)
+            .await
+        {
             Ok(Some(id)) => Outcome::Authenticated(Arc::from(id)),
             Ok(None) => {
+                // (a navigation starts a login, which clears every session cookie itself)
                 if is_browser_navigation(parts) {
                     let rd = parts
                         .uri
@@ -242,6 +247,9 @@ impl LoginState {
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static("Bearer realm=\"portcullis\""),
                     );
+                    for c in ended {
+                        r.headers_mut().append(header::SET_COOKIE, c);
+                    }
                     Outcome::Respond(r)
                 }
             }
@@ -250,12 +258,15 @@ impl LoginState {
     }
 
     /// The identity of the request's session (after expiry checks and refresh), with the
-    /// Set-Cookie values to send when the session changed.
+    /// Set-Cookie values to send when the session changed. A session that has ended (expired,
+    /// or its refresh refused) puts the Set-Cookie values clearing its cookies in `ended`: the
+    /// browser then stops sending a dead session with every request.
     async fn session_identity(
         &self,
         providers: &Providers,
         headers: &HeaderMap,
         conn: ConnInfo,
+        ended: &mut Vec<HeaderValue>,
     ) -> Result<Option<Box<Identity>>, StoreError> {
         let attrs = self.attrs(conn);
         let Some(loaded) = self.sessions.load(headers, attrs).await? else {
@@ -265,9 +276,12 @@ impl LoginState {
         let mut d = loaded.data;
         let now = now();
         if !d.is_live(cfg, now) {
-            if let Some(h) = &loaded.handle {
-                let _ = self.sessions.delete(Some(h), &[], attrs).await;
-            }
+            let present = self.sessions.present_chunks(headers, attrs);
+            *ended = self
+                .sessions
+                .delete(loaded.handle.as_deref(), &present, attrs)
+                .await
+                .unwrap_or_default();
             return Ok(None);
         }
         let mut dirty = false;
@@ -282,9 +296,12 @@ impl LoginState {
                 }
                 Refreshed::Keep => {}
                 Refreshed::Ended => {
-                    if let Some(h) = &loaded.handle {
-                        let _ = self.sessions.delete(Some(h), &[], attrs).await;
-                    }
+                    let present = self.sessions.present_chunks(headers, attrs);
+                    *ended = self
+                        .sessions
+                        .delete(loaded.handle.as_deref(), &present, attrs)
+                        .await
+                        .unwrap_or_default();
                     return Ok(None);
                 }
             }
@@ -1017,7 +1034,11 @@ impl LoginState {
         headers: &HeaderMap,
         conn: ConnInfo,
     ) -> Response<Body> {
-        match self.session_identity(providers, headers, conn).await {
+        let mut ended = Vec::new();
+        match self
+            .session_identity(providers, headers, conn, &mut ended)
+            .await
+        {
             Ok(Some(id)) => {
                 let body = json!({
                     "sub": id.sub,
@@ -1039,7 +1060,13 @@ impl LoginState {
                 }
                 r
             }
-            Ok(None) => json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session"),
+            Ok(None) => {
+                let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session");
+                for c in ended {
+                    r.headers_mut().append(header::SET_COOKIE, c);
+                }
+                r
+            }
             Err(e) => store_unavailable(&e),
         }
     }
