@@ -275,17 +275,10 @@ impl LoginState {
         let cfg = &self.sessions.cfg;
         let mut d = loaded.data;
         let now = now();
-        if !d.is_live(cfg, now) {
-            let present = self.sessions.present_chunks(headers, attrs);
-            *ended = self
-                .sessions
-                .delete(loaded.handle.as_deref(), &present, attrs)
-                .await
-                .unwrap_or_default();
-            return Ok(None);
-        }
         let mut dirty = false;
-        if cfg.refresh && d.needs_refresh(now) {
+        let over = if !d.is_live(cfg, now) {
+            true
+        } else if cfg.refresh && d.needs_refresh(now) {
             match self
                 .refresh(providers, &d, loaded.handle.as_deref())
                 .await?
@@ -293,18 +286,22 @@ impl LoginState {
                 Refreshed::New(n) => {
                     d = Arc::from(n);
                     dirty = true;
+                    false
                 }
-                Refreshed::Keep => {}
-                Refreshed::Ended => {
-                    let present = self.sessions.present_chunks(headers, attrs);
-                    *ended = self
-                        .sessions
-                        .delete(loaded.handle.as_deref(), &present, attrs)
-                        .await
-                        .unwrap_or_default();
-                    return Ok(None);
-                }
+                Refreshed::Keep => false,
+                Refreshed::Ended => true,
             }
+        } else {
+            false
+        };
+        if over {
+            let present = self.sessions.present_chunks(headers, attrs);
+            *ended = self
+                .sessions
+                .delete(loaded.handle.as_deref(), &present, attrs)
+                .await
+                .unwrap_or_default();
+            return Ok(None);
         }
         // Sliding idle timeout, written at most once a minute to keep requests cheap.
         if now - d.last_seen >= 60 {
