@@ -27,7 +27,15 @@
 #                 requires role admin), portcullis-login-redis (the same with store = "redis", a
 #                 second portcullis process and a local redis-server). E.g.
 #                 TARGETS="nginx-proxy portcullis-none portcullis-login portcullis-login-redis"
+#                 hyper-floor: a minimal proxy on hyper's server + pooled client and nothing
+#                 else (tests/bench/floor.rs), the ceiling of any hyper-based proxy here. E.g.
+#                 TARGETS="nginx-proxy hyper-floor portcullis-none"
+#                 The same request as an auth target, forwarded without any check: nginx-proxy-bearer
+#                 and hyper-floor-bearer (the bearer tokens), nginx-proxy-login and hyper-floor-login
+#                 (the session cookie; needs the login setup). What carrying the token or cookie
+#                 alone costs, apart from verifying it.
 #   TOKENS        distinct tokens for the bearer targets (default 1000)
+#   FLOOR_BIN     the hyper-floor binary (default: cargo build --release --example hyper-floor)
 #   KEEP_WORKDIR  1 = keep the temporary folder (configs, logs, raw wrk output)
 #
 # Needs: wrk, nginx, taskset, getconf, curl; cargo unless PORTCULLIS_BIN is set; node for the
@@ -223,6 +231,18 @@ EOF
     STARTED_PIDS+=("$NGINX_PID")
     wait_http "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID" "nginx proxy" "$dir/logs/error.log"
     log "nginx proxy: pid $NGINX_PID on 127.0.0.1:$NGINX_PORT"
+}
+
+# start_floor: the hyper-floor example proxy to the static upstream on FLOOR_PORT; sets FLOOR_PID
+start_floor() {
+    [ -x "$FLOOR_BIN" ] || die "FLOOR_BIN=$FLOOR_BIN is not an executable"
+    mkdir -p "$WORK/floor"
+    taskset -c "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$STATIC_PORT" \
+        >"$WORK/floor/stderr.log" 2>&1 &
+    FLOOR_PID=$!
+    STARTED_PIDS+=("$FLOOR_PID")
+    wait_http "http://127.0.0.1:$FLOOR_PORT/" "$FLOOR_PID" "hyper-floor" "$WORK/floor/stderr.log"
+    log "hyper-floor: pid $FLOOR_PID on 127.0.0.1:$FLOOR_PORT"
 }
 
 # start_portcullis: portcullis (release) with one auth=none route to the static upstream on
@@ -555,7 +575,7 @@ print_results() {
     echo
     if [ -n "${R_RPS[$BASELINE]:-}" ]; then
         for n in "${RESULT_ORDER[@]}"; do
-            case $n in portcullis-*) ;; *) continue ;; esac
+            case $n in "$BASELINE") continue ;; esac
             awk -v n="$n" -v b="$BASELINE" -v r1="${R_RPS[$n]}" -v r0="${R_RPS[$BASELINE]}" \
                 -v c1="${R_CPU_US[$n]}" -v c0="${R_CPU_US[$BASELINE]}" \
                 -v p1="${R_P99[$n]}" -v p0="${R_P99[$BASELINE]}" 'BEGIN {
@@ -580,13 +600,13 @@ print_results() {
 # ------------------------------------------------------------------ main
 
 needs_portcullis=0
-case " $TARGETS " in *" portcullis-"*) needs_portcullis=1 ;; esac
+case " $TARGETS " in *" portcullis-"*|*"-login "*) needs_portcullis=1 ;; esac
 needs_tokens=0
-case " $TARGETS " in *" portcullis-bearer"*|*" apache-oidc "*) needs_tokens=1 ;; esac
+case " $TARGETS " in *" portcullis-bearer"*|*" apache-oidc "*|*"-bearer "*) needs_tokens=1 ;; esac
 needs_op=0
 case " $TARGETS " in *" portcullis-introspect "*) needs_op=1 ;; esac
 needs_login=0
-case " $TARGETS " in *" portcullis-login"*) needs_login=1; needs_op=1 ;; esac
+case " $TARGETS " in *" portcullis-login"*|*"-login "*) needs_login=1; needs_op=1 ;; esac
 needs_redis=0
 case " $TARGETS " in *" portcullis-login-redis "*) needs_redis=1 ;; esac
 if [ "$needs_tokens" = 1 ] || [ "$needs_op" = 1 ]; then
@@ -603,7 +623,13 @@ if [ "$needs_portcullis" = 1 ] && [ "$DRY_RUN" != 1 ]; then
     [ -x "$PORTCULLIS_BIN" ] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not an executable"
 fi
 
-read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT <<<"$(free_ports 7)"
+if [[ " $TARGETS " == *" hyper-floor"* ]] && [ -z "${FLOOR_BIN:-}" ]; then
+    log "building the hyper-floor example (cargo build --release --example hyper-floor)"
+    (cd "$ROOT" && cargo build --release --quiet --example hyper-floor) || die "building hyper-floor failed"
+    FLOOR_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hyper-floor
+fi
+
+read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT FLOOR_PORT <<<"$(free_ports 8)"
 mkdir -p "$WORK/issuer"
 chmod a+rx "$WORK" "$WORK/issuer"   # nginx workers (nobody) serve the issuer files
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
@@ -612,7 +638,8 @@ chmod a+r "$WORK/issuer/tls.key"
 if [ "$needs_tokens" = 1 ]; then mint_jwts; fi
 if [ "$needs_op" = 1 ]; then start_op; fi
 start_static
-case " $TARGETS " in *" nginx-proxy "*|*" portcullis-"*) start_nginx_proxy ;; esac
+case " $TARGETS " in *" nginx-proxy"*|*" portcullis-"*) start_nginx_proxy ;; esac
+case " $TARGETS " in *" hyper-floor"*) start_floor ;; esac
 if [ "$needs_portcullis" = 1 ]; then
     if [ "$DRY_RUN" = 1 ]; then
         log "BENCH_DRY_RUN=1: portcullis-* targets measure the nginx proxy instead"
@@ -635,6 +662,14 @@ for target in $TARGETS; do
     case $target in
         static)          run_target static "http://127.0.0.1:$STATIC_PORT/" "$STATIC_PID" ;;
         nginx-proxy)     run_target nginx-proxy "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID" ;;
+        hyper-floor)     run_target hyper-floor "http://127.0.0.1:$FLOOR_PORT/" "$FLOOR_PID" ;;
+        nginx-proxy-bearer|hyper-floor-bearer)
+            if [ "$target" = nginx-proxy-bearer ]; then port=$NGINX_PORT pid=$NGINX_PID; else port=$FLOOR_PORT pid=$FLOOR_PID; fi
+            TOKENS_FILE=$JWT_FILE run_target "$target" "http://127.0.0.1:$port/api/" "$pid" \
+                -s "$ROOT/tests/bench/tokens.lua" ;;
+        nginx-proxy-login|hyper-floor-login)
+            if [ "$target" = nginx-proxy-login ]; then port=$NGINX_PORT pid=$NGINX_PID; else port=$FLOOR_PORT pid=$FLOOR_PID; fi
+            run_target "$target" "http://127.0.0.1:$port/login/" "$pid" -H "Cookie: $LOGIN_COOKIE" ;;
         portcullis-none) run_target portcullis-none "http://127.0.0.1:$PORTCULLIS_PORT/" "$PORTCULLIS_PID" ;;
         portcullis-bearer)
             TOKENS_FILE=$JWT_FILE run_target portcullis-bearer "http://127.0.0.1:$PORTCULLIS_PORT/api/" \
