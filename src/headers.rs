@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::auth::{HeaderValues, Identity};
 use crate::authz::Permit;
 use crate::config::{AuthorizationMode, HeaderConfig};
 
@@ -311,6 +312,21 @@ pub fn sanitize_value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_bytes(clean.as_bytes()).ok()
 }
 
+/// The identity's header values, sanitized (computed once per cached identity).
+fn header_values(id: &Identity) -> HeaderValues {
+    let opt = |s: &Option<String>| s.as_deref().and_then(sanitize_value);
+    HeaderValues {
+        sub: sanitize_value(&id.sub),
+        email: opt(&id.email),
+        name: opt(&id.name),
+        preferred_username: opt(&id.preferred_username),
+        roles: (!id.roles.is_empty())
+            .then(|| id.roles.join(","))
+            .and_then(|r| sanitize_value(&r)),
+        access_token: opt(&id.access_token),
+    }
+}
+
 fn claim_as_header_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::Null => None,
@@ -340,20 +356,18 @@ pub fn inject(
     assertion: Option<(&crate::auth::assertion::AssertionSigner, &str)>,
 ) {
     let id = permit.identity();
-    let mut set = |name: &Option<HeaderName>, value: Option<&str>| {
-        if let (Some(n), Some(v)) = (name, value)
-            && let Some(v) = sanitize_value(v)
-        {
-            headers.insert(n.clone(), v);
+    let v = id.header_values.get_or_init(|| header_values(id));
+    let mut set = |name: &Option<HeaderName>, value: &Option<HeaderValue>| {
+        if let (Some(n), Some(v)) = (name, value) {
+            headers.insert(n.clone(), v.clone());
         }
     };
-    set(&cfg.user, Some(&id.sub));
-    set(&cfg.email, id.email.as_deref());
-    set(&cfg.preferred_username, id.preferred_username.as_deref());
-    set(&cfg.name, id.name.as_deref());
-    let roles = id.roles.join(",");
-    set(&cfg.roles, (!id.roles.is_empty()).then_some(roles.as_str()));
-    set(&cfg.access_token, id.access_token.as_deref());
+    set(&cfg.user, &v.sub);
+    set(&cfg.email, &v.email);
+    set(&cfg.preferred_username, &v.preferred_username);
+    set(&cfg.name, &v.name);
+    set(&cfg.roles, &v.roles);
+    set(&cfg.access_token, &v.access_token);
     for (h, path) in &cfg.claims {
         if let Some(text) = crate::authz::claim(&id.claims, path).and_then(claim_as_header_text)
             && let Some(v) = sanitize_value(&text)

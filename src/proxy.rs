@@ -232,14 +232,16 @@ impl Proxy {
         if route.auth != AuthMode::None {
             let (parts, body) = req.into_parts();
             let identity = match Box::pin(self.auth.authenticate(route, &parts, conn, host)).await {
-                Outcome::Authenticated(id) => id,
+                // A refreshed or slid session travels back on whatever the upstream answers.
+                Outcome::Authenticated(a) => {
+                    set_cookie = a.set_cookie;
+                    a.identity
+                }
                 Outcome::Respond(r) => {
                     self.decision(idx, 0);
                     return Ok(r);
                 }
             };
-            // A refreshed or slid session travels back on whatever the upstream answers.
-            set_cookie = identity.set_cookie.clone();
             let mut parts = parts;
             match authz::authorize(route, &identity) {
                 Ok(permit) => {

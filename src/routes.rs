@@ -375,15 +375,7 @@ impl<'a> Iterator for MatchSegments<'a> {
         let bytes = self.path.as_bytes();
         while self.pos < bytes.len() {
             let start = self.pos;
-            let mut i = start;
-            let mut sep = 0;
-            while i < bytes.len() {
-                if let Some(len) = separator_len(bytes, i) {
-                    sep = len;
-                    break;
-                }
-                i += 1;
-            }
+            let (i, sep) = next_separator(bytes, start);
             self.pos = i + sep;
             // Separators are ASCII, so `start..i` lies on char boundaries.
             let name = segment_name(self.path.get(start..i).unwrap_or(""));
@@ -393,6 +385,22 @@ impl<'a> Iterator for MatchSegments<'a> {
         }
         None
     }
+}
+
+/// Offset and length of the first separator at or after `from` (`(len, 0)`: none).
+fn next_separator(bytes: &[u8], from: usize) -> (usize, usize) {
+    let mut i = from;
+    while let Some(off) = bytes
+        .get(i..)
+        .and_then(|rest| memchr::memchr2(b'/', b'%', rest))
+    {
+        let at = i + off;
+        if let Some(len) = separator_len(bytes, at) {
+            return (at, len);
+        }
+        i = at + 1; // a `%` that does not encode a separator
+    }
+    (bytes.len(), 0)
 }
 
 /// Whether `path` lies under the route prefix `prefix`, segment by segment.

@@ -1209,6 +1209,7 @@ async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
         last_seen: now,
         access_expires_at: None,
         access_issued_at: now,
+        identity: Default::default(),
     };
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
     let cookie = set[0]
@@ -1312,6 +1313,7 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
         last_seen: now,
         access_expires_at: None,
         access_issued_at: now,
+        identity: Default::default(),
     };
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
     let cookie = set[0]

@@ -12,9 +12,12 @@
 //! the JSON body; the provider needed but down → 503 `Bearer error="temporarily_unavailable"`,
 //! never a 200; roles/claims not met → 403 `Bearer error="insufficient_scope"`.
 //!
-//! Cache: validated JWTs are kept (per provider, keyed by the SHA-256 of the token — the token
-//! itself is never stored as a key) until their `exp` and at most [`MAX_CACHE`]; `[providers.X]
-//! token_cache = false` turns it off. Role and claim checks run on every request, cached or not.
+//! Cache: validated JWTs are kept (per provider) until their `exp` and at most [`MAX_CACHE`];
+//! `[providers.X] token_cache = false` turns it off. Role and claim checks run on every request,
+//! cached or not. An entry is found by a 64-bit hash of the token under a key drawn at random
+//! when the process starts, and counts as a hit only when the cached identity's token equals
+//! the presented one, byte for byte (compared in constant time): two tokens that share a hash
+//! just miss, they never stand for each other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +26,8 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, request::Parts};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use std::hash::BuildHasher;
+use subtle::ConstantTimeEq;
 
 use super::{Identity, Outcome, Via};
 use crate::authz::Denied;
@@ -35,32 +39,25 @@ use crate::provider::{ProviderRuntime, Providers, TokenError};
 /// Longest time a validated JWT stays cached (its `exp` cuts it shorter).
 pub const MAX_CACHE: Duration = Duration::from_secs(300);
 /// Validated tokens kept per provider (each entry holds the identity and the token, ~2 KB).
-pub const CACHE_ENTRIES: u64 = 20_000;
+pub const CACHE_ENTRIES: usize = 20_000;
 /// Longest token accepted; longer ones are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 #[derive(Clone)]
 struct Cached {
     identity: Arc<Identity>,
-    ttl: Duration,
+    /// Unix seconds: `exp`, or [`MAX_CACHE`] after caching if that comes first.
+    until: i64,
 }
 
-struct CachedExpiry;
-
-impl moka::Expiry<[u8; 32], Cached> for CachedExpiry {
-    fn expire_after_create(
-        &self,
-        _k: &[u8; 32],
-        v: &Cached,
-        _at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
-}
+/// Validated tokens of one provider: token hash → identity.
+type TokenCache = quick_cache::sync::Cache<u64, Cached>;
 
 /// Per-provider caches of validated JWTs.
 pub struct Bearer {
-    caches: HashMap<String, moka::future::Cache<[u8; 32], Cached>>,
+    caches: HashMap<String, TokenCache>,
+    /// Keys the token hashes (random per process).
+    hasher: quick_cache::DefaultHashBuilder,
 }
 
 impl Bearer {
@@ -69,24 +66,45 @@ impl Bearer {
             .providers
             .iter()
             .filter(|(_, p)| p.token_cache)
-            .map(|(n, _)| {
-                (
-                    n.clone(),
-                    moka::future::Cache::builder()
-                        .max_capacity(CACHE_ENTRIES)
-                        .expire_after(CachedExpiry)
-                        .build(),
-                )
-            })
+            .map(|(n, _)| (n.clone(), TokenCache::new(CACHE_ENTRIES)))
             .collect();
-        Bearer { caches }
+        Bearer {
+            caches,
+            hasher: Default::default(),
+        }
+    }
+
+    /// Drops expired entries once a minute (lookups ignore them anyway; this frees the memory).
+    pub fn start_sweeper(self: &Arc<Self>) {
+        if self.caches.is_empty() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(bearer) = weak.upgrade() else { return };
+                let t = now();
+                for c in bearer.caches.values() {
+                    c.retain(|_, v| v.until > t);
+                }
+            }
+        });
     }
 }
+
+/// How often expired cache entries are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// What reading the `Authorization` header found.
 pub enum Presented<'a> {
     None,
-    Token(&'a str),
+    /// As sent (not checked yet: a cache hit needs no character check, a miss gets
+    /// `token_shape`'s).
+    Token(&'a [u8]),
     /// Several `Authorization` headers, or `Bearer` without a token.
     BadRequest(&'static str),
 }
@@ -100,15 +118,17 @@ pub fn presented(parts: &Parts) -> Presented<'_> {
     if all.next().is_some() {
         return Presented::BadRequest("the request carries more than one Authorization header");
     }
-    let Ok(v) = first.to_str() else {
-        return Presented::BadRequest("the Authorization header is not valid text");
+    // Bytes: which characters a token may use is `token_shape`'s business, and a JWT is ~1 KB
+    // that a cache hit need not scan.
+    let v = first.as_bytes().trim_ascii();
+    let (scheme, rest) = match v.iter().position(|b| *b == b' ') {
+        Some(i) => (&v[..i], &v[i + 1..]),
+        None => (v, &b""[..]),
     };
-    let v = v.trim();
-    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Presented::None; // another scheme (Basic …) is not a bearer token
     }
-    let t = rest.trim();
+    let t = rest.trim_ascii();
     if t.is_empty() {
         return Presented::BadRequest("the Authorization header has no token");
     }
@@ -120,8 +140,9 @@ pub fn has_authorization(parts: &Parts) -> bool {
     parts.headers.contains_key(header::AUTHORIZATION)
 }
 
-/// RFC 6750 b64token characters, and a JWT shape check (two dots).
-fn token_shape(t: &str) -> Result<bool, TokenError> {
+/// RFC 6750 b64token characters, and a JWT shape check (two dots): the token as text, and
+/// whether it has a JWT's shape.
+fn token_shape(t: &[u8]) -> Result<(&str, bool), TokenError> {
     if t.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Other("the token is too large".into()));
     }
@@ -148,7 +169,7 @@ fn token_shape(t: &str) -> Result<bool, TokenError> {
     static CLASS: [u8; 256] = table();
     let mut dots = 0usize;
     let mut bad = false;
-    for &b in t.as_bytes() {
+    for &b in t {
         let c = CLASS[b as usize];
         bad |= c == 0;
         dots += (c == 2) as usize;
@@ -156,7 +177,9 @@ fn token_shape(t: &str) -> Result<bool, TokenError> {
     if bad {
         return Err(TokenError::Malformed);
     }
-    Ok(dots == 2)
+    // All ASCII by now.
+    let text = std::str::from_utf8(t).map_err(|_| TokenError::Malformed)?;
+    Ok((text, dots == 2))
 }
 
 /// Builds the identity from verified claims.
@@ -180,7 +203,7 @@ pub fn identity_from_claims(
         provider: Arc::from(p.name()),
         via: Via::Bearer,
         claims,
-        set_cookie: Vec::new(),
+        header_values: Default::default(),
     })
 }
 
@@ -188,7 +211,7 @@ pub fn identity_from_claims(
 pub async fn verify(
     bearer: &Bearer,
     p: &ProviderRuntime,
-    token: &str,
+    token: &[u8],
 ) -> Result<Arc<Identity>, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Other("the token is too large".into()));
@@ -196,16 +219,20 @@ pub async fn verify(
     // The cache first: it holds only tokens that passed every check below, so a hit needs no
     // shape check (a scan of ~1 KB on every request).
     let cache = bearer.caches.get(p.name());
-    let key: Option<[u8; 32]> = cache.map(|_| Sha256::digest(token.as_bytes()).into());
-    if let (Some(c), Some(k)) = (cache, key.as_ref())
-        && let Some(hit) = c.get(k).await
+    let key = cache.map(|_| bearer.hasher.hash_one(token));
+    if let (Some(c), Some(k)) = (cache, key)
+        && let Some(hit) = c.get(&k)
     {
-        if hit.identity.expires_at.is_some_and(|e| e > now()) {
+        let same = (hit.identity.access_token.as_deref()).is_some_and(|t| same_token(t, token));
+        if same && hit.until > now() {
             return Ok(hit.identity);
         }
-        c.invalidate(k).await;
+        if same {
+            c.remove(&k);
+        }
     }
-    if !token_shape(token)? {
+    let (token, jwt) = token_shape(token)?;
+    if !jwt {
         let claims = p.introspect(token).await?;
         return identity_from_claims(p, (*claims).clone(), token).map(Arc::new);
     }
@@ -218,23 +245,36 @@ pub async fn verify(
     }
     let id = Arc::new(identity_from_claims(p, claims, token)?);
     if let (Some(c), Some(k), Some(exp)) = (cache, key, id.expires_at) {
-        let left = exp - now();
-        if left > 0 {
-            let ttl = Duration::from_secs(left as u64).min(MAX_CACHE);
+        let t = now();
+        if exp > t {
+            let until = exp.min(t + MAX_CACHE.as_secs() as i64);
             c.insert(
                 k,
                 Cached {
                     identity: id.clone(),
-                    ttl,
+                    until,
                 },
-            )
-            .await;
+            );
         }
     }
     Ok(id)
 }
 
-/// The authentication stage for a bearer route (or the bearer half of `login_or_bearer`).
+/// Whether two tokens are equal, in time that depends on their length only. Eight bytes per
+/// step, no early exit (`subtle`'s byte-wise compare costs ~3 instructions a byte on 1 KB).
+fn same_token(a: &str, b: &[u8]) -> bool {
+    let a = a.as_bytes();
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail =
+        (wa.remainder().iter().zip(wb.remainder())).fold(0u64, |d, (x, y)| d | u64::from(x ^ y));
+    let diff = wa.zip(wb).fold(tail, |d, (x, y)| d | (word(x) ^ word(y)));
+    bool::from(diff.ct_eq(&0))
+}
+
 /// An OIDC Back-Channel Logout token (it carries the logout event).
 fn is_logout_token(claims: &serde_json::Map<String, serde_json::Value>) -> bool {
     claims
@@ -243,6 +283,7 @@ fn is_logout_token(claims: &serde_json::Map<String, serde_json::Value>) -> bool 
         .is_some_and(|e| e.contains_key("http://schemas.openid.net/event/backchannel-logout"))
 }
 
+/// The authentication stage for a bearer route (or the bearer half of `login_or_bearer`).
 pub async fn authenticate(
     bearer: &Bearer,
     providers: &Providers,
@@ -258,7 +299,10 @@ pub async fn authenticate(
         return Outcome::Respond(unavailable("no provider is configured for this route"));
     };
     match verify(bearer, p, token).await {
-        Ok(id) => Outcome::Authenticated(id),
+        Ok(identity) => Outcome::Authenticated(super::Authenticated {
+            identity,
+            set_cookie: Vec::new(),
+        }),
         Err(e) => Outcome::Respond(token_error(&e)),
     }
 }
@@ -409,7 +453,7 @@ pub async fn explain(
         let _ = writeln!(out, "  error: the route has no provider");
         return ExitCode::from(2);
     };
-    if let Ok(false) = token_shape(token) {
+    if let Ok((_, false)) = token_shape(token) {
         let _ = writeln!(
             out,
             "  token: opaque → introspection{}",
@@ -434,6 +478,7 @@ pub async fn explain(
     }
     let no_cache = Bearer {
         caches: HashMap::new(),
+        hasher: Default::default(),
     };
     let id = match tokio::time::timeout(Duration::from_secs(10), verify(&no_cache, p, token)).await
     {
@@ -493,7 +538,7 @@ mod tests {
         assert!(matches!(presented(&parts(&[])), Presented::None));
         assert!(matches!(
             presented(&parts(&["bEaReR abc.def"])),
-            Presented::Token("abc.def")
+            Presented::Token(b"abc.def")
         ));
         assert!(matches!(
             presented(&parts(&["Basic YTpi"])),
@@ -511,10 +556,30 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert!(token_shape("a.b.c").unwrap());
-        assert!(!token_shape("opaque-Token_123").unwrap());
-        assert!(matches!(token_shape("a b"), Err(TokenError::Malformed)));
-        assert!(token_shape(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+        assert!(token_shape(b"a.b.c").unwrap().1);
+        assert!(!token_shape(b"opaque-Token_123").unwrap().1);
+        assert!(matches!(token_shape(b"a b"), Err(TokenError::Malformed)));
+        assert!(matches!(
+            token_shape("t\u{e9}".as_bytes()),
+            Err(TokenError::Malformed)
+        ));
+        assert!(token_shape("a".repeat(MAX_TOKEN_BYTES + 1).as_bytes()).is_err());
+    }
+
+    /// The cache counts a hit only for the very token it validated: every length, a difference
+    /// in any byte (also in the tail that does not fill 8 bytes), a prefix.
+    #[test]
+    fn cache_hits_need_the_same_token() {
+        let t = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl-_x";
+        assert!(same_token(t, t.as_bytes()));
+        for i in 0..t.len() {
+            let mut other = t.as_bytes().to_vec();
+            other[i] ^= 1;
+            assert!(!same_token(t, &other), "byte {i} differs");
+        }
+        assert!(!same_token(t, &t.as_bytes()[..t.len() - 1]));
+        assert!(!same_token(&t[..8], t.as_bytes()));
+        assert!(same_token("", b""));
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub async fn check(
         .authenticate(route, &parts, conn, orig_host.as_deref())
         .await
     {
-        Outcome::Authenticated(id) => id,
+        Outcome::Authenticated(a) => a.identity,
         Outcome::Respond(r) => return r,
     };
     match authz::authorize(route, &identity) {

@@ -39,7 +39,7 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use super::redirect;
-use super::{Identity, Outcome, Via};
+use super::{Authenticated, Identity, Outcome, Via};
 use crate::authz::Denied;
 use crate::config::{Config, Route};
 use crate::error::{Body, empty, full, html_escape, html_page, json_error};
@@ -219,7 +219,7 @@ impl LoginState {
             .session_identity(providers, &parts.headers, conn, &mut ended)
             .await
         {
-            Ok(Some(id)) => Outcome::Authenticated(Arc::from(id)),
+            Ok(Some(a)) => Outcome::Authenticated(a),
             Ok(None) => {
                 // (a navigation starts a login, which clears every session cookie itself)
                 if is_browser_navigation(parts) {
@@ -267,7 +267,7 @@ impl LoginState {
         headers: &HeaderMap,
         conn: ConnInfo,
         ended: &mut Vec<HeaderValue>,
-    ) -> Result<Option<Box<Identity>>, StoreError> {
+    ) -> Result<Option<Authenticated>, StoreError> {
         let attrs = self.attrs(conn);
         let Some(loaded) = self.sessions.load(headers, attrs).await? else {
             return Ok(None);
@@ -316,9 +316,16 @@ impl LoginState {
                 .save(&d, loaded.handle.as_deref(), &present, attrs)
                 .await?;
         }
-        let mut id = identity_of(&d, cfg);
-        id.set_cookie = set_cookie;
-        Ok(Some(Box::new(id)))
+        // Derived once per opened session: the cache hands the same `SessionData` to every
+        // request until it changes (a change clones it, and the clone derives anew).
+        let identity = d
+            .identity
+            .get_or_init(|| Arc::new(identity_of(&d, cfg)))
+            .clone();
+        Ok(Some(Authenticated {
+            identity,
+            set_cookie,
+        }))
     }
 
     /// One refresh per refresh token: concurrent callers share the in-flight attempt.
@@ -806,6 +813,7 @@ impl LoginState {
             last_seen: now,
             access_expires_at: tr.expires_in.map(|e| now + e as i64),
             access_issued_at: now,
+            identity: Default::default(),
         })
     }
 
@@ -1036,7 +1044,10 @@ impl LoginState {
             .session_identity(providers, headers, conn, &mut ended)
             .await
         {
-            Ok(Some(id)) => {
+            Ok(Some(Authenticated {
+                identity: id,
+                set_cookie,
+            })) => {
                 let body = json!({
                     "sub": id.sub,
                     "email": id.email,
@@ -1052,8 +1063,8 @@ impl LoginState {
                     HeaderValue::from_static("application/json"),
                 );
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                for c in &id.set_cookie {
-                    h.append(header::SET_COOKIE, c.clone());
+                for c in set_cookie {
+                    h.append(header::SET_COOKIE, c);
                 }
                 r
             }
@@ -1293,7 +1304,7 @@ fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {
         expires_at: Some(d.expires_at(cfg)),
         provider: Arc::from(d.provider.as_str()),
         via: Via::Session,
-        set_cookie: Vec::new(),
+        header_values: Default::default(),
     }
 }
 

@@ -39,6 +39,66 @@ pub struct Identity {
     /// Name of the provider that vouched for it.
     pub provider: Arc<str>,
     pub via: Via,
+    /// The identity headers' values, sanitized on first use: cached identities (validated
+    /// tokens, opened sessions) are injected on every request without copying them again.
+    pub header_values: Memo<HeaderValues>,
+}
+
+/// Sanitized header values of an [`Identity`] (see `headers::inject`).
+#[derive(Debug, Default)]
+pub struct HeaderValues {
+    pub sub: Option<http::HeaderValue>,
+    pub email: Option<http::HeaderValue>,
+    pub name: Option<http::HeaderValue>,
+    pub preferred_username: Option<http::HeaderValue>,
+    /// Comma-separated; `None` without roles.
+    pub roles: Option<http::HeaderValue>,
+    pub access_token: Option<http::HeaderValue>,
+}
+
+/// A value derived on first use from the struct that holds it. A clone starts empty: the
+/// clone is about to be changed (`Arc::make_mut`), and the value would no longer match it.
+pub struct Memo<T>(std::sync::OnceLock<T>);
+
+impl<T> Memo<T> {
+    pub fn get_or_init(&self, f: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(f)
+    }
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Clone for Memo<T> {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+/// Derived data: never part of a comparison.
+impl<T> PartialEq for Memo<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> std::fmt::Debug for Memo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Memo(set)"
+        } else {
+            "Memo(empty)"
+        })
+    }
+}
+
+/// A successful authentication.
+pub struct Authenticated {
+    /// Shared: a cached identity is handed out without a deep copy of its claims.
+    pub identity: Arc<Identity>,
     /// Set-Cookie values the response must carry (a session that was refreshed or slid).
     pub set_cookie: Vec<http::HeaderValue>,
 }
@@ -52,8 +112,7 @@ pub enum Via {
 
 /// What authentication decided.
 pub enum Outcome {
-    /// Shared: a cached bearer identity is handed out without a deep copy of its claims.
-    Authenticated(Arc<Identity>),
+    Authenticated(Authenticated),
     /// Answer now (redirect to login, 401 challenge, 503 provider down …).
     Respond(http::Response<Body>),
 }
@@ -62,7 +121,7 @@ pub enum Outcome {
 pub struct AuthState {
     pub config: Arc<Config>,
     pub providers: Providers,
-    bearer: bearer::Bearer,
+    bearer: Arc<bearer::Bearer>,
     assertion: assertion::AssertionSigner,
     /// Browser login and sessions (when `[session]` is configured).
     pub login: Option<login::LoginState>,
@@ -71,7 +130,7 @@ pub struct AuthState {
 impl AuthState {
     pub fn new(config: Arc<Config>) -> Result<Self, String> {
         let providers = Providers::new(&config)?;
-        let bearer = bearer::Bearer::new(&config);
+        let bearer = Arc::new(bearer::Bearer::new(&config));
         let assertion = assertion::AssertionSigner::new(&config)?;
         let login = login::LoginState::new(config.clone())?;
         Ok(AuthState {
@@ -135,6 +194,7 @@ impl AuthState {
     /// Starts background work (discovery, key refresh); registers readiness in `health`.
     pub fn start_background(&self, health: Arc<crate::health::Health>) {
         self.providers.start_background(health.clone());
+        self.bearer.start_sweeper();
         if let Some(l) = &self.login {
             l.start_background(health);
         }

@@ -16,6 +16,7 @@
 pub mod crypto;
 pub mod redis;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -81,6 +82,9 @@ pub struct SessionData {
     pub access_expires_at: Option<i64>,
     /// When the current access token was obtained.
     pub access_issued_at: i64,
+    /// The identity this session proves (derived on first use; not stored).
+    #[serde(skip)]
+    pub identity: crate::auth::Memo<std::sync::Arc<crate::auth::Identity>>,
 }
 
 impl SessionData {
@@ -153,33 +157,44 @@ pub fn cookie<'a>(cookies: &[(&'a str, &'a str)], name: &str) -> Option<&'a str>
     cookies.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
 }
 
-/// Reassembles `base`, `base.1`, … (stopping at the first missing index). Returns the value and
-/// the names of every chunk cookie the request carries (also beyond a gap), for clearing.
-pub fn read_chunked(cookies: &[(&str, &str)], base: &str) -> (Option<String>, Vec<String>) {
-    let mut present = Vec::new();
+/// The names of every session chunk cookie (`base`, `base.N`) the request carries, also
+/// beyond a gap in the numbering: all of them are cleared when the session ends.
+pub fn chunk_names(cookies: &[(&str, &str)], base: &str) -> Vec<String> {
+    let mut present: Vec<String> = Vec::new();
     for (k, _) in cookies {
-        let is_chunk = *k == base
-            || k.strip_prefix(base)
-                .and_then(|r| r.strip_prefix('.'))
-                .is_some_and(|n| {
-                    n.parse::<usize>()
-                        .is_ok_and(|n| (1..=MAX_CHUNKS).contains(&n))
-                });
-        if is_chunk && !present.iter().any(|p| p == k) {
+        if (*k == base || chunk_index(k, base).is_some()) && !present.iter().any(|p| p == k) {
             present.push(k.to_string());
         }
     }
-    let Some(first) = cookie(cookies, base) else {
-        return (None, present);
-    };
-    let mut value = first.to_string();
+    present
+}
+
+/// `N` of a chunk cookie `base.N` (1..=MAX_CHUNKS).
+fn chunk_index(name: &str, base: &str) -> Option<usize> {
+    let n = name.strip_prefix(base)?.strip_prefix('.')?;
+    n.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CHUNKS).contains(n))
+}
+
+/// Reassembles `base`, `base.1`, … (stopping at the first missing index). A session in one
+/// cookie (the usual case) is borrowed from the request, not copied.
+pub fn chunked_value<'a>(cookies: &[(&'a str, &'a str)], base: &str) -> Option<Cow<'a, str>> {
+    let first = cookie(cookies, base)?;
+    let mut value = Cow::Borrowed(first);
+    if !cookies.iter().any(|(k, _)| chunk_index(k, base).is_some()) {
+        return Some(value);
+    }
     for i in 1..=MAX_CHUNKS {
-        match cookie(cookies, &format!("{base}.{i}")) {
-            Some(v) => value.push_str(v),
+        match cookies
+            .iter()
+            .find(|(k, _)| chunk_index(k, base) == Some(i))
+        {
+            Some((_, v)) => value.to_mut().push_str(v),
             None => break,
         }
     }
-    (Some(value), present)
+    Some(value)
 }
 
 /// Cookie attributes for this deployment.
@@ -284,6 +299,8 @@ impl Revocations {
 /// The session store (one per proxy process).
 pub struct Sessions {
     pub cfg: config::Session,
+    /// `__Host-` + the cookie name (HTTPS).
+    host_cookie_name: String,
     /// Seals whole sessions (cookie store) or the Redis values.
     pub sealer: Sealer,
     pub backend: Backend,
@@ -382,6 +399,7 @@ impl Sessions {
             )),
         };
         Ok(Sessions {
+            host_cookie_name: format!("__Host-{}", cfg.cookie_name),
             cfg: cfg.clone(),
             sealer,
             backend,
@@ -391,17 +409,17 @@ impl Sessions {
     }
 
     /// The session cookie's name (`__Host-` on HTTPS).
-    pub fn cookie_name(&self, attrs: CookieAttrs) -> String {
+    pub fn cookie_name(&self, attrs: CookieAttrs) -> &str {
         if attrs.secure {
-            format!("__Host-{}", self.cfg.cookie_name)
+            &self.host_cookie_name
         } else {
-            self.cfg.cookie_name.clone()
+            &self.cfg.cookie_name
         }
     }
 
     /// The session cookie(s) the request carries (names), for clearing.
     pub fn present_chunks(&self, headers: &HeaderMap, attrs: CookieAttrs) -> Vec<String> {
-        read_chunked(&request_cookies(headers), &self.cookie_name(attrs)).1
+        chunk_names(&request_cookies(headers), self.cookie_name(attrs))
     }
 
     /// Finds the request's session. `Ok(None)`: no (valid) session. Does not check expiry.
@@ -412,11 +430,12 @@ impl Sessions {
     ) -> Result<Option<Loaded>, StoreError> {
         let name = self.cookie_name(attrs);
         let cookies = request_cookies(headers);
-        let (value, _) = read_chunked(&cookies, &name);
-        let Some(value) = value else { return Ok(None) };
+        let Some(value) = chunked_value(&cookies, name) else {
+            return Ok(None);
+        };
         match &self.backend {
             Backend::Cookie => {
-                let data = self.open(&name, &value);
+                let data = self.open(name, &value);
                 Ok(data
                     .filter(|d| !self.revocations.is_revoked(d))
                     .map(|data| Loaded { data, handle: None }))
@@ -431,7 +450,7 @@ impl Sessions {
                 let data = self.open(&r.key_of(&value), &sealed);
                 Ok(data.map(|data| Loaded {
                     data,
-                    handle: Some(value),
+                    handle: Some(value.into_owned()),
                 }))
             }
         }
@@ -466,8 +485,8 @@ impl Sessions {
         let json = serde_json::to_vec(data).unwrap_or_default();
         match &self.backend {
             Backend::Cookie => {
-                let sealed = self.sealer.seal(&name, &json);
-                Ok(write_chunked(&name, &sealed, remaining, present, attrs))
+                let sealed = self.sealer.seal(name, &json);
+                Ok(write_chunked(name, &sealed, remaining, present, attrs))
             }
             Backend::Redis(r) => {
                 let id = handle.map_or_else(crypto::random_token, str::to_string);
@@ -480,7 +499,7 @@ impl Sessions {
                 if handle.is_some() {
                     return Ok(Vec::new()); // the cookie already names this session
                 }
-                Ok(write_chunked(&name, &id, remaining, present, attrs))
+                Ok(write_chunked(name, &id, remaining, present, attrs))
             }
         }
     }

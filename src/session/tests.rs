@@ -33,6 +33,7 @@ fn data(big: usize) -> SessionData {
         last_seen: now(),
         access_expires_at: None,
         access_issued_at: now(),
+        identity: Default::default(),
     }
 }
 
