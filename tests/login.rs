@@ -1401,3 +1401,79 @@ async fn logout_with_redis_down_does_not_pretend_to_succeed() {
         "the cookie must stay for the retry"
     );
 }
+
+/// A client that keeps sending the cookie it logged in with (a script, or a browser's requests
+/// already in flight) after the session's idle timeout slid: the first request re-seals the
+/// session and sends the new cookie; later requests with the previous cookie are served from
+/// the slid session, not sealed again with a Set-Cookie each (which cost a third of the
+/// throughput of a long-running client).
+#[tokio::test]
+async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
+    use portcullis::session::{CookieAttrs, SessionData, Sessions};
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let up = echo_upstream().await;
+    let secret = "slide-secret-slide-secret-slide-0001";
+    let toml = proxy_config(&ProxyOpts {
+        port,
+        issuer: provider.issuer.clone(),
+        upstream: up,
+        client_id: "web",
+        client_auth: "client_secret = \"web-secret\"".into(),
+        session: format!("secret = \"{secret}\""),
+        admin: false,
+    });
+    let _proxy = start_proxy(&toml).await;
+    let cfg =
+        portcullis::config::load_str(std::path::Path::new("t.toml"), &toml, Default::default())
+            .unwrap();
+    let sessions = Sessions::new(cfg.session.as_ref().unwrap()).unwrap();
+    let now = portcullis::session::now();
+    let d = SessionData {
+        id: "slide".into(),
+        provider: "op".into(),
+        sub: "alice".into(),
+        email: None,
+        name: None,
+        preferred_username: None,
+        roles: vec!["admin".into()],
+        claims: Default::default(),
+        access_token: "at".into(),
+        refresh_token: None,
+        id_token: None,
+        sid: None,
+        created_at: now - 300,
+        created_ms: (now - 300) * 1000,
+        last_seen: now - 120,
+        access_expires_at: None,
+        access_issued_at: now - 300,
+        identity: Default::default(),
+    };
+    let set = sessions
+        .save(&d, None, &[], CookieAttrs { secure: false })
+        .await
+        .unwrap();
+    let previous = set[0]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (name, value) = previous.split_once('=').unwrap();
+    let authority = format!("127.0.0.1:{port}");
+    let mut slid = Vec::new();
+    for _ in 0..3 {
+        let b = Browser::new();
+        b.set_cookie_raw(&authority, name, value);
+        let r = b.get(&format!("http://{authority}/admin/x")).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.contains("alice"), "{}", r.body);
+        slid.push(r.headers.get_all(http::header::SET_COOKIE).iter().count());
+    }
+    assert_eq!(
+        slid,
+        [1, 0, 0],
+        "Set-Cookie per request: the first slides the session, the others use the slid one"
+    );
+}

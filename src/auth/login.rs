@@ -315,6 +315,7 @@ impl LoginState {
                 .sessions
                 .save(&d, loaded.handle.as_deref(), &present, attrs)
                 .await?;
+            self.sessions.supersede(headers, attrs, &d);
         }
         // Derived once per opened session: the cache hands the same `SessionData` to every
         // request until it changes (a change clones it, and the clone derives anew).

@@ -313,7 +313,8 @@ pub struct Sessions {
 /// base64 decoding, the decryption and the JSON parsing of every request of a session; the
 /// checks on the data (lifetime, idle timeout, revocation, refresh) still run on every request.
 /// Only values that opened are entered, and a hit needs the whole sealed text and the
-/// associated data to be equal. Bounded: emptied when full.
+/// associated data to be equal. A value whose session changed since maps to the changed
+/// session ([`Sessions::supersede`]). Bounded: emptied when full.
 #[derive(Default)]
 struct Opened {
     map: std::sync::Mutex<OpenedMap>,
@@ -468,6 +469,21 @@ impl Sessions {
             .map(Arc::new)?;
         self.opened.put(aad, sealed, data.clone());
         Some(data)
+    }
+
+    /// After a session changed (idle timeout slid, tokens refreshed) and was saved: requests
+    /// that still carry the previous cookie get the changed session from the cache, instead of
+    /// changing it again (a seal and a Set-Cookie on every request, or a second refresh). Such
+    /// requests are common: a browser's requests already in flight, and clients that keep the
+    /// cookie they were given. Cookie store only: with Redis the cookie (the id) stays the same
+    /// and the next load reads the changed session.
+    pub fn supersede(&self, headers: &HeaderMap, attrs: CookieAttrs, changed: &Arc<SessionData>) {
+        if let Backend::Cookie = self.backend {
+            let name = self.cookie_name(attrs);
+            if let Some(previous) = chunked_value(&request_cookies(headers), name) {
+                self.opened.put(name, &previous, changed.clone());
+            }
+        }
     }
 
     /// Stores a session (new or updated) and returns the Set-Cookie values.

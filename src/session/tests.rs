@@ -253,6 +253,30 @@ async fn opened_cache_keeps_every_check() {
     assert!(s.load(&headers(&pairs), PLAIN).await.unwrap().is_none());
 }
 
+/// A changed session (here: slid) saved under a new cookie is what the previous cookie opens
+/// to from then on in this process, so a client that keeps sending the previous cookie does
+/// not make every request change (and seal) the session again. Checks still apply to it.
+#[tokio::test]
+async fn a_superseded_cookie_opens_to_the_changed_session() {
+    let s = Sessions::new(&cfg()).unwrap();
+    let mut d = data(100);
+    d.last_seen -= 120;
+    let set = s.save(&d, None, &[], PLAIN).await.unwrap();
+    let previous = headers(&as_request(&set));
+    let loaded = s.load(&previous, PLAIN).await.unwrap().unwrap();
+    assert_eq!(loaded.data.last_seen, d.last_seen);
+    let mut changed = loaded.data;
+    Arc::make_mut(&mut changed).last_seen = now();
+    let _ = s.save(&changed, None, &[], PLAIN).await.unwrap();
+    s.supersede(&previous, PLAIN, &changed);
+    let again = s.load(&previous, PLAIN).await.unwrap().unwrap();
+    assert_eq!(again.data.last_seen, changed.last_seen);
+    // a back-channel logout still ends it
+    s.revocations
+        .revoke("sid:sid1".into(), now_ms() + 1, now() + 3600);
+    assert!(s.load(&previous, PLAIN).await.unwrap().is_none());
+}
+
 #[test]
 fn cookie_pairs_split_like_the_header_grammar() {
     let pairs = |s: &[u8]| -> Vec<Vec<u8>> { super::cookie_pairs(s).map(<[u8]>::to_vec).collect() };
