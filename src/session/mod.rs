@@ -445,10 +445,11 @@ impl Sessions {
                 if value.len() != 43 {
                     return Ok(None);
                 }
-                let Some(sealed) = r.get(&value).await? else {
+                let key = r.key_of(&value);
+                let Some(sealed) = r.get(&key).await? else {
                     return Ok(None);
                 };
-                let data = self.open(&r.key_of(&value), &sealed);
+                let data = self.open(&key, &sealed);
                 Ok(data.map(|data| Loaded {
                     data,
                     handle: Some(value.into_owned()),

@@ -106,8 +106,11 @@ impl RedisStore {
         format!("{}:s:{}", self.prefix, crypto::sha256_b64(id))
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<String>, StoreError> {
-        self.run(cmd("GET").arg(self.key_of(id)).clone()).await
+    /// The sealed session under `key` (from [`Self::key_of`]).
+    pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut c = cmd("GET");
+        c.arg(key);
+        self.run(c).await
     }
 
     /// Writes a session. `existing`: an update of a session a request loaded — written only
