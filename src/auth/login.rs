@@ -397,15 +397,16 @@ impl LoginState {
         let Backend::Redis(r) = &self.sessions.backend else {
             return Refreshed::Keep;
         };
+        let key = r.key_of(handle);
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            match r.get(handle).await {
+            match r.get_by_key(&key).await {
                 Ok(None) => return Refreshed::Ended,
                 Ok(Some(sealed)) => {
                     let n = self
                         .sessions
                         .sealer
-                        .open(&r.key_of(handle), &sealed)
+                        .open(&key, &sealed)
                         .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
                     match n {
                         Some(n) if n.refresh_token != d.refresh_token => {

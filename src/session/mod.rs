@@ -446,7 +446,7 @@ impl Sessions {
                     return Ok(None);
                 }
                 let key = r.key_of(&value);
-                let Some(sealed) = r.get(&key).await? else {
+                let Some(sealed) = r.get_by_key(&key).await? else {
                     return Ok(None);
                 };
                 let data = self.open(&key, &sealed);

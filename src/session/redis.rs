@@ -106,8 +106,8 @@ impl RedisStore {
         format!("{}:s:{}", self.prefix, crypto::sha256_b64(id))
     }
 
-    /// The sealed session under `key` (from [`Self::key_of`]).
-    pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+    /// The sealed session under `key` (from [`Self::key_of`], not the session id).
+    pub async fn get_by_key(&self, key: &str) -> Result<Option<String>, StoreError> {
         let mut c = cmd("GET");
         c.arg(key);
         self.run(c).await
