@@ -323,7 +323,7 @@ fn header_values(id: &Identity) -> HeaderValues {
         roles: (!id.roles.is_empty())
             .then(|| id.roles.join(","))
             .and_then(|r| sanitize_value(&r)),
-        access_token: opt(&id.access_token),
+        access_token: Default::default(),
     }
 }
 
@@ -367,7 +367,12 @@ pub fn inject(
     set(&cfg.preferred_username, &v.preferred_username);
     set(&cfg.name, &v.name);
     set(&cfg.roles, &v.roles);
-    set(&cfg.access_token, &v.access_token);
+    if cfg.access_token.is_some() {
+        let token = v
+            .access_token
+            .get_or_init(|| (id.access_token.as_deref()).and_then(sanitize_value));
+        set(&cfg.access_token, token);
+    }
     for (h, path) in &cfg.claims {
         if let Some(text) = crate::authz::claim(&id.claims, path).and_then(claim_as_header_text)
             && let Some(v) = sanitize_value(&text)

@@ -118,8 +118,11 @@ pub fn presented(parts: &Parts) -> Presented<'_> {
     if all.next().is_some() {
         return Presented::BadRequest("the request carries more than one Authorization header");
     }
-    // Bytes: which characters a token may use is `token_shape`'s business, and a JWT is ~1 KB
-    // that a cache hit need not scan.
+    // Which characters a token may use is `token_shape`'s business (on a cache miss); text it
+    // must be, checked a word at a time.
+    if !first.as_bytes().is_ascii() {
+        return Presented::BadRequest("the Authorization header is not valid text");
+    }
     let v = first.as_bytes().trim_ascii();
     let (scheme, rest) = match v.iter().position(|b| *b == b' ') {
         Some(i) => (&v[..i], &v[i + 1..]),
@@ -543,6 +546,14 @@ mod tests {
         assert!(matches!(
             presented(&parts(&["Basic YTpi"])),
             Presented::None
+        ));
+        assert!(matches!(
+            presented(&parts(&["Bearer t\u{e9}st"])),
+            Presented::BadRequest(_)
+        ));
+        assert!(matches!(
+            presented(&parts(&["  Bearer   abc.def  "])),
+            Presented::Token(b"abc.def")
         ));
         assert!(matches!(
             presented(&parts(&["Bearer "])),

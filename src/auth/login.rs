@@ -305,7 +305,9 @@ impl LoginState {
         }
         // Sliding idle timeout, written at most once a minute to keep requests cheap.
         if now - d.last_seen >= 60 {
-            Arc::make_mut(&mut d).last_seen = now;
+            let slid = Arc::make_mut(&mut d);
+            slid.last_seen = now;
+            slid.identity.clear();
             dirty = true;
         }
         let mut set_cookie = Vec::new();

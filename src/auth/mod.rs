@@ -53,16 +53,23 @@ pub struct HeaderValues {
     pub preferred_username: Option<http::HeaderValue>,
     /// Comma-separated; `None` without roles.
     pub roles: Option<http::HeaderValue>,
-    pub access_token: Option<http::HeaderValue>,
+    /// Only when a route forwards it (a ~1 KB copy otherwise made for nothing).
+    pub access_token: std::sync::OnceLock<Option<http::HeaderValue>>,
 }
 
-/// A value derived on first use from the struct that holds it. A clone starts empty: the
-/// clone is about to be changed (`Arc::make_mut`), and the value would no longer match it.
+/// A value derived on first use from the struct that holds it. A clone starts empty (a clone
+/// is made to be changed), and code that changes the holder in place must [`Memo::clear`] it:
+/// `Arc::make_mut` does not clone a value nobody else holds.
 pub struct Memo<T>(std::sync::OnceLock<T>);
 
 impl<T> Memo<T> {
     pub fn get_or_init(&self, f: impl FnOnce() -> T) -> &T {
         self.0.get_or_init(f)
+    }
+
+    /// Forgets the derived value (its holder changed).
+    pub fn clear(&mut self) {
+        self.0 = std::sync::OnceLock::new();
     }
 }
 

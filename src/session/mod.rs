@@ -172,6 +172,11 @@ pub fn chunk_names(cookies: &[(&str, &str)], base: &str) -> Vec<String> {
 /// `N` of a chunk cookie `base.N` (1..=MAX_CHUNKS).
 fn chunk_index(name: &str, base: &str) -> Option<usize> {
     let n = name.strip_prefix(base)?.strip_prefix('.')?;
+    // The names this proxy writes only: digits, no sign, no leading zero (`.01`, `.+1` are
+    // not chunk 1).
+    if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     n.parse::<usize>()
         .ok()
         .filter(|n| (1..=MAX_CHUNKS).contains(n))

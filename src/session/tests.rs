@@ -208,6 +208,34 @@ fn expiry_and_refresh_windows() {
     assert!(!d.needs_refresh(t + 100));
 }
 
+/// Only the names this proxy writes are chunks: `base.N` with N in 1..=MAX_CHUNKS, digits
+/// without sign or leading zero; a gap ends the value, and every chunk is named for clearing.
+#[test]
+fn chunk_names_are_exact() {
+    let c = [
+        ("p", "A"),
+        ("p.+1", "X"),
+        ("p.01", "Y"),
+        ("p.1", "B"),
+        ("p.3", "D"),
+    ];
+    assert_eq!(chunked_value(&c, "p").as_deref(), Some("AB"));
+    assert_eq!(chunk_names(&c, "p"), ["p", "p.1", "p.3"]);
+    assert_eq!(chunked_value(&[("p", "A")], "p").as_deref(), Some("A"));
+    assert_eq!(chunked_value(&[("p.1", "B")], "p"), None);
+}
+
+/// A memo is derived once, forgotten by `clear` and by a clone.
+#[test]
+fn memo_clears() {
+    let mut m = crate::auth::Memo::<u32>::default();
+    assert_eq!(*m.get_or_init(|| 1), 1);
+    assert_eq!(*m.get_or_init(|| 2), 1);
+    assert_eq!(*m.clone().get_or_init(|| 3), 3);
+    m.clear();
+    assert_eq!(*m.get_or_init(|| 4), 4);
+}
+
 #[test]
 fn revocation_list() {
     let r = Revocations::default();
