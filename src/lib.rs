@@ -19,6 +19,7 @@ pub mod routes;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod timer;
 pub mod upstream;
 
 pub use config::Config;

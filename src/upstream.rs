@@ -29,6 +29,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
 use crate::error::{Body, UpstreamError};
+use crate::timer::LazyTimer;
 
 pub type Connector = HttpsConnector<HttpConnector>;
 
@@ -183,9 +184,7 @@ impl HostPool {
         let io = AnswerDeadline {
             inner: io,
             clock: clock.clone(),
-            timer: None,
-            timer_at: tokio::time::Instant::now(),
-            timer_polled: false,
+            timer: LazyTimer::default(),
         };
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
@@ -315,12 +314,7 @@ impl Drop for Awaiting<'_> {
 struct AnswerDeadline<T> {
     inner: T,
     clock: Arc<AnswerClock>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// When `timer` fires.
-    timer_at: tokio::time::Instant,
-    /// `timer` has this task's waker since it was last set: checking `is_elapsed` suffices
-    /// (polling a timer again costs about as much as registering it).
-    timer_polled: bool,
+    timer: LazyTimer,
 }
 
 impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for AnswerDeadline<T> {
@@ -337,30 +331,12 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for AnswerDeadline<T> {
             let Some(due) = this.clock.due() else {
                 return Poll::Pending;
             };
-            let timer = match &mut this.timer {
-                Some(t) => {
-                    if this.timer_at > due {
-                        t.as_mut().reset(due);
-                        this.timer_at = due;
-                        this.timer_polled = false;
-                    }
-                    t
-                }
-                None => {
-                    this.timer_at = due;
-                    this.timer_polled = false;
-                    this.timer.insert(Box::pin(tokio::time::sleep_until(due)))
-                }
-            };
-            if this.timer_polled {
-                if !timer.is_elapsed() {
-                    return Poll::Pending;
-                }
-            } else {
-                this.timer_polled = true;
-                if timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+            // Set it (earlier) only when the deadline in force is sooner than the timer.
+            if this.timer.deadline().is_none_or(|at| at > due) {
+                this.timer.set(due);
+            }
+            if this.timer.poll_fired(cx).is_pending() {
+                return Poll::Pending;
             }
             // Fired: overdue, or a deadline that has moved on since the timer was set.
             if tokio::time::Instant::now() >= due {
@@ -370,9 +346,7 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for AnswerDeadline<T> {
                     "upstream answer timed out",
                 )));
             }
-            this.timer_at = due;
-            this.timer_polled = false;
-            timer.as_mut().reset(due);
+            this.timer.set(due);
         }
     }
 }

@@ -24,9 +24,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::error::{Body, BoxError};
+use crate::timer::LazyTimer;
 
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 25\r\n\r\nrequest header timed out\n";
@@ -118,11 +119,8 @@ pub struct HeadDeadline<T> {
     inner: T,
     timeout: Duration,
     clock: Arc<HeadClock>,
-    /// `None` once the deadline is off for good.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// `timer` has this task's waker since it was last set: checking `is_elapsed` suffices
-    /// (polling a timer again costs about as much as registering it).
-    timer_polled: bool,
+    /// Cleared once the deadline is off for good.
+    timer: LazyTimer,
     /// The server wrote before the first request (the HTTP/2 preface, or an HTTP/1 error
     /// answer): the `408` text would not be a valid answer, so the deadline only closes.
     wrote_before_first: bool,
@@ -144,8 +142,7 @@ impl<T> HeadDeadline<T> {
             inner,
             timeout,
             clock: clock.clone(),
-            timer: Some(Box::pin(tokio::time::sleep_until(opened + timeout))),
-            timer_polled: false,
+            timer: LazyTimer::at(opened + timeout),
             wrote_before_first: false,
             head_bytes_after: None,
         };
@@ -157,22 +154,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> HeadDeadline<T> {
     /// Polls the lazy timer; `Ready` when the head deadline has passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let Some(timer) = self.timer.as_mut() else {
+            if self.timer.poll_fired(cx).is_pending() {
                 return Poll::Pending;
-            };
-            if self.timer_polled {
-                if !timer.is_elapsed() {
-                    return Poll::Pending;
-                }
-            } else {
-                self.timer_polled = true;
-                if timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
             }
             let clock = &*self.clock;
             if clock.off.load(Ordering::Relaxed) {
-                self.timer = None;
+                self.timer.clear();
                 return Poll::Pending;
             }
             let started = clock.started.load(Ordering::Relaxed);
@@ -186,8 +173,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> HeadDeadline<T> {
             if due <= Instant::now() {
                 return Poll::Ready(());
             }
-            timer.as_mut().reset(due);
-            self.timer_polled = false;
+            self.timer.set(due);
         }
     }
 }
@@ -202,7 +188,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.timer.is_some() {
+                if buf.filled().len() > before && this.timer.deadline().is_some() {
                     let started = this.clock.started.load(Ordering::Relaxed);
                     if this.clock.ended.load(Ordering::Relaxed) == started {
                         this.head_bytes_after = Some(started);
@@ -216,7 +202,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<T> {
         if this.poll_deadline(cx).is_pending() {
             return Poll::Pending;
         }
-        this.timer = None;
+        this.timer.clear();
         let started = this.clock.started.load(Ordering::Relaxed);
         let answer = if started == 0 {
             !this.wrote_before_first
