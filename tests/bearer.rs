@@ -1038,3 +1038,39 @@ async fn explain_with_token() {
         out.stdout
     );
 }
+
+/// An opaque token's identity is reused no longer than the introspection cache allows
+/// (`[providers.X.introspection] cache`): revoked at the provider, it is still accepted from
+/// the cache within that time, and refused once it is over (re-introspected: `active: false`).
+#[tokio::test]
+async fn opaque_identities_live_no_longer_than_the_introspection_cache() {
+    let op = OidcProvider::start(&[]);
+    let up = echo_upstream().await;
+    let toml = config(&op, &up.url(""), "").replace("cache = \"30s\"", "cache = \"2s\"");
+    let p = start_proxy(&toml).await;
+    wait_ready(&p).await;
+    let opaque = op
+        .token("api-admin", Some("urn:portcullis:api:opaque"))
+        .await;
+    let calls = op.count("POST /token/introspection");
+    for _ in 0..3 {
+        assert_eq!(bearer(&p, "/api", &opaque).await.status, 200);
+    }
+    assert_eq!(
+        op.count("POST /token/introspection") - calls,
+        1,
+        "one introspection for three requests"
+    );
+    op.revoke("api-admin", &opaque).await;
+    assert_eq!(
+        bearer(&p, "/api", &opaque).await.status,
+        200,
+        "within the cache time the answer is reused"
+    );
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_invalid(
+        &bearer(&p, "/api", &opaque).await,
+        "the token is not active",
+        "revoked, after the cache time",
+    );
+}

@@ -12,8 +12,9 @@
 //! the JSON body; the provider needed but down → 503 `Bearer error="temporarily_unavailable"`,
 //! never a 200; roles/claims not met → 403 `Bearer error="insufficient_scope"`.
 //!
-//! Cache: validated JWTs are kept (per provider) until their `exp` and at most [`MAX_CACHE`];
-//! `[providers.X] token_cache = false` turns it off. Role and claim checks run on every request,
+//! Cache: validated JWTs are kept (per provider) until their `exp` and at most [`MAX_CACHE`],
+//! and so are the identities of opaque tokens, no longer than their introspection answer is
+//! (min(`introspection.cache`, exp)); `[providers.X] token_cache = false` turns it off. Role and claim checks run on every request,
 //! cached or not. An entry is found by a 64-bit hash of the token under a key drawn at random
 //! when the process starts, and counts as a hit only when the cached identity's token equals
 //! the presented one, byte for byte (compared in constant time): two tokens that share a hash
@@ -235,27 +236,35 @@ pub async fn verify(
         }
     }
     let (token, jwt) = token_shape(token)?;
-    if !jwt {
-        let claims = p.introspect(token).await?;
-        return identity_from_claims(p, (*claims).clone(), token).map(Arc::new);
-    }
-    let claims = p.verify_jwt(token, &p.config.audiences).await?;
-    if is_logout_token(&claims) {
-        // Same issuer, key and audience as an access token, but it proves a logout, not a caller.
-        return Err(TokenError::Other(
-            "a back-channel logout token is not an access token".into(),
-        ));
-    }
-    let id = Arc::new(identity_from_claims(p, claims, token)?);
-    if let (Some(c), Some(k), Some(exp)) = (cache, key, id.expires_at) {
+    // How long the identity may be reused: a JWT until its `exp` (at most MAX_CACHE); an
+    // introspection answer as long as the introspection cache keeps it (min(`cache`, exp)).
+    let (id, until) = if jwt {
+        let claims = p.verify_jwt(token, &p.config.audiences).await?;
+        if is_logout_token(&claims) {
+            // Same issuer, key and audience as an access token, but it proves a logout, not a
+            // caller.
+            return Err(TokenError::Other(
+                "a back-channel logout token is not an access token".into(),
+            ));
+        }
+        let id = identity_from_claims(p, claims, token)?;
+        let until = id.expires_at;
+        (id, until)
+    } else {
+        let answer = p.introspect(token).await?;
+        let id = identity_from_claims(p, (*answer.claims).clone(), token)?;
+        let until = id.expires_at.map_or(answer.until, |e| e.min(answer.until));
+        (id, Some(until))
+    };
+    let id = Arc::new(id);
+    if let (Some(c), Some(k), Some(until)) = (cache, key, until) {
         let t = now();
-        if exp > t {
-            let until = exp.min(t + MAX_CACHE.as_secs() as i64);
+        if until > t {
             c.insert(
                 k,
                 Cached {
                     identity: id.clone(),
-                    until,
+                    until: until.min(t + MAX_CACHE.as_secs() as i64),
                 },
             );
         }

@@ -33,6 +33,16 @@ const CACHE_ENTRIES: u64 = 20_000;
 struct Entry {
     claims: Arc<Map<String, Value>>,
     ttl: Duration,
+    /// Unix seconds when this answer stops being reused (creation + `ttl`).
+    until: i64,
+}
+
+/// An acceptable introspection answer.
+pub struct Introspected {
+    pub claims: Arc<Map<String, Value>>,
+    /// Unix seconds until which the answer may be reused: min(`cache`, exp) after it was
+    /// obtained, whether it just came from the provider or from the cache.
+    pub until: i64,
 }
 
 struct EntryExpiry;
@@ -107,7 +117,7 @@ impl Introspector {
         audiences: &[String],
         token: &str,
         timeout: Duration,
-    ) -> Result<Arc<Map<String, Value>>, TokenError> {
+    ) -> Result<Introspected, TokenError> {
         let mut h = Sha256::new();
         for part in [issuer.unwrap_or(""), endpoint, &self.client_id] {
             h.update((part.len() as u64).to_be_bytes());
@@ -129,6 +139,7 @@ impl Introspector {
                 Ok::<_, TokenError>(Entry {
                     claims: Arc::new(claims),
                     ttl,
+                    until: now() + ttl.as_secs() as i64,
                 })
             })
             .await
@@ -143,7 +154,10 @@ impl Introspector {
             self.cache.invalidate(&key).await;
             return Err(TokenError::Expired);
         }
-        Ok(entry.claims)
+        Ok(Introspected {
+            claims: entry.claims,
+            until: entry.until,
+        })
     }
 
     async fn call(

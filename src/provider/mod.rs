@@ -212,7 +212,7 @@ impl ProviderRuntime {
 
     /// Introspects an opaque access token (RFC 7662) and applies the checks of
     /// [`introspection::check`]. Cached; `Unavailable` when the provider cannot answer.
-    pub async fn introspect(&self, token: &str) -> Result<Arc<Map<String, Value>>, TokenError> {
+    pub async fn introspect(&self, token: &str) -> Result<introspection::Introspected, TokenError> {
         let Some(intro) = &self.introspector else {
             return Err(TokenError::Other(
                 "opaque tokens are not accepted on this route (no introspection configured)".into(),
