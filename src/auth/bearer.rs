@@ -14,11 +14,11 @@
 //!
 //! Cache: validated JWTs are kept (per provider) until their `exp` and at most [`MAX_CACHE`],
 //! and so are the identities of opaque tokens, no longer than their introspection answer is
-//! (min(`introspection.cache`, exp)); `[providers.X] token_cache = false` turns it off. Role and claim checks run on every request,
-//! cached or not. An entry is found by a 64-bit hash of the token under a key drawn at random
-//! when the process starts, and counts as a hit only when the cached identity's token equals
-//! the presented one, byte for byte (compared in constant time): two tokens that share a hash
-//! just miss, they never stand for each other.
+//! (min(`introspection.cache`, exp)); `[providers.X] token_cache = false` turns it off. Role
+//! and claim checks run on every request, cached or not. An entry is found by a 64-bit hash of
+//! the token under a key drawn at random when the process starts, and counts as a hit only when
+//! the cached identity's token equals the presented one, byte for byte (compared in constant
+//! time): two tokens that share a hash just miss, they never stand for each other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
