@@ -1179,38 +1179,16 @@ async fn provider_down_login_is_503() {
 /// recreate it.
 #[tokio::test]
 async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
-    use portcullis::session::{CookieAttrs, SessionData, Sessions};
+    use portcullis::session::CookieAttrs;
     let redis = Redis::start();
     let src = format!(
         "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"https://op.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\nstore = \"redis\"\nredis_url = \"{}\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"login\"\n",
         redis.url()
     );
-    let cfg =
-        portcullis::config::load_str(std::path::Path::new("t.toml"), &src, Default::default())
-            .unwrap();
-    let sessions = Sessions::new(cfg.session.as_ref().unwrap()).unwrap();
+    let sessions = store_of(&src);
     let attrs = CookieAttrs { secure: false };
     let now = portcullis::session::now();
-    let d = SessionData {
-        id: "x".into(),
-        provider: "p".into(),
-        sub: "alice".into(),
-        email: None,
-        name: None,
-        preferred_username: None,
-        roles: vec![],
-        claims: Default::default(),
-        access_token: "at".into(),
-        refresh_token: None,
-        id_token: None,
-        sid: Some("sid-1".into()),
-        created_at: now,
-        created_ms: portcullis::session::now_ms(),
-        last_seen: now,
-        access_expires_at: None,
-        access_issued_at: now,
-        identity: Default::default(),
-    };
+    let d = alice_session("p", Some("sid-1"));
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
     let cookie = set[0]
         .to_str()
@@ -1238,42 +1216,15 @@ async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
     );
 }
 
-fn redis_on(port: u16) -> std::process::Child {
-    let mut child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("redis-server did not listen on {port}");
-}
-
 /// Attack: a back-channel logout that hits a Redis blip. The jti was recorded as seen before
 /// the sessions were ended, so the provider's retry of the same logout token was refused as a
 /// replay (400) — the user's sessions stayed alive for good. A logout that could not be
 /// carried out must stay retryable.
 #[tokio::test]
 async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
-    use portcullis::session::{CookieAttrs, SessionData, Sessions};
+    use portcullis::session::CookieAttrs;
     let rport = free_port();
-    let mut r1 = redis_on(rport);
+    let mut r1 = Redis::start_on(rport);
     let ti = oidc::TestIssuer::start().await;
     let port = free_port();
     let toml = proxy_config(&ProxyOpts {
@@ -1289,32 +1240,10 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
     });
     let _proxy = start_proxy(&toml).await;
     // alice's session, as a login would have stored it
-    let cfg =
-        portcullis::config::load_str(std::path::Path::new("t.toml"), &toml, Default::default())
-            .unwrap();
-    let sessions = Sessions::new(cfg.session.as_ref().unwrap()).unwrap();
+    let sessions = store_of(&toml);
     let attrs = CookieAttrs { secure: false };
     let now = portcullis::session::now();
-    let d = SessionData {
-        id: "x".into(),
-        provider: "op".into(),
-        sub: "alice".into(),
-        email: None,
-        name: None,
-        preferred_username: None,
-        roles: vec![],
-        claims: Default::default(),
-        access_token: "at".into(),
-        refresh_token: None,
-        id_token: None,
-        sid: None,
-        created_at: now,
-        created_ms: portcullis::session::now_ms(),
-        last_seen: now,
-        access_expires_at: None,
-        access_issued_at: now,
-        identity: Default::default(),
-    };
+    let d = alice_session("op", None);
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
     let cookie = set[0]
         .to_str()
@@ -1349,13 +1278,12 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
             .await
     };
     // Redis down: the logout cannot be carried out → 503 (the provider retries)
-    let _ = r1.kill();
-    let _ = r1.wait();
+    r1.stop();
     let r = post().await;
     assert_eq!(r.status, 503, "{}", r.body);
     // Redis back: the retry of the same token ends alice's session
-    let mut r2 = redis_on(rport);
-    let sessions = Sessions::new(cfg.session.as_ref().unwrap()).unwrap();
+    let mut r2 = Redis::start_on(rport);
+    let sessions = store_of(&toml);
     // (a restarted Redis without persistence has lost the session too: store it again)
     sessions.save(&d, None, &[], attrs).await.unwrap();
     let mut status = 0;
@@ -1373,8 +1301,7 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
         sessions.load(&h, attrs).await.unwrap().is_none(),
         "alice's session survived the back-channel logout"
     );
-    let _ = r2.kill();
-    let _ = r2.wait();
+    r2.stop();
 }
 
 /// Attack: a session cookie replayed after a logout that hit a Redis error. The logout only
@@ -1409,7 +1336,7 @@ async fn logout_with_redis_down_does_not_pretend_to_succeed() {
 /// throughput of a long-running client).
 #[tokio::test]
 async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
-    use portcullis::session::{CookieAttrs, SessionData, Sessions};
+    use portcullis::session::CookieAttrs;
     let port = free_port();
     let provider = Provider::start(&[port], &[]);
     let up = echo_upstream().await;
@@ -1424,31 +1351,14 @@ async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
         admin: false,
     });
     let _proxy = start_proxy(&toml).await;
-    let cfg =
-        portcullis::config::load_str(std::path::Path::new("t.toml"), &toml, Default::default())
-            .unwrap();
-    let sessions = Sessions::new(cfg.session.as_ref().unwrap()).unwrap();
-    let now = portcullis::session::now();
-    let d = SessionData {
-        id: "slide".into(),
-        provider: "op".into(),
-        sub: "alice".into(),
-        email: None,
-        name: None,
-        preferred_username: None,
-        roles: vec!["admin".into()],
-        claims: Default::default(),
-        access_token: "at".into(),
-        refresh_token: None,
-        id_token: None,
-        sid: None,
-        created_at: now - 300,
-        created_ms: (now - 300) * 1000,
-        last_seen: now - 120,
-        access_expires_at: None,
-        access_issued_at: now - 300,
-        identity: Default::default(),
-    };
+    let sessions = store_of(&toml);
+    let mut d = alice_session("op", None);
+    d.id = "slide".into();
+    d.roles = vec!["admin".into()];
+    d.created_at -= 300;
+    d.created_ms -= 300_000;
+    d.access_issued_at -= 300;
+    d.last_seen -= 120;
     let set = sessions
         .save(&d, None, &[], CookieAttrs { secure: false })
         .await
@@ -1476,4 +1386,37 @@ async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
         [1, 0, 0],
         "Set-Cookie per request: the first slides the session, the others use the slid one"
     );
+}
+
+/// alice's session as a login at `provider` would have stored it, created now.
+fn alice_session(provider: &str, sid: Option<&str>) -> portcullis::session::SessionData {
+    let now = portcullis::session::now();
+    portcullis::session::SessionData {
+        id: "x".into(),
+        provider: provider.into(),
+        sub: "alice".into(),
+        email: None,
+        name: None,
+        preferred_username: None,
+        roles: vec![],
+        claims: Default::default(),
+        access_token: "at".into(),
+        refresh_token: None,
+        id_token: None,
+        sid: sid.map(str::to_string),
+        created_at: now,
+        created_ms: portcullis::session::now_ms(),
+        last_seen: now,
+        access_expires_at: None,
+        access_issued_at: now,
+        identity: Default::default(),
+    }
+}
+
+/// The session store of a proxy with config `toml` (same secret and backend).
+fn store_of(toml: &str) -> portcullis::session::Sessions {
+    let cfg =
+        portcullis::config::load_str(std::path::Path::new("t.toml"), toml, Default::default())
+            .unwrap();
+    portcullis::session::Sessions::new(cfg.session.as_ref().unwrap()).unwrap()
 }

@@ -57,6 +57,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// A redis-server on `port` (also to restart one on the port a proxy was given).
+    pub fn start_on(port: u16) -> Redis {
         let bin = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists());
@@ -65,7 +70,6 @@ impl Redis {
                 "redis-server is not installed: `apt-get install -y redis-server` (the Redis-store tests need a real Redis)"
             );
         };
-        let port = free_port();
         let mut child = Command::new(bin)
             .args([
                 "--port",
