@@ -37,6 +37,10 @@
 #   TOKENS        distinct tokens for the bearer targets (default 1000)
 #   FLOOR_BIN     the hyper-floor binary (default: cargo build --release --example hyper-floor)
 #   KEEP_WORKDIR  1 = keep the temporary folder (configs, logs, raw wrk output)
+#   CALLGRIND     1 = run portcullis under valgrind's callgrind (instrumentation on only while a
+#                 portcullis-* target is measured) and add instructions/request per portcullis row:
+#                 load-independent, for comparing builds on the none, bearer and login paths. E.g.
+#                 CALLGRIND=1 DURATION=5s TARGETS="portcullis-none portcullis-bearer portcullis-login"
 #
 # Needs: wrk, nginx, taskset, getconf, curl; cargo unless PORTCULLIS_BIN is set; node for the
 # bearer and login targets; apache2 + libapache2-mod-auth-openidc for apache-oidc; redis-server
@@ -53,6 +57,9 @@ TARGETS=${TARGETS:-static nginx-proxy portcullis-none}
 TOKENS=${TOKENS:-1000}
 BASELINE=nginx-proxy
 DRY_RUN=${BENCH_DRY_RUN:-0}
+CALLGRIND=${CALLGRIND:-0}
+VG_WRAP=()
+WAIT_TRIES=150
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { echo "[bench] $*" >&2; }
@@ -64,6 +71,13 @@ done
 [ "$(nproc)" -ge 2 ] || log "warning: fewer than 2 CPUs; wrk and the proxy will share one"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
+if [ "$CALLGRIND" = 1 ]; then
+    for tool in valgrind callgrind_control callgrind_annotate; do
+        command -v "$tool" >/dev/null || die "CALLGRIND=1 needs $tool (apt-get install -y valgrind)"
+    done
+    VG_WRAP=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$WORK/callgrind.out.%p")
+    WAIT_TRIES=900
+fi
 STARTED_PIDS=()
 
 WRK_PID=
@@ -105,7 +119,7 @@ PY
 # wait_http URL PID NAME LOG: until URL answers 200 (max 15 s) or PID dies
 wait_http() {
     local url=$1 pid=$2 name=$3 logf=$4
-    for _ in $(seq 150); do
+    for _ in $(seq "$WAIT_TRIES"); do
         if ! kill -0 "$pid" 2>/dev/null; then
             log "$name exited during startup; last lines of $logf:"
             tail -n 30 "$logf" >&2 || true
@@ -116,7 +130,7 @@ wait_http() {
         fi
         sleep 0.1
     done
-    log "$name did not answer 200 on $url within 15 s; last lines of $logf:"
+    log "$name did not answer 200 on $url within $((WAIT_TRIES / 10)) s; last lines of $logf:"
     tail -n 30 "$logf" >&2 || true
     exit 1
 }
@@ -310,7 +324,7 @@ path = "/"
 upstream = "http://127.0.0.1:$STATIC_PORT"
 auth = "none"
 EOF
-    RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTCULLIS_BIN" run --config "$dir/portcullis.toml" \
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "${VG_WRAP[@]}" "$PORTCULLIS_BIN" run --config "$dir/portcullis.toml" \
         >"$dir/portcullis.log" 2>&1 &
     PORTCULLIS_PID=$!
     STARTED_PIDS+=("$PORTCULLIS_PID")
@@ -361,7 +375,7 @@ start_portcullis_redis() {
     { printf '[server]\nlisten = "127.0.0.1:%s"\n\n' "$PORTCULLIS_REDIS_PORT"; login_config redis
       printf '[[route]]\nname = "bench-none"\npath = "/"\nupstream = "http://127.0.0.1:%s"\nauth = "none"\n' "$STATIC_PORT"
     } >"$dir/portcullis.toml"
-    RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTCULLIS_BIN" run --config "$dir/portcullis.toml" \
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "${VG_WRAP[@]}" "$PORTCULLIS_BIN" run --config "$dir/portcullis.toml" \
         >"$dir/portcullis.log" 2>&1 &
     PORTCULLIS_REDIS_PID=$!
     STARTED_PIDS+=("$PORTCULLIS_REDIS_PID")
@@ -516,7 +530,7 @@ run_wrk() {
 }
 
 # results, indexed by target name
-declare -A R_RPS R_P50 R_P99 R_CPU_US R_RSS R_HWM R_ERRORS R_REQS
+declare -A R_RPS R_P50 R_P99 R_CPU_US R_RSS R_HWM R_ERRORS R_REQS R_IR_TOTAL
 RESULT_ORDER=()
 
 # run_target NAME URL PID [extra wrk args, e.g. -H 'Authorization: Bearer …' or -s script.lua]
@@ -532,9 +546,27 @@ run_target() {
     run_wrk 120 -d"$WARMUP" "$@" "$url" >/dev/null
     log "$name: measuring $DURATION (wrk -t1 -c$CONNECTIONS --latency $* $url)"
     local before after
+    local cg=0
+    if [ "$CALLGRIND" = 1 ]; then case $name in portcullis-*) cg=1 ;; esac; fi
+    if [ "$cg" = 1 ]; then
+        callgrind_control --zero "$pid" >/dev/null 2>&1
+        callgrind_control -i on "$pid" >/dev/null 2>&1
+    fi
     before=$(cpu_ticks "$pid")
     run_wrk $((secs + 60)) -d"$DURATION" --latency "$@" "$url" >"$out"
     after=$(cpu_ticks "$pid")
+    if [ "$cg" = 1 ]; then
+        callgrind_control -i off "$pid" >/dev/null 2>&1
+        local dumps_before dump
+        dumps_before=$(ls "$WORK"/callgrind.out.* 2>/dev/null | wc -l)
+        callgrind_control -d "$name" "$pid" >/dev/null 2>&1
+        for _ in $(seq 100); do
+            [ "$(ls "$WORK"/callgrind.out.* 2>/dev/null | wc -l)" -gt "$dumps_before" ] && break
+            sleep 0.1
+        done
+        dump=$(ls -t "$WORK"/callgrind.out.* | head -1)
+        R_IR_TOTAL[$name]=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    fi
 
     local reqs rps p50 p99 errors
     reqs=$(awk '/requests in/ { print $1; exit }' "$out")
@@ -591,6 +623,15 @@ print_results() {
                 -v p1="${R_P99[$n]}" -v p0="${R_P99[apache-oidc]}" 'BEGIN {
                     printf "%s / apache-oidc:  req/s %.2fx   cpu/req %.2fx   p99 %.2fx\n", n,
                         r1 / r0, (c0 > 0 ? c1 / c0 : 0), (p0 > 0 ? p1 / p0 : 0) }'
+        done
+    fi
+    if [ "$CALLGRIND" = 1 ]; then
+        echo
+        echo "instructions per request under callgrind (wrk's completed requests; counts only while measured):"
+        for n in "${RESULT_ORDER[@]}"; do
+            [ -n "${R_IR_TOTAL[$n]:-}" ] || continue
+            awk -v n="$n" -v t="${R_IR_TOTAL[$n]}" -v r="${R_REQS[$n]}" \
+                'BEGIN { printf "%-24s %12d requests %16d instructions %10d instructions/request\n", n, r, t, t / r }'
         done
     fi
     [ "$DRY_RUN" = 1 ] && [ "$needs_portcullis" = 1 ] && echo "(BENCH_DRY_RUN=1: the portcullis-* rows measured the nginx proxy)"
