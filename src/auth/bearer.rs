@@ -12,6 +12,10 @@
 //! the JSON body; the provider needed but down → 503 `Bearer error="temporarily_unavailable"`,
 //! never a 200; roles/claims not met → 403 `Bearer error="insufficient_scope"`.
 //!
+//! Access tokens only: an ID token, a refresh token or a logout token is refused with
+//! `invalid_token` naming its kind — JWTs by [`access_token_only`], introspection answers by
+//! [`crate::provider::introspection::check`] — before anything is cached.
+//!
 //! Cache: validated JWTs are kept (per provider) until their `exp` and at most [`MAX_CACHE`],
 //! and so are the identities of opaque tokens, no longer than their introspection answer is
 //! (min(`introspection.cache`, exp)); `[providers.X] token_cache = false` turns it off. Role
@@ -239,14 +243,13 @@ pub async fn verify(
     // How long the identity may be reused: a JWT until its `exp` (at most MAX_CACHE); an
     // introspection answer as long as the introspection cache keeps it (min(`cache`, exp)).
     let (id, until) = if jwt {
-        let claims = p.verify_jwt(token, &p.config.audiences).await?;
-        if is_logout_token(&claims) {
-            // Same issuer, key and audience as an access token, but it proves a logout, not a
-            // caller.
-            return Err(TokenError::Other(
-                "a back-channel logout token is not an access token".into(),
-            ));
-        }
+        let (header, claims) = p.verify_jwt_with_header(token, &p.config.audiences).await?;
+        // Before the cache below: a token of another kind is never remembered as valid.
+        access_token_only(
+            header.typ.as_deref(),
+            &claims,
+            p.config.client_id.as_deref(),
+        )?;
         let id = identity_from_claims(p, claims, token)?;
         let until = id.expires_at;
         (id, until)
@@ -287,12 +290,85 @@ fn same_token(a: &str, b: &[u8]) -> bool {
     bool::from(diff.ct_eq(&0))
 }
 
-/// An OIDC Back-Channel Logout token (it carries the logout event).
-fn is_logout_token(claims: &serde_json::Map<String, serde_json::Value>) -> bool {
-    claims
+/// The OIDC Back-Channel Logout event (a logout token's `events` member).
+const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Refuses a verified JWT that is not an access token. An ID token (signed by the provider,
+/// `aud` = our client_id, which the default `audiences` accepts) ends up in browser history
+/// and provider logs through logout's `id_token_hint`; a refresh or logout token proves a
+/// grant or a logout, not a caller. In this order:
+/// 1. the back-channel logout event, or a header `typ` of `logout+jwt` → logout token;
+/// 2. a header `typ` of `at+jwt` (RFC 9068) → access token, whatever its claims say;
+/// 3. a `typ` claim (Keycloak) of `ID`, `Refresh`/`Offline`, `Logout` → that kind;
+/// 4. `at_hash` or `c_hash` → ID token (only ID tokens carry them);
+/// 5. `nonce` while `aud` includes our own client_id → ID token. Keycloak before 25 put
+///    `nonce` in access tokens too; their `aud` is the API, so they still pass.
+pub fn access_token_only(
+    header_typ: Option<&str>,
+    claims: &Map<String, Value>,
+    client_id: Option<&str>,
+) -> Result<(), TokenError> {
+    const LOGOUT: &str = "a back-channel logout token";
+    const ID: &str = "an ID token";
+    const REFRESH: &str = "a refresh token";
+    let not = |kind, why| Err(TokenError::NotAccessToken(kind, why));
+    if claims
         .get("events")
-        .and_then(|e| e.as_object())
-        .is_some_and(|e| e.contains_key("http://schemas.openid.net/event/backchannel-logout"))
+        .and_then(Value::as_object)
+        .is_some_and(|e| e.contains_key(LOGOUT_EVENT))
+    {
+        return not(LOGOUT, "it carries the back-channel logout event");
+    }
+    // RFC 8725 §3.11 / RFC 7515 §4.1.9: a media type, `application/` optional, any case.
+    let typ = header_typ.map(|t| {
+        t.get(..12)
+            .filter(|p| p.eq_ignore_ascii_case("application/"))
+            .map_or(t, |_| &t[12..])
+    });
+    if typ.is_some_and(|t| t.eq_ignore_ascii_case("logout+jwt")) {
+        return not(LOGOUT, "its header `typ` is `logout+jwt`");
+    }
+    if typ.is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")) {
+        return Ok(());
+    }
+    if let Some(Value::String(t)) = claims.get("typ") {
+        let is = |k: &str| t.eq_ignore_ascii_case(k);
+        if is("ID") {
+            return not(ID, "its `typ` claim is `ID`");
+        }
+        if is("Refresh") {
+            return not(REFRESH, "its `typ` claim is `Refresh`");
+        }
+        if is("Offline") {
+            return not(REFRESH, "its `typ` claim is `Offline`");
+        }
+        if is("Logout") {
+            return not(LOGOUT, "its `typ` claim is `Logout`");
+        }
+    }
+    if claims.contains_key("at_hash") {
+        return not(ID, "it carries `at_hash`");
+    }
+    if claims.contains_key("c_hash") {
+        return not(ID, "it carries `c_hash`");
+    }
+    if claims.contains_key("nonce")
+        && let Some(cid) = client_id.filter(|c| !c.is_empty())
+    {
+        let ours = |v: &Value| v.as_str() == Some(cid);
+        let for_us = match claims.get("aud") {
+            Some(Value::Array(a)) => a.iter().any(ours),
+            Some(v) => ours(v),
+            None => false,
+        };
+        if for_us {
+            return not(
+                ID,
+                "it carries `nonce` and its `aud` is this proxy's client_id",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The authentication stage for a bearer route (or the bearer half of `login_or_bearer`).
@@ -612,10 +688,77 @@ mod tests {
     #[test]
     fn logout_tokens_are_not_access_tokens() {
         let c = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
-        assert!(is_logout_token(&c(serde_json::json!({
-            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
-        }))));
-        assert!(!is_logout_token(&c(serde_json::json!({"events": {}}))));
-        assert!(!is_logout_token(&c(serde_json::json!({"sub": "x"}))));
+        let check = |typ: Option<&str>, v| access_token_only(typ, &c(v), Some("web"));
+        let event = serde_json::json!({"events": {LOGOUT_EVENT: {}}, "aud": "web"});
+        assert!(check(None, event.clone()).is_err());
+        assert!(check(Some("at+jwt"), event).is_err());
+        assert!(check(None, serde_json::json!({"events": {}})).is_ok());
+        assert!(check(None, serde_json::json!({"sub": "x"})).is_ok());
+        for typ in ["logout+jwt", "application/logout+jwt", "Logout+JWT"] {
+            let e = check(Some(typ), serde_json::json!({"sub": "x"})).unwrap_err();
+            assert!(
+                e.to_string().contains("back-channel logout token"),
+                "{typ}: {e}"
+            );
+        }
+    }
+
+    /// Each rule of [`access_token_only`], and what passes: RFC 9068 `at+jwt` over any claim,
+    /// Keycloak's `typ: Bearer`, a `nonce` whose `aud` is not our client_id.
+    #[test]
+    fn id_and_refresh_tokens_are_not_access_tokens() {
+        use serde_json::json;
+        let c = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let refused = |typ: Option<&str>, v: serde_json::Value, kind: &str| {
+            let e = access_token_only(typ, &c(v.clone()), Some("web")).unwrap_err();
+            assert!(
+                matches!(e, TokenError::NotAccessToken(k, _) if k.contains(kind)),
+                "{v}: {e}"
+            );
+        };
+        refused(None, json!({"at_hash": "x", "aud": "api"}), "ID token");
+        refused(
+            Some("JWT"),
+            json!({"c_hash": "x", "aud": "api"}),
+            "ID token",
+        );
+        refused(None, json!({"nonce": "n", "aud": "web"}), "ID token");
+        refused(
+            None,
+            json!({"nonce": "n", "aud": ["api", "web"]}),
+            "ID token",
+        );
+        refused(None, json!({"typ": "ID", "aud": "api"}), "ID token");
+        refused(
+            None,
+            json!({"typ": "Refresh", "aud": "api"}),
+            "refresh token",
+        );
+        refused(
+            None,
+            json!({"typ": "Offline", "aud": "api"}),
+            "refresh token",
+        );
+        refused(None, json!({"typ": "Logout", "aud": "api"}), "logout token");
+        let ok = |typ: Option<&str>, v: serde_json::Value, cid: Option<&str>| {
+            assert!(
+                access_token_only(typ, &c(v.clone()), cid).is_ok(),
+                "{typ:?} {v}"
+            );
+        };
+        for t in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+            ok(
+                Some(t),
+                json!({"nonce": "n", "aud": "web", "at_hash": "x", "typ": "ID"}),
+                Some("web"),
+            );
+        }
+        ok(
+            None,
+            json!({"nonce": "n", "aud": "api", "typ": "Bearer"}),
+            Some("web"),
+        );
+        ok(None, json!({"nonce": "n", "aud": "web"}), None);
+        ok(Some("JWT"), json!({"aud": "web"}), Some("web"));
     }
 }

@@ -3,8 +3,14 @@
 //! `roles_claim` names a claim or a dotted path; its value may be an array of strings, an object
 //! whose keys are the roles (ZITADEL: `{"admin": {"<orgId>": "<orgDomain>"}}`), or a
 //! space-separated string. `auto` unions `urn:zitadel:iam:org:project:roles`,
-//! `urn:zitadel:iam:org:project:<id>:roles`, `realm_access.roles`,
-//! `resource_access.<client_id>.roles`, `roles` and `groups`. Order is kept, duplicates dropped.
+//! `urn:zitadel:iam:org:project:<project_id>:roles` for the provider's configured `project_id`
+//! only, `realm_access.roles`, `resource_access.<client_id>.roles`, `roles` and `groups`.
+//! Order is kept, duplicates dropped.
+//!
+//! Why only one project: a ZITADEL token asked for several projects' roles carries one
+//! `…:project:<id>:roles` claim per project, and an `admin` granted in another project (another
+//! app, maybe one the user administers themselves) must not satisfy this one. Without a
+//! `project_id` no project-scoped claim counts.
 
 use serde_json::{Map, Value};
 
@@ -27,11 +33,13 @@ fn push_value(out: &mut Vec<String>, v: &Value) {
     }
 }
 
-/// The roles `claims` grant under `how`; `client_id` selects Keycloak's client roles.
+/// The roles `claims` grant under `how`; `client_id` selects Keycloak's client roles,
+/// `project_id` ZITADEL's project-scoped claim.
 pub fn roles(
     claims: &Map<String, Value>,
     how: &RolesClaim,
     client_id: Option<&str>,
+    project_id: Option<&str>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     match how {
@@ -44,16 +52,11 @@ pub fn roles(
             if let Some(v) = claims.get(ZITADEL_ROLES) {
                 push_value(&mut out, v);
             }
-            // project-scoped: urn:zitadel:iam:org:project:<id>:roles
-            for (k, v) in claims {
-                if let Some(mid) = k
-                    .strip_prefix("urn:zitadel:iam:org:project:")
-                    .and_then(|r| r.strip_suffix(":roles"))
-                    && !mid.is_empty()
-                    && !mid.contains(':')
-                {
-                    push_value(&mut out, v);
-                }
+            // project-scoped: urn:zitadel:iam:org:project:<project_id>:roles, ours only
+            if let Some(id) = project_id
+                && let Some(v) = claims.get(&format!("urn:zitadel:iam:org:project:{id}:roles"))
+            {
+                push_value(&mut out, v);
             }
             if let Some(v) = claims.get("realm_access").and_then(|r| r.get("roles")) {
                 push_value(&mut out, v);
@@ -90,23 +93,33 @@ mod tests {
         let c = m(
             json!({"urn:zitadel:iam:org:project:roles": {"admin": {"1": "acme"}, "reader": {"1": "acme"}}}),
         );
-        assert_eq!(roles(&c, &RolesClaim::Auto, None), ["admin", "reader"]);
+        assert_eq!(
+            roles(&c, &RolesClaim::Auto, None, None),
+            ["admin", "reader"]
+        );
         assert_eq!(
             roles(
                 &c,
                 &RolesClaim::Path("urn:zitadel:iam:org:project:roles".into()),
+                None,
                 None
             ),
             ["admin", "reader"]
         );
     }
 
+    /// Attack: an `admin` granted in another ZITADEL project rides along in the token.
     #[test]
-    fn zitadel_project_scoped() {
-        let c = m(
-            json!({"urn:zitadel:iam:org:project:987:roles": {"ops": {}}, "urn:zitadel:iam:org:project:x:y:roles": {"no": {}}}),
-        );
-        assert_eq!(roles(&c, &RolesClaim::Auto, None), ["ops"]);
+    fn zitadel_project_scoped_only_for_our_project() {
+        let c = m(json!({
+            "urn:zitadel:iam:org:project:987:roles": {"ops": {}},
+            "urn:zitadel:iam:org:project:555:roles": {"admin": {}},
+            "urn:zitadel:iam:org:project:x:y:roles": {"no": {}}
+        }));
+        assert_eq!(roles(&c, &RolesClaim::Auto, None, Some("987")), ["ops"]);
+        assert_eq!(roles(&c, &RolesClaim::Auto, None, Some("555")), ["admin"]);
+        assert!(roles(&c, &RolesClaim::Auto, None, None).is_empty());
+        assert!(roles(&c, &RolesClaim::Auto, None, Some("1")).is_empty());
     }
 
     #[test]
@@ -116,13 +129,14 @@ mod tests {
             "resource_access": {"app": {"roles": ["editor"]}, "other": {"roles": ["x"]}}
         }));
         assert_eq!(
-            roles(&c, &RolesClaim::Auto, Some("app")),
+            roles(&c, &RolesClaim::Auto, Some("app"), None),
             ["user", "admin", "editor"]
         );
         assert_eq!(
             roles(
                 &c,
                 &RolesClaim::Path("resource_access.other.roles".into()),
+                None,
                 None
             ),
             ["x"]
@@ -132,9 +146,9 @@ mod tests {
     #[test]
     fn arrays_strings_union_dedup() {
         let c = m(json!({"roles": "a b  a", "groups": ["b", "c", 3]}));
-        assert_eq!(roles(&c, &RolesClaim::Auto, None), ["a", "b", "c"]);
+        assert_eq!(roles(&c, &RolesClaim::Auto, None, None), ["a", "b", "c"]);
         assert_eq!(
-            roles(&c, &RolesClaim::Path("scope".into()), None),
+            roles(&c, &RolesClaim::Path("scope".into()), None, None),
             Vec::<String>::new()
         );
     }

@@ -129,6 +129,8 @@ pub struct Provider {
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
     pub roles_claim: RolesClaim,
+    /// ZITADEL project whose project-scoped roles claim counts under `roles_claim = "auto"`.
+    pub project_id: Option<String>,
     pub token_endpoint_auth: TokenEndpointAuth,
     pub authorization_endpoint: Option<Url>,
     pub token_endpoint: Option<Url>,
@@ -171,6 +173,8 @@ pub struct Introspection {
     pub endpoint: Option<Url>,
     pub auth: IntrospectionAuth,
     pub cache: Duration,
+    /// Calls to the introspection endpoint in flight at once (≥ 1).
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -962,10 +966,19 @@ impl Validator<'_, '_> {
             if issuer.is_none() && endpoint.is_none() {
                 self.errs.at(span(i), k("introspection.endpoint"), "without `issuer` (discovery) set `endpoint`");
             }
+            let max_concurrent = match &ir.max_concurrent {
+                None => 16,
+                Some(m) if *m.get_ref() == 0 => {
+                    self.errs.at(span(m), k("introspection.max_concurrent"), "must be at least 1");
+                    16
+                }
+                Some(m) => *m.get_ref(),
+            };
             Some(Introspection {
                 endpoint,
                 auth,
                 cache: ir.cache.map_or(Duration::from_secs(60), |d| d.0),
+                max_concurrent,
             })
         });
         let scopes = p
@@ -987,6 +1000,18 @@ impl Validator<'_, '_> {
             None | Some("auto") | Some("") => RolesClaim::Auto,
             Some(path) => RolesClaim::Path(path.to_string()),
         };
+        let project_id = p.project_id.as_ref().and_then(|v| {
+            let id = v.get_ref().0.as_str();
+            if id.is_empty() || id.contains(':') || id.chars().any(char::is_whitespace) {
+                self.errs.at(
+                    span(v),
+                    k("project_id"),
+                    "must be a ZITADEL project id (the number in the console's project URL), without `:` or spaces",
+                );
+                return None;
+            }
+            Some(id.to_string())
+        });
         Some(Provider {
             name: name.to_string(),
             issuer,
@@ -996,6 +1021,7 @@ impl Validator<'_, '_> {
             scopes,
             audiences,
             roles_claim,
+            project_id,
             token_endpoint_auth,
             authorization_endpoint,
             token_endpoint,

@@ -70,6 +70,8 @@ pub struct RawProvider {
     pub scopes: Option<Vec<Str>>,
     pub audiences: Option<Vec<Str>>,
     pub roles_claim: Option<Str>,
+    /// The ZITADEL project whose `urn:zitadel:iam:org:project:<id>:roles` claim counts.
+    pub project_id: Option<Spanned<Str>>,
     pub token_endpoint_auth: Option<Spanned<Str>>,
     pub authorization_endpoint: Option<Spanned<Str>>,
     pub token_endpoint: Option<Spanned<Str>>,
@@ -95,6 +97,8 @@ pub struct RawIntrospection {
     pub client_secret: Option<Secret>,
     pub client_secret_file: Option<Spanned<Str>>,
     pub cache: Option<Dur>,
+    /// Calls to the introspection endpoint in flight at once (default 16).
+    pub max_concurrent: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -239,3 +239,37 @@ fn example_config_loads() {
     assert_eq!(c.routes[4].auth, AuthMode::LoginOrBearer);
     assert!(c.session.is_some());
 }
+
+/// `project_id` and `introspection.max_concurrent`: defaults, values, and errors naming the key.
+#[test]
+fn project_id_and_introspection_max_concurrent() {
+    let provider = |extra: &str, intro: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[providers.z]\nissuer = \"https://z.example\"\naudiences = [\"api\"]\n{extra}\n[providers.z.introspection]\nclient_id = \"i\"\nclient_secret = \"s\"\n{intro}\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"bearer\"\n"
+        )
+    };
+    let c = load(&provider("", "")).unwrap();
+    assert_eq!(c.providers["z"].project_id, None);
+    let intro = c.providers["z"].introspection.as_ref().unwrap();
+    assert_eq!(intro.max_concurrent, 16);
+    let c = load(&provider("project_id = \"2710\"", "max_concurrent = 4")).unwrap();
+    assert_eq!(c.providers["z"].project_id.as_deref(), Some("2710"));
+    assert_eq!(
+        c.providers["z"]
+            .introspection
+            .as_ref()
+            .unwrap()
+            .max_concurrent,
+        4
+    );
+    let e = err(&provider("", "max_concurrent = 0"));
+    assert!(
+        e.contains(":10:18: `providers.z.introspection.max_concurrent`: must be at least 1"),
+        "{e}"
+    );
+    let e = err(&provider("project_id = \"1:roles\"", ""));
+    assert!(
+        e.contains(":6:14: `providers.z.project_id`: must be a ZITADEL project id"),
+        "{e}"
+    );
+}

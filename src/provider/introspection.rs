@@ -5,14 +5,26 @@
 //! issuer, the introspection endpoint, the client and the SHA-256 of the token — so a token
 //! valid at one provider can never be served from another's entry, and the cache never holds
 //! the token itself. Concurrent misses for the same token share one provider call
-//! (`try_get_with`). Inactive answers and errors are not cached.
+//! (`try_get_with`). A refusal the provider's answer decided (inactive, wrong audience, not an
+//! access token, …) is remembered for [`REFUSED_FOR`] under the same key, so the same bad token
+//! does not reach the provider again; errors reaching the provider (→ 503) are not remembered.
 //!
-//! Checks on the answer: `active` must be `true`; `token_type`, when present, `Bearer`; no `cnf`
-//! (sender-constrained tokens need a proof that is not verified here); `iss`, when present, must be the configured
-//! issuer; `exp`, when present, must not be past; `aud`: when present it must contain one of the
-//! provider's `audiences`. When absent (oidc-provider and ZITADEL omit it for tokens requested
-//! without a resource/audience) the token is accepted only if its `client_id` is one of the
-//! `audiences` — i.e. the token was issued to the API itself. Otherwise: 401, never fail open.
+//! Load: at most `max_concurrent` (default 16) calls to the provider at once, per provider; a
+//! request waits for a free slot as long as one call may take (the provider `timeout`), then
+//! gets 503. A flood of random tokens thus costs the provider a bounded number of parallel
+//! calls instead of one per request.
+//!
+//! Checks on the answer: `active` must be `true`; no `cnf` (sender-constrained tokens need a
+//! proof that is not verified here); `token_type`, when present, an access token (`Bearer`,
+//! `access_token`, `urn:ietf:params:oauth:token-type:access_token`, any case) — a refresh or ID
+//! token type is refused, so is a Keycloak `typ` claim of `Refresh`/`Offline`/`ID`/`Logout`;
+//! `iss`, when present, must be the configured issuer; `exp`, when present, must not be past;
+//! `aud`: when present it must contain one of the provider's `audiences`. When absent
+//! (oidc-provider and ZITADEL omit it for tokens requested without a resource/audience) the
+//! token is accepted only if `token_type` says it is an access token — a refresh token
+//! introspects as active with the client's `client_id`, no `aud` and no `token_type` — and
+//! its `client_id` is one of the `audiences`, i.e. the token was issued to the API itself.
+//! Otherwise: 401, never fail open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +40,11 @@ use crate::config::{Introspection, IntrospectionAuth};
 
 /// Introspection answers kept per provider.
 const CACHE_ENTRIES: u64 = 20_000;
+/// How long a refusal decided by the provider's answer is remembered.
+pub const REFUSED_FOR: Duration = Duration::from_secs(10);
+/// Refusals remembered per provider (a flood of random tokens evicts old ones, never an
+/// active answer: the two caches are apart).
+const REFUSED_ENTRIES: u64 = 20_000;
 
 #[derive(Clone)]
 struct Entry {
@@ -69,6 +86,11 @@ pub struct Introspector {
     client_id: String,
     cache_for: Duration,
     cache: moka::future::Cache<[u8; 32], Entry>,
+    /// Refusals decided by the provider's answer, for [`REFUSED_FOR`].
+    refused: moka::future::Cache<[u8; 32], TokenError>,
+    /// Calls to the provider in flight (`max_concurrent` permits).
+    slots: tokio::sync::Semaphore,
+    max_concurrent: usize,
 }
 
 impl Introspector {
@@ -91,12 +113,20 @@ impl Introspector {
             .max_capacity(CACHE_ENTRIES)
             .expire_after(EntryExpiry)
             .build();
+        let refused = moka::future::Cache::builder()
+            .max_capacity(REFUSED_ENTRIES)
+            .time_to_live(REFUSED_FOR)
+            .build();
+        let max_concurrent = cfg.max_concurrent.max(1);
         Ok(Introspector {
             provider: provider.to_string(),
             auth,
             client_id,
             cache_for: cfg.cache,
             cache,
+            refused,
+            slots: tokio::sync::Semaphore::new(max_concurrent),
+            max_concurrent,
         })
     }
 
@@ -125,12 +155,25 @@ impl Introspector {
         }
         h.update(Sha256::digest(token.as_bytes()));
         let key: [u8; 32] = h.finalize().into();
+        if let Some(e) = self.refused.get(&key).await {
+            return Err(e);
+        }
         let entry = self
             .cache
             .try_get_with(key, async {
-                let claims = self
-                    .call(http, endpoint, issuer, audiences, token, timeout)
-                    .await?;
+                let claims = match self
+                    .limited_call(http, endpoint, issuer, audiences, token, timeout)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e @ TokenError::Unavailable(_)) => return Err(e),
+                    Err(e) => {
+                        // Decided by the provider's answer: the same token gets the same
+                        // answer for a while, without asking again.
+                        self.refused.insert(key, e.clone()).await;
+                        return Err(e);
+                    }
+                };
                 let exp = claims.get("exp").and_then(Value::as_i64);
                 let ttl = match exp {
                     Some(e) => Duration::from_secs((e - now()).max(0) as u64).min(self.cache_for),
@@ -158,6 +201,32 @@ impl Introspector {
             claims: entry.claims,
             until: entry.until,
         })
+    }
+
+    /// [`Self::call`] in one of the `max_concurrent` slots; waits for a slot at most `timeout`.
+    async fn limited_call(
+        &self,
+        http: &ProviderClient,
+        endpoint: &str,
+        issuer: Option<&str>,
+        audiences: &[String],
+        token: &str,
+        timeout: Duration,
+    ) -> Result<Map<String, Value>, TokenError> {
+        let _slot = match tokio::time::timeout(timeout, self.slots.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            // Closed: never (the semaphore is not closed); treated like a full one.
+            Ok(Err(_)) | Err(_) => {
+                tracing::debug!(provider = %self.provider, max_concurrent = self.max_concurrent, "introspection: no free slot in time");
+                return Err(self.unavailable(format!(
+                    "{} introspection calls are in flight (introspection.max_concurrent); none finished within {}",
+                    self.max_concurrent,
+                    humantime::format_duration(timeout)
+                )));
+            }
+        };
+        self.call(http, endpoint, issuer, audiences, token, timeout)
+            .await
     }
 
     async fn call(
@@ -221,12 +290,55 @@ pub fn check(
     if claims.contains_key("cnf") {
         return Err(TokenError::Other(super::jwks::SENDER_CONSTRAINED.into()));
     }
-    match claims.get("token_type") {
-        None => {}
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+    // What kind of token the answer describes. A refresh token introspects as `active: true`
+    // with the client's `client_id` and (oidc-provider) no `aud` and no `token_type`.
+    let access = match claims.get("token_type") {
+        None => false,
+        Some(Value::String(t)) => match token_type(t) {
+            Kind::Access => true,
+            Kind::Refresh => {
+                return Err(TokenError::NotAccessToken(
+                    "a refresh token",
+                    "its introspection `token_type` says so",
+                ));
+            }
+            Kind::Id => {
+                return Err(TokenError::NotAccessToken(
+                    "an ID token",
+                    "its introspection `token_type` says so",
+                ));
+            }
+            Kind::Other => {
+                return Err(TokenError::Other(
+                    "the token is not a bearer access token (token_type)".into(),
+                ));
+            }
+        },
         Some(_) => {
             return Err(TokenError::Other(
                 "the token is not a bearer access token (token_type)".into(),
+            ));
+        }
+    };
+    // Keycloak answers with the token's own claims, `typ` among them.
+    if let Some(Value::String(t)) = claims.get("typ") {
+        let is = |k: &str| t.eq_ignore_ascii_case(k);
+        if is("Refresh") || is("Offline") {
+            return Err(TokenError::NotAccessToken(
+                "a refresh token",
+                "its introspected `typ` claim says so",
+            ));
+        }
+        if is("ID") {
+            return Err(TokenError::NotAccessToken(
+                "an ID token",
+                "its introspected `typ` claim says so",
+            ));
+        }
+        if is("Logout") {
+            return Err(TokenError::NotAccessToken(
+                "a back-channel logout token",
+                "its introspected `typ` claim says so",
             ));
         }
     }
@@ -252,12 +364,47 @@ pub fn check(
         Some(v @ Value::String(_)) if in_audiences(v) => {}
         Some(_) => return Err(TokenError::Audience),
         None => {
+            // Without `aud`, only an answer that says "access token" counts, and only when it
+            // was issued to the API itself (its `client_id` is one of the audiences).
+            if !access {
+                return Err(TokenError::NotAccessToken(
+                    "probably a refresh token",
+                    "its introspection answer has neither `aud` nor an access-token `token_type`",
+                ));
+            }
             if !claims.get("client_id").is_some_and(in_audiences) {
                 return Err(TokenError::Audience);
             }
         }
     }
     Ok(())
+}
+
+enum Kind {
+    Access,
+    Refresh,
+    Id,
+    Other,
+}
+
+/// RFC 7662 `token_type`: RFC 6749 §7.1 types (`Bearer`), the hint names of RFC 7009
+/// (`access_token`, `refresh_token`) and RFC 8693 URNs, all case-insensitive.
+fn token_type(t: &str) -> Kind {
+    const URN: &str = "urn:ietf:params:oauth:token-type:";
+    let name = t
+        .get(..URN.len())
+        .filter(|p| p.eq_ignore_ascii_case(URN))
+        .map_or(t, |_| &t[URN.len()..]);
+    let is = |k: &str| name.eq_ignore_ascii_case(k);
+    if is("bearer") || is("access_token") {
+        Kind::Access
+    } else if is("refresh_token") {
+        Kind::Refresh
+    } else if is("id_token") {
+        Kind::Id
+    } else {
+        Kind::Other
+    }
 }
 
 #[cfg(test)]
@@ -304,12 +451,74 @@ mod tests {
             ),
             Err(TokenError::Expired)
         ));
-        // no aud: only a token issued to the API itself
+        // no aud: only an access token issued to the API itself
         assert!(matches!(
-            check(&m(json!({"active": true, "client_id": "other"})), iss, &aud),
+            check(
+                &m(json!({"active": true, "client_id": "other", "token_type": "Bearer"})),
+                iss,
+                &aud
+            ),
             Err(TokenError::Audience)
         ));
-        assert!(check(&m(json!({"active": true, "client_id": "api"})), iss, &aud).is_ok());
+        assert!(
+            check(
+                &m(json!({"active": true, "client_id": "api", "token_type": "Bearer"})),
+                iss,
+                &aud
+            )
+            .is_ok()
+        );
+    }
+
+    /// Attack: a refresh token (oidc-provider: active, the client's `client_id`, no `aud`, no
+    /// `token_type`) presented as a bearer token; `token_type` decides when `aud` is missing.
+    #[test]
+    fn refresh_tokens_are_not_access_tokens() {
+        let aud = vec!["web".to_string()];
+        let iss = Some("https://op");
+        let answer = |extra: Value| {
+            let mut v = m(json!({"active": true, "iss": "https://op", "client_id": "web"}));
+            v.extend(m(extra));
+            check(&v, iss, &aud)
+        };
+        let refused = |extra: Value, kind: &str| match answer(extra.clone()) {
+            Err(TokenError::NotAccessToken(k, _)) if k.contains(kind) => {}
+            other => panic!("{extra}: {other:?}"),
+        };
+        refused(json!({"scope": "openid offline_access"}), "refresh token");
+        refused(json!({"token_type": "refresh_token"}), "refresh token");
+        refused(
+            json!({"token_type": "Refresh_Token", "aud": "web"}),
+            "refresh token",
+        );
+        refused(
+            json!({"token_type": "urn:ietf:params:oauth:token-type:refresh_token", "aud": "web"}),
+            "refresh token",
+        );
+        refused(
+            json!({"token_type": "urn:ietf:params:oauth:token-type:id_token"}),
+            "ID token",
+        );
+        refused(json!({"aud": "web", "typ": "Refresh"}), "refresh token");
+        refused(json!({"aud": "web", "typ": "Offline"}), "refresh token");
+        refused(json!({"aud": "web", "typ": "ID"}), "ID token");
+        refused(json!({"aud": "web", "typ": "Logout"}), "logout token");
+        for t in [
+            "Bearer",
+            "BEARER",
+            "access_token",
+            "Access_Token",
+            "urn:ietf:params:oauth:token-type:access_token",
+            "URN:IETF:PARAMS:OAUTH:TOKEN-TYPE:ACCESS_TOKEN",
+        ] {
+            assert!(answer(json!({"token_type": t})).is_ok(), "{t}");
+            assert!(
+                answer(json!({"token_type": t, "aud": "web"})).is_ok(),
+                "{t}"
+            );
+        }
+        // with aud, an answer without token_type still counts (ZITADEL, Keycloak with typ Bearer)
+        assert!(answer(json!({"aud": "web", "typ": "Bearer"})).is_ok());
     }
 
     /// Attack: a DPoP- or mTLS-bound token (stolen, replayed without its proof) or a token

@@ -238,6 +238,9 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
 pub struct JwtHeader {
     pub alg: Algorithm,
     pub kid: Option<String>,
+    /// `typ` as sent (`JWT`, `at+jwt`, `logout+jwt`, …); what kind of token it marks is the
+    /// caller's business (bearer routes: [`crate::auth::bearer`]).
+    pub typ: Option<String>,
 }
 
 /// Parses and screens a JWT header (`alg`, forbidden members).
@@ -270,7 +273,12 @@ pub fn screen_header(token: &str) -> Result<JwtHeader, TokenError> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(TokenError::Malformed),
     };
-    Ok(JwtHeader { alg, kid })
+    let typ = match h.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(TokenError::Malformed),
+    };
+    Ok(JwtHeader { alg, kid, typ })
 }
 
 /// Outcome of looking a key up.
@@ -643,6 +651,7 @@ mod tests {
         let h = JwtHeader {
             alg: Algorithm::PS256,
             kid: Some("r".into()),
+            typ: None,
         };
         assert!(matches!(lookup(&set, &h), Err(TokenError::Algorithm(_))));
     }

@@ -84,6 +84,10 @@ pub enum TokenError {
     MissingClaim(&'static str),
     #[error("the token is not active")]
     Inactive,
+    /// An ID, refresh or logout token presented where only access tokens count: which kind
+    /// it is (`"an ID token"`) and what showed it (`"it carries `at_hash`"`).
+    #[error("the token is not an access token: {0} ({1})")]
+    NotAccessToken(&'static str, &'static str),
     #[error("{0}")]
     Other(String),
     /// The provider is needed and unreachable → 503, never 200.
@@ -192,12 +196,25 @@ impl ProviderRuntime {
         token: &str,
         audiences: &[String],
     ) -> Result<Map<String, Value>, TokenError> {
+        self.verify_jwt_with_header(token, audiences)
+            .await
+            .map(|(_, claims)| claims)
+    }
+
+    /// [`Self::verify_jwt`], also returning the screened header (its `typ` tells an access
+    /// token from other kinds on bearer routes).
+    pub async fn verify_jwt_with_header(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<(jwks::JwtHeader, Map<String, Value>), TokenError> {
         let header = jwks::screen_header(token)?;
         let issuer = self.config.issuer.as_deref();
         if let Some(set) = self.keys.load().as_ref()
             && let jwks::Lookup::Found(k) = jwks::lookup(set, &header)?
         {
-            return jwks::verify_with(token, k, issuer, audiences);
+            let claims = jwks::verify_with(token, k, issuer, audiences)?;
+            return Ok((header, claims));
         }
         // Unknown kid (or no keys yet): one refetch per REFETCH_INTERVAL, shared by everyone.
         self.refetch_keys().await?;
@@ -205,7 +222,10 @@ impl ProviderRuntime {
             TokenError::Unavailable(self.unavailable("signing keys are not loaded"))
         })?;
         match jwks::lookup(&set, &header)? {
-            jwks::Lookup::Found(k) => jwks::verify_with(token, k, issuer, audiences),
+            jwks::Lookup::Found(k) => {
+                let claims = jwks::verify_with(token, k, issuer, audiences)?;
+                Ok((header, claims))
+            }
             jwks::Lookup::Missing => Err(TokenError::UnknownKey),
         }
     }
@@ -435,6 +455,7 @@ impl ProviderRuntime {
             claims,
             &self.config.roles_claim,
             self.config.client_id.as_deref(),
+            self.config.project_id.as_deref(),
         )
     }
 
