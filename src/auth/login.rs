@@ -47,9 +47,7 @@ use crate::health::Health;
 use crate::provider::{ProviderError, ProviderRuntime, Providers, TokenError};
 use crate::proxy::ConnInfo;
 use crate::session::crypto::{self, Sealer};
-use crate::session::{
-    self, Backend, CookieAttrs, Ended, SessionData, Sessions, StoreError, now,
-};
+use crate::session::{self, Backend, CookieAttrs, Ended, SessionData, Sessions, StoreError, now};
 
 const PENDING_TTL: i64 = 600;
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -669,11 +667,10 @@ impl LoginState {
             })
         };
         let path = crate::routes::normalize_path(url.path()).ok()?;
-        let route = self
-            .config
-            .routes
-            .iter()
-            .find(|r| r.matcher.matches(target_host.as_deref(), &Method::GET, &path))?;
+        let route = self.config.routes.iter().find(|r| {
+            r.matcher
+                .matches(target_host.as_deref(), &Method::GET, &path)
+        })?;
         route
             .auth
             .uses_login()
@@ -1228,9 +1225,7 @@ impl LoginState {
         let Some(host) = host else { return false };
         let (name, port) = split_host_port(host);
         let name = name.strip_suffix('.').unwrap_or(name);
-        let same_name = u
-            .host_str()
-            .is_some_and(|h| h.eq_ignore_ascii_case(name));
+        let same_name = u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(name));
         let same_port = match port {
             None => u.port().is_none(),
             Some(p) => u.port_or_known_default() == Some(p),
