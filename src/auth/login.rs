@@ -20,6 +20,14 @@
 //! - Unauthenticated browser navigations go straight to the provider (one redirect, the original
 //!   path kept in the pending login as `rd`); everything else gets 401 JSON, so SPAs' XHRs never
 //!   follow a redirect into an HTML login page.
+//! - A session belongs to the provider that created it ([`LoginState::belongs`]): on a route of
+//!   another provider it is no session (the lookup both the proxy and `/.auth/check` use decides
+//!   this), so one provider's users and roles never pass another's routes; `/.auth/login` signs
+//!   in at the provider of the route `rd` leads to, whatever `?provider=` says.
+//! - Logout ends the session for every copy of its cookie (Redis: deleted; cookie store: its id
+//!   revoked in this process) and is refused from other sites (cross-site GET → a page with a
+//!   POST button; POST only from this origin). Back-channel logout ends only the sessions of the
+//!   provider that signed the logout token.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -472,14 +480,10 @@ impl LoginState {
             match r.get_by_key(&key).await {
                 Ok(None) => return Refreshed::Ended,
                 Ok(Some(sealed)) => {
-                    let n = self
-                        .sessions
-                        .sealer
-                        .open(&key, &sealed)
-                        .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
+                    let n = self.sessions.open(&key, &sealed);
                     match n {
                         Some(n) if n.refresh_token != d.refresh_token => {
-                            return Refreshed::New(Box::new(n));
+                            return Refreshed::New(Box::new((*n).clone()));
                         }
                         Some(_) => {}
                         None => return Refreshed::Ended,
@@ -1096,7 +1100,7 @@ impl LoginState {
         host: Option<&str>,
     ) -> Response<Body> {
         let post = !matches!(*method, Method::GET | Method::HEAD);
-        if self.from_elsewhere(post, headers, conn, host) {
+        if self.is_from_elsewhere(post, headers, conn, host) {
             tracing::info!(
                 method = %method,
                 "logout requested from another site: answered with a confirmation page, nothing ended"
@@ -1184,7 +1188,7 @@ impl LoginState {
     /// `Sec-Fetch-Site: cross-site` or a foreign `Origin`; for a POST, anything but this origin
     /// (`Sec-Fetch-Site: same-site` too). Clients that send neither header (not browsers, or
     /// browsers too old to send them) are taken at their word: they hold the cookie themselves.
-    fn from_elsewhere(
+    fn is_from_elsewhere(
         &self,
         post: bool,
         headers: &HeaderMap,
@@ -1772,6 +1776,65 @@ mod tests {
         assert_eq!(claims["iss"], "http://op");
         assert_eq!(claims["aud"], "c");
         assert_eq!(claims["sid"], "s1");
+    }
+
+    /// Which logout requests come from elsewhere (no `public_url`: the request's Host decides;
+    /// scheme only checked on TLS connections).
+    #[test]
+    fn logout_origin_table() {
+        let l = login_state();
+        let plain = ConnInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            tls: false,
+        };
+        let tls = ConnInfo { tls: true, ..plain };
+        let host = Some("app.example:8080");
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        let cases: &[(&[(&'static str, &'static str)], bool, bool)] = &[
+            // headers, post, from elsewhere
+            (&[], false, false),
+            (&[], true, false),
+            (&[("sec-fetch-site", "same-origin")], true, false),
+            (&[("sec-fetch-site", "none")], false, false),
+            (&[("sec-fetch-site", "same-site")], false, false),
+            (&[("sec-fetch-site", "same-site")], true, true),
+            (&[("sec-fetch-site", "Cross-Site")], false, true),
+            (&[("origin", "http://app.example:8080")], true, false),
+            (&[("origin", "https://APP.example:8080")], true, false),
+            (&[("origin", "http://app.example")], true, true),
+            (&[("origin", "http://app.example:8081")], true, true),
+            (&[("origin", "http://evil.example:8080")], false, true),
+            (&[("origin", "null")], false, true),
+            (&[("origin", "app.example:8080")], true, true),
+            (
+                &[
+                    ("origin", "http://app.example:8080"),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+                true,
+                true,
+            ),
+        ];
+        for (headers, post, want) in cases {
+            assert_eq!(
+                l.is_from_elsewhere(*post, &h(headers), plain, host),
+                *want,
+                "{headers:?} post={post}"
+            );
+        }
+        // on TLS the scheme counts; default ports match a Host without port
+        let o = |v: &'static str| HeaderValue::from_static(v);
+        assert!(!l.is_this_origin(&o("http://app.example"), tls, Some("app.example")));
+        assert!(l.is_this_origin(&o("https://app.example"), tls, Some("app.example")));
+        assert!(l.is_this_origin(&o("https://app.example"), tls, Some("app.example:443")));
+        assert!(l.is_this_origin(&o("http://[::1]:8080"), plain, Some("[::1]:8080")));
+        assert!(!l.is_this_origin(&o("http://app.example"), plain, None));
     }
 
     #[test]

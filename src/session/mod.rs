@@ -536,7 +536,7 @@ impl Sessions {
     }
 
     /// Opens and parses a sealed session (or takes it from the cache of opened ones).
-    fn open(&self, aad: &str, sealed: &str) -> Option<Arc<SessionData>> {
+    pub fn open(&self, aad: &str, sealed: &str) -> Option<Arc<SessionData>> {
         if let Some(d) = self.opened.get(aad, sealed) {
             return Some(d);
         }
