@@ -1796,7 +1796,8 @@ mod tests {
             }
             m
         };
-        let cases: &[(&[(&'static str, &'static str)], bool, bool)] = &[
+        type Headers = &'static [(&'static str, &'static str)];
+        let cases: &[(Headers, bool, bool)] = &[
             // headers, post, from elsewhere
             (&[], false, false),
             (&[], true, false),
