@@ -317,7 +317,7 @@ fn header_values(id: &Identity) -> HeaderValues {
     let opt = |s: &Option<String>| s.as_deref().and_then(sanitize_value);
     HeaderValues {
         sub: sanitize_value(&id.sub),
-        email: opt(&id.email),
+        email: id.verified_email().and_then(sanitize_value),
         name: opt(&id.name),
         preferred_username: opt(&id.preferred_username),
         roles: (!id.roles.is_empty())

@@ -1394,6 +1394,7 @@ fn alice_session(provider: &str, sid: Option<&str>) -> portcullis::session::Sess
     portcullis::session::SessionData {
         id: "x".into(),
         provider: provider.into(),
+        iss: None,
         sub: "alice".into(),
         email: None,
         name: None,

@@ -5,7 +5,10 @@
 //! `/.auth/jwks` as `{"keys": [ … ]}` with a `kid` (RFC 7638 thumbprint).
 //!
 //! Claims: `iss` = the `[server] public_url` origin (or `"portcullis"` when unset), `aud` = the
-//! route's name, `sub`, `email`, `name`, `preferred_username`, `roles`, `iat`, `exp` = iat + 60 s.
+//! route's name, `sub`, `email` (only when not `email_verified: false`), `name`,
+//! `preferred_username`, `roles`, `idp` (the name of the provider that vouched for the identity)
+//! and `idp_iss` (that provider's issuer) — `sub` alone is only unique per provider, so an
+//! upstream behind several providers keys users by (`idp_iss`, `sub`) — `iat`, `exp` = iat + 60 s.
 //! Key: `[headers] assertion_key_file` (PEM PKCS#8 EC P-256); generated at start otherwise — then
 //! each restart and each replica has its own key, so upstreams must fetch `/.auth/jwks` by `kid`.
 
@@ -28,6 +31,8 @@ pub struct AssertionSigner {
     kid: String,
     jwk: Value,
     issuer: String,
+    /// Provider name → its configured issuer (`idp_iss`).
+    provider_issuers: std::collections::HashMap<String, String>,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -72,11 +77,17 @@ impl AssertionSigner {
             .as_ref()
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_else(|| "portcullis".to_string());
+        let provider_issuers = cfg
+            .providers
+            .values()
+            .filter_map(|p| Some((p.name.clone(), p.issuer.clone()?)))
+            .collect();
         Ok(AssertionSigner {
             key: EncodingKey::from_ec_der(&pkcs8),
             kid,
             jwk,
             issuer,
+            provider_issuers,
         })
     }
 
@@ -89,11 +100,20 @@ impl AssertionSigner {
         let now = crate::provider::jwks::now();
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some(self.kid.clone());
+        // The configured issuer; a provider configured without one (explicit endpoints) is
+        // named by its tokens' `iss`.
+        let idp_iss = self
+            .provider_issuers
+            .get(&*id.provider)
+            .map(String::as_str)
+            .or_else(|| id.claims.get("iss").and_then(Value::as_str));
         let claims = json!({
             "iss": self.issuer,
             "aud": audience,
             "sub": id.sub,
-            "email": id.email,
+            "idp": &*id.provider,
+            "idp_iss": idp_iss,
+            "email": id.verified_email(),
             "name": id.name,
             "preferred_username": id.preferred_username,
             "roles": id.roles,

@@ -20,6 +20,14 @@
 //! - Unauthenticated browser navigations go straight to the provider (one redirect, the original
 //!   path kept in the pending login as `rd`); everything else gets 401 JSON, so SPAs' XHRs never
 //!   follow a redirect into an HTML login page.
+//! - A session belongs to the provider that created it ([`LoginState::belongs`]): on a route of
+//!   another provider it is no session (the lookup both the proxy and `/.auth/check` use decides
+//!   this), so one provider's users and roles never pass another's routes; `/.auth/login` signs
+//!   in at the provider of the route `rd` leads to, whatever `?provider=` says.
+//! - Logout ends the session for every copy of its cookie (Redis: deleted; cookie store: its id
+//!   revoked in this process) and is refused from other sites (cross-site GET → a page with a
+//!   POST button; POST only from this origin). Back-channel logout ends only the sessions of the
+//!   provider that signed the logout token.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -47,7 +55,7 @@ use crate::health::Health;
 use crate::provider::{ProviderError, ProviderRuntime, Providers, TokenError};
 use crate::proxy::ConnInfo;
 use crate::session::crypto::{self, Sealer};
-use crate::session::{self, Backend, CookieAttrs, SessionData, Sessions, StoreError, now};
+use crate::session::{self, Backend, CookieAttrs, Ended, SessionData, Sessions, StoreError, now};
 
 const PENDING_TTL: i64 = 600;
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -84,6 +92,8 @@ struct Derived {
     name: Option<String>,
     preferred_username: Option<String>,
     sid: Option<String>,
+    /// The ID token's `iss` (verified against the provider's `issuer` when one is configured).
+    iss: Option<String>,
     roles: Vec<String>,
     /// Only the claims routes need.
     claims: Map<String, Value>,
@@ -116,6 +126,11 @@ pub struct LoginState {
     refreshing: moka::future::Cache<String, Arc<tokio::sync::OnceCell<Refreshed>>>,
     /// Top-level claim names routes need (require_claims, headers.claims): kept in sessions.
     needed_claims: HashSet<String>,
+    /// Exactly one provider is used for login (see [`Self::belongs`]).
+    single_login_provider: bool,
+    /// Seconds after which a request re-writes `last_seen`: min(60 s, idle_timeout / 4), at
+    /// least 1 s.
+    slide_after: i64,
 }
 
 fn top_claim(path: &str) -> [String; 2] {
@@ -146,7 +161,16 @@ impl LoginState {
             needed_claims.extend(top_claim(c));
         }
         needed_claims.insert("email_verified".into());
+        let single_login_provider = config
+            .providers
+            .values()
+            .filter(|p| p.used_for_login)
+            .count()
+            == 1;
+        let slide_after = (scfg.idle_timeout.as_secs() as i64 / 4).clamp(1, 60);
         Ok(Some(LoginState {
+            single_login_provider,
+            slide_after,
             pending: Sealer::new(secrets, "pending-login"),
             sessions,
             used_states: moka::future::Cache::builder()
@@ -205,7 +229,9 @@ impl LoginState {
 
     // ---------------------------------------------------------------- authentication stage
 
-    /// The session half of `login` / `login_or_bearer`.
+    /// The session half of `login` / `login_or_bearer`. Only a session of the route's provider
+    /// counts (the proxy and `/.auth/check` both come here): with another provider's session a
+    /// browser navigation starts a login at the route's provider, anything else gets 401.
     pub async fn authenticate(
         &self,
         providers: &Providers,
@@ -215,8 +241,11 @@ impl LoginState {
         host: Option<&str>,
     ) -> Outcome {
         let mut ended = Vec::new();
+        // A login route always names its provider (config resolves the only one); a route
+        // without one accepts no session rather than any.
+        let want = Some(route.provider.as_deref().unwrap_or(""));
         match self
-            .session_identity(providers, &parts.headers, conn, &mut ended)
+            .session_identity(providers, &parts.headers, conn, want, &mut ended)
             .await
         {
             Ok(Some(a)) => Outcome::Authenticated(a),
@@ -258,20 +287,29 @@ impl LoginState {
     }
 
     /// The identity of the request's session (after expiry checks and refresh), with the
-    /// Set-Cookie values to send when the session changed. A session that has ended (expired,
-    /// or its refresh refused) puts the Set-Cookie values clearing its cookies in `ended`: the
-    /// browser then stops sending a dead session with every request.
+    /// Set-Cookie values to send when the session changed. `want`: the provider the session
+    /// must belong to (`None`: any provider used for login, for `/.auth/me`); a session of
+    /// another provider is no session here, and is left alone (it still serves its own
+    /// provider's routes). A session that has ended (expired, or its refresh refused) puts the
+    /// Set-Cookie values clearing its cookies in `ended`: the browser then stops sending a dead
+    /// session with every request.
     async fn session_identity(
         &self,
         providers: &Providers,
         headers: &HeaderMap,
         conn: ConnInfo,
+        want: Option<&str>,
         ended: &mut Vec<HeaderValue>,
     ) -> Result<Option<Authenticated>, StoreError> {
         let attrs = self.attrs(conn);
         let Some(loaded) = self.sessions.load(headers, attrs).await? else {
             return Ok(None);
         };
+        if !self.belongs(&loaded.data, want) {
+            tracing::debug!(session_provider = %loaded.data.provider, route_provider = want.unwrap_or("(any)"),
+                "a session of another provider does not count here");
+            return Ok(None);
+        }
         let cfg = &self.sessions.cfg;
         let mut d = loaded.data;
         let now = now();
@@ -303,8 +341,10 @@ impl LoginState {
                 .unwrap_or_default();
             return Ok(None);
         }
-        // Sliding idle timeout, written at most once a minute to keep requests cheap.
-        if now - d.last_seen >= 60 {
+        // Sliding idle timeout, re-written at most every `slide_after` seconds (min(60 s,
+        // idle_timeout / 4)) to keep requests cheap: an active session never gets closer than
+        // three quarters of idle_timeout to its end.
+        if now - d.last_seen >= self.slide_after {
             let slid = Arc::make_mut(&mut d);
             slid.last_seen = now;
             slid.identity.clear();
@@ -329,6 +369,32 @@ impl LoginState {
             identity,
             set_cookie,
         }))
+    }
+
+    /// Whether session `d` counts where provider `want` is required (`None`: any provider used
+    /// for login). A session belongs to the provider that created it: its recorded provider
+    /// name must be `want`, that provider must still be used for login, and the issuer the
+    /// session's ID token came from must be the provider's configured `issuer` (so renaming
+    /// providers or pointing a name at another issuer does not carry sessions over). A session
+    /// whose issuer is unknown (written before sessions recorded it, and without a stored ID
+    /// token) counts only when a single provider is used for login — there is then no other
+    /// provider it could be confused with.
+    fn belongs(&self, d: &SessionData, want: Option<&str>) -> bool {
+        if want.is_some_and(|w| w != d.provider) {
+            return false;
+        }
+        let Some(pc) = self.config.providers.get(&d.provider) else {
+            return false;
+        };
+        if !pc.used_for_login {
+            return false;
+        }
+        match (&d.iss, &pc.issuer) {
+            (Some(iss), Some(configured)) => iss == configured,
+            // Explicit endpoints without `issuer`: the name is all there is to compare.
+            (Some(_), None) => true,
+            (None, _) => self.single_login_provider,
+        }
     }
 
     /// One refresh per refresh token: concurrent callers share the in-flight attempt.
@@ -371,26 +437,35 @@ impl LoginState {
             (Backend::Redis(r), Some(h)) => Some((r.clone(), h.to_string())),
             _ => None,
         };
+        let mut lock = None;
         if let Some((r, h)) = &redis {
-            match r.set_once("lock", h, Duration::from_secs(15)).await {
-                Ok(true) => {}
-                Ok(false) => return self.wait_for_other_replica(d, h).await,
+            match r.lock("lock", h, Duration::from_secs(15)).await {
+                Ok(Some(l)) => lock = Some(l),
+                Ok(None) => return self.wait_for_other_replica(d, h).await,
                 Err(_) => return Refreshed::Keep,
             }
         }
         let out = self.refresh_at_provider(providers, d).await;
-        if let (Some((r, h)), Refreshed::New(n)) = (&redis, &out) {
-            // Write back before releasing the lock so waiting replicas see the new token.
-            let _ = self
-                .sessions
-                .save(n, Some(h), &[], CookieAttrs { secure: false })
-                .await;
-            r.release("lock", h).await;
-        } else if let Some((r, h)) = &redis {
-            if matches!(out, Refreshed::Ended) {
-                let _ = r.delete(h).await;
+        if let (Some((r, h)), Some(lock)) = (&redis, &lock) {
+            match &out {
+                // Write back before releasing the lock so waiting replicas see the new token.
+                Refreshed::New(n) => {
+                    let _ = self
+                        .sessions
+                        .save(n, Some(h), &[], CookieAttrs { secure: false })
+                        .await;
+                }
+                Refreshed::Ended => {
+                    let _ = r.delete(h).await;
+                }
+                Refreshed::Keep => {}
             }
-            r.release("lock", h).await;
+            // Only our own lock: if it outlived its TTL, another replica's lock is left alone.
+            if !r.unlock(lock).await {
+                tracing::warn!(
+                    "session refresh took longer than its Redis lock (15 s); the lock was not ours any more and was left in place"
+                );
+            }
         }
         out
     }
@@ -405,14 +480,10 @@ impl LoginState {
             match r.get_by_key(&key).await {
                 Ok(None) => return Refreshed::Ended,
                 Ok(Some(sealed)) => {
-                    let n = self
-                        .sessions
-                        .sealer
-                        .open(&key, &sealed)
-                        .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok());
+                    let n = self.sessions.open(&key, &sealed);
                     match n {
                         Some(n) if n.refresh_token != d.refresh_token => {
-                            return Refreshed::New(Box::new(n));
+                            return Refreshed::New(Box::new((*n).clone()));
                         }
                         Some(_) => {}
                         None => return Refreshed::Ended,
@@ -536,22 +607,79 @@ impl LoginState {
         Some(match rest {
             "/login" => {
                 let rd = param("rd").unwrap_or("/").to_string();
-                let provider = param("provider")
-                    .map(str::to_string)
-                    .or_else(|| self.default_provider())
-                    .unwrap_or_default();
+                let provider = self.login_provider(param("provider"), &rd, conn, host);
                 self.start_login(providers, &provider, &rd, req.headers(), conn, host)
                     .await
             }
             "/callback" => self.callback(providers, &q, req.headers(), conn).await,
             "/logout" => {
-                self.logout(providers, param("rd"), req.headers(), conn, host)
-                    .await
+                self.logout(
+                    providers,
+                    req.method(),
+                    param("rd"),
+                    req.headers(),
+                    conn,
+                    host,
+                )
+                .await
             }
             "/me" => self.me(providers, req.headers(), conn).await,
             "/backchannel-logout" => self.backchannel(providers, req).await,
             _ => return None,
         })
+    }
+
+    /// The provider `/.auth/login` signs in with: the one of the route `rd` leads to, when
+    /// that route takes sessions — `?provider=` only chooses when it names that provider or
+    /// `rd` leads to no login route (a session is only good on its own provider's routes, so
+    /// a login elsewhere would only send the browser back to sign in again). Else the default.
+    fn login_provider(
+        &self,
+        requested: Option<&str>,
+        rd: &str,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> String {
+        let of_route = self.route_provider_of(rd, conn, host);
+        match (of_route, requested) {
+            (Some(route), Some(req)) if route != req => {
+                tracing::info!(
+                    requested = req,
+                    provider = route,
+                    "login: rd leads to a route of another provider; signing in with that route's provider"
+                );
+                route.to_string()
+            }
+            (Some(route), _) => route.to_string(),
+            (None, Some(req)) => req.to_string(),
+            (None, None) => self.default_provider().unwrap_or_default(),
+        }
+    }
+
+    /// The provider of the route a browser sent to `rd` lands on (a GET), when that route
+    /// takes sessions.
+    fn route_provider_of(&self, rd: &str, conn: ConnInfo, host: Option<&str>) -> Option<&str> {
+        let origin = self.origin(conn, host)?;
+        let target = redirect::validate(rd, &origin, &self.config.server.allowed_redirect_hosts)?;
+        let url = origin.join(&target).ok()?;
+        let target_host = if target.starts_with('/') {
+            host.map(str::to_string)
+        } else {
+            url.host_str().map(|h| match url.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        };
+        let path = crate::routes::normalize_path(url.path()).ok()?;
+        let route = self.config.routes.iter().find(|r| {
+            r.matcher
+                .matches(target_host.as_deref(), &Method::GET, &path)
+        })?;
+        route
+            .auth
+            .uses_login()
+            .then_some(route.provider.as_deref())
+            .flatten()
     }
 
     async fn start_login(
@@ -571,11 +699,16 @@ impl LoginState {
                 "missing Host header",
             );
         };
-        let Some(p) = providers.get(provider) else {
+        let for_login = self
+            .config
+            .providers
+            .get(provider)
+            .is_some_and(|p| p.used_for_login);
+        let (Some(p), true) = (providers.get(provider), for_login) else {
             return page(
                 StatusCode::NOT_FOUND,
                 "Unknown sign-in provider",
-                "<p>This sign-in provider is not configured.</p>",
+                "<p>This sign-in provider is not configured for browser sign-in.</p>",
             );
         };
         let md = match p.metadata() {
@@ -802,6 +935,7 @@ impl LoginState {
         Ok(SessionData {
             id: crypto::random_token(),
             provider: pending.provider.clone(),
+            iss: who.iss,
             sub: who.sub,
             email: who.email,
             name: who.name,
@@ -938,6 +1072,7 @@ impl LoginState {
             name: s("name"),
             preferred_username: s("preferred_username"),
             sid: s("sid"),
+            iss: s("iss"),
             roles,
             claims: claims
                 .iter()
@@ -948,14 +1083,30 @@ impl LoginState {
         })
     }
 
+    /// `/.auth/logout`. A GET from another site (`Sec-Fetch-Site: cross-site`, or an `Origin`
+    /// that is not this origin) — a link or script elsewhere signing the user out — ends
+    /// nothing and answers a page with a POST button; a POST ends the session only when it
+    /// comes from this origin (else 403 with the same button). Ending: the session is deleted
+    /// (Redis) or its id revoked in this process (cookie store: every copy and version of its
+    /// cookie), every chunk cleared, the refresh token revoked at the provider, and the browser
+    /// sent on to the provider's end-session endpoint.
     async fn logout(
         &self,
         providers: &Providers,
+        method: &Method,
         rd: Option<&str>,
         headers: &HeaderMap,
         conn: ConnInfo,
         host: Option<&str>,
     ) -> Response<Body> {
+        let post = !matches!(*method, Method::GET | Method::HEAD);
+        if self.is_from_elsewhere(post, headers, conn, host) {
+            tracing::info!(
+                method = %method,
+                "logout requested from another site: answered with a confirmation page, nothing ended"
+            );
+            return self.logout_confirmation(rd, post);
+        }
         let attrs = self.attrs(conn);
         // A session that cannot be deleted stays valid for every copy of its cookie: say so
         // (503, the cookie kept for the retry) rather than clear this browser's cookie and
@@ -973,15 +1124,11 @@ impl LoginState {
             Err(e) => return logout_unavailable(&e),
         };
         let present = self.sessions.present_chunks(headers, attrs);
-        let clears = match self
-            .sessions
-            .delete(
-                loaded.as_ref().and_then(|l| l.handle.as_deref()),
-                &present,
-                attrs,
-            )
-            .await
-        {
+        let ended = match &loaded {
+            Some(l) => self.sessions.end(l, &present, attrs).await,
+            None => self.sessions.delete(None, &present, attrs).await,
+        };
+        let clears = match ended {
             Ok(c) => c,
             Err(e) => return logout_unavailable(&e),
         };
@@ -1037,6 +1184,102 @@ impl LoginState {
         resp
     }
 
+    /// Whether a logout request comes from another site (see [`Self::logout`]): for a GET,
+    /// `Sec-Fetch-Site: cross-site` or a foreign `Origin`; for a POST, anything but this origin
+    /// (`Sec-Fetch-Site: same-site` too). Clients that send neither header (not browsers, or
+    /// browsers too old to send them) are taken at their word: they hold the cookie themselves.
+    fn is_from_elsewhere(
+        &self,
+        post: bool,
+        headers: &HeaderMap,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> bool {
+        let site = headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        match site {
+            Some(s) if s.eq_ignore_ascii_case("cross-site") => return true,
+            Some(s) if post && s.eq_ignore_ascii_case("same-site") => return true,
+            _ => {}
+        }
+        headers
+            .get(header::ORIGIN)
+            .is_some_and(|o| !self.is_this_origin(o, conn, host))
+    }
+
+    /// Whether an `Origin` header names this proxy's origin: `server.public_url`'s origin
+    /// when set; else the request's `Host` (scheme checked only on a TLS connection: behind a
+    /// TLS-terminating front proxy the browser's `https` origin reaches a plain listener).
+    /// `null`, malformed and non-http(s) origins are never this origin.
+    fn is_this_origin(&self, origin: &HeaderValue, conn: ConnInfo, host: Option<&str>) -> bool {
+        let Some(u) = origin.to_str().ok().and_then(|o| Url::parse(o.trim()).ok()) else {
+            return false;
+        };
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+            return false;
+        }
+        if let Some(public) = &self.config.server.public_url {
+            return u.origin() == public.origin();
+        }
+        if conn.tls && u.scheme() != "https" {
+            return false;
+        }
+        let Some(host) = host else { return false };
+        let (name, port) = split_host_port(host);
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let same_name = u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(name));
+        let same_port = match port {
+            None => u.port().is_none(),
+            Some(p) => u.port_or_known_default() == Some(p),
+        };
+        same_name && same_port
+    }
+
+    /// The page a logout from another site gets: nothing was ended; a button posts the logout
+    /// from this origin. Not frameable (the button must not be clicked through an overlay).
+    fn logout_confirmation(&self, rd: Option<&str>, post: bool) -> Response<Body> {
+        let mut action = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(rd) = rd {
+            action.append_pair("rd", rd);
+        }
+        let query = action.finish();
+        let target = if query.is_empty() {
+            format!("{}/logout", self.config.server.auth_prefix)
+        } else {
+            format!("{}/logout?{query}", self.config.server.auth_prefix)
+        };
+        let (status, lead) = if post {
+            (
+                StatusCode::FORBIDDEN,
+                "This sign-out request came from another site, so it was not carried out.",
+            )
+        } else {
+            (
+                StatusCode::OK,
+                "Another site asked to sign you out. You are still signed in.",
+            )
+        };
+        let mut r = page(
+            status,
+            "Sign out?",
+            &format!(
+                "<p>{lead}</p><form method=\"post\" action=\"{}\"><button type=\"submit\">Sign out</button></form>",
+                html_escape(&target)
+            ),
+        );
+        let h = r.headers_mut();
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        );
+        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        r
+    }
+
     async fn me(
         &self,
         providers: &Providers,
@@ -1044,8 +1287,10 @@ impl LoginState {
         conn: ConnInfo,
     ) -> Response<Body> {
         let mut ended = Vec::new();
+        // No route here: the session of whichever provider made it, as long as it belongs to
+        // that provider (`idp` says which).
         match self
-            .session_identity(providers, headers, conn, &mut ended)
+            .session_identity(providers, headers, conn, None, &mut ended)
             .await
         {
             Ok(Some(Authenticated {
@@ -1054,7 +1299,8 @@ impl LoginState {
             })) => {
                 let body = json!({
                     "sub": id.sub,
-                    "email": id.email,
+                    "idp": &*id.provider,
+                    "email": id.verified_email(),
                     "name": id.name,
                     "preferred_username": id.preferred_username,
                     "roles": id.roles,
@@ -1107,18 +1353,27 @@ impl LoginState {
         let Some(iss) = unverified_claim(&token, "iss") else {
             return bad("malformed logout_token");
         };
-        let provider = self
+        // The provider whose keys must have signed it: its issuer, and — when two providers
+        // are two clients of one issuer — the client the token is addressed to. Its
+        // verification below checks both; the logout then reaches that provider's sessions only.
+        let aud = unverified_audiences(&token);
+        let candidates: Vec<&Arc<ProviderRuntime>> = self
             .config
             .providers
             .values()
             .filter(|p| p.used_for_login)
-            .find_map(|pc| {
+            .filter_map(|pc| {
                 let p = providers.get(&pc.name)?;
                 let matches = pc.issuer.as_deref() == Some(iss.as_str())
                     || p.metadata().is_ok_and(|m| m.issuer == iss);
-                matches.then(|| p.clone())
-            });
-        let Some(p) = provider else {
+                matches.then_some(p)
+            })
+            .collect();
+        let provider = candidates
+            .iter()
+            .find(|p| aud.iter().any(|a| *a == client_id(p)))
+            .or(candidates.first());
+        let Some(p) = provider.map(|p| (*p).clone()) else {
             return bad("unknown issuer");
         };
         let claims = match p.verify_jwt(&token, &[client_id(&p)]).await {
@@ -1152,6 +1407,13 @@ impl LoginState {
             return bad("logout_token replayed");
         }
         let provider = p.name().to_string();
+        // With a sid, only that provider session ends; without, all of the user's — at this
+        // provider only.
+        let what = match (sid, sub) {
+            (Some(sid), _) => Ended::Sid(sid),
+            (None, Some(sub)) => Ended::Sub(sub),
+            (None, None) => return bad("logout_token has neither sid nor sub"),
+        };
         // The jti is remembered only once the sessions have ended: a logout that failed (503)
         // must stay retryable, or the provider's retry is refused as a replay and the sessions
         // live on.
@@ -1162,13 +1424,7 @@ impl LoginState {
                     Ok(true) => return bad("logout_token replayed"),
                     Err(e) => return store_unavailable(&e),
                 }
-                // With a sid, only that provider session ends; without, all of the user's.
-                let res = if sid.is_some() {
-                    r.delete_indexed(&provider, sid, None).await
-                } else {
-                    r.delete_indexed(&provider, None, sub).await
-                };
-                match res {
+                match self.sessions.end_indexed(&provider, what).await {
                     Ok(n) => {
                         tracing::info!(provider, sid, sub, sessions = n, "back-channel logout")
                     }
@@ -1184,20 +1440,8 @@ impl LoginState {
                 }
             }
             Backend::Cookie => {
-                let (at, until) = (
-                    session::now_ms(),
-                    now() + self.sessions.cfg.lifetime.as_secs() as i64 + 60,
-                );
-                match sid {
-                    Some(sid) => self
-                        .sessions
-                        .revocations
-                        .revoke(format!("sid:{sid}"), at, until),
-                    None => self.sessions.revocations.revoke(
-                        format!("sub:{provider}:{}", sub.unwrap_or("")),
-                        at,
-                        until,
-                    ),
+                if let Err(e) = self.sessions.end_indexed(&provider, what).await {
+                    return store_unavailable(&e);
                 }
                 tracing::info!(provider, sid, sub, "back-channel logout (revocation list)");
             }
@@ -1286,6 +1530,9 @@ impl LoginState {
 fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {
     let mut claims = d.claims.clone();
     claims.insert("sub".into(), Value::String(d.sub.clone()));
+    if let Some(iss) = &d.iss {
+        claims.insert("iss".into(), Value::String(iss.clone()));
+    }
     for (k, v) in [
         ("email", &d.email),
         ("name", &d.name),
@@ -1309,6 +1556,26 @@ fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {
         provider: Arc::from(d.provider.as_str()),
         via: Via::Session,
         header_values: Default::default(),
+    }
+}
+
+/// `host[:port]` of a `Host` header (`[v6]:port` too).
+fn split_host_port(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((v6, after)) => (
+                &host[..v6.len() + 2],
+                after.strip_prefix(':').and_then(|p| p.parse().ok()),
+            ),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) => match p.parse() {
+            Ok(p) => (h, Some(p)),
+            Err(_) => (host, None),
+        },
+        None => (host, None),
     }
 }
 
@@ -1356,6 +1623,28 @@ fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
     let payload = jwt.split('.').nth(1)?;
     let v: Value = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
     v.get(name)?.as_str().map(str::to_string)
+}
+
+/// The `aud` of a JWT, unverified (only to pick the provider that then verifies): a string or
+/// an array of strings.
+fn unverified_audiences(jwt: &str) -> Vec<String> {
+    let Some(v) = jwt
+        .split('.')
+        .nth(1)
+        .and_then(|p| B64.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return Vec::new();
+    };
+    match v.get("aud") {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Merges a userinfo answer over ID token claims; the ID token's protocol claims stay.
@@ -1487,6 +1776,66 @@ mod tests {
         assert_eq!(claims["iss"], "http://op");
         assert_eq!(claims["aud"], "c");
         assert_eq!(claims["sid"], "s1");
+    }
+
+    /// Which logout requests come from elsewhere (no `public_url`: the request's Host decides;
+    /// scheme only checked on TLS connections).
+    #[test]
+    fn logout_origin_table() {
+        let l = login_state();
+        let plain = ConnInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            tls: false,
+        };
+        let tls = ConnInfo { tls: true, ..plain };
+        let host = Some("app.example:8080");
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        type Headers = &'static [(&'static str, &'static str)];
+        let cases: &[(Headers, bool, bool)] = &[
+            // headers, post, from elsewhere
+            (&[], false, false),
+            (&[], true, false),
+            (&[("sec-fetch-site", "same-origin")], true, false),
+            (&[("sec-fetch-site", "none")], false, false),
+            (&[("sec-fetch-site", "same-site")], false, false),
+            (&[("sec-fetch-site", "same-site")], true, true),
+            (&[("sec-fetch-site", "Cross-Site")], false, true),
+            (&[("origin", "http://app.example:8080")], true, false),
+            (&[("origin", "https://APP.example:8080")], true, false),
+            (&[("origin", "http://app.example")], true, true),
+            (&[("origin", "http://app.example:8081")], true, true),
+            (&[("origin", "http://evil.example:8080")], false, true),
+            (&[("origin", "null")], false, true),
+            (&[("origin", "app.example:8080")], true, true),
+            (
+                &[
+                    ("origin", "http://app.example:8080"),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+                true,
+                true,
+            ),
+        ];
+        for (headers, post, want) in cases {
+            assert_eq!(
+                l.is_from_elsewhere(*post, &h(headers), plain, host),
+                *want,
+                "{headers:?} post={post}"
+            );
+        }
+        // on TLS the scheme counts; default ports match a Host without port
+        let o = |v: &'static str| HeaderValue::from_static(v);
+        assert!(!l.is_this_origin(&o("http://app.example"), tls, Some("app.example")));
+        assert!(l.is_this_origin(&o("https://app.example"), tls, Some("app.example")));
+        assert!(l.is_this_origin(&o("https://app.example"), tls, Some("app.example:443")));
+        assert!(l.is_this_origin(&o("http://[::1]:8080"), plain, Some("[::1]:8080")));
+        assert!(!l.is_this_origin(&o("http://app.example"), plain, None));
     }
 
     #[test]

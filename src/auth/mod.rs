@@ -44,6 +44,25 @@ pub struct Identity {
     pub header_values: Memo<HeaderValues>,
 }
 
+impl Identity {
+    /// The email to vouch for (identity header, assertion, `/.auth/me`): none when the
+    /// provider says it is not verified (`email_verified: false`, or the string `"false"` some
+    /// providers send) — an address anyone could have typed in at a self-service provider.
+    /// Absent `email_verified` (many providers only send verified addresses) keeps the email.
+    pub fn verified_email(&self) -> Option<&str> {
+        let unverified = match self.claims.get("email_verified") {
+            Some(Value::Bool(v)) => !v,
+            Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("false"),
+            _ => false,
+        };
+        if unverified {
+            None
+        } else {
+            self.email.as_deref()
+        }
+    }
+}
+
 /// Sanitized header values of an [`Identity`] (see `headers::inject`).
 #[derive(Debug, Default)]
 pub struct HeaderValues {

@@ -4,12 +4,18 @@
 //!   derived from `session.secret` ([`crypto`]), split over `name`, `name.1`, `name.2`, … when the
 //!   sealed value exceeds [`CHUNK`] bytes. The chunks are concatenated before opening, so a missing,
 //!   truncated, reordered or altered chunk fails authentication and yields no session.
-//!   Logout of a stateless session cannot reach a copy of the cookie an attacker kept; the
-//!   back-channel logout receiver therefore keeps an in-memory revocation list ([`Revocations`])
-//!   until the sessions' `lifetime` has passed (per process — use the Redis store for replicas).
+//!   A stateless cookie cannot be taken back, so logout and back-channel logout put the sessions
+//!   they end on an in-memory revocation list ([`Revocations`]) until the sessions' `lifetime`
+//!   has passed: logout by the session's `id` (every version of its cookie — slid or refreshed
+//!   copies included — carries it), back-channel logout by provider + `sid`/`sub`. The list is
+//!   per process: with several replicas, use the Redis store.
 //! - **redis** store ([`redis`]): the cookie holds only a random 256-bit id; Redis holds the sealed
 //!   session under `<cookie_name>:s:<sha256(id)>` with a TTL, so a leaked Redis dump carries neither
 //!   usable cookies nor readable tokens. Redis unreachable → [`StoreError::Unavailable`] → 503.
+//!
+//! A session belongs to the provider that created it: [`SessionData::provider`] and
+//! [`SessionData::iss`] (the issuer of its ID token) say which, and the login stage counts a
+//! session only on routes of that provider. Back-channel logout indexes are per provider too.
 //!
 //! Cookies: `__Host-` prefix and `Secure` on HTTPS, `HttpOnly`, `SameSite=Lax`, `Path=/`.
 
@@ -50,7 +56,12 @@ pub fn now() -> i64 {
 pub struct SessionData {
     /// Random id (single-flight refresh key; the Redis key is derived from it).
     pub id: String,
+    /// Name of the provider (`[providers.NAME]`) that created the session.
     pub provider: String,
+    /// That provider's issuer, from the login's verified ID token. Sessions written before
+    /// this field existed get it from their stored ID token when opened ([`Sessions::load`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
@@ -266,38 +277,99 @@ pub fn write_chunked(
     out
 }
 
-/// Sessions ended by back-channel logout, for the stateless cookie store: `sid:<sid>` and
-/// `sub:<provider>:<sub>` → (ended at in ms, forget after in s). A session created at or before
-/// "ended at" with that sid/sub is refused.
+/// Sessions ended while their cookies may live on, for the stateless cookie store (per process):
+/// - by logout: the session's `id` — every cookie of that session (the one logged out with, and
+///   any earlier or later version: slid, refreshed) is refused;
+/// - by back-channel logout: provider + `sid`, or provider + `sub` — a session of that provider
+///   created at or before the logout's time (ms) is refused (a login right after it is not).
+///
+/// Entries are kept until the sessions they can match have passed their `lifetime`.
 #[derive(Default)]
 pub struct Revocations {
-    map: RwLock<HashMap<String, (i64, i64)>>,
+    inner: RwLock<RevokedSets>,
+}
+
+#[derive(Default)]
+struct RevokedSets {
+    /// session id → forget after (unix s)
+    sessions: HashMap<String, i64>,
+    /// provider → sid → (ended at in ms, forget after in s)
+    sids: HashMap<String, HashMap<String, (i64, i64)>>,
+    /// provider → sub → (ended at in ms, forget after in s)
+    subs: HashMap<String, HashMap<String, (i64, i64)>>,
+}
+
+impl RevokedSets {
+    fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.sids.is_empty() && self.subs.is_empty()
+    }
+
+    fn forget_expired(&mut self, now: i64) {
+        self.sessions.retain(|_, until| *until > now);
+        for m in [&mut self.sids, &mut self.subs] {
+            m.retain(|_, per| {
+                per.retain(|_, (_, until)| *until > now);
+                !per.is_empty()
+            });
+        }
+    }
+}
+
+/// What a back-channel logout names.
+#[derive(Debug, Clone, Copy)]
+pub enum Ended<'a> {
+    /// One provider session (`sid` claim).
+    Sid(&'a str),
+    /// Every session of the user (`sub` claim, no `sid`).
+    Sub(&'a str),
 }
 
 impl Revocations {
-    pub fn revoke(&self, key: String, at: i64, keep_until: i64) {
-        if let Ok(mut m) = self.map.write() {
-            let now = now();
-            m.retain(|_, (_, until)| *until > now);
-            m.insert(key, (at, keep_until));
+    /// Logout: every cookie of session `id` is refused until `keep_until` (unix s).
+    pub fn revoke_session(&self, id: &str, keep_until: i64) {
+        if let Ok(mut m) = self.inner.write() {
+            m.forget_expired(now());
+            m.sessions.insert(id.to_string(), keep_until);
+        }
+    }
+
+    /// Back-channel logout at `provider`: its sessions named by `what` created at or before
+    /// `at` (ms) are refused until `keep_until` (unix s).
+    pub fn revoke(&self, provider: &str, what: Ended<'_>, at: i64, keep_until: i64) {
+        if let Ok(mut m) = self.inner.write() {
+            m.forget_expired(now());
+            let (map, key) = match what {
+                Ended::Sid(sid) => (&mut m.sids, sid),
+                Ended::Sub(sub) => (&mut m.subs, sub),
+            };
+            map.entry(provider.to_string())
+                .or_default()
+                .insert(key.to_string(), (at, keep_until));
         }
     }
 
     pub fn is_revoked(&self, s: &SessionData) -> bool {
-        let Ok(m) = self.map.read() else { return true };
+        let Ok(m) = self.inner.read() else {
+            return true;
+        };
         if m.is_empty() {
             return false;
+        }
+        if m.sessions.contains_key(s.id.as_str()) {
+            return true;
         }
         let created = if s.created_ms > 0 {
             s.created_ms
         } else {
             s.created_at * 1000 + 999
         };
-        let hit = |k: &str| m.get(k).is_some_and(|(at, _)| created <= *at);
-        s.sid
-            .as_deref()
-            .is_some_and(|sid| hit(&format!("sid:{sid}")))
-            || hit(&format!("sub:{}:{}", s.provider, s.sub))
+        // Lookups by &str: no allocation per request, even with a long list.
+        let hit = |map: &HashMap<String, HashMap<String, (i64, i64)>>, key: &str| {
+            map.get(s.provider.as_str())
+                .and_then(|per| per.get(key))
+                .is_some_and(|(at, _)| created <= *at)
+        };
+        s.sid.as_deref().is_some_and(|sid| hit(&m.sids, sid)) || hit(&m.subs, &s.sub)
     }
 }
 
@@ -464,15 +536,20 @@ impl Sessions {
     }
 
     /// Opens and parses a sealed session (or takes it from the cache of opened ones).
-    fn open(&self, aad: &str, sealed: &str) -> Option<Arc<SessionData>> {
+    pub fn open(&self, aad: &str, sealed: &str) -> Option<Arc<SessionData>> {
         if let Some(d) = self.opened.get(aad, sealed) {
             return Some(d);
         }
-        let data = self
+        let mut data = self
             .sealer
             .open(aad, sealed)
-            .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok())
-            .map(Arc::new)?;
+            .and_then(|pt| serde_json::from_slice::<SessionData>(&pt).ok())?;
+        if data.iss.is_none() {
+            // Written before sessions recorded their issuer: the stored ID token (verified at
+            // login, and sealed with the session since) names it.
+            data.iss = data.id_token.as_deref().and_then(id_token_issuer);
+        }
+        let data = Arc::new(data);
         self.opened.put(aad, sealed, data.clone());
         Some(data)
     }
@@ -526,6 +603,59 @@ impl Sessions {
         }
     }
 
+    /// Ends a session for good (logout) and returns Set-Cookie values clearing every chunk:
+    /// Redis store → the entry is deleted (for every replica); cookie store → the session's id
+    /// goes on this process's revocation list until its lifetime has passed, so no copy of its
+    /// cookie — nor an earlier or later version of it (slid, refreshed) — opens it again here.
+    pub async fn end(
+        &self,
+        loaded: &Loaded,
+        present: &[String],
+        attrs: CookieAttrs,
+    ) -> Result<Vec<HeaderValue>, StoreError> {
+        if let Backend::Cookie = self.backend {
+            let d = &loaded.data;
+            let until = d.created_at + self.cfg.lifetime.as_secs() as i64 + 60;
+            self.revocations.revoke_session(&d.id, until);
+        }
+        self.delete(loaded.handle.as_deref(), present, attrs).await
+    }
+
+    /// Back-channel logout at `provider`: ends that provider's sessions named by `what` (never
+    /// another provider's, whatever their `sid`/`sub`). Redis store → deleted on every replica
+    /// (returns how many); cookie store → on this process's revocation list (returns 0).
+    pub async fn end_indexed(&self, provider: &str, what: Ended<'_>) -> Result<usize, StoreError> {
+        let r = match &self.backend {
+            Backend::Cookie => {
+                let until = now() + self.cfg.lifetime.as_secs() as i64 + 60;
+                self.revocations.revoke(provider, what, now_ms(), until);
+                return Ok(0);
+            }
+            Backend::Redis(r) => r,
+        };
+        let mut n = r.delete_indexed(provider, what).await?;
+        if let Ended::Sid(sid) = what {
+            // Sessions indexed before the sid index was per provider: that set may hold
+            // sessions of several providers, so each is opened and only this provider's
+            // session with this sid ends.
+            let legacy = r.legacy_sid_key(sid);
+            for key in r.members(&legacy).await? {
+                let Some(sealed) = r.get_by_key(&key).await? else {
+                    r.unindex(&legacy, &key).await?;
+                    continue;
+                };
+                let ours = self
+                    .open(&key, &sealed)
+                    .is_some_and(|d| d.provider == provider && d.sid.as_deref() == Some(sid));
+                if ours {
+                    n += r.delete_key(&key).await?;
+                    r.unindex(&legacy, &key).await?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Deletes the session (Redis entry) and returns Set-Cookie values clearing every chunk.
     pub async fn delete(
         &self,
@@ -541,6 +671,18 @@ impl Sessions {
             .filter_map(|p| clear_cookie(p, attrs))
             .collect())
     }
+}
+
+/// The `iss` claim of a JWT's payload, unverified: only for an ID token that was verified when
+/// it was stored in a sealed session.
+fn id_token_issuer(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("iss")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -1,7 +1,12 @@
 //! The Redis session store. Keys (prefix = `cookie_name`, so apps sharing a Redis do not mix):
-//! `P:s:<sha256(id)>` sealed session (TTL), `P:sid:<sid>` and `P:sub:<provider>:<sub>` sets of
-//! session keys (back-channel logout ends them all), `P:jti:<hash>` seen logout-token ids,
-//! `P:lock:<id>` the refresh lock shared by every replica.
+//! `P:s:<sha256(id)>` sealed session (TTL); `P:sid:<provider>:<sid>` and `P:sub:<provider>:<sub>`
+//! sets of session keys (back-channel logout at that provider ends them all — a provider's
+//! logout never reaches another provider's sessions, even with an equal `sid` or `sub`);
+//! `P:jti:<hash>` seen logout-token ids; `P:lock:<hash(id)>` the refresh lock shared by every
+//! replica, holding its owner's random token (only the owner deletes it). Provider names are
+//! written with `%` and `:` percent-encoded, so no name can pose as another's key.
+//! Sessions written before the sid index was per provider are in `P:sid:<sid>`; back-channel
+//! logout still reads that set, and ends only the members it opens as that provider's and sid's.
 //!
 //! Fail closed: every command has a short timeout; an error marks the store not ready
 //! (`session:redis` in `/readyz`) and the request gets 503, with one clear log line.
@@ -13,7 +18,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, cmd};
 
-use super::{SessionData, StoreError, crypto};
+use super::{Ended, SessionData, StoreError, crypto};
 use crate::health::Health;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -132,12 +137,9 @@ impl RedisStore {
             set.arg("XX");
         }
         set.ignore();
-        let mut idx = vec![format!(
-            "{}:sub:{}:{}",
-            self.prefix, data.provider, data.sub
-        )];
+        let mut idx = vec![self.index_key(&data.provider, Ended::Sub(&data.sub))];
         if let Some(sid) = &data.sid {
-            idx.push(format!("{}:sid:{}", self.prefix, sid));
+            idx.push(self.index_key(&data.provider, Ended::Sid(sid)));
         }
         for i in idx {
             p.cmd("SADD").arg(&i).arg(&key).ignore();
@@ -166,29 +168,50 @@ impl RedisStore {
             .map(|_| ())
     }
 
-    /// Ends every session indexed under `sid:<sid>` or `sub:<provider>:<sub>`; returns how many.
+    /// The index set of `provider`'s sessions named by `what`.
+    pub fn index_key(&self, provider: &str, what: Ended<'_>) -> String {
+        let provider = provider.replace('%', "%25").replace(':', "%3A");
+        match what {
+            Ended::Sid(sid) => format!("{}:sid:{provider}:{sid}", self.prefix),
+            Ended::Sub(sub) => format!("{}:sub:{provider}:{sub}", self.prefix),
+        }
+    }
+
+    /// The sid index of sessions written before it was per provider (members of any provider).
+    pub fn legacy_sid_key(&self, sid: &str) -> String {
+        format!("{}:sid:{sid}", self.prefix)
+    }
+
+    /// Ends every session in `provider`'s index for `what`; returns how many.
     pub async fn delete_indexed(
         &self,
         provider: &str,
-        sid: Option<&str>,
-        sub: Option<&str>,
+        what: Ended<'_>,
     ) -> Result<usize, StoreError> {
+        let i = self.index_key(provider, what);
         let mut n = 0;
-        let mut idx = Vec::new();
-        if let Some(sid) = sid {
-            idx.push(format!("{}:sid:{}", self.prefix, sid));
+        for k in self.members(&i).await? {
+            n += self.delete_key(&k).await?;
         }
-        if let Some(sub) = sub {
-            idx.push(format!("{}:sub:{}:{}", self.prefix, provider, sub));
-        }
-        for i in idx {
-            let keys: Vec<String> = self.run(cmd("SMEMBERS").arg(&i).clone()).await?;
-            for k in &keys {
-                n += self.run::<usize>(cmd("DEL").arg(k).clone()).await?;
-            }
-            self.run::<i64>(cmd("DEL").arg(&i).clone()).await?;
-        }
+        self.run::<i64>(cmd("DEL").arg(&i).clone()).await?;
         Ok(n)
+    }
+
+    /// The members of an index set.
+    pub async fn members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        self.run(cmd("SMEMBERS").arg(index).clone()).await
+    }
+
+    /// Deletes a session by its key (from an index); returns 1 when it existed.
+    pub async fn delete_key(&self, key: &str) -> Result<usize, StoreError> {
+        self.run::<usize>(cmd("DEL").arg(key).clone()).await
+    }
+
+    /// Removes `key` from the index set `index`.
+    pub async fn unindex(&self, index: &str, key: &str) -> Result<(), StoreError> {
+        self.run::<i64>(cmd("SREM").arg(index).arg(key).clone())
+            .await
+            .map(|_| ())
     }
 
     /// SET NX with a TTL: true when the key was not there (first sighting).
@@ -219,9 +242,51 @@ impl RedisStore {
         self.run::<bool>(cmd("EXISTS").arg(key).clone()).await
     }
 
-    /// Releases a lock taken with [`set_once`].
-    pub async fn release(&self, what: &str, value: &str) {
+    /// Takes the lock `what` on `value` for `ttl` (SET NX PX). `Some(token)`: this caller owns
+    /// it; the token is needed to release it. `None`: someone else holds it.
+    pub async fn lock(
+        &self,
+        what: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<LockToken>, StoreError> {
         let key = format!("{}:{what}:{}", self.prefix, crypto::sha256_b64(value));
-        let _ = self.run::<i64>(cmd("DEL").arg(key).clone()).await;
+        let token = crypto::random_token();
+        let r: Option<String> = self
+            .run(
+                cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .clone(),
+            )
+            .await?;
+        Ok(r.map(|_| LockToken { key, token }))
     }
+
+    /// Releases a lock taken with [`Self::lock`] — only while it is still ours: after its TTL
+    /// ran out another replica may hold it, and deleting that one would let a third replica
+    /// refresh with the same refresh token. Compare-and-delete in one script (atomic).
+    /// Returns whether the lock was ours and is now released.
+    pub async fn unlock(&self, lock: &LockToken) -> bool {
+        const COMPARE_AND_DELETE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+        self.run::<i64>(
+            cmd("EVAL")
+                .arg(COMPARE_AND_DELETE)
+                .arg(1)
+                .arg(&lock.key)
+                .arg(&lock.token)
+                .clone(),
+        )
+        .await
+        .is_ok_and(|n| n == 1)
+    }
+}
+
+/// A lock held by this process ([`RedisStore::lock`]).
+pub struct LockToken {
+    key: String,
+    token: String,
 }

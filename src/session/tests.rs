@@ -18,6 +18,7 @@ fn data(big: usize) -> SessionData {
     SessionData {
         id: crypto::random_token(),
         provider: "p".into(),
+        iss: Some("https://op.example".into()),
         sub: "alice".into(),
         email: Some("alice@example.com".into()),
         name: None,
@@ -241,16 +242,68 @@ fn revocation_list() {
     let r = Revocations::default();
     let d = data(1);
     assert!(!r.is_revoked(&d));
-    r.revoke("sid:other".into(), now_ms(), now() + 100);
+    r.revoke("p", Ended::Sid("other"), now_ms(), now() + 100);
     assert!(!r.is_revoked(&d));
-    r.revoke("sid:sid1".into(), now_ms(), now() + 100);
+    r.revoke("p", Ended::Sid("sid1"), now_ms(), now() + 100);
     assert!(r.is_revoked(&d));
     let r = Revocations::default();
-    r.revoke("sub:p:alice".into(), d.created_ms - 1, now() + 100);
+    r.revoke("p", Ended::Sub("alice"), d.created_ms - 1, now() + 100);
     assert!(
         !r.is_revoked(&d),
         "a session created after the logout is not revoked"
     );
+}
+
+/// Attack: a back-channel logout at one provider naming the `sid` or `sub` of another
+/// provider's session ended that session too (the keys were `sid:<sid>`, not per provider).
+#[test]
+fn revocations_are_per_provider() {
+    let r = Revocations::default();
+    let d = data(1);
+    r.revoke("other", Ended::Sid("sid1"), now_ms() + 1, now() + 100);
+    r.revoke("other", Ended::Sub("alice"), now_ms() + 1, now() + 100);
+    assert!(!r.is_revoked(&d), "another provider's logout");
+    r.revoke("p", Ended::Sub("alice"), now_ms() + 1, now() + 100);
+    assert!(r.is_revoked(&d));
+}
+
+/// Logout revokes the session by id: every version of its cookie (same id) is refused, other
+/// sessions of the same user are not; expired entries are forgotten.
+#[test]
+fn logout_revokes_by_session_id() {
+    let r = Revocations::default();
+    let d = data(1);
+    let mut slid = d.clone();
+    slid.last_seen += 61;
+    let mut other = data(1);
+    other.sid = None;
+    r.revoke_session(&d.id, now() + 100);
+    assert!(r.is_revoked(&d) && r.is_revoked(&slid));
+    assert!(!r.is_revoked(&other));
+    let r = Revocations::default();
+    r.revoke_session(&d.id, now() - 1);
+    r.revoke_session("another", now() + 100);
+    assert!(!r.is_revoked(&d), "an entry past its lifetime is forgotten");
+}
+
+/// A session written before sessions recorded their issuer takes it from its stored ID token.
+#[tokio::test]
+async fn legacy_session_gets_its_issuer_from_the_id_token() {
+    let s = Sessions::new(&cfg()).unwrap();
+    let mut d = data(10);
+    d.iss = None;
+    let payload = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        br#"{"iss":"https://legacy.example","sub":"alice"}"#,
+    );
+    d.id_token = Some(format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig"));
+    let set = s.save(&d, None, &[], PLAIN).await.unwrap();
+    let got = s
+        .load(&headers(&as_request(&set)), PLAIN)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.data.iss.as_deref(), Some("https://legacy.example"));
 }
 
 /// The cache of opened sessions changes nothing observable: a second load (a cache hit) gives
@@ -277,7 +330,7 @@ async fn opened_cache_keeps_every_check() {
     assert!(s.load(&headers(&altered), PLAIN).await.unwrap().is_none());
     // back-channel logout after the value was cached
     s.revocations
-        .revoke("sid:sid1".into(), now_ms() + 1, now() + 3600);
+        .revoke("p", Ended::Sid("sid1"), now_ms() + 1, now() + 3600);
     assert!(s.load(&headers(&pairs), PLAIN).await.unwrap().is_none());
 }
 
@@ -301,7 +354,7 @@ async fn a_superseded_cookie_opens_to_the_changed_session() {
     assert_eq!(again.data.last_seen, changed.last_seen);
     // a back-channel logout still ends it
     s.revocations
-        .revoke("sid:sid1".into(), now_ms() + 1, now() + 3600);
+        .revoke("p", Ended::Sid("sid1"), now_ms() + 1, now() + 3600);
     assert!(s.load(&previous, PLAIN).await.unwrap().is_none());
 }
 
