@@ -67,7 +67,13 @@ const SECRET: &str = "TOP-SECRET-d41d8cd98f00b204";
 fn python_http_server(dir: &Path) -> (ChildGuard, SocketAddr) {
     let port = free_port();
     let child = Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .arg("--directory")
         .arg(dir)
         .stdin(Stdio::null())
@@ -166,15 +172,24 @@ const TRAVERSALS: &[(&str, &str)] = &[
     ("/healthz/..%20/admin/secret.txt", "hidden"),
     ("/healthz/..%2Fadmin/secret.txt?x=1", "hidden"),
     // `..` removing a segment that a decoding upstream counts as two
-    ("/healthz/x%2Fy/../../admin/secret.txt", "would remove a segment"),
-    ("/healthz/x//../../admin/secret.txt", "would remove a segment"),
+    (
+        "/healthz/x%2Fy/../../admin/secret.txt",
+        "would remove a segment",
+    ),
+    (
+        "/healthz/x//../../admin/secret.txt",
+        "would remove a segment",
+    ),
     // parameters then an encoded separator: Tomcat cuts it away, others split at it
     ("/healthz;x%2F..%2Fadmin/secret.txt", "parameters"),
     // decoded twice
     ("/healthz/%252e%252e%252fadmin/secret.txt", "double-encoded"),
     ("/healthz/..%252Fadmin/secret.txt", "double-encoded"),
     ("/healthz%252F..%252Fadmin/secret.txt", "double-encoded"),
-    ("/healthz/%25c0%25ae%25c0%25ae%252fadmin/secret.txt", "double-encoded"),
+    (
+        "/healthz/%25c0%25ae%25c0%25ae%252fadmin/secret.txt",
+        "double-encoded",
+    ),
     // overlong UTF-8, NUL and control characters
     ("/healthz/%c0%ae%c0%ae%2fadmin/secret.txt", "UTF-8"),
     ("/healthz/%c0%ae%c0%ae/admin/secret.txt", "UTF-8"),
@@ -211,7 +226,10 @@ async fn proxy_refuses_encoded_traversal_in_front_of_python_http_server() {
 
     // The upstream alone serves the secret for the first variant: the attack is real.
     let direct = raw_get(up, "/healthz/..%2Fadmin/secret.txt", &host, "").await;
-    assert!(direct.contains(SECRET), "python did not resolve it:\n{direct}");
+    assert!(
+        direct.contains(SECRET),
+        "python did not resolve it:\n{direct}"
+    );
 
     for (target, word) in TRAVERSALS {
         let resp = raw_get(addr, target, &host, "").await;
@@ -246,10 +264,9 @@ async fn proxy_refuses_encoded_traversal_in_front_of_python_http_server() {
 /// The nginx snippet of `docs/forward-auth.md` (the first ```nginx block), with its example
 /// ports replaced.
 fn doc_nginx_snippet(check: SocketAddr, upstream: SocketAddr) -> String {
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/forward-auth.md"),
-    )
-    .expect("read docs/forward-auth.md");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/forward-auth.md"))
+            .expect("read docs/forward-auth.md");
     let start = doc.find("```nginx\n").expect("an nginx block in the doc") + "```nginx\n".len();
     let len = doc[start..].find("```").expect("end of the nginx block");
     let snippet = &doc[start..start + len];
@@ -400,7 +417,10 @@ async fn forward_auth_behind_nginx_refuses_encoded_traversal() {
     )
     .await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(common::raw_echoed(&resp).header("x-forwarded-user"), Some("alice"));
+    assert_eq!(
+        common::raw_echoed(&resp).header("x-forwarded-user"),
+        Some("alice")
+    );
 
     for target in FORWARD_TRAVERSALS {
         let resp = raw_get(nginx.addr, target, host, "").await;
@@ -412,7 +432,10 @@ async fn forward_auth_behind_nginx_refuses_encoded_traversal() {
     }
 
     // A client's own X-Forwarded-Uri naming the open route, on a request for api2.
-    for forged in ["X-Forwarded-Uri: /public/x\r\n", "X-Original-URL: http://h/public/x\r\n"] {
+    for forged in [
+        "X-Forwarded-Uri: /public/x\r\n",
+        "X-Original-URL: http://h/public/x\r\n",
+    ] {
         let resp = raw_get(nginx.addr, "/api2/x", host, forged).await;
         let status = raw_status(&resp);
         assert!(
