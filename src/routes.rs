@@ -35,7 +35,9 @@
 //! - [`PathError::HiddenDotSegment`]: a segment that reads as `.`/`..` once `%2F`/`%5C` split it,
 //!   `;`/`%3B` cut it, or trailing dots and spaces are trimmed: `/public/..%2Fadmin`,
 //!   `/public%2F..%2Fadmin`, `/x/%2e%2e%5Cadmin`, `/public/..;/admin`, `/public/..%3B/admin`,
-//!   `/a/..%2F`, `/...`, `/..%20/`. A `.`/`..` that is a whole segment between raw slashes is a
+//!   `/a/..%2F`, `/...`, `/..%20/`. Encoded look-alikes that Unicode compatibility
+//!   normalization or Windows "best fit" conversion turn into `.`, `/`, `\` or `;` count as
+//!   those (`%EF%BC%8E%EF%BC%8E%EF%BC%8F` is `../`). A `.`/`..` that is a whole segment between raw slashes is a
 //!   standard dot segment and is resolved, as every reading does.
 //! - [`PathError::AmbiguousParent`]: a standard `..` that would remove a segment that readings
 //!   count differently — one holding `%2F`, `%5C` or `%25`, an empty one (`//`), or one whose
@@ -240,6 +242,10 @@ enum Token {
 /// The token at `s[i..]` and its length in bytes (`i < s.len()`).
 fn token_at(s: &[u8], i: usize) -> (Token, usize) {
     let (b, len) = match pct_value(s, i) {
+        Some(v @ (0xE2 | 0xEF)) => match lookalike_at(s, i, v) {
+            Some(token) => return (token, 9),
+            None => (v, 3),
+        },
         Some(v) => (v, 3),
         None => (s[i], 1),
     };
@@ -251,6 +257,26 @@ fn token_at(s: &[u8], i: usize) -> (Token, usize) {
         _ => Token::Other,
     };
     (token, len)
+}
+
+/// A percent-encoded three-byte character at `s[i..]` (lead byte `lead`) that Unicode
+/// compatibility normalization (NFKC) or Windows "best fit" code-page conversion turns into
+/// `.`, `/`, `\` or `;`: fullwidth and small forms, dot leaders, division and set-minus slashes.
+fn lookalike_at(s: &[u8], i: usize, lead: u8) -> Option<Token> {
+    let c = [lead, pct_value(s, i + 3)?, pct_value(s, i + 6)?];
+    Some(match c {
+        // U+FF0E FULLWIDTH FULL STOP, U+FE52 SMALL FULL STOP, U+2024/2025/2026 dot leaders
+        [0xEF, 0xBC, 0x8E] | [0xEF, 0xB9, 0x92] | [0xE2, 0x80, 0xA4..=0xA6] => Token::Dot,
+        // U+FF0F FULLWIDTH SOLIDUS, U+FF3C FULLWIDTH REVERSE SOLIDUS, U+FE68 SMALL REVERSE
+        // SOLIDUS, U+2215 DIVISION SLASH, U+2216 SET MINUS, U+2044 FRACTION SLASH
+        [0xEF, 0xBC, 0x8F | 0xBC]
+        | [0xEF, 0xB9, 0xA8]
+        | [0xE2, 0x88, 0x95 | 0x96]
+        | [0xE2, 0x81, 0x84] => Token::Separator,
+        // U+FF1B FULLWIDTH SEMICOLON, U+FE54 SMALL SEMICOLON
+        [0xEF, 0xBC, 0x9B] | [0xEF, 0xB9, 0x94] => Token::Cut,
+        _ => return None,
+    })
 }
 
 /// Checks the pieces of one canonical segment that is not itself `.`/`..`, as each reading
@@ -413,7 +439,8 @@ fn is_normalized(raw: &str) -> bool {
                 {
                     return false;
                 }
-                suspect |= value == b'%' || value == b';';
+                // `%`, `;`, and the lead bytes of the look-alikes [`lookalike_at`] knows.
+                suspect |= matches!(value, b'%' | b';' | 0xE2 | 0xEF);
                 i += 3;
             } else if is_pchar_raw(s[i]) && !utf8.pending() {
                 suspect |= s[i] == b'.' || s[i] == b';';
@@ -1036,6 +1063,21 @@ mod tests {
             ("/...", Err(HiddenDotSegment)),
             ("/public/..%20/admin", Err(HiddenDotSegment)),
             ("/public/. /admin", Err(HiddenDotSegment)),
+            // ... also when NFKC or Windows "best fit" turns look-alikes into dots and slashes
+            (
+                "/public/%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin",
+                Err(HiddenDotSegment),
+            ),
+            ("/public/..%ef%bc%8fadmin", Err(HiddenDotSegment)),
+            ("/public/..%E2%88%95admin", Err(HiddenDotSegment)),
+            ("/public/%E2%80%A5/admin", Err(HiddenDotSegment)),
+            ("/public/%E2%80%A6", Err(HiddenDotSegment)),
+            ("/public/.%EF%B9%92%EF%BC%BCadmin", Err(HiddenDotSegment)),
+            ("/public/..%EF%BC%9Bx/admin", Err(HiddenDotSegment)),
+            ("/a%EF%BC%9Bx%2Fb", Err(SeparatorInParameters)),
+            ("/a%EF%BC%8Fb", ok("/a%EF%BC%8Fb")),
+            ("/Hello%E2%80%A6", ok("/Hello%E2%80%A6")),
+            ("/%EF%BC%A1%E2%82%AC", ok("/%EF%BC%A1%E2%82%AC")),
             // `..` that would remove a segment readings count differently
             ("/a%2Fb/../x", Err(AmbiguousParent)),
             ("/a%5Cb/..", Err(AmbiguousParent)),
