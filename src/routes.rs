@@ -334,16 +334,22 @@ fn contains_pct25(segment: &[u8]) -> bool {
     memchr::memmem::find(segment, b"%25").is_some()
 }
 
-/// One more decoding pass of a canonical segment, repeated while `%25` remains: refused when a
-/// pass yields a dot segment, a piece [`check_pieces`] refuses, NUL, a control character or invalid UTF-8. (A canonical
-/// segment has its unreserved characters decoded already, so `%25` is the only sequence a
-/// second pass can turn into a new escape.) Allocates, but only for segments holding `%25`.
+/// Decoding passes [`check_double_decoding`] tries; a `%25` still left after them is refused.
+/// Bounds the work (each pass is linear, and `%252525…` would otherwise take one pass per
+/// level), and no real path encodes a `%` four times over.
+const MAX_EXTRA_DECODINGS: usize = 3;
+
+/// Further decoding passes over a canonical segment, as stacks that decode twice (or more)
+/// apply them: refused when a pass yields a dot segment, a piece [`check_pieces`] refuses, NUL,
+/// a control character or invalid UTF-8. (A canonical segment has its unreserved characters
+/// decoded already, so `%25` is the only sequence a further pass can turn into a new escape.)
+/// Allocates, but only for segments holding `%25`.
 fn check_double_decoding(segment: &[u8]) -> Result<(), PathError> {
     if !contains_pct25(segment) {
         return Ok(());
     }
     let mut view = decode_pct25(segment);
-    loop {
+    for _ in 0..MAX_EXTRA_DECODINGS {
         if is_dot_segment(&view) || check_pieces(&view).is_err() {
             return Err(PathError::DoubleEncoding);
         }
@@ -377,6 +383,7 @@ fn check_double_decoding(segment: &[u8]) -> Result<(), PathError> {
         }
         view = decode_pct25(&view);
     }
+    Err(PathError::DoubleEncoding)
 }
 
 /// The reading checks for one canonical segment that is not itself `.`/`..`.
@@ -1094,6 +1101,9 @@ mod tests {
             ("/public%252F..%252Fadmin", Err(DoubleEncoding)),
             ("/%25252e%25252e/admin", Err(DoubleEncoding)),
             ("/%25c0%25ae", Err(DoubleEncoding)),
+            ("/%2525252e", Err(DoubleEncoding)),
+            ("/a%25252541", ok("/a%25252541")),
+            ("/a%2525252541", Err(DoubleEncoding)),
             ("/a%2500", Err(DoubleEncoding)),
             ("/a%250a", Err(DoubleEncoding)),
             ("/a%252Fb", ok("/a%252Fb")),
@@ -1227,6 +1237,13 @@ mod tests {
             norm(&format!("{}{}", "/a".repeat(2000), "/..".repeat(1999))),
             Ok("/a/".to_owned())
         );
+        // Nested `%25` and long hidden pieces stay linear: refused, not ground through.
+        let nested = format!("/%25{}2e", "25".repeat(20_000));
+        assert_eq!(norm(&nested), Err(PathError::DoubleEncoding));
+        let dots = format!("/a{}", "%2F..".repeat(10_000));
+        assert_eq!(norm(&dots), Err(PathError::HiddenDotSegment));
+        let pops = format!("/x{}{}", "/a%2Fb".repeat(2000), "/..".repeat(2000));
+        assert_eq!(norm(&pops), Err(PathError::AmbiguousParent));
     }
 
     /// An independent model of how upstreams read a path, written without the code under test,
