@@ -492,6 +492,15 @@ async fn check_refuses_ambiguous_original_uris() {
         let resp = check(format!("X-Original-URL: http://h{target}\r\n")).await;
         assert_eq!(raw_status(&resp), 400, "X-Original-URL: {target}:\n{resp}");
     }
+    // a raw backslash, a NUL or a control character in the header: refused, never judged as public
+    for target in [
+        "/public/..\\api2/x",
+        "/public/..%00/api2/x",
+        "/public/..%0a/api2/x",
+    ] {
+        let resp = check(format!("X-Forwarded-Uri: {target}\r\n")).await;
+        assert_eq!(raw_status(&resp), 400, "{target}:\n{resp}");
+    }
     // the same path, legitimately spelled, is judged
     let resp = check("X-Forwarded-Uri: /public/x\r\n".into()).await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
