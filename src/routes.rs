@@ -28,17 +28,18 @@
 //! nginx decode `%2F` into `/`, Windows servers treat `\` (and `%5C`) as `/` and drop trailing
 //! dots and spaces from names, Tomcat and Spring cut each segment at `;` (Spring after decoding
 //! `%3B`), and some stacks decode twice. A request whose route could change under one of those
-//! readings is refused, so **no accepted path — neither the raw one a front proxy passes on
-//! (forward-auth) nor the normalized one the proxy forwards — has a `.` or `..` segment under any
-//! of them** (the property the unit tests check exhaustively and `fuzz/` checks at random):
+//! readings is refused, so **the normalized path the proxy forwards has no `.` or `..` segment
+//! under any of them, and every reading of the raw path (which a forward-auth front proxy passes
+//! on as is) that resolves dot segments reaches the same route** — the properties the unit tests
+//! check exhaustively over a small alphabet and the fuzz target checks at random:
 //!
 //! - [`PathError::HiddenDotSegment`]: a segment that reads as `.`/`..` once `%2F`/`%5C` split it,
 //!   `;`/`%3B` cut it, or trailing dots and spaces are trimmed: `/public/..%2Fadmin`,
 //!   `/public%2F..%2Fadmin`, `/x/%2e%2e%5Cadmin`, `/public/..;/admin`, `/public/..%3B/admin`,
 //!   `/a/..%2F`, `/...`, `/..%20/`. Encoded look-alikes that Unicode compatibility
 //!   normalization or Windows "best fit" conversion turn into `.`, `/`, `\` or `;` count as
-//!   those (`%EF%BC%8E%EF%BC%8E%EF%BC%8F` is `../`). A `.`/`..` that is a whole segment between raw slashes is a
-//!   standard dot segment and is resolved, as every reading does.
+//!   those (`%EF%BC%8E%EF%BC%8E%EF%BC%8F` is `../`). A `.`/`..` that is a whole segment between
+//!   raw slashes (also `%2e%2e`) is a standard dot segment and is resolved, as every reading does.
 //! - [`PathError::AmbiguousParent`]: a standard `..` that would remove a segment that readings
 //!   count differently — one holding `%2F`, `%5C` or `%25`, an empty one (`//`), or one whose
 //!   name before `;`/`%3B` is empty: `/a%2Fb/../x` is `/x` by RFC 3986 but `/a/x` once `%2F` is
@@ -46,8 +47,9 @@
 //! - [`PathError::SeparatorInParameters`]: `;`/`%3B` parameters followed by `%2F`/`%5C` in the
 //!   same segment (`/a;x%2Fb`): Tomcat cuts the separator away with the parameters (`/a`), a
 //!   decoding upstream splits at it (`/a/b`), so the two would be judged by different routes.
-//! - [`PathError::DoubleEncoding`]: decoding `%25` once more would give any of the above, a NUL,
-//!   a control character or invalid UTF-8 (`%252e%252e%252f`, `%25c0%25ae`, `%2500`).
+//! - [`PathError::DoubleEncoding`]: decoding `%25` once more (up to three times; a `%` nested
+//!   deeper is refused) would give any of the above, a NUL, a control character or invalid UTF-8
+//!   (`%252e%252e%252f`, `%25c0%25ae`, `%2500`).
 //!   `%252F` alone (an encoded `%2F` in a name) passes.
 //! - Invalid percent-encoding, NUL, control characters (raw or encoded), raw backslashes,
 //!   percent-encoded bytes that are not UTF-8 (overlong `%C0%AE`).
@@ -141,7 +143,7 @@ pub enum PathError {
 /// the common case. See the module documentation for the rules.
 ///
 /// Properties (checked exhaustively over a small alphabet in this module's tests, and by the
-/// `fuzz/` target):
+/// fuzz target):
 /// - idempotent: a returned path normalizes to itself, borrowed;
 /// - a returned path has no `.`/`..` segment under any reading of
 ///   [Ambiguous paths](crate::routes#ambiguous-paths) (split at `/`, `%2F`, `%5C`; cut at `;`,
@@ -1405,7 +1407,7 @@ mod tests {
         all
     }
 
-    /// The property of [`normalize_path`] (and of the `fuzz/` target) for one raw path.
+    /// The property of [`normalize_path`] (and of its fuzz target) for one raw path.
     fn assert_path_property(raw: &str) -> bool {
         let Ok(out) = normalize_path(raw) else {
             return false;
