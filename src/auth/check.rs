@@ -2,17 +2,32 @@
 //! ext_authz (HTTP). The decision is the proxy's own: same normalization, route choice,
 //! authentication and authorization as a proxied request.
 //!
-//! The original request is read from `X-Forwarded-Method`, `X-Forwarded-Uri` (Traefik) or
-//! `X-Original-URI` (nginx), and `X-Forwarded-Host` — **only when the caller is one of
-//! `[server] trusted_proxies`**. A check whose original request is unknown — forwarding headers from any other peer, or no
-//! `X-Forwarded-Uri`/`X-Original-URI` at all — is refused with 403: judging the check request
-//! itself would answer for whichever route covers `/.auth/check`, not for the original request.
+//! The original request is read from `X-Forwarded-Method`, `X-Forwarded-Uri` (Traefik, Caddy),
+//! `X-Original-URI` (nginx) or `X-Original-URL` (ingress-nginx), and `X-Forwarded-Host` — **only
+//! when the caller is one of `[server] trusted_proxies`**. A check whose original request is
+//! unknown — forwarding headers from any other peer, or no original URI at all — is refused
+//! with 403: judging the check request itself would answer for whichever route covers
+//! `/.auth/check`, not for the original request.
+//!
+//! # Deployment caveat: front proxies pass client headers on
+//! nginx's `auth_request` (and Traefik, and Caddy) send the client's own headers with the check
+//! and set only the ones they know. A client can therefore add an `X-Forwarded-Uri` to a
+//! request that nginx describes in `X-Original-URI`. Every original-URI header present must
+//! name the same path and query, or the check answers 400: the check never picks one.
+//!
+//! The path is normalized exactly as the proxy normalizes a request's
+//! ([`crate::routes::normalize_path`]): front proxies pass the client's raw URI to the
+//! upstream (nginx `proxy_pass` without a URI part), so a path whose route depends on how an
+//! upstream decodes `%2F`/`%5C`, cuts `;` or decodes twice (`/public/..%2Fapi/x`) is a 400 here
+//! too, never a 200 for the permissive route.
 //!
 //! Answers: 200 with the identity headers of the route's `[headers]` config (including the
 //! signed assertion) — the front proxy copies them upstream (`auth_request_set` /
 //! `authResponseHeaders`); 200 without identity for `auth = "none"` routes; 401/403/503 exactly
-//! as the proxy would; 404 when no route matches; 400 for an invalid path.
+//! as the proxy would; 404 when no route matches; 400 for an invalid or ambiguous path or
+//! original-URI headers that disagree.
 
+use http::HeaderMap;
 use http::header::HeaderName;
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -26,6 +41,7 @@ use crate::{authz, headers, routes};
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 pub async fn check(
@@ -57,6 +73,7 @@ pub async fn check(
         &X_FORWARDED_METHOD,
         &X_FORWARDED_URI,
         &X_ORIGINAL_URI,
+        &X_ORIGINAL_URL,
         &X_FORWARDED_HOST,
     ];
     if !trusted && forwarding.iter().any(|n| parts.headers.contains_key(*n)) {
@@ -65,28 +82,25 @@ pub async fn check(
             "forward-auth headers from a peer outside server.trusted_proxies are not trusted (add the front proxy to trusted_proxies)",
         );
     }
-    if fwd(&X_FORWARDED_URI).is_none() && fwd(&X_ORIGINAL_URI).is_none() {
-        tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: no X-Forwarded-Uri / X-Original-URI; refused");
-        return refused(
-            "the original request is unknown: the front proxy must send X-Forwarded-Uri or X-Original-URI and be listed in server.trusted_proxies",
-        );
-    }
+    let uri = match original_uri(&parts.headers, trusted) {
+        Ok(Some(uri)) => uri,
+        Ok(None) => {
+            tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: no X-Forwarded-Uri / X-Original-URI / X-Original-URL; refused");
+            return refused(
+                "the original request is unknown: the front proxy must send X-Forwarded-Uri or X-Original-URI and be listed in server.trusted_proxies",
+            );
+        }
+        Err(why) => {
+            tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: {why}");
+            return ProxyError::BadRequest(why).into_response();
+        }
+    };
     let method = match fwd(&X_FORWARDED_METHOD) {
         Some(m) => match Method::from_bytes(m.trim().as_bytes()) {
             Ok(m) => m,
             Err(_) => return ProxyError::BadRequest("invalid X-Forwarded-Method").into_response(),
         },
         None => parts.method.clone(),
-    };
-    let uri = match fwd(&X_FORWARDED_URI).or_else(|| fwd(&X_ORIGINAL_URI)) {
-        Some(u) => match u.trim().parse::<Uri>() {
-            Ok(u) if u.path().starts_with('/') => u,
-            _ => {
-                return ProxyError::BadRequest("invalid X-Forwarded-Uri / X-Original-URI")
-                    .into_response();
-            }
-        },
-        None => parts.uri.clone(),
     };
     let orig_host = fwd(&X_FORWARDED_HOST).or_else(|| host.map(str::to_string));
     let normalized = match routes::normalize_path(uri.path()) {
@@ -129,6 +143,37 @@ pub async fn check(
         }
         Err(denied) => state.forbidden(route, &identity, &denied, &parts),
     }
+}
+
+/// The original request's URI from every header that names it (`None`: none does, or the
+/// caller is not trusted). All of them, and every copy of each, must agree on the path and
+/// query: a front proxy sets one and passes the client's others on, so choosing one by
+/// precedence would let a client choose what is judged.
+fn original_uri(headers: &HeaderMap, trusted: bool) -> Result<Option<Uri>, &'static str> {
+    if !trusted {
+        return Ok(None);
+    }
+    let mut found: Option<Uri> = None;
+    for name in [&X_FORWARDED_URI, &X_ORIGINAL_URI, &X_ORIGINAL_URL] {
+        for value in headers.get_all(name) {
+            let uri = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<Uri>().ok())
+                .filter(|u| u.path().starts_with('/'))
+                .ok_or("invalid X-Forwarded-Uri / X-Original-URI / X-Original-URL")?;
+            match &found {
+                Some(prev) if prev.path_and_query() != uri.path_and_query() => {
+                    return Err(
+                        "X-Forwarded-Uri, X-Original-URI and X-Original-URL name different requests; the front proxy must set one and drop the client's copies",
+                    );
+                }
+                Some(_) => {}
+                None => found = Some(uri),
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// 403 for a check whose original request is unknown or not from a trusted proxy.
