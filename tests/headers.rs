@@ -400,7 +400,11 @@ async fn websocket_handshake_forwards_only_websocket() {
             .filter_map(|l| l.strip_prefix("upgrade:"))
             .map(str::trim)
             .collect();
-        assert_eq!(upgrades, ["websocket"], "Upgrade {upgrade:?} went on as:\n{got}");
+        assert_eq!(
+            upgrades,
+            ["websocket"],
+            "Upgrade {upgrade:?} went on as:\n{got}"
+        );
         assert!(!got.contains("http2-settings"), "{got}");
         assert!(!got.contains("h2c"), "{got}");
         assert!(got.contains("\r\nconnection: upgrade\r\n"), "{got}");
@@ -417,14 +421,16 @@ async fn websocket_handshake_forwards_only_websocket() {
         assert_eq!(&buf, b"ping-through-splice");
     }
     // `Upgrade: h2c` alone (no websocket) is not an upgrade: no Upgrade reaches the upstream.
-    let (up2, mut heads2) = raw_upstream(
-        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-    )
-    .await;
+    let (up2, mut heads2) =
+        raw_upstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
     let p2 = start_proxy(&ws_proxy_toml(up2.addr, true)).await;
     let r = raw_http(
         p2.http(),
-        ws_request("Upgrade, HTTP2-Settings", "h2c", "HTTP2-Settings: AAMAAABk\r\n"),
+        ws_request(
+            "Upgrade, HTTP2-Settings",
+            "h2c",
+            "HTTP2-Settings: AAMAAABk\r\n",
+        ),
     )
     .await;
     assert_eq!(raw_status(&r), 200, "{r}");
@@ -504,7 +510,12 @@ async fn upstream_set_cookie_for_the_proxys_cookies_is_dropped() {
     let hex = "5d0c3b2a19f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170ffee";
     let p = start_proxy(&server_toml(&format!(
         "[session]\nsecret = \"{hex}\"\ncookie_name = \"sid\"\n{}",
-        route_toml("app", "none", "path = \"/\"", &format!("http://{}", up.addr))
+        route_toml(
+            "app",
+            "none",
+            "path = \"/\"",
+            &format!("http://{}", up.addr)
+        )
     )))
     .await;
     let r = raw_get(p.http(), "/", "app.local", "").await;
@@ -581,9 +592,17 @@ fn placeholder_session_secrets_are_refused() {
             let out = cli(&[cmd, "--config", &path]);
             assert_eq!(out.code, 1, "{cmd} {secret}: {}{}", out.stdout, out.stderr);
             let at = format!("{path}:5:10: `session.secret`");
-            assert!(out.stderr.contains(&at), "{cmd}: no {at:?} in:\n{}", out.stderr);
+            assert!(
+                out.stderr.contains(&at),
+                "{cmd}: no {at:?} in:\n{}",
+                out.stderr
+            );
             assert!(out.stderr.contains("placeholder"), "{}", out.stderr);
-            assert!(out.stderr.contains("openssl rand -hex 32"), "{}", out.stderr);
+            assert!(
+                out.stderr.contains("openssl rand -hex 32"),
+                "{}",
+                out.stderr
+            );
         }
     }
     // From a file (the Kubernetes example's shape), and through previous_secrets.
@@ -599,7 +618,10 @@ fn placeholder_session_secrets_are_refused() {
     let hex = "8e1f0a9b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071829304a5b6c7";
     let path = config(
         "prev.toml",
-        &format!("secret = \"{hex}\"\nprevious_secrets = [\"{}\"]", placeholders[0]),
+        &format!(
+            "secret = \"{hex}\"\nprevious_secrets = [\"{}\"]",
+            placeholders[0]
+        ),
     );
     let out = cli(&["check", "--config", &path]);
     assert_eq!(out.code, 1, "{}", out.stderr);
