@@ -4,11 +4,13 @@
 //!    path (invalid → 400) — the upstream receives this same host and path;
 //! 2. `/.auth/*` → endpoints the proxy owns, never forwarded;
 //! 3. match the route (first match wins; none → 404);
-//! 4. strip every incoming identity header and the hop-by-hop headers, on every route;
+//! 4. strip every incoming identity header, the headers only a proxy may set (from an untrusted
+//!    peer also its forwarding headers) and the hop-by-hop headers, on every route;
 //! 5. authenticate (route's `auth`) → `Identity`, or an answer (redirect, 401, 503);
 //! 6. authorize → `Permit`, or 403;
 //! 7. inject identity headers from the `Permit`;
-//! 8. forward (`X-Forwarded-*` set) and stream the answer back.
+//! 8. forward (`X-Forwarded-*` set) and stream the answer back (a 101 only to WebSocket; no
+//!    `Set-Cookie` of the proxy's own cookies from the upstream).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
