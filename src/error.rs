@@ -31,6 +31,10 @@ pub enum UpstreamError {
     Timeout(std::time::Duration),
     #[error("invalid upstream request: {0}")]
     BadRequest(String),
+    /// The upstream answered something the proxy must not pass on (a 101 to a protocol other
+    /// than the WebSocket the client asked for).
+    #[error("invalid upstream answer: {0}")]
+    BadResponse(String),
 }
 
 /// Errors of the request pipeline before the upstream answers.
@@ -57,6 +61,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(UpstreamError::BadResponse(_)) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -69,6 +74,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => "bad_gateway",
             ProxyError::Upstream(UpstreamError::Timeout(_)) => "gateway_timeout",
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad_gateway",
+            ProxyError::Upstream(UpstreamError::BadResponse(_)) => "bad_gateway",
         }
     }
 
@@ -83,6 +89,9 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => {
                 "the request could not be forwarded".into()
+            }
+            ProxyError::Upstream(UpstreamError::BadResponse(_)) => {
+                "the upstream service answered with an invalid response".into()
             }
             other => other.to_string(),
         }
@@ -174,6 +183,10 @@ mod tests {
             ),
             (
                 ProxyError::Upstream(UpstreamError::BadRequest("x".into())),
+                502,
+            ),
+            (
+                ProxyError::Upstream(UpstreamError::BadResponse("101 to h2c".into())),
                 502,
             ),
         ];

@@ -1,23 +1,32 @@
 //! Header hygiene on the way in and out:
-//! 1. [`strip_identity`]: every header that could carry identity is removed from the incoming
-//!    request in every spelling an upstream might fold into the same name (any case, `_` for `-`:
-//!    PHP/CGI/WSGI turn `x_forwarded_user` into `HTTP_X_FORWARDED_USER`; CVE-2025-64484).
-//! 2. [`remove_hop_by_hop`]: connection-level headers never cross the proxy.
-//! 3. [`set_forwarded`]: `X-Forwarded-*` are trusted only from `trusted_proxies`.
-//! 4. [`inject`]: identity headers are written only from a [`Permit`].
+//! 1. [`strip_inbound`]: every header that could carry identity, or that only a proxy may set,
+//!    is removed from the incoming request in every spelling an upstream might fold into the
+//!    same name (any case, `_` for `-`: PHP/CGI/WSGI turn `x_forwarded_user` into
+//!    `HTTP_X_FORWARDED_USER`; CVE-2025-64484): the identity names, every `X-Auth-Request-*`
+//!    and `X-Portcullis-*`, [`ALWAYS_STRIPPED`] (`Remote-User`, `X-Original-URL`,
+//!    `X-HTTP-Method-Override` …), and from a peer outside `trusted_proxies` every
+//!    `X-Forwarded-*`, `Forwarded` and `X-Real-IP`.
+//! 2. [`remove_hop_by_hop`]: connection-level headers never cross the proxy; a WebSocket
+//!    handshake keeps only `Upgrade: websocket` ([`WEBSOCKET`]).
+//! 3. [`set_forwarded`]: `X-Forwarded-For/Proto/Host` and `X-Real-IP` are set from what the
+//!    proxy saw; a trusted proxy's chain is extended and `X-Real-IP` derived from it.
+//! 4. [`inject`]: identity headers are written only from a [`Permit`]; the client's
+//!    `Authorization` goes on only where it is what authenticated the request (`auto`).
+//! 5. [`drop_own_set_cookies`]: an upstream cannot set the proxy's own cookies.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::auth::{HeaderValues, Identity};
+use crate::auth::{HeaderValues, Identity, Via};
 use crate::authz::Permit;
 use crate::config::{AuthorizationMode, HeaderConfig};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Keep-Alive` and
-/// `Proxy-Connection`, and `Proxy-Authorization`/`Proxy-Authenticate`); `Connection` first.
-static ALL_HOP: [HeaderName; 9] = [
+/// `Proxy-Connection`, `Proxy-Authorization`/`Proxy-Authenticate`, and `HTTP2-Settings`, which
+/// only means something on the connection that upgrades to h2c); `Connection` first.
+static ALL_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -27,6 +36,7 @@ static ALL_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHENTICATE,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The index of `n` in [`ALL_HOP`] (a match on the name: a length switch, then one compare).
@@ -41,6 +51,7 @@ fn hop_index(n: &HeaderName) -> Option<usize> {
         "proxy-authenticate" => 6,
         "keep-alive" => 7,
         "proxy-connection" => 8,
+        "http2-settings" => 9,
         _ => return None,
     })
 }
@@ -48,7 +59,7 @@ fn hop_index(n: &HeaderName) -> Option<usize> {
 /// Longest header value the proxy writes; identity values beyond it are cut.
 pub const MAX_IDENTITY_VALUE: usize = 4096;
 
-/// The identity header names, folded (lower case, `_` → `-`), for [`strip_identity`]: a name
+/// The identity header names, folded (lower case, `_` → `-`), for [`strip_inbound`]: a name
 /// is checked against the names of its length only (a bit mask says which lengths exist), so
 /// the usual request, none of whose headers is one, costs a mask test per header and no hashing.
 #[derive(Debug, Clone, Default)]
@@ -83,9 +94,13 @@ impl IdentityNames {
     }
 }
 
+/// The given names and [`ALWAYS_STRIPPED`]: a set built from the config can never miss those.
 impl<S: AsRef<str>> FromIterator<S> for IdentityNames {
     fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
         let mut names = IdentityNames::default();
+        for n in ALWAYS_STRIPPED {
+            names.insert(n);
+        }
         for n in iter {
             names.insert(n.as_ref());
         }
@@ -93,25 +108,88 @@ impl<S: AsRef<str>> FromIterator<S> for IdentityNames {
     }
 }
 
-/// Removes every header whose folded name is an identity header or starts with `x-portcullis-`.
-pub fn strip_identity(headers: &mut HeaderMap, identity: &IdentityNames) {
-    const OWN_PREFIX: &[u8] = b"x-portcullis-";
-    // Header names are already lower case; PHP/CGI/WSGI read `_` as `-`.
-    let fold = |b: u8| if b == b'_' { b'-' } else { b };
-    let doomed = |name: &HeaderName| {
-        let n = name.as_str().as_bytes();
-        identity.matches(n, fold)
-            || n.len() >= OWN_PREFIX.len() && n.iter().zip(OWN_PREFIX).all(|(b, p)| fold(*b) == *p)
-    };
+/// Headers only a proxy or the web server in front of an app may set, removed from every
+/// request on every route (folded: lower case, `-`): frameworks and servers take the user
+/// (`Remote-User`), the path (`X-Original-URL`, `X-Rewrite-URL`: IIS, Symfony, Zend), the
+/// client address (`True-Client-IP`: Akamai, Cloudflare) or the method (`X-HTTP-Method-Override`
+/// and its variants: Express, Rails, Spring's `HiddenHttpMethodFilter`) from them. Every
+/// `X-Auth-Request-*` and `X-Portcullis-*` name is removed as well (prefixes, in
+/// [`strip_inbound`]).
+pub const ALWAYS_STRIPPED: &[&str] = &[
+    "remote-user",
+    "x-remote-user",
+    "x-original-url",
+    "x-rewrite-url",
+    "true-client-ip",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether folded `name` starts with `prefix` (already folded).
+fn folded_prefix(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && name.iter().zip(prefix).all(|(b, p)| fold(*b) == *p)
+}
+
+/// Whether folded `name` is `other` (already folded).
+fn folded_eq(name: &[u8], other: &[u8]) -> bool {
+    name.len() == other.len() && folded_prefix(name, other)
+}
+
+/// Header names are already lower case (hyper, and HTTP/2 requires it); PHP/CGI/WSGI read `_`
+/// as `-`.
+fn fold(b: u8) -> u8 {
+    if b == b'_' { b'-' } else { b }
+}
+
+/// Whether folded `name` belongs to what a proxy sets about the connection: every
+/// `X-Forwarded-*`, `Forwarded`, `X-Real-IP`.
+fn forwarding_name(name: &[u8]) -> bool {
+    folded_prefix(name, b"x-forwarded-") || folded_eq(name, b"x-real-ip") || name == b"forwarded"
+}
+
+/// Whether a request header named `name` must go: an identity name, a name only a proxy sets,
+/// and — from a peer outside `trusted_proxies` — every forwarding name. A trusted proxy's
+/// forwarding headers stay, but not in a spelling with `_`: a proxy writes `-`, so an `_`
+/// spelling came from its client and an upstream that folds it would read it as the real one.
+fn doomed(name: &[u8], identity: &IdentityNames, trusted: bool) -> bool {
+    if identity.matches(name, fold) {
+        return true;
+    }
+    // Everything else starts with `x` or `f` (forwarded): one compare for most headers.
+    match name.first() {
+        Some(b'x') => {
+            folded_prefix(name, b"x-portcullis-")
+                || folded_prefix(name, b"x-auth-request-")
+                || forwarding_name(name) && (!trusted || name.contains(&b'_'))
+        }
+        Some(b'f') => !trusted && name == b"forwarded",
+        _ => false,
+    }
+}
+
+/// Removes, from an incoming request, every header an upstream could take for something the
+/// proxy vouches for (see the module doc, step 1). `trusted`: the peer is one of
+/// `trusted_proxies`, whose forwarding headers are kept ([`set_forwarded`] extends them).
+pub fn strip_inbound(headers: &mut HeaderMap, identity: &IdentityNames, trusted: bool) {
     // HeaderMap cannot remove while iterating; most requests carry none, and then nothing is
     // allocated.
-    if !headers.keys().any(doomed) {
+    let hit = |n: &HeaderName| doomed(n.as_str().as_bytes(), identity, trusted);
+    if !headers.keys().any(hit) {
         return;
     }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    let names: Vec<HeaderName> = headers.keys().filter(|n| hit(n)).cloned().collect();
     for n in names {
         headers.remove(&n);
     }
+}
+
+/// [`strip_inbound`] for a request whose forwarding headers are judged elsewhere (the
+/// forward-auth check reads them from trusted proxies before this runs): identity names,
+/// `X-Auth-Request-*`, `X-Portcullis-*`, [`ALWAYS_STRIPPED`], and `_` spellings of forwarding
+/// names.
+pub fn strip_identity(headers: &mut HeaderMap, identity: &IdentityNames) {
+    strip_inbound(headers, identity, true);
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -193,74 +271,58 @@ pub struct ForwardedInfo<'a> {
     pub peer: IpAddr,
     pub proto: &'a str,
     pub host: Option<&'a str>,
+    /// `peer` is one of `trusted_proxies`.
     pub trusted: bool,
+    /// `server.trusted_proxies`, to find the client in a trusted proxy's `X-Forwarded-For`.
+    pub trusted_proxies: &'a [IpNet],
 }
 
-/// Sets `X-Forwarded-For/Proto/Host` (and `X-Real-IP`); values from an untrusted peer are
-/// replaced, from a trusted proxy they are kept (the peer is appended to `X-Forwarded-For`).
+/// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP`. From an untrusted peer they are what the
+/// proxy saw ([`strip_inbound`] removed the client's forwarding headers before). From a trusted
+/// proxy its `X-Forwarded-Proto/Host` are kept, the peer is appended to `X-Forwarded-For`, and
+/// `X-Real-IP` is derived from that chain ([`client_address`]), never copied.
 pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    static XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
     static XRI: HeaderName = HeaderName::from_static("x-real-ip");
-    let peer_value = peer_header_value(info.peer);
+    let proto = HeaderValue::from_static(if info.proto == "https" {
+        "https"
+    } else {
+        "http"
+    });
     if info.trusted {
-        let peer = info.peer.to_string();
-        let prior: Vec<String> = headers
-            .get_all(&XFF)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        let value = if prior.is_empty() {
-            peer.clone()
-        } else {
-            format!("{}, {peer}", prior.join(", "))
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        let mut chain = String::new();
+        for v in headers.get_all(&XFF) {
+            if let Ok(v) = v.to_str() {
+                if !chain.is_empty() {
+                    chain.push_str(", ");
+                }
+                chain.push_str(v);
+            }
+        }
+        let real = client_address(&chain, info.peer, info.trusted_proxies);
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(&info.peer.to_string());
+        if let Ok(v) = HeaderValue::from_str(&chain) {
             headers.insert(&XFF, v);
         }
+        headers.insert(&XRI, peer_header_value(real));
         if !headers.contains_key(&XFP) {
-            headers.insert(
-                &XFP,
-                HeaderValue::from_static(if info.proto == "https" {
-                    "https"
-                } else {
-                    "http"
-                }),
-            );
+            headers.insert(&XFP, proto);
         }
         if !headers.contains_key(&XFH)
             && let Some(v) = info.host.and_then(|h| HeaderValue::from_str(h).ok())
         {
             headers.insert(&XFH, v);
         }
-        if !headers.contains_key(&XRI) {
-            headers.insert(&XRI, peer_value);
-        }
     } else {
-        // Usually neither is there: a scan of the names is cheaper than two hashed removals.
-        let (mut forwarded, mut port) = (false, false);
-        for n in headers.keys() {
-            forwarded |= *n == header::FORWARDED;
-            port |= *n == XFPORT;
-        }
-        if forwarded {
-            headers.remove(header::FORWARDED);
-        }
-        if port {
-            headers.remove(&XFPORT);
-        }
-        headers.insert(&XFF, peer_value.clone());
-        headers.insert(&XRI, peer_value);
-        headers.insert(
-            &XFP,
-            HeaderValue::from_static(if info.proto == "https" {
-                "https"
-            } else {
-                "http"
-            }),
-        );
+        let peer = peer_header_value(info.peer);
+        headers.insert(&XFF, peer.clone());
+        headers.insert(&XRI, peer);
+        headers.insert(&XFP, proto);
         match info.host.and_then(|h| HeaderValue::from_str(h).ok()) {
             Some(v) => {
                 headers.insert(&XFH, v);
@@ -270,6 +332,33 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
             }
         }
     }
+}
+
+/// The client's address behind trusted proxies: walking `chain` (the `X-Forwarded-For` a trusted
+/// `peer` sent) from the right, the first address that is not a trusted proxy. Every address
+/// trusted → the leftmost. An entry that is not an address (`unknown`, garbage) stops the walk:
+/// the trusted proxy right of it is the last hop known, so it is the answer.
+pub fn client_address(chain: &str, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let mut last = peer;
+    for entry in chain.rsplit(',') {
+        let Some(ip) = parse_forwarded_for(entry) else {
+            return last;
+        };
+        if !is_trusted(ip, trusted) {
+            return ip;
+        }
+        last = ip;
+    }
+    last
+}
+
+/// An `X-Forwarded-For` entry: an address, `IPv4:port`, `[IPv6]` or `[IPv6]:port`.
+fn parse_forwarded_for(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    e.parse::<IpAddr>()
+        .ok()
+        .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| e.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// The peer address as a header value. Formatting an address costs more than the rest of
@@ -387,8 +476,15 @@ pub fn inject(
     {
         headers.insert(name.clone(), v);
     }
-    match cfg.authorization {
-        AuthorizationMode::Pass => {}
+    // `auto`: the client's header goes on only when it is what authenticated the request (a
+    // bearer token); beside a session it is unverified text the upstream might believe.
+    let mode = match cfg.authorization {
+        AuthorizationMode::Auto if id.via == Via::Session => AuthorizationMode::Strip,
+        AuthorizationMode::Auto => AuthorizationMode::Pass,
+        m => m,
+    };
+    match mode {
+        AuthorizationMode::Pass | AuthorizationMode::Auto => {}
         AuthorizationMode::Strip => {
             headers.remove(header::AUTHORIZATION);
         }
@@ -404,6 +500,84 @@ pub fn inject(
                 headers.remove(header::AUTHORIZATION);
             }
         },
+    }
+}
+
+/// The one protocol a WebSocket route lets through `Upgrade`.
+pub static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
+
+/// Whether a 101 answer switches to WebSocket: exactly one `Upgrade` value, `websocket` (any
+/// case). Anything else (`h2c`, a list, none) must not be spliced to a client that asked for
+/// a WebSocket.
+pub fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    matches!(
+        (values.next(), values.next()),
+        (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket")
+    )
+}
+
+/// Whether a cookie named `name` is one of the proxy's own for session cookie `base`: `base`,
+/// its chunks `base.N`, the pending-login cookies `base_login_…`, each also under a `__Host-` or
+/// `__Secure-` prefix in any case (browsers match the prefixes case-insensitively). The rest
+/// compares case-sensitively, as browsers compare cookie names.
+pub fn is_own_cookie(name: &[u8], base: &[u8]) -> bool {
+    fn strip_ci<'n>(n: &'n [u8], prefix: &[u8]) -> Option<&'n [u8]> {
+        (n.len() >= prefix.len() && n[..prefix.len()].eq_ignore_ascii_case(prefix))
+            .then(|| &n[prefix.len()..])
+    }
+    let n = strip_ci(name, b"__host-")
+        .or_else(|| strip_ci(name, b"__secure-"))
+        .unwrap_or(name);
+    let Some(rest) = n.strip_prefix(base) else {
+        return false;
+    };
+    rest.is_empty()
+        || rest.starts_with(b"_login_")
+        || rest
+            .strip_prefix(b".")
+            .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+}
+
+/// Removes every `Set-Cookie` of an upstream's answer that names one of the proxy's own cookies
+/// ([`is_own_cookie`]): an app (or a header injection in it) must not plant, replace or clear a
+/// session. The name is read as browsers read it: trimmed; a nameless cookie (`=name=v`, or no
+/// `=` at all) is sent back by browsers as its value alone, so its value's name part counts.
+pub fn drop_own_set_cookies(headers: &mut HeaderMap, base: &str) {
+    let own = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        let pair = b.split(|c| *c == b';').next().unwrap_or(b);
+        let (name, value) = match pair.iter().position(|c| *c == b'=') {
+            Some(i) => (pair[..i].trim_ascii(), &pair[i + 1..]),
+            None => (&b""[..], pair),
+        };
+        let name = if name.is_empty() {
+            let v = value.trim_ascii();
+            v.split(|c| *c == b'=').next().unwrap_or(v).trim_ascii()
+        } else {
+            name
+        };
+        is_own_cookie(name, base.as_bytes())
+    };
+    // The usual answer sets no cookie, or none of ours: nothing is copied.
+    if !headers.get_all(header::SET_COOKIE).iter().any(own) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !own(v))
+        .cloned()
+        .collect();
+    let dropped = headers.get_all(header::SET_COOKIE).iter().count() - kept.len();
+    tracing::warn!(
+        dropped,
+        cookie = base,
+        "upstream Set-Cookie naming the proxy's own cookie dropped"
+    );
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
     }
 }
 
@@ -470,13 +644,20 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
+        strip_inbound(&mut h, &identity_set(), false);
+        assert!(h.is_empty(), "{h:?}");
         let info = ForwardedInfo {
             peer: "127.0.0.1".parse().unwrap(),
             proto: "http",
             host: Some("app.local"),
             trusted: false,
+            trusted_proxies: &[],
         };
         set_forwarded(&mut h, &info);
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.local");
@@ -492,6 +673,7 @@ mod tests {
         assert!(is_trusted(peer, &trusted));
         assert!(!is_trusted("11.0.0.1".parse().unwrap(), &trusted));
         assert!(is_trusted("::ffff:10.0.0.1".parse().unwrap(), &trusted));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         set_forwarded(
             &mut h,
             &ForwardedInfo {
@@ -499,10 +681,193 @@ mod tests {
                 proto: "http",
                 host: Some("a"),
                 trusted: true,
+                trusted_proxies: &trusted,
             },
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-real-ip"], "1.2.3.4", "derived, not copied");
+    }
+
+    /// X-Real-IP behind trusted proxies: the rightmost address of the chain that is not a
+    /// trusted proxy; all trusted → the leftmost; garbage stops the walk at the proxy that sent it.
+    #[test]
+    fn client_address_is_the_rightmost_untrusted() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases = [
+            ("", "10.0.0.1"),
+            ("1.1.1.1", "1.1.1.1"),
+            ("6.6.6.6, 1.1.1.1", "1.1.1.1"),
+            ("6.6.6.6, 1.1.1.1, 10.2.2.2", "1.1.1.1"),
+            ("10.9.9.9, 10.2.2.2", "10.9.9.9"),
+            ("6.6.6.6, unknown, 10.2.2.2", "10.2.2.2"),
+            ("6.6.6.6,garbage", "10.0.0.1"),
+            ("1.1.1.1:4711", "1.1.1.1"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::2]", "2001:db8::2"),
+            (" 2001:db8::3 ", "2001:db8::3"),
+        ];
+        for (chain, want) in cases {
+            assert_eq!(client_address(chain, peer, &trusted), ip(want), "{chain:?}");
+        }
+    }
+
+    /// Every header only a proxy may set, in the spellings an upstream folds together, from an
+    /// untrusted peer; from a trusted one the forwarding headers stay unless spelt with `_`.
+    #[test]
+    fn proxy_only_headers_are_stripped_in_every_spelling() {
+        let always = [
+            "x-auth-request-roles",
+            "X-Auth-Request-Redirect",
+            "x_auth_request_anything",
+            "remote-user",
+            "Remote_User",
+            "x-remote-user",
+            "x-original-url",
+            "X_Original_URL",
+            "x-rewrite-url",
+            "true-client-ip",
+            "True_Client_IP",
+            "x-http-method-override",
+            "x_http_method_override",
+            "x-http-method",
+            "x-method-override",
+        ];
+        let forwarding = [
+            "x-forwarded-prefix",
+            "X-Forwarded-Ssl",
+            "x-forwarded-scheme",
+            "x-forwarded-server",
+            "x-forwarded-port",
+            "x-forwarded-for",
+            "forwarded",
+            "x-real-ip",
+        ];
+        let underscored = ["x_forwarded_for", "X_Real_IP", "x-forwarded_proto"];
+        let build = || {
+            let mut h = HeaderMap::new();
+            for n in always.iter().chain(&forwarding).chain(&underscored) {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_static("forged"),
+                );
+            }
+            for n in [
+                "accept",
+                "x-forwardedfor",
+                "forwarded-x",
+                "x-real-ipv6",
+                "user-agent",
+            ] {
+                h.insert(n, HeaderValue::from_static("kept"));
+            }
+            h
+        };
+        let mut h = build();
+        strip_inbound(&mut h, &identity_set(), false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "accept",
+                "forwarded-x",
+                "user-agent",
+                "x-forwardedfor",
+                "x-real-ipv6"
+            ]
+        );
+        let mut h = build();
+        strip_inbound(&mut h, &identity_set(), true);
+        for n in forwarding {
+            assert!(h.contains_key(n), "{n} from a trusted proxy");
+        }
+        for n in always.iter().chain(&underscored) {
+            assert!(
+                !h.contains_key(HeaderName::from_bytes(n.as_bytes()).unwrap()),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn own_cookie_names() {
+        for n in [
+            "portcullis",
+            "__Host-portcullis",
+            "__HOST-portcullis",
+            "__host-portcullis",
+            "__Secure-portcullis",
+            "__SECURE-portcullis",
+            "portcullis.1",
+            "portcullis.12",
+            "__Host-portcullis.3",
+            "portcullis_login_0123456789abcdef",
+            "__Host-portcullis_login_x",
+        ] {
+            assert!(is_own_cookie(n.as_bytes(), b"portcullis"), "{n}");
+        }
+        for n in [
+            "Portcullis",
+            "PORTCULLIS",
+            "portcullis.",
+            "portcullis.x",
+            "portcullisx",
+            "app",
+            "__Host-app",
+            "x-portcullis",
+            "__Host-Portcullis",
+        ] {
+            assert!(!is_own_cookie(n.as_bytes(), b"portcullis"), "{n}");
+        }
+    }
+
+    /// An upstream's Set-Cookie naming the proxy's cookies is dropped, read as a browser reads
+    /// the name (trimmed, nameless cookies by their value); the app's own pass in order.
+    #[test]
+    fn upstream_set_cookie_for_own_cookies_is_dropped() {
+        let mut h = HeaderMap::new();
+        for v in [
+            "app=1; Path=/",
+            "portcullis=forged; Path=/",
+            " __Host-portcullis =forged; Secure; Path=/",
+            "__HOST-portcullis=x; Secure; Path=/",
+            "portcullis.1=x",
+            "portcullis_login_abc=x",
+            "=portcullis=nameless",
+            "portcullis",
+            "other=2",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        drop_own_set_cookies(&mut h, "portcullis");
+        let left: Vec<&str> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["app=1; Path=/", "other=2"]);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn only_an_upgrade_to_websocket_counts() {
+        let up = |vals: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(header::UPGRADE, HeaderValue::from_static(v));
+            }
+            upgrades_to_websocket(&h)
+        };
+        assert!(up(&["websocket"]));
+        assert!(up(&["WebSocket"]));
+        assert!(!up(&[]));
+        assert!(!up(&["h2c"]));
+        assert!(!up(&["h2c, websocket"]));
+        assert!(!up(&["websocket", "h2c"]));
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //!    path (invalid → 400) — the upstream receives this same host and path;
 //! 2. `/.auth/*` → endpoints the proxy owns, never forwarded;
 //! 3. match the route (first match wins; none → 404);
-//! 4. strip every incoming identity header and the hop-by-hop headers, on every route;
+//! 4. strip every incoming identity header, the headers only a proxy may set (from an untrusted
+//!    peer also its forwarding headers) and the hop-by-hop headers, on every route;
 //! 5. authenticate (route's `auth`) → `Identity`, or an answer (redirect, 401, 503);
 //! 6. authorize → `Permit`, or 403;
 //! 7. inject identity headers from the `Permit`;
-//! 8. forward (`X-Forwarded-*` set) and stream the answer back.
+//! 8. forward (`X-Forwarded-*` set) and stream the answer back (a 101 only to WebSocket; no
+//!    `Set-Cookie` of the proxy's own cookies from the upstream).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -120,6 +122,7 @@ impl Proxy {
                 if let ProxyError::Upstream(ue) = &e {
                     let kind = match ue {
                         UpstreamError::Timeout(_) => "timeout",
+                        UpstreamError::BadResponse(_) => "bad_response",
                         _ => "unreachable",
                     };
                     let route = served
@@ -220,12 +223,19 @@ impl Proxy {
             })?;
         served.route = Some(idx);
 
-        // 4. strip forged identity, and the client's hop-by-hop headers now: a `Connection`
-        // header naming X-Forwarded-User (or the assertion) must not remove, after step 7,
-        // the identity headers the proxy itself writes.
-        headers::strip_identity(req.headers_mut(), &cfg.identity_header_names);
+        // 4. strip forged identity (and, from an untrusted peer, forwarding headers), and the
+        // client's hop-by-hop headers now: a `Connection` header naming X-Forwarded-User (or
+        // the assertion) must not remove, after step 7, the identity headers the proxy itself
+        // writes. A WebSocket handshake goes on as `Upgrade: websocket` alone (no `h2c`, no
+        // `HTTP2-Settings`): the upstream must not switch to anything the proxy did not judge.
+        let trusted = headers::is_trusted(conn.peer.ip(), &cfg.server.trusted_proxies);
+        headers::strip_inbound(req.headers_mut(), &cfg.identity_header_names, trusted);
         let wants_ws = route.websocket && is_websocket_upgrade(&req);
         headers::remove_hop_by_hop(req.headers_mut(), wants_ws);
+        if wants_ws {
+            req.headers_mut()
+                .insert(header::UPGRADE, headers::WEBSOCKET.clone());
+        }
 
         // 5 + 6 + 7. authenticate, authorize, inject
         let mut set_cookie = Vec::new();
@@ -266,15 +276,19 @@ impl Proxy {
 
         // 8. forward (awaited here rather than in a helper: each nested future is moved into
         // its caller's, so one level less is a few KiB less copied per request)
-        let wants_ws = route.websocket && is_websocket_upgrade(&req);
         let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
-        let up_req = self.upstream_request(route, req, conn, host, &normalized)?;
+        let up_req = self.upstream_request(route, req, conn, host, &normalized, trusted)?;
         // Upstream time is for the access log only: no clock reads when it is off.
         let t0 = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
             .then(Instant::now);
         let result = self.upstreams.send(idx, up_req, route.timeout).await;
         served.upstream_ms = t0.map(|t0| t0.elapsed().as_secs_f64() * 1000.0);
-        let mut resp = client_response(route, result?, client_upgrade);
+        let mut resp = client_response(route, result?, client_upgrade)?;
+        // The app cannot set the proxy's cookies (a header injection in it must not plant a
+        // session); the proxy's own come after.
+        if let Some(s) = &cfg.session {
+            headers::drop_own_set_cookies(resp.headers_mut(), &s.cookie_name);
+        }
         for c in set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -306,6 +320,7 @@ impl Proxy {
         conn: ConnInfo,
         host: Option<&str>,
         normalized: &str,
+        trusted: bool,
     ) -> Result<Request<Body>, ProxyError> {
         let path = if route.strip_prefix {
             routes::strip_prefix(normalized, &route.matcher.path)
@@ -330,7 +345,6 @@ impl Proxy {
         // Room for X-Forwarded-For/Proto/Host, X-Real-IP and Host at once, rather than a
         // regrowth (reallocate + rehash) of a small parsed map per insert.
         parts.headers.reserve(5);
-        let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
         headers::set_forwarded(
             &mut parts.headers,
             &headers::ForwardedInfo {
@@ -338,6 +352,7 @@ impl Proxy {
                 proto: if conn.tls { "https" } else { "http" },
                 host,
                 trusted,
+                trusted_proxies: &self.config.server.trusted_proxies,
             },
         );
         if route.preserve_host {
@@ -353,18 +368,21 @@ impl Proxy {
 }
 
 /// The upstream's answer as the client gets it: hop-by-hop headers removed (kept for a
-/// WebSocket 101, whose connections are then spliced), body streamed.
+/// WebSocket 101, whose connections are then spliced), body streamed. A 101 is spliced only
+/// when the client asked for a WebSocket on a WebSocket route and the upstream switched to
+/// `websocket`; any other 101 (`h2c`, or an upgrade nobody asked for) is a bad answer → 502,
+/// nothing spliced.
 fn client_response(
     route: &Route,
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<Body> {
-    if let Some(client) = client_upgrade {
-        upstream::splice_upgrade(client, &mut resp, Arc::from(route.name.as_str()));
+) -> Result<Response<Body>, ProxyError> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        upstream::splice_upgrade(client_upgrade, &mut resp, Arc::from(route.name.as_str()))?;
     }
-    let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    headers::remove_hop_by_hop(resp.headers_mut(), keep_upgrade);
-    upstream::box_response(resp)
+    headers::remove_hop_by_hop(resp.headers_mut(), switching);
+    Ok(upstream::box_response(resp))
 }
 
 /// [`request_host`], owned without copying: the authority or header value is reference-counted.

@@ -1,6 +1,6 @@
 //! Forwarding to upstreams over pooled keep-alive connections (http and https; an extra trust
 //! anchor per route). Bodies stream both ways; nothing is buffered. WebSocket upgrades are
-//! spliced after the upstream answers 101.
+//! spliced after the upstream answers 101 switching to `websocket` (any other 101 is refused).
 //!
 //! The pool is the proxy's own: one [`HostPool`] per distinct (trust anchor, scheme,
 //! authority), resolved per route at startup, holding hyper HTTP/1 `SendRequest` handles
@@ -488,14 +488,36 @@ pub fn box_response(resp: Response<hyper::body::Incoming>) -> Response<Body> {
     })
 }
 
-/// Splices a client connection and an upstream connection after both sides agreed to upgrade.
+/// Splices a client connection and an upstream connection after both sides agreed to upgrade
+/// to WebSocket. `client` is `None` when the client did not ask for a WebSocket on a WebSocket
+/// route. Called for a `101` only; refuses (nothing spliced, the upstream connection dropped)
+/// a 101 the client did not ask for, or one switching to anything but `websocket`
+/// (`Upgrade: h2c` would hand the client a raw HTTP/2 connection to the upstream, past every
+/// check).
 pub fn splice_upgrade(
-    client: hyper::upgrade::OnUpgrade,
+    client: Option<hyper::upgrade::OnUpgrade>,
     upstream_resp: &mut Response<hyper::body::Incoming>,
     route: Arc<str>,
-) {
+) -> Result<(), UpstreamError> {
     if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return;
+        return Ok(());
+    }
+    let Some(client) = client else {
+        return Err(UpstreamError::BadResponse(
+            "101 Switching Protocols to a request that asked for no WebSocket".into(),
+        ));
+    };
+    if !crate::headers::upgrades_to_websocket(upstream_resp.headers()) {
+        let to = upstream_resp
+            .headers()
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(UpstreamError::BadResponse(format!(
+            "101 Switching Protocols to {to:?} instead of \"websocket\""
+        )));
     }
     let upstream = hyper::upgrade::on(upstream_resp);
     tokio::spawn(async move {
@@ -510,4 +532,5 @@ pub fn splice_upgrade(
             Err(e) => tracing::warn!(route = %route, error = %e, "upgrade failed"),
         }
     });
+    Ok(())
 }

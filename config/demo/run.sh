@@ -12,6 +12,9 @@ export DEMO_PORT="${DEMO_PORT:-8080}"
 export DEMO_ADMIN_PORT="${DEMO_ADMIN_PORT:-9090}"
 export DEMO_PROVIDER_PORT="${DEMO_PROVIDER_PORT:-9000}"
 export DEMO_UPSTREAM_PORT="${DEMO_UPSTREAM_PORT:-3000}"
+# A fresh session secret per run (config/demo.toml reads it; sessions end with the demo).
+SESSION_SECRET="${SESSION_SECRET:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')}"
+export SESSION_SECRET
 base="http://127.0.0.1:${DEMO_PORT}"
 
 need() { command -v "$1" >/dev/null || { echo "demo: '$1' is needed ($2)" >&2; exit 1; }; }

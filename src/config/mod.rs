@@ -197,6 +197,9 @@ pub struct Session {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthorizationMode {
+    /// The default: `Strip` when a session authenticated the request (the client's header is
+    /// not what proved it), `Pass` when a bearer token did.
+    Auto,
     Pass,
     Strip,
     AccessToken,
@@ -287,6 +290,59 @@ pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
     "x-auth-request-access-token",
     "x-portcullis-assertion",
 ];
+
+/// Session secrets published in this project's examples, docs and deployment checks (config/,
+/// docs/, README.md, Dockerfile, tests/deploy; also former defaults): anyone can seal a
+/// session with them, so `check` and `run` refuse them. Compared case-insensitively, trimmed.
+pub const PLACEHOLDER_SECRETS: &[&str] = &[
+    // config/portcullis.example.toml (former `${SESSION_SECRET:-…}` default)
+    "change-me-to-32-random-bytes-at-least!!",
+    // config/demo.toml (former default)
+    "demo-only-session-secret-0123456789abcdef",
+    // config/kubernetes/sidecar.yaml (the Secret's placeholder)
+    "replace-me-with-at-least-32-random-bytes-0123456789",
+    // tests/deploy/validate.sh (former dummy values)
+    "dummy-session-secret-0123456789abcdef0123456789",
+    "dummy-session-secret-0123456789abcdef0123456789abcdef",
+    "dummy-secret-for-portcullis-check-0123456789abcdef0123456789abcd",
+];
+
+/// Words that mark a placeholder whatever surrounds them.
+const PLACEHOLDER_MARKERS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "replace-me",
+    "replaceme",
+    "placeholder",
+];
+
+/// How to make a good session secret, for the errors below.
+const SECRET_FIX: &str = "generate one with `openssl rand -hex 32` and pass it through the environment (`secret = \"${SESSION_SECRET}\"`) or `secret_file`";
+
+/// Why `secret` must not seal sessions, if it must not: a published placeholder, or fewer than
+/// 8 distinct characters (`openssl rand -hex 32` has 16 possible ones). Never repeats the secret.
+fn weak_secret(secret: &str) -> Option<String> {
+    let t = secret.trim();
+    let lower = t.to_ascii_lowercase();
+    if PLACEHOLDER_SECRETS.iter().any(|p| lower == *p)
+        || PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m))
+    {
+        return Some(
+            "is a placeholder published in portcullis' examples or docs: anyone can forge sessions with it"
+                .into(),
+        );
+    }
+    let mut seen = [false; 256];
+    let mut distinct = 0;
+    for b in secret.bytes() {
+        if !std::mem::replace(&mut seen[usize::from(b)], true) {
+            distinct += 1;
+        }
+    }
+    (distinct < 8).then(|| {
+        format!("has only {distinct} distinct characters (at least 8 are needed): it is guessable")
+    })
+}
 
 /// Folds a header name the way upstream frameworks do: lower case, `_` read as `-`.
 pub fn fold_header_name(name: &str) -> String {
@@ -427,7 +483,7 @@ impl HeaderConfig {
             name: Some(HeaderName::from_static("x-forwarded-name")),
             roles: Some(HeaderName::from_static("x-forwarded-roles")),
             access_token: None,
-            authorization: AuthorizationMode::Pass,
+            authorization: AuthorizationMode::Auto,
             assertion: None,
             assertion_key_file: None,
             claims: Vec::new(),
@@ -1074,6 +1130,25 @@ impl Validator<'_, '_> {
                 return None;
             }
         };
+        if let Some(problem) = weak_secret(secret.expose()) {
+            let at = s
+                .secret
+                .as_ref()
+                .map(span)
+                .or(s.secret_file.as_ref().map(span))
+                .unwrap_or_else(|| span(ss));
+            let from = if s.secret.is_none() {
+                "the session secret in `secret_file`"
+            } else {
+                "the session secret"
+            };
+            self.errs.at(
+                at,
+                "session.secret",
+                format!("{from} {problem}; {SECRET_FIX}"),
+            );
+            return None;
+        }
         let mut previous = Vec::new();
         for (i, p) in s.previous_secrets.iter().enumerate() {
             if p.get_ref().expose().len() < 32 {
@@ -1081,6 +1156,12 @@ impl Validator<'_, '_> {
                     span(p),
                     format!("session.previous_secrets[{i}]"),
                     "each secret must be at least 32 bytes",
+                );
+            } else if let Some(problem) = weak_secret(p.get_ref().expose()) {
+                self.errs.at(
+                    span(p),
+                    format!("session.previous_secrets[{i}]"),
+                    format!("this secret {problem}; remove it (cookies sealed with it could be forged): {SECRET_FIX}"),
                 );
             } else {
                 previous.push(p.get_ref().clone());
@@ -1185,6 +1266,7 @@ impl Validator<'_, '_> {
         name!(assertion);
         if let Some(a) = &h.authorization {
             out.authorization = match a.get_ref().0.as_str() {
+                "auto" => AuthorizationMode::Auto,
                 "pass" => AuthorizationMode::Pass,
                 "strip" => AuthorizationMode::Strip,
                 "access_token" => AuthorizationMode::AccessToken,
@@ -1193,7 +1275,7 @@ impl Validator<'_, '_> {
                         span(a),
                         format!("{prefix}.authorization"),
                         format!(
-                            "unknown value {other:?}: use \"pass\", \"strip\" or \"access_token\""
+                            "unknown value {other:?}: use \"auto\", \"pass\", \"strip\" or \"access_token\""
                         ),
                     );
                     out.authorization

@@ -234,7 +234,19 @@ fn header_overrides_and_identity_names() {
 #[test]
 fn example_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml");
-    let c = super::load(&path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let src = std::fs::read_to_string(&path).unwrap();
+    // The example takes the session secret from the environment, without a default.
+    if std::env::var_os("SESSION_SECRET").is_none() {
+        let missing = load_str(&path, &src, HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("SESSION_SECRET"), "{missing}");
+    }
+    let secret = [(
+        "SESSION_SECRET".to_string(),
+        "9f".repeat(4) + &"0123456789abcdef".repeat(2),
+    )];
+    let c = load_str(&path, &src, secret.into_iter().collect()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.routes.len(), 5);
     assert_eq!(c.routes[4].auth, AuthMode::LoginOrBearer);
     assert!(c.session.is_some());
@@ -270,6 +282,82 @@ fn project_id_and_introspection_max_concurrent() {
     let e = err(&provider("project_id = \"1:roles\"", ""));
     assert!(
         e.contains(":6:14: `providers.z.project_id`: must be a ZITADEL project id"),
+        "{e}"
+    );
+}
+
+/// Published placeholders and low-entropy secrets are refused, naming file:line:col, the key
+/// and the fix; a hex secret from `openssl rand -hex 32` passes.
+#[test]
+fn placeholder_and_weak_session_secrets_are_refused() {
+    let with = |secret: &str| format!("{BASE}\n[session]\nsecret = \"{secret}\"\n");
+    for p in PLACEHOLDER_SECRETS {
+        let e = err(&with(p));
+        assert!(e.contains("test.toml:12:10: `session.secret`"), "{e}");
+        assert!(
+            e.contains("placeholder") && e.contains("openssl rand -hex 32"),
+            "{e}"
+        );
+        assert!(!e.contains(p), "the secret itself is not repeated: {e}");
+        let upper = p.to_ascii_uppercase();
+        assert!(err(&with(&upper)).contains("placeholder"), "{upper}");
+    }
+    let e = err(&with("please-change-me-0123456789abcdefghijkl"));
+    assert!(e.contains("placeholder"), "{e}");
+    let e = err(&with(&"ab".repeat(20)));
+    assert!(e.contains("only 2 distinct characters"), "{e}");
+    let e = err(&with(&"abcdefg".repeat(6)));
+    assert!(e.contains("only 7 distinct characters"), "{e}");
+    assert!(
+        load(&with(&"abcdefgh".repeat(4))).is_ok(),
+        "8 distinct characters pass"
+    );
+    let hex = "3f9a0c1be2d47865a1f0c39e2b7d4a6813c5e0f2a9b8d7c6e5f4a3b2c1d0e9f8";
+    assert!(load(&with(hex)).is_ok());
+    // previous_secrets, and a placeholder read from secret_file
+    let e = err(&format!(
+        "{BASE}\n[session]\nsecret = \"{hex}\"\nprevious_secrets = [\"{}\"]\n",
+        PLACEHOLDER_SECRETS[0]
+    ));
+    assert!(
+        e.contains("`session.previous_secrets[0]`") && e.contains("placeholder"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s"),
+        format!("{}\n", PLACEHOLDER_SECRETS[2]),
+    )
+    .unwrap();
+    let e = load_str(
+        &dir.path().join("p.toml"),
+        &format!("{BASE}\n[session]\nsecret_file = \"s\"\n"),
+        HashMap::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("secret_file") && e.contains("placeholder"),
+        "{e}"
+    );
+}
+
+#[test]
+fn authorization_defaults_to_auto() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.headers.authorization, AuthorizationMode::Auto);
+    for (v, m) in [
+        ("auto", AuthorizationMode::Auto),
+        ("pass", AuthorizationMode::Pass),
+        ("strip", AuthorizationMode::Strip),
+        ("access_token", AuthorizationMode::AccessToken),
+    ] {
+        let c = load(&format!("{BASE}\n[headers]\nauthorization = \"{v}\"\n")).unwrap();
+        assert_eq!(c.headers.authorization, m);
+    }
+    let e = err(&format!("{BASE}\n[headers]\nauthorization = \"keep\"\n"));
+    assert!(
+        e.contains("headers.authorization") && e.contains("\"auto\""),
         "{e}"
     );
 }

@@ -7,8 +7,9 @@
 #     parses, interpolates and validates against the compose schema without an engine);
 #   * that the portcullis.toml embedded in each ConfigMap is byte-identical to the standalone
 #     file next to the manifest, and that the compose file mounts the standalone file;
-#   * `$PORTCULLIS_BIN check --config FILE` on every *.toml under config/ (must exit 0), plus
-#     one negative case (an unknown key must make `check` exit non-zero).
+#   * `$PORTCULLIS_BIN check --config FILE` on every *.toml under config/ (must exit 0, with a
+#     random SESSION_SECRET), plus two negative cases (an unknown key, and a published
+#     placeholder session secret, must make `check` exit non-zero).
 #
 # Environment:
 #   PORTCULLIS_BIN    binary to run `check` with (default: target/debug/portcullis). If it
@@ -40,6 +41,10 @@ skip() { SKIPPED=$((SKIPPED + 1)); echo "SKIP  $*"; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-validate.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
+
+# A random secret (64 hex characters) for every check: portcullis refuses published
+# placeholders, so no fixed dummy value may stand in for one.
+random_secret() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 
 finish() {
     [ "$SKIPPED" -gt 0 ] && echo "($SKIPPED skipped)"
@@ -133,7 +138,7 @@ validate_compose() {
     # the compose file refuses to interpolate without these (${VAR:?...}); dummy values
     if out=$(cd "$ROOT/config" && env ZITADEL_ISSUER=https://zitadel.example.com \
         ZITADEL_CLIENT_ID=dummy-client ZITADEL_CLIENT_SECRET=dummy-secret \
-        SESSION_SECRET=dummy-session-secret-0123456789abcdef0123456789 \
+        SESSION_SECRET="$(random_secret)" \
         "$VENV_COMPOSE/bin/docker-compose" -f "$f" config 2>&1); then
         pass "docker-compose config ${f#"$ROOT"/}"
     else
@@ -166,9 +171,8 @@ prepare_for_check() {
     local p
     for p in $(grep -oE '"/etc/portcullis/secrets/[^"]+"' "$src" | tr -d '"' | sort -u); do
         [ -e "$p" ] && continue
-        # 64 printable bytes: long enough for a session secret
-        printf '%s' "dummy-secret-for-portcullis-check-0123456789abcdef0123456789abcd" \
-            >"$TMP/secrets/$(basename "$p")"
+        # 64 random hex characters: good enough for a session secret
+        random_secret >"$TMP/secrets/$(basename "$p")"
     done
     if [ -d /etc/portcullis/secrets ]; then
         cp "$src" "$dst"
@@ -187,7 +191,8 @@ run_checks() {
     export ZITADEL_ISSUER=https://zitadel.example.com
     export ZITADEL_CLIENT_ID=123456789012345678@portcullis
     export ZITADEL_CLIENT_SECRET=dummy-client-secret
-    export SESSION_SECRET=dummy-session-secret-0123456789abcdef0123456789abcdef
+    SESSION_SECRET=$(random_secret)
+    export SESSION_SECRET
     local f cfg out
     while IFS= read -r f; do
         cfg=$(prepare_for_check "$f")
@@ -198,6 +203,17 @@ run_checks() {
             echo "$out" | sed 's/^/      /'
         fi
     done < <(find "$ROOT/config" -name '*.toml' -type f | sort)
+
+    # negative case: check must refuse a published placeholder session secret (and say how to
+    # make one); the example config takes its secret from the environment
+    if out=$(SESSION_SECRET='change-me-to-32-random-bytes-at-least!!' \
+        "$BIN" check --config "$(prepare_for_check "$ROOT/config/portcullis.example.toml")" 2>&1); then
+        fail "portcullis check refuses a placeholder session secret (it exited 0)"
+    elif echo "$out" | grep -q 'session.secret' && echo "$out" | grep -q 'openssl rand -hex 32'; then
+        pass "portcullis check refuses a placeholder session secret and names the fix"
+    else
+        fail "portcullis check refuses a placeholder session secret but does not say so: $out"
+    fi
 
     # negative case: check must reject an unknown key (and name it)
     cfg=$TMP/check/unknown-key.toml
