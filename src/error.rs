@@ -31,6 +31,10 @@ pub enum UpstreamError {
     Timeout(std::time::Duration),
     #[error("invalid upstream request: {0}")]
     BadRequest(String),
+    /// The client's request body broke off or was malformed while it was being forwarded:
+    /// the client's fault, not the upstream's (`400`, no upstream error counted).
+    #[error("the client's request body could not be read: {0}")]
+    ClientBody(String),
 }
 
 /// Errors of the request pipeline before the upstream answers.
@@ -40,6 +44,11 @@ pub enum ProxyError {
     BadPath(#[from] PathError),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error(
+        "the Host does not match the TLS server name (SNI) this connection was opened for: \
+         send requests for this host on a new connection"
+    )]
+    Misdirected,
     #[error("no route matches {method} {path}")]
     NoRoute { method: String, path: String },
     #[error("the request body is too large")]
@@ -52,11 +61,13 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadPath(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -64,11 +75,13 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_) => "invalid_path",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Misdirected => "misdirected_request",
             ProxyError::NoRoute { .. } => "not_found",
             ProxyError::PayloadTooLarge => "payload_too_large",
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => "bad_gateway",
             ProxyError::Upstream(UpstreamError::Timeout(_)) => "gateway_timeout",
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad_gateway",
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => "bad_request",
         }
     }
 
@@ -83,6 +96,9 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => {
                 "the request could not be forwarded".into()
+            }
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => {
+                "the request body was malformed or ended early".into()
             }
             other => other.to_string(),
         }
@@ -156,6 +172,7 @@ mod tests {
         let cases = [
             (ProxyError::BadPath(PathError::InvalidPercentEncoding), 400),
             (ProxyError::BadRequest("x"), 400),
+            (ProxyError::Misdirected, 421),
             (
                 ProxyError::NoRoute {
                     method: "GET".into(),
@@ -175,6 +192,10 @@ mod tests {
             (
                 ProxyError::Upstream(UpstreamError::BadRequest("x".into())),
                 502,
+            ),
+            (
+                ProxyError::Upstream(UpstreamError::ClientBody("bad chunk".into())),
+                400,
             ),
         ];
         for (e, status) in cases {
