@@ -334,6 +334,120 @@ async fn connections_above_max_connections_wait_while_open_ones_are_served() {
     p.shutdown().await;
 }
 
+/// HTTP/2 (h2c, prior knowledge) connection for `addr`; the task ends when the connection does.
+async fn h2_connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, task)
+}
+
+async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> StatusCode {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let fut = async {
+        let resp = sender.send_request(req).await.expect("h2 response");
+        let status = resp.status();
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        status
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .expect("h2 request timed out")
+}
+
+/// An HTTP/2 connection with no stream in flight for `header_read_timeout` is closed, as an
+/// idle HTTP/1 keep-alive connection is: otherwise one request per connection would hold a
+/// place in `max_connections` for ever. A stream in flight for longer is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_and_free_their_place() {
+    let up = echo_upstream().await;
+    let p = start_proxy(
+        &(server_toml("header_read_timeout = \"1s\"\nmax_connections = 2\n")
+            + &route_toml("app", "none", "path = \"/\"", &up.url(""))),
+    )
+    .await;
+    let addr = p.http();
+    let (mut slow, slow_conn) = h2_connection(addr).await;
+    let (mut other, other_conn) = h2_connection(addr).await;
+    let (slow_status, other_status) = tokio::join!(
+        h2_get(&mut slow, addr, "/slow?ms=1500"),
+        h2_get(&mut other, addr, "/a/slow?ms=1400"),
+    );
+    assert_eq!(
+        slow_status,
+        StatusCode::OK,
+        "a stream longer than the timeout was cut"
+    );
+    assert_eq!(other_status, StatusCode::OK);
+
+    // Both connections are idle now and hold the two places; a third connection is served once
+    // they are closed.
+    let t0 = Instant::now();
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw_get(addr, "/third", "app.test", ""),
+    )
+    .await
+    .expect("the idle HTTP/2 connections were not closed within 5 s");
+    assert_eq!(raw_status(&third), 200, "{third}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "served at once: the cap did not hold ({:?})",
+        t0.elapsed()
+    );
+    for conn in [slow_conn, other_conn] {
+        tokio::time::timeout(Duration::from_secs(3), conn)
+            .await
+            .expect("idle HTTP/2 connection still open")
+            .expect("connection task");
+    }
+    p.shutdown().await;
+}
+
+/// A stream the client resets before its answer no longer counts as in flight: the HTTP/2
+/// connection is closed a timeout after the reset, not kept open by the abandoned request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_http2_stream_does_not_keep_its_connection_open() {
+    let up = echo_upstream().await;
+    let p = start_proxy(
+        &(server_toml("header_read_timeout = \"1s\"\n")
+            + &route_toml("app", "none", "path = \"/\"", &up.url(""))),
+    )
+    .await;
+    let addr = p.http();
+    let (mut sender, conn) = h2_connection(addr).await;
+    let req = Request::get(format!("http://{addr}/slow?ms=10000"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    // Dropping the response future resets the stream (RST_STREAM CANCEL).
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(300), sender.send_request(req)).await;
+    assert!(abandoned.is_err(), "answered early: {abandoned:?}");
+    tokio::time::timeout(Duration::from_secs(4), conn)
+        .await
+        .expect("the connection stayed open after its only stream was reset")
+        .expect("connection task");
+    p.shutdown().await;
+}
+
 /// `max_connections` must be a positive number: a config error naming the key.
 #[test]
 fn max_connections_zero_is_a_config_error() {

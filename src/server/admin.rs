@@ -39,9 +39,8 @@ pub async fn serve(
             let (io, clock) = HeadDeadline::new(conn.stream, head_timeout);
             let svc = service_fn(move |req: Request<Incoming>| {
                 // As on the public listeners: no head deadline while a request is in flight.
-                let seq = clock.request_started(req.version() == http::Version::HTTP_2);
-                let r = route(&req, &metrics, &health)
-                    .map(|b| ResponseBody::new(b, clock.clone(), seq));
+                let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);
+                let r = route(&req, &metrics, &health).map(|b| ResponseBody::new(b, in_flight));
                 async move { Ok::<_, Infallible>(r) }
             });
             let _ = builder.serve_connection(TokioIo::new(io), svc).await;

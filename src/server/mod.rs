@@ -386,9 +386,8 @@ async fn serve_io<I>(
     let service = service_fn(move |req: Request<Incoming>| {
         // A full head arrived: until its response has been sent the head deadline is off (slow
         // bodies and slow upstreams are not slowloris).
-        let seq = clock.request_started(req.version() == http::Version::HTTP_2);
+        let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);
         let proxy = proxy.clone();
-        let clock = clock.clone();
         let sni = sni.clone();
         async move {
             let resp = match redirect_to_https {
@@ -396,9 +395,9 @@ async fn serve_io<I>(
                 None => proxy.handle(req, info, sni.as_deref()).await,
             };
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                clock.turn_off();
+                in_flight.upgraded();
             }
-            Ok::<_, Infallible>(resp.map(|b| io::ResponseBody::new(b, clock, seq)))
+            Ok::<_, Infallible>(resp.map(|b| io::ResponseBody::new(b, in_flight)))
         }
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
