@@ -502,3 +502,32 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
         && has_token(header::CONNECTION, "upgrade")
         && has_token(header::UPGRADE, "websocket")
 }
+
+#[cfg(test)]
+mod sni_tests {
+    use super::same_host;
+
+    /// Letter case, a port and a trailing dot do not matter; another name, a subdomain or an
+    /// IP literal does.
+    #[test]
+    fn host_against_sni() {
+        for (sni, host) in [
+            ("a.example", "a.example"),
+            ("a.example", "A.Example:8443"),
+            ("a.example", "a.example.:443"),
+            ("a.example.", "a.example"),
+        ] {
+            assert!(same_host(sni, host), "{sni} vs {host}");
+        }
+        for (sni, host) in [
+            ("a.example", "b.example"),
+            ("a.example", "x.a.example"),
+            ("a.example", "a.example.evil"),
+            ("a.example", "127.0.0.1"),
+            ("a.example", "[::1]:443"),
+            ("a.example", "a.example.."),
+        ] {
+            assert!(!same_host(sni, host), "{sni} vs {host}");
+        }
+    }
+}

@@ -35,6 +35,10 @@ async fn cpu_share(pid: u32, window: Duration) -> f64 {
     (cpu_seconds(pid) - before) / t0.elapsed().as_secs_f64()
 }
 
+/// Held by the tests that open hundreds of connections, so that two of them never add up
+/// against the test process's own open-file limit.
+static FLOOD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Opens up to `n` TCP connections to `addr` (each connect bounded); returns those that opened.
 async fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut out = Vec::with_capacity(n);
@@ -98,6 +102,7 @@ fn write_config(dir: &tempfile::TempDir, toml: &str) -> std::path::PathBuf {
 /// and the log does not fill with accept errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_flood_under_fd_limit_leaves_public_listener_serving() {
+    let _flood = FLOOD.lock().await;
     let up = echo_upstream().await;
     let dir = temp_dir();
     let toml = server_toml("admin_listen = \"127.0.0.1:0\"\nheader_read_timeout = \"2s\"\n")
@@ -183,6 +188,7 @@ async fn admin_flood_under_fd_limit_leaves_public_listener_serving() {
 /// serves again once descriptors are free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emfile_on_the_public_listener_backs_off() {
+    let _flood = FLOOD.lock().await;
     let up = echo_upstream().await;
     let dir = temp_dir();
     let toml = server_toml(
@@ -331,6 +337,62 @@ async fn connections_above_max_connections_wait_while_open_ones_are_served() {
     )
     .unwrap_or(0.0);
     assert!(at_cap >= 1.0, "{metrics}");
+    p.shutdown().await;
+}
+
+/// A spliced WebSocket connection keeps its place in `max_connections` until it closes (it
+/// keeps its descriptor, too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_holds_its_place_until_it_closes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = ws_echo_upstream().await;
+    let up = echo_upstream().await;
+    let p = start_proxy(
+        &(server_toml("max_connections = 1\n")
+            + &route_toml(
+                "ws",
+                "none",
+                "path = \"/ws\"\nwebsocket = true",
+                &ws.url(""),
+            )
+            + &route_toml("app", "none", "path = \"/\"", &up.url(""))),
+    )
+    .await;
+    let addr = p.http();
+    let (mut sock, resp) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat")),
+    )
+    .await
+    .expect("websocket handshake timed out")
+    .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    sock.send(Message::text("hello")).await.expect("send");
+    let back = tokio::time::timeout(Duration::from_secs(5), sock.next())
+        .await
+        .expect("echo timed out")
+        .expect("echo")
+        .expect("echo message");
+    assert_eq!(back.into_text().expect("text").as_str(), "hello");
+
+    let mut other = TcpStream::connect(addr).await.expect("backlog connect");
+    other
+        .write_all(b"GET /other HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(
+        closed_with(&mut other, Duration::from_millis(800))
+            .await
+            .is_none(),
+        "served while the WebSocket held the only place"
+    );
+    let _ = sock.close(None).await;
+    drop(sock);
+    let answer = closed_with(&mut other, Duration::from_secs(5))
+        .await
+        .expect("not served after the WebSocket closed");
+    assert_eq!(raw_status(&answer), 200, "{answer}");
     p.shutdown().await;
 }
 

@@ -16,6 +16,9 @@
 //! client and an upstream descriptor, so a proxy expected to have thousands of requests in
 //! flight at once needs a larger limit, not a larger share.
 //!
+//! A connection holds its place until its socket closes — an upgraded (WebSocket) connection
+//! too, for as long as it is spliced.
+//!
 //! At its cap a listener stops calling `accept(2)`: new connections wait, established, in the
 //! kernel's backlog — which costs the process no descriptor — and are served in arrival order as
 //! open ones close. Every open connection closes at the latest at its head deadline when it

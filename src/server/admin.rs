@@ -35,8 +35,7 @@ pub async fn serve(
         let health = health.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let _slot = conn.slot;
-            let (io, clock) = HeadDeadline::new(conn.stream, head_timeout);
+            let (io, clock) = HeadDeadline::new(conn.stream, head_timeout, conn.slot);
             let svc = service_fn(move |req: Request<Incoming>| {
                 // As on the public listeners: no head deadline while a request is in flight.
                 let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::error::{Body, BoxError};
@@ -156,10 +157,13 @@ pub struct HeadDeadline<T> {
     wrote_before_first: bool,
     /// Bytes arrived while waiting for the head after this many requests (a started head).
     head_bytes_after: Option<u64>,
+    /// The connection's place in its listener's cap (`accept`), given back with the socket:
+    /// this IO lives on in an upgraded (WebSocket) connection, and so does the place.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl<T> HeadDeadline<T> {
-    pub fn new(inner: T, timeout: Duration) -> (Self, Arc<HeadClock>) {
+    pub fn new(inner: T, timeout: Duration, slot: OwnedSemaphorePermit) -> (Self, Arc<HeadClock>) {
         let opened = Instant::now();
         let clock = Arc::new(HeadClock {
             opened,
@@ -177,6 +181,7 @@ impl<T> HeadDeadline<T> {
             timer: LazyTimer::at(opened + timeout),
             wrote_before_first: false,
             head_bytes_after: None,
+            _slot: slot,
         };
         (io, clock)
     }

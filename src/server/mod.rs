@@ -303,8 +303,9 @@ async fn accept_loop(
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    // Held until the connection ends: its place in the listener's cap.
-    _slot: OwnedSemaphorePermit,
+    // The connection's place in the listener's cap: held through the TLS handshake, then by
+    // the connection's IO.
+    slot: OwnedSemaphorePermit,
     tls: Option<tokio_rustls::TlsAcceptor>,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -338,7 +339,7 @@ async fn serve_connection(
             let info = ConnInfo { peer, tls: true };
             // Once per connection; requests borrow it for the Host check.
             let sni = tls_stream.get_ref().1.server_name().map(Arc::<str>::from);
-            let (io, clock) = io::HeadDeadline::new(tls_stream, head_timeout);
+            let (io, clock) = io::HeadDeadline::new(tls_stream, head_timeout, slot);
             serve_io(
                 TokioIo::new(io),
                 clock,
@@ -353,7 +354,7 @@ async fn serve_connection(
         }
         None => {
             let info = ConnInfo { peer, tls: false };
-            let (io, clock) = io::HeadDeadline::new(stream, head_timeout);
+            let (io, clock) = io::HeadDeadline::new(stream, head_timeout, slot);
             serve_io(
                 TokioIo::new(io),
                 clock,
