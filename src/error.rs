@@ -35,6 +35,10 @@ pub enum UpstreamError {
     /// than the WebSocket the client asked for).
     #[error("invalid upstream answer: {0}")]
     BadResponse(String),
+    /// The client's request body broke off or was malformed while it was being forwarded:
+    /// the client's fault, not the upstream's (`400`, no upstream error counted).
+    #[error("the client's request body could not be read: {0}")]
+    ClientBody(String),
 }
 
 /// Errors of the request pipeline before the upstream answers.
@@ -44,6 +48,11 @@ pub enum ProxyError {
     BadPath(#[from] PathError),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error(
+        "the Host does not match the TLS server name (SNI) this connection was opened for: \
+         send requests for this host on a new connection"
+    )]
+    Misdirected,
     #[error("no route matches {method} {path}")]
     NoRoute { method: String, path: String },
     #[error("the request body is too large")]
@@ -56,12 +65,14 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadPath(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::BadResponse(_)) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -69,12 +80,14 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_) => "invalid_path",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Misdirected => "misdirected_request",
             ProxyError::NoRoute { .. } => "not_found",
             ProxyError::PayloadTooLarge => "payload_too_large",
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => "bad_gateway",
             ProxyError::Upstream(UpstreamError::Timeout(_)) => "gateway_timeout",
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad_gateway",
             ProxyError::Upstream(UpstreamError::BadResponse(_)) => "bad_gateway",
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => "bad_request",
         }
     }
 
@@ -92,6 +105,9 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::BadResponse(_)) => {
                 "the upstream service answered with an invalid response".into()
+            }
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => {
+                "the request body was malformed or ended early".into()
             }
             other => other.to_string(),
         }
@@ -165,6 +181,7 @@ mod tests {
         let cases = [
             (ProxyError::BadPath(PathError::InvalidPercentEncoding), 400),
             (ProxyError::BadRequest("x"), 400),
+            (ProxyError::Misdirected, 421),
             (
                 ProxyError::NoRoute {
                     method: "GET".into(),
@@ -188,6 +205,10 @@ mod tests {
             (
                 ProxyError::Upstream(UpstreamError::BadResponse("101 to h2c".into())),
                 502,
+            ),
+            (
+                ProxyError::Upstream(UpstreamError::ClientBody("bad chunk".into())),
+                400,
             ),
         ];
         for (e, status) in cases {

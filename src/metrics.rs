@@ -1,5 +1,6 @@
 //! Prometheus metrics served on the admin listener: requests by route and status, latency,
-//! upstream errors, open connections.
+//! upstream errors, open connections, and each listener's failed accepts and pauses at its
+//! connection cap.
 
 use std::sync::Arc;
 
@@ -38,6 +39,12 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// Which listener: `http`, `https` or `admin`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub route: RouteLabel,
@@ -51,6 +58,8 @@ pub struct Metrics {
     pub upstream_errors: Family<ErrorLabels, Counter>,
     pub auth_decisions: Family<DecisionLabels, Counter>,
     pub open_connections: Gauge,
+    pub accept_errors: Family<ListenerLabels, Counter>,
+    pub listener_at_capacity: Family<ListenerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +81,8 @@ impl Metrics {
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
         let auth_decisions = Family::<DecisionLabels, Counter>::default();
         let open_connections = Gauge::default();
+        let accept_errors = Family::<ListenerLabels, Counter>::default();
+        let listener_at_capacity = Family::<ListenerLabels, Counter>::default();
         registry.register(
             "requests",
             "Requests handled, by route and status",
@@ -97,6 +108,16 @@ impl Metrics {
             "Client connections currently open",
             open_connections.clone(),
         );
+        registry.register(
+            "accept_errors",
+            "Failed accepts by listener (out of file descriptors, out of memory), each followed by a back-off",
+            accept_errors.clone(),
+        );
+        registry.register(
+            "listener_at_capacity",
+            "Times a listener stopped accepting because its connection cap was reached (new connections wait in the kernel's backlog)",
+            listener_at_capacity.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -104,6 +125,8 @@ impl Metrics {
             upstream_errors,
             auth_decisions,
             open_connections,
+            accept_errors,
+            listener_at_capacity,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The request pipeline. One screen, top to bottom — the order is the security property:
 //!
-//! 1. check the host (malformed, duplicated or missing on HTTP/1.1 → 400) and normalize the
-//!    path (invalid → 400) — the upstream receives this same host and path;
+//! 1. check the host (malformed, duplicated or missing on HTTP/1.1 → 400; over TLS, another
+//!    host than the connection's SNI → 421) and normalize the path (invalid → 400) — the
+//!    upstream receives this same host and path;
 //! 2. `/.auth/*` → endpoints the proxy owns, never forwarded;
 //! 3. match the route (first match wins; none → 404);
 //! 4. strip every incoming identity header, the headers only a proxy may set (from an untrusted
@@ -18,13 +19,12 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::auth::{AuthState, Outcome};
 use crate::authz;
 use crate::config::{AuthMode, Config, Route};
-use crate::error::{Body, BoxError, ProxyError, UpstreamError};
+use crate::error::{Body, ProxyError, UpstreamError};
 use crate::headers;
 use crate::health::Health;
 use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, RequestLabels, RouteLabel, RouteOnly};
@@ -100,8 +100,14 @@ impl Proxy {
     }
 
     /// Entry point for every request on the public listeners. Never fails: errors become
-    /// responses here and nowhere else.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    /// responses here and nowhere else. `sni`: the TLS server name the connection was opened
+    /// for (it travels beside the `Copy` [`ConnInfo`]: only step 1 reads it).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        sni: Option<&str>,
+    ) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
         // A clone of the header value (or authority) shares its bytes: no copy per request.
@@ -116,21 +122,22 @@ impl Proxy {
         };
         // Boxed: the pipeline's future is a few KiB, and hyper moves the service's future into
         // place on every request; a box makes that move pointer-sized.
-        let resp = match Box::pin(self.pipeline(req, conn, host, &mut served)).await {
+        let resp = match Box::pin(self.pipeline(req, conn, sni, host, &mut served)).await {
             Ok(r) => r,
             Err(e) => {
                 if let ProxyError::Upstream(ue) = &e {
-                    let kind = match ue {
-                        UpstreamError::Timeout(_) => "timeout",
-                        UpstreamError::BadResponse(_) => "bad_response",
-                        _ => "unreachable",
-                    };
                     let route = served
                         .route
                         .map(|i| self.config.routes[i].name.as_str())
                         .unwrap_or("-");
-                    tracing::warn!(route, error = %ue, "upstream error");
-                    if let Some(i) = served.route {
+                    let kind = ue.metric_kind();
+                    match kind {
+                        Some(_) => tracing::warn!(route, error = %ue, "upstream error"),
+                        None => {
+                            tracing::info!(route, peer = %conn.peer.ip(), error = %ue, "client error while forwarding")
+                        }
+                    }
+                    if let (Some(i), Some(kind)) = (served.route, kind) {
                         self.metrics
                             .upstream_errors
                             .get_or_create(&ErrorLabels {
@@ -194,12 +201,18 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         conn: ConnInfo,
+        sni: Option<&str>,
         host: Option<&str>,
         served: &mut Served,
     ) -> Result<Response<Body>, ProxyError> {
         let cfg = &*self.config;
         // 1. check the host, normalize the path
         check_host(&req)?;
+        if let (Some(sni), Some(host)) = (sni, host)
+            && !same_host(sni, host)
+        {
+            return Err(ProxyError::Misdirected);
+        }
         let normalized = routes::normalize_path(req.uri().path())?.into_owned();
 
         // 2. endpoints the proxy owns
@@ -362,8 +375,7 @@ impl Proxy {
         } else if let Ok(v) = HeaderValue::from_str(route.upstream.authority.as_str()) {
             parts.headers.insert(header::HOST, v);
         }
-        let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-        Ok(Request::from_parts(parts, body))
+        Ok(Request::from_parts(parts, upstream::client_body(body)))
     }
 }
 
@@ -453,6 +465,20 @@ pub fn check_host<B>(req: &Request<B>) -> Result<(), ProxyError> {
     }
 }
 
+/// Whether `host` (a checked `Host` or `:authority`) names the TLS server name `sni`: letter
+/// case, the port and one trailing dot do not matter. An IP literal never matches (SNI carries
+/// only DNS names).
+fn same_host(sni: &str, host: &str) -> bool {
+    let name = if host.starts_with('[') {
+        host
+    } else {
+        host.split_once(':').map_or(host, |(name, _)| name)
+    };
+    let trim = |s: &'_ str| -> usize { s.len() - usize::from(s.ends_with('.')) };
+    let (name, sni) = (&name[..trim(name)], &sni[..trim(sni)]);
+    name.eq_ignore_ascii_case(sni)
+}
+
 /// `reg-name[:port]`, `IPv4[:port]` or `[IPv6][:port]`, with a reg-name of letters, digits,
 /// `-`, `_` and `.` only (no percent-encoding, no userinfo) and a port of at most 5 digits.
 fn valid_host(host: &str) -> bool {
@@ -492,4 +518,33 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
     req.method() == Method::GET
         && has_token(header::CONNECTION, "upgrade")
         && has_token(header::UPGRADE, "websocket")
+}
+
+#[cfg(test)]
+mod sni_tests {
+    use super::same_host;
+
+    /// Letter case, a port and a trailing dot do not matter; another name, a subdomain or an
+    /// IP literal does.
+    #[test]
+    fn host_against_sni() {
+        for (sni, host) in [
+            ("a.example", "a.example"),
+            ("a.example", "A.Example:8443"),
+            ("a.example", "a.example.:443"),
+            ("a.example.", "a.example"),
+        ] {
+            assert!(same_host(sni, host), "{sni} vs {host}");
+        }
+        for (sni, host) in [
+            ("a.example", "b.example"),
+            ("a.example", "x.a.example"),
+            ("a.example", "a.example.evil"),
+            ("a.example", "127.0.0.1"),
+            ("a.example", "[::1]:443"),
+            ("a.example", "a.example.."),
+        ] {
+            assert!(!same_host(sni, host), "{sni} vs {host}");
+        }
+    }
 }

@@ -236,7 +236,7 @@ impl HostPool {
                 Err(_) if clock.timed_out() => return Err(UpstreamError::Timeout(timeout)),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => req = r,
-                    _ => return Err(UpstreamError::Unreachable(describe(e.error()))),
+                    _ => return Err(send_failed(e.error())),
                 },
             }
         }
@@ -465,6 +465,65 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The client's request body, as the upstream request's body. Its read errors (a malformed
+/// chunk, a body cut short) are marked as the client's, so that a send that fails on them is
+/// not blamed on the upstream ([`UpstreamError::ClientBody`]).
+pub fn client_body(body: hyper::body::Incoming) -> Body {
+    body.map_err(|e| Box::new(ClientBodyError(e)) as crate::error::BoxError)
+        .boxed_unsync()
+}
+
+/// A read error of the client's request body.
+#[derive(Debug)]
+struct ClientBodyError(hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reading the client's request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether a failed send failed on the client's request body (hyper reports the body's error
+/// as the cause of its own).
+fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<ClientBodyError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// What a failed send becomes: the client's fault when its body broke, else the upstream's.
+fn send_failed(e: &hyper::Error) -> UpstreamError {
+    if is_client_body_error(e) {
+        UpstreamError::ClientBody(describe(e))
+    } else {
+        UpstreamError::Unreachable(describe(e))
+    }
+}
+
+impl UpstreamError {
+    /// The `kind` label of `upstream_errors_total` this error counts under; `None` for a
+    /// client's fault, which is no upstream error.
+    pub fn metric_kind(&self) -> Option<&'static str> {
+        match self {
+            UpstreamError::Timeout(_) => Some("timeout"),
+            UpstreamError::Unreachable(_) | UpstreamError::BadRequest(_) => Some("unreachable"),
+            UpstreamError::BadResponse(_) => Some("bad_response"),
+            UpstreamError::ClientBody(_) => None,
+        }
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Server {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub drain_timeout: Duration,
+    /// Cap on client connections across the public listeners; `None`: sized from the
+    /// open-file limit at start (`server::accept::Caps`).
+    pub max_connections: Option<usize>,
     pub upstream_timeout: Duration,
     pub upstream_ca_file: Option<PathBuf>,
 }
@@ -529,6 +532,7 @@ impl Validator<'_, '_> {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             drain_timeout: Duration::from_secs(30),
+            max_connections: None,
             upstream_timeout: Duration::from_secs(60),
             upstream_ca_file: None,
         }
@@ -871,6 +875,17 @@ impl Validator<'_, '_> {
         }
         if let Some(d) = s.drain_timeout {
             out.drain_timeout = d.0;
+        }
+        if let Some(m) = &s.max_connections {
+            if *m.get_ref() == 0 {
+                self.errs.at(
+                    span(m),
+                    "server.max_connections",
+                    "must be at least 1 (leave it out to size it from the open-file limit)",
+                );
+            } else {
+                out.max_connections = Some(*m.get_ref());
+            }
         }
         if let Some(d) = s.timeout {
             out.upstream_timeout = d.0;

@@ -43,6 +43,9 @@ pub struct RawServer {
     pub max_header_bytes: Option<Spanned<usize>>,
     /// How long in-flight requests may finish after SIGTERM (default 30s).
     pub drain_timeout: Option<Dur>,
+    /// Client connections open at once on the public listeners (default: from the open-file
+    /// limit, see `server::accept`).
+    pub max_connections: Option<Spanned<usize>>,
     /// Default upstream timeout for routes without their own (default 60s).
     pub timeout: Option<Dur>,
     /// Extra trust anchor (PEM) for https upstreams.

@@ -1,42 +1,48 @@
 //! The admin listener: `/healthz` (process alive), `/readyz` (providers and session store
 //! ready), `/metrics` (Prometheus text). Kept off the public listeners.
+//!
+//! Its connections get the public listeners' head deadline and head size cap, and the listener
+//! its own small connection cap (`accept`): a flood of idle connections here (the examples
+//! bind it to `0.0.0.0`) neither stays open nor takes descriptors the public listeners need.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::accept;
+use super::io::{HeadDeadline, ResponseBody};
 use crate::error::{Body, full, json_error};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: accept::Listener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    head_timeout: Duration,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = crate::server::stopped(&mut shutdown) => break,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-        };
+    while let Some(conn) = listener.next(&mut shutdown).await {
         let metrics = metrics.clone();
         let health = health.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
+            let (io, clock) = HeadDeadline::new(conn.stream, head_timeout, conn.slot);
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = route(&req, &metrics, &health);
+                // As on the public listeners: no head deadline while a request is in flight.
+                let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);
+                let r = route(&req, &metrics, &health).map(|b| ResponseBody::new(b, in_flight));
                 async move { Ok::<_, Infallible>(r) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = builder.serve_connection(TokioIo::new(io), svc).await;
         });
     }
 }

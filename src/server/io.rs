@@ -7,9 +7,12 @@
 //! timeout, or an upstream that does, is not a slow head: the deadline is off while a request
 //! is in flight.
 //!
-//! HTTP/2 is covered for the first request: the server's preface (written at once) rules out the
-//! HTTP/1 `408` text, so a connection that negotiates h2 and never completes a request is closed
-//! at the deadline; after its first request HTTP/2's own flow control and keep-alive apply.
+//! HTTP/2 is covered too: the server's preface (written at once) rules out the HTTP/1 `408`
+//! text, so a connection that negotiates h2 and never completes a request is closed at the
+//! deadline; after that, one with no stream in flight for the timeout is closed, as an idle
+//! HTTP/1 keep-alive connection is. Without that, a client could hold a place in the listener's
+//! connection cap for ever with one request per connection. A stream counts as in flight from
+//! its head until its response was sent or the stream was abandoned ([`InFlight`]).
 //!
 //! The timer is lazy: one `Sleep` per connection, moved only when it fires early (a request was
 //! in flight, or a later head started waiting). Requests that come and go within the timeout
@@ -24,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::error::{Body, BoxError};
@@ -43,18 +47,27 @@ pub struct HeadClock {
     ended: AtomicU64,
     /// When the last response ended, in ms since `opened`.
     idle_since_ms: AtomicU64,
-    /// HTTP/2 after its first request, or an upgraded connection: no deadline any more.
+    /// An upgraded connection: no deadline any more.
     off: AtomicBool,
+    /// HTTP/2 (from its first request on): `in_flight` counts its open streams, and
+    /// `idle_since_ms` is when the last one ended.
+    h2: AtomicBool,
+    in_flight: AtomicU64,
 }
 
 impl HeadClock {
-    /// A request head was parsed: returns the handle whose drop (with the response body) starts
-    /// the wait for the next head. `http2` and upgrades turn the deadline off for good.
-    pub fn request_started(self: &Arc<Self>, http2: bool) -> u64 {
+    /// A request head was parsed: returns the handle whose drop (with the response body, or
+    /// with the request's future when it is abandoned) starts the wait for the next head.
+    pub fn request_started(self: &Arc<Self>, http2: bool) -> InFlight {
         if http2 {
-            self.off.store(true, Ordering::Relaxed);
+            self.h2.store(true, Ordering::Relaxed);
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        self.started.fetch_add(1, Ordering::Relaxed) + 1
+        let seq = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        InFlight {
+            clock: self.clone(),
+            seq,
+        }
     }
 
     /// The connection leaves HTTP (a `101 Switching Protocols` answer).
@@ -63,34 +76,52 @@ impl HeadClock {
     }
 
     fn request_ended(&self, seq: u64) {
-        if self.started.load(Ordering::Relaxed) == seq {
-            let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.idle_since_ms.store(ms, Ordering::Relaxed);
+        let now_ms = || u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if self.h2.load(Ordering::Relaxed) {
+            // Streams end on their own tasks: the time is stored before the count drops, so
+            // whoever sees the count at 0 (Acquire) sees this time or a later one.
+            self.idle_since_ms.store(now_ms(), Ordering::Relaxed);
+            self.in_flight.fetch_sub(1, Ordering::Release);
+        } else if self.started.load(Ordering::Relaxed) == seq {
+            self.idle_since_ms.store(now_ms(), Ordering::Relaxed);
             self.ended.store(seq, Ordering::Relaxed);
         }
     }
 }
 
-/// The body of every response on a public listener: the proxy's body, and on drop (the
-/// response was sent, or abandoned) the start of the wait for the next request head.
-pub struct ResponseBody {
-    inner: Body,
-    ends: Option<(Arc<HeadClock>, u64)>,
+/// A request in flight on a connection; dropped when its response was sent or abandoned
+/// (the client reset the stream, the connection failed), which starts the wait for the next
+/// head (HTTP/1) or the idle time (HTTP/2).
+pub struct InFlight {
+    clock: Arc<HeadClock>,
+    seq: u64,
 }
 
-impl ResponseBody {
-    pub fn new(inner: Body, clock: Arc<HeadClock>, seq: u64) -> Self {
-        ResponseBody {
-            inner,
-            ends: Some((clock, seq)),
-        }
+impl InFlight {
+    /// The connection leaves HTTP (a `101 Switching Protocols` answer).
+    pub fn upgraded(&self) {
+        self.clock.turn_off();
     }
 }
 
-impl Drop for ResponseBody {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some((clock, seq)) = self.ends.take() {
-            clock.request_ended(seq);
+        self.clock.request_ended(self.seq);
+    }
+}
+
+/// The body of every response on a listener: the proxy's body, and the request it answers
+/// (in flight until this body is dropped).
+pub struct ResponseBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl ResponseBody {
+    pub fn new(inner: Body, in_flight: InFlight) -> Self {
+        ResponseBody {
+            inner,
+            _in_flight: in_flight,
         }
     }
 }
@@ -126,10 +157,13 @@ pub struct HeadDeadline<T> {
     wrote_before_first: bool,
     /// Bytes arrived while waiting for the head after this many requests (a started head).
     head_bytes_after: Option<u64>,
+    /// The connection's place in its listener's cap (`accept`), given back with the socket:
+    /// this IO lives on in an upgraded (WebSocket) connection, and so does the place.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl<T> HeadDeadline<T> {
-    pub fn new(inner: T, timeout: Duration) -> (Self, Arc<HeadClock>) {
+    pub fn new(inner: T, timeout: Duration, slot: OwnedSemaphorePermit) -> (Self, Arc<HeadClock>) {
         let opened = Instant::now();
         let clock = Arc::new(HeadClock {
             opened,
@@ -137,6 +171,8 @@ impl<T> HeadDeadline<T> {
             ended: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
             off: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
         });
         let io = HeadDeadline {
             inner,
@@ -145,6 +181,7 @@ impl<T> HeadDeadline<T> {
             timer: LazyTimer::at(opened + timeout),
             wrote_before_first: false,
             head_bytes_after: None,
+            _slot: slot,
         };
         (io, clock)
     }
@@ -163,7 +200,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> HeadDeadline<T> {
                 return Poll::Pending;
             }
             let started = clock.started.load(Ordering::Relaxed);
-            let due = if clock.ended.load(Ordering::Relaxed) != started {
+            let due = if clock.h2.load(Ordering::Relaxed) {
+                if clock.in_flight.load(Ordering::Acquire) != 0 {
+                    Instant::now() + self.timeout
+                } else {
+                    let since = Duration::from_millis(clock.idle_since_ms.load(Ordering::Relaxed));
+                    clock.opened + since + self.timeout
+                }
+            } else if clock.ended.load(Ordering::Relaxed) != started {
                 // A request in flight: look again in a timeout (it may end any moment).
                 Instant::now() + self.timeout
             } else {
@@ -204,7 +248,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<T> {
         }
         this.timer.clear();
         let started = this.clock.started.load(Ordering::Relaxed);
-        let answer = if started == 0 {
+        let answer = if this.clock.h2.load(Ordering::Relaxed) {
+            // An idle HTTP/2 connection: just closed (HTTP/1 text has no place in it).
+            false
+        } else if started == 0 {
             !this.wrote_before_first
         } else {
             this.head_bytes_after == Some(started)

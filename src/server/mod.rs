@@ -1,8 +1,12 @@
 //! Listeners: plain HTTP, TLS (h2 + http/1.1), the admin listener; graceful shutdown.
 //!
-//! Each connection gets a head deadline (slowloris → 408) and a head size cap (→ 431); on
-//! shutdown the listeners stop accepting and in-flight requests get `drain_timeout` to finish.
+//! Each connection, on every listener, gets a head deadline (slowloris → 408) and a head size
+//! cap (→ 431). Each listener keeps at most its share of the open-file limit open and backs off
+//! when accepting fails (`accept`). A TLS connection's SNI goes with its requests, which must
+//! name the same host (else `421`, in the pipeline). On shutdown the listeners stop accepting
+//! and in-flight requests get `drain_timeout` to finish.
 
+pub mod accept;
 mod admin;
 mod io;
 pub mod tls;
@@ -11,7 +15,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -20,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::auth::AuthState;
 use crate::config::Config;
@@ -65,10 +68,25 @@ impl Running {
     }
 }
 
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, what, source })
+/// How many established connections the kernel holds for a listener that is not accepting
+/// (one at its connection cap: `accept`); the kernel caps it at `net.core.somaxconn`. Tokio's
+/// default (128, std's) would drop the SYNs of a modest burst instead, leaving those clients
+/// to retransmit after a second or more.
+const BACKLOG: u32 = 1024;
+
+fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartupError> {
+    let err = |source| StartupError::Bind { addr, what, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    // As std and tokio do on Unix: a restarted proxy can bind while old connections linger.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(BACKLOG).map_err(err)
 }
 
 fn conn_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
@@ -107,16 +125,32 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     let builder = Arc::new(conn_builder(&config));
     let mut tasks = Vec::new();
 
+    let caps = accept::Caps::for_process(config.server.max_connections);
+    if let Some(w) = caps.warning() {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        max_connections = caps.public,
+        admin_max_connections = caps.admin,
+        open_file_limit = caps.nofile,
+        "connection caps"
+    );
+    // The public listeners share one cap: it is one budget of descriptors.
+    let public_slots = Arc::new(Semaphore::new(caps.public));
+    let listener = |l: TcpListener, name: &'static str, slots: &Arc<Semaphore>, cap: usize| {
+        accept::Listener::new(l, name, slots.clone(), cap, &metrics)
+    };
+
     let mut https_addr = None;
     if let Some(t) = &config.server.tls {
         let tls_cfg =
             tls::server_config(t.cert.clone(), t.key.clone()).map_err(StartupError::Tls)?;
-        let l = bind(t.listen, "[server.tls] listen").await?;
+        let l = bind(t.listen, "[server.tls] listen")?;
         https_addr = l.local_addr().ok();
         tracing::info!(addr = ?https_addr, "listening (https)");
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
         tasks.push(tokio::spawn(accept_loop(
-            l,
+            listener(l, "https", &public_slots, caps.public),
             Some(acceptor),
             proxy.clone(),
             builder.clone(),
@@ -127,7 +161,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     }
     let mut http_addr = None;
     if let Some(addr) = config.server.listen {
-        let l = bind(addr, "[server] listen").await?;
+        let l = bind(addr, "[server] listen")?;
         http_addr = l.local_addr().ok();
         tracing::info!(addr = ?http_addr, "listening (http)");
         // Redirect to the port clients reach the TLS listener on: an https `public_url`'s port
@@ -149,7 +183,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
                     .unwrap_or_else(|| https_addr.map_or(t.listen.port(), |a| a.port()))
             });
         tasks.push(tokio::spawn(accept_loop(
-            l,
+            listener(l, "http", &public_slots, caps.public),
             None,
             proxy.clone(),
             builder.clone(),
@@ -160,11 +194,14 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     }
     let mut admin_addr = None;
     if let Some(addr) = config.server.admin_listen {
-        let l = bind(addr, "[server] admin_listen").await?;
+        let l = bind(addr, "[server] admin_listen")?;
         admin_addr = l.local_addr().ok();
         tracing::info!(addr = ?admin_addr, "listening (admin)");
+        let admin_slots = Arc::new(Semaphore::new(caps.admin));
         tasks.push(tokio::spawn(admin::serve(
-            l,
+            listener(l, "admin", &admin_slots, caps.admin),
+            builder.clone(),
+            config.server.header_read_timeout,
             metrics.clone(),
             health.clone(),
             rx.clone(),
@@ -228,7 +265,7 @@ async fn shutdown_signal() {
 
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
-    listener: TcpListener,
+    mut listener: accept::Listener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -236,19 +273,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     redirect_to_https: Option<u16>,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = crate::server::stopped(&mut shutdown) => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(accept::Accepted { stream, peer, slot }) = listener.next(&mut shutdown).await {
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let proxy = proxy.clone();
@@ -260,6 +285,7 @@ async fn accept_loop(
             serve_connection(
                 stream,
                 peer,
+                slot,
                 tls,
                 proxy.clone(),
                 builder,
@@ -277,6 +303,9 @@ async fn accept_loop(
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    // The connection's place in the listener's cap: held through the TLS handshake, then by
+    // the connection's IO.
+    slot: OwnedSemaphorePermit,
     tls: Option<tokio_rustls::TlsAcceptor>,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -308,16 +337,29 @@ async fn serve_connection(
                 }
             };
             let info = ConnInfo { peer, tls: true };
-            let (io, clock) = io::HeadDeadline::new(tls_stream, head_timeout);
-            serve_io(TokioIo::new(io), clock, info, proxy, builder, watcher, None).await;
-        }
-        None => {
-            let info = ConnInfo { peer, tls: false };
-            let (io, clock) = io::HeadDeadline::new(stream, head_timeout);
+            // Once per connection; requests borrow it for the Host check.
+            let sni = tls_stream.get_ref().1.server_name().map(Arc::<str>::from);
+            let (io, clock) = io::HeadDeadline::new(tls_stream, head_timeout, slot);
             serve_io(
                 TokioIo::new(io),
                 clock,
                 info,
+                sni,
+                proxy,
+                builder,
+                watcher,
+                None,
+            )
+            .await;
+        }
+        None => {
+            let info = ConnInfo { peer, tls: false };
+            let (io, clock) = io::HeadDeadline::new(stream, head_timeout, slot);
+            serve_io(
+                TokioIo::new(io),
+                clock,
+                info,
+                None,
                 proxy,
                 builder,
                 watcher,
@@ -328,10 +370,13 @@ async fn serve_connection(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_io<I>(
     io: I,
     clock: Arc<io::HeadClock>,
     info: ConnInfo,
+    // The TLS server name the client sent (none: plain HTTP, or a TLS client that sent none).
+    sni: Option<Arc<str>>,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -342,18 +387,18 @@ async fn serve_io<I>(
     let service = service_fn(move |req: Request<Incoming>| {
         // A full head arrived: until its response has been sent the head deadline is off (slow
         // bodies and slow upstreams are not slowloris).
-        let seq = clock.request_started(req.version() == http::Version::HTTP_2);
+        let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);
         let proxy = proxy.clone();
-        let clock = clock.clone();
+        let sni = sni.clone();
         async move {
             let resp = match redirect_to_https {
                 Some(https_port) => https_redirect(https_port, &req),
-                None => proxy.handle(req, info).await,
+                None => proxy.handle(req, info, sni.as_deref()).await,
             };
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                clock.turn_off();
+                in_flight.upgraded();
             }
-            Ok::<_, Infallible>(resp.map(|b| io::ResponseBody::new(b, clock, seq)))
+            Ok::<_, Infallible>(resp.map(|b| io::ResponseBody::new(b, in_flight)))
         }
     });
     let conn = builder.serve_connection_with_upgrades(io, service);

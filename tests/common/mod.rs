@@ -439,9 +439,14 @@ impl TestCa {
 
     /// A leaf for `localhost` and `127.0.0.1` with the given common name (to tell certs apart).
     pub fn issue(&self, common_name: &str) -> Issued {
+        self.issue_for(common_name, &["localhost", "127.0.0.1"])
+    }
+
+    /// A leaf for the given DNS names and IP addresses (subject alternative names).
+    pub fn issue_for(&self, common_name: &str, names: &[&str]) -> Issued {
         let key = rcgen::KeyPair::generate().expect("leaf key");
         let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("leaf params");
         params
             .distinguished_name
@@ -575,7 +580,24 @@ pub async fn send_tls_request(
     alpn: &[&[u8]],
     req: Request<TestBody>,
 ) -> TlsResp {
+    let authority = format!("localhost:{}", addr.port());
+    send_tls_named(addr, ca_pem, alpn, "localhost", &authority, req).await
+}
+
+/// [`send_tls_request`] with a chosen TLS server name (`server_name`: a DNS name is sent as
+/// SNI, an IP address sends none) and host (`authority`: the HTTP/2 `:authority`, or the
+/// HTTP/1.1 `Host` when the request has none).
+pub async fn send_tls_named(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    server_name: &str,
+    authority: &str,
+    req: Request<TestBody>,
+) -> TlsResp {
     let cfg = tls_client(ca_pem, alpn);
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).expect("name");
+    let authority = authority.to_string();
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -584,7 +606,6 @@ pub async fn send_tls_request(
         .to_string();
     let fut = async move {
         let stream = TcpStream::connect(addr).await.expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let tls = tokio_rustls::TlsConnector::from(cfg)
             .connect(name, stream)
             .await
@@ -596,7 +617,6 @@ pub async fn send_tls_request(
             .and_then(|c| c.first())
             .map(|c| c.to_vec())
             .unwrap_or_default();
-        let authority = format!("localhost:{}", addr.port());
         let resp = if alpn.as_deref() == Some(b"h2") {
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
@@ -740,11 +760,37 @@ impl BinaryProxy {
     /// [`BinaryProxy::start`] with extra arguments after `run --config PATH`
     /// (e.g. `["--log-format", "json"]`).
     pub fn start_with(config: &Path, extra_args: &[&str]) -> Self {
-        use std::io::BufRead;
-        let mut child = Command::new(binary())
+        let mut cmd = Command::new(binary());
+        cmd.args(["run", "--config"]).arg(config).args(extra_args);
+        Self::spawn(cmd)
+    }
+
+    /// [`BinaryProxy::start_with`] with the open-file limit (soft and hard `RLIMIT_NOFILE`) set
+    /// to `nofile` (`sh -c 'ulimit -n N; exec portcullis …'`: same pid as the proxy).
+    pub fn start_with_fd_limit(config: &Path, nofile: u64, extra_args: &[&str]) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(binary())
             .args(["run", "--config"])
             .arg(config)
-            .args(extra_args)
+            .args(extra_args);
+        Self::spawn(cmd)
+    }
+
+    /// The admin listener's address, from its startup log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_log(&["listening (admin)"]);
+        line.split("Some(")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no address in log line: {line}"))
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        use std::io::BufRead;
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
