@@ -298,7 +298,9 @@ provider = "api"
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        op.count("POST /token/introspection") - calls,
+        op.count_settled("POST /token/introspection", calls + 1)
+            .await
+            - calls,
         1,
         "a refused token is remembered: one introspection for five requests"
     );

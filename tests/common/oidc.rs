@@ -138,6 +138,18 @@ impl OidcProvider {
             .count()
     }
 
+    /// [`Self::count`] once the provider's log has caught up: its lines reach us through a
+    /// reader thread, so a request that already answered may not be counted yet. Waits (at most
+    /// 3 s) until at least `at_least` lines match, then 200 ms more for stragglers.
+    pub async fn count_settled(&self, needle: &str, at_least: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while self.count(needle) < at_least && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.count(needle)
+    }
+
     pub fn introspector_key_file(&self) -> PathBuf {
         self.state_dir.path().join("zitadel-introspector-key.json")
     }
