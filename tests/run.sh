@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The full test suite, from a fresh Debian machine: installs what the tests need (Debian
 # packages, the test OpenID provider's npm packages), then runs format and lint gates, every
-# Rust test (unit, integration against a real oidc-provider, Redis and headless Chromium), the
-# provider smoke test and the deployment-example validation.
+# Rust test (unit, integration against a real oidc-provider, Redis and headless Chromium), a
+# short run of every fuzz target, the provider smoke test and the deployment-example validation.
 #
 #   bash tests/run.sh
 #
-# Env: CARGO_TARGET_DIR (default target/), PORTCULLIS_SKIP_INSTALL=1 to skip installs.
+# Env: CARGO_TARGET_DIR (default target/), PORTCULLIS_SKIP_INSTALL=1 to skip installs,
+# FUZZ_SMOKE_SECONDS (per fuzz target, default 10; tests/fuzz.sh installs cargo-fuzz if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -47,6 +48,9 @@ step "cargo build (binary used by CLI and deployment tests)"
 cargo build --quiet
 step "cargo test"
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}"
+
+step "fuzz smoke (tests/fuzz.sh, ${FUZZ_SMOKE_SECONDS:-10} s per target)"
+FUZZ_SECONDS=${FUZZ_SMOKE_SECONDS:-10} bash tests/fuzz.sh
 
 step "provider smoke test"
 (cd tests/provider && node smoke.mjs)
