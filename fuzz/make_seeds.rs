@@ -23,13 +23,9 @@ fn main() {
     let dir = corpus.join("session_cookie");
     let sessions = session::sessions(session::SECRET);
     let sealed = |big: bool, secure: bool| {
-        let set = session::ready(sessions.save(
-            &session::sample(big),
-            None,
-            &[],
-            session::attrs(secure),
-        ))
-        .expect("seal");
+        let set =
+            session::ready(sessions.save(&session::sample(big), None, &[], session::attrs(secure)))
+                .expect("seal");
         session::cookie_header_for(&set)
     };
     let single = sealed(false, false);
@@ -40,15 +36,26 @@ fn main() {
         v.extend_from_slice(body);
         write(&dir, name, &v);
     };
-    seed("sealed-single", 0, &[b"theme=dark; ", &single[..], b"; lang=en"].concat());
+    seed(
+        "sealed-single",
+        0,
+        &[b"theme=dark; ", &single[..], b"; lang=en"].concat(),
+    );
     seed("sealed-chunked", 0, &chunked);
     // Chunks in reverse order, one Cookie header each.
-    let mut lines: Vec<&[u8]> = chunked.split(|b| *b == b';').map(|p| p.trim_ascii()).collect();
+    let mut lines: Vec<&[u8]> = chunked
+        .split(|b| *b == b';')
+        .map(|p| p.trim_ascii())
+        .collect();
     lines.reverse();
     seed("sealed-chunked-headers", 0, &lines.join(&b"\n"[..]));
     seed("sealed-host", 2, &sealed(false, true));
     seed("round-trip-small", 1, b"\x00\x10alice");
-    seed("round-trip-chunks", 1, b"\x1b\x58bob \xe2\x98\x83 \"quoted\" \\ \x01");
+    seed(
+        "round-trip-chunks",
+        1,
+        b"\x1b\x58bob \xe2\x98\x83 \"quoted\" \\ \x01",
+    );
 
     let dir = corpus.join("jwt_verify");
     for (name, program) in jwt_diff::seed_programs() {

@@ -40,14 +40,14 @@ fn random_op(rng: &mut StdRng, out: &mut Vec<u8>) {
 
 fn programs() -> Vec<(String, Vec<u8>)> {
     let mut out = jwt_diff::seed_programs();
-    for k in 0..KEYS.len() {
+    for (k, (kid, _)) in KEYS.iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(0x6a77_7400 + k as u64);
         for i in 0..PER_ALG {
             let mut p = vec![k as u8, rng.random_range(0..32)];
             for _ in 0..rng.random_range(1..=3) {
                 random_op(&mut rng, &mut p);
             }
-            out.push((format!("{}-{i}", KEYS[k].0), p));
+            out.push((format!("{kid}-{i}"), p));
         }
     }
     out
@@ -67,7 +67,9 @@ struct Tally {
 impl Tally {
     fn add(&mut self, h: &Harness, name: &str, v: &Verdict) {
         if let Some(why) = h.violation(v) {
-            match jwt_diff::looser_class(&v.token).filter(|c| v.ours.is_ok() && v.theirs.is_err() && jwt_diff::KNOWN_LOOSER.contains(c)) {
+            match jwt_diff::looser_class(&v.token).filter(|c| {
+                v.ours.is_ok() && v.theirs.is_err() && jwt_diff::KNOWN_LOOSER.contains(c)
+            }) {
                 Some(class) => {
                     let e = self.known.entry(class).or_insert((0, why));
                     e.0 += 1;
@@ -80,7 +82,10 @@ impl Tally {
             (Err(_), Err(_)) => self.both_reject += 1,
             (Err(e), Ok(_)) => {
                 let example = || format!("[{name}]\n{}", jwt_diff::describe(&v.token));
-                self.stricter.entry(e.clone()).or_insert_with(|| (0, example())).0 += 1;
+                self.stricter
+                    .entry(e.clone())
+                    .or_insert_with(|| (0, example()))
+                    .0 += 1;
             }
             (Ok(_), Err(_)) => {}
         }
@@ -130,7 +135,10 @@ fn never_accepts_what_jsonwebtoken_rejects() {
         eprintln!("  KNOWN LOOSER ×{n}: {class}; first example:\n{example}");
     }
     // Enough of each kind that the comparison means something.
-    assert!(t.both_accept >= programs.len() / 10, "too few accepted tokens");
+    assert!(
+        t.both_accept >= programs.len() / 10,
+        "too few accepted tokens"
+    );
     assert!(
         t.violations.is_empty(),
         "{} violation(s):\n\n{}",

@@ -147,16 +147,12 @@ impl Harness {
     pub fn new() -> Harness {
         let rsa = Arc::new(RsaKeyPair::from_pkcs8(&pem_der(RSA_PEM)).expect("RSA test key"));
         let (n, e) = rsa_components(rsa.public_key().as_ref());
-        let p256 = EcdsaKeyPair::from_pkcs8(
-            &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &pem_der(P256_PEM),
-        )
-        .expect("P-256 test key");
-        let p384 = EcdsaKeyPair::from_pkcs8(
-            &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
-            &pem_der(P384_PEM),
-        )
-        .expect("P-384 test key");
+        let p256 =
+            EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &pem_der(P256_PEM))
+                .expect("P-256 test key");
+        let p384 =
+            EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &pem_der(P384_PEM))
+                .expect("P-384 test key");
         let ed = Ed25519KeyPair::from_pkcs8(&pem_der(ED25519_PEM)).expect("Ed25519 test key");
         let mut keys = Vec::new();
         for (kid, alg) in KEYS {
@@ -251,7 +247,11 @@ impl Harness {
                 kp.sign(*enc, &self.rng, msg, &mut out).expect("RSA sign");
                 out
             }
-            Signer::Ecdsa(kp) => kp.sign(&self.rng, msg).expect("ECDSA sign").as_ref().to_vec(),
+            Signer::Ecdsa(kp) => kp
+                .sign(&self.rng, msg)
+                .expect("ECDSA sign")
+                .as_ref()
+                .to_vec(),
             Signer::Ed(kp) => kp.sign(msg).as_ref().to_vec(),
         }
     }
@@ -441,7 +441,10 @@ pub fn looser_class(token: &str) -> Option<&'static str> {
             && v.as_f64()
                 .is_some_and(|f| !(f.is_finite() && f >= 0.0 && f < u64::MAX as f64))
     };
-    if ["exp", "nbf"].iter().any(|k| c.get(*k).is_some_and(outside_u64)) {
+    if ["exp", "nbf"]
+        .iter()
+        .any(|k| c.get(*k).is_some_and(outside_u64))
+    {
         return Some("time-outside-u64");
     }
     if c.get("sub").is_some_and(|v| v.is_array() || v.is_object()) {
@@ -916,7 +919,7 @@ impl Case {
                 }
                 _ => {
                     // Raw JSON text for the header or the payload: the rest of the program.
-                    let header = r.byte() % 2 == 0;
+                    let header = r.byte().is_multiple_of(2);
                     let raw = r.rest();
                     if header {
                         c.header_raw = Some(raw);

@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
     let lines: Vec<&str> = src.split('\n').collect();
     for e in &errors.0 {
         assert_eq!(e.file, Path::new(FILE), "error names another file: {e}");
-        assert!(!e.message.trim().is_empty(), "error without a message: {e:?}");
+        assert!(
+            !e.message.trim().is_empty(),
+            "error without a message: {e:?}"
+        );
         assert!(
             e.line >= 1 && e.line <= lines.len() + 1,
             "error without a location in the text (line {} of {}): {e}",

@@ -21,7 +21,14 @@ use libfuzzer_sys::fuzz_target;
 use portcullis::routes::{Matcher, normalize_path, strip_prefix};
 
 /// Route prefixes every request path is matched against.
-const ROUTES: &[&str] = &["/", "/admin", "/public", "/api/v1", "/files/a%2Fb", "/healthz"];
+const ROUTES: &[&str] = &[
+    "/",
+    "/admin",
+    "/public",
+    "/api/v1",
+    "/files/a%2Fb",
+    "/healthz",
+];
 
 /// The first `.`/`..` segment of `path` under the widest separator reading, if any.
 fn dot_segment(path: &str) -> Option<String> {
@@ -53,7 +60,9 @@ fn dot_segment(path: &str) -> Option<String> {
             let pct = |c: &[u8]| {
                 seg.get(j) == Some(&b'%')
                     && seg.get(j + 1).is_some_and(|x| x == &c[0])
-                    && seg.get(j + 2).is_some_and(|x| x.eq_ignore_ascii_case(&c[1]))
+                    && seg
+                        .get(j + 2)
+                        .is_some_and(|x| x.eq_ignore_ascii_case(&c[1]))
             };
             if seg[j] == b';' || pct(b"3B") {
                 break;

@@ -69,10 +69,7 @@ static STATE: LazyLock<State> = LazyLock::new(|| {
 });
 
 fn check_opened(name: &str, value: &str, data: &SessionData, what: &str) {
-    let genuine = STATE
-        .known
-        .iter()
-        .find(|(n, v, _)| n == name && v == value);
+    let genuine = STATE.known.iter().find(|(n, v, _)| n == name && v == value);
     match genuine {
         Some((_, _, d)) => assert_eq!(d, data, "a sealed value opened to another session"),
         None => panic!(
@@ -88,7 +85,11 @@ fn header_mode(secure: bool, lines: &[u8]) {
     let name = st.sessions.cookie_name(attrs);
     let cookies = request_cookies(&headers);
     let names = chunk_names(&cookies, name);
-    assert!(names.iter().all(|n| n == name || n.starts_with(&format!("{name}."))));
+    assert!(
+        names
+            .iter()
+            .all(|n| n == name || n.starts_with(&format!("{name}.")))
+    );
     let _ = st.sessions.present_chunks(&headers, attrs);
     let value = chunked_value(&cookies, name);
     match common::ready(st.sessions.load(&headers, attrs)) {
@@ -119,7 +120,8 @@ fn round_trip(secure: bool, rest: &[u8]) {
     let len = len % (MAX_CHUNKS * 1000);
     let mut data = common::sample(false);
     data.sub = text.to_string();
-    data.claims.insert("text".into(), serde_json::Value::from(&*text));
+    data.claims
+        .insert("text".into(), serde_json::Value::from(&*text));
     data.access_token = "t".repeat(len);
     data.created_at = portcullis::session::now();
     data.last_seen = data.created_at;
@@ -135,7 +137,10 @@ fn round_trip(secure: bool, rest: &[u8]) {
                 cookie.len()
             )
         });
-    assert_eq!(*loaded.data, data, "the session changed on its way through the cookie");
+    assert_eq!(
+        *loaded.data, data,
+        "the session changed on its way through the cookie"
+    );
     let name = st.cookie_name(attrs);
     let value = chunked_value(&request_cookies(&headers), name).unwrap_or(Cow::Borrowed(""));
     assert!(!value.is_empty());
