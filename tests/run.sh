@@ -2,11 +2,12 @@
 # The full test suite, from a fresh Debian machine: installs what the tests need (Debian
 # packages, the test OpenID provider's npm packages), then runs format and lint gates, every
 # Rust test (unit, integration against a real oidc-provider, Redis and headless Chromium), the
-# provider smoke test and the deployment-example validation.
+# provider smoke test, the deployment-example validation and a short run of every fuzz target.
 #
 #   bash tests/run.sh
 #
-# Env: CARGO_TARGET_DIR (default target/), PORTCULLIS_SKIP_INSTALL=1 to skip installs.
+# Env: CARGO_TARGET_DIR (default target/), PORTCULLIS_SKIP_INSTALL=1 to skip installs,
+# FUZZ_SMOKE_SECONDS (per fuzz target, default 10; tests/fuzz.sh installs cargo-fuzz if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -53,5 +54,9 @@ step "provider smoke test"
 
 step "deployment examples"
 PORTCULLIS_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/portcullis" bash tests/deploy/validate.sh
+
+# Last, so a property a fuzzer breaks does not hide the results above.
+step "fuzz smoke (tests/fuzz.sh, ${FUZZ_SMOKE_SECONDS:-10} s per target)"
+FUZZ_SECONDS=${FUZZ_SMOKE_SECONDS:-10} bash tests/fuzz.sh
 
 step "all test suites passed"

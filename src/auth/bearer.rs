@@ -150,7 +150,7 @@ pub fn has_authorization(parts: &Parts) -> bool {
 
 /// RFC 6750 b64token characters, and a JWT shape check (two dots): the token as text, and
 /// whether it has a JWT's shape.
-fn token_shape(t: &[u8]) -> Result<(&str, bool), TokenError> {
+pub fn token_shape(t: &[u8]) -> Result<(&str, bool), TokenError> {
     if t.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Other("the token is too large".into()));
     }
