@@ -645,10 +645,7 @@ async fn refresh_is_single_flight() {
     // the rotated token keeps working: another refresh later
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(b.get(&format!("{}/.auth/me", e.base)).await.status, 200);
-    assert_eq!(
-        e.provider.count_settled("POST /token", after + 1).await - after,
-        1
-    );
+    assert_eq!(e.provider.count("POST /token") - after, 1);
     assert_eq!(b.get(&format!("{}/x", e.base)).await.status, 200);
 }
 
@@ -887,7 +884,7 @@ async fn redis_refresh_single_flight_across_replicas() {
         assert_eq!(t.await.unwrap(), 200);
     }
     assert_eq!(
-        provider.count_settled("POST /token", before + 1).await - before,
+        provider.count("POST /token") - before,
         1,
         "one refresh across both replicas"
     );
@@ -989,7 +986,7 @@ async fn refresh_rereads_roles_and_claims() {
         );
     }
     assert_eq!(
-        e.provider.count_settled("POST /token", before + 1).await - before,
+        e.provider.count("POST /token") - before,
         1,
         "one refresh shared by the concurrent requests"
     );
@@ -1070,15 +1067,12 @@ async fn refresh_ends_the_session_when_the_identity_cannot_be_rederived() {
             "{fault}: {cleared:?}"
         );
         assert_eq!(
-            e.provider.count_settled("POST /token ", before + 1).await - before,
+            e.provider.count("POST /token ") - before,
             1,
             "{fault}: the tokens were refreshed"
         );
         assert_eq!(
-            e.provider
-                .count_settled("POST /token/revocation", revoked + 1)
-                .await
-                - revoked,
+            e.provider.count("POST /token/revocation") - revoked,
             1,
             "{fault}: the refresh token in force is revoked"
         );
@@ -1137,7 +1131,7 @@ async fn redis_refresh_rereads_roles_across_replicas() {
         assert_eq!(t.await.unwrap(), 403);
     }
     assert_eq!(
-        provider.count_settled("POST /token", before + 1).await - before,
+        provider.count("POST /token") - before,
         1,
         "one refresh across both replicas"
     );
