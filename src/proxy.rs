@@ -481,7 +481,7 @@ fn same_host(sni: &str, host: &str) -> bool {
 
 /// `reg-name[:port]`, `IPv4[:port]` or `[IPv6][:port]`, with a reg-name of letters, digits,
 /// `-`, `_` and `.` only (no percent-encoding, no userinfo) and a port of at most 5 digits.
-fn valid_host(host: &str) -> bool {
+pub(crate) fn valid_host(host: &str) -> bool {
     let (name_ok, port) = if let Some(rest) = host.strip_prefix('[') {
         match rest.split_once(']') {
             Some((v6, after)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), after),

@@ -11,6 +11,12 @@
 //!   `/api2/x` and passes the raw URI to the upstream, so the check must not answer 200 for
 //!   route `public`.
 //!
+//! - Forward-auth's original method and host (review of issue 9): `X-Original-Method` is read
+//!   (ingress-nginx, and the doc's snippet), a check without a method header judges the method
+//!   as unknown, and a client's extra `X-Forwarded-Method`/`X-Forwarded-Host` that disagrees or
+//!   repeats is a 400 — directly, behind nginx in the ingress-nginx `auth-url` shape, and behind
+//!   the doc's snippet, whose default server refuses a client's `Host: pub.example`.
+//!
 //! Requests go out with [`raw_http`] so that no client normalizes them first.
 
 mod common;
@@ -24,7 +30,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{echo_upstream, raw_body, raw_get, raw_status, start_proxy};
+use common::{echo_upstream, raw_body, raw_get, raw_http, raw_status, start_proxy};
 use oidc::{TestIssuer, now};
 use serde_json::{Value, json};
 
@@ -292,19 +298,32 @@ fn doc_nginx_snippet(check: SocketAddr, upstream: SocketAddr) -> String {
         .replace("127.0.0.1:8000", &upstream.to_string())
 }
 
-/// nginx on a loopback port with `server_body` inside one `server {}`; foreground, one process,
-/// everything under a temp prefix; killed on drop.
+/// nginx on a loopback port with `servers` (whole `server {}` blocks) in its `http {}`; every
+/// `listen 80` becomes the loopback port; foreground, one process, everything under a temp
+/// prefix; killed on drop.
 struct Nginx {
     _child: ChildGuard,
     _dir: tempfile::TempDir,
     addr: SocketAddr,
 }
 
-fn start_nginx(server_body: &str) -> Nginx {
+fn start_nginx(servers: &str) -> Nginx {
     let dir = tempfile::tempdir().expect("temp dir");
     let p = dir.path().display().to_string();
     let port = free_port();
     std::fs::create_dir_all(dir.path().join("tmp")).expect("mkdir tmp");
+    let servers: String = servers
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("listen") {
+                line.replacen(" 80", &format!(" 127.0.0.1:{port}"), 1)
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(servers.contains(&format!("127.0.0.1:{port}")), "{servers}");
     let conf = format!(
         r#"daemon off;
 master_process off;
@@ -319,10 +338,7 @@ http {{
     fastcgi_temp_path {p}/tmp/fastcgi;
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-{server_body}
-    }}
+{servers}
 }}
 "#
     );
@@ -526,5 +542,293 @@ async fn check_refuses_ambiguous_original_uris() {
     // the same URI twice is one request
     let resp = check("X-Original-URI: /public/x\r\nX-Forwarded-Uri: /public/x\r\n".into()).await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
+    proxy.shutdown().await;
+}
+
+/// Forward-auth with a method-restricted open route: `pub` (host `pub.example`, open), `ro`
+/// (`/m`, GET/HEAD only, open) and `app` (everything else, login).
+fn method_config(issuer: &str, upstream: SocketAddr) -> String {
+    let up = format!("http://{upstream}");
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1/32"]
+
+[providers.op]
+issuer = "{issuer}"
+client_id = "web"
+client_secret = "web-secret"
+
+[session]
+secret = "Qm9vdHN0cmFwLXBhdGhzLXRlc3Qtc2VjcmV0LXZhbHVlLTQy"
+
+[[route]]
+name = "pub"
+host = "pub.example"
+path = "/"
+upstream = "{up}"
+auth = "none"
+
+[[route]]
+name = "ro"
+path = "/m"
+methods = ["GET", "HEAD"]
+upstream = "{up}"
+auth = "none"
+
+[[route]]
+name = "app"
+path = "/"
+upstream = "{up}"
+auth = "login"
+"#
+    )
+}
+
+/// Asserts a 400 from the check with a JSON message containing `word`.
+#[track_caller]
+fn assert_bad_request(resp: &str, what: &str, word: &str) {
+    assert_eq!(raw_status(resp), 400, "{what}:\n{resp}");
+    let body: Value = serde_json::from_str(raw_body(resp).trim())
+        .unwrap_or_else(|e| panic!("{what}: no JSON body ({e}):\n{resp}"));
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(word),
+        "{what}: message {message:?} lacks {word:?}"
+    );
+}
+
+/// Attack: `/.auth/check` ignored `X-Original-Method` and judged a check without a method
+/// header by its own method (nginx subrequests are GET), so `DELETE /m/x` got the GET-only open
+/// route. Now the method comes from `X-Forwarded-Method` / `X-Original-Method` or is unknown,
+/// and a client's extra copy that disagrees is a 400.
+#[tokio::test]
+async fn check_reads_the_original_method_and_refuses_ambiguous_ones() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&method_config(&ti.issuer, up.addr)).await;
+    let addr = proxy.http();
+    let host = addr.to_string();
+    let check = |headers: &str| {
+        let host = host.clone();
+        let headers = format!("X-Original-URI: /m/x\r\n{headers}");
+        async move { raw_get(addr, "/.auth/check", &host, &headers).await }
+    };
+
+    // no method header: unknown, so `ro` (methods = GET, HEAD) does not match; `app` judges
+    let resp = check("").await;
+    assert_eq!(raw_status(&resp), 401, "no method header:\n{resp}");
+    for (headers, status) in [
+        ("X-Original-Method: DELETE\r\n", 401),
+        ("X-Original-Method: POST\r\n", 401),
+        ("X-Forwarded-Method: POST\r\n", 401),
+        ("X-Original-Method: GET\r\n", 200),
+        ("X-Forwarded-Method: HEAD\r\n", 200),
+        ("X-Forwarded-Method: GET\r\nX-Original-Method: GET\r\n", 200),
+        // methods are case-sensitive tokens: `get` is not GET
+        ("X-Original-Method: get\r\n", 401),
+    ] {
+        let resp = check(headers).await;
+        assert_eq!(raw_status(&resp), status, "{headers:?}:\n{resp}");
+    }
+    // the ingress-nginx shape plus the client's own X-Forwarded-Method, either order
+    for headers in [
+        "X-Original-Method: POST\r\nX-Forwarded-Method: GET\r\n",
+        "X-Forwarded-Method: GET\r\nX-Original-Method: POST\r\n",
+    ] {
+        let resp = check(headers).await;
+        assert_bad_request(&resp, headers, "different methods");
+    }
+    for headers in [
+        "X-Original-Method: GET\r\nX-Original-Method: GET\r\n",
+        "X-Forwarded-Method: GET\r\nX-Forwarded-Method: POST\r\n",
+    ] {
+        let resp = check(headers).await;
+        assert_bad_request(&resp, headers, "more than one");
+    }
+    for headers in [
+        "X-Original-Method: GET, POST\r\n",
+        "X-Forwarded-Method: G(T\r\n",
+        "X-Original-Method: \r\n",
+    ] {
+        let resp = check(headers).await;
+        assert_bad_request(&resp, headers, "not an HTTP method");
+    }
+    proxy.shutdown().await;
+}
+
+/// Attack: with two `X-Forwarded-Host` headers the first won, so a client's copy ahead of the
+/// front proxy's picked the open `pub.example` host route; ingress-nginx names the host only in
+/// `X-Original-URL`, next to which a client's `X-Forwarded-Host` was believed.
+#[tokio::test]
+async fn check_refuses_duplicate_or_disagreeing_forwarded_host() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&method_config(&ti.issuer, up.addr)).await;
+    let addr = proxy.http();
+    let host = addr.to_string();
+    // one value names the host; two copies, a list, or a host that differs from X-Original-URL's
+    // is refused (first-wins would let the client's copy pick `pub`)
+    let host_check = |headers: &'static str| {
+        let host = host.clone();
+        async move { raw_get(addr, "/.auth/check", &host, headers).await }
+    };
+    let resp = host_check("X-Original-URI: /admin\r\nX-Forwarded-Host: pub.example\r\n").await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let resp = host_check("X-Original-URI: /admin\r\nX-Forwarded-Host: app.example\r\n").await;
+    assert_eq!(raw_status(&resp), 401, "{resp}");
+    let resp = host_check("X-Original-URL: http://pub.example/admin\r\n").await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let resp = host_check("X-Original-URL: HTTPS://Pub.Example/admin\r\n").await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let resp = host_check("X-Original-URL: https://app.example:8443/admin\r\n").await;
+    assert_eq!(raw_status(&resp), 401, "{resp}");
+    for (headers, word) in [
+        (
+            "X-Original-URI: /admin\r\nX-Forwarded-Host: pub.example\r\nX-Forwarded-Host: app.example\r\n",
+            "more than one X-Forwarded-Host",
+        ),
+        (
+            "X-Original-URI: /admin\r\nX-Forwarded-Host: app.example\r\nX-Forwarded-Host: pub.example\r\n",
+            "more than one X-Forwarded-Host",
+        ),
+        (
+            "X-Original-URI: /admin\r\nX-Forwarded-Host: pub.example, app.example\r\n",
+            "lists several hosts",
+        ),
+        (
+            "X-Original-URL: http://app.example/admin\r\nX-Forwarded-Host: pub.example\r\n",
+            "different hosts",
+        ),
+        (
+            "X-Original-URI: /admin\r\nX-Forwarded-Host: pub.example/x\r\n",
+            "invalid X-Forwarded-Host",
+        ),
+        (
+            "X-Original-URL: http://user@pub.example/admin\r\n",
+            "invalid host in X-Original-URL",
+        ),
+    ] {
+        let resp = host_check(headers).await;
+        assert_bad_request(&resp, headers, word);
+    }
+    proxy.shutdown().await;
+}
+
+/// The ingress-nginx `auth-url` shape: the auth subrequest carries `X-Original-URL`
+/// (`$scheme://$http_host$request_uri`) and `X-Original-Method` and passes the client's headers
+/// on. A `POST /m/x` reached the upstream with no identity through the GET-only open route.
+#[tokio::test]
+async fn forward_auth_behind_ingress_nginx_shape_judges_the_original_method() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&method_config(&ti.issuer, up.addr)).await;
+    let nginx = start_nginx(&format!(
+        r#"server {{
+    listen 80;
+    location = /_external-auth {{
+        internal;
+        proxy_pass              http://{check}/.auth/check;
+        proxy_pass_request_body off;
+        proxy_set_header        Content-Length "";
+        proxy_set_header        X-Original-URL $scheme://$http_host$request_uri;
+        proxy_set_header        X-Original-Method $request_method;
+        proxy_set_header        X-Sent-From "nginx-ingress-controller";
+    }}
+    location / {{
+        auth_request /_external-auth;
+        proxy_pass   http://{up};
+    }}
+}}"#,
+        check = proxy.http(),
+        up = up.addr
+    ));
+    let host = "app.example";
+    let served = |resp: &str| resp.contains("x-echo: 1");
+    let send = |method: &'static str, extra: &'static str| async move {
+        raw_http(
+            nginx.addr,
+            format!(
+                "{method} /m/x HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await
+    };
+
+    let resp = send("GET", "").await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert!(served(&resp), "{resp}");
+    for method in ["POST", "DELETE", "PUT"] {
+        let resp = send(method, "").await;
+        assert_eq!(raw_status(&resp), 401, "{method}:\n{resp}");
+        assert!(!served(&resp), "{method}: served:\n{resp}");
+    }
+    // the client's own X-Forwarded-Method next to the controller's X-Original-Method: the
+    // check answers 400, which nginx turns into 500 — denied either way
+    let resp = send("POST", "X-Forwarded-Method: GET\r\n").await;
+    assert!(
+        raw_status(&resp) >= 400 && !served(&resp),
+        "forged X-Forwarded-Method served:\n{resp}"
+    );
+    // the client's own X-Forwarded-Host naming the open host route
+    let resp = send("POST", "X-Forwarded-Host: pub.example\r\n").await;
+    assert!(
+        raw_status(&resp) >= 400 && !served(&resp),
+        "forged X-Forwarded-Host served:\n{resp}"
+    );
+    proxy.shutdown().await;
+}
+
+/// The documented nginx snippet, as given: the original method reaches the check (`POST /m/x`
+/// is not the GET-only open route), the client's `X-Forwarded-Method` is dropped, and a
+/// client's `Host: pub.example` neither reaches the site nor picks portcullis's open
+/// `pub.example` route (the default server refuses it; the site forwards its own name).
+#[tokio::test]
+async fn doc_nginx_snippet_pins_method_and_host() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&method_config(&ti.issuer, up.addr)).await;
+    let nginx = start_nginx(&doc_nginx_snippet(proxy.http(), up.addr));
+    let served = |resp: &str| resp.contains("x-echo: 1");
+    let send = |method: &'static str,
+                target: &'static str,
+                host: &'static str,
+                extra: &'static str| async move {
+        raw_http(
+            nginx.addr,
+            format!(
+                "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await
+    };
+
+    let resp = send("GET", "/m/x", "app.example.com", "").await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert!(served(&resp), "{resp}");
+    for (method, extra) in [
+        ("POST", ""),
+        ("DELETE", ""),
+        ("POST", "X-Forwarded-Method: GET\r\n"),
+    ] {
+        let resp = send(method, "/m/x", "app.example.com", extra).await;
+        assert_eq!(raw_status(&resp), 401, "{method} {extra:?}:\n{resp}");
+        assert!(!served(&resp), "{method} {extra:?}: served:\n{resp}");
+    }
+
+    // another host: the default server refuses it before any check
+    let resp = send("GET", "/admin/secret.txt", "pub.example", "").await;
+    assert_eq!(raw_status(&resp), 421, "{resp}");
+    assert!(!served(&resp), "{resp}");
+    // the site's own host with a forged X-Forwarded-Host: nginx sends its server_name instead
+    let resp = send(
+        "GET",
+        "/admin/secret.txt",
+        "app.example.com",
+        "X-Forwarded-Host: pub.example\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&resp), 401, "{resp}");
+    assert!(!served(&resp), "{resp}");
     proxy.shutdown().await;
 }

@@ -2,18 +2,23 @@
 //! ext_authz (HTTP). The decision is the proxy's own: same normalization, route choice,
 //! authentication and authorization as a proxied request.
 //!
-//! The original request is read from `X-Forwarded-Method`, `X-Forwarded-Uri` (Traefik, Caddy),
-//! `X-Original-URI` (nginx) or `X-Original-URL` (ingress-nginx), and `X-Forwarded-Host` — **only
-//! when the caller is one of `[server] trusted_proxies`**. A check whose original request is
-//! unknown — forwarding headers from any other peer, or no original URI at all — is refused
-//! with 403: judging the check request itself would answer for whichever route covers
-//! `/.auth/check`, not for the original request.
+//! The original request is read — **only when the caller is one of `[server] trusted_proxies`**
+//! — from `X-Forwarded-Method` (Traefik, Caddy) or `X-Original-Method` (ingress-nginx);
+//! `X-Forwarded-Uri` (Traefik, Caddy), `X-Original-URI` (nginx) or `X-Original-URL`
+//! (ingress-nginx); and `X-Forwarded-Host` or the authority of an absolute `X-Original-URL`.
+//! A check whose original request is unknown — forwarding headers from any other peer, or no
+//! original URI at all — is refused with 403: judging the check request itself would answer
+//! for whichever route covers `/.auth/check`, not for the original request. Without a method
+//! header the method is unknown (never the check request's own: nginx's subrequests are all
+//! `GET`), so a route restricted by `methods` does not match.
 //!
 //! # Deployment caveat: front proxies pass client headers on
 //! nginx's `auth_request` (and Traefik, and Caddy) send the client's own headers with the check
 //! and set only the ones they know. A client can therefore add an `X-Forwarded-Uri` to a
-//! request that nginx describes in `X-Original-URI`. Every original-URI header present must
-//! name the same path and query, or the check answers 400: the check never picks one.
+//! request that nginx describes in `X-Original-URI`, an `X-Forwarded-Method: GET` to one that
+//! ingress-nginx describes with `X-Original-Method: POST`, or an `X-Forwarded-Host`. Every
+//! header present for a part must name the same value, each at most once (the URI headers may
+//! repeat one value), or the check answers 400: the check never picks one.
 //!
 //! The path is normalized exactly as the proxy normalizes a request's
 //! ([`crate::routes::normalize_path`]): front proxies pass the client's raw URI to the
@@ -24,8 +29,8 @@
 //! Answers: 200 with the identity headers of the route's `[headers]` config (including the
 //! signed assertion) — the front proxy copies them upstream (`auth_request_set` /
 //! `authResponseHeaders`); 200 without identity for `auth = "none"` routes; 401/403/503 exactly
-//! as the proxy would; 404 when no route matches; 400 for an invalid or ambiguous path or
-//! original-URI headers that disagree.
+//! as the proxy would; 404 when no route matches; 400 for an invalid or ambiguous path, an
+//! invalid method or host, or forwarding headers that disagree or repeat.
 
 use http::HeaderMap;
 use http::header::HeaderName;
@@ -39,6 +44,7 @@ use crate::proxy::ConnInfo;
 use crate::{authz, headers, routes};
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
@@ -53,24 +59,13 @@ pub async fn check(
     let cfg = &*state.config;
     let (mut parts, _body) = req.into_parts();
     let trusted = headers::is_trusted(conn.peer.ip(), &cfg.server.trusted_proxies);
-    let fwd = |n: &HeaderName| {
-        if trusted {
-            parts
-                .headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        } else {
-            None
-        }
-    };
-
     // The decision is about the original request. When it cannot be believed (forwarding
     // headers from a peer outside trusted_proxies) or is not named at all, refuse: judging the
     // check request itself instead (`/.auth/check`, i.e. whatever catch-all route covers it)
     // would answer for another route — e.g. 200 for a reader on a check meant for `/admin`.
     let forwarding = [
         &X_FORWARDED_METHOD,
+        &X_ORIGINAL_METHOD,
         &X_FORWARDED_URI,
         &X_ORIGINAL_URI,
         &X_ORIGINAL_URL,
@@ -95,24 +90,40 @@ pub async fn check(
             return ProxyError::BadRequest(why).into_response();
         }
     };
-    let method = match fwd(&X_FORWARDED_METHOD) {
-        Some(m) => match Method::from_bytes(m.trim().as_bytes()) {
-            Ok(m) => m,
-            Err(_) => return ProxyError::BadRequest("invalid X-Forwarded-Method").into_response(),
-        },
-        None => parts.method.clone(),
+    let method = match original_method(&parts.headers, trusted) {
+        Ok(m) => m,
+        Err(why) => {
+            tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: {why}");
+            return ProxyError::BadRequest(why).into_response();
+        }
     };
-    let orig_host = fwd(&X_FORWARDED_HOST).or_else(|| host.map(str::to_string));
+    let orig_host = match original_host(&parts.headers, trusted) {
+        Ok(Some(h)) => Some(h),
+        Ok(None) => host.map(str::to_string),
+        Err(why) => {
+            tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: {why}");
+            return ProxyError::BadRequest(why).into_response();
+        }
+    };
     let normalized = match routes::normalize_path(uri.path()) {
         Ok(p) => p.into_owned(),
         Err(e) => return ProxyError::BadPath(e).into_response(),
     };
-    let Some(route) = cfg.routes.iter().find(|r| {
-        r.matcher
-            .matches(orig_host.as_deref(), &method, &normalized)
+    // An unknown method matches only routes without `methods`: any method could be the
+    // original one, so a route restricted to some methods cannot be assumed.
+    let Some(route) = cfg.routes.iter().find(|r| match &method {
+        Some(m) => r.matcher.matches(orig_host.as_deref(), m, &normalized),
+        None => {
+            r.matcher.methods.is_none()
+                && r.matcher
+                    .matches(orig_host.as_deref(), &Method::GET, &normalized)
+        }
     }) else {
         return ProxyError::NoRoute {
-            method: method.to_string(),
+            method: method.as_ref().map_or_else(
+                || "(method unknown: no X-Forwarded-Method / X-Original-Method)".to_string(),
+                Method::to_string,
+            ),
             path: normalized,
         }
         .into_response();
@@ -121,7 +132,11 @@ pub async fn check(
         return ok(empty());
     }
     headers::strip_identity(&mut parts.headers, &cfg.identity_header_names);
-    parts.method = method;
+    // Unknown: the check request's own method stays (it only decides whether a browser is
+    // sent to the login page or answered 401); the route was chosen without it.
+    if let Some(m) = method {
+        parts.method = m;
+    }
     parts.uri = uri;
     let identity = match state
         .authenticate(route, &parts, conn, orig_host.as_deref())
@@ -174,6 +189,104 @@ fn original_uri(headers: &HeaderMap, trusted: bool) -> Result<Option<Uri>, &'sta
         }
     }
     Ok(found)
+}
+
+/// The original request's method from `X-Forwarded-Method` (Traefik, Caddy) and
+/// `X-Original-Method` (ingress-nginx); `None` when neither is present (or the caller is not
+/// trusted): the method is unknown. A copy of either header more than once, or both naming
+/// different methods, is refused: the front proxy sets one and passes the client's other on.
+fn original_method(headers: &HeaderMap, trusted: bool) -> Result<Option<Method>, &'static str> {
+    if !trusted {
+        return Ok(None);
+    }
+    let mut found: Option<Method> = None;
+    for name in [&X_FORWARDED_METHOD, &X_ORIGINAL_METHOD] {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { continue };
+        if values.next().is_some() {
+            return Err(
+                "more than one X-Forwarded-Method or X-Original-Method; the front proxy must set one and drop the client's copies",
+            );
+        }
+        // a token (RFC 9110 §9.1): a list such as `GET, POST` or an empty value is no method
+        let method = value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .ok_or("invalid X-Forwarded-Method / X-Original-Method: not an HTTP method")?;
+        match &found {
+            Some(prev) if *prev != method => {
+                return Err(
+                    "X-Forwarded-Method and X-Original-Method name different methods; the front proxy must set one and drop the client's copies",
+                );
+            }
+            Some(_) => {}
+            None => found = Some(method),
+        }
+    }
+    Ok(found)
+}
+
+/// The original request's host from `X-Forwarded-Host` and the authority of an absolute
+/// `X-Original-URL` (ingress-nginx builds it from the client's `Host`); `None` when neither
+/// names one (or the caller is not trusted). More than one `X-Forwarded-Host`, a list
+/// (`a, b`), an invalid host or two hosts that differ are refused: which one a route is
+/// judged for must not depend on which copy is read.
+fn original_host(headers: &HeaderMap, trusted: bool) -> Result<Option<String>, &'static str> {
+    if !trusted {
+        return Ok(None);
+    }
+    let mut found: Option<&str> = None;
+    let mut forwarded = headers.get_all(&X_FORWARDED_HOST).iter();
+    if let Some(value) = forwarded.next() {
+        if forwarded.next().is_some() {
+            return Err(
+                "more than one X-Forwarded-Host; the front proxy must set one and drop the client's copies",
+            );
+        }
+        let host = value.to_str().map(str::trim).unwrap_or_default();
+        if host.contains(',') {
+            return Err(
+                "X-Forwarded-Host lists several hosts; the front proxy must set one and drop the client's copies",
+            );
+        }
+        if !crate::proxy::valid_host(host) {
+            return Err("invalid X-Forwarded-Host");
+        }
+        found = Some(host);
+    }
+    let mut authorities: Vec<String> = Vec::new();
+    for value in headers.get_all(&X_ORIGINAL_URL) {
+        // the value was validated by original_uri; a relative one names no host
+        let Some(uri) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<Uri>().ok())
+        else {
+            continue;
+        };
+        let Some(authority) = uri.authority() else {
+            continue;
+        };
+        if !crate::proxy::valid_host(authority.as_str()) {
+            return Err("invalid host in X-Original-URL");
+        }
+        authorities.push(authority.as_str().to_string());
+    }
+    for authority in &authorities {
+        match found {
+            Some(prev) if !prev.eq_ignore_ascii_case(authority) => {
+                return Err(
+                    "X-Forwarded-Host and X-Original-URL name different hosts; the front proxy must set one and drop the client's copies",
+                );
+            }
+            Some(_) => {}
+            None => found = Some(authority),
+        }
+    }
+    Ok(found.map(str::to_string))
 }
 
 /// 403 for a check whose original request is unknown or not from a trusted proxy.
