@@ -4,15 +4,16 @@
 //!    same name (any case, `_` for `-`: PHP/CGI/WSGI turn `x_forwarded_user` into
 //!    `HTTP_X_FORWARDED_USER`; CVE-2025-64484): the identity names, every `X-Auth-Request-*`
 //!    and `X-Portcullis-*`, [`ALWAYS_STRIPPED`] (`Remote-User`, `X-Original-URL`,
-//!    `X-HTTP-Method-Override` …), and from a peer outside `trusted_proxies` every
-//!    `X-Forwarded-*`, `Forwarded` and `X-Real-IP`.
+//!    `X-HTTP-Method-Override`, `Proxy` …), and from a peer outside `trusted_proxies` every
+//!    `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and [`CLIENT_IP_NAMES`].
 //! 2. [`remove_hop_by_hop`]: connection-level headers never cross the proxy; a WebSocket
 //!    handshake keeps only `Upgrade: websocket` ([`WEBSOCKET`]).
 //! 3. [`set_forwarded`]: `X-Forwarded-For/Proto/Host` and `X-Real-IP` are set from what the
 //!    proxy saw; a trusted proxy's chain is extended and `X-Real-IP` derived from it.
 //! 4. [`inject`]: identity headers are written only from a [`Permit`]; the client's
 //!    `Authorization` goes on only where it is what authenticated the request (`auto`).
-//! 5. [`drop_own_set_cookies`]: an upstream cannot set the proxy's own cookies.
+//! 5. [`drop_own_set_cookies`]: an upstream cannot set the proxy's own cookies, in any spelling
+//!    a browser might store as one of them ([`is_own_cookie_loosely`]).
 
 use std::net::IpAddr;
 
@@ -110,20 +111,54 @@ impl<S: AsRef<str>> FromIterator<S> for IdentityNames {
 
 /// Headers only a proxy or the web server in front of an app may set, removed from every
 /// request on every route (folded: lower case, `-`): frameworks and servers take the user
-/// (`Remote-User`), the path (`X-Original-URL`, `X-Rewrite-URL`: IIS, Symfony, Zend), the
-/// client address (`True-Client-IP`: Akamai, Cloudflare) or the method (`X-HTTP-Method-Override`
-/// and its variants: Express, Rails, Spring's `HiddenHttpMethodFilter`) from them. Every
-/// `X-Auth-Request-*` and `X-Portcullis-*` name is removed as well (prefixes, in
-/// [`strip_inbound`]).
+/// (`Remote-User`; Grafana's auth proxy `X-WEBAUTH-USER`; `X-User`, `X-Email`, `Auth-User`,
+/// `X-Authenticated-User` in auth-proxy setups), the path or host (`X-Original-URL`,
+/// `X-Rewrite-URL`: IIS, Symfony, Zend; `X-Original-URI`/`-Method`/`-Host` from nginx
+/// `auth_request`; `X-Host`), the client address (`True-Client-IP`: Akamai, Cloudflare;
+/// `X-Forwarded`, `Forwarded-For`: what IP libraries read besides the standard names) or the
+/// method (`X-HTTP-Method-Override` and its variants: Express, Rails, Spring's
+/// `HiddenHttpMethodFilter`) from them. `Proxy` is httpoxy (CVE-2016-5385: CGI turns it into
+/// `HTTP_PROXY`, which HTTP clients take as their outbound proxy); `Proxy-Authorization` is
+/// hop-by-hop, listed for its `_` spelling. Every `X-Auth-Request-*` and `X-Portcullis-*` name is
+/// removed as well (prefixes, in [`strip_inbound`]). A name here that `[headers]` configures as
+/// an identity header is still removed from the request, and then set by the proxy.
 pub const ALWAYS_STRIPPED: &[&str] = &[
     "remote-user",
     "x-remote-user",
     "x-original-url",
     "x-rewrite-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-original-host",
+    "x-host",
     "true-client-ip",
+    "x-forwarded",
+    "forwarded-for",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "proxy",
+    "proxy-authorization",
+    "x-webauth-user",
+    "x-authenticated-user",
+    "x-user",
+    "x-email",
+    "auth-user",
+];
+
+/// Client-address headers that CDNs and load balancers set and IP libraries read (folded):
+/// like the forwarding names, removed from a peer outside `trusted_proxies` (a CDN in front,
+/// listed as trusted, keeps its `CF-Connecting-IP`), and in an `_` spelling from anyone.
+pub const CLIENT_IP_NAMES: &[&str] = &[
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-proxyuser-ip",
+    "x-remote-addr",
+    "x-remote-ip",
+    "x-originating-ip",
 ];
 
 /// Whether folded `name` starts with `prefix` (already folded).
@@ -148,22 +183,31 @@ fn forwarding_name(name: &[u8]) -> bool {
     folded_prefix(name, b"x-forwarded-") || folded_eq(name, b"x-real-ip") || name == b"forwarded"
 }
 
+/// Whether folded `name` is one of [`CLIENT_IP_NAMES`] (a length compare rules out most).
+fn client_ip_name(name: &[u8]) -> bool {
+    CLIENT_IP_NAMES
+        .iter()
+        .any(|n| folded_eq(name, n.as_bytes()))
+}
+
 /// Whether a request header named `name` must go: an identity name, a name only a proxy sets,
-/// and — from a peer outside `trusted_proxies` — every forwarding name. A trusted proxy's
-/// forwarding headers stay, but not in a spelling with `_`: a proxy writes `-`, so an `_`
-/// spelling came from its client and an upstream that folds it would read it as the real one.
+/// and — from a peer outside `trusted_proxies` — every forwarding and client-address name. A
+/// trusted proxy's stay, but not in a spelling with `_`: a proxy writes `-`, so an `_` spelling
+/// came from its client and an upstream that folds it would read it as the real one.
 fn doomed(name: &[u8], identity: &IdentityNames, trusted: bool) -> bool {
     if identity.matches(name, fold) {
         return true;
     }
-    // Everything else starts with `x` or `f` (forwarded): one compare for most headers.
+    // Everything else starts with `x`, `f` or `c`: one compare for most headers.
+    let proxied = |name: &[u8]| !trusted || name.contains(&b'_');
     match name.first() {
         Some(b'x') => {
             folded_prefix(name, b"x-portcullis-")
                 || folded_prefix(name, b"x-auth-request-")
-                || forwarding_name(name) && (!trusted || name.contains(&b'_'))
+                || proxied(name) && (forwarding_name(name) || client_ip_name(name))
         }
-        Some(b'f') => !trusted && name == b"forwarded",
+        Some(b'f') => proxied(name) && (name == b"forwarded" || client_ip_name(name)),
+        Some(b'c') => proxied(name) && client_ip_name(name),
         _ => false,
     }
 }
@@ -520,14 +564,11 @@ pub fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
 /// Whether a cookie named `name` is one of the proxy's own for session cookie `base`: `base`,
 /// its chunks `base.N`, the pending-login cookies `base_login_…`, each also under a `__Host-` or
 /// `__Secure-` prefix in any case (browsers match the prefixes case-insensitively). The rest
-/// compares case-sensitively, as browsers compare cookie names.
+/// compares byte for byte, as browsers compare cookie names; `name` is trimmed of SP/HTAB only
+/// ([`crate::session::trim_ows`]) — the rule the proxy reads its own cookies by.
 pub fn is_own_cookie(name: &[u8], base: &[u8]) -> bool {
-    fn strip_ci<'n>(n: &'n [u8], prefix: &[u8]) -> Option<&'n [u8]> {
-        (n.len() >= prefix.len() && n[..prefix.len()].eq_ignore_ascii_case(prefix))
-            .then(|| &n[prefix.len()..])
-    }
-    let n = strip_ci(name, b"__host-")
-        .or_else(|| strip_ci(name, b"__secure-"))
+    let n = strip_prefix_ci(name, b"__host-")
+        .or_else(|| strip_prefix_ci(name, b"__secure-"))
         .unwrap_or(name);
     let Some(rest) = n.strip_prefix(base) else {
         return false;
@@ -539,26 +580,71 @@ pub fn is_own_cookie(name: &[u8], base: &[u8]) -> bool {
             .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
 }
 
-/// Removes every `Set-Cookie` of an upstream's answer that names one of the proxy's own cookies
-/// ([`is_own_cookie`]): an app (or a header injection in it) must not plant, replace or clear a
-/// session. The name is read as browsers read it: trimmed; a nameless cookie (`=name=v`, or no
-/// `=` at all) is sent back by browsers as its value alone, so its value's name part counts.
-pub fn drop_own_set_cookies(headers: &mut HeaderMap, base: &str) {
-    let own = |v: &HeaderValue| {
-        let b = v.as_bytes();
-        let pair = b.split(|c| *c == b';').next().unwrap_or(b);
-        let (name, value) = match pair.iter().position(|c| *c == b'=') {
-            Some(i) => (pair[..i].trim_ascii(), &pair[i + 1..]),
-            None => (&b""[..], pair),
-        };
-        let name = if name.is_empty() {
-            let v = value.trim_ascii();
-            v.split(|c| *c == b'=').next().unwrap_or(v).trim_ascii()
-        } else {
-            name
-        };
-        is_own_cookie(name, base.as_bytes())
+/// `n` without `prefix` (lower case) when it starts with it in any ASCII case.
+fn strip_prefix_ci<'n>(n: &'n [u8], prefix: &[u8]) -> Option<&'n [u8]> {
+    (n.len() >= prefix.len() && n[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &n[prefix.len()..])
+}
+
+/// [`is_own_cookie`] as loosely as any browser might read a name (defence in depth: browsers
+/// differ, and one that trims Unicode whitespace would store `\u{a0}portcullis` as
+/// `portcullis`): whatever is not a visible ASCII character (whitespace of any kind, controls,
+/// every non-ASCII byte) is trimmed from both ends, also after a `__Host-`/`__Secure-` prefix,
+/// and the rest compares ASCII-case-insensitively. Every name [`is_own_cookie`] accepts passes
+/// this too.
+pub fn is_own_cookie_loosely(name: &[u8], base: &[u8]) -> bool {
+    let n = trim_invisible(name);
+    let n = trim_invisible(
+        strip_prefix_ci(n, b"__host-")
+            .or_else(|| strip_prefix_ci(n, b"__secure-"))
+            .unwrap_or(n),
+    );
+    let Some(rest) = strip_prefix_ci(n, base) else {
+        return false;
     };
+    rest.is_empty()
+        || strip_prefix_ci(rest, b"_login_").is_some()
+        || rest
+            .strip_prefix(b".")
+            .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+}
+
+/// `b` without the bytes at either end that are not visible ASCII (`!`..`~`).
+fn trim_invisible(b: &[u8]) -> &[u8] {
+    let Some(start) = b.iter().position(u8::is_ascii_graphic) else {
+        return &[];
+    };
+    let end = b
+        .iter()
+        .rposition(u8::is_ascii_graphic)
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// Whether a `Set-Cookie` value names one of the proxy's own cookies, read as loosely as any
+/// browser might ([`is_own_cookie_loosely`]): the name before the first `=` of the first
+/// `;`-part; a nameless cookie (`=name=v`, or no `=` at all, or a name of only whitespace) is
+/// sent back by browsers as its value alone, so its value's name part counts.
+fn set_cookie_is_own(v: &[u8], base: &[u8]) -> bool {
+    let pair = v.split(|c| *c == b';').next().unwrap_or(v);
+    let (name, value) = match memchr::memchr(b'=', pair) {
+        Some(i) => (trim_invisible(&pair[..i]), &pair[i + 1..]),
+        None => (&b""[..], pair),
+    };
+    let name = if name.is_empty() {
+        let v = trim_invisible(value);
+        trim_invisible(v.split(|c| *c == b'=').next().unwrap_or(v))
+    } else {
+        name
+    };
+    is_own_cookie_loosely(name, base)
+}
+
+/// Removes every `Set-Cookie` of an upstream's answer that names one of the proxy's own cookies
+/// ([`set_cookie_is_own`]): an app (or a header injection in it) must not plant, replace or
+/// clear a session.
+pub fn drop_own_set_cookies(headers: &mut HeaderMap, base: &str) {
+    let own = |v: &HeaderValue| set_cookie_is_own(v.as_bytes(), base.as_bytes());
     // The usual answer sets no cookie, or none of ours: nothing is copied.
     if !headers.get_all(header::SET_COOKIE).iter().any(own) {
         return;
@@ -824,6 +910,75 @@ mod tests {
         }
     }
 
+    /// The Set-Cookie filter's reading: every exact name, and the same under any whitespace,
+    /// control or non-ASCII padding and in any ASCII case.
+    #[test]
+    fn own_cookie_names_loosely() {
+        for n in [
+            "portcullis",
+            "__Host-portcullis.3",
+            "__secure-portcullis_login_x",
+            "Portcullis",
+            "PORTCULLIS.1",
+            "portcullis_LOGIN_x",
+            "\u{a0}portcullis",
+            "portcullis\u{a0}",
+            "\u{3000}portcullis",
+            "\u{2003}portcullis",
+            "\u{85}portcullis",
+            "\u{feff}portcullis.2",
+            "__Host-\u{a0}portcullis",
+            "\u{a0}__Host-portcullis",
+            "\x0bportcullis\x0c",
+        ] {
+            assert!(is_own_cookie_loosely(n.as_bytes(), b"portcullis"), "{n:?}");
+        }
+        for n in [
+            "portcullis.",
+            "portcullis.x",
+            "portcullisx",
+            "x-portcullis",
+            "\u{a0}portcullisx",
+            "port\u{a0}cullis",
+            "app",
+        ] {
+            assert!(!is_own_cookie_loosely(n.as_bytes(), b"portcullis"), "{n:?}");
+        }
+        // The request side stays exact: those names are not the session there.
+        for n in ["\u{a0}portcullis", "Portcullis", "portcullis\u{a0}"] {
+            assert!(!is_own_cookie(n.as_bytes(), b"portcullis"), "{n:?}");
+        }
+    }
+
+    /// Only what the proxy reads as `trusted` decides for the client-address names; an `_`
+    /// spelling goes from anyone.
+    #[test]
+    fn client_address_names_go_from_untrusted_peers() {
+        let ids = identity_set();
+        for n in CLIENT_IP_NAMES {
+            let b = n.as_bytes();
+            assert!(doomed(b, &ids, false), "{n}");
+            assert!(!doomed(b, &ids, true), "{n} from a trusted proxy");
+            let underscored: Vec<u8> = b
+                .iter()
+                .map(|c| if *c == b'-' { b'_' } else { *c })
+                .collect();
+            assert!(doomed(&underscored, &ids, true), "{n} with _");
+        }
+        for n in ALWAYS_STRIPPED {
+            assert!(doomed(n.as_bytes(), &ids, true), "{n}");
+        }
+        for n in [
+            "client-ips",
+            "x-client",
+            "cf-ray",
+            "fastly-ssl",
+            "proxy-thing",
+        ] {
+            assert!(!doomed(n.as_bytes(), &ids, false), "{n}");
+        }
+    }
+
     /// An upstream's Set-Cookie naming the proxy's cookies is dropped, read as a browser reads
     /// the name (trimmed, nameless cookies by their value); the app's own pass in order.
     #[test]
@@ -838,9 +993,18 @@ mod tests {
             "portcullis_login_abc=x",
             "=portcullis=nameless",
             "portcullis",
+            "\u{a0}portcullis=planted; Path=/",
+            "\u{3000}portcullis=planted",
+            "portcullis\u{a0}=planted",
+            "=\u{2003}portcullis=planted",
+            "\u{a0}=portcullis=planted",
+            "Portcullis=case",
             "other=2",
         ] {
-            h.append(header::SET_COOKIE, HeaderValue::from_str(v).unwrap());
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            );
         }
         h.insert("x-keep", HeaderValue::from_static("1"));
         drop_own_set_cookies(&mut h, "portcullis");

@@ -46,6 +46,59 @@ const ALWAYS: &[&str] = &[
     "X-Forwarded-User",
     "x_forwarded_user",
     "X-Portcullis-Assertion",
+    // httpoxy (CVE-2016-5385): CGI turns `Proxy` into HTTP_PROXY, an outbound proxy setting.
+    "Proxy",
+    "proxy",
+    "PROXY",
+    // Hop-by-hop anyway; its `_` spelling is not.
+    "Proxy-Authorization",
+    "proxy_authorization",
+    "Proxy_Authorization",
+    "X-Original-URI",
+    "x_original_uri",
+    "X-Original-Method",
+    "X_ORIGINAL_METHOD",
+    "X-Original-Host",
+    "x_original_host",
+    "X-Host",
+    "x_host",
+    "X-Forwarded",
+    "x_forwarded",
+    "Forwarded-For",
+    "forwarded_for",
+    "X-WEBAUTH-USER",
+    "x-webauth-user",
+    "x_webauth_user",
+    "X-Authenticated-User",
+    "x_authenticated_user",
+    "X-User",
+    "X_USER",
+    "X-Email",
+    "x_email",
+    "Auth-User",
+    "auth_user",
+];
+
+/// Client-address headers CDNs and load balancers set: removed from an untrusted peer.
+const CLIENT_IP: &[&str] = &[
+    "X-Client-IP",
+    "x_client_ip",
+    "Client-IP",
+    "CLIENT_IP",
+    "X-Cluster-Client-IP",
+    "x_cluster_client_ip",
+    "CF-Connecting-IP",
+    "cf_connecting_ip",
+    "Fastly-Client-IP",
+    "fastly_client_ip",
+    "X-ProxyUser-Ip",
+    "x_proxyuser_ip",
+    "X-Remote-Addr",
+    "X_Remote_Addr",
+    "X-Remote-IP",
+    "x_remote_ip",
+    "X-Originating-IP",
+    "X_ORIGINATING_IP",
 ];
 
 /// Set only by the proxy, from what it saw: removed (or replaced) from an untrusted peer.
@@ -103,7 +156,12 @@ async fn proxy_only_headers_never_reach_the_upstream_from_an_untrusted_peer() {
         &up.url(""),
     )))
     .await;
-    let names: Vec<&str> = ALWAYS.iter().chain(FORWARDING).copied().collect();
+    let names: Vec<&str> = ALWAYS
+        .iter()
+        .chain(FORWARDING)
+        .chain(CLIENT_IP)
+        .copied()
+        .collect();
     let e = raw_echoed(&raw_get(p.http(), "/x", "app.local", &forged_lines(&names)).await);
     assert_eq!(
         forged_upstream(&e),
@@ -122,19 +180,24 @@ async fn proxy_only_headers_never_reach_the_upstream_from_an_untrusted_peer() {
             "{n} reached the upstream"
         );
     }
-    // Ordinary headers pass.
+    // Ordinary headers pass, also those that only start like a stripped name.
     let e = raw_echoed(
         &raw_get(
             p.http(),
             "/x",
             "app.local",
-            "X-Forwardedfor: a\r\nX-Request-Thing: b\r\nUser-Agent: c\r\n",
+            "X-Forwardedfor: a\r\nX-Request-Thing: b\r\nUser-Agent: c\r\nProxy-Thing: d\r\n\
+             X-Users: e\r\nClient-IPs: f\r\nX-Hosts: g\r\n",
         )
         .await,
     );
     assert_eq!(e.header("x-forwardedfor"), Some("a"));
     assert_eq!(e.header("x-request-thing"), Some("b"));
     assert_eq!(e.header("user-agent"), Some("c"));
+    assert_eq!(e.header("proxy-thing"), Some("d"));
+    assert_eq!(e.header("x-users"), Some("e"));
+    assert_eq!(e.header("client-ips"), Some("f"));
+    assert_eq!(e.header("x-hosts"), Some("g"));
     p.shutdown().await;
 }
 
@@ -162,7 +225,13 @@ async fn trusted_proxy_chain_is_extended_and_x_real_ip_derived() {
                  x_real_ip: 1.1.1.1\r\n\
                  X-Original-URL: /admin\r\n\
                  X-Auth-Request-Roles: admin\r\n\
-                 Remote-User: admin\r\n";
+                 Remote-User: admin\r\n\
+                 CF-Connecting-IP: 203.0.113.7\r\n\
+                 X-Client-IP: 203.0.113.7\r\n\
+                 x_cluster_client_ip: 1.1.1.1\r\n\
+                 X-WEBAUTH-USER: admin\r\n\
+                 Proxy: http://evil.example:3128\r\n\
+                 X-Original-URI: /admin\r\n";
     let e = raw_echoed(&raw_get(p.http(), "/x", "app.local", front).await);
     assert_eq!(
         e.header_all("x-forwarded-for"),
@@ -177,12 +246,19 @@ async fn trusted_proxy_chain_is_extended_and_x_real_ip_derived() {
     assert_eq!(e.header("x-forwarded-host"), Some("app.example.com"));
     assert_eq!(e.header("x-forwarded-prefix"), Some("/app"));
     assert_eq!(e.header("forwarded"), Some("for=203.0.113.7"));
+    // A CDN in front (trusted) keeps its client-address headers, not their `_` spellings.
+    assert_eq!(e.header("cf-connecting-ip"), Some("203.0.113.7"));
+    assert_eq!(e.header("x-client-ip"), Some("203.0.113.7"));
     for n in [
         "x_forwarded_for",
         "x_real_ip",
         "x-original-url",
         "x-auth-request-roles",
         "remote-user",
+        "x_cluster_client_ip",
+        "x-webauth-user",
+        "proxy",
+        "x-original-uri",
     ] {
         assert_eq!(e.header(n), None, "{n} reached the upstream: {e:?}");
     }
@@ -282,6 +358,100 @@ async fn login_route_drops_the_clients_authorization_header() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["headers"]["x-forwarded-user"], "bob");
     assert_eq!(r.json()["headers"]["authorization"], forged.as_str());
+}
+
+// ------------------------------------------------------------------ cookie names
+
+/// Attack (review of issue 9): an upstream planted `\u{a0}portcullis=<sealed session>` (see
+/// [`upstream_set_cookie_for_the_proxys_cookies_is_dropped`]); Chromium sends it back as
+/// `Cookie: \xc2\xa0portcullis=…`, and the proxy read that name as its own (`str::trim` drops
+/// Unicode whitespace) — bob's sealed cookie under such a name was a 200 as bob. Names are now
+/// compared byte for byte after trimming SP/HTAB only: each Unicode-whitespace spelling is no
+/// session (401). The same request with the real name is bob (the cookie is valid), and the
+/// proxy's own cookie never reaches the upstream.
+///
+/// Also: `X-WEBAUTH-USER` (stripped from every client) configured as the identity header is set
+/// by the proxy, the client's copies in any spelling removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_under_a_unicode_whitespace_name_is_no_session() {
+    use harness::{Browser, Provider, ProxyOpts, free_port, proxy_config, session_cfg};
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let up = echo_upstream().await;
+    let opts = ProxyOpts {
+        port,
+        issuer: provider.issuer.clone(),
+        upstream: up.addr,
+        client_id: "web",
+        client_auth: "client_secret = \"web-secret\"".into(),
+        session: session_cfg(""),
+        admin: false,
+    };
+    let _proxy = harness::start_proxy(&format!(
+        "{}\n[headers]\nuser = \"X-WEBAUTH-USER\"\n",
+        proxy_config(&opts)
+    ))
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let b = Browser::new();
+    b.login(&base, "/home", "bob").await;
+    let session: Vec<(String, String)> = b
+        .cookies(&format!("127.0.0.1:{port}"))
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("portcullis") && !n.contains("_login_"))
+        .collect();
+    assert!(!session.is_empty(), "no session cookie after login");
+    let get = |cookie: Vec<u8>| async move {
+        let mut req = format!(
+            "GET /home HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\
+             X-WEBAUTH-USER: admin\r\nx_webauth_user: admin\r\nCookie: "
+        )
+        .into_bytes();
+        req.extend_from_slice(&cookie);
+        req.extend_from_slice(b"; app=1\r\nConnection: close\r\n\r\n");
+        raw_http(addr, req).await
+    };
+    let cookie_with = |pre: &[u8], post: &[u8]| {
+        let mut c = Vec::new();
+        for (i, (n, v)) in session.iter().enumerate() {
+            if i > 0 {
+                c.extend_from_slice(b"; ");
+            }
+            c.extend_from_slice(pre);
+            c.extend_from_slice(n.as_bytes());
+            c.extend_from_slice(post);
+            c.push(b'=');
+            c.extend_from_slice(v.as_bytes());
+        }
+        c
+    };
+    // The real name: bob, the proxy's header alone, and no proxy cookie upstream.
+    let r = get(cookie_with(b"", b"")).await;
+    assert_eq!(raw_status(&r), 200, "{r}");
+    let e = raw_echoed(&r);
+    assert_eq!(e.header_all("x-webauth-user"), ["bob"], "{e:?}");
+    assert!(!e.header_names().iter().any(|n| n.contains('_')), "{e:?}");
+    assert_eq!(e.header_all("cookie"), ["app=1"], "{e:?}");
+    // SP/HTAB around the name are OWS (browsers trim them as well).
+    let r = get(cookie_with(b" \t", b"\t ")).await;
+    assert_eq!(raw_status(&r), 200, "{r}");
+    for (pre, post) in [
+        (&b"\xc2\xa0"[..], &b""[..]),
+        (b"\xe3\x80\x80", b""),
+        (b"\xe2\x80\x83", b""),
+        (b"\xc2\x85", b""),
+        (b"", b"\xc2\xa0"),
+        (b"\xef\xbb\xbf", b""),
+    ] {
+        let r = get(cookie_with(pre, post)).await;
+        assert_eq!(
+            raw_status(&r),
+            401,
+            "{pre:x?}portcullis{post:x?} was taken for the session cookie:\n{r}"
+        );
+        assert!(!r.contains("\"bob\""), "{r}");
+    }
 }
 
 // ------------------------------------------------------------------ WebSocket
@@ -487,6 +657,11 @@ async fn upstream_switching_to_anything_but_websocket_is_refused() {
 /// are dropped on the way to the browser in every form the browser would store under one of the
 /// proxy's names (`__Host-`/`__Secure-` in any case, chunks, pending-login cookies, padded or
 /// nameless); the app's own cookies pass.
+///
+/// Attack (review of issue 9): `Set-Cookie: \u{a0}sid=<sealed session>` passed (the filter
+/// trimmed ASCII only); Chromium stores that name and sends `\xc2\xa0sid=…` back. Any name that
+/// is one of the proxy's after trimming every kind of whitespace and ignoring ASCII case is
+/// dropped now (U+00A0, U+3000, U+2003, U+0085, U+FEFF, leading or trailing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_set_cookie_for_the_proxys_cookies_is_dropped() {
     const ANSWER: &str = "HTTP/1.1 200 OK\r\n\
@@ -503,7 +678,18 @@ async fn upstream_set_cookie_for_the_proxys_cookies_is_dropped() {
         Set-Cookie:  sid =planted; Path=/\r\n\
         Set-Cookie: =sid=planted; Path=/\r\n\
         Set-Cookie: sid=; Max-Age=0; Path=/\r\n\
-        Set-Cookie: Sid=other-app-cookie; Path=/\r\n\
+        Set-Cookie: Sid=case-variant; Path=/\r\n\
+        Set-Cookie: SID.1=case-variant; Path=/\r\n\
+        Set-Cookie: \u{a0}sid=planted; Path=/\r\n\
+        Set-Cookie: \u{3000}sid=planted; Path=/\r\n\
+        Set-Cookie: \u{2003}sid=planted; Path=/\r\n\
+        Set-Cookie: \u{85}sid=planted; Path=/\r\n\
+        Set-Cookie: sid\u{a0}=planted; Path=/\r\n\
+        Set-Cookie: \u{feff}sid.1=planted; Path=/\r\n\
+        Set-Cookie: __Host-\u{a0}sid=planted; Path=/; Secure\r\n\
+        Set-Cookie: \u{a0}__Host-sid_login_abc=planted; Path=/; Secure\r\n\
+        Set-Cookie: =\u{a0}sid=planted; Path=/\r\n\
+        Set-Cookie: \u{a0}sidebar=open; Path=/\r\n\
         Set-Cookie: sidebar=open; Path=/\r\n\
         Content-Length: 2\r\nConnection: close\r\n\r\nok";
     let (up, _heads) = raw_upstream(ANSWER).await;
@@ -531,7 +717,7 @@ async fn upstream_set_cookie_for_the_proxys_cookies_is_dropped() {
         cookies,
         [
             "app=1; Path=/",
-            "Sid=other-app-cookie; Path=/",
+            "\u{a0}sidebar=open; Path=/",
             "sidebar=open; Path=/"
         ],
         "{r}"
@@ -562,8 +748,9 @@ fn cli_env(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> CliOutput {
 /// Attack (issue 9 item 7): known placeholder secrets passed — `config/portcullis.example.toml`
 /// ran with its public default when `SESSION_SECRET` was unset, and the Kubernetes example's
 /// placeholder passed too; whoever knows the value seals sessions of their choosing. Each
-/// secret published in the examples/docs, and any secret with fewer than 8 distinct characters,
-/// is a config error in `check` and `run`: exit 1, file:line:col, the key and the fix.
+/// secret published in the examples/docs, any near miss of one or secret that looks like a
+/// placeholder, and any secret with fewer than 8 distinct characters, is a config error in
+/// `check` and `run`: exit 1, file:line:col, the key and the fix.
 #[test]
 fn placeholder_session_secrets_are_refused() {
     let dir = temp_dir();
@@ -642,6 +829,48 @@ fn placeholder_session_secrets_are_refused() {
     let path = config("good.toml", &format!("secret = \"{hex}\""));
     let out = cli(&["check", "--config", &path]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // Near misses (review of issue 9) passed `check`: compared normalized (lower case, letters
+    // and digits only), sharing 16 characters with a published placeholder, or containing a
+    // placeholder word or an alphabet run, they are refused too.
+    for (i, near) in [
+        "change_me_to_32_random_bytes_at_least!!",
+        "demo-only-session-secret-0123456789abcde",
+        "0123456789abcdef0123456789abcdef",
+        "your-session-secret-goes-here-32-bytes!!",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = config(&format!("near{i}.toml"), &format!("secret = \"{near}\""));
+        let out = cli(&["check", "--config", &path]);
+        assert_eq!(out.code, 1, "{near}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(":5:10: `session.secret`") && out.stderr.contains("placeholder"),
+            "{near}: {}",
+            out.stderr
+        );
+    }
+
+    // A refused secret is the only error: the [session] section is there, so a login route
+    // is not also told there is none.
+    let path = dir.path().join("login.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[session]\nsecret = \"{}\"\n\n[providers.op]\nissuer = \"https://op.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\nauth = \"login\"\n",
+            placeholders[0]
+        ),
+    )
+    .unwrap();
+    let out = cli(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("`session.secret`"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("no [session] section"),
+        "a misleading second error: {}",
+        out.stderr
+    );
 
     // The shipped example takes the secret from the environment: unset → the variable is named;
     // its old public default → refused; a generated one → passes.

@@ -1182,7 +1182,7 @@ async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
     use portcullis::session::CookieAttrs;
     let redis = Redis::start();
     let src = format!(
-        "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"https://op.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\nstore = \"redis\"\nredis_url = \"{}\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"login\"\n",
+        "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"https://op.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nsecret = \"9d2f6a0c4e8b1735a9c0e4f2b6d81c3e\"\nstore = \"redis\"\nredis_url = \"{}\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"login\"\n",
         redis.url()
     );
     let sessions = store_of(&src);

@@ -543,8 +543,9 @@ async fn logout_ends_every_copy_of_the_cookie_redis_store() {
 
 /// Attack: `GET /.auth/logout` from another site (a link, an image, a top-level navigation that
 /// carries the `SameSite=Lax` cookie) signed the user out. Now a GET from another site
-/// (`Sec-Fetch-Site: cross-site`, or a foreign `Origin`) gets a page with a POST button and ends
-/// nothing; a POST ends the session only from this origin.
+/// (`Sec-Fetch-Site: cross-site` or `same-site` — a sibling subdomain's link —, or a foreign
+/// `Origin`) gets a page with a POST button and ends nothing; a POST ends the session only from
+/// this origin.
 #[tokio::test]
 async fn logout_from_another_site_asks_first() {
     let t = two("").await;
@@ -554,6 +555,9 @@ async fn logout_from_another_site_asks_first() {
     let logout = format!("{}/.auth/logout?rd=%2Fpublic", t.base);
     for h in [
         vec![("sec-fetch-site", "cross-site")],
+        // a link on a sibling subdomain (review of issue 9: a GET with same-site ended it)
+        vec![("sec-fetch-site", "same-site")],
+        vec![("sec-fetch-site", "same-site"), ("origin", t.base.as_str())],
         vec![("origin", "http://evil.example")],
         vec![("origin", "null")],
         vec![
@@ -785,7 +789,7 @@ issuer = "https://social.example"
 client_id = "c"
 client_secret = "s"
 [session]
-secret = "0123456789abcdef0123456789abcdef"
+secret = "9d2f6a0c4e8b1735a9c0e4f2b6d81c3e"
 store = "redis"
 redis_url = "{}"
 [[route]]

@@ -25,8 +25,9 @@
 //!   this), so one provider's users and roles never pass another's routes; `/.auth/login` signs
 //!   in at the provider of the route `rd` leads to, whatever `?provider=` says.
 //! - Logout ends the session for every copy of its cookie (Redis: deleted; cookie store: its id
-//!   revoked in this process) and is refused from other sites (cross-site GET → a page with a
-//!   POST button; POST only from this origin). Back-channel logout ends only the sessions of the
+//!   revoked in this process) and is refused from other sites (a GET from anywhere but this
+//!   origin, a sibling subdomain included → a page with a POST button; POST only from this
+//!   origin). Back-channel logout ends only the sessions of the
 //!   provider that signed the logout token.
 
 use std::collections::HashSet;
@@ -1083,10 +1084,11 @@ impl LoginState {
         })
     }
 
-    /// `/.auth/logout`. A GET from another site (`Sec-Fetch-Site: cross-site`, or an `Origin`
-    /// that is not this origin) — a link or script elsewhere signing the user out — ends
-    /// nothing and answers a page with a POST button; a POST ends the session only when it
-    /// comes from this origin (else 403 with the same button). Ending: the session is deleted
+    /// `/.auth/logout`. A GET from anywhere but this origin (`Sec-Fetch-Site` `cross-site` or
+    /// `same-site`, or an `Origin` that is not this origin) — a link or script elsewhere, a
+    /// sibling subdomain included, signing the user out — ends nothing and answers a page with a
+    /// POST button; a POST ends the session only when it comes from this origin (else 403 with
+    /// the same button). Ending: the session is deleted
     /// (Redis) or its id revoked in this process (cookie store: every copy and version of its
     /// cookie), every chunk cleared, the refresh token revoked at the provider, and the browser
     /// sent on to the provider's end-session endpoint.
@@ -1100,7 +1102,7 @@ impl LoginState {
         host: Option<&str>,
     ) -> Response<Body> {
         let post = !matches!(*method, Method::GET | Method::HEAD);
-        if self.is_from_elsewhere(post, headers, conn, host) {
+        if self.is_from_elsewhere(headers, conn, host) {
             tracing::info!(
                 method = %method,
                 "logout requested from another site: answered with a confirmation page, nothing ended"
@@ -1184,25 +1186,17 @@ impl LoginState {
         resp
     }
 
-    /// Whether a logout request comes from another site (see [`Self::logout`]): for a GET,
-    /// `Sec-Fetch-Site: cross-site` or a foreign `Origin`; for a POST, anything but this origin
-    /// (`Sec-Fetch-Site: same-site` too). Clients that send neither header (not browsers, or
-    /// browsers too old to send them) are taken at their word: they hold the cookie themselves.
-    fn is_from_elsewhere(
-        &self,
-        post: bool,
-        headers: &HeaderMap,
-        conn: ConnInfo,
-        host: Option<&str>,
-    ) -> bool {
-        let site = headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim);
-        match site {
-            Some(s) if s.eq_ignore_ascii_case("cross-site") => return true,
-            Some(s) if post && s.eq_ignore_ascii_case("same-site") => return true,
-            _ => {}
+    /// Whether a logout request (GET or POST) comes from anywhere but this origin (see
+    /// [`Self::logout`]): a `Sec-Fetch-Site` other than `same-origin` or `none` (typed by the
+    /// user, a bookmark) — `same-site` too, a sibling subdomain's link — or a foreign `Origin`.
+    /// Clients that send neither header (not browsers, or browsers too old to send them) are
+    /// taken at their word: they hold the cookie themselves.
+    fn is_from_elsewhere(&self, headers: &HeaderMap, conn: ConnInfo, host: Option<&str>) -> bool {
+        if let Some(site) = headers.get("sec-fetch-site") {
+            let site = site.as_bytes().trim_ascii();
+            if !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")) {
+                return true;
+            }
         }
         headers
             .get(header::ORIGIN)
@@ -1460,28 +1454,18 @@ impl LoginState {
         if !headers.contains_key(header::COOKIE) {
             return;
         }
-        let base = self.sessions.cfg.cookie_name.as_str();
-        let ours = |name: &str| {
-            let n = name.strip_prefix("__Host-").unwrap_or(name);
-            n == base
-                || n.strip_prefix(base).is_some_and(|r| {
-                    r.starts_with("_login_")
-                        || r.strip_prefix('.')
-                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-                })
-        };
+        let base = self.sessions.cfg.cookie_name.as_bytes();
         // Byte-wise: a value with non-ASCII bytes (legal obs-text) must not make this step give
-        // up and let the session cookie through with it.
+        // up and let the session cookie through with it. Names are read as the session code
+        // reads them (SP/HTAB trimmed, then byte for byte), so every cookie the proxy would take
+        // for its own goes, whatever prefix (`__Host-`, `__Secure-`) it carries.
         let mut removed = false;
         let mut kept: Vec<&[u8]> = Vec::new();
         for v in headers.get_all(header::COOKIE) {
             for pair in session::cookie_pairs(v.as_bytes()) {
-                let name = pair
-                    .iter()
-                    .position(|b| *b == b'=')
-                    .map_or(pair, |i| &pair[..i])
-                    .trim_ascii();
-                if std::str::from_utf8(name).is_ok_and(ours) {
+                let name =
+                    session::trim_ows(memchr::memchr(b'=', pair).map_or(pair, |i| &pair[..i]));
+                if crate::headers::is_own_cookie(name, base) {
                     removed = true;
                 } else if !pair.is_empty() {
                     kept.push(pair);
@@ -1722,7 +1706,7 @@ mod tests {
     }
 
     fn login_state() -> LoginState {
-        let src = "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"https://op.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"login\"\n";
+        let src = "[server]\nlisten = \"127.0.0.1:1\"\n[providers.p]\nissuer = \"https://op.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nsecret = \"4f9c2e7a1b8d3065f1e2d3c4b5a69788\"\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:2\"\nauth = \"login\"\n";
         let cfg = crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default())
             .unwrap();
         LoginState::new(Arc::new(cfg)).unwrap().unwrap()
@@ -1797,36 +1781,34 @@ mod tests {
             m
         };
         type Headers = &'static [(&'static str, &'static str)];
-        let cases: &[(Headers, bool, bool)] = &[
-            // headers, post, from elsewhere
-            (&[], false, false),
-            (&[], true, false),
-            (&[("sec-fetch-site", "same-origin")], true, false),
-            (&[("sec-fetch-site", "none")], false, false),
-            (&[("sec-fetch-site", "same-site")], false, false),
-            (&[("sec-fetch-site", "same-site")], true, true),
-            (&[("sec-fetch-site", "Cross-Site")], false, true),
-            (&[("origin", "http://app.example:8080")], true, false),
-            (&[("origin", "https://APP.example:8080")], true, false),
-            (&[("origin", "http://app.example")], true, true),
-            (&[("origin", "http://app.example:8081")], true, true),
-            (&[("origin", "http://evil.example:8080")], false, true),
-            (&[("origin", "null")], false, true),
-            (&[("origin", "app.example:8080")], true, true),
+        let cases: &[(Headers, bool)] = &[
+            // headers, from elsewhere (GET and POST alike)
+            (&[], false),
+            (&[("sec-fetch-site", "same-origin")], false),
+            (&[("sec-fetch-site", "none")], false),
+            (&[("sec-fetch-site", "same-site")], true),
+            (&[("sec-fetch-site", "Cross-Site")], true),
+            (&[("sec-fetch-site", "something-new")], true),
+            (&[("origin", "http://app.example:8080")], false),
+            (&[("origin", "https://APP.example:8080")], false),
+            (&[("origin", "http://app.example")], true),
+            (&[("origin", "http://app.example:8081")], true),
+            (&[("origin", "http://evil.example:8080")], true),
+            (&[("origin", "null")], true),
+            (&[("origin", "app.example:8080")], true),
             (
                 &[
                     ("origin", "http://app.example:8080"),
                     ("sec-fetch-site", "cross-site"),
                 ],
                 true,
-                true,
             ),
         ];
-        for (headers, post, want) in cases {
+        for (headers, want) in cases {
             assert_eq!(
-                l.is_from_elsewhere(*post, &h(headers), plain, host),
+                l.is_from_elsewhere(&h(headers), plain, host),
                 *want,
-                "{headers:?} post={post}"
+                "{headers:?}"
             );
         }
         // on TLS the scheme counts; default ports match a Host without port

@@ -295,8 +295,8 @@ pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
 ];
 
 /// Session secrets published in this project's examples, docs and deployment checks (config/,
-/// docs/, README.md, Dockerfile, tests/deploy; also former defaults): anyone can seal a
-/// session with them, so `check` and `run` refuse them. Compared case-insensitively, trimmed.
+/// docs/, README.md, Dockerfile, tests/deploy, tests/bench; also former defaults): anyone can seal
+/// a session with them, so `check` and `run` refuse them — and every near miss ([`weak_secret`]).
 pub const PLACEHOLDER_SECRETS: &[&str] = &[
     // config/portcullis.example.toml (former `${SESSION_SECRET:-…}` default)
     "change-me-to-32-random-bytes-at-least!!",
@@ -308,32 +308,70 @@ pub const PLACEHOLDER_SECRETS: &[&str] = &[
     "dummy-session-secret-0123456789abcdef0123456789",
     "dummy-session-secret-0123456789abcdef0123456789abcdef",
     "dummy-secret-for-portcullis-check-0123456789abcdef0123456789abcd",
+    // tests/bench/bench.sh (former value)
+    "bench-session-secret-0123456789abcdef-0123",
 ];
 
-/// Words that mark a placeholder whatever surrounds them.
+/// Parts that mark a placeholder whatever surrounds them, compared with the secret
+/// [`normalized`]: words people write into example secrets, and keyboard or alphabet runs. Each
+/// is at least 7 characters, so a random secret (`openssl rand -hex 32` / `-base64 48`) contains
+/// one with a probability below 10⁻⁸.
 const PLACEHOLDER_MARKERS: &[&str] = &[
-    "change-me",
     "changeme",
-    "replace-me",
+    "changeit",
     "replaceme",
     "placeholder",
+    "yoursecret",
+    "goeshere",
+    "secrethere",
+    "example",
+    "password",
+    "insecure",
+    "0123456789",
+    "1234567890",
+    "9876543210",
+    "abcdefghij",
+    "qwertyuiop",
 ];
+
+/// A secret sharing this many consecutive characters (after [`normalized`]) with a published
+/// placeholder is a near miss of it.
+const PLACEHOLDER_RUN: usize = 16;
 
 /// How to make a good session secret, for the errors below.
 const SECRET_FIX: &str = "generate one with `openssl rand -hex 32` and pass it through the environment (`secret = \"${SESSION_SECRET}\"`) or `secret_file`";
 
-/// Why `secret` must not seal sessions, if it must not: a published placeholder, or fewer than
-/// 8 distinct characters (`openssl rand -hex 32` has 16 possible ones). Never repeats the secret.
+/// `s` in lower case with everything but ASCII letters and digits dropped: `Change_Me` and
+/// `change-me!` compare as the same placeholder.
+fn normalized(s: &str) -> String {
+    s.bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect()
+}
+
+/// Why `secret` must not seal sessions, if it must not: a published placeholder or a near miss
+/// of one (after [`normalized`]: [`PLACEHOLDER_RUN`] consecutive characters of one, or any
+/// [`PLACEHOLDER_MARKERS`]), or fewer than 8 distinct characters (`openssl rand -hex 32` has 16
+/// possible ones). Never repeats the secret.
 fn weak_secret(secret: &str) -> Option<String> {
-    let t = secret.trim();
-    let lower = t.to_ascii_lowercase();
-    if PLACEHOLDER_SECRETS.iter().any(|p| lower == *p)
-        || PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m))
-    {
+    let norm = normalized(secret);
+    let near_published = PLACEHOLDER_SECRETS.iter().any(|p| {
+        let p = normalized(p);
+        p.as_bytes()
+            .windows(PLACEHOLDER_RUN)
+            .any(|w| norm.as_bytes().windows(PLACEHOLDER_RUN).any(|s| s == w))
+    });
+    if near_published {
         return Some(
-            "is a placeholder published in portcullis' examples or docs: anyone can forge sessions with it"
+            "is (or nearly is) a placeholder published in portcullis' examples or docs: anyone can forge sessions with it"
                 .into(),
         );
+    }
+    if let Some(m) = PLACEHOLDER_MARKERS.iter().find(|m| norm.contains(*m)) {
+        return Some(format!(
+            "looks like a placeholder (it contains {m:?}, ignoring case and punctuation), not a random value: it is guessable"
+        ));
     }
     let mut seen = [false; 256];
     let mut distinct = 0;
@@ -738,7 +776,8 @@ impl Validator<'_, '_> {
         if raw.routes.is_empty() {
             self.errs.at(0..0, "route", "no [[route]] is configured: add at least one [[route]] with path, upstream and auth");
         }
-        if session.is_none()
+        // A `[session]` section that is there but refused has said why already.
+        if raw.session.is_none()
             && let Some((i, r)) = raw.routes.iter().enumerate().find(|(_, r)| {
                 r.get_ref()
                     .auth

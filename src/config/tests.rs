@@ -32,7 +32,7 @@ upstream = "http://127.0.0.1:3000"
 auth = "none"
 "#;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const SECRET: &str = "7c1e9a4f0b3d8e2a6f5c1d9b0e4a7f3c";
 
 #[test]
 fn minimal_config_loads() {
@@ -143,6 +143,23 @@ fn login_route_without_session() {
     assert!(e.contains("no [session] section"), "{e}");
 }
 
+/// A `[session]` section whose secret is refused: that error alone, not also "no [session]
+/// section" on the login route (the section is there).
+#[test]
+fn refused_session_secret_is_the_only_session_error() {
+    let login = BASE.replace("auth = \"none\"", "auth = \"login\"")
+        + "\n[providers.z]\nissuer = \"https://z.example.com\"\nclient_id = \"abc\"\n";
+    for session in [
+        format!("secret = \"{}\"", PLACEHOLDER_SECRETS[0]),
+        "secret = \"tooshort\"".to_string(),
+        "secret = \"${NOT_SET_ANYWHERE_PORTCULLIS}\"".to_string(),
+    ] {
+        let e = err(&format!("{login}\n[session]\n{session}\n"));
+        assert!(e.contains("`session.secret`"), "{e}");
+        assert!(!e.contains("no [session] section"), "{e}");
+    }
+}
+
 #[test]
 fn login_route_ok_with_provider_and_session() {
     let src = BASE.replace("auth = \"none\"", "auth = \"login\"")
@@ -244,7 +261,7 @@ fn example_config_loads() {
     }
     let secret = [(
         "SESSION_SECRET".to_string(),
-        "9f".repeat(4) + &"0123456789abcdef".repeat(2),
+        "e3b94a0c7d2f8156a9c4e0b7d13f6a28".to_string(),
     )];
     let c = load_str(&path, &src, secret.into_iter().collect()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.routes.len(), 5);
@@ -304,6 +321,25 @@ fn placeholder_and_weak_session_secrets_are_refused() {
     }
     let e = err(&with("please-change-me-0123456789abcdefghijkl"));
     assert!(e.contains("placeholder"), "{e}");
+    // Near misses of the published ones and of what people write into examples.
+    for near in [
+        "change_me_to_32_random_bytes_at_least!!",
+        "Change Me To 32 Random Bytes At Least",
+        "demo-only-session-secret-0123456789abcde",
+        "xdemo-only-session-secret-9f8e7d6c5b4a",
+        "0123456789abcdef0123456789abcdef",
+        "your-session-secret-goes-here-32-bytes!!",
+        "k8s-session-secret-here-please-32-bytes!",
+        "an-example-secret-for-the-docs-32-bytes",
+        "my-password-is-long-enough-32-bytes-yes",
+        "zyxwvutsrqponmlkjihgfedcba-9876543210",
+    ] {
+        let e = err(&with(near));
+        assert!(
+            e.contains("placeholder") && e.contains("`session.secret`"),
+            "{near}: {e}"
+        );
+    }
     let e = err(&with(&"ab".repeat(20)));
     assert!(e.contains("only 2 distinct characters"), "{e}");
     let e = err(&with(&"abcdefg".repeat(6)));
@@ -360,4 +396,21 @@ fn authorization_defaults_to_auto() {
         e.contains("headers.authorization") && e.contains("\"auto\""),
         "{e}"
     );
+}
+
+/// Secrets made the documented ways — `openssl rand -hex 32`, `openssl rand -base64 48` —
+/// never trip the placeholder rules: 1000 of each, from the OS generator.
+#[test]
+fn random_secrets_always_pass() {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let mut bytes = [0u8; 48];
+        rng.fill_bytes(&mut bytes);
+        let hex: String = bytes[..32].iter().map(|b| format!("{b:02x}")).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        assert_eq!(weak_secret(&hex), None, "{hex}");
+        assert_eq!(weak_secret(&b64), None, "{b64}");
+    }
 }

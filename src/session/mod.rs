@@ -17,7 +17,8 @@
 //! [`SessionData::iss`] (the issuer of its ID token) say which, and the login stage counts a
 //! session only on routes of that provider. Back-channel logout indexes are per provider too.
 //!
-//! Cookies: `__Host-` prefix and `Secure` on HTTPS, `HttpOnly`, `SameSite=Lax`, `Path=/`.
+//! Cookies: `__Host-` prefix and `Secure` on HTTPS, `HttpOnly`, `SameSite=Lax`, `Path=/`. Request
+//! cookie names are trimmed of SP/HTAB only and compared byte for byte ([`trim_ows`]).
 
 pub mod crypto;
 pub mod redis;
@@ -131,8 +132,22 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// The `;`-separated pairs of a `Cookie` header value, trimmed, in order (empty ones too). A
-/// SIMD search: with a sealed session in it the header is kilobytes long.
+/// `b` without the SP and HTAB at either end (RFC 6265's OWS), nothing else: cookie names are
+/// compared byte for byte after this. `str::trim` also drops Unicode whitespace — a browser
+/// keeps `\u{a0}portcullis` as a name of its own, which must not read as `portcullis`.
+pub fn trim_ows(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !matches!(c, b' ' | b'\t'));
+    let Some(start) = start else { return &[] };
+    let end = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// The `;`-separated pairs of a `Cookie` header value, trimmed of SP/HTAB ([`trim_ows`]), in
+/// order (empty ones too). A SIMD search: with a sealed session in it the header is kilobytes
+/// long.
 pub fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut start = 0;
     let mut semis = memchr::memchr_iter(b';', value);
@@ -143,11 +158,13 @@ pub fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         let end = semis.next().unwrap_or(value.len());
         let pair = &value[start..end];
         start = end + 1;
-        Some(pair.trim_ascii())
+        Some(trim_ows(pair))
     })
 }
 
-/// Cookies of a request, in order (`name=value` pairs of every `Cookie` header).
+/// Cookies of a request, in order (`name=value` pairs of every `Cookie` header). Names and
+/// values are trimmed of SP/HTAB only ([`trim_ows`]): names compare byte for byte, as browsers
+/// keep them.
 pub fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
     headers
         .get_all(COOKIE)
@@ -156,9 +173,10 @@ pub fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
         .filter_map(|kv| {
             // Pair by pair: one cookie with non-UTF-8 bytes (legal obs-text) does not hide the
             // others of its header. Values are only ever compared or opened (authenticated).
-            let kv = std::str::from_utf8(kv).ok()?;
-            let (k, v) = kv.split_once('=')?;
-            Some((k.trim(), v.trim().trim_matches('"')))
+            let i = memchr::memchr(b'=', kv)?;
+            let k = std::str::from_utf8(trim_ows(&kv[..i])).ok()?;
+            let v = std::str::from_utf8(trim_ows(&kv[i + 1..])).ok()?;
+            Some((k, v.trim_matches('"')))
         })
         .collect()
 }

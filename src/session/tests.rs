@@ -378,4 +378,28 @@ fn cookie_pairs_split_like_the_header_grammar() {
         super::request_cookies(&h),
         vec![("portcullis", "abc"), ("x", "q")]
     );
+    // Names are trimmed of SP/HTAB only: Unicode whitespace stays part of the name (a browser
+    // keeps `\u{a0}portcullis` as a cookie of its own).
+    h.insert(
+        COOKIE,
+        HeaderValue::from_bytes(
+            b"\xc2\xa0portcullis=a; portcullis\xe3\x80\x80=b;\t portcullis \t= c ",
+        )
+        .unwrap(),
+    );
+    let cookies = super::request_cookies(&h);
+    assert_eq!(
+        cookies,
+        vec![
+            ("\u{a0}portcullis", "a"),
+            ("portcullis\u{3000}", "b"),
+            ("portcullis", "c")
+        ]
+    );
+    assert_eq!(super::cookie(&cookies, "portcullis"), Some("c"));
+    assert_eq!(
+        super::trim_ows(b" \t\xc2\xa0x\xc2\xa0\t "),
+        b"\xc2\xa0x\xc2\xa0"
+    );
+    assert_eq!(super::trim_ows(b" \t "), b"");
 }

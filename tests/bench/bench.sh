@@ -341,7 +341,7 @@ client_id = "web"
 client_secret = "web-secret"
 
 [session]
-secret = "bench-session-secret-0123456789abcdef-0123"
+secret = "bench-session-secret-7f3a9c0e5b1d-4e8a26c1"
 store = "$1"
 redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
 

@@ -311,7 +311,7 @@ pub async fn start_proxy(toml: &str) -> portcullis::server::Running {
 pub fn session_cfg(extra: &str) -> String {
     format!(
         "secret = \"{}\"\n{extra}",
-        "a-test-secret-of-at-least-32-bytes-0123456789"
+        "a-test-secret-of-at-least-32-bytes-4f0c9e2b7a"
     )
 }
 
