@@ -10,7 +10,14 @@
 //!   sender) or `crit` (extensions we do not understand) is refused;
 //! - `iss` (when an issuer is configured), `aud`, `exp` are required; `nbf` and `iat` are
 //!   honoured with [`LEEWAY`];
-//! - a token bound to a key (`cnf`: DPoP, mTLS) is refused: its proof is not verified here.
+//! - a token bound to a key (`cnf`: DPoP, mTLS) is refused: its proof is not verified here;
+//! - never looser than jsonwebtoken (checked by `tests/jwt_differential.rs` and the `jwt_verify`
+//!   fuzz target): a header or payload naming a member twice is refused (serde_json would keep
+//!   the last one silently, so two readers could see two tokens); the registered header
+//!   parameters jsonwebtoken types as strings (`typ`, `cty`, `kid`, `x5t`, `x5t#S256`, `enc`,
+//!   `zip`, and ACME's `url`, `nonce`) must be strings; `exp`/`nbf`/`iat` must be NumericDates
+//!   in jsonwebtoken's range (0 ≤ t < 2^64, fractions rounded); `iss` and `sub` must be strings
+//!   and `aud` a string or an array of strings.
 //!
 //! Verification is done here on aws-lc-rs directly, with each JWK parsed once into a
 //! `ParsedPublicKey` when the JWKS is loaded (jsonwebtoken rebuilds the RSA key from `n`/`e` and
@@ -23,6 +30,8 @@ use std::time::Instant;
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine;
 use jsonwebtoken::Algorithm;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use super::TokenError;
@@ -243,13 +252,21 @@ pub struct JwtHeader {
     pub typ: Option<String>,
 }
 
-/// Parses and screens a JWT header (`alg`, forbidden members).
+/// Header parameters jsonwebtoken's `Header` types as strings (RFC 7515 §4.1, RFC 7516 `enc`
+/// and `zip`, RFC 8555 `url` and `nonce`): a token where one is not a string is refused, as
+/// jsonwebtoken refuses it. (`jku`, `x5u`, `jwk`, `x5c`, `crit` are refused whatever their type;
+/// `alg` is checked on its own.)
+const STRING_HEADER_PARAMS: [&str; 9] = [
+    "typ", "cty", "kid", "x5t", "x5t#S256", "enc", "zip", "url", "nonce",
+];
+
+/// Parses and screens a JWT header (`alg`, forbidden members, member types, duplicates).
 pub fn screen_header(token: &str) -> Result<JwtHeader, TokenError> {
     let head = token.split('.').next().ok_or(TokenError::Malformed)?;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(head)
         .map_err(|_| TokenError::Malformed)?;
-    let h: Map<String, Value> = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
+    let h = parse_object(&raw, "header")?;
     for forbidden in ["jwk", "jku", "x5u", "x5c"] {
         if h.contains_key(forbidden) {
             return Err(TokenError::Other(format!(
@@ -268,17 +285,78 @@ pub fn screen_header(token: &str) -> Result<JwtHeader, TokenError> {
     };
     let alg =
         asymmetric_alg(alg).ok_or_else(|| TokenError::Algorithm(alg.chars().take(16).collect()))?;
-    let kid = match h.get("kid") {
-        None => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err(TokenError::Malformed),
-    };
-    let typ = match h.get("typ") {
-        None => None,
-        Some(Value::String(t)) => Some(t.clone()),
-        Some(_) => return Err(TokenError::Malformed),
-    };
-    Ok(JwtHeader { alg, kid, typ })
+    for name in STRING_HEADER_PARAMS {
+        if h.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(TokenError::Other(format!(
+                "the token header parameter `{name}` must be a string"
+            )));
+        }
+    }
+    let string = |name: &str| h.get(name).and_then(Value::as_str).map(str::to_string);
+    Ok(JwtHeader {
+        alg,
+        kid: string("kid"),
+        typ: string("typ"),
+    })
+}
+
+/// Parses a JWT header or payload: a JSON object whose top-level member names are unique. One
+/// pass: the duplicate is seen when its entry is taken, where `Map<String, Value>`'s own
+/// deserializer would overwrite the first value. `what` names the part in the error.
+fn parse_object(json: &[u8], what: &'static str) -> Result<Map<String, Value>, TokenError> {
+    let mut duplicate = None;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    match UniqueMembers(&mut duplicate)
+        .deserialize(&mut de)
+        .and_then(|m| de.end().map(|()| m))
+    {
+        Ok(m) => Ok(m),
+        Err(_) => Err(match duplicate {
+            // The name is the sender's: bounded, as `Algorithm`'s is (the description is
+            // sanitized where it becomes a header).
+            Some(name) => TokenError::Other(format!(
+                "the token {what} names `{}` twice",
+                name.chars().take(32).collect::<String>()
+            )),
+            None => TokenError::Malformed,
+        }),
+    }
+}
+
+/// Deserializes a JSON object into a `Map`, failing on a repeated member name (which it
+/// stores for the message).
+struct UniqueMembers<'a>(&'a mut Option<String>);
+
+impl<'de> DeserializeSeed<'de> for UniqueMembers<'_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueMembers<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(name) = access.next_key::<String>()? {
+            match out.entry(name) {
+                Entry::Vacant(e) => {
+                    e.insert(access.next_value()?);
+                }
+                Entry::Occupied(e) => {
+                    *self.0 = Some(e.key().clone());
+                    return Err(A::Error::custom("duplicate member"));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Outcome of looking a key up.
@@ -316,39 +394,86 @@ pub fn verify_with(
         .map_err(|_| TokenError::BadSignature)?;
     // Only now, with the signature verified, is the payload worth parsing.
     let payload = b64.decode(payload).map_err(|_| TokenError::Malformed)?;
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    let claims = parse_object(&payload, "payload")?;
     check_claims(&claims, issuer, audiences, now())?;
     Ok(claims)
 }
 
+/// A NumericDate claim as jsonwebtoken reads it (its `numeric_type`): an integer in 0..2^64,
+/// or a finite float in [0, 2^64) rounded to the nearest second. Anything else — negative,
+/// 1e20, a string — is refused rather than ignored.
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, TokenError> {
+    let Some(v) = claims.get(name) else {
+        return Ok(None);
+    };
+    let n = match v {
+        Value::Number(n) => n,
+        _ => return Err(invalid_date(name)),
+    };
+    if let Some(t) = n.as_u64() {
+        return Ok(Some(t));
+    }
+    match n.as_f64() {
+        // `is_f64`: a negative integer is an `i64`, refused like jsonwebtoken does.
+        Some(f) if n.is_f64() && f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
+            Ok(Some(f.round() as u64))
+        }
+        _ => Err(invalid_date(name)),
+    }
+}
+
+fn invalid_date(name: &'static str) -> TokenError {
+    TokenError::Other(format!(
+        "the token claim `{name}` has an invalid format (a NumericDate: seconds since 1970, \
+         not negative)"
+    ))
+}
+
 /// `exp` (required), `nbf`, `iat` with [`LEEWAY`]; `iss` = issuer (required when configured);
-/// `aud` (required) one of `audiences`.
+/// `aud` (required) one of `audiences`. The types are checked first, on every claim
+/// jsonwebtoken types, whether or not this configuration uses its value: `sub` and `iss` are
+/// strings, `aud` a string or an array of strings.
 fn check_claims(
     claims: &Map<String, Value>,
     issuer: Option<&str>,
     audiences: &[String],
     now: i64,
 ) -> Result<(), TokenError> {
-    let time = |name: &'static str| -> Result<Option<f64>, TokenError> {
-        match claims.get(name) {
-            None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                TokenError::Other(format!("the token claim `{name}` has an invalid format"))
-            }),
-        }
+    if claims.get("sub").is_some_and(|v| !v.is_string()) {
+        return Err(TokenError::Other(
+            "the token claim `sub` must be a string".into(),
+        ));
+    }
+    // Also without a configured issuer: jsonwebtoken's `iss` is a string (or array of
+    // strings, which we do not accept: one issuer signs one token).
+    if claims.get("iss").is_some_and(|v| !v.is_string()) {
+        return Err(TokenError::Issuer);
+    }
+    let aud_ok = match claims.get("aud") {
+        None | Some(Value::String(_)) => true,
+        Some(Value::Array(a)) => a.iter().all(Value::is_string),
+        Some(_) => false,
     };
-    let leeway = LEEWAY as f64;
-    let now = now as f64;
-    let exp = time("exp")?.ok_or(TokenError::MissingClaim("exp"))?;
-    if exp + leeway <= now {
+    if !aud_ok {
+        return Err(TokenError::Other(
+            "the token claim `aud` must be a string or an array of strings".into(),
+        ));
+    }
+    let now = u64::try_from(now).unwrap_or(0);
+    let exp = numeric_date(claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
+    if exp.saturating_add(LEEWAY) <= now {
         return Err(TokenError::Expired);
     }
-    if time("nbf")?.is_some_and(|nbf| nbf - leeway > now) {
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY)) {
         return Err(TokenError::NotYetValid);
     }
     // iat far in the future: a token minted by a clock we should not trust.
-    if time("iat")?.is_some_and(|iat| iat - leeway > now) {
+    if iat.is_some_and(|iat| iat > now.saturating_add(LEEWAY)) {
         return Err(TokenError::NotYetValid);
     }
     if let Some(want) = issuer {
@@ -576,9 +701,17 @@ mod tests {
         if bad[last] != sig.as_bytes()[last] {
             assert!(v(&format!("{hd}.{pl}.{}", std::str::from_utf8(&bad).unwrap())).is_err());
         }
-        // duplicate members: the last one is what serde_json keeps — `none` is refused …
+        // duplicate members: refused by the screen whichever comes first …
         let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        assert!(screen_header(&format!("{}.e30.", b(r#"{"alg":"ES256","alg":"none"}"#))).is_err());
+        for h in [
+            r#"{"alg":"ES256","alg":"none"}"#,
+            r#"{"alg":"none","alg":"ES256","kid":"k1"}"#,
+        ] {
+            assert!(matches!(
+                screen_header(&format!("{}.e30.", b(h))),
+                Err(TokenError::Other(m)) if m == "the token header names `alg` twice"
+            ));
+        }
         // … and a smuggled first member cannot change the key or algorithm actually used
         let dup = format!(
             "{}.{pl}.{sig}",
@@ -589,7 +722,7 @@ mod tests {
         assert!(v(&format!("{t}.x")).is_err());
     }
 
-    /// jsonwebtoken (used for signing assertions    /// jsonwebtoken (used for signing assertions and client assertions) has its crypto backend:
+    /// jsonwebtoken (used for signing assertions and client assertions) has its crypto backend:
     /// without exactly one it compiles and then panics at the first encode/decode.
     #[test]
     fn jsonwebtoken_backend_decodes() {
@@ -637,6 +770,137 @@ mod tests {
             Err(TokenError::Malformed)
         ));
         assert!(screen_header(&tok(json!({"alg":"RS256","kid":"a"}))).is_ok());
+    }
+
+    /// What jsonwebtoken refuses is refused (found by `tests/jwt_differential.rs`): repeated
+    /// members, string header parameters of another type, claims of the wrong type, times
+    /// outside its u64 — at the boundaries of its `numeric_type`.
+    #[test]
+    fn never_looser_than_jsonwebtoken() {
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let hdr = |h: &str| screen_header(&format!("{}.e30.", b(h)));
+        assert!(hdr(r#"{"alg":"ES256","kid":"k","typ":"JWT","cty":"JWT","nonce":"n"}"#).is_ok());
+        for name in STRING_HEADER_PARAMS {
+            for bad in ["5", "{}", "[]", "null", "true"] {
+                let e = hdr(&format!(r#"{{"alg":"ES256","{name}":{bad}}}"#)).err();
+                assert!(
+                    matches!(&e, Some(TokenError::Other(m)) if m.contains(&format!("`{name}` must be a string"))),
+                    "{name}: {bad}: {:?}",
+                    e.map(|e| e.to_string())
+                );
+            }
+        }
+        assert!(matches!(
+            hdr(r#"{"alg":"ES256","x":1,"x":1}"#),
+            Err(TokenError::Other(m)) if m == "the token header names `x` twice"
+        ));
+        // Nested objects may repeat names (only the top level is read as members).
+        assert!(hdr(r#"{"alg":"ES256","ext":{"a":1,"a":2}}"#).is_ok());
+        assert!(matches!(
+            hdr(r#"{"alg":"ES256"} x"#),
+            Err(TokenError::Malformed)
+        ));
+        assert!(matches!(
+            hdr(r#"["alg","ES256"]"#),
+            Err(TokenError::Malformed)
+        ));
+        assert!(matches!(
+            parse_object(br#"{"exp":1,"aud":"a","exp":2}"#, "payload"),
+            Err(TokenError::Other(m)) if m == "the token payload names `exp` twice"
+        ));
+
+        let aud = vec!["api".to_string()];
+        let at = 1_000_000_i64;
+        // `extra` adds members or replaces the base ones (`"iss":"i"`, `"aud":"api"`, `exp`).
+        let check = |extra: &str| {
+            let exp = format!(r#","exp":{}"#, at + 100);
+            let base: String = [r#","iss":"i""#, r#","aud":"api""#, &exp]
+                .into_iter()
+                .filter(|m| !extra.contains(&m[..6]))
+                .collect();
+            let text = format!("{{{}}}", format!("{base}{extra}").trim_start_matches(','));
+            check_claims(
+                &parse_object(text.as_bytes(), "payload")?,
+                Some("i"),
+                &aud,
+                at,
+            )
+        };
+        assert!(check("").is_ok());
+        for ok in [
+            r#","sub":"u""#,
+            r#","aud":["x","api"]"#,
+            r#","nbf":0"#,
+            r#","nbf":-0"#,
+            r#","nbf":1000060.4"#,
+            r#","iat":999999.5"#,
+            r#","nbf":0.4"#,
+        ] {
+            assert!(
+                check(ok).is_ok(),
+                "{ok}: {:?}",
+                check(ok).err().map(|e| e.to_string())
+            );
+        }
+        let invalid = |extra: &str, want: &str| {
+            let got = check(extra)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(got.contains(want), "{extra}: {got:?} lacks {want:?}");
+        };
+        for name in ["nbf", "iat", "exp"] {
+            for bad in [
+                "-1",
+                "-1.5",
+                "1e20",
+                "18446744073709551616",
+                "1e300",
+                "\"5\"",
+                "null",
+                "[1]",
+            ] {
+                invalid(
+                    &format!(r#","{name}":{bad}"#),
+                    &format!("`{name}` has an invalid format"),
+                );
+            }
+        }
+        // u64::MAX is a NumericDate for jsonwebtoken: no overflow in the leeway arithmetic.
+        assert!(check(r#","exp":18446744073709551615"#).is_ok());
+        invalid(r#","nbf":18446744073709551615"#, "not valid yet");
+        // rounded like jsonwebtoken: .5 up (not yet valid), .4 down (valid)
+        invalid(r#","nbf":1000060.5"#, "not valid yet");
+        for bad in ["5", "null", "[\"u\"]", "{}"] {
+            invalid(&format!(r#","sub":{bad}"#), "`sub` must be a string");
+        }
+        for bad in [
+            r#"["api",5]"#,
+            r#"[null,"api"]"#,
+            r#"["api",{}]"#,
+            "5",
+            "{}",
+            "null",
+        ] {
+            invalid(
+                &format!(r#","aud":{bad}"#),
+                "`aud` must be a string or an array of strings",
+            );
+        }
+        // `iss` is a string also when no issuer is configured.
+        let no_iss = |iss: &str| {
+            let text = format!(r#"{{"iss":{iss},"aud":"api","exp":{}}}"#, at + 100);
+            check_claims(
+                &parse_object(text.as_bytes(), "payload").unwrap(),
+                None,
+                &aud,
+                at,
+            )
+        };
+        assert!(no_iss(r#""anyone""#).is_ok());
+        for bad in ["5", "null", r#"["i"]"#] {
+            assert!(matches!(no_iss(bad), Err(TokenError::Issuer)), "{bad}");
+        }
     }
 
     #[test]
