@@ -144,6 +144,36 @@ pub const ALWAYS_STRIPPED: &[&str] = &[
     "x-user",
     "x-email",
     "auth-user",
+    // what other auth proxies and platforms vouch for, which an app moved from them may still
+    // trust: Authelia/Authentik, Kong, Grafana, Azure App Service, Google IAP, AWS ALB,
+    // Cloudflare Access, Pomerium
+    "remote-email",
+    "remote-groups",
+    "remote-name",
+    "x-auth-user",
+    "x-auth-email",
+    "x-username",
+    "x-user-id",
+    "x-authenticated-userid",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-webauth-email",
+    "x-webauth-name",
+    "x-ms-client-principal",
+    "x-ms-client-principal-id",
+    "x-ms-client-principal-idp",
+    "x-ms-client-principal-name",
+    "x-goog-authenticated-user-email",
+    "x-goog-authenticated-user-id",
+    "x-goog-iap-jwt-assertion",
+    "x-amzn-oidc-accesstoken",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "cf-access-authenticated-user-email",
+    "cf-access-jwt-assertion",
+    "x-pomerium-jwt-assertion",
+    "x-pomerium-claim-email",
+    "x-pomerium-claim-groups",
 ];
 
 /// Client-address headers that CDNs and load balancers set and IP libraries read (folded):
@@ -159,6 +189,10 @@ pub const CLIENT_IP_NAMES: &[&str] = &[
     "x-remote-addr",
     "x-remote-ip",
     "x-originating-ip",
+    // the scheme, as Rack, Django and Flask deployments read it besides X-Forwarded-Proto
+    "x-scheme",
+    "x-url-scheme",
+    "front-end-https",
 ];
 
 /// Whether folded `name` starts with `prefix` (already folded).

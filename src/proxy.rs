@@ -208,6 +208,11 @@ impl Proxy {
         let cfg = &*self.config;
         // 1. check the host, normalize the path
         check_host(&req)?;
+        if routes::method_is_ambiguous(req.method()) {
+            return Err(ProxyError::BadRequest(
+                "the method has lower-case letters; methods are case-sensitive (send e.g. DELETE, not delete)",
+            ));
+        }
         if let (Some(sni), Some(host)) = (sni, host)
             && !same_host(sni, host)
         {

@@ -949,6 +949,15 @@ fn route_path(path: &str) -> Result<String, String> {
     })
 }
 
+/// Whether a request's method has lower-case letters (`delete`, `Post`). Methods are
+/// case-sensitive (RFC 9110 §9.1), so `delete` is not `DELETE` and would skip a route
+/// restricted to `DELETE` — while many upstreams (werkzeug, Django, Rack) upper-case the
+/// method and run it as `DELETE`. Such a request is refused (400) before routing, in the proxy
+/// and in `/.auth/check`: the route that judges it must be the one the upstream serves.
+pub fn method_is_ambiguous(method: &http::Method) -> bool {
+    method.as_str().bytes().any(|b| b.is_ascii_lowercase())
+}
+
 fn parse_methods(methods: &[String]) -> Result<Vec<http::Method>, String> {
     if methods.is_empty() {
         return Err("methods is empty; omit it to allow every method".to_owned());

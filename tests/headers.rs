@@ -77,6 +77,34 @@ const ALWAYS: &[&str] = &[
     "x_email",
     "Auth-User",
     "auth_user",
+    // other auth proxies' and platforms' identity headers
+    "Remote-Email",
+    "remote_groups",
+    "REMOTE-NAME",
+    "X-Auth-User",
+    "x_auth_email",
+    "X-Username",
+    "x-user-id",
+    "X-Authenticated-Userid",
+    "X-Consumer-Username",
+    "x_consumer_id",
+    "X-Webauth-Email",
+    "X-WEBAUTH-NAME",
+    "X-MS-CLIENT-PRINCIPAL",
+    "X-Ms-Client-Principal-Name",
+    "x_ms_client_principal_id",
+    "X-Ms-Client-Principal-Idp",
+    "X-Goog-Authenticated-User-Email",
+    "x-goog-authenticated-user-id",
+    "X-Goog-IAP-JWT-Assertion",
+    "X-Amzn-Oidc-Identity",
+    "x_amzn_oidc_data",
+    "X-Amzn-Oidc-Accesstoken",
+    "Cf-Access-Jwt-Assertion",
+    "cf_access_authenticated_user_email",
+    "X-Pomerium-Jwt-Assertion",
+    "X-Pomerium-Claim-Email",
+    "x_pomerium_claim_groups",
 ];
 
 /// Client-address headers CDNs and load balancers set: removed from an untrusted peer.
@@ -97,6 +125,10 @@ const CLIENT_IP: &[&str] = &[
     "X_Remote_Addr",
     "X-Remote-IP",
     "x_remote_ip",
+    "X-Scheme",
+    "x_url_scheme",
+    "X-URL-Scheme",
+    "Front-End-Https",
     "X-Originating-IP",
     "X_ORIGINATING_IP",
 ];
@@ -162,12 +194,18 @@ async fn proxy_only_headers_never_reach_the_upstream_from_an_untrusted_peer() {
         .chain(CLIENT_IP)
         .copied()
         .collect();
-    let e = raw_echoed(&raw_get(p.http(), "/x", "app.local", &forged_lines(&names)).await);
-    assert_eq!(
-        forged_upstream(&e),
-        Vec::<String>::new(),
-        "client headers that only a proxy may set reached the upstream"
-    );
+    // in requests of at most 60 forged headers (the proxy's head limit is 100 headers)
+    let mut last = None;
+    for chunk in names.chunks(60) {
+        let e = raw_echoed(&raw_get(p.http(), "/x", "app.local", &forged_lines(chunk)).await);
+        assert_eq!(
+            forged_upstream(&e),
+            Vec::<String>::new(),
+            "client headers that only a proxy may set reached the upstream"
+        );
+        last = Some(e);
+    }
+    let e = last.expect("some names");
     assert_eq!(e.header_all("x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(e.header_all("x-real-ip"), ["127.0.0.1"]);
     assert_eq!(e.header_all("x-forwarded-proto"), ["http"]);

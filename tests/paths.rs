@@ -625,8 +625,6 @@ async fn check_reads_the_original_method_and_refuses_ambiguous_ones() {
         ("X-Original-Method: GET\r\n", 200),
         ("X-Forwarded-Method: HEAD\r\n", 200),
         ("X-Forwarded-Method: GET\r\nX-Original-Method: GET\r\n", 200),
-        // methods are case-sensitive tokens: `get` is not GET
-        ("X-Original-Method: get\r\n", 401),
     ] {
         let resp = check(headers).await;
         assert_eq!(raw_status(&resp), status, "{headers:?}:\n{resp}");
@@ -645,6 +643,16 @@ async fn check_reads_the_original_method_and_refuses_ambiguous_ones() {
     ] {
         let resp = check(headers).await;
         assert_bad_request(&resp, headers, "more than one");
+    }
+    // methods are case-sensitive tokens: `get`/`Post` are not GET/POST, yet many upstreams
+    // upper-case them (Caddy, written in Go, passes a client's `delete` on as is)
+    for headers in [
+        "X-Original-Method: get\r\n",
+        "X-Forwarded-Method: delete\r\n",
+        "X-Forwarded-Method: Post\r\n",
+    ] {
+        let resp = check(headers).await;
+        assert_bad_request(&resp, headers, "lower-case");
     }
     for headers in [
         "X-Original-Method: GET, POST\r\n",
@@ -830,5 +838,41 @@ async fn doc_nginx_snippet_pins_method_and_host() {
     .await;
     assert_eq!(raw_status(&resp), 401, "{resp}");
     assert!(!served(&resp), "{resp}");
+    proxy.shutdown().await;
+}
+
+/// Attack: a lower-case method (`delete`) is its own method to the proxy, so it skipped a route
+/// restricted to `DELETE` and fell through to a looser one, while werkzeug, Django and Rack
+/// upper-case it and run `DELETE`. Now any method with lower-case letters is a 400, in the
+/// proxy (here) and in `/.auth/check` (above); upper-case spellings are judged as before.
+#[tokio::test]
+async fn lower_case_methods_are_refused_not_routed_around() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let toml = method_config(&ti.issuer, up.addr).replace(
+        "[[route]]\nname = \"ro\"",
+        "[[route]]\nname = \"writes\"\npath = \"/m\"\nmethods = [\"POST\", \"DELETE\"]\nupstream = \"http://127.0.0.1:9\"\nauth = \"login\"\n\n[[route]]\nname = \"ro\"",
+    );
+    let toml = toml.replace("methods = [\"GET\", \"HEAD\"]\n", "");
+    let proxy = start_proxy(&toml).await;
+    let addr = proxy.http();
+    let send = |method: &str| {
+        let req = format!(
+            "{method} /m/records/42 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        async move { raw_http(addr, req).await }
+    };
+    for method in ["delete", "Delete", "post", "dElEtE", "get"] {
+        let resp = send(method).await;
+        assert_bad_request(&resp, method, "lower-case");
+        assert!(
+            !resp.contains("\"path\""),
+            "{method}: reached the upstream:\n{resp}"
+        );
+    }
+    // upper case: DELETE is the restricted route's (login: 401), GET the open one's
+    assert_eq!(raw_status(&send("DELETE").await), 401);
+    assert_eq!(raw_status(&send("POST").await), 401);
+    assert_eq!(raw_status(&send("GET").await), 200);
     proxy.shutdown().await;
 }

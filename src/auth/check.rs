@@ -216,6 +216,11 @@ fn original_method(headers: &HeaderMap, trusted: bool) -> Result<Option<Method>,
             .filter(|m| !m.is_empty())
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
             .ok_or("invalid X-Forwarded-Method / X-Original-Method: not an HTTP method")?;
+        if routes::method_is_ambiguous(&method) {
+            return Err(
+                "X-Forwarded-Method / X-Original-Method has lower-case letters; methods are case-sensitive (e.g. DELETE, not delete)",
+            );
+        }
         match &found {
             Some(prev) if *prev != method => {
                 return Err(
