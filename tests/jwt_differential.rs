@@ -4,7 +4,8 @@
 //! (`fuzz/common/jwt_diff.rs`), over a deterministic set of mutation programs: the seed programs
 //! and a few hundred seeded-random ones for each of the nine algorithms. Then the divergences
 //! the harness found, over real sockets: the proxy on a bearer route in front of an issuer
-//! whose keys the test holds, each refused with a 401 that says why.
+//! whose keys the test holds, each refused with a 401 that says why — and a member named twice
+//! in a nested object (`realm_access.roles`), which jsonwebtoken accepts too.
 
 mod common;
 #[path = "../fuzz/common/jwt_diff.rs"]
@@ -318,4 +319,87 @@ fn assert_invalid(r: &common::Resp, text: &str, case: &str) {
         "{case}: body {} lacks {text:?}",
         r.text()
     );
+}
+
+/// Attack: a validly signed token whose nested role object names `roles` twice
+/// (`"realm_access":{"roles":["user"],"roles":["admin"]}`, also with the second name escaped,
+/// `"r\u006fles"`) — serde_json keeps the last copy, so the proxy read `admin` where a reader
+/// keeping the first saw `user`. Every object of the payload is checked now: 401
+/// `invalid_token` naming `realm_access.roles` (or the ZITADEL role it repeats); the same token
+/// with one `roles` passes or is refused 403 as its roles say.
+#[tokio::test]
+async fn nested_duplicate_roles_are_refused_over_http() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let p = start_proxy(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[providers.forge]
+issuer = "{}"
+audiences = ["portcullis-api"]
+roles_claim = "auto"
+[[route]]
+name = "admin"
+path = "/"
+upstream = "{}"
+auth = "bearer"
+require_roles = ["admin"]
+"#,
+        ti.issuer,
+        up.url("")
+    ))
+    .await;
+    wait_ready(&p).await;
+
+    let (iss, exp) = (format!("{:?}", ti.issuer), now() + 300);
+    let head = r#"{"alg":"RS256","typ":"JWT","kid":"test-rsa"}"#;
+    let body = |extra: &str| {
+        format!(r#"{{"iss":{iss},"sub":"forged-user","aud":"portcullis-api","exp":{exp}{extra}}}"#)
+    };
+    let call = |token: String| {
+        let req = http::Request::get("/")
+            .header("authorization", format!("Bearer {token}"))
+            .body(empty_body())
+            .unwrap();
+        send(p.http(), req)
+    };
+
+    let admin = call(sign_raw(
+        &ti,
+        head,
+        &body(r#","realm_access":{"roles":["admin"]}"#),
+    ))
+    .await;
+    assert_eq!(admin.status, 200, "one `roles`, admin: {}", admin.text());
+    let user = call(sign_raw(
+        &ti,
+        head,
+        &body(r#","realm_access":{"roles":["user"]}"#),
+    ))
+    .await;
+    assert_eq!(user.status, 403, "one `roles`, user: {}", user.text());
+
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "realm_access.roles twice",
+            r#","realm_access":{"roles":["user"],"roles":["admin"]}"#,
+            "the token payload names `realm_access.roles` twice",
+        ),
+        (
+            "realm_access.roles twice, escaped",
+            r#","realm_access":{"roles":["user"],"r\u006fles":["admin"]}"#,
+            "the token payload names `realm_access.roles` twice",
+        ),
+        (
+            "a ZITADEL role twice",
+            r#","urn:zitadel:iam:org:project:roles":{"admin":{"1":"a"},"admin":{"2":"b"}}"#,
+            "the token payload names `urn:zitadel:iam:org:project:roles.admin` twice",
+        ),
+    ];
+    for (case, extra, text) in cases {
+        let r = call(sign_raw(&ti, head, &body(extra))).await;
+        assert_invalid(&r, text, case);
+    }
 }

@@ -4,7 +4,8 @@
 //! cannot pick another route's provider, the assertion names the provider, back-channel logout
 //! stays with its provider, logout ends every copy of a cookie and refuses other sites, an
 //! unverified email is not vouched for, the Redis refresh lock is released only by its owner,
-//! and a short idle timeout slides for an active session. Each attack test asserts the denial.
+//! a short idle timeout slides for an active session, and a session cookie sent twice (one copy
+//! planted) is no session. Each attack test asserts the denial.
 
 #[path = "common/login.rs"]
 mod harness;
@@ -882,4 +883,108 @@ provider = "social"
         sessions.load(&cookies[1], attrs).await.unwrap().is_some(),
         "social's session with the same sid lives on"
     );
+}
+
+/// The session cookie (and its chunks) from a browser's jar, as a `Cookie` header value.
+fn session_cookie(b: &Browser, authority: &str) -> String {
+    let c: Vec<String> = b
+        .cookies(authority)
+        .iter()
+        .filter(|(n, _)| n == "portcullis" || n.starts_with("portcullis."))
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    assert!(!c.is_empty(), "no session cookie after login");
+    c.join("; ")
+}
+
+/// A request with exactly this `Cookie` header (`accept`: API or navigation).
+async fn with_cookie(t: &Two, path: &str, cookie: &str, accept: &'static str) -> Resp {
+    let mut b = Browser::new();
+    b.accept = accept;
+    b.request(
+        Method::GET,
+        &format!("{}{path}", t.base),
+        None,
+        &[("cookie", cookie)],
+    )
+    .await
+}
+
+/// Attack: a sibling host (a plain-HTTP origin has no `__Host-` cookie; a `cookie_domain`
+/// shares the cookie with the parent domain's other hosts) plants its own copy of the session
+/// cookie with a longer `Path`, which the browser sends first: the first copy won, so the
+/// planted session — the attacker's own, signed in at the same provider — was the victim's
+/// (login CSRF), and a planted garbage copy signed the victim out. Now two copies of the
+/// session cookie are no session at all, in either order: API requests get 401, navigations a
+/// login; one cookie still works.
+async fn a_session_cookie_sent_twice_is_no_session(session: &str) {
+    let t = two(session).await;
+    let victim = Browser::new();
+    victim.login(&t.base, "/social/x", "alice").await;
+    let mallory = Browser::new();
+    mallory.login(&t.base, "/social/x", "bob").await;
+    let (v, m) = (
+        session_cookie(&victim, &t.authority()),
+        session_cookie(&mallory, &t.authority()),
+    );
+    assert_ne!(v, m);
+
+    let r = with_cookie(&t, "/social/x", &v, JSON).await;
+    assert_eq!(r.status, 200, "the victim's cookie alone: {}", r.body);
+    assert_eq!(
+        upstream_header(&r, "x-forwarded-user").as_deref(),
+        Some("alice")
+    );
+    let r = with_cookie(&t, "/social/x", &m, JSON).await;
+    assert_eq!(
+        upstream_header(&r, "x-forwarded-user").as_deref(),
+        Some("bob")
+    );
+
+    let cases = [
+        ("planted session first", format!("{m}; {v}")),
+        ("planted session last", format!("{v}; {m}")),
+        ("garbage first", format!("portcullis=garbage; {v}")),
+        ("garbage last", format!("{v}; portcullis=garbage")),
+        ("the same cookie twice", format!("{v}; other=1; {v}")),
+    ];
+    for (case, cookie) in &cases {
+        let r = with_cookie(&t, "/social/x", cookie, JSON).await;
+        assert_eq!(r.status, 401, "{case}, API: {}", r.body);
+        assert_eq!(r.json()["error"], "unauthenticated", "{case}: {}", r.body);
+        let r = with_cookie(&t, "/.auth/me", cookie, JSON).await;
+        assert_eq!(r.status, 401, "{case}, /.auth/me: {}", r.body);
+        let r = with_cookie(&t, "/social/x", cookie, HTML).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FOUND,
+            "{case}, navigation: {}",
+            r.body
+        );
+        assert!(
+            r.location()
+                .starts_with(&format!("{}/auth", t.social.issuer)),
+            "{case}: a navigation signs in: {}",
+            r.location()
+        );
+        // forward-auth judges the same way
+        let r = check(&t, cookie, "/social/x", JSON).await;
+        assert_eq!(r.status, 401, "{case}, check: {}", r.body);
+        assert!(r.headers.get("x-forwarded-user").is_none(), "{case}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_cookie_sent_twice_is_no_session_cookie_store() {
+    a_session_cookie_sent_twice_is_no_session("").await;
+}
+
+#[tokio::test]
+async fn a_session_cookie_sent_twice_is_no_session_redis_store() {
+    let redis = Redis::start();
+    a_session_cookie_sent_twice_is_no_session(&format!(
+        "store = \"redis\"\nredis_url = \"{}\"",
+        redis.url()
+    ))
+    .await;
 }

@@ -12,8 +12,9 @@
 //!   honoured with [`LEEWAY`];
 //! - a token bound to a key (`cnf`: DPoP, mTLS) is refused: its proof is not verified here;
 //! - never looser than jsonwebtoken (checked by `tests/jwt_differential.rs` and the `jwt_verify`
-//!   fuzz target): a header or payload naming a member twice is refused (serde_json would keep
-//!   the last one silently, so two readers could see two tokens); the registered header
+//!   fuzz target): a header or payload naming a member twice, in any of its objects, is refused
+//!   (serde_json would keep the last one silently, so two readers could see two tokens — or
+//!   two role lists); the registered header
 //!   parameters jsonwebtoken types as strings (`typ`, `cty`, `kid`, `x5t`, `x5t#S256`, `enc`,
 //!   `zip`, and ACME's `url`, `nonce`) must be strings; `exp`/`nbf`/`iat` must be NumericDates
 //!   in jsonwebtoken's range (0 ≤ t < 2^64, fractions rounded); `iss` and `sub` must be strings
@@ -24,13 +25,14 @@
 //! parses the token twice on every call: about half the cost of an uncached request). RSA keys
 //! below 2048 bits are refused by the verification algorithms.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine;
 use jsonwebtoken::Algorithm;
-use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
@@ -300,40 +302,46 @@ pub fn screen_header(token: &str) -> Result<JwtHeader, TokenError> {
     })
 }
 
-/// Parses a JWT header or payload: a JSON object whose top-level member names are unique. One
-/// pass: the duplicate is seen when its entry is taken, where `Map<String, Value>`'s own
-/// deserializer would overwrite the first value. `what` names the part in the error.
+/// Parses a JWT header or payload: a JSON object whose member names are unique in every object,
+/// nested ones included (`realm_access.roles`, `resource_access.<client>.roles` and ZITADEL's
+/// role map carry roles: a second `roles` would grant what a reader keeping the first one does
+/// not see), compared unescaped (`"r\u006fles"` is `roles`). One pass building the `Value`:
+/// each object checks its names as it takes them (the `Map` entry), where `Value`'s own
+/// deserializer would overwrite the first value. Bounded by serde_json's nesting limit (128).
+/// `what` names the part in the error.
 fn parse_object(json: &[u8], what: &'static str) -> Result<Map<String, Value>, TokenError> {
     let mut duplicate = None;
     let mut de = serde_json::Deserializer::from_slice(json);
-    match UniqueMembers(&mut duplicate)
-        .deserialize(&mut de)
+    match de
+        .deserialize_map(UniqueMembers(&mut duplicate))
         .and_then(|m| de.end().map(|()| m))
     {
         Ok(m) => Ok(m),
         Err(_) => Err(match duplicate {
             // The name is the sender's: bounded, as `Algorithm`'s is (the description is
             // sanitized where it becomes a header).
-            Some(name) => TokenError::Other(format!(
+            Some(path) => TokenError::Other(format!(
                 "the token {what} names `{}` twice",
-                name.chars().take(32).collect::<String>()
+                bounded(&path, 64)
             )),
             None => TokenError::Malformed,
         }),
     }
 }
 
-/// Deserializes a JSON object into a `Map`, failing on a repeated member name (which it
-/// stores for the message).
-struct UniqueMembers<'a>(&'a mut Option<String>);
-
-impl<'de> DeserializeSeed<'de> for UniqueMembers<'_> {
-    type Value = Map<String, Value>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+/// At most `max` characters of `s`, `...` marking a cut.
+fn bounded(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => Cow::Borrowed(s),
+        Some((i, _)) => Cow::Owned(format!("{}...", &s[..i])),
     }
 }
+
+/// Deserializes a JSON object into a `Map` whose nested objects are checked too, failing on a
+/// repeated member name. The path of the repeated member (`realm_access.roles`,
+/// `groups[0].id`) is stored for the message: the innermost object stores the name, each
+/// enclosing object or array prefixes its own part as the error passes through it.
+struct UniqueMembers<'a>(&'a mut Option<String>);
 
 impl<'de> Visitor<'de> for UniqueMembers<'_> {
     type Value = Map<String, Value>;
@@ -347,7 +355,16 @@ impl<'de> Visitor<'de> for UniqueMembers<'_> {
         while let Some(name) = access.next_key::<String>()? {
             match out.entry(name) {
                 Entry::Vacant(e) => {
-                    e.insert(access.next_value()?);
+                    match access.next_value_seed(UniqueValue(&mut *self.0)) {
+                        Ok(v) => e.insert(v),
+                        Err(err) => {
+                            if let Some(path) = self.0 {
+                                let sep = if path.starts_with('[') { "" } else { "." };
+                                *path = format!("{}{sep}{path}", e.key());
+                            }
+                            return Err(err);
+                        }
+                    };
                 }
                 Entry::Occupied(e) => {
                     *self.0 = Some(e.key().clone());
@@ -356,6 +373,80 @@ impl<'de> Visitor<'de> for UniqueMembers<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Deserializes any JSON value as `Value`'s own deserializer does, objects through
+/// [`UniqueMembers`].
+struct UniqueValue<'a>(&'a mut Option<String>);
+
+impl<'de> DeserializeSeed<'de> for UniqueValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // As `Value` does (JSON text has no NaN or infinity, so this stays a number).
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(access.size_hint().unwrap_or(0).min(64));
+        loop {
+            match access.next_element_seed(UniqueValue(&mut *self.0)) {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => return Ok(Value::Array(out)),
+                Err(err) => {
+                    if let Some(path) = self.0 {
+                        let sep = if path.starts_with('[') { "" } else { "." };
+                        *path = format!("[{}]{sep}{path}", out.len());
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
+        UniqueMembers(self.0).visit_map(access).map(Value::Object)
     }
 }
 
@@ -794,8 +885,11 @@ mod tests {
             hdr(r#"{"alg":"ES256","x":1,"x":1}"#),
             Err(TokenError::Other(m)) if m == "the token header names `x` twice"
         ));
-        // Nested objects may repeat names (only the top level is read as members).
-        assert!(hdr(r#"{"alg":"ES256","ext":{"a":1,"a":2}}"#).is_ok());
+        // Nested objects may not repeat names either.
+        assert!(matches!(
+            hdr(r#"{"alg":"ES256","ext":{"a":1,"a":2}}"#),
+            Err(TokenError::Other(m)) if m == "the token header names `ext.a` twice"
+        ));
         assert!(matches!(
             hdr(r#"{"alg":"ES256"} x"#),
             Err(TokenError::Malformed)
@@ -807,6 +901,61 @@ mod tests {
         assert!(matches!(
             parse_object(br#"{"exp":1,"aud":"a","exp":2}"#, "payload"),
             Err(TokenError::Other(m)) if m == "the token payload names `exp` twice"
+        ));
+        // … at every level of the payload, compared unescaped: roles sit in nested objects.
+        let payload = |j: &str| match parse_object(j.as_bytes(), "payload") {
+            Err(TokenError::Other(m)) => m,
+            other => panic!("{j}: {:?}", other.map(|_| ())),
+        };
+        for (json, path) in [
+            (
+                r#"{"realm_access":{"roles":["user"],"roles":["admin"]}}"#,
+                "realm_access.roles",
+            ),
+            (
+                r#"{"realm_access":{"roles":["user"],"r\u006fles":["admin"]}}"#,
+                "realm_access.roles",
+            ),
+            (
+                r#"{"resource_access":{"app":{"roles":[]},"app":{"roles":["admin"]}}}"#,
+                "resource_access.app",
+            ),
+            (
+                r#"{"resource_access":{"app":{"roles":["a"],"roles":["admin"]}}}"#,
+                "resource_access.app.roles",
+            ),
+            (
+                r#"{"urn:zitadel:iam:org:project:roles":{"admin":{"1":"x"},"admin":{"2":"y"}}}"#,
+                "urn:zitadel:iam:org:project:roles.admin",
+            ),
+            (r#"{"groups":[{"id":1},{"id":2,"id":3}]}"#, "groups[1].id"),
+            (
+                r#"{"m":[[{"a":1}],[0,{"b":{"c":1,"c":1}}]]}"#,
+                "m[1][1].b.c",
+            ),
+        ] {
+            assert_eq!(
+                payload(json),
+                format!("the token payload names `{path}` twice")
+            );
+        }
+        // the same names in different objects, and values as `Value` reads them
+        let v = parse_object(
+            br#"{"a":{"roles":[1]},"b":{"roles":[1]},"roles":[{"roles":null}],"n":-1.5e3,"u":18446744073709551615,"t":true,"s":"\u00e9"}"#,
+            "payload",
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(v),
+            json!({"a":{"roles":[1]},"b":{"roles":[1]},"roles":[{"roles":null}],"n":-1500.0,"u":18446744073709551615_u64,"t":true,"s":"é"})
+        );
+        // a long path is cut in the message; nesting stays within serde_json's limit
+        let long = format!(r#"{{"{}":{{"x":1,"x":2}}}}"#, "k".repeat(200));
+        assert!(payload(&long).contains("...` twice"));
+        let deep = format!("{}{}", r#"{"a":"#.repeat(200), "}".repeat(201));
+        assert!(matches!(
+            parse_object(deep.as_bytes(), "payload"),
+            Err(TokenError::Malformed)
         ));
 
         let aud = vec!["api".to_string()];

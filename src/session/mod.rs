@@ -3,7 +3,8 @@
 //! - **cookie** store (default, stateless): the whole session, sealed with AES-256-GCM under a key
 //!   derived from `session.secret` ([`crypto`]), split over `name`, `name.1`, `name.2`, … when the
 //!   sealed value exceeds [`CHUNK`] bytes. The chunks are concatenated before opening, so a missing,
-//!   truncated, reordered or altered chunk fails authentication and yields no session.
+//!   truncated, reordered or altered chunk fails authentication and yields no session. So does
+//!   a cookie or chunk name sent twice ([`session_value`]: a copy may be planted).
 //!   A stateless cookie cannot be taken back, so logout and back-channel logout put the sessions
 //!   they end on an in-memory revocation list ([`Revocations`]) until the sessions' `lifetime`
 //!   has passed: logout by the session's `id` (every version of its cookie — slid or refreshed
@@ -200,7 +201,12 @@ pub fn chunk_names(cookies: &[(&str, &str)], base: &str) -> Vec<String> {
 
 /// `N` of a chunk cookie `base.N` (1..=MAX_CHUNKS).
 fn chunk_index(name: &str, base: &str) -> Option<usize> {
-    let n = name.strip_prefix(base)?.strip_prefix('.')?;
+    chunk_suffix(name.strip_prefix(base)?)
+}
+
+/// `N` of a chunk cookie from what follows the base name (`.N`).
+fn chunk_suffix(rest: &str) -> Option<usize> {
+    let n = rest.strip_prefix('.')?;
     // The names this proxy writes only: digits, no sign, no leading zero (`.01`, `.+1` are
     // not chunk 1).
     if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
@@ -211,24 +217,53 @@ fn chunk_index(name: &str, base: &str) -> Option<usize> {
         .filter(|n| (1..=MAX_CHUNKS).contains(n))
 }
 
-/// Reassembles `base`, `base.1`, … (stopping at the first missing index). A session in one
-/// cookie (the usual case) is borrowed from the request, not copied.
+/// Reassembles `base`, `base.1`, … (stopping at the first missing index); `None` also when a
+/// name is sent twice (see [`session_value`]).
 pub fn chunked_value<'a>(cookies: &[(&'a str, &'a str)], base: &str) -> Option<Cow<'a, str>> {
-    let first = cookie(cookies, base)?;
-    let mut value = Cow::Borrowed(first);
-    if !cookies.iter().any(|(k, _)| chunk_index(k, base).is_some()) {
-        return Some(value);
-    }
-    for i in 1..=MAX_CHUNKS {
-        match cookies
-            .iter()
-            .find(|(k, _)| chunk_index(k, base) == Some(i))
-        {
-            Some((_, v)) => value.to_mut().push_str(v),
-            None => break,
+    session_value(cookies, base).ok().flatten()
+}
+
+/// The session cookie's value: `base`, `base.1`, … reassembled (stopping at the first missing
+/// index). A session in one cookie (the usual case) is borrowed from the request, not copied.
+///
+/// `Err(name)`: the request carries `base` or one chunk name twice. Which copy is the session
+/// cannot be told: a sibling host (a plain-HTTP origin without `__Host-`, a parent
+/// `cookie_domain`) can plant a copy with a longer `Path`, which browsers send first — taking
+/// either copy would let it force its session on the user (login CSRF). So no copy counts.
+/// One scan over the cookies, as finding the first copy took.
+pub fn session_value<'a>(
+    cookies: &[(&'a str, &'a str)],
+    base: &str,
+) -> Result<Option<Cow<'a, str>>, &'a str> {
+    let mut first = None;
+    let mut chunks: [Option<&'a str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+    let mut chunked = false;
+    for &(k, v) in cookies {
+        let Some(rest) = k.strip_prefix(base) else {
+            continue;
+        };
+        let slot = if rest.is_empty() {
+            &mut first
+        } else if let Some(i) = chunk_suffix(rest) {
+            chunked = true;
+            &mut chunks[i - 1]
+        } else {
+            continue;
+        };
+        if slot.replace(v).is_some() {
+            return Err(k);
         }
     }
-    Some(value)
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    let mut value = Cow::Borrowed(first);
+    if chunked {
+        for chunk in chunks.iter().map_while(|c| *c) {
+            value.to_mut().push_str(chunk);
+        }
+    }
+    Ok(Some(value))
 }
 
 /// Cookie attributes for this deployment.
@@ -526,8 +561,17 @@ impl Sessions {
     ) -> Result<Option<Loaded>, StoreError> {
         let name = self.cookie_name(attrs);
         let cookies = request_cookies(headers);
-        let Some(value) = chunked_value(&cookies, name) else {
-            return Ok(None);
+        let value = match session_value(&cookies, name) {
+            Ok(Some(value)) => value,
+            Ok(None) => return Ok(None),
+            Err(twice) => {
+                tracing::info!(
+                    cookie = twice,
+                    "the request carries the session cookie `{twice}` more than once (a copy may \
+                     be planted by a sibling host); no session"
+                );
+                return Ok(None);
+            }
         };
         match &self.backend {
             Backend::Cookie => {

@@ -226,6 +226,39 @@ fn chunk_names_are_exact() {
     assert_eq!(chunked_value(&[("p.1", "B")], "p"), None);
 }
 
+/// A session cookie or chunk name sent twice, in either order, yields no session: which copy
+/// is genuine cannot be told.
+#[test]
+fn a_name_sent_twice_is_no_session() {
+    assert_eq!(session_value(&[("p", "A"), ("p", "B")], "p"), Err("p"));
+    assert_eq!(
+        session_value(&[("p", "B"), ("x", "1"), ("p", "A")], "p"),
+        Err("p")
+    );
+    let c = [("p", "A"), ("p.1", "B"), ("p.2", "C"), ("p.1", "B")];
+    assert_eq!(session_value(&c, "p"), Err("p.1"));
+    assert_eq!(chunked_value(&c, "p"), None);
+    // also beyond a gap, or without the base cookie
+    assert_eq!(
+        session_value(&[("p", "A"), ("p.3", "D"), ("p.3", "D")], "p"),
+        Err("p.3")
+    );
+    assert_eq!(
+        session_value(&[("p.1", "B"), ("p.1", "B")], "p"),
+        Err("p.1")
+    );
+    // names that are not the session's are not counted
+    let c = [
+        ("p", "A"),
+        ("p.01", "Y"),
+        ("p.01", "Y"),
+        ("px", "1"),
+        ("px", "2"),
+        ("P", "Q"),
+    ];
+    assert_eq!(session_value(&c, "p").unwrap().as_deref(), Some("A"));
+}
+
 /// A memo is derived once, forgotten by `clear` and by a clone.
 #[test]
 fn memo_clears() {
