@@ -74,7 +74,9 @@
 //!   `/b`, as nginx does.
 //! - **Host matching trusts the `Host` header / `:authority`** as given; the server must refuse a
 //!   request whose host is malformed or disagrees with the TLS SNI before routing it.
-//! - **Methods are compared exactly**: a route with `methods = ["GET"]` does not match `HEAD`.
+//! - **Methods are compared exactly**, except that a route allowing `GET` also allows `HEAD`
+//!   (which frameworks serve with the GET handler); a method with lower-case letters is refused
+//!   before matching ([`method_is_ambiguous`]).
 
 use std::borrow::Cow;
 
@@ -971,6 +973,12 @@ fn parse_methods(methods: &[String]) -> Result<Vec<http::Method>, String> {
             parsed.push(method);
         }
     }
+    // HEAD is GET without the body: frameworks (Flask, Django, Rails, Express) answer it with
+    // the GET handler, so a GET route must judge HEAD too — else HEAD falls through to a later,
+    // looser route while the upstream runs the GET view.
+    if parsed.contains(&http::Method::GET) && !parsed.contains(&http::Method::HEAD) {
+        parsed.push(http::Method::HEAD);
+    }
     Ok(parsed)
 }
 
@@ -1668,10 +1676,14 @@ mod tests {
     fn host_and_method_restrictions() {
         let methods = ["get".to_owned(), "POST".to_owned(), "GET".to_owned()];
         let m = Matcher::new(Some("*.example.com"), "/api", Some(&methods)).expect("valid");
-        assert_eq!(m.methods, Some(vec![Method::GET, Method::POST]));
+        assert_eq!(
+            m.methods,
+            Some(vec![Method::GET, Method::POST, Method::HEAD]),
+            "a GET route also judges HEAD"
+        );
         assert!(m.matches(Some("a.example.com"), &Method::GET, "/api/x"));
         assert!(m.matches(Some("a.example.com:8443"), &Method::POST, "/api"));
-        assert!(!m.matches(Some("a.example.com"), &Method::HEAD, "/api"));
+        assert!(m.matches(Some("a.example.com"), &Method::HEAD, "/api"));
         assert!(!m.matches(Some("a.example.com"), &Method::DELETE, "/api"));
         assert!(!m.matches(Some("example.com"), &Method::GET, "/api"));
         assert!(!m.matches(None, &Method::GET, "/api"));

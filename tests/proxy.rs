@@ -97,7 +97,13 @@ async fn routing_table() {
         ),
         (Method::GET, "other.local", "/submit", Some("/r-get/submit")),
         (Method::PUT, "other.local", "/submit", None),
-        (Method::HEAD, "other.local", "/submit", None),
+        // a GET route judges HEAD too (frameworks answer HEAD with the GET handler)
+        (
+            Method::HEAD,
+            "other.local",
+            "/submit",
+            Some("/r-get/submit"),
+        ),
         // segment prefix
         (Method::GET, "other.local", "/api", Some("/r-api/api")),
         (Method::GET, "other.local", "/api/", Some("/r-api/api/")),
@@ -118,7 +124,9 @@ async fn routing_table() {
     for (m, host, path, want) in cases {
         let r = get_host(a, m.clone(), host, path).await;
         let got = match want {
-            Some(_) if r.status == StatusCode::OK && *m != Method::HEAD => Some(r.echoed().path),
+            // HEAD has no body to show the path: a 200 is the GET route's answer
+            Some(w) if r.status == StatusCode::OK && *m == Method::HEAD => Some(w.to_string()),
+            Some(_) if r.status == StatusCode::OK => Some(r.echoed().path),
             _ => None,
         };
         let ok = match want {
