@@ -71,6 +71,8 @@ done
 [ "$(nproc)" -ge 2 ] || log "warning: fewer than 2 CPUs; wrk and the proxy will share one"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
+# a fresh session secret per run (published ones are refused by the proxy)
+BENCH_SESSION_SECRET=$(openssl rand -hex 32)
 if [ "$CALLGRIND" = 1 ]; then
     for tool in valgrind callgrind_control callgrind_annotate; do
         command -v "$tool" >/dev/null || die "CALLGRIND=1 needs $tool (apt-get install -y valgrind)"
@@ -341,7 +343,7 @@ client_id = "web"
 client_secret = "web-secret"
 
 [session]
-secret = "bench-session-secret-7f3a9c0e5b1d-4e8a26c1"
+secret = "$BENCH_SESSION_SECRET"
 store = "$1"
 redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
 
