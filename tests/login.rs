@@ -388,6 +388,21 @@ async fn callback_attacks_are_refused() {
     }
     assert_login_refused(&b2.get(&cb2).await);
 
+    // the pending-login cookie sent twice (a copy planted beside the real one): neither counts
+    let b4 = Browser::new();
+    let cb4 = callback_url(&b4, &e.base, "/", "alice").await;
+    let pending: Vec<(String, String)> = b4
+        .cookies(&authority(&e))
+        .into_iter()
+        .filter(|(n, _)| n.contains("_login_"))
+        .collect();
+    assert_eq!(pending.len(), 1, "one pending-login cookie: {pending:?}");
+    let planted = format!("{}=planted", pending[0].0);
+    assert_login_refused(
+        &b4.request(Method::GET, &cb4, None, &[("cookie", planted.as_str())])
+            .await,
+    );
+
     // code replay in a fresh login of the same browser: the state is new, the code is spent
     let b3 = Browser::new();
     let cb3 = callback_url(&b3, &e.base, "/", "alice").await;

@@ -182,9 +182,15 @@ pub fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// The first value of cookie `name`.
+/// The value of cookie `name` when the request carries it exactly once: with two copies, one
+/// may have been planted (a sibling host, another path), and which one a browser sends first is
+/// the planter's choice — so neither counts.
 pub fn cookie<'a>(cookies: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
-    cookies.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    let mut found = cookies.iter().filter(|(k, _)| *k == name).map(|(_, v)| *v);
+    match (found.next(), found.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
+    }
 }
 
 /// The names of every session chunk cookie (`base`, `base.N`) the request carries, also

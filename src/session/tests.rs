@@ -430,6 +430,10 @@ fn cookie_pairs_split_like_the_header_grammar() {
         ]
     );
     assert_eq!(super::cookie(&cookies, "portcullis"), Some("c"));
+    // a name sent twice counts as absent: either copy may be planted
+    let twice = [("p", "a"), ("q", "x"), ("p", "b")];
+    assert_eq!(super::cookie(&twice, "p"), None);
+    assert_eq!(super::cookie(&twice, "q"), Some("x"));
     assert_eq!(
         super::trim_ows(b" \t\xc2\xa0x\xc2\xa0\t "),
         b"\xc2\xa0x\xc2\xa0"
