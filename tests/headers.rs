@@ -829,14 +829,7 @@ fn placeholder_session_secrets_are_refused() {
         .expect("write config");
         path.to_str().expect("utf-8 path").to_string()
     };
-    let placeholders = [
-        "change-me-to-32-random-bytes-at-least!!",
-        "demo-only-session-secret-0123456789abcdef",
-        "replace-me-with-at-least-32-random-bytes-0123456789",
-        "dummy-session-secret-0123456789abcdef0123456789",
-        "dummy-session-secret-0123456789abcdef0123456789abcdef",
-        "dummy-secret-for-portcullis-check-0123456789abcdef0123456789abcd",
-    ];
+    let placeholders = portcullis::config::PLACEHOLDER_SECRETS;
     for (i, secret) in placeholders.iter().enumerate() {
         let path = config(&format!("p{i}.toml"), &format!("secret = \"{secret}\""));
         for cmd in ["check", "run"] {

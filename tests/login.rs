@@ -1203,7 +1203,7 @@ async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
     let sessions = store_of(&src);
     let attrs = CookieAttrs { secure: false };
     let now = portcullis::session::now();
-    let d = alice_session("p", Some("sid-1"));
+    let d = harness::alice_session("p", Some("sid-1"));
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
     let cookie = set[0]
         .to_str()
@@ -1258,7 +1258,7 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
     let sessions = store_of(&toml);
     let attrs = CookieAttrs { secure: false };
     let now = portcullis::session::now();
-    let d = alice_session("op", None);
+    let d = harness::alice_session("op", None);
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
     let cookie = set[0]
         .to_str()
@@ -1367,7 +1367,7 @@ async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
     });
     let _proxy = start_proxy(&toml).await;
     let sessions = store_of(&toml);
-    let mut d = alice_session("op", None);
+    let mut d = harness::alice_session("op", None);
     d.id = "slide".into();
     d.roles = vec!["admin".into()];
     d.created_at -= 300;
@@ -1401,32 +1401,6 @@ async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
         [1, 0, 0],
         "Set-Cookie per request: the first slides the session, the others use the slid one"
     );
-}
-
-/// alice's session as a login at `provider` would have stored it, created now.
-fn alice_session(provider: &str, sid: Option<&str>) -> portcullis::session::SessionData {
-    let now = portcullis::session::now();
-    portcullis::session::SessionData {
-        id: "x".into(),
-        provider: provider.into(),
-        iss: None,
-        sub: "alice".into(),
-        email: None,
-        name: None,
-        preferred_username: None,
-        roles: vec![],
-        claims: Default::default(),
-        access_token: "at".into(),
-        refresh_token: None,
-        id_token: None,
-        sid: sid.map(str::to_string),
-        created_at: now,
-        created_ms: portcullis::session::now_ms(),
-        last_seen: now,
-        access_expires_at: None,
-        access_issued_at: now,
-        identity: Default::default(),
-    }
 }
 
 /// The session store of a proxy with config `toml` (same secret and backend).

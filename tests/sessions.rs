@@ -816,27 +816,10 @@ provider = "social"
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let attrs = CookieAttrs { secure: false };
-    let now = portcullis::session::now();
     let session = |provider: &str, iss: &str| SessionData {
         id: provider.into(),
-        provider: provider.into(),
         iss: Some(iss.into()),
-        sub: "alice".into(),
-        email: None,
-        name: None,
-        preferred_username: None,
-        roles: vec![],
-        claims: Default::default(),
-        access_token: "at".into(),
-        refresh_token: None,
-        id_token: None,
-        sid: Some("same-sid".into()),
-        created_at: now,
-        created_ms: portcullis::session::now_ms(),
-        last_seen: now,
-        access_expires_at: None,
-        access_issued_at: now,
-        identity: Default::default(),
+        ..harness::alice_session(provider, Some("same-sid"))
     };
     let mut cookies = Vec::new();
     for (p, iss) in [

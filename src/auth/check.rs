@@ -177,15 +177,12 @@ fn original_uri(headers: &HeaderMap, trusted: bool) -> Result<Option<Uri>, &'sta
                 .and_then(|v| v.trim().parse::<Uri>().ok())
                 .filter(|u| u.path().starts_with('/'))
                 .ok_or("invalid X-Forwarded-Uri / X-Original-URI / X-Original-URL")?;
-            match &found {
-                Some(prev) if prev.path_and_query() != uri.path_and_query() => {
-                    return Err(
-                        "X-Forwarded-Uri, X-Original-URI and X-Original-URL name different requests; the front proxy must set one and drop the client's copies",
-                    );
-                }
-                Some(_) => {}
-                None => found = Some(uri),
-            }
+            agree(
+                &mut found,
+                uri,
+                |a, b| a.path_and_query() == b.path_and_query(),
+                "X-Forwarded-Uri, X-Original-URI and X-Original-URL name different requests; the front proxy must set one and drop the client's copies",
+            )?;
         }
     }
     Ok(found)
@@ -221,15 +218,12 @@ fn original_method(headers: &HeaderMap, trusted: bool) -> Result<Option<Method>,
                 "X-Forwarded-Method / X-Original-Method has lower-case letters; methods are case-sensitive (e.g. DELETE, not delete)",
             );
         }
-        match &found {
-            Some(prev) if *prev != method => {
-                return Err(
-                    "X-Forwarded-Method and X-Original-Method name different methods; the front proxy must set one and drop the client's copies",
-                );
-            }
-            Some(_) => {}
-            None => found = Some(method),
-        }
+        agree(
+            &mut found,
+            method,
+            |a, b| a == b,
+            "X-Forwarded-Method and X-Original-Method name different methods; the front proxy must set one and drop the client's copies",
+        )?;
     }
     Ok(found)
 }
@@ -281,17 +275,32 @@ fn original_host(headers: &HeaderMap, trusted: bool) -> Result<Option<String>, &
         authorities.push(authority.as_str().to_string());
     }
     for authority in &authorities {
-        match found {
-            Some(prev) if !prev.eq_ignore_ascii_case(authority) => {
-                return Err(
-                    "X-Forwarded-Host and X-Original-URL name different hosts; the front proxy must set one and drop the client's copies",
-                );
-            }
-            Some(_) => {}
-            None => found = Some(authority),
-        }
+        agree(
+            &mut found,
+            authority.as_str(),
+            |a, b| a.eq_ignore_ascii_case(b),
+            "X-Forwarded-Host and X-Original-URL name different hosts; the front proxy must set one and drop the client's copies",
+        )?;
     }
     Ok(found.map(str::to_string))
+}
+
+/// Records `value` as what the forwarding headers say, or refuses it (`why`) when an earlier
+/// header said something else: which copy is judged must not depend on header order.
+fn agree<T>(
+    found: &mut Option<T>,
+    value: T,
+    same: impl Fn(&T, &T) -> bool,
+    why: &'static str,
+) -> Result<(), &'static str> {
+    match found {
+        Some(prev) if !same(prev, &value) => Err(why),
+        Some(_) => Ok(()),
+        None => {
+            *found = Some(value);
+            Ok(())
+        }
+    }
 }
 
 /// 403 for a check whose original request is unknown or not from a trusted proxy.

@@ -1154,15 +1154,16 @@ impl Validator<'_, '_> {
             s.secret_file.as_ref(),
             "session.secret",
         );
+        // where a problem with the secret is reported: its key, else the section
+        let at = s
+            .secret
+            .as_ref()
+            .map(span)
+            .or(s.secret_file.as_ref().map(span))
+            .unwrap_or_else(|| span(ss));
         let secret = match secret {
             Some(sec) if sec.expose().len() >= 32 => sec,
             Some(sec) => {
-                let at = s
-                    .secret
-                    .as_ref()
-                    .map(span)
-                    .or(s.secret_file.as_ref().map(span))
-                    .unwrap_or_else(|| span(ss));
                 self.errs.at(
                     at,
                     "session.secret",
@@ -1185,12 +1186,6 @@ impl Validator<'_, '_> {
             }
         };
         if let Some(problem) = weak_secret(secret.expose()) {
-            let at = s
-                .secret
-                .as_ref()
-                .map(span)
-                .or(s.secret_file.as_ref().map(span))
-                .unwrap_or_else(|| span(ss));
             let from = if s.secret.is_none() {
                 "the session secret in `secret_file`"
             } else {

@@ -511,3 +511,29 @@ impl Browser {
         r
     }
 }
+
+/// alice's session as a login at `provider` would have stored it, created now.
+pub fn alice_session(provider: &str, sid: Option<&str>) -> portcullis::session::SessionData {
+    let now = portcullis::session::now();
+    portcullis::session::SessionData {
+        id: "x".into(),
+        provider: provider.into(),
+        iss: None,
+        sub: "alice".into(),
+        email: None,
+        name: None,
+        preferred_username: None,
+        roles: vec![],
+        claims: Default::default(),
+        access_token: "at".into(),
+        refresh_token: None,
+        id_token: None,
+        sid: sid.map(str::to_string),
+        created_at: now,
+        created_ms: portcullis::session::now_ms(),
+        last_seen: now,
+        access_expires_at: None,
+        access_issued_at: now,
+        identity: Default::default(),
+    }
+}
