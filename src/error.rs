@@ -8,6 +8,9 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
 use crate::routes::PathError;
 
+mod auth;
+pub use auth::{AuthError, Scheme, quotable, wants_html};
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type of every response the proxy sends (upstream bodies are streamed through it).
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -59,6 +62,10 @@ pub enum ProxyError {
     PayloadTooLarge,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// Authentication or authorization refused the request (rendered by [`AuthError`], which
+    /// needs to know whether a person reads the answer: see [`ProxyError::into_response_for`]).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl ProxyError {
@@ -73,6 +80,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::BadResponse(_)) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Auth(e) => e.status(),
         }
     }
 
@@ -88,6 +96,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad_gateway",
             ProxyError::Upstream(UpstreamError::BadResponse(_)) => "bad_gateway",
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => "bad_request",
+            ProxyError::Auth(e) => e.reason(),
         }
     }
 
@@ -113,8 +122,18 @@ impl ProxyError {
         }
     }
 
+    /// The answer for a caller that is a program (JSON bodies).
     pub fn into_response(self) -> Response<Body> {
-        json_error(self.status(), self.code(), &self.public_message())
+        self.into_response_for(false, "")
+    }
+
+    /// The answer. `html`: a person reads it (`Accept` names `text/html`); `auth_prefix`:
+    /// where the proxy's endpoints live (links on the pages of authentication errors).
+    pub fn into_response_for(self, html: bool, auth_prefix: &str) -> Response<Body> {
+        match self {
+            ProxyError::Auth(e) => e.into_response(html, auth_prefix),
+            other => json_error(other.status(), other.code(), &other.public_message()),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::auth::{AuthState, Outcome};
+use crate::auth::AuthState;
 use crate::authz;
 use crate::config::{AuthMode, Config, Route};
 use crate::error::{Body, ProxyError, UpstreamError};
@@ -261,13 +261,13 @@ impl Proxy {
             let (parts, body) = req.into_parts();
             let identity = match Box::pin(self.auth.authenticate(route, &parts, conn, host)).await {
                 // A refreshed or slid session travels back on whatever the upstream answers.
-                Outcome::Authenticated(a) => {
+                Ok(a) => {
                     set_cookie = a.set_cookie;
                     a.identity
                 }
-                Outcome::Respond(r) => {
+                Err(e) => {
                     self.decision(idx, 0);
-                    return Ok(r);
+                    return Ok(self.auth.refusal(e, &parts));
                 }
             };
             let mut parts = parts;
@@ -283,7 +283,8 @@ impl Proxy {
                 }
                 Err(denied) => {
                     self.decision(idx, 2);
-                    return Ok(self.auth.forbidden(route, &identity, &denied, &parts));
+                    let e = AuthState::forbidden(&identity, denied);
+                    return Ok(self.auth.refusal(e, &parts));
                 }
             }
             req = Request::from_parts(parts, body);

@@ -28,16 +28,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode, request::Parts};
+use http::header;
+use http::request::Parts;
 use serde_json::{Map, Value};
 use std::hash::BuildHasher;
 use subtle::ConstantTimeEq;
 
-use super::{Identity, Outcome, Via};
-use crate::authz::Denied;
+use super::{Authenticated, Identity, Via};
 use crate::config::{Config, Route};
-use crate::error::{Body, json_error};
+use crate::error::{AuthError, Scheme};
 use crate::provider::jwks::now;
 use crate::provider::{ProviderRuntime, Providers, TokenError};
 
@@ -377,104 +376,48 @@ pub async fn authenticate(
     providers: &Providers,
     route: &Route,
     parts: &Parts,
-) -> Outcome {
+) -> Result<Authenticated, AuthError> {
     let token = match presented(parts) {
         Presented::Token(t) => t,
-        Presented::None => return Outcome::Respond(challenge()),
-        Presented::BadRequest(why) => return Outcome::Respond(bad_request(why)),
+        Presented::None => {
+            return Err(AuthError::NoCredentials {
+                scheme: Scheme::Bearer,
+                clear_cookies: Vec::new(),
+            });
+        }
+        Presented::BadRequest(why) => {
+            return Err(AuthError::BadRequest {
+                scheme: Scheme::Bearer,
+                reason: why.to_string(),
+            });
+        }
     };
     let Some(p) = route.provider.as_deref().and_then(|n| providers.get(n)) else {
-        return Outcome::Respond(unavailable("no provider is configured for this route"));
+        return Err(AuthError::ProviderUnavailable {
+            scheme: Scheme::Bearer,
+            detail: format!("route {:?} names no provider", route.name),
+        });
     };
     match verify(bearer, p, token).await {
-        Ok(identity) => Outcome::Authenticated(super::Authenticated {
+        Ok(identity) => Ok(Authenticated {
             identity,
             set_cookie: Vec::new(),
         }),
-        Err(e) => Outcome::Respond(token_error(&e)),
+        Err(e) => Err(token_error(e)),
     }
 }
 
-fn quoted(s: &str) -> String {
-    // RFC 6750 error_description: %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
-    s.chars()
-        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
-        .collect()
-}
-
-fn with_challenge(mut resp: Response<Body>, challenge: &str) -> Response<Body> {
-    if let Ok(v) = HeaderValue::from_str(challenge) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+/// The refusal of a token that was not accepted.
+pub fn token_error(e: TokenError) -> AuthError {
+    match e {
+        TokenError::Unavailable(pe) => AuthError::ProviderUnavailable {
+            scheme: Scheme::Bearer,
+            detail: pe.to_string(),
+        },
+        e => AuthError::InvalidToken {
+            reason: e.to_string(),
+        },
     }
-    resp
-}
-
-/// 401 for a request without a token.
-pub fn challenge() -> Response<Body> {
-    with_challenge(
-        json_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a bearer token is required (Authorization: Bearer …)",
-        ),
-        "Bearer realm=\"portcullis\"",
-    )
-}
-
-fn bad_request(why: &str) -> Response<Body> {
-    with_challenge(
-        json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
-        &format!(
-            "Bearer error=\"invalid_request\", error_description=\"{}\"",
-            quoted(why)
-        ),
-    )
-}
-
-fn unavailable(why: &str) -> Response<Body> {
-    let mut r = with_challenge(
-        json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            why,
-        ),
-        &format!(
-            "Bearer error=\"temporarily_unavailable\", error_description=\"{}\"",
-            quoted(why)
-        ),
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    r
-}
-
-/// The answer for a token that was not accepted.
-pub fn token_error(e: &TokenError) -> Response<Body> {
-    if let TokenError::Unavailable(pe) = e {
-        // The reason (addresses, OS errors) goes to the log, not to the caller.
-        tracing::debug!(error = %pe, "bearer token could not be checked: provider unavailable");
-        return unavailable("the identity provider is unavailable; try again later");
-    }
-    let msg = e.to_string();
-    with_challenge(
-        json_error(StatusCode::UNAUTHORIZED, "invalid_token", &msg),
-        &format!(
-            "Bearer error=\"invalid_token\", error_description=\"{}\"",
-            quoted(&msg)
-        ),
-    )
-}
-
-/// 403 for a bearer identity that lacks a role or claim.
-pub fn forbidden(denied: &Denied) -> Response<Body> {
-    let msg = denied.to_string();
-    with_challenge(
-        json_error(StatusCode::FORBIDDEN, "insufficient_scope", &msg),
-        &format!(
-            "Bearer error=\"insufficient_scope\", error_description=\"{}\"",
-            quoted(&msg)
-        ),
-    )
 }
 
 /// `portcullis explain … --header 'Authorization: Bearer …'`: the decision and why.
@@ -680,7 +623,7 @@ mod tests {
 
     #[test]
     fn descriptions_are_quotable() {
-        assert_eq!(quoted("a \"b\" \\c\n"), "a b c");
+        assert_eq!(crate::error::quotable("a \"b\" \\c\n"), "a b c");
     }
 
     /// Attack: a back-channel logout token (signed by the provider for our client_id) replayed

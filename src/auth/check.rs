@@ -37,7 +37,7 @@ use http::header::HeaderName;
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
-use super::{AuthState, Outcome};
+use super::AuthState;
 use crate::config::AuthMode;
 use crate::error::{Body, ProxyError, empty};
 use crate::proxy::ConnInfo;
@@ -142,8 +142,8 @@ pub async fn check(
         .authenticate(route, &parts, conn, orig_host.as_deref())
         .await
     {
-        Outcome::Authenticated(a) => a.identity,
-        Outcome::Respond(r) => return r,
+        Ok(a) => a.identity,
+        Err(e) => return state.refusal(e, &parts),
     };
     match authz::authorize(route, &identity) {
         Ok(permit) => {
@@ -156,7 +156,7 @@ pub async fn check(
             );
             resp
         }
-        Err(denied) => state.forbidden(route, &identity, &denied, &parts),
+        Err(denied) => state.refusal(AuthState::forbidden(&identity, denied), &parts),
     }
 }
 

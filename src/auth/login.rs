@@ -48,9 +48,9 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use super::redirect;
-use super::{Authenticated, Identity, Outcome, Via};
-use crate::authz::Denied;
+use super::{Authenticated, Identity, Via};
 use crate::config::{Config, Route};
+use crate::error::{AuthError, Scheme};
 use crate::error::{Body, empty, full, html_escape, html_page, json_error};
 use crate::health::Health;
 use crate::provider::{ProviderError, ProviderRuntime, Providers, TokenError};
@@ -240,7 +240,7 @@ impl LoginState {
         parts: &Parts,
         conn: ConnInfo,
         host: Option<&str>,
-    ) -> Outcome {
+    ) -> Result<Authenticated, AuthError> {
         let mut ended = Vec::new();
         // A login route always names its provider (config resolves the only one); a route
         // without one accepts no session rather than any.
@@ -249,41 +249,30 @@ impl LoginState {
             .session_identity(providers, &parts.headers, conn, want, &mut ended)
             .await
         {
-            Ok(Some(a)) => Outcome::Authenticated(a),
-            Ok(None) => {
-                // (a navigation starts a login, which clears every session cookie itself)
-                if is_browser_navigation(parts) {
-                    let rd = parts
-                        .uri
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_string();
-                    let provider = route
-                        .provider
-                        .clone()
-                        .or_else(|| self.default_provider())
-                        .unwrap_or_default();
-                    Outcome::Respond(
-                        self.start_login(providers, &provider, &rd, &parts.headers, conn, host)
-                            .await,
-                    )
-                } else {
-                    let mut r = json_error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthenticated",
-                        "sign in first (no valid session)",
-                    );
-                    r.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer realm=\"portcullis\""),
-                    );
-                    for c in ended {
-                        r.headers_mut().append(header::SET_COOKIE, c);
-                    }
-                    Outcome::Respond(r)
-                }
+            Ok(Some(a)) => Ok(a),
+            // (a navigation starts a login, which clears every session cookie itself)
+            Ok(None) if is_browser_navigation(parts) => {
+                let rd = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let provider = route
+                    .provider
+                    .clone()
+                    .or_else(|| self.default_provider())
+                    .unwrap_or_default();
+                let login = self
+                    .prepare_login(providers, &provider, rd, &parts.headers, conn, host)
+                    .await?;
+                Err(AuthError::LoginRequired {
+                    location: login.location,
+                    set_cookie: login.set_cookie,
+                })
             }
-            Err(e) => Outcome::Respond(store_unavailable(&e)),
+            Ok(None) => Err(AuthError::NoCredentials {
+                scheme: Scheme::Session,
+                clear_cookies: ended,
+            }),
+            Err(e) => Err(AuthError::SessionStoreUnavailable {
+                detail: e.to_string(),
+            }),
         }
     }
 
@@ -609,8 +598,22 @@ impl LoginState {
             "/login" => {
                 let rd = param("rd").unwrap_or("/").to_string();
                 let provider = self.login_provider(param("provider"), &rd, conn, host);
-                self.start_login(providers, &provider, &rd, req.headers(), conn, host)
+                match self
+                    .prepare_login(providers, &provider, &rd, req.headers(), conn, host)
                     .await
+                {
+                    Ok(login) => login.into_response(),
+                    Err(AuthError::ProviderUnavailable { detail, .. })
+                        if detail == NOT_FOR_LOGIN =>
+                    {
+                        page(
+                            StatusCode::NOT_FOUND,
+                            "Unknown sign-in provider",
+                            "<p>This sign-in provider is not configured for browser sign-in.</p>",
+                        )
+                    }
+                    Err(e) => e.into_response(true, &self.config.server.auth_prefix),
+                }
             }
             "/callback" => self.callback(providers, &q, req.headers(), conn).await,
             "/logout" => {
@@ -683,7 +686,10 @@ impl LoginState {
             .flatten()
     }
 
-    async fn start_login(
+    /// Prepares a login at `provider` (state, nonce, PKCE verifier in a sealed pending-login
+    /// cookie) and says where to send the browser; any session cookie the browser holds is
+    /// ended (no fixation).
+    async fn prepare_login(
         &self,
         providers: &Providers,
         provider: &str,
@@ -691,14 +697,13 @@ impl LoginState {
         headers: &HeaderMap,
         conn: ConnInfo,
         host: Option<&str>,
-    ) -> Response<Body> {
+    ) -> Result<LoginRedirect, AuthError> {
         let attrs = self.attrs(conn);
         let Some(origin) = self.origin(conn, host) else {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "missing Host header",
-            );
+            return Err(AuthError::BadRequest {
+                scheme: Scheme::Session,
+                reason: "missing Host header".into(),
+            });
         };
         let for_login = self
             .config
@@ -706,21 +711,20 @@ impl LoginState {
             .get(provider)
             .is_some_and(|p| p.used_for_login);
         let (Some(p), true) = (providers.get(provider), for_login) else {
-            return page(
-                StatusCode::NOT_FOUND,
-                "Unknown sign-in provider",
-                "<p>This sign-in provider is not configured for browser sign-in.</p>",
-            );
+            return Err(AuthError::ProviderUnavailable {
+                scheme: Scheme::Session,
+                detail: NOT_FOR_LOGIN.into(),
+            });
         };
         let md = match p.metadata() {
             Ok(m) => m,
-            Err(e) => return provider_unavailable(&e),
+            Err(e) => return Err(login_unavailable(&e)),
         };
         let Some(auth_ep) = md.authorization_endpoint.clone() else {
-            return provider_unavailable(&ProviderError::Invalid {
+            return Err(login_unavailable(&ProviderError::Invalid {
                 provider: provider.into(),
                 reason: "no authorization_endpoint".into(),
-            });
+            }));
         };
         let rd = redirect::validate(rd, &origin, &self.config.server.allowed_redirect_hosts)
             .unwrap_or_else(|| "/".into());
@@ -763,10 +767,9 @@ impl LoginState {
             .pending
             .seal(&name, &serde_json::to_vec(&pending).unwrap_or_default());
 
-        let mut resp = redirect_to(url.as_str());
-        let h = resp.headers_mut();
+        let mut set_cookie = Vec::new();
         if let Some(v) = session::set_cookie(&name, &sealed, Some(PENDING_TTL), attrs) {
-            h.append(header::SET_COOKIE, v);
+            set_cookie.push(v);
         }
         // No fixation: whatever session cookie the browser holds is dropped now.
         if let Ok(Some(l)) = self.sessions.load(headers, attrs).await
@@ -776,10 +779,13 @@ impl LoginState {
         }
         for c in self.sessions.present_chunks(headers, attrs) {
             if let Some(v) = session::clear_cookie(&c, attrs) {
-                h.append(header::SET_COOKIE, v);
+                set_cookie.push(v);
             }
         }
-        resp
+        Ok(LoginRedirect {
+            location: url.into(),
+            set_cookie,
+        })
     }
 
     fn pending_cookie_name(&self, state: &str, attrs: CookieAttrs) -> String {
@@ -1483,32 +1489,6 @@ impl LoginState {
             headers.insert(header::COOKIE, v);
         }
     }
-
-    // ---------------------------------------------------------------- 403
-
-    /// The 403 answer for a session identity: an HTML page for browsers, JSON otherwise.
-    pub fn forbidden(&self, identity: &Identity, denied: &Denied, parts: &Parts) -> Response<Body> {
-        if !accepts_html(parts) {
-            return json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string());
-        }
-        let who = identity
-            .preferred_username
-            .as_deref()
-            .or(identity.email.as_deref())
-            .unwrap_or(&identity.sub);
-        let logout = format!("{}/logout", self.config.server.auth_prefix);
-        page(
-            StatusCode::FORBIDDEN,
-            "Access denied",
-            &format!(
-                "<p>You are signed in as <strong>{}</strong>, but this page requires: {}.</p>\
-                 <p><a href=\"{}\">Sign out</a> to use another account.</p>",
-                html_escape(who),
-                html_escape(&denied.to_string()),
-                html_escape(&logout)
-            ),
-        )
-    }
 }
 
 fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {
@@ -1568,12 +1548,7 @@ fn client_id(p: &ProviderRuntime) -> String {
 }
 
 fn accepts_html(parts: &Parts) -> bool {
-    parts
-        .headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/html"))
+    crate::error::wants_html(&parts.headers)
 }
 
 /// A top-level navigation a person can complete a login from.
@@ -1677,6 +1652,33 @@ fn provider_unavailable(e: &ProviderError) -> Response<Body> {
         "Sign-in is unavailable",
         "<p>The sign-in service cannot be reached right now. Please try again in a moment.</p>",
     )
+}
+
+/// `ProviderUnavailable`'s detail for a provider that does not do browser sign-in (the
+/// `/.auth/login` endpoint answers it with 404; a route never names such a provider).
+const NOT_FOR_LOGIN: &str = "this sign-in provider is not configured for browser sign-in";
+
+fn login_unavailable(e: &ProviderError) -> AuthError {
+    AuthError::ProviderUnavailable {
+        scheme: Scheme::Session,
+        detail: e.to_string(),
+    }
+}
+
+/// Where a login sends the browser, with the cookies that go along.
+struct LoginRedirect {
+    location: String,
+    set_cookie: Vec<HeaderValue>,
+}
+
+impl LoginRedirect {
+    fn into_response(self) -> Response<Body> {
+        AuthError::LoginRequired {
+            location: self.location,
+            set_cookie: self.set_cookie,
+        }
+        .into_response(true, "")
+    }
 }
 
 fn store_unavailable(e: &StoreError) -> Response<Body> {

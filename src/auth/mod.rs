@@ -19,7 +19,7 @@ use crate::proxy::ConnInfo;
 use serde_json::{Map, Value};
 
 use crate::config::{AuthMode, Config, Route};
-use crate::error::{Body, json_error};
+use crate::error::{AuthError, Body, Scheme, json_error};
 use crate::provider::Providers;
 
 /// Who the caller is, as proven by a session or a token.
@@ -136,13 +136,6 @@ pub enum Via {
     Bearer,
 }
 
-/// What authentication decided.
-pub enum Outcome {
-    Authenticated(Authenticated),
-    /// Answer now (redirect to login, 401 challenge, 503 provider down …).
-    Respond(http::Response<Body>),
-}
-
 /// Runtime state of authentication (providers, key caches, sessions).
 pub struct AuthState {
     pub config: Arc<Config>,
@@ -187,7 +180,7 @@ impl AuthState {
         parts: &Parts,
         conn: ConnInfo,
         host: Option<&str>,
-    ) -> Outcome {
+    ) -> Result<Authenticated, AuthError> {
         debug_assert!(route.auth != AuthMode::None);
         match route.auth {
             AuthMode::Bearer => {
@@ -203,17 +196,15 @@ impl AuthState {
                     l.authenticate(&self.providers, route, parts, conn, host)
                         .await
                 }
-                None => Outcome::Respond(json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "session_store_unavailable",
-                    "sessions are not available",
-                )),
+                None => Err(AuthError::SessionStoreUnavailable {
+                    detail: "sessions are not configured (no [session])".into(),
+                }),
             },
-            AuthMode::None => Outcome::Respond(json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "auth = \"none\" is not authenticated",
-            )),
+            // Unreachable (the pipeline never authenticates a `none` route); refuse anyway.
+            AuthMode::None => Err(AuthError::NoCredentials {
+                scheme: Scheme::Bearer,
+                clear_cookies: Vec::new(),
+            }),
         }
     }
 
@@ -226,22 +217,29 @@ impl AuthState {
         }
     }
 
-    /// The answer when authorization failed.
-    pub fn forbidden(
-        &self,
-        route: &Route,
-        identity: &Identity,
-        denied: &Denied,
-        parts: &Parts,
-    ) -> Response<Body> {
-        if identity.via == Via::Bearer {
-            return bearer::forbidden(denied);
+    /// The answer to a refused request (a person reads it when `Accept` names text/html).
+    pub fn refusal(&self, e: AuthError, parts: &Parts) -> Response<Body> {
+        e.into_response(
+            crate::error::wants_html(&parts.headers),
+            &self.config.server.auth_prefix,
+        )
+    }
+
+    /// The refusal when authorization failed.
+    pub fn forbidden(identity: &Identity, unmet: Denied) -> AuthError {
+        AuthError::Forbidden {
+            scheme: match identity.via {
+                Via::Bearer => Scheme::Bearer,
+                Via::Session => Scheme::Session,
+            },
+            unmet,
+            who: identity
+                .preferred_username
+                .as_deref()
+                .or(identity.email.as_deref())
+                .unwrap_or(&identity.sub)
+                .to_string(),
         }
-        if let (Via::Session, Some(l)) = (identity.via, &self.login) {
-            return l.forbidden(identity, denied, parts);
-        }
-        let _ = route;
-        json_error(StatusCode::FORBIDDEN, "forbidden", &denied.to_string())
     }
 
     /// Endpoints under the auth prefix (`rest` is the path after it, "" or "/...").
