@@ -3,16 +3,12 @@
 //! refuses. Requests the client sends are raw bytes (`raw_http`), so no client library
 //! normalizes the spellings under test; the echo upstream reports what reached it.
 
-mod common;
-#[path = "common/login.rs"]
-mod harness;
-#[path = "common/provider.rs"]
-mod provider;
+mod support;
+use support::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -355,10 +351,10 @@ const FORGED_JWT: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZS
 /// explicit `"pass"` still passes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_route_drops_the_clients_authorization_header() {
-    use harness::{Browser, Provider, ProxyOpts, free_port, proxy_config, session_cfg};
+    use support::{Browser, Provider, ProxyOpts, free_port, proxy_config, session_cfg};
     let (port, port_pass) = (free_port(), free_port());
     let provider = Provider::start(&[port, port_pass], &[]);
-    let upstream = harness::echo_upstream().await;
+    let upstream = support::echo_upstream_map().await;
     let opts = |port| ProxyOpts {
         port,
         issuer: provider.issuer.clone(),
@@ -368,7 +364,7 @@ async fn login_route_drops_the_clients_authorization_header() {
         session: session_cfg(""),
         admin: false,
     };
-    let _auto = harness::start_proxy(&proxy_config(&opts(port))).await;
+    let _auto = support::start_proxy_ready(&proxy_config(&opts(port))).await;
     let base = format!("http://127.0.0.1:{port}");
     let b = Browser::new();
     let r = b.login(&base, "/home", "bob").await;
@@ -403,7 +399,7 @@ async fn login_route_drops_the_clients_authorization_header() {
     assert_eq!(r.status, 401, "{}", r.body);
 
     // `authorization = "pass"` keeps passing it (same session, another proxy with that setting).
-    let _pass = harness::start_proxy(&format!(
+    let _pass = support::start_proxy_ready(&format!(
         "{}\n[headers]\nauthorization = \"pass\"\n",
         proxy_config(&opts(port_pass))
     ))
@@ -438,7 +434,7 @@ async fn login_route_drops_the_clients_authorization_header() {
 /// by the proxy, the client's copies in any spelling removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_cookie_under_a_unicode_whitespace_name_is_no_session() {
-    use harness::{Browser, Provider, ProxyOpts, free_port, proxy_config, session_cfg};
+    use support::{Browser, Provider, ProxyOpts, free_port, proxy_config, session_cfg};
     let port = free_port();
     let provider = Provider::start(&[port], &[]);
     let up = echo_upstream().await;
@@ -451,7 +447,7 @@ async fn session_cookie_under_a_unicode_whitespace_name_is_no_session() {
         session: session_cfg(""),
         admin: false,
     };
-    let _proxy = harness::start_proxy(&format!(
+    let _proxy = support::start_proxy_ready(&format!(
         "{}\n[headers]\nuser = \"X-WEBAUTH-USER\"\n",
         proxy_config(&opts)
     ))
@@ -791,24 +787,6 @@ async fn upstream_set_cookie_for_the_proxys_cookies_is_dropped() {
 
 // ------------------------------------------------------------------ session secrets
 
-/// `portcullis ARGS` with `env` set (and `unset` removed), to completion.
-fn cli_env(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> CliOutput {
-    let mut c = std::process::Command::new(binary());
-    c.args(args).env_remove("PORTCULLIS_CONFIG");
-    for k in unset {
-        c.env_remove(k);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run portcullis");
-    CliOutput {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Attack (issue 9 item 7): known placeholder secrets passed — `config/portcullis.example.toml`
 /// ran with its public default when `SESSION_SECRET` was unset, and the Kubernetes example's
 /// placeholder passed too; whoever knows the value seals sessions of their choosing. Each
@@ -931,7 +909,7 @@ fn placeholder_session_secrets_are_refused() {
 
     // The shipped example takes the secret from the environment: unset → the variable is named;
     // its old public default → refused; a generated one → passes.
-    let example = harness::repo().join("config/portcullis.example.toml");
+    let example = support::repo().join("config/portcullis.example.toml");
     let example = example.to_str().unwrap();
     let out = cli_env(&["check", "--config", example], &[], &["SESSION_SECRET"]);
     assert_eq!(out.code, 1, "{}", out.stderr);

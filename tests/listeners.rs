@@ -5,12 +5,12 @@
 //! descriptor limit run the real binary under `ulimit -n`. The harness is in
 //! `tests/common/mod.rs`.
 
-mod common;
+mod support;
+use support::*;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
 use http::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

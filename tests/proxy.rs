@@ -2,11 +2,11 @@
 //! normalization, header hygiene, TLS, streaming, error statuses, shutdown, WebSocket, admin
 //! and the CLI. The harness is in `tests/common/mod.rs`.
 
-mod common;
+mod support;
+use support::*;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -2029,7 +2029,7 @@ async fn raw_upstream(response: &'static [u8]) -> Server {
             });
         }
     });
-    common::Server::from_task(addr, task)
+    support::Server::from_task(addr, task)
 }
 
 /// An upstream that dies mid-body must not look like a complete response to the client.
