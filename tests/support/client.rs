@@ -138,6 +138,17 @@ pub async fn http_req(
     (r.status, r.headers, text)
 }
 
+/// `method path` with `Host: host` over [`send`].
+pub async fn get_host(addr: SocketAddr, method: http::Method, host: &str, path: &str) -> Resp {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .body(empty_body())
+        .unwrap();
+    send(addr, req).await
+}
+
 /// `GET path` over [`send`].
 pub async fn get_path(addr: SocketAddr, path: &str) -> Resp {
     send(addr, get(path)).await

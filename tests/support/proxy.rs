@@ -113,6 +113,18 @@ pub fn route_toml(name: &str, auth: &str, extra: &str, upstream: &str) -> String
     )
 }
 
+/// An `auth = "none"` route.
+pub fn route(name: &str, extra: &str, upstream: &str) -> String {
+    route_toml(name, "none", extra, upstream)
+}
+
+/// Writes `text` as `dir/name`; the file's path.
+pub fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
 /// Writes a fresh certificate for `localhost` from `ca` as `tls.crt`/`tls.key` into `dir`
 /// (where `[server.tls] cert = "tls.crt"`, `key = "tls.key"` find them) and returns it.
 pub fn write_tls_files(dir: &Path, ca: &TestCa, common_name: &str) -> Issued {

@@ -13,6 +13,7 @@
 //!   value}}` (the shape the login tests read), detached: it lives as long as the test process.
 //! - [`tls_echo_upstream`]: [`echo_upstream`] behind TLS.
 //! - [`ws_echo_upstream`]: a WebSocket server echoing every text/binary message.
+//! - [`raw_upstream`]: raw sockets, reporting each request head and answering a fixed text.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,7 +28,9 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use super::tls::Issued;
 
@@ -351,4 +354,42 @@ pub async fn closed_port() -> SocketAddr {
     let addr = l.local_addr().expect("addr");
     drop(l);
     addr
+}
+
+/// An upstream on raw sockets: each connection's request head (up to the blank line) is sent on
+/// the channel, `answer` is written back, and then every byte received is echoed (a spliced
+/// connection shows through).
+pub async fn raw_upstream(answer: &'static str) -> (Server, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (Server::from_task(addr, task), rx)
 }
