@@ -593,3 +593,240 @@ pub fn splice_upgrade(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pool's contract, against raw loopback upstreams that count their connections: a
+    //! finished connection is reused, a busy or closed one is not, pools do not share
+    //! connections, and the answer deadline and connect failures surface as their errors.
+
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// What the test upstream does on each connection.
+    #[derive(Clone, Copy)]
+    enum Mode {
+        /// Answers every request on the connection (keep-alive).
+        KeepAlive,
+        /// Answers one request, then closes the connection.
+        CloseAfterOne,
+        /// Reads the request and never answers.
+        Silent,
+        /// Answers every request, its body 300 ms after its head (keep-alive).
+        SlowBody,
+    }
+
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    /// An upstream on loopback; the number of connections it accepted.
+    async fn upstream(mode: Mode) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut head = Vec::new();
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                        // One bodiless request per head.
+                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            head.drain(..end + 4);
+                            match mode {
+                                Mode::Silent => {}
+                                Mode::KeepAlive => {
+                                    if s.write_all(ANSWER).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Mode::SlowBody => {
+                                    let (head, body) = ANSWER.split_at(ANSWER.len() - 2);
+                                    if s.write_all(head).await.is_err() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
+                                    if s.write_all(body).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Mode::CloseAfterOne => {
+                                    let _ = s.write_all(ANSWER).await;
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool(addr: SocketAddr) -> Arc<HostPool> {
+        Arc::new(HostPool {
+            target: format!("http://{addr}/").parse().expect("uri"),
+            connector: build_connector(None).expect("connector"),
+            idle: Mutex::new(Vec::new()),
+            reaper: Once::new(),
+        })
+    }
+
+    fn get() -> Request<Body> {
+        Request::get("/")
+            .body(crate::error::empty())
+            .expect("request")
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// One request, its body read to the end (which makes the connection ready again).
+    async fn roundtrip(pool: &Arc<HostPool>) {
+        let resp = pool.request(get(), TIMEOUT).await.expect("answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+
+    /// Waits (bounded) until the pool's idle connections are ready again.
+    async fn settle(pool: &Arc<HostPool>) {
+        for _ in 0..100 {
+            let ready = {
+                let idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.iter().all(|p| p.tx.is_ready() || p.tx.is_closed())
+            };
+            if ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_connection_is_reused() {
+        let (addr, accepted) = upstream(Mode::KeepAlive).await;
+        let pool = pool(addr);
+        for _ in 0..5 {
+            roundtrip(&pool).await;
+            settle(&pool).await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for five requests"
+        );
+        assert_eq!(pool.idle.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_streaming_its_answer_is_not_shared() {
+        let (addr, accepted) = upstream(Mode::SlowBody).await;
+        let pool = pool(addr);
+        // The first answer's body has not arrived yet: its connection is busy.
+        let first = pool.request(get(), TIMEOUT).await.expect("first answer");
+        let second = pool.request(get(), TIMEOUT).await.expect("second answer");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the busy connection was not taken"
+        );
+        for resp in [first, second] {
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(&body[..], b"ok");
+        }
+        settle(&pool).await;
+        roundtrip(&pool).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "both went back to the pool"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_reused() {
+        let (addr, accepted) = upstream(Mode::CloseAfterOne).await;
+        let pool = pool(addr);
+        roundtrip(&pool).await;
+        // Whether or not the close was seen before the next request, it gets an answer on a
+        // new connection (a request the closed connection did not take is sent again).
+        roundtrip(&pool).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Once the close is seen, checkout drops the connection instead of handing it out.
+        for _ in 0..100 {
+            if pool.idle.lock().unwrap().iter().all(|p| p.tx.is_closed()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            pool.checkout().is_none(),
+            "a closed connection was handed out"
+        );
+        assert!(
+            pool.idle.lock().unwrap().is_empty(),
+            "checkout keeps closed connections"
+        );
+    }
+
+    #[tokio::test]
+    async fn pools_do_not_share_connections() {
+        let (a, accepted_a) = upstream(Mode::KeepAlive).await;
+        let (b, accepted_b) = upstream(Mode::KeepAlive).await;
+        let (pool_a, pool_b) = (pool(a), pool(b));
+        roundtrip(&pool_a).await;
+        settle(&pool_a).await;
+        roundtrip(&pool_b).await;
+        settle(&pool_b).await;
+        roundtrip(&pool_a).await;
+        assert_eq!(accepted_a.load(Ordering::SeqCst), 1);
+        assert_eq!(accepted_b.load(Ordering::SeqCst), 1);
+        assert_eq!(pool_b.idle.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_times_out_and_its_connection_is_not_reused() {
+        let (addr, accepted) = upstream(Mode::Silent).await;
+        let pool = pool(addr);
+        let started = Instant::now();
+        let err = pool
+            .request(get(), Duration::from_millis(200))
+            .await
+            .expect_err("no answer");
+        assert!(matches!(err, UpstreamError::Timeout(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // The timed-out connection is gone: the next request connects anew.
+        let _ = pool.request(get(), Duration::from_millis(200)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_refuses_connections_is_unreachable() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let err = pool(addr)
+            .request(get(), TIMEOUT)
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, UpstreamError::Unreachable(_)), "{err:?}");
+    }
+}

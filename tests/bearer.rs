@@ -2,17 +2,14 @@
 //! issuer whose keys the test holds (for tokens a real provider would never issue). No mocks.
 //! Every denial asserts the status, the `WWW-Authenticate` header and the error text.
 
-mod common;
-#[path = "common/oidc.rs"]
-mod oidc;
-#[path = "common/provider.rs"]
-mod provider;
+mod support;
+use support::oidc;
+use support::*;
 
 use std::time::Duration;
 
-use common::{Resp, TestProxy, echo_upstream, empty_body, send, start_proxy};
 use http::Request;
-use oidc::{OidcProvider, TestIssuer, hs256, now, payload, raw_jwt};
+use oidc::{OidcProvider, TestIssuer, hs256, payload, raw_jwt};
 use serde_json::{Value, json};
 
 /// Sends `GET path` with the given headers.
@@ -98,18 +95,6 @@ fn assert_unavailable(r: &Resp, case: &str) {
         "{case}: {}",
         r.text()
     );
-}
-
-async fn wait_ready(p: &TestProxy) {
-    let url = format!("http://{}/readyz", p.admin());
-    for _ in 0..100 {
-        let (st, _, _) = oidc::http_req("GET", &url, &[], None).await;
-        if st == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("proxy never became ready");
 }
 
 fn config(op: &OidcProvider, upstream: &str, extra: &str) -> String {
@@ -346,7 +331,7 @@ async fn jwt_attacks_with_real_tokens() {
     let tampered = format!(
         "{}.{}.{}",
         parts[0],
-        oidc::b64(forged.to_string().as_bytes()),
+        support::b64(forged.to_string().as_bytes()),
         parts[2]
     );
     assert_invalid(
@@ -414,7 +399,7 @@ async fn jwt_attacks_with_real_tokens() {
     h2["alg"] = json!("PS256");
     let t = format!(
         "{}.{}.{}",
-        oidc::b64(h2.to_string().as_bytes()),
+        support::b64(h2.to_string().as_bytes()),
         parts[1],
         parts[2]
     );
@@ -434,7 +419,7 @@ async fn jwt_attacks_with_real_tokens() {
         h[k] = v;
         let t = format!(
             "{}.{}.{}",
-            oidc::b64(h.to_string().as_bytes()),
+            support::b64(h.to_string().as_bytes()),
             parts[1],
             parts[2]
         );
@@ -712,7 +697,7 @@ async fn discovery_issuer_mismatch_is_not_ready() {
     let p = start_proxy(&forge_config(&format!("{}/", ti.issuer), &up.url(""), "")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (st, _, body) =
-        oidc::http_req("GET", &format!("http://{}/readyz", p.admin()), &[], None).await;
+        support::http_req("GET", &format!("http://{}/readyz", p.admin()), &[], None).await;
     assert_eq!(st, 503);
     assert!(body.contains("must be identical"), "{body}");
     let r = bearer(&p, "/", &ti.sign_rs256(Some("test-rsa"), &ti.claims())).await;
@@ -853,7 +838,7 @@ async fn provider_down() {
     let parts: Vec<&str> = unseen.split('.').collect();
     let t = format!(
         "{}.{}.{}",
-        oidc::b64(h.to_string().as_bytes()),
+        support::b64(h.to_string().as_bytes()),
         parts[1],
         parts[2]
     );
@@ -864,7 +849,7 @@ async fn provider_down() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_unavailable(&bearer(&p2, "/api", &unseen).await, "fresh proxy");
     let (st, _, body) =
-        oidc::http_req("GET", &format!("http://{}/readyz", p2.admin()), &[], None).await;
+        support::http_req("GET", &format!("http://{}/readyz", p2.admin()), &[], None).await;
     assert_eq!(st, 503, "{body}");
     assert!(body.contains("provider:op"), "{body}");
     // routes without auth still work
@@ -1000,7 +985,7 @@ async fn forward_auth_check_refuses_when_the_original_request_is_unknown() {
 #[tokio::test]
 async fn explain_with_token() {
     let op = OidcProvider::start(&[("LOG_REQUESTS", "0")]);
-    let dir = common::temp_dir();
+    let dir = support::temp_dir();
     let path = dir.path().join("p.toml");
     std::fs::write(&path, config(&op, "http://127.0.0.1:9", "")).unwrap();
     let reader = op.jwt("api-reader").await;
@@ -1009,7 +994,7 @@ async fn explain_with_token() {
     let run = |tok: String| {
         let path_s = path_s.clone();
         tokio::task::spawn_blocking(move || {
-            common::cli(&[
+            support::cli(&[
                 "explain",
                 "--config",
                 &path_s,

@@ -3,15 +3,12 @@
 //! upstream's view of X-Forwarded-User, /admin allowed; bob refused with the 403 page; logout.
 //! Every wait is bounded; the test fails with the page's URL and text when a step stalls.
 
-#[path = "common/login.rs"]
-mod harness;
-#[path = "common/provider.rs"]
-mod provider;
+mod support;
+use support::*;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::*;
 use http::Method;
 use serde_json::{Value, json};
 
@@ -185,8 +182,8 @@ impl Session<'_> {
 async fn chromium_login_admin_forbidden_logout() {
     let port = free_port();
     let provider = Provider::start(&[port], &[]);
-    let upstream = echo_upstream().await;
-    let _proxy = start_proxy(&proxy_config(&ProxyOpts {
+    let upstream = echo_upstream_map().await;
+    let _proxy = start_proxy_ready(&proxy_config(&ProxyOpts {
         port,
         issuer: provider.issuer.clone(),
         upstream,

@@ -7,20 +7,16 @@
 //! whose keys the test holds, each refused with a 401 that says why — and a member named twice
 //! in a nested object (`realm_access.roles`), which jsonwebtoken accepts too.
 
-mod common;
+mod support;
+use support::oidc;
+use support::*;
 #[path = "../fuzz/common/jwt_diff.rs"]
 mod jwt_diff;
-#[path = "common/oidc.rs"]
-mod oidc;
-#[path = "common/provider.rs"]
-mod provider;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use common::{TestProxy, echo_upstream, empty_body, send, start_proxy};
 use jwt_diff::{Harness, KEYS, Verdict};
-use oidc::{TestIssuer, b64, now};
+use oidc::TestIssuer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -154,17 +150,6 @@ fn sign_raw(ti: &TestIssuer, header: &str, payload: &str) -> String {
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &ti.rsa, jsonwebtoken::Algorithm::RS256)
         .expect("RS256 signature");
     format!("{input}.{sig}")
-}
-
-async fn wait_ready(p: &TestProxy) {
-    let url = format!("http://{}/readyz", p.admin());
-    for _ in 0..100 {
-        if oidc::http_req("GET", &url, &[], None).await.0 == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("proxy never became ready");
 }
 
 /// Attack: validly signed tokens that jsonwebtoken refuses and the verifier used to accept —
@@ -303,7 +288,7 @@ auth = "bearer"
 
 /// A 401 `invalid_token` whose description (header and JSON body) contains `text`.
 #[track_caller]
-fn assert_invalid(r: &common::Resp, text: &str, case: &str) {
+fn assert_invalid(r: &support::Resp, text: &str, case: &str) {
     assert_eq!(r.status, 401, "{case}: {}", r.text());
     let w = r
         .headers

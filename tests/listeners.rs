@@ -1,17 +1,19 @@
-//! Listener robustness and connection-level checks (issue 9, items 5 and 7), over real sockets:
+//! Listeners and connections over real sockets:
 //! the admin listener's head deadline, the back-off on accept errors (EMFILE must not spin),
 //! `server.max_connections`, the TLS `Host`/SNI rule (`421`), and a malformed client body
-//! answered `400` rather than counted as an upstream failure. The tests that need a file
-//! descriptor limit run the real binary under `ulimit -n`. The harness is in
-//! `tests/common/mod.rs`.
+//! answered `400` rather than counted as an upstream failure; graceful shutdown (in process and
+//! on SIGTERM, with its drain timeout, not waiting for idle connections), the admin listener's
+//! health, readiness and metrics, and the JSON access log. The tests that need a file
+//! descriptor limit run the real binary under `ulimit -n`.
 
-mod common;
+mod support;
+use support::*;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -734,4 +736,236 @@ async fn malformed_client_body_is_a_400_not_an_upstream_error() {
         "{metrics}"
     );
     p.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graceful shutdown (in process and on SIGTERM), the admin listener, the access log
+// ---------------------------------------------------------------------------------------------
+
+/// `shutdown()` with a request in flight: the request completes 200, new connections are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&server_toml(&route("app", "path = \"/\"", &up.url("")))).await;
+    let addr = proxy.http();
+    let in_flight = tokio::spawn(async move { get_path(addr, "/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let stopping = tokio::spawn(proxy.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "new connection accepted during shutdown"
+    );
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echoed().path, "/slow");
+    stopping.await.unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_health_ready_and_metrics() {
+    let up = echo_upstream().await;
+    let closed = closed_port().await;
+    let mut c = server_toml("admin_listen = \"127.0.0.1:0\"\n");
+    c += &route("dead", "path = \"/dead\"", &format!("http://{closed}"));
+    c += &route("app", "path = \"/\"", &up.url(""));
+    let proxy = start_proxy(&c).await;
+    assert_eq!(get_path(proxy.admin(), "/healthz").await.status, 200);
+    assert_eq!(get_path(proxy.admin(), "/readyz").await.status, 200);
+    assert_eq!(get_path(proxy.admin(), "/nope").await.status, 404);
+    // admin endpoints are not on the public listener
+    assert_ne!(get_path(proxy.http(), "/metrics").await.echoed().path, "");
+
+    assert_eq!(get_path(proxy.http(), "/hello").await.status, 200);
+    assert_eq!(get_path(proxy.http(), "/dead").await.status, 502);
+    let m = get_path(proxy.admin(), "/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for want in [
+        "portcullis_requests_total{route=\"app\",status=\"200\"} ",
+        "portcullis_requests_total{route=\"dead\",status=\"502\"} ",
+        "portcullis_request_duration_seconds_bucket{",
+        "portcullis_upstream_errors_total{route=\"dead\",kind=\"unreachable\"} 1",
+        "portcullis_open_connections",
+    ] {
+        assert!(text.contains(want), "metrics lack {want:?}:\n{text}");
+    }
+    proxy.shutdown().await;
+}
+
+/// The real binary on SIGTERM: stops accepting, finishes the in-flight request, exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_sigterm_drains_in_flight_requests() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        server_toml(&route("app", "path = \"/\"", &up.url(""))),
+    )
+    .unwrap();
+    let mut bin = BinaryProxy::start(&path);
+    let addr = bin.http_addr;
+    let in_flight = tokio::spawn(async move { get_path(addr, "/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rc = std::process::Command::new("kill")
+        .args(["-TERM", &bin.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "new connection accepted after SIGTERM"
+    );
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    let code = bin
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit after draining");
+    assert_eq!(code, Some(0));
+}
+
+/// Shutdown does not wait for idle keep-alive connections or connections that sent nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_idle_connections() {
+    let up = echo_upstream().await;
+    let proxy = start_proxy(&server_toml(&route("app", "path = \"/\"", &up.url("")))).await;
+    let addr = proxy.http();
+    // idle keep-alive connection after one request
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let r = sender
+        .send_request(
+            Request::get("/")
+                .header("host", "a")
+                .body(empty_body())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.into_body().collect().await;
+    // a connection that never sends anything
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    proxy.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for idle connections",
+        t0.elapsed()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+}
+
+/// The binary on SIGTERM with a request longer than `drain_timeout`: exits after the drain
+/// timeout instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_sigterm_respects_drain_timeout() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        server_toml(&format!(
+            "drain_timeout = \"1s\"\n{}",
+            route("app", "path = \"/\"", &up.url(""))
+        )),
+    )
+    .unwrap();
+    let mut bin = BinaryProxy::start(&path);
+    let addr = bin.http_addr;
+    let in_flight = tokio::spawn(async move {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        sender
+            .send_request(
+                Request::get("/slow?ms=10000")
+                    .header("host", "a")
+                    .body(empty_body())
+                    .unwrap(),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &bin.pid.to_string()])
+        .status()
+        .unwrap();
+    let code = bin
+        .wait_exit(Duration::from_secs(8))
+        .expect("did not exit after the drain timeout");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "exit took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), in_flight)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_err()
+    );
+}
+
+/// One structured access-log line per request with `--log-format json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_log_line_per_request() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    let closed = closed_port().await;
+    let mut c = server_toml("");
+    c += &route("dead", "path = \"/dead\"", &format!("http://{closed}"));
+    c += &route("app", "path = \"/\"", &up.url(""));
+    std::fs::write(&path, c).unwrap();
+    let bin = BinaryProxy::start_with(&path, &["--log-format", "json"]);
+    let r = get_host(
+        bin.http_addr,
+        Method::GET,
+        "logged.local",
+        "/logged/path?secret=1",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let line = bin.wait_log(&["portcullis::access", "/logged/path"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["method"], "GET", "{line}");
+    assert_eq!(v["host"], "logged.local", "{line}");
+    assert_eq!(v["path"], "/logged/path", "{line}");
+    assert_eq!(v["route"], "app", "{line}");
+    assert_eq!(v["status"], 200, "{line}");
+    assert!(
+        v["latency_ms"].is_number() && v["upstream_ms"].is_number(),
+        "{line}"
+    );
+    assert!(
+        !line.contains("secret=1"),
+        "query string (may carry secrets) logged: {line}"
+    );
+    // an upstream failure: its access line with 502, and a warning naming the route and cause
+    assert_eq!(get_path(bin.http_addr, "/dead").await.status, 502);
+    let access = bin.wait_log(&["portcullis::access", "\"/dead\""]);
+    assert!(access.contains("\"status\":502"), "{access}");
+    let warn = bin.wait_log(&["upstream error", "dead"]);
+    assert!(warn.contains("WARN"), "{warn}");
 }

@@ -1,22 +1,18 @@
 //! Browser login against the real test provider (oidc-provider), a real Redis and in-process
 //! portcullis instances. Each attack test asserts the refusal.
 
-#[path = "common/login.rs"]
-mod harness;
-#[path = "common/oidc.rs"]
-mod oidc;
-#[path = "common/provider.rs"]
-mod provider;
+mod support;
+use support::oidc;
+use support::*;
 
 use std::time::Duration;
 
-use harness::*;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
 struct Env {
     provider: Provider,
-    _proxy: portcullis::server::Running,
+    _proxy: TestProxy,
     base: String,
     port: u16,
 }
@@ -29,7 +25,7 @@ async fn env_with(
 ) -> Env {
     let port = free_port();
     let provider = Provider::start(&[port], provider_env);
-    let upstream = echo_upstream().await;
+    let upstream = echo_upstream_map().await;
     let client_auth = client_auth.replace("STATE_DIR", provider.state_dir.path().to_str().unwrap());
     let toml = proxy_config(&ProxyOpts {
         port,
@@ -40,7 +36,7 @@ async fn env_with(
         session: session.to_string(),
         admin: true,
     });
-    let proxy = start_proxy(&toml).await;
+    let proxy = start_proxy_ready(&toml).await;
     Env {
         provider,
         _proxy: proxy,
@@ -63,7 +59,7 @@ fn authority(e: &Env) -> String {
     format!("127.0.0.1:{}", e.port)
 }
 
-fn upstream_header(r: &harness::Resp, name: &str) -> Option<String> {
+fn upstream_header(r: &Page, name: &str) -> Option<String> {
     r.json()["headers"][name].as_str().map(str::to_string)
 }
 
@@ -291,11 +287,11 @@ async fn callback_url(b: &Browser, base: &str, path: &str, user: &str) -> String
 }
 
 trait UntilCallback {
-    async fn navigate_until_callback(&self, url: &str, user: &str) -> (harness::Resp, String);
+    async fn navigate_until_callback(&self, url: &str, user: &str) -> (Page, String);
 }
 
 impl UntilCallback for Browser {
-    async fn navigate_until_callback(&self, url: &str, user: &str) -> (harness::Resp, String) {
+    async fn navigate_until_callback(&self, url: &str, user: &str) -> (Page, String) {
         let mut current = url.to_string();
         let mut resp = self.get(&current).await;
         for _ in 0..10 {
@@ -328,7 +324,7 @@ impl UntilCallback for Browser {
     }
 }
 
-fn assert_login_refused(r: &harness::Resp) {
+fn assert_login_refused(r: &Page) {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
         r.body.contains("Login could not be completed")
@@ -500,7 +496,7 @@ async fn session_fixation() {
 async fn cookie_integrity_and_secret_rotation() {
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
     let provider = Provider::start(&[p1, p2, p3], &[]);
-    let up = echo_upstream().await;
+    let up = echo_upstream_map().await;
     let mk = |port, session: String| {
         proxy_config(&ProxyOpts {
             port,
@@ -514,13 +510,13 @@ async fn cookie_integrity_and_secret_rotation() {
     };
     let old = "old-secret-old-secret-old-secret-0001";
     let new = "new-secret-new-secret-new-secret-0002";
-    let a = start_proxy(&mk(p1, format!("secret = \"{old}\""))).await;
-    let rotated = start_proxy(&mk(
+    let a = start_proxy_ready(&mk(p1, format!("secret = \"{old}\""))).await;
+    let rotated = start_proxy_ready(&mk(
         p2,
         format!("secret = \"{new}\"\nprevious_secrets = [\"{old}\"]"),
     ))
     .await;
-    let other = start_proxy(&mk(p3, format!("secret = \"{new}\""))).await;
+    let other = start_proxy_ready(&mk(p3, format!("secret = \"{new}\""))).await;
     let b = Browser::new();
     b.login(&format!("http://127.0.0.1:{p1}"), "/", "alice")
         .await;
@@ -735,9 +731,9 @@ async fn client_authentication_variants() {
 
 // ------------------------------------------------------------------ Redis store
 
-async fn redis_proxy(provider: &Provider, port: u16, redis: &str) -> portcullis::server::Running {
-    let up = echo_upstream().await;
-    start_proxy(&proxy_config(&ProxyOpts {
+async fn redis_proxy(provider: &Provider, port: u16, redis: &str) -> TestProxy {
+    let up = echo_upstream_map().await;
+    start_proxy_ready(&proxy_config(&ProxyOpts {
         port,
         issuer: provider.issuer.clone(),
         upstream: up,
@@ -919,8 +915,8 @@ async fn refresh_failure_ends_the_session() {
     let op_port = free_port().to_string();
     let env = [("ACCESS_TOKEN_TTL", "4"), ("PORT", op_port.as_str())];
     let provider = Provider::start(&[port], &env);
-    let up = echo_upstream().await;
-    let _p = start_proxy(&proxy_config(&ProxyOpts {
+    let up = echo_upstream_map().await;
+    let _p = start_proxy_ready(&proxy_config(&ProxyOpts {
         port,
         issuer: provider.issuer.clone(),
         upstream: up,
@@ -1164,8 +1160,8 @@ async fn redis_refresh_rereads_roles_across_replicas() {
 async fn provider_down_login_is_503() {
     let port = free_port();
     let dead = free_port();
-    let up = echo_upstream().await;
-    let _p = start_proxy(&proxy_config(&ProxyOpts {
+    let up = echo_upstream_map().await;
+    let _p = start_proxy_ready(&proxy_config(&ProxyOpts {
         port,
         issuer: format!("http://127.0.0.1:{dead}"),
         upstream: up,
@@ -1203,7 +1199,7 @@ async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
     let sessions = store_of(&src);
     let attrs = CookieAttrs { secure: false };
     let now = portcullis::session::now();
-    let d = harness::alice_session("p", Some("sid-1"));
+    let d = support::alice_session("p", Some("sid-1"));
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
     let cookie = set[0]
         .to_str()
@@ -1245,7 +1241,7 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
     let toml = proxy_config(&ProxyOpts {
         port,
         issuer: ti.issuer.clone(),
-        upstream: echo_upstream().await,
+        upstream: echo_upstream_map().await,
         client_id: "web",
         client_auth: "client_secret = \"web-secret\"".into(),
         session: session_cfg(&format!(
@@ -1253,12 +1249,12 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
         )),
         admin: false,
     });
-    let _proxy = start_proxy(&toml).await;
+    let _proxy = start_proxy_ready(&toml).await;
     // alice's session, as a login would have stored it
     let sessions = store_of(&toml);
     let attrs = CookieAttrs { secure: false };
     let now = portcullis::session::now();
-    let d = harness::alice_session("op", None);
+    let d = support::alice_session("op", None);
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
     let cookie = set[0]
         .to_str()
@@ -1354,7 +1350,7 @@ async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
     use portcullis::session::CookieAttrs;
     let port = free_port();
     let provider = Provider::start(&[port], &[]);
-    let up = echo_upstream().await;
+    let up = echo_upstream_map().await;
     let secret = "slide-secret-slide-secret-slide-0001";
     let toml = proxy_config(&ProxyOpts {
         port,
@@ -1365,9 +1361,9 @@ async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
         session: format!("secret = \"{secret}\""),
         admin: false,
     });
-    let _proxy = start_proxy(&toml).await;
+    let _proxy = start_proxy_ready(&toml).await;
     let sessions = store_of(&toml);
-    let mut d = harness::alice_session("op", None);
+    let mut d = support::alice_session("op", None);
     d.id = "slide".into();
     d.roles = vec!["admin".into()];
     d.created_at -= 300;

@@ -19,38 +19,17 @@
 //!
 //! Requests go out with [`raw_http`] so that no client normalizes them first.
 
-mod common;
-#[path = "common/oidc.rs"]
-mod oidc;
-#[path = "common/provider.rs"]
-mod provider;
+mod support;
+use support::oidc;
+use support::*;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{echo_upstream, raw_body, raw_get, raw_http, raw_status, start_proxy};
-use oidc::{TestIssuer, now};
+use oidc::TestIssuer;
 use serde_json::{Value, json};
-
-/// A child process (python3, nginx) killed and reaped on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// Waits (≤ 10 s) until `addr` accepts connections; panics with `what` otherwise.
 fn wait_listening(addr: SocketAddr, child: &mut ChildGuard, what: &str) {
@@ -450,7 +429,7 @@ async fn forward_auth_behind_nginx_refuses_encoded_traversal() {
     .await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(
-        common::raw_echoed(&resp).header("x-forwarded-user"),
+        support::raw_echoed(&resp).header("x-forwarded-user"),
         Some("alice")
     );
 
@@ -479,7 +458,7 @@ async fn forward_auth_behind_nginx_refuses_encoded_traversal() {
     // The encoded slash inside a name still passes (nginx forwards the raw URI).
     let resp = raw_get(nginx.addr, "/public/a%2Fb", host, "").await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(common::raw_echoed(&resp).path, "/public/a%2Fb");
+    assert_eq!(support::raw_echoed(&resp).path, "/public/a%2Fb");
     proxy.shutdown().await;
 }
 

@@ -7,16 +7,12 @@
 //! a short idle timeout slides for an active session, and a session cookie sent twice (one copy
 //! planted) is no session. Each attack test asserts the denial.
 
-#[path = "common/login.rs"]
-mod harness;
-#[path = "common/oidc.rs"]
-mod oidc;
-#[path = "common/provider.rs"]
-mod provider;
+mod support;
+use support::oidc;
+use support::*;
 
 use std::time::Duration;
 
-use harness::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -24,7 +20,7 @@ use serde_json::{Value, json};
 struct Two {
     corp: Provider,
     social: Provider,
-    _proxy: portcullis::server::Running,
+    _proxy: TestProxy,
     base: String,
     port: u16,
 }
@@ -40,7 +36,7 @@ async fn two(session: &str) -> Two {
     let port = free_port();
     let corp = Provider::start(&[port], &[]);
     let social = Provider::start(&[port], &[]);
-    let up = echo_upstream().await;
+    let up = echo_upstream_map().await;
     let toml = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
@@ -106,7 +102,7 @@ auth = "none"
         social = social.issuer,
         session = session_cfg(session),
     );
-    let proxy = start_proxy(&toml).await;
+    let proxy = start_proxy_ready(&toml).await;
     Two {
         corp,
         social,
@@ -123,7 +119,7 @@ fn api(b: &Browser) -> Browser {
     a
 }
 
-fn upstream_header(r: &Resp, name: &str) -> Option<String> {
+fn upstream_header(r: &Page, name: &str) -> Option<String> {
     r.json()["headers"][name].as_str().map(str::to_string)
 }
 
@@ -147,7 +143,7 @@ fn with_cookies(authority: &str, cookies: &[(String, String)]) -> Browser {
 
 /// `/.auth/check` as a trusted front proxy would ask it for `GET uri` (`accept` of the original
 /// request).
-async fn check(t: &Two, cookie: &str, uri: &str, accept: &'static str) -> Resp {
+async fn check(t: &Two, cookie: &str, uri: &str, accept: &'static str) -> Page {
     let mut b = Browser::new();
     b.accept = accept;
     let mut h = vec![
@@ -242,7 +238,7 @@ async fn a_session_counts_only_on_its_providers_routes() {
 async fn login_with_another_provider_does_not_grant_a_route() {
     let t = two("").await;
     let b = Browser::new();
-    let first_hop = |r: &Resp| r.location();
+    let first_hop = |r: &Page| r.location();
     let r = b
         .get(&format!(
             "{}/.auth/login?provider=social&rd=%2Fcorp%2Fadmin%2Fx",
@@ -449,7 +445,7 @@ fn same_origin(t: &Two) -> [(&'static str, String); 2] {
     ]
 }
 
-async fn post_logout(b: &Browser, t: &Two, headers: &[(&str, String)]) -> Resp {
+async fn post_logout(b: &Browser, t: &Two, headers: &[(&str, String)]) -> Page {
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     b.request(
         Method::POST,
@@ -669,8 +665,8 @@ async fn an_unverified_email_is_not_vouched_for_login() {
 async fn an_unverified_email_is_not_vouched_for_bearer() {
     let ti = oidc::TestIssuer::start().await;
     let port = free_port();
-    let up = echo_upstream().await;
-    let _p = start_proxy(&format!(
+    let up = echo_upstream_map().await;
+    let _p = start_proxy_ready(&format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
 
@@ -819,7 +815,7 @@ provider = "social"
     let session = |provider: &str, iss: &str| SessionData {
         id: provider.into(),
         iss: Some(iss.into()),
-        ..harness::alice_session(provider, Some("same-sid"))
+        ..support::alice_session(provider, Some("same-sid"))
     };
     let mut cookies = Vec::new();
     for (p, iss) in [
@@ -881,7 +877,7 @@ fn session_cookie(b: &Browser, authority: &str) -> String {
 }
 
 /// A request with exactly this `Cookie` header (`accept`: API or navigation).
-async fn with_cookie(t: &Two, path: &str, cookie: &str, accept: &'static str) -> Resp {
+async fn with_cookie(t: &Two, path: &str, cookie: &str, accept: &'static str) -> Page {
     let mut b = Browser::new();
     b.accept = accept;
     b.request(

@@ -4,13 +4,9 @@
 //! provider would not issue; a counting introspection endpoint written here. Every refusal
 //! asserts the status, `WWW-Authenticate` and the error text naming the token's kind.
 
-mod common;
-#[path = "common/login.rs"]
-mod harness;
-#[path = "common/oidc.rs"]
-mod oidc;
-#[path = "common/provider.rs"]
-mod provider;
+mod support;
+use support::oidc;
+use support::*;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Resp, TestProxy, echo_upstream, empty_body, send, start_proxy};
 use futures_util::StreamExt;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -28,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, Header};
-use oidc::{OidcProvider, TestIssuer, b64, basic, form, http_req, now};
+use oidc::{OidcProvider, TestIssuer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -65,18 +60,6 @@ fn assert_invalid(r: &Resp, text: &str, case: &str) {
     );
 }
 
-async fn wait_ready(p: &TestProxy) {
-    let url = format!("http://{}/readyz", p.admin());
-    for _ in 0..100 {
-        let (st, _, _) = http_req("GET", &url, &[], None).await;
-        if st == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("proxy never became ready");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Real tokens from the real provider
 // ---------------------------------------------------------------------------------------------
@@ -86,7 +69,7 @@ async fn wait_ready(p: &TestProxy) {
 const REDIRECT_URI: &str = "http://127.0.0.1:9/cb";
 
 /// Authorization code flow (PKCE, nonce, offline_access) for client `web` as `user`, the
-/// browser part through the provider's login form ([`harness::Browser`]); returns the token
+/// browser part through the provider's login form ([`support::Browser`]); returns the token
 /// response: `access_token` (opaque), `id_token`, `refresh_token`.
 async fn code_flow(op: &OidcProvider, user: &str) -> Value {
     use aws_lc_rs::digest::{SHA256, digest};
@@ -106,7 +89,7 @@ async fn code_flow(op: &OidcProvider, user: &str) -> Value {
             ("code_challenge_method", "S256"),
         ])
     );
-    let browser = harness::Browser::new();
+    let browser = support::Browser::new();
     let mut url = auth;
     let mut resp = browser.get(&url).await;
     let mut code = None;

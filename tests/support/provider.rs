@@ -1,13 +1,11 @@
-//! Starting the test OpenID provider (`node tests/provider/provider.mjs`), shared by the
-//! bearer harness (`common/oidc.rs`, `OidcProvider`) and the login harness
-//! (`common/login.rs`, `Provider`): `npm ci` when node_modules is missing, node spawned with
+//! Starting the test OpenID provider (`node tests/provider/provider.mjs`), the one way the tests
+//! start it: for the bearer tests (`support/oidc.rs`, `OidcProvider`) and the login tests
+//! (`support/login.rs`, `Provider`): `npm ci` when node_modules is missing, node spawned with
 //! `PORT=0`, `STATE_DIR` and the caller's variables, a bounded wait for `READY <issuer>` on
 //! stdout (killed and started again on a hang), stdout drained afterwards. Where the
 //! provider's stderr (its request log) goes is the caller's choice: [`Stderr`].
 //!
-//! Included once per test binary (`#[path = "common/provider.rs"] mod provider;`) so the
-//! `npm ci` lock below is shared by every harness in that binary.
-#![allow(dead_code)] // each test binary uses a different subset
+//! One module per test binary, so the `npm ci` lock below is shared by every harness in it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -4,9 +4,7 @@
 //!   so tests can count calls ([`OidcProvider::count`]). Killed on drop.
 //! - [`TestIssuer`]: a tiny issuer in the test process (discovery + JWKS) whose keys the test
 //!   holds, to mint tokens the real provider would never issue (expired, wrong `aud`, …).
-//! - [`http_req`]: one HTTP/1.1 request over hyper (no reqwest).
-
-#![allow(dead_code)]
+//! - JWT helpers: [`raw_jwt`], [`payload`], [`hs256`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,84 +16,15 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn b64(x: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x)
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// One request; returns status, headers and body.
-pub async fn http_req(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<String>,
-) -> (StatusCode, http::HeaderMap, String) {
-    let uri: http::Uri = url.parse().expect("url");
-    let addr = format!(
-        "{}:{}",
-        uri.host().expect("host"),
-        uri.port_u16().unwrap_or(80)
-    );
-    let mut b = Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header("host", &addr);
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    let req = b
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .expect("request");
-    let fut = async move {
-        let stream = TcpStream::connect(&addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let resp = sender.send_request(req).await.expect("send");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8_lossy(&body).into_owned(),
-        )
-    };
-    tokio::time::timeout(Duration::from_secs(30), fut)
-        .await
-        .expect("request timed out")
-}
-
-pub fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-pub fn basic(id: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-    )
-}
+use super::{b64, basic, form, http_req, now};
 
 // ---------------------------------------------------------------------------------------------
 // The real provider
@@ -110,15 +39,15 @@ pub struct OidcProvider {
 
 impl OidcProvider {
     /// Starts `node tests/provider/provider.mjs` (runs `npm ci` first when node_modules is
-    /// missing; see `common/provider.rs`). Fails the test with a clear message when node is not
+    /// missing; see `support/provider.rs`). Fails the test with a clear message when node is not
     /// installed.
     pub fn start(env: &[(&str, &str)]) -> OidcProvider {
         let state_dir = tempfile::tempdir().expect("state dir");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (child, issuer) = crate::provider::start(
+        let (child, issuer) = super::provider::start(
             state_dir.path(),
             env,
-            crate::provider::Stderr::Lines(log.clone()),
+            super::provider::Stderr::Lines(log.clone()),
         );
         OidcProvider {
             child,
