@@ -53,6 +53,9 @@ pub struct ZitadelKey {
     pub client_id: Option<String>,
     #[serde(rename = "userId", default)]
     pub user_id: Option<String>,
+    /// `key` parsed, set at config load (`None` only for a key built elsewhere, e.g. in tests).
+    #[serde(skip)]
+    pub signing_key: Option<jsonwebtoken::EncodingKey>,
 }
 
 impl ZitadelKey {
@@ -153,7 +156,7 @@ pub struct Introspection {
 impl Validator<'_, '_> {
     fn zitadel_key(&mut self, v: &Spanned<values::Str>, key: &str) -> Option<ZitadelKey> {
         let (p, bytes) = self.readable(v, key)?;
-        let k: ZitadelKey = match serde_json::from_slice(&bytes) {
+        let mut k: ZitadelKey = match serde_json::from_slice(&bytes) {
             Ok(k) => k,
             Err(e) => {
                 self.errs.at(
@@ -167,16 +170,19 @@ impl Validator<'_, '_> {
                 return None;
             }
         };
-        if let Err(e) = jsonwebtoken::EncodingKey::from_rsa_pem(k.key.as_bytes()) {
-            self.errs.at(
-                span(v),
-                key,
-                format!(
-                    "the \"key\" in {} is not a PEM RSA private key ({e})",
-                    p.display()
-                ),
-            );
-            return None;
+        match jsonwebtoken::EncodingKey::from_rsa_pem(k.key.as_bytes()) {
+            Ok(signing) => k.signing_key = Some(signing),
+            Err(e) => {
+                self.errs.at(
+                    span(v),
+                    key,
+                    format!(
+                        "the \"key\" in {} is not a PEM RSA private key ({e})",
+                        p.display()
+                    ),
+                );
+                return None;
+            }
         }
         if k.subject().is_none() {
             self.errs.at(
