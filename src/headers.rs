@@ -22,8 +22,8 @@ use ipnet::IpNet;
 
 use crate::auth::{HeaderValues, Identity, Via};
 use crate::authz::Permit;
-use crate::config::{AuthorizationMode, HeaderConfig};
 pub use crate::config::{ALWAYS_STRIPPED, IdentityNames};
+use crate::config::{AuthorizationMode, HeaderConfig};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Keep-Alive` and
 /// `Proxy-Connection`, `Proxy-Authorization`/`Proxy-Authenticate`, and `HTTP2-Settings`, which

@@ -27,8 +27,8 @@ use hyper_util::rt::TokioIo;
 use crate::config::Config;
 use crate::error::{Body, UpstreamError};
 use crate::timer::LazyTimer;
-pub use crate::tls_client::Connector;
 use crate::tls_client::CaFile;
+pub use crate::tls_client::Connector;
 
 /// Idle connections are closed after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -32,7 +32,11 @@ fn pos(toml: &str, needle: &str) -> String {
 }
 
 fn assert_error_at(out: &CliOutput, toml: &str, needle: &str, key: &str, why: &str) {
-    assert_eq!(out.code, 1, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code, 1,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
     let want = format!("portcullis.toml:{}: `{key}`: ", pos(toml, needle));
     let line = out
         .stderr
@@ -145,7 +149,10 @@ timeout = "soon"
         ("\"${PC_T_PUBLIC_URL}\"", "server.public_url"),
         ("\"lots\"", "server.max_header_bytes"),
         ("\"${PC_T_ZITADEL_DOMAIN}\"", "providers.zitadel.issuer"),
-        ("\"${PC_T_ZITADEL_CLIENT_ID}\"", "providers.zitadel.client_id"),
+        (
+            "\"${PC_T_ZITADEL_CLIENT_ID}\"",
+            "providers.zitadel.client_id",
+        ),
         (
             "\"${PC_T_ZITADEL_CLIENT_SECRET}\"",
             "providers.zitadel.client_secret",
@@ -280,12 +287,21 @@ async fn rediss_with_a_private_ca_connects_and_stores() {
 
     let cfg = portcullis::config::load(&dir.path().join("portcullis.toml"), &Default::default())
         .expect("config loads");
-    let Some(SessionStore::Redis { url, ca: Some(ca_file) }) = cfg.session.map(|s| s.store) else {
+    let Some(SessionStore::Redis {
+        url,
+        ca: Some(ca_file),
+    }) = cfg.session.map(|s| s.store)
+    else {
         panic!("a Redis store with a CA file");
     };
     let store = RedisStore::new(url.expose(), Some(&ca_file), "tlstest").expect("client");
     let ttl = Duration::from_secs(30);
-    assert!(store.set_once("jti", "abc", ttl).await.expect("stored over TLS"));
+    assert!(
+        store
+            .set_once("jti", "abc", ttl)
+            .await
+            .expect("stored over TLS")
+    );
     assert!(store.is_set("jti", "abc").await.expect("read over TLS"));
     assert!(!store.set_once("jti", "abc", ttl).await.expect("seen"));
 

@@ -101,7 +101,6 @@ pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
     "x-portcullis-assertion",
 ];
 
-
 /// Folds a header name the way upstream frameworks do: lower case, `_` read as `-`.
 pub fn fold_header_name(name: &str) -> String {
     name.bytes()
@@ -173,5 +172,4 @@ impl Validator<'_, '_> {
         }
         out
     }
-
 }

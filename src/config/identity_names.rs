@@ -119,4 +119,3 @@ pub const ALWAYS_STRIPPED: &[&str] = &[
     "x-authenticated-scope",
     "x-authenticated-groups",
 ];
-

@@ -217,7 +217,11 @@ impl Validator<'_, '_> {
     }
 
     /// Resolves a file path and checks it can be read.
-    pub(super) fn readable(&mut self, v: &Spanned<values::Str>, key: &str) -> Option<(PathBuf, Vec<u8>)> {
+    pub(super) fn readable(
+        &mut self,
+        v: &Spanned<values::Str>,
+        key: &str,
+    ) -> Option<(PathBuf, Vec<u8>)> {
         let p = self.path(v.get_ref());
         match std::fs::read(&p) {
             Ok(bytes) => Some((p, bytes)),
@@ -299,7 +303,11 @@ impl Validator<'_, '_> {
         }
     }
 
-    pub(super) fn header_name(&mut self, v: &Spanned<values::Str>, key: &str) -> Option<Option<HeaderName>> {
+    pub(super) fn header_name(
+        &mut self,
+        v: &Spanned<values::Str>,
+        key: &str,
+    ) -> Option<Option<HeaderName>> {
         if v.get_ref().is_empty() {
             return Some(None);
         }
@@ -315,7 +323,6 @@ impl Validator<'_, '_> {
             }
         }
     }
-
 
     fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
         let server = self.server(&raw.server);
@@ -399,8 +406,7 @@ impl Validator<'_, '_> {
                 );
         }
 
-        let mut identity_header_names: IdentityNames =
-            DEFAULT_IDENTITY_HEADERS.iter().collect();
+        let mut identity_header_names: IdentityNames = DEFAULT_IDENTITY_HEADERS.iter().collect();
         for h in headers.names() {
             identity_header_names.insert(&fold_header_name(h.as_str()));
         }
@@ -420,5 +426,4 @@ impl Validator<'_, '_> {
             identity_header_names,
         }
     }
-
 }

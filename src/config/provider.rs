@@ -195,7 +195,6 @@ impl Validator<'_, '_> {
         Some(k)
     }
 
-
     pub(super) fn provider(
         &mut self,
         name: &str,
@@ -391,5 +390,4 @@ impl Validator<'_, '_> {
             used_for_login,
         })
     }
-
 }

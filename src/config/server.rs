@@ -233,5 +233,4 @@ impl Validator<'_, '_> {
         }
         out
     }
-
 }

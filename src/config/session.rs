@@ -15,7 +15,10 @@ pub enum SessionStore {
     Cookie,
     /// `url`: `redis://` or `rediss://` (TLS); `ca`: the CA that signed a TLS server's
     /// certificate, trusted besides the system roots.
-    Redis { url: Secret, ca: Option<CaFile> },
+    Redis {
+        url: Secret,
+        ca: Option<CaFile>,
+    },
 }
 
 /// `session.store` as written.
@@ -233,30 +236,32 @@ impl Validator<'_, '_> {
                 }
                 SessionStore::Cookie
             }
-            Some((st, StoreKind::Redis)) => match redis_url {
-                Some(url) => {
-                    let tls = url.expose().starts_with("rediss://");
-                    if !(tls || url.expose().starts_with("redis://")) {
-                        let at = s.redis_url.as_ref().map(span).unwrap_or_else(|| span(st));
-                        self.errs.at(
-                            at,
-                            "session.redis_url",
-                            "must start with redis:// or rediss:// (TLS)",
-                        );
-                    } else if let (false, Some(f)) = (tls, &s.redis_ca_file) {
-                        self.errs.at(
-                            span(f),
-                            "session.redis_ca_file",
-                            "a CA file needs TLS: write the URL as rediss://",
-                        );
+            Some((st, StoreKind::Redis)) => {
+                match redis_url {
+                    Some(url) => {
+                        let tls = url.expose().starts_with("rediss://");
+                        if !(tls || url.expose().starts_with("redis://")) {
+                            let at = s.redis_url.as_ref().map(span).unwrap_or_else(|| span(st));
+                            self.errs.at(
+                                at,
+                                "session.redis_url",
+                                "must start with redis:// or rediss:// (TLS)",
+                            );
+                        } else if let (false, Some(f)) = (tls, &s.redis_ca_file) {
+                            self.errs.at(
+                                span(f),
+                                "session.redis_ca_file",
+                                "a CA file needs TLS: write the URL as rediss://",
+                            );
+                        }
+                        SessionStore::Redis { url, ca: redis_ca }
                     }
-                    SessionStore::Redis { url, ca: redis_ca }
+                    None => {
+                        self.errs.at(span(st), "session.redis_url", "store = \"redis\" needs `redis_url` (e.g. \"redis://127.0.0.1:6379/0\")");
+                        return None;
+                    }
                 }
-                None => {
-                    self.errs.at(span(st), "session.redis_url", "store = \"redis\" needs `redis_url` (e.g. \"redis://127.0.0.1:6379/0\")");
-                    return None;
-                }
-            },
+            }
         };
         let cookie_name = match &s.cookie_name {
             Some(c) => {
@@ -291,5 +296,4 @@ impl Validator<'_, '_> {
             post_logout_redirect,
         })
     }
-
 }

@@ -30,10 +30,12 @@ pub struct Reply {
 
 impl ProviderClient {
     pub fn new(extra_ca: Option<&CaFile>) -> Result<Self, String> {
-        let https = crate::tls_client::https_connector(extra_ca, Duration::from_secs(5))
-            .map_err(|e| match extra_ca {
-                Some(ca) => format!("{}: {e}", ca.path.display()),
-                None => e,
+        let https =
+            crate::tls_client::https_connector(extra_ca, Duration::from_secs(5)).map_err(|e| {
+                match extra_ca {
+                    Some(ca) => format!("{}: {e}", ca.path.display()),
+                    None => e,
+                }
             })?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))

@@ -600,7 +600,8 @@ pub struct Providers {
 impl Providers {
     pub fn new(cfg: &Config) -> Result<Self, String> {
         // One client per distinct trust configuration, shared by the providers using it.
-        let mut clients: HashMap<Option<crate::tls_client::CaFile>, http::ProviderClient> = HashMap::new();
+        let mut clients: HashMap<Option<crate::tls_client::CaFile>, http::ProviderClient> =
+            HashMap::new();
         let mut map = HashMap::new();
         for (n, p) in &cfg.providers {
             let client = match clients.get(&p.ca_file) {

@@ -144,8 +144,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
 
     let mut https_addr = None;
     if let Some(t) = &config.server.tls {
-        let tls_cfg =
-            tls::server_config(t).map_err(StartupError::Tls)?;
+        let tls_cfg = tls::server_config(t).map_err(StartupError::Tls)?;
         let l = bind(t.listen, "[server.tls] listen")?;
         https_addr = l.local_addr().ok();
         tracing::info!(addr = ?https_addr, "listening (https)");

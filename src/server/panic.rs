@@ -91,9 +91,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_before_the_first_await_is_caught_too() {
-        let resp = catch_panic(Request::new(()), |_req: Request<()>| -> std::future::Ready<Response<Body>> {
-            panic!("while called")
-        })
+        let resp = catch_panic(
+            Request::new(()),
+            |_req: Request<()>| -> std::future::Ready<Response<Body>> { panic!("while called") },
+        )
         .await
         .unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -26,10 +26,10 @@ impl ResolvesServerCert for ReloadingCert {
 /// Reads the pair again after a change of its files; the same parse as at load
 /// ([`crate::config::certified_key`]).
 fn reload_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let cert_pem =
-        std::fs::read(cert).map_err(|e| format!("{}: cannot read certificate: {e}", cert.display()))?;
-    let key_pem =
-        std::fs::read(key).map_err(|e| format!("{}: cannot read private key: {e}", key.display()))?;
+    let cert_pem = std::fs::read(cert)
+        .map_err(|e| format!("{}: cannot read certificate: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key)
+        .map_err(|e| format!("{}: cannot read private key: {e}", key.display()))?;
     crate::config::certified_key(cert, &cert_pem, key, &key_pem).map_err(|(_, m)| m)
 }
 
