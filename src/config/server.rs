@@ -54,42 +54,55 @@ pub enum PairPart {
 
 /// Parses a PEM certificate chain and private key (read from `cert` and `key`) into a signing
 /// pair on aws-lc-rs, and checks that they belong together. At load and at each reload of the
-/// files: one parse for both. The error names the file(s), why, and how to fix it.
+/// files: one parse for both. Each error names the file(s), why, and how to fix it; a bad
+/// certificate and a bad key are both reported.
 pub fn certified_key(
     cert: &Path,
     cert_pem: &[u8],
     key: &Path,
     key_pem: &[u8],
-) -> Result<CertifiedKey, (PairPart, String)> {
+) -> Result<CertifiedKey, Vec<(PairPart, String)>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            let m = format!("{} holds a malformed PEM certificate ({e}); give the PEM certificate chain, server certificate first", cert.display());
-            (PairPart::Cert, m)
-        })?;
-    if certs.is_empty() {
-        let m = format!(
+    let certs = match CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(format!(
             "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the PEM certificate chain, server certificate first",
             cert.display()
-        );
-        return Err((PairPart::Cert, m));
-    }
-    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
-        let m = format!(
-            "{} holds no PEM private key ({e}); give the certificate's private key (PKCS#8, PKCS#1 or SEC1 PEM)",
-            key.display()
-        );
-        (PairPart::Key, m)
-    })?;
-    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der).map_err(|e| {
-        let m = format!(
-            "{}: unsupported private key ({e}); use an RSA, ECDSA P-256/P-384 or Ed25519 key",
-            key.display()
-        );
-        (PairPart::Key, m)
-    })?;
+        )),
+        Err(e) => Err(format!(
+            "{} holds a malformed PEM certificate ({e}); give the PEM certificate chain, server certificate first",
+            cert.display()
+        )),
+    };
+    let signing = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| {
+            format!(
+                "{} holds no PEM private key ({e}); give the certificate's private key (PKCS#8, PKCS#1 or SEC1 PEM)",
+                key.display()
+            )
+        })
+        .and_then(|der| {
+            rustls::crypto::aws_lc_rs::sign::any_supported_type(&der).map_err(|e| {
+                format!(
+                    "{}: unsupported private key ({e}); use an RSA, ECDSA P-256/P-384 or Ed25519 key",
+                    key.display()
+                )
+            })
+        });
+    let (certs, signing) = match (certs, signing) {
+        (Ok(c), Ok(s)) => (c, s),
+        (c, s) => {
+            let mut errs = Vec::new();
+            if let Err(m) = c {
+                errs.push((PairPart::Cert, m));
+            }
+            if let Err(m) = s {
+                errs.push((PairPart::Key, m));
+            }
+            return Err(errs);
+        }
+    };
     let ck = CertifiedKey::new(certs, signing);
     ck.keys_match().map_err(|e| {
         let m = format!(
@@ -97,7 +110,7 @@ pub fn certified_key(
             cert.display(),
             key.display()
         );
-        (PairPart::Key, m)
+        vec![(PairPart::Key, m)]
     })?;
     Ok(ck)
 }
@@ -176,8 +189,14 @@ impl Validator<'_, '_> {
                             redirect_http: t.redirect_http,
                         })
                     }
-                    Err((PairPart::Cert, m)) => self.errs.at(span(&t.cert), "server.tls.cert", m),
-                    Err((PairPart::Key, m)) => self.errs.at(span(&t.key), "server.tls.key", m),
+                    Err(errs) => {
+                        for (part, m) in errs {
+                            match part {
+                                PairPart::Cert => self.errs.at(span(&t.cert), "server.tls.cert", m),
+                                PairPart::Key => self.errs.at(span(&t.key), "server.tls.key", m),
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -30,7 +30,10 @@ fn reload_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
         .map_err(|e| format!("{}: cannot read certificate: {e}", cert.display()))?;
     let key_pem = std::fs::read(key)
         .map_err(|e| format!("{}: cannot read private key: {e}", key.display()))?;
-    crate::config::certified_key(cert, &cert_pem, key, &key_pem).map_err(|(_, m)| m)
+    crate::config::certified_key(cert, &cert_pem, key, &key_pem).map_err(|errs| {
+        let msgs: Vec<String> = errs.into_iter().map(|(_, m)| m).collect();
+        msgs.join("; ")
+    })
 }
 
 /// What identifies a version of a file: modification time, length and, on Unix, the inode.
