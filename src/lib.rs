@@ -20,6 +20,7 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod timer;
+pub mod tls_client;
 pub mod upstream;
 
 pub use config::Config;

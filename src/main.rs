@@ -13,20 +13,20 @@ use portcullis::telemetry::{self, LogFormat};
     version,
     about = "Authenticating reverse proxy: OpenID Connect login, bearer tokens and role rules in front of unmodified apps"
 )]
-#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Global: before or after the subcommand (`portcullis --env-file .env check -c x.toml`).
     #[command(flatten)]
-    run: RunArgs,
+    cfg: ConfigArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve (the default).
-    Run(RunArgs),
-    /// Validate the config and exit 0 (valid) or 1 (errors, each with file:line:col and key).
-    Check(CheckArgs),
+    Run,
+    /// Validate the config and exit 0 (valid) or 1 (every error, each with file:line:col and key).
+    Check,
     /// Show which route a request matches, what it requires and, with a token, the decision.
     Explain(ExplainArgs),
     /// Print the version.
@@ -36,32 +36,18 @@ enum Command {
 #[derive(Args, Clone)]
 struct ConfigArgs {
     /// Config file (TOML).
-    #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+    #[arg(long, short, env = "PORTCULLIS_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// A .env file whose variables `${VAR}` may use (the process environment wins).
-    #[arg(long)]
+    #[arg(long, global = true)]
     env_file: Option<PathBuf>,
-}
-
-#[derive(Args, Clone)]
-struct RunArgs {
-    #[command(flatten)]
-    cfg: ConfigArgs,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PORTCULLIS_LOG_FORMAT")]
+    /// Log format (`run`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PORTCULLIS_LOG_FORMAT", global = true)]
     log_format: LogFormat,
 }
 
 #[derive(Args)]
-struct CheckArgs {
-    #[command(flatten)]
-    cfg: ConfigArgs,
-}
-
-#[derive(Args)]
 struct ExplainArgs {
-    #[command(flatten)]
-    cfg: ConfigArgs,
     /// HTTP method, e.g. GET.
     method: String,
     /// Full URL (http://host/path?query) or a path.
@@ -106,7 +92,7 @@ fn main() -> ExitCode {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Some(Command::Check(a)) => match load(&a.cfg) {
+        Some(Command::Check) => match load(&cli.cfg) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} route{}, {} provider{})",
@@ -121,7 +107,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Some(Command::Explain(a)) => {
-            let cfg = match load(&a.cfg) {
+            let cfg = match load(&cli.cfg) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -139,14 +125,13 @@ fn main() -> ExitCode {
                 cfg, &a.method, &a.url, &a.headers,
             ))
         }
-        Some(Command::Run(r)) => serve(r),
-        None => serve(cli.run),
+        Some(Command::Run) | None => serve(&cli.cfg),
     }
 }
 
-fn serve(args: RunArgs) -> ExitCode {
+fn serve(args: &ConfigArgs) -> ExitCode {
     telemetry::init(args.log_format);
-    let cfg = match load(&args.cfg) {
+    let cfg = match load(args) {
         Ok(c) => c,
         Err(code) => return code,
     };

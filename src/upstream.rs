@@ -12,7 +12,6 @@
 //! rewrite.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
@@ -23,15 +22,13 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
 use crate::error::{Body, UpstreamError};
 use crate::timer::LazyTimer;
-
-pub type Connector = HttpsConnector<HttpConnector>;
+use crate::tls_client::CaFile;
+pub use crate::tls_client::Connector;
 
 /// Idle connections are closed after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,72 +50,13 @@ pub struct ClientBuildError {
     pub message: String,
 }
 
-/// A rustls client config on the one crypto provider (aws-lc-rs), trusting the system roots
-/// and, when given, the PEM certificates in `extra_ca`.
-pub fn tls_client_config(
-    extra_ca: Option<&Path>,
-) -> Result<rustls::ClientConfig, ClientBuildError> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs_load();
-    for c in native {
-        let _ = roots.add(c);
-    }
-    if let Some(p) = extra_ca {
-        let err = |m: String| ClientBuildError {
-            path: p.display().to_string(),
-            message: m,
-        };
-        let certs: Vec<_> = CertificateDer::pem_file_iter(p)
-            .map_err(|e| err(format!("cannot read CA file: {e}")))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(format!("malformed PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(err("no certificate in CA file".into()));
+fn build_connector(extra_ca: Option<&CaFile>) -> Result<Connector, ClientBuildError> {
+    crate::tls_client::https_connector(extra_ca, Duration::from_secs(10)).map_err(|message| {
+        ClientBuildError {
+            path: extra_ca.map_or_else(|| "tls".into(), |c| c.path.display().to_string()),
+            message,
         }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| err(format!("unusable CA certificate: {e}")))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientBuildError {
-            path: "tls".into(),
-            message: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(cfg)
-}
-
-fn rustls_native_certs_load() -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    // The system store may be absent in slim images; then only configured CAs are trusted.
-    rustls_native_certs::load_native_certs().certs
-}
-
-fn build_connector(extra_ca: Option<&Path>) -> Result<Connector, ClientBuildError> {
-    https_connector(extra_ca, Duration::from_secs(10))
-}
-
-/// An http-or-https connector on the one crypto provider (also used for provider calls).
-pub fn https_connector(
-    extra_ca: Option<&Path>,
-    connect_timeout: Duration,
-) -> Result<Connector, ClientBuildError> {
-    let tls = tls_client_config(extra_ca)?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(https)
+    })
 }
 
 /// Keep-alive HTTP/1 connections to one upstream.
@@ -396,13 +334,13 @@ async fn reap(pool: Weak<HostPool>) {
 
 impl Upstreams {
     pub fn new(cfg: &Config) -> Result<Self, ClientBuildError> {
-        let mut connectors: HashMap<Option<PathBuf>, Connector> = HashMap::new();
-        let mut pools: HashMap<(Option<PathBuf>, String), Arc<HostPool>> = HashMap::new();
+        let mut connectors: HashMap<Option<CaFile>, Connector> = HashMap::new();
+        let mut pools: HashMap<(Option<CaFile>, String), Arc<HostPool>> = HashMap::new();
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for r in &cfg.routes {
             let ca = r.upstream_ca_file.clone();
             if !connectors.contains_key(&ca) {
-                connectors.insert(ca.clone(), build_connector(ca.as_deref())?);
+                connectors.insert(ca.clone(), build_connector(ca.as_ref())?);
             }
             let target = format!("{}://{}/", r.upstream.scheme, r.upstream.authority);
             let pool = pools

@@ -722,7 +722,7 @@ auth = "bearer"
 async fn redis_refresh_lock_is_released_only_by_its_owner() {
     use portcullis::session::redis::RedisStore;
     let redis = Redis::start();
-    let store = RedisStore::new(&redis.url(), "locktest").unwrap();
+    let store = RedisStore::new(&redis.url(), None, "locktest").unwrap();
     let ttl = Duration::from_millis(300);
     let first = store.lock("lock", "h", ttl).await.unwrap().expect("free");
     assert!(

@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// One problem in the config file.
+/// One problem in the config file (`line` 0: the file itself, e.g. it cannot be read).
 #[derive(Debug, Clone)]
 pub struct ConfigError {
     pub file: PathBuf,
@@ -16,7 +16,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.col)?;
+        // Line 0: about the file as a whole (it cannot be read): no position to give.
+        if self.line == 0 {
+            write!(f, "{}: ", self.file.display())?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.col)?;
+        }
         if !self.key.is_empty() {
             write!(f, "`{}`: ", self.key)?;
         }
@@ -47,6 +52,9 @@ pub(crate) struct Errors<'a> {
     pub file: &'a Path,
     pub src: &'a str,
     pub list: Vec<(usize, ConfigError)>,
+    /// Values that could not be read (start offset, key): left out of the config, so later
+    /// complaints about them or their section would only repeat the first error.
+    unreadable: Vec<(usize, String)>,
 }
 
 impl<'a> Errors<'a> {
@@ -55,6 +63,7 @@ impl<'a> Errors<'a> {
             file,
             src,
             list: Vec::new(),
+            unreadable: Vec::new(),
         }
     }
 
@@ -68,27 +77,57 @@ impl<'a> Errors<'a> {
         (line, col)
     }
 
+    /// Records a value that could not be read (and is left out of the config).
+    pub fn unreadable(&mut self, span: Range<usize>, key: String, message: String) {
+        self.push(span.start, key.clone(), message);
+        self.unreadable.push((span.start, key));
+    }
+
+    /// Whether an error at `start` about `key` is a consequence of an unreadable value: at its
+    /// position, about its key, or about the table holding it.
+    fn follows_unreadable(&self, start: usize, key: &str) -> bool {
+        self.unreadable.iter().any(|(at, k)| {
+            *at == start
+                || k == key
+                || (!key.is_empty()
+                    && k.strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('[')))
+        })
+    }
+
     pub fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
-        let (line, col) = self.line_col(span.start);
+        let key = key.into();
+        if self.follows_unreadable(span.start, &key) {
+            return;
+        }
+        self.push(span.start, key, message.into());
+    }
+
+    fn push(&mut self, start: usize, key: String, message: String) {
+        let (line, col) = self.line_col(start);
         self.list.push((
-            span.start,
+            start,
             ConfigError {
                 file: self.file.to_path_buf(),
                 line,
                 col,
-                key: key.into(),
-                message: message.into(),
+                key,
+                message,
             },
         ));
     }
 
-    pub fn finish(mut self) -> Result<(), ConfigErrors> {
+    /// `Err` with every error recorded, in file order; `Ok` when there is none.
+    pub fn finish(self) -> Result<(), ConfigErrors> {
         if self.list.is_empty() {
             return Ok(());
         }
+        Err(self.into_errors())
+    }
+
+    /// Every error recorded, in file order (the caller knows there is at least one).
+    pub fn into_errors(mut self) -> ConfigErrors {
         self.list.sort_by_key(|(o, _)| *o);
-        Err(ConfigErrors(
-            self.list.into_iter().map(|(_, e)| e).collect(),
-        ))
+        ConfigErrors(self.list.into_iter().map(|(_, e)| e).collect())
     }
 }

@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::headers::AuthorizationMode;
+use super::provider::{RolesClaim, TokenEndpointAuth};
+use super::route::AuthMode;
+use super::session::StoreKind;
 use super::values::{Dur, Parsed, Secret, Str};
 
 #[derive(Debug, Deserialize, Default)]
@@ -72,10 +76,10 @@ pub struct RawProvider {
     pub private_key_file: Option<Spanned<Str>>,
     pub scopes: Option<Vec<Str>>,
     pub audiences: Option<Vec<Str>>,
-    pub roles_claim: Option<Str>,
+    pub roles_claim: Option<Parsed<RolesClaim>>,
     /// The ZITADEL project whose `urn:zitadel:iam:org:project:<id>:roles` claim counts.
     pub project_id: Option<Spanned<Str>>,
-    pub token_endpoint_auth: Option<Spanned<Str>>,
+    pub token_endpoint_auth: Option<Parsed<TokenEndpointAuth>>,
     pub authorization_endpoint: Option<Spanned<Str>>,
     pub token_endpoint: Option<Spanned<Str>>,
     pub userinfo_endpoint: Option<Spanned<Str>>,
@@ -112,9 +116,11 @@ pub struct RawSession {
     /// Extension: former secrets still accepted for decryption (rotation).
     #[serde(default)]
     pub previous_secrets: Vec<Spanned<Secret>>,
-    pub store: Option<Spanned<Str>>,
+    pub store: Option<Spanned<Parsed<StoreKind>>>,
     pub redis_url: Option<Spanned<Secret>>,
     pub redis_url_file: Option<Spanned<Str>>,
+    /// Extension: the CA (PEM) that signed a `rediss://` server's certificate.
+    pub redis_ca_file: Option<Spanned<Str>>,
     pub cookie_name: Option<Spanned<Str>>,
     pub lifetime: Option<Dur>,
     pub idle_timeout: Option<Dur>,
@@ -131,7 +137,7 @@ pub struct RawHeaders {
     pub name: Option<Spanned<Str>>,
     pub roles: Option<Spanned<Str>>,
     pub access_token: Option<Spanned<Str>>,
-    pub authorization: Option<Spanned<Str>>,
+    pub authorization: Option<Parsed<AuthorizationMode>>,
     pub assertion: Option<Spanned<Str>>,
     /// Extension: PEM (PKCS#8) EC P-256 key signing the assertion; generated at start when absent.
     pub assertion_key_file: Option<Spanned<Str>>,
@@ -147,7 +153,7 @@ pub struct RawRoute {
     pub path: Option<Spanned<Str>>,
     pub methods: Option<Spanned<Vec<Str>>>,
     pub upstream: Option<Spanned<Str>>,
-    pub auth: Option<Spanned<Str>>,
+    pub auth: Option<Spanned<Parsed<AuthMode>>>,
     pub provider: Option<Spanned<Str>>,
     #[serde(default)]
     pub require_roles: Vec<Str>,

@@ -1,5 +1,9 @@
 //! Every config error names file:line:col and the key; one test per error class.
 
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::session::weak_secret;
 use super::*;
 
 fn load(src: &str) -> Result<Config, ConfigErrors> {

@@ -20,8 +20,12 @@ pub struct ClientKey {
 
 impl ClientKey {
     pub fn new(k: &ZitadelKey) -> Result<Self, String> {
-        let key = EncodingKey::from_rsa_pem(k.key.as_bytes())
-            .map_err(|e| format!("key file {}: {e}", k.key_id))?;
+        // Parsed at config load; a key built elsewhere is parsed here.
+        let key = match &k.signing_key {
+            Some(key) => key.clone(),
+            None => EncodingKey::from_rsa_pem(k.key.as_bytes())
+                .map_err(|e| format!("key file {}: {e}", k.key_id))?,
+        };
         let client_id = k
             .subject()
             .ok_or("key file has neither clientId nor userId")?

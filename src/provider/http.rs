@@ -2,7 +2,6 @@
 //! with the provider's optional extra CA, a per-call timeout, a response size cap, and **no
 //! redirect following** (a provider that redirects is an error, not a hop: SSRF).
 
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +10,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::tls_client::CaFile;
 
 /// Largest provider response read (discovery, JWKS, token, userinfo, introspection).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -28,9 +29,14 @@ pub struct Reply {
 }
 
 impl ProviderClient {
-    pub fn new(extra_ca: Option<&Path>) -> Result<Self, String> {
-        let https = crate::upstream::https_connector(extra_ca, Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
+    pub fn new(extra_ca: Option<&CaFile>) -> Result<Self, String> {
+        let https =
+            crate::tls_client::https_connector(extra_ca, Duration::from_secs(5)).map_err(|e| {
+                match extra_ca {
+                    Some(ca) => format!("{}: {e}", ca.path.display()),
+                    None => e,
+                }
+            })?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
@@ -121,8 +127,16 @@ impl ProviderClient {
     }
 }
 
+/// The error and its causes, `: `-joined (hyper's own text is only "client error (Connect)").
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    crate::upstream::describe(e)
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 /// `max-age` of a `Cache-Control` header, if any.

@@ -600,13 +600,14 @@ pub struct Providers {
 impl Providers {
     pub fn new(cfg: &Config) -> Result<Self, String> {
         // One client per distinct trust configuration, shared by the providers using it.
-        let mut clients: HashMap<Option<std::path::PathBuf>, http::ProviderClient> = HashMap::new();
+        let mut clients: HashMap<Option<crate::tls_client::CaFile>, http::ProviderClient> =
+            HashMap::new();
         let mut map = HashMap::new();
         for (n, p) in &cfg.providers {
             let client = match clients.get(&p.ca_file) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = http::ProviderClient::new(p.ca_file.as_deref())
+                    let c = http::ProviderClient::new(p.ca_file.as_ref())
                         .map_err(|e| format!("provider {n}: {e}"))?;
                     clients.insert(p.ca_file.clone(), c.clone());
                     c

@@ -39,8 +39,14 @@ pub async fn serve(
             let svc = service_fn(move |req: Request<Incoming>| {
                 // As on the public listeners: no head deadline while a request is in flight.
                 let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);
-                let r = route(&req, &metrics, &health).map(|b| ResponseBody::new(b, in_flight));
-                async move { Ok::<_, Infallible>(r) }
+                let (metrics, health) = (metrics.clone(), health.clone());
+                let answer = super::panic::catch_panic(req, move |req| async move {
+                    route(&req, &metrics, &health)
+                });
+                async move {
+                    let Ok(r) = answer.await;
+                    Ok::<_, Infallible>(r.map(|b| ResponseBody::new(b, in_flight)))
+                }
             });
             let _ = builder.serve_connection(TokioIo::new(io), svc).await;
         });

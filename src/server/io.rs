@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::error::{Body, BoxError};
+use crate::error::BoxError;
 use crate::timer::LazyTimer;
 
 const RESPONSE_408: &[u8] =
@@ -113,12 +113,12 @@ impl Drop for InFlight {
 /// The body of every response on a listener: the proxy's body, and the request it answers
 /// (in flight until this body is dropped).
 pub struct ResponseBody {
-    inner: Body,
+    inner: super::panic::Answer,
     _in_flight: InFlight,
 }
 
 impl ResponseBody {
-    pub fn new(inner: Body, in_flight: InFlight) -> Self {
+    pub fn new(inner: super::panic::Answer, in_flight: InFlight) -> Self {
         ResponseBody {
             inner,
             _in_flight: in_flight,

@@ -9,6 +9,7 @@
 pub mod accept;
 mod admin;
 mod io;
+mod panic;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -143,8 +144,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
 
     let mut https_addr = None;
     if let Some(t) = &config.server.tls {
-        let tls_cfg =
-            tls::server_config(t.cert.clone(), t.key.clone()).map_err(StartupError::Tls)?;
+        let tls_cfg = tls::server_config(t).map_err(StartupError::Tls)?;
         let l = bind(t.listen, "[server.tls] listen")?;
         https_addr = l.local_addr().ok();
         tracing::info!(addr = ?https_addr, "listening (https)");
@@ -390,11 +390,14 @@ async fn serve_io<I>(
         let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);
         let proxy = proxy.clone();
         let sni = sni.clone();
-        async move {
-            let resp = match redirect_to_https {
+        let answer = panic::catch_panic(req, move |req| async move {
+            match redirect_to_https {
                 Some(https_port) => https_redirect(https_port, &req),
                 None => proxy.handle(req, info, sni.as_deref()).await,
-            };
+            }
+        });
+        async move {
+            let Ok(resp) = answer.await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 in_flight.upgraded();
             }

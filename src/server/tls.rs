@@ -1,16 +1,16 @@
 //! TLS termination with rustls (aws-lc-rs): HTTP/2 and HTTP/1.1 by ALPN, and a certificate
-//! resolver whose key pair is swapped when the cert or key file changes (no restart; a bad new
-//! file is logged and the previous pair keeps serving).
+//! resolver starting with the pair the config loaded, swapped when the cert or key file changes
+//! (no restart; a bad new file is logged and the previous pair keeps serving).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+use crate::config::Tls;
 
 #[derive(Debug)]
 pub struct ReloadingCert {
@@ -23,28 +23,17 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// Loads a PEM chain and key into a signing pair; the error names the file and why.
-pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: cannot read certificate: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: malformed PEM certificate: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate found", cert.display()));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key)
+/// Reads the pair again after a change of its files; the same parse as at load
+/// ([`crate::config::certified_key`]).
+fn reload_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let cert_pem = std::fs::read(cert)
+        .map_err(|e| format!("{}: cannot read certificate: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key)
         .map_err(|e| format!("{}: cannot read private key: {e}", key.display()))?;
-    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der)
-        .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
-    let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match().map_err(|e| {
-        format!(
-            "{} and {} do not belong together: {e}",
-            cert.display(),
-            key.display()
-        )
-    })?;
-    Ok(ck)
+    crate::config::certified_key(cert, &cert_pem, key, &key_pem).map_err(|errs| {
+        let msgs: Vec<String> = errs.into_iter().map(|(_, m)| m).collect();
+        msgs.join("; ")
+    })
 }
 
 /// What identifies a version of a file: modification time, length and, on Unix, the inode.
@@ -71,14 +60,14 @@ fn stamp(p: &Path) -> Option<Stamp> {
     ))
 }
 
-/// Builds the server config and starts the watcher that reloads the pair.
-pub fn server_config(cert: PathBuf, key: PathBuf) -> Result<Arc<rustls::ServerConfig>, String> {
-    let pair = load_pair(&cert, &key)?;
+/// Builds the server config on the pair loaded with the config and starts the watcher that
+/// reloads the pair when its files change.
+pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (cert, key) = (tls.cert.clone(), tls.key.clone());
     let resolver = Arc::new(ReloadingCert {
-        current: ArcSwap::from_pointee(pair),
+        current: ArcSwap::new(tls.certified_key.clone()),
     });
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ServerConfig::builder_with_provider(crate::tls_client::crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
@@ -94,7 +83,7 @@ pub fn server_config(cert: PathBuf, key: PathBuf) -> Result<Arc<rustls::ServerCo
             if now == last {
                 continue;
             }
-            match load_pair(&cert, &key) {
+            match reload_pair(&cert, &key) {
                 Ok(pair) => {
                     watched.current.store(Arc::new(pair));
                     last = now;

@@ -531,8 +531,8 @@ impl Sessions {
         let sealer = Sealer::new(secrets, "session");
         let backend = match &cfg.store {
             config::SessionStore::Cookie => Backend::Cookie,
-            config::SessionStore::Redis { url } => Backend::Redis(std::sync::Arc::new(
-                redis::RedisStore::new(url.expose(), &cfg.cookie_name)?,
+            config::SessionStore::Redis { url, ca } => Backend::Redis(std::sync::Arc::new(
+                redis::RedisStore::new(url.expose(), ca.as_ref(), &cfg.cookie_name)?,
             )),
         };
         Ok(Sessions {

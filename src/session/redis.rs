@@ -20,6 +20,7 @@ use ::redis::{Client, cmd};
 
 use super::{Ended, SessionData, StoreError, crypto};
 use crate::health::Health;
+use crate::tls_client::CaFile;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const HEALTH_KEY: &str = "session:redis";
@@ -32,8 +33,26 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub fn new(url: &str, prefix: &str) -> Result<Self, String> {
-        let client = Client::open(url).map_err(|e| format!("session.redis_url: {e}"))?;
+    /// `url`: `redis://` or `rediss://` (TLS on aws-lc-rs; `ca`, when given, is the only CA
+    /// trusted, else the system roots are).
+    pub fn new(url: &str, ca: Option<&CaFile>, prefix: &str) -> Result<Self, String> {
+        let client = if url.starts_with("rediss://") {
+            // The redis crate builds its rustls config on the process-default provider.
+            crate::tls_client::install_default_provider();
+            match ca {
+                Some(ca) => Client::build_with_tls(
+                    url,
+                    ::redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(ca.pem.to_vec()),
+                    },
+                ),
+                None => Client::open(url),
+            }
+        } else {
+            Client::open(url)
+        }
+        .map_err(|e| format!("session.redis_url: {e}"))?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(OP_TIMEOUT))

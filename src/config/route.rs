@@ -1,0 +1,296 @@
+//! `[[route]]`: matcher (host, path, methods), upstream, auth mode and provider, requirements,
+//! headers, timeouts and flags. Order and shadowing between routes are checked in `load`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+use url::Url;
+
+use super::headers::HeaderConfig;
+use super::load::{Validator, span};
+use super::raw::{RawConfig, RawRoute};
+use super::server::Server;
+use crate::routes::Matcher;
+use crate::tls_client::CaFile;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Login,
+    Bearer,
+    LoginOrBearer,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "none" => AuthMode::None,
+            "login" => AuthMode::Login,
+            "bearer" => AuthMode::Bearer,
+            "login_or_bearer" => AuthMode::LoginOrBearer,
+            other => {
+                return Err(format!(
+                    "unknown auth {other:?}: use \"none\", \"login\", \"bearer\" or \"login_or_bearer\""
+                ));
+            }
+        })
+    }
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Login => "login",
+            AuthMode::Bearer => "bearer",
+            AuthMode::LoginOrBearer => "login_or_bearer",
+        }
+    }
+    pub fn uses_login(self) -> bool {
+        matches!(self, AuthMode::Login | AuthMode::LoginOrBearer)
+    }
+    pub fn uses_bearer(self) -> bool {
+        matches!(self, AuthMode::Bearer | AuthMode::LoginOrBearer)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: Url,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix of the upstream URL without trailing slash ("" when none).
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub matcher: Matcher,
+    pub upstream: Upstream,
+    pub auth: AuthMode,
+    pub provider: Option<String>,
+    pub require_roles: Vec<String>,
+    pub require_any_role: Vec<String>,
+    /// (claim path, accepted values)
+    pub require_claims: Vec<(String, Vec<serde_json::Value>)>,
+    pub headers: Arc<HeaderConfig>,
+    pub timeout: Duration,
+    pub websocket: bool,
+    pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub upstream_ca_file: Option<CaFile>,
+}
+
+impl Validator<'_, '_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn route(
+        &mut self,
+        i: usize,
+        sr: &Spanned<RawRoute>,
+        raw: &RawConfig,
+        global_headers: &Arc<HeaderConfig>,
+        only_provider: &Option<String>,
+        server: &Server,
+    ) -> Option<Route> {
+        let r = sr.get_ref();
+        let k = |f: &str| format!("route[{i}].{f}");
+        let name = r
+            .name
+            .as_ref()
+            .map_or_else(|| format!("route-{i}"), |n| n.get_ref().0.clone());
+        let mut ok = true;
+        let Some(path) = &r.path else {
+            self.errs
+                .at(span(sr), k("path"), "missing `path` (e.g. path = \"/\")");
+            return None;
+        };
+        let Some(upstream) = &r.upstream else {
+            self.errs.at(
+                span(sr),
+                k("upstream"),
+                "missing `upstream` (e.g. upstream = \"http://127.0.0.1:3000\")",
+            );
+            return None;
+        };
+        let Some(auth_s) = &r.auth else {
+            self.errs.at(
+                span(sr),
+                k("auth"),
+                "missing `auth`: choose \"none\", \"login\", \"bearer\" or \"login_or_bearer\"",
+            );
+            return None;
+        };
+        let auth = auth_s.get_ref().0;
+        let p = path.get_ref().0.as_str();
+        if !p.starts_with('/') {
+            self.errs
+                .at(span(path), k("path"), format!("{p:?} must start with '/'"));
+            ok = false;
+        } else if crate::routes::normalize_path(p)
+            .map(|n| n != p.trim_end_matches('/') && n != p)
+            .unwrap_or(true)
+        {
+            self.errs.at(
+                span(path),
+                k("path"),
+                format!("{p:?} is not a normalized path (no '//', '.', '..' or encoded unreserved characters)"),
+            );
+            ok = false;
+        }
+        if p.starts_with(&format!("{}/", server.auth_prefix)) || p == server.auth_prefix {
+            self.errs.at(
+                span(path),
+                k("path"),
+                format!("paths under {} belong to the proxy", server.auth_prefix),
+            );
+            ok = false;
+        }
+        let methods: Option<Vec<String>> = r
+            .methods
+            .as_ref()
+            .map(|m| m.get_ref().iter().map(|x| x.0.clone()).collect());
+        let matcher = match Matcher::new(
+            r.host.as_ref().map(|h| h.get_ref().0.as_str()),
+            p,
+            methods.as_deref(),
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                let at = r.host.as_ref().map(span).unwrap_or_else(|| span(sr));
+                self.errs.at(at, k("host"), e);
+                return None;
+            }
+        };
+        let upstream = match self.url(upstream, &k("upstream")) {
+            Some(u) => {
+                let authority = u[url::Position::BeforeHost..url::Position::AfterPort]
+                    .parse::<http::uri::Authority>();
+                let scheme = if u.scheme() == "https" {
+                    http::uri::Scheme::HTTPS
+                } else {
+                    http::uri::Scheme::HTTP
+                };
+                match authority {
+                    Ok(authority)
+                        if u.query().is_none()
+                            && u.fragment().is_none()
+                            && u.username().is_empty() =>
+                    {
+                        Upstream {
+                            base_path: u.path().trim_end_matches('/').to_string(),
+                            url: u,
+                            scheme,
+                            authority,
+                        }
+                    }
+                    _ => {
+                        self.errs.at(span(upstream), k("upstream"), "give scheme://host[:port][/path] without query, fragment or credentials");
+                        return None;
+                    }
+                }
+            }
+            None => return None,
+        };
+        let provider = match &r.provider {
+            Some(pn) => {
+                if !raw.providers.contains_key(&pn.get_ref().0) {
+                    let known: Vec<_> = raw.providers.keys().map(String::as_str).collect();
+                    self.errs.at(
+                        span(pn),
+                        k("provider"),
+                        format!(
+                            "no provider named {:?}; defined: [{}]",
+                            pn.get_ref().0,
+                            known.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+                Some(pn.get_ref().0.clone())
+            }
+            None if auth == AuthMode::None => None,
+            None => match only_provider {
+                Some(p) => Some(p.clone()),
+                None if raw.providers.is_empty() => {
+                    self.errs.at(
+                        span(auth_s),
+                        k("auth"),
+                        format!(
+                            "auth = {:?} needs a provider: add a [providers.NAME] section",
+                            auth.as_str()
+                        ),
+                    );
+                    ok = false;
+                    None
+                }
+                None => {
+                    self.errs.at(
+                        span(auth_s),
+                        k("provider"),
+                        "several providers are configured: name one with provider = \"NAME\"",
+                    );
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let mut require_claims = Vec::new();
+        for (claim, v) in &r.require_claims {
+            let vals = match v.get_ref() {
+                serde_json::Value::Array(a) => a.clone(),
+                other => vec![other.clone()],
+            };
+            if vals.is_empty()
+                || vals
+                    .iter()
+                    .any(|x| x.is_array() || x.is_object() || x.is_null())
+            {
+                self.errs.at(
+                    span(v),
+                    k(&format!("require_claims.{claim}")),
+                    "give a value (string, number, boolean) or a list of accepted values",
+                );
+                ok = false;
+            }
+            require_claims.push((claim.clone(), vals));
+        }
+        let has_requirements = !r.require_roles.is_empty()
+            || !r.require_any_role.is_empty()
+            || !r.require_claims.is_empty();
+        if auth == AuthMode::None && has_requirements {
+            self.errs.at(
+                span(auth_s),
+                k("auth"),
+                "require_roles/require_any_role/require_claims need an authenticated route: set auth to \"login\", \"bearer\" or \"login_or_bearer\"",
+            );
+            ok = false;
+        }
+        let headers = match &r.headers {
+            Some(h) => Arc::new(self.headers(h, Some(global_headers))),
+            None => global_headers.clone(),
+        };
+        let upstream_ca_file = match &r.upstream_ca_file {
+            Some(f) => self.ca_file(f, &k("upstream_ca_file")),
+            None => server.upstream_ca_file.clone(),
+        };
+        ok.then(|| Route {
+            name,
+            matcher,
+            upstream,
+            auth,
+            provider,
+            require_roles: r.require_roles.iter().map(|x| x.0.clone()).collect(),
+            require_any_role: r.require_any_role.iter().map(|x| x.0.clone()).collect(),
+            require_claims,
+            headers,
+            timeout: r.timeout.map_or(server.upstream_timeout, |d| d.0),
+            websocket: r.websocket.unwrap_or(false),
+            strip_prefix: r.strip_prefix.unwrap_or(false),
+            preserve_host: r.preserve_host.unwrap_or(true),
+            upstream_ca_file,
+        })
+    }
+}

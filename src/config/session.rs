@@ -1,0 +1,299 @@
+//! `[session]`: the secret (length, placeholders and near misses refused), rotation, the store
+//! (cookie, or Redis with its URL and CA file), cookie name and lifetimes.
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::load::{Validator, span};
+use super::raw::RawSession;
+use super::values::Secret;
+use crate::tls_client::CaFile;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStore {
+    Cookie,
+    /// `url`: `redis://` or `rediss://` (TLS); `ca`: the CA that signed a TLS server's
+    /// certificate, trusted besides the system roots.
+    Redis {
+        url: Secret,
+        ca: Option<CaFile>,
+    },
+}
+
+/// `session.store` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Cookie,
+    Redis,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cookie" => Ok(StoreKind::Cookie),
+            "redis" => Ok(StoreKind::Redis),
+            other => Err(format!(
+                "unknown store {other:?}: use \"cookie\" or \"redis\""
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub secret: Secret,
+    pub previous_secrets: Vec<Secret>,
+    pub store: SessionStore,
+    pub cookie_name: String,
+    pub lifetime: Duration,
+    pub idle_timeout: Duration,
+    pub refresh: bool,
+    pub post_logout_redirect: String,
+}
+
+/// Session secrets published in this project's examples, docs and deployment checks (config/,
+/// docs/, README.md, Dockerfile, tests/deploy, tests/bench; also former defaults): anyone can seal
+/// a session with them, so `check` and `run` refuse them — and every near miss ([`weak_secret`]).
+pub const PLACEHOLDER_SECRETS: &[&str] = &[
+    // config/portcullis.example.toml (former `${SESSION_SECRET:-…}` default)
+    "change-me-to-32-random-bytes-at-least!!",
+    // config/demo.toml (former default)
+    "demo-only-session-secret-0123456789abcdef",
+    // config/kubernetes/sidecar.yaml (the Secret's placeholder)
+    "replace-me-with-at-least-32-random-bytes-0123456789",
+    // tests/deploy/validate.sh (former dummy values)
+    "dummy-session-secret-0123456789abcdef0123456789",
+    "dummy-session-secret-0123456789abcdef0123456789abcdef",
+    "dummy-secret-for-portcullis-check-0123456789abcdef0123456789abcd",
+    // tests/bench/bench.sh (former value)
+    "bench-session-secret-0123456789abcdef-0123",
+];
+
+/// Parts that mark a placeholder whatever surrounds them, compared with the secret
+/// [`normalized`]: words people write into example secrets, and keyboard or alphabet runs. Each
+/// is at least 7 characters, so a random secret (`openssl rand -hex 32` / `-base64 48`) contains
+/// one with a probability below 10⁻⁸.
+const PLACEHOLDER_MARKERS: &[&str] = &[
+    "changeme",
+    "changeit",
+    "replaceme",
+    "placeholder",
+    "yoursecret",
+    "goeshere",
+    "secrethere",
+    "example",
+    "password",
+    "insecure",
+    "0123456789",
+    "1234567890",
+    "9876543210",
+    "abcdefghij",
+    "qwertyuiop",
+];
+
+/// A secret sharing this many consecutive characters (after [`normalized`]) with a published
+/// placeholder is a near miss of it.
+const PLACEHOLDER_RUN: usize = 16;
+
+/// How to make a good session secret, for the errors below.
+const SECRET_FIX: &str = "generate one with `openssl rand -hex 32` and pass it through the environment (`secret = \"${SESSION_SECRET}\"`) or `secret_file`";
+
+/// `s` in lower case with everything but ASCII letters and digits dropped: `Change_Me` and
+/// `change-me!` compare as the same placeholder.
+fn normalized(s: &str) -> String {
+    s.bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect()
+}
+
+/// Why `secret` must not seal sessions, if it must not: a published placeholder or a near miss
+/// of one (after [`normalized`]: [`PLACEHOLDER_RUN`] consecutive characters of one, or any
+/// [`PLACEHOLDER_MARKERS`]), or fewer than 8 distinct characters (`openssl rand -hex 32` has 16
+/// possible ones). Never repeats the secret.
+pub(super) fn weak_secret(secret: &str) -> Option<String> {
+    let norm = normalized(secret);
+    let near_published = PLACEHOLDER_SECRETS.iter().any(|p| {
+        let p = normalized(p);
+        p.as_bytes()
+            .windows(PLACEHOLDER_RUN)
+            .any(|w| norm.as_bytes().windows(PLACEHOLDER_RUN).any(|s| s == w))
+    });
+    if near_published {
+        return Some(
+            "is (or nearly is) a placeholder published in portcullis' examples or docs: anyone can forge sessions with it"
+                .into(),
+        );
+    }
+    if let Some(m) = PLACEHOLDER_MARKERS.iter().find(|m| norm.contains(*m)) {
+        return Some(format!(
+            "looks like a placeholder (it contains {m:?}, ignoring case and punctuation), not a random value: it is guessable"
+        ));
+    }
+    let mut seen = [false; 256];
+    let mut distinct = 0;
+    for b in secret.bytes() {
+        if !std::mem::replace(&mut seen[usize::from(b)], true) {
+            distinct += 1;
+        }
+    }
+    (distinct < 8).then(|| {
+        format!("has only {distinct} distinct characters (at least 8 are needed): it is guessable")
+    })
+}
+
+impl Validator<'_, '_> {
+    pub(super) fn session(&mut self, ss: &Spanned<RawSession>) -> Option<Session> {
+        let s = ss.get_ref();
+        let secret = self.secret(
+            s.secret.as_ref().map(|x| x.get_ref().clone()),
+            s.secret.as_ref().map(span),
+            s.secret_file.as_ref(),
+            "session.secret",
+        );
+        // where a problem with the secret is reported: its key, else the section
+        let at = s
+            .secret
+            .as_ref()
+            .map(span)
+            .or(s.secret_file.as_ref().map(span))
+            .unwrap_or_else(|| span(ss));
+        let secret = match secret {
+            Some(sec) if sec.expose().len() >= 32 => sec,
+            Some(sec) => {
+                self.errs.at(
+                    at,
+                    "session.secret",
+                    format!(
+                        "the session secret is {} bytes; it must be at least 32 (generate one with `openssl rand -base64 48`)",
+                        sec.expose().len()
+                    ),
+                );
+                return None;
+            }
+            None => {
+                if s.secret.is_none() && s.secret_file.is_none() {
+                    self.errs.at(
+                        span(ss),
+                        "session.secret",
+                        "missing: set `secret` (≥ 32 bytes) or `secret_file`",
+                    );
+                }
+                return None;
+            }
+        };
+        if let Some(problem) = weak_secret(secret.expose()) {
+            let from = if s.secret.is_none() {
+                "the session secret in `secret_file`"
+            } else {
+                "the session secret"
+            };
+            self.errs.at(
+                at,
+                "session.secret",
+                format!("{from} {problem}; {SECRET_FIX}"),
+            );
+            return None;
+        }
+        let mut previous = Vec::new();
+        for (i, p) in s.previous_secrets.iter().enumerate() {
+            if p.get_ref().expose().len() < 32 {
+                self.errs.at(
+                    span(p),
+                    format!("session.previous_secrets[{i}]"),
+                    "each secret must be at least 32 bytes",
+                );
+            } else if let Some(problem) = weak_secret(p.get_ref().expose()) {
+                self.errs.at(
+                    span(p),
+                    format!("session.previous_secrets[{i}]"),
+                    format!("this secret {problem}; remove it (cookies sealed with it could be forged): {SECRET_FIX}"),
+                );
+            } else {
+                previous.push(p.get_ref().clone());
+            }
+        }
+        let redis_url = self.secret(
+            s.redis_url.as_ref().map(|x| x.get_ref().clone()),
+            s.redis_url.as_ref().map(span),
+            s.redis_url_file.as_ref(),
+            "session.redis_url",
+        );
+        let redis_ca = s
+            .redis_ca_file
+            .as_ref()
+            .and_then(|f| self.ca_file(f, "session.redis_ca_file"));
+        let store = match s.store.as_ref().map(|x| (x, x.get_ref().0)) {
+            None | Some((_, StoreKind::Cookie)) => {
+                if let Some(f) = &s.redis_ca_file {
+                    self.errs.at(
+                        span(f),
+                        "session.redis_ca_file",
+                        "only a Redis store over TLS uses a CA file: set store = \"redis\" with a rediss:// URL, or remove it",
+                    );
+                }
+                SessionStore::Cookie
+            }
+            Some((st, StoreKind::Redis)) => {
+                match redis_url {
+                    Some(url) => {
+                        let tls = url.expose().starts_with("rediss://");
+                        if !(tls || url.expose().starts_with("redis://")) {
+                            let at = s.redis_url.as_ref().map(span).unwrap_or_else(|| span(st));
+                            self.errs.at(
+                                at,
+                                "session.redis_url",
+                                "must start with redis:// or rediss:// (TLS)",
+                            );
+                        } else if let (false, Some(f)) = (tls, &s.redis_ca_file) {
+                            self.errs.at(
+                                span(f),
+                                "session.redis_ca_file",
+                                "a CA file needs TLS: write the URL as rediss://",
+                            );
+                        }
+                        SessionStore::Redis { url, ca: redis_ca }
+                    }
+                    None => {
+                        self.errs.at(span(st), "session.redis_url", "store = \"redis\" needs `redis_url` (e.g. \"redis://127.0.0.1:6379/0\")");
+                        return None;
+                    }
+                }
+            }
+        };
+        let cookie_name = match &s.cookie_name {
+            Some(c) => {
+                let v = c.get_ref().0.clone();
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    self.errs.at(
+                        span(c),
+                        "session.cookie_name",
+                        "use letters, digits, '-' and '_' only",
+                    );
+                }
+                v
+            }
+            None => "portcullis".to_string(),
+        };
+        let post_logout_redirect = s
+            .post_logout_redirect
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |p| p.get_ref().0.clone());
+        Some(Session {
+            secret,
+            previous_secrets: previous,
+            store,
+            cookie_name,
+            lifetime: s.lifetime.map_or(Duration::from_secs(12 * 3600), |d| d.0),
+            idle_timeout: s.idle_timeout.map_or(Duration::from_secs(3600), |d| d.0),
+            refresh: s.refresh.unwrap_or(true),
+            post_logout_redirect,
+        })
+    }
+}
