@@ -499,7 +499,12 @@ mod tests {
                 "text/html",
                 "login_denied",
             ),
-            (LoginError::UnknownProvider, 404, "text/html", "unknown_provider"),
+            (
+                LoginError::UnknownProvider,
+                404,
+                "text/html",
+                "unknown_provider",
+            ),
             (
                 LoginError::LogoutUnavailable {
                     detail: "redis down".into(),
@@ -538,7 +543,10 @@ mod tests {
                     .starts_with(kind),
                 "{reason}"
             );
-            assert!(!r.headers().contains_key(header::WWW_AUTHENTICATE), "{reason}");
+            assert!(
+                !r.headers().contains_key(header::WWW_AUTHENTICATE),
+                "{reason}"
+            );
             assert_eq!(r.headers().contains_key(header::SET_COOKIE), clears);
         }
     }

@@ -71,7 +71,10 @@ pub async fn verify_id_token(
     // 8. MAC algorithms (HS*) are refused: the client secret signs nothing here;
     // 9. `exp` must be in the future (with the JWT verifier's leeway);
     // 10. `iat` (and `nbf`) must not be in the future.
-    let claims = match p.verify_jwt(id_token, std::slice::from_ref(&client_id)).await {
+    let claims = match p
+        .verify_jwt(id_token, std::slice::from_ref(&client_id))
+        .await
+    {
         Ok(c) => c,
         Err(TokenError::Unavailable(e)) => return Err(IdTokenError::Unavailable(e)),
         Err(e) => {
@@ -227,7 +230,10 @@ pub async fn verify_logout_token(
 /// A string claim of a JWT read without verification — only to pick the provider whose keys
 /// must then verify it.
 pub fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
-    unverified_payload(jwt)?.get(name)?.as_str().map(str::to_string)
+    unverified_payload(jwt)?
+        .get(name)?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The `aud` of a JWT, unverified (only to pick the provider that then verifies): a string or

@@ -24,9 +24,7 @@ use http::HeaderValue;
 use http::header::HeaderMap;
 
 use super::store::{RefreshLock, Store};
-use super::{
-    CookieAttrs, Ended, Loaded, SessionData, Sessions, StoreError, crypto, write_chunked,
-};
+use super::{CookieAttrs, Ended, Loaded, SessionData, Sessions, StoreError, crypto, write_chunked};
 use crate::health::Health;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);

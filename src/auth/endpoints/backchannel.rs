@@ -99,7 +99,11 @@ pub(super) async fn backchannel(
     // The jti is remembered only once the sessions have ended: a logout that failed (503)
     // must stay retryable, or the provider's retry is refused as a replay and the sessions
     // live on.
-    if l.sessions.jti_seen(&jti_key).await.map_err(store_unavailable)? {
+    if l.sessions
+        .jti_seen(&jti_key)
+        .await
+        .map_err(store_unavailable)?
+    {
         return Err(bad("logout_token replayed"));
     }
     let n = l

@@ -64,9 +64,9 @@ pub(super) async fn logout<B>(
         .as_ref()
         .and_then(|o| rd.and_then(|rd| redirect::validate(rd, o, allowed)))
         .or_else(|| {
-            origin.as_ref().and_then(|o| {
-                redirect::validate(&l.sessions.cfg.post_logout_redirect, o, allowed)
-            })
+            origin
+                .as_ref()
+                .and_then(|o| redirect::validate(&l.sessions.cfg.post_logout_redirect, o, allowed))
         })
         .unwrap_or_else(|| "/".into());
     let mut location = target.clone();
@@ -130,7 +130,12 @@ fn confirmation(l: &LoginState, rd: Option<&str>, post: bool) -> Answer {
 /// `same-site` too, a sibling subdomain's link — or a foreign `Origin`. Clients that send
 /// neither header (not browsers, or browsers too old to send them) are taken at their word:
 /// they hold the cookie themselves.
-fn is_from_elsewhere(l: &LoginState, headers: &HeaderMap, conn: ConnInfo, host: Option<&str>) -> bool {
+fn is_from_elsewhere(
+    l: &LoginState,
+    headers: &HeaderMap,
+    conn: ConnInfo,
+    host: Option<&str>,
+) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.as_bytes().trim_ascii();
         if !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")) {
@@ -146,7 +151,12 @@ fn is_from_elsewhere(l: &LoginState, headers: &HeaderMap, conn: ConnInfo, host: 
 /// when set; else the request's `Host` (scheme checked only on a TLS connection: behind a
 /// TLS-terminating front proxy the browser's `https` origin reaches a plain listener).
 /// `null`, malformed and non-http(s) origins are never this origin.
-fn is_this_origin(l: &LoginState, origin: &HeaderValue, conn: ConnInfo, host: Option<&str>) -> bool {
+fn is_this_origin(
+    l: &LoginState,
+    origin: &HeaderValue,
+    conn: ConnInfo,
+    host: Option<&str>,
+) -> bool {
     let Some(u) = origin.to_str().ok().and_then(|o| Url::parse(o.trim()).ok()) else {
         return false;
     };
@@ -246,10 +256,30 @@ mod tests {
         }
         // on TLS the scheme counts; default ports match a Host without port
         let o = |v: &'static str| HeaderValue::from_static(v);
-        assert!(!is_this_origin(&l, &o("http://app.example"), tls, Some("app.example")));
-        assert!(is_this_origin(&l, &o("https://app.example"), tls, Some("app.example")));
-        assert!(is_this_origin(&l, &o("https://app.example"), tls, Some("app.example:443")));
-        assert!(is_this_origin(&l, &o("http://[::1]:8080"), plain, Some("[::1]:8080")));
+        assert!(!is_this_origin(
+            &l,
+            &o("http://app.example"),
+            tls,
+            Some("app.example")
+        ));
+        assert!(is_this_origin(
+            &l,
+            &o("https://app.example"),
+            tls,
+            Some("app.example")
+        ));
+        assert!(is_this_origin(
+            &l,
+            &o("https://app.example"),
+            tls,
+            Some("app.example:443")
+        ));
+        assert!(is_this_origin(
+            &l,
+            &o("http://[::1]:8080"),
+            plain,
+            Some("[::1]:8080")
+        ));
         assert!(!is_this_origin(&l, &o("http://app.example"), plain, None));
     }
 }

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::derive::{DeriveError, Expect, derive_identity};
 use super::LoginState;
+use super::derive::{DeriveError, Expect, derive_identity};
 use crate::provider::{ProviderError, Providers};
 use crate::session::store::RefreshLock;
 use crate::session::{CookieAttrs, SessionData, StoreError, crypto, now};
