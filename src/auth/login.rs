@@ -85,7 +85,7 @@ impl LoginState {
         let Some(scfg) = &config.session else {
             return Ok(None);
         };
-        let sessions = Arc::new(Sessions::new(scfg)?);
+        let sessions = Arc::new(Sessions::new(scfg).map_err(|e| e.to_string())?);
         let secrets = std::iter::once(scfg.secret.expose())
             .chain(scfg.previous_secrets.iter().map(|s| s.expose()));
         let mut needed_claims: HashSet<String> = HashSet::new();

@@ -14,6 +14,10 @@
 //!   session under `<cookie_name>:s:<sha256(id)>` with a TTL, so a leaked Redis dump carries neither
 //!   usable cookies nor readable tokens. Redis unreachable → [`StoreError::Unavailable`] → 503.
 //!
+//! Both stores implement [`store::Store`]; [`Sessions`] is what the rest of the proxy uses
+//! (load, save, end, back-channel logout, the refresh lock, logout-token ids), whichever store
+//! is configured.
+//!
 //! A session belongs to the provider that created it: [`SessionData::provider`] and
 //! [`SessionData::iss`] (the issuer of its ID token) say which, and the login stage counts a
 //! session only on routes of that provider. Back-channel logout indexes are per provider too.
@@ -128,6 +132,14 @@ impl SessionData {
             _ => false,
         }
     }
+}
+
+/// The session store could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `session.redis_url` is not a usable Redis URL.
+    #[error("session.redis_url: {0}")]
+    RedisUrl(#[from] ::redis::RedisError),
 }
 
 /// The session store could not be used.
@@ -554,7 +566,7 @@ pub struct Loaded {
 }
 
 impl Sessions {
-    pub fn new(cfg: &config::Session) -> Result<Self, String> {
+    pub fn new(cfg: &config::Session) -> Result<Self, SetupError> {
         let secrets = std::iter::once(cfg.secret.expose())
             .chain(cfg.previous_secrets.iter().map(|s| s.expose()));
         let sealer = Sealer::new(secrets, "session");

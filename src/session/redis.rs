@@ -8,23 +8,27 @@
 //! Sessions written before the sid index was per provider are in `P:sid:<sid>`; back-channel
 //! logout still reads that set, and ends only the members it opens as that provider's and sid's.
 //!
+//! It implements the session [`Store`] (as does the stateless cookie store), so nothing above
+//! `session/` knows it is Redis.
+//!
 //! Fail closed: every command has a short timeout; an error marks the store not ready
 //! (`session:redis` in `/readyz`) and the request gets 503, with one clear log line.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, cmd};
-
-use std::borrow::Cow;
-
 use http::HeaderValue;
 use http::header::HeaderMap;
 
 use super::store::{RefreshLock, Store};
-use super::{CookieAttrs, Ended, Loaded, SessionData, Sessions, StoreError, crypto, write_chunked};
+use super::{
+    CookieAttrs, Ended, Loaded, SessionData, Sessions, SetupError, StoreError, crypto,
+    write_chunked,
+};
 use crate::health::Health;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -41,15 +45,14 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub fn new(url: &str, prefix: &str) -> Result<Self, String> {
-        let client = Client::open(url).map_err(|e| format!("session.redis_url: {e}"))?;
+    pub fn new(url: &str, prefix: &str) -> Result<Self, SetupError> {
+        let client = Client::open(url)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)
-            .map_err(|e| format!("session.redis_url: {e}"))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
         Ok(RedisStore {
             conn,
             prefix: prefix.to_string(),
