@@ -3,8 +3,8 @@
 //! idle timeout and absolute lifetime, slides and refreshes it ([`refresh`]), and answers a
 //! browser navigation without a session with a login at the route's provider ([`pending`]).
 //! It also strips the proxy's own cookies from requests going upstream. The `/.auth/*`
-//! endpoints are [`super::endpoints`]; the ID-token checks are [`crate::provider::id_token`];
-//! where sessions live is [`crate::session`].
+//! endpoints (`auth/endpoints/`) call into it; the ID-token checks are
+//! [`crate::provider::id_token`]; where sessions live is [`crate::session`].
 //!
 //! Security notes:
 //! - Each pending login lives in its own short-lived (10 min) sealed cookie named after a hash of

@@ -1,7 +1,7 @@
 //! Starting a login: the pending login (`state`, `nonce`, PKCE verifier, where to return) sealed
 //! in its own short-lived cookie, and the provider's authorization URL to send the browser to.
 //! Both a session-less navigation ([`LoginState::authenticate`]) and `/.auth/login` start one
-//! here; the callback ([`crate::auth::endpoints`]) opens the cookie again.
+//! here; the `/.auth/callback` endpoint opens the cookie again.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
