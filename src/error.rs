@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use crate::routes::PathError;
 
 mod auth;
-pub use auth::{AuthError, Scheme, quotable, wants_html};
+pub use auth::{AuthError, LoginError, Scheme, quotable, wants_html};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type of every response the proxy sends (upstream bodies are streamed through it).

@@ -5,13 +5,14 @@
 pub mod assertion;
 pub mod bearer;
 pub mod check;
+pub(crate) mod endpoints;
 pub mod login;
 pub mod redirect;
 pub mod roles;
 
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode, request::Parts};
+use http::{Request, Response, request::Parts};
 use hyper::body::Incoming;
 
 use crate::authz::Denied;
@@ -19,7 +20,7 @@ use crate::proxy::ConnInfo;
 use serde_json::{Map, Value};
 
 use crate::config::{AuthMode, Config, Route};
-use crate::error::{AuthError, Body, Scheme, json_error};
+use crate::error::{AuthError, Body, Scheme};
 use crate::provider::Providers;
 
 /// Who the caller is, as proven by a session or a token.
@@ -250,29 +251,7 @@ impl AuthState {
         conn: ConnInfo,
         host: Option<&str>,
     ) -> Response<Body> {
-        match rest {
-            "/check" => check::check(self, req, conn, host).await,
-            "/jwks" => self.assertion.jwks_response(),
-            "/login" | "/callback" | "/logout" | "/me" | "/backchannel-logout" => match &self.login
-            {
-                Some(l) => l
-                    .endpoint(&self.providers, rest, req, conn, host)
-                    .await
-                    .unwrap_or_else(|| {
-                        json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-                    }),
-                None => json_error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "browser login is not configured (no [session])",
-                ),
-            },
-            _ => json_error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no endpoint {rest:?} under the auth prefix"),
-            ),
-        }
+        endpoints::route(self, rest, req, conn, host).await
     }
 }
 

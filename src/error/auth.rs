@@ -65,6 +65,125 @@ pub enum AuthError {
     /// has, …): 400.
     #[error("{reason}")]
     BadRequest { scheme: Scheme, reason: String },
+    /// The login endpoints (`/.auth/…`) refused or could not finish a step of a browser login
+    /// or logout: see [`LoginError`].
+    #[error(transparent)]
+    Login(#[from] LoginError),
+}
+
+/// Why an endpoint of the browser login (`/.auth/login`, `/callback`, `/logout`, `/me`,
+/// `/backchannel-logout`) refused. Pages for the person in the browser, JSON for `/me` and the
+/// provider's back-channel calls.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The callback cannot complete the login (no or stale state, a refused code, an ID token
+    /// that fails a check…): 400 page naming the reason, which is safe to show.
+    #[error("{reason}")]
+    Failed { reason: String },
+    /// The provider sent the browser back with an OAuth error (`access_denied`, …): 400 page
+    /// showing it, with a link (`retry`) that starts the login again.
+    #[error("the sign-in service answered {error}")]
+    Denied {
+        error: String,
+        description: String,
+        retry: String,
+    },
+    /// `/.auth/login` for a provider that does not do browser sign-in: 404 page.
+    #[error("this sign-in provider is not configured for browser sign-in")]
+    UnknownProvider,
+    /// The session could not be ended (store unreachable): 503 page, the cookie kept for the
+    /// retry. `detail` goes to the log.
+    #[error("the session could not be ended right now")]
+    LogoutUnavailable { detail: String },
+    /// A back-channel logout the proxy refuses (bad request, bad token, replay): 400 JSON.
+    #[error("{reason}")]
+    InvalidLogoutToken { reason: String },
+    /// `/.auth/me` without a session: 401 JSON. `clear_cookies` end an expired session.
+    #[error("no session")]
+    NoSession { clear_cookies: Vec<HeaderValue> },
+}
+
+impl LoginError {
+    fn status(&self) -> StatusCode {
+        match self {
+            LoginError::Failed { .. }
+            | LoginError::Denied { .. }
+            | LoginError::InvalidLogoutToken { .. } => StatusCode::BAD_REQUEST,
+            LoginError::UnknownProvider => StatusCode::NOT_FOUND,
+            LoginError::LogoutUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            LoginError::NoSession { .. } => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            LoginError::Failed { .. } => "login_failed",
+            LoginError::Denied { .. } => "login_denied",
+            LoginError::UnknownProvider => "unknown_provider",
+            LoginError::LogoutUnavailable { .. } => "session_store_unavailable",
+            LoginError::InvalidLogoutToken { .. } => "invalid_logout_token",
+            LoginError::NoSession { .. } => "no_session",
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        match self {
+            LoginError::Failed { reason } => {
+                tracing::info!(reason = %reason, "login could not be completed");
+                html_page(
+                    status,
+                    "Login could not be completed",
+                    &format!(
+                        "<p>Login could not be completed: {}.</p><p>Go back to the page you wanted and sign in again.</p>",
+                        html_escape(&reason)
+                    ),
+                )
+            }
+            LoginError::Denied {
+                error,
+                description,
+                retry,
+            } => html_page(
+                status,
+                "Sign-in was not completed",
+                &format!(
+                    "<p>The sign-in service answered <code>{}</code>{}.</p><p><a href=\"{}\">Try again</a></p>",
+                    html_escape(&error),
+                    if description.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", html_escape(&description))
+                    },
+                    html_escape(&retry)
+                ),
+            ),
+            LoginError::UnknownProvider => html_page(
+                status,
+                "Unknown sign-in provider",
+                "<p>This sign-in provider is not configured for browser sign-in.</p>",
+            ),
+            LoginError::LogoutUnavailable { detail } => {
+                tracing::error!(error = %detail, "logout: the session store is unavailable; the session was not ended");
+                html_page(
+                    status,
+                    "Sign-out is unavailable",
+                    "<p>The session could not be ended right now, so you are still signed in. Please try again in a moment.</p>",
+                )
+            }
+            LoginError::InvalidLogoutToken { reason } => {
+                tracing::info!(reason = %reason, "back-channel logout refused");
+                json_error(status, "invalid_request", &reason)
+            }
+            LoginError::NoSession { clear_cookies } => {
+                let mut r = json_error(status, "unauthenticated", "no session");
+                for c in clear_cookies {
+                    r.headers_mut().append(header::SET_COOKIE, c);
+                }
+                r
+            }
+        }
+    }
 }
 
 impl AuthError {
@@ -79,6 +198,7 @@ impl AuthError {
             }
             AuthError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AuthError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AuthError::Login(e) => e.status(),
         }
     }
 
@@ -94,6 +214,14 @@ impl AuthError {
             AuthError::ProviderUnavailable { .. } | AuthError::SessionStoreUnavailable { .. } => {
                 "error"
             }
+            AuthError::Login(LoginError::LogoutUnavailable { .. }) => "error",
+            AuthError::Login(
+                LoginError::Failed { .. }
+                | LoginError::Denied { .. }
+                | LoginError::UnknownProvider
+                | LoginError::InvalidLogoutToken { .. }
+                | LoginError::NoSession { .. },
+            ) => "unauthenticated",
         }
     }
 
@@ -125,6 +253,7 @@ impl AuthError {
                 ..
             } => "claim_mismatch",
             AuthError::BadRequest { .. } => "invalid_request",
+            AuthError::Login(e) => e.reason(),
         }
     }
 
@@ -240,6 +369,7 @@ impl AuthError {
             AuthError::BadRequest { .. } => {
                 json_error(StatusCode::BAD_REQUEST, "bad_request", &message)
             }
+            AuthError::Login(e) => e.into_response(),
         }
     }
 }
@@ -345,6 +475,80 @@ mod tests {
         );
         let json = forbidden(Scheme::Session).into_response(false, "/.auth");
         assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    /// Each login-endpoint refusal: its status, its body kind and its reason code.
+    #[test]
+    fn login_endpoint_refusals() {
+        let cases: Vec<(LoginError, u16, &str, &str)> = vec![
+            (
+                LoginError::Failed {
+                    reason: "the <state> expired".into(),
+                },
+                400,
+                "text/html",
+                "login_failed",
+            ),
+            (
+                LoginError::Denied {
+                    error: "access_denied".into(),
+                    description: String::new(),
+                    retry: "/.auth/login?rd=%2F".into(),
+                },
+                400,
+                "text/html",
+                "login_denied",
+            ),
+            (
+                LoginError::UnknownProvider,
+                404,
+                "text/html",
+                "unknown_provider",
+            ),
+            (
+                LoginError::LogoutUnavailable {
+                    detail: "redis down".into(),
+                },
+                503,
+                "text/html",
+                "session_store_unavailable",
+            ),
+            (
+                LoginError::InvalidLogoutToken {
+                    reason: "logout_token lacks jti".into(),
+                },
+                400,
+                "application/json",
+                "invalid_logout_token",
+            ),
+            (
+                LoginError::NoSession {
+                    clear_cookies: vec![HeaderValue::from_static("p=; Max-Age=0")],
+                },
+                401,
+                "application/json",
+                "no_session",
+            ),
+        ];
+        for (e, status, kind, reason) in cases {
+            let e = AuthError::from(e);
+            assert_eq!(e.reason(), reason);
+            let clears = matches!(e, AuthError::Login(LoginError::NoSession { .. }));
+            let r = e.into_response(false, "/.auth");
+            assert_eq!(r.status(), status, "{reason}");
+            assert!(
+                r.headers()[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with(kind),
+                "{reason}"
+            );
+            assert!(
+                !r.headers().contains_key(header::WWW_AUTHENTICATE),
+                "{reason}"
+            );
+            assert_eq!(r.headers().contains_key(header::SET_COOKIE), clears);
+        }
     }
 
     #[test]

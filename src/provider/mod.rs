@@ -12,6 +12,7 @@
 
 pub mod assertion;
 pub mod http;
+pub mod id_token;
 pub mod introspection;
 pub mod jwks;
 

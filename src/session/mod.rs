@@ -14,6 +14,10 @@
 //!   session under `<cookie_name>:s:<sha256(id)>` with a TTL, so a leaked Redis dump carries neither
 //!   usable cookies nor readable tokens. Redis unreachable → [`StoreError::Unavailable`] → 503.
 //!
+//! Both stores implement [`store::Store`]; [`Sessions`] is what the rest of the proxy uses
+//! (load, save, end, back-channel logout, the refresh lock, logout-token ids), whichever store
+//! is configured.
+//!
 //! A session belongs to the provider that created it: [`SessionData::provider`] and
 //! [`SessionData::iss`] (the issuer of its ID token) say which, and the login stage counts a
 //! session only on routes of that provider. Back-channel logout indexes are per provider too.
@@ -23,10 +27,12 @@
 
 pub mod crypto;
 pub mod redis;
+pub mod store;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use http::HeaderValue;
 use http::header::{COOKIE, HeaderMap};
@@ -34,7 +40,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config;
+use crate::health::Health;
 use crypto::Sealer;
+use store::{CookieStore, RefreshLock, Store};
 
 /// Longest value of one cookie (browsers allow ~4096 bytes for name + value + attributes).
 pub const CHUNK: usize = 3500;
@@ -124,6 +132,14 @@ impl SessionData {
             _ => false,
         }
     }
+}
+
+/// The session store could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `session.redis_url` is not a usable Redis URL.
+    #[error("session.redis_url: {0}")]
+    RedisUrl(#[from] ::redis::RedisError),
 }
 
 /// The session store could not be used.
@@ -278,22 +294,30 @@ pub struct CookieAttrs {
     pub secure: bool,
 }
 
+/// A `Set-Cookie` value for one of the proxy's cookies: `Path=/`, `HttpOnly`, `SameSite=Lax`,
+/// `Secure` on HTTPS (which the `__Host-` names need), `Max-Age` when given (else a browser
+/// session cookie). No `Domain`: the cookie stays with the host that set it. `None` when the
+/// name or value has bytes a header cannot carry.
 pub fn set_cookie(
     name: &str,
     value: &str,
     max_age: Option<i64>,
     attrs: CookieAttrs,
 ) -> Option<HeaderValue> {
-    let mut s = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    let mut c = cookie::Cookie::new(name, value);
+    c.set_path("/");
+    c.set_http_only(true);
+    c.set_same_site(cookie::SameSite::Lax);
     if attrs.secure {
-        s.push_str("; Secure");
+        c.set_secure(true);
     }
     if let Some(age) = max_age {
-        s.push_str(&format!("; Max-Age={}", age.max(0)));
+        c.set_max_age(cookie::time::Duration::seconds(age.max(0)));
     }
-    HeaderValue::from_str(&s).ok()
+    HeaderValue::from_str(&c.to_string()).ok()
 }
 
+/// The `Set-Cookie` value that removes cookie `name` (empty, `Max-Age=0`, same attributes).
 pub fn clear_cookie(name: &str, attrs: CookieAttrs) -> Option<HeaderValue> {
     set_cookie(name, "", Some(0), attrs)
 }
@@ -441,7 +465,7 @@ pub struct Sessions {
     pub sealer: Sealer,
     pub backend: Backend,
     pub revocations: Revocations,
-    opened: Opened,
+    pub(crate) opened: Opened,
 }
 
 /// Sealed values already opened: sealed text → (associated data, session). A sealed value
@@ -452,7 +476,7 @@ pub struct Sessions {
 /// associated data to be equal. A value whose session changed since maps to the changed
 /// session ([`Sessions::supersede`]). Bounded: emptied when full.
 #[derive(Default)]
-struct Opened {
+pub(crate) struct Opened {
     map: std::sync::Mutex<OpenedMap>,
 }
 
@@ -470,7 +494,7 @@ impl Opened {
             .map(|(_, d)| d.clone())
     }
 
-    fn put(&self, aad: &str, sealed: &str, data: Arc<SessionData>) {
+    pub(crate) fn put(&self, aad: &str, sealed: &str, data: Arc<SessionData>) {
         if let Ok(mut m) = self.map.lock() {
             if m.len() >= OPENED_MAX {
                 m.clear();
@@ -511,9 +535,26 @@ impl std::hash::Hasher for TailHasher {
     }
 }
 
+/// The configured store ([`store::Store`] does the work; only this module looks inside).
 pub enum Backend {
     Cookie,
     Redis(std::sync::Arc<redis::RedisStore>),
+}
+
+/// Runs `$call` on the configured store as `$st` (`&impl Store`).
+macro_rules! with_store {
+    ($backend:expr, $st:ident => $call:expr) => {
+        match $backend {
+            Backend::Cookie => {
+                let $st = &CookieStore;
+                $call
+            }
+            Backend::Redis(r) => {
+                let $st = r;
+                $call
+            }
+        }
+    };
 }
 
 /// A session found in a request.
@@ -525,7 +566,7 @@ pub struct Loaded {
 }
 
 impl Sessions {
-    pub fn new(cfg: &config::Session) -> Result<Self, String> {
+    pub fn new(cfg: &config::Session) -> Result<Self, SetupError> {
         let secrets = std::iter::once(cfg.secret.expose())
             .chain(cfg.previous_secrets.iter().map(|s| s.expose()));
         let sealer = Sealer::new(secrets, "session");
@@ -579,28 +620,7 @@ impl Sessions {
                 return Ok(None);
             }
         };
-        match &self.backend {
-            Backend::Cookie => {
-                let data = self.open(name, &value);
-                Ok(data
-                    .filter(|d| !self.revocations.is_revoked(d))
-                    .map(|data| Loaded { data, handle: None }))
-            }
-            Backend::Redis(r) => {
-                if value.len() != 43 {
-                    return Ok(None);
-                }
-                let key = r.key_of(&value);
-                let Some(sealed) = r.get_by_key(&key).await? else {
-                    return Ok(None);
-                };
-                let data = self.open(&key, &sealed);
-                Ok(data.map(|data| Loaded {
-                    data,
-                    handle: Some(value.into_owned()),
-                }))
-            }
-        }
+        with_store!(&self.backend, st => st.fetch(self, name, value).await)
     }
 
     /// Opens and parses a sealed session (or takes it from the cache of opened ones).
@@ -629,12 +649,7 @@ impl Sessions {
     /// cookie they were given. Cookie store only: with Redis the cookie (the id) stays the same
     /// and the next load reads the changed session.
     pub fn supersede(&self, headers: &HeaderMap, attrs: CookieAttrs, changed: &Arc<SessionData>) {
-        if let Backend::Cookie = self.backend {
-            let name = self.cookie_name(attrs);
-            if let Some(previous) = chunked_value(&request_cookies(headers), name) {
-                self.opened.put(name, &previous, changed.clone());
-            }
-        }
+        with_store!(&self.backend, st => st.supersede(self, headers, attrs, changed))
     }
 
     /// Stores a session (new or updated) and returns the Set-Cookie values.
@@ -650,25 +665,10 @@ impl Sessions {
         let now = now();
         let remaining = (data.created_at + self.cfg.lifetime.as_secs() as i64 - now).max(1);
         let json = serde_json::to_vec(data).unwrap_or_default();
-        match &self.backend {
-            Backend::Cookie => {
-                let sealed = self.sealer.seal(name, &json);
-                Ok(write_chunked(name, &sealed, remaining, present, attrs))
-            }
-            Backend::Redis(r) => {
-                let id = handle.map_or_else(crypto::random_token, str::to_string);
-                let ttl = remaining
-                    .min(self.cfg.idle_timeout.as_secs() as i64 + 60)
-                    .max(1);
-                let sealed = self.sealer.seal(&r.key_of(&id), &json);
-                r.put(&id, &sealed, ttl, data, remaining, handle.is_some())
-                    .await?;
-                if handle.is_some() {
-                    return Ok(Vec::new()); // the cookie already names this session
-                }
-                Ok(write_chunked(name, &id, remaining, present, attrs))
-            }
-        }
+        with_store!(&self.backend, st => {
+            st.write(self, name, data, &json, handle, remaining, present, attrs)
+                .await
+        })
     }
 
     /// Ends a session for good (logout) and returns Set-Cookie values clearing every chunk:
@@ -681,47 +681,15 @@ impl Sessions {
         present: &[String],
         attrs: CookieAttrs,
     ) -> Result<Vec<HeaderValue>, StoreError> {
-        if let Backend::Cookie = self.backend {
-            let d = &loaded.data;
-            let until = d.created_at + self.cfg.lifetime.as_secs() as i64 + 60;
-            self.revocations.revoke_session(&d.id, until);
-        }
-        self.delete(loaded.handle.as_deref(), present, attrs).await
+        with_store!(&self.backend, st => st.end(self, loaded).await)?;
+        Ok(clear_all(present, attrs))
     }
 
     /// Back-channel logout at `provider`: ends that provider's sessions named by `what` (never
     /// another provider's, whatever their `sid`/`sub`). Redis store → deleted on every replica
     /// (returns how many); cookie store → on this process's revocation list (returns 0).
     pub async fn end_indexed(&self, provider: &str, what: Ended<'_>) -> Result<usize, StoreError> {
-        let r = match &self.backend {
-            Backend::Cookie => {
-                let until = now() + self.cfg.lifetime.as_secs() as i64 + 60;
-                self.revocations.revoke(provider, what, now_ms(), until);
-                return Ok(0);
-            }
-            Backend::Redis(r) => r,
-        };
-        let mut n = r.delete_indexed(provider, what).await?;
-        if let Ended::Sid(sid) = what {
-            // Sessions indexed before the sid index was per provider: that set may hold
-            // sessions of several providers, so each is opened and only this provider's
-            // session with this sid ends.
-            let legacy = r.legacy_sid_key(sid);
-            for key in r.members(&legacy).await? {
-                let Some(sealed) = r.get_by_key(&key).await? else {
-                    r.unindex(&legacy, &key).await?;
-                    continue;
-                };
-                let ours = self
-                    .open(&key, &sealed)
-                    .is_some_and(|d| d.provider == provider && d.sid.as_deref() == Some(sid));
-                if ours {
-                    n += r.delete_key(&key).await?;
-                    r.unindex(&legacy, &key).await?;
-                }
-            }
-        }
-        Ok(n)
+        with_store!(&self.backend, st => st.end_indexed(self, provider, what).await)
     }
 
     /// Deletes the session (Redis entry) and returns Set-Cookie values clearing every chunk.
@@ -731,14 +699,50 @@ impl Sessions {
         present: &[String],
         attrs: CookieAttrs,
     ) -> Result<Vec<HeaderValue>, StoreError> {
-        if let (Backend::Redis(r), Some(id)) = (&self.backend, handle) {
-            r.delete(id).await?;
-        }
-        Ok(present
-            .iter()
-            .filter_map(|p| clear_cookie(p, attrs))
-            .collect())
+        with_store!(&self.backend, st => st.remove(handle).await)?;
+        Ok(clear_all(present, attrs))
     }
+
+    /// Starts the store's background work (Redis: readiness in `health`).
+    pub fn start_background(&self, health: Arc<Health>) {
+        with_store!(&self.backend, st => st.start(health))
+    }
+
+    /// Takes the right to refresh the tokens of the session `handle` names, for every replica
+    /// sharing the store ([`RefreshLock`]).
+    pub async fn lock_refresh(&self, handle: Option<&str>) -> Result<RefreshLock, StoreError> {
+        with_store!(&self.backend, st => st.lock_refresh(handle).await)
+    }
+
+    /// Releases a refresh lock; false when it had expired and was not ours any more (it is
+    /// then left to its new owner).
+    pub async fn unlock_refresh(&self, lock: &redis::LockToken) -> bool {
+        with_store!(&self.backend, st => st.unlock_refresh(lock).await)
+    }
+
+    /// The session `handle` names as the store holds it now (`Ok(None)`: it has ended, or no
+    /// longer opens); for a replica waiting on another's refresh.
+    pub async fn reload(&self, handle: &str) -> Result<Option<Arc<SessionData>>, StoreError> {
+        with_store!(&self.backend, st => st.reload(self, handle).await)
+    }
+
+    /// Whether a back-channel logout token id (`provider:jti`) was seen by any replica.
+    pub async fn jti_seen(&self, key: &str) -> Result<bool, StoreError> {
+        with_store!(&self.backend, st => st.jti_seen(key).await)
+    }
+
+    /// Remembers a logout token id for every replica; false when one remembered it first.
+    pub async fn remember_jti(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        with_store!(&self.backend, st => st.remember_jti(key, ttl).await)
+    }
+}
+
+/// Set-Cookie values clearing every cookie in `present`.
+fn clear_all(present: &[String], attrs: CookieAttrs) -> Vec<HeaderValue> {
+    present
+        .iter()
+        .filter_map(|p| clear_cookie(p, attrs))
+        .collect()
 }
 
 /// The `iss` claim of a JWT's payload, unverified: only for an ID token that was verified when

@@ -8,22 +8,35 @@
 //! Sessions written before the sid index was per provider are in `P:sid:<sid>`; back-channel
 //! logout still reads that set, and ends only the members it opens as that provider's and sid's.
 //!
+//! It implements the session [`Store`] (as does the stateless cookie store), so nothing above
+//! `session/` knows it is Redis.
+//!
 //! Fail closed: every command has a short timeout; an error marks the store not ready
 //! (`session:redis` in `/readyz`) and the request gets 503, with one clear log line.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, cmd};
+use http::HeaderValue;
+use http::header::HeaderMap;
 
-use super::{Ended, SessionData, StoreError, crypto};
+use super::store::{RefreshLock, Store};
+use super::{
+    CookieAttrs, Ended, Loaded, SessionData, Sessions, SetupError, StoreError, crypto,
+    write_chunked,
+};
 use crate::health::Health;
 use crate::tls_client::CaFile;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const HEALTH_KEY: &str = "session:redis";
+/// How long one replica may hold a session's refresh lock (a refresh at the provider that
+/// takes longer leaves the lock to expire; see [`RedisStore::unlock`]).
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(15);
 
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -35,7 +48,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// `url`: `redis://` or `rediss://` (TLS on aws-lc-rs; `ca`, when given, is the only CA
     /// trusted, else the system roots are).
-    pub fn new(url: &str, ca: Option<&CaFile>, prefix: &str) -> Result<Self, String> {
+    pub fn new(url: &str, ca: Option<&CaFile>, prefix: &str) -> Result<Self, SetupError> {
         let client = if url.starts_with("rediss://") {
             // The redis crate builds its rustls config on the process-default provider.
             crate::tls_client::install_default_provider();
@@ -52,14 +65,13 @@ impl RedisStore {
         } else {
             Client::open(url)
         }
-        .map_err(|e| format!("session.redis_url: {e}"))?;
+        ?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)
-            .map_err(|e| format!("session.redis_url: {e}"))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
         Ok(RedisStore {
             conn,
             prefix: prefix.to_string(),
@@ -308,4 +320,131 @@ impl RedisStore {
 pub struct LockToken {
     key: String,
     token: String,
+}
+
+impl Store for Arc<RedisStore> {
+    async fn fetch(
+        &self,
+        s: &Sessions,
+        _name: &str,
+        value: Cow<'_, str>,
+    ) -> Result<Option<Loaded>, StoreError> {
+        if value.len() != 43 {
+            return Ok(None);
+        }
+        let key = self.key_of(&value);
+        let Some(sealed) = self.get_by_key(&key).await? else {
+            return Ok(None);
+        };
+        let data = s.open(&key, &sealed);
+        Ok(data.map(|data| Loaded {
+            data,
+            handle: Some(value.into_owned()),
+        }))
+    }
+
+    async fn write(
+        &self,
+        s: &Sessions,
+        name: &str,
+        data: &SessionData,
+        json: &[u8],
+        handle: Option<&str>,
+        remaining: i64,
+        present: &[String],
+        attrs: CookieAttrs,
+    ) -> Result<Vec<HeaderValue>, StoreError> {
+        let id = handle.map_or_else(crypto::random_token, str::to_string);
+        let ttl = remaining
+            .min(s.cfg.idle_timeout.as_secs() as i64 + 60)
+            .max(1);
+        let sealed = s.sealer.seal(&self.key_of(&id), json);
+        self.put(&id, &sealed, ttl, data, remaining, handle.is_some())
+            .await?;
+        if handle.is_some() {
+            return Ok(Vec::new()); // the cookie already names this session
+        }
+        Ok(write_chunked(name, &id, remaining, present, attrs))
+    }
+
+    async fn end(&self, _s: &Sessions, loaded: &Loaded) -> Result<(), StoreError> {
+        Store::remove(self, loaded.handle.as_deref()).await
+    }
+
+    async fn remove(&self, handle: Option<&str>) -> Result<(), StoreError> {
+        match handle {
+            Some(id) => self.delete(id).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn end_indexed(
+        &self,
+        s: &Sessions,
+        provider: &str,
+        what: Ended<'_>,
+    ) -> Result<usize, StoreError> {
+        let mut n = self.delete_indexed(provider, what).await?;
+        if let Ended::Sid(sid) = what {
+            // Sessions indexed before the sid index was per provider: that set may hold
+            // sessions of several providers, so each is opened and only this provider's
+            // session with this sid ends.
+            let legacy = self.legacy_sid_key(sid);
+            for key in self.members(&legacy).await? {
+                let Some(sealed) = self.get_by_key(&key).await? else {
+                    self.unindex(&legacy, &key).await?;
+                    continue;
+                };
+                let ours = s
+                    .open(&key, &sealed)
+                    .is_some_and(|d| d.provider == provider && d.sid.as_deref() == Some(sid));
+                if ours {
+                    n += self.delete_key(&key).await?;
+                    self.unindex(&legacy, &key).await?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// With Redis the cookie (the id) stays the same: the next load reads the changed session.
+    fn supersede(&self, _: &Sessions, _: &HeaderMap, _: CookieAttrs, _: &Arc<SessionData>) {}
+
+    async fn lock_refresh(&self, handle: Option<&str>) -> Result<RefreshLock, StoreError> {
+        let Some(h) = handle else {
+            return Ok(RefreshLock::Local);
+        };
+        Ok(match self.lock("lock", h, REFRESH_LOCK_TTL).await? {
+            Some(l) => RefreshLock::Held(l),
+            None => RefreshLock::Busy,
+        })
+    }
+
+    async fn unlock_refresh(&self, lock: &LockToken) -> bool {
+        self.unlock(lock).await
+    }
+
+    async fn reload(
+        &self,
+        s: &Sessions,
+        handle: &str,
+    ) -> Result<Option<Arc<SessionData>>, StoreError> {
+        let key = self.key_of(handle);
+        Ok(self
+            .get_by_key(&key)
+            .await?
+            .and_then(|sealed| s.open(&key, &sealed)))
+    }
+
+    async fn jti_seen(&self, key: &str) -> Result<bool, StoreError> {
+        self.is_set("jti", key).await
+    }
+
+    async fn remember_jti(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.set_once("jti", key, ttl).await
+    }
+
+    fn start(&self, health: Arc<Health>) {
+        self.start_background(health);
+    }
 }
