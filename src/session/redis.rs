@@ -64,8 +64,7 @@ impl RedisStore {
             }
         } else {
             Client::open(url)
-        }
-        ?;
+        }?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(OP_TIMEOUT))
