@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::auth::{HeaderValues, Identity, Via};
+use crate::identity::{HeaderValues, Identity, Via};
 use crate::authz::Permit;
 use crate::config::{AuthorizationMode, HeaderConfig};
 
@@ -551,7 +551,7 @@ fn claim_as_header_text(v: &serde_json::Value) -> Option<String> {
 /// config names one.
 pub fn inject(
     headers: &mut HeaderMap,
-    permit: &Permit<'_>,
+    permit: &Permit,
     cfg: &HeaderConfig,
     assertion: Option<(&crate::auth::assertion::AssertionSigner, &str)>,
 ) {
@@ -574,7 +574,7 @@ pub fn inject(
         set(&cfg.access_token, token);
     }
     for (h, path) in &cfg.claims {
-        if let Some(text) = crate::authz::claim(&id.claims, path).and_then(claim_as_header_text)
+        if let Some(text) = crate::claims::claim(&id.claims, path).and_then(claim_as_header_text)
             && let Some(v) = sanitize_value(&text)
         {
             headers.insert(h.clone(), v);

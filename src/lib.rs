@@ -7,14 +7,18 @@
 
 pub mod auth;
 pub mod authz;
+pub mod claims;
 pub mod config;
+pub mod decision;
 pub mod error;
 pub mod explain;
 pub mod headers;
 pub mod health;
+pub mod identity;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;
+pub mod request;
 pub mod routes;
 pub mod server;
 pub mod session;

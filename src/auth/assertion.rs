@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::Identity;
+use crate::identity::Identity;
 use crate::config::Config;
 use crate::error::{Body, full};
 

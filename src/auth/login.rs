@@ -48,13 +48,13 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use super::redirect;
-use super::{Authenticated, Identity, Via};
+use crate::identity::{Authenticated, Identity, Via};
 use crate::config::{Config, Route};
 use crate::error::{AuthError, Scheme};
 use crate::error::{Body, empty, full, html_escape, html_page, json_error};
 use crate::health::Health;
 use crate::provider::{ProviderError, ProviderRuntime, Providers, TokenError};
-use crate::proxy::ConnInfo;
+use crate::request::ConnInfo;
 use crate::session::crypto::{self, Sealer};
 use crate::session::{self, Backend, CookieAttrs, Ended, SessionData, Sessions, StoreError, now};
 
