@@ -1,5 +1,5 @@
 //! The access decision, in one place: whether a request may reach its route's upstream, and
-//! why not. The proxy pipeline ([`crate::proxy`]), forward-auth ([`crate::auth::check`]) and
+//! why not. The proxy pipeline ([`crate::proxy`]), forward-auth ([`crate::forward_auth`]) and
 //! `portcullis explain` ([`crate::explain`]) all call [`decide`]; they only adapt its input
 //! (forward-auth: the original request named by the forwarding headers; explain: the command
 //! line's method, URL and headers) and render its [`Decision`], so they cannot disagree.

@@ -553,7 +553,7 @@ pub fn inject(
     headers: &mut HeaderMap,
     permit: &Permit,
     cfg: &HeaderConfig,
-    assertion: Option<(&crate::auth::assertion::AssertionSigner, &str)>,
+    assertion: Option<(&crate::assertion::AssertionSigner, &str)>,
 ) {
     let id = permit.identity();
     let v = id.header_values.get_or_init(|| header_values(id));

@@ -5,6 +5,7 @@
 //! inject identity headers → forward. Each stage lives in its own module; arrows point one way:
 //! the pipeline calls stages, stages call `provider`/`session`, nothing reaches back up.
 
+pub mod assertion;
 pub mod auth;
 pub mod authz;
 pub mod claims;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod explain;
+pub mod forward_auth;
 pub mod headers;
 pub mod health;
 pub mod identity;

@@ -227,7 +227,7 @@ impl Proxy {
                 if rest == "/check" {
                     // Forward-auth: counted and logged as the route it judged.
                     let (resp, judged) =
-                        Box::pin(crate::auth::check::check(&self.auth, parts, conn, host, served.log)).await;
+                        Box::pin(crate::forward_auth::check(&self.auth, parts, conn, host, served.log)).await;
                     served.decision = judged;
                     self.count_decision(&served.decision);
                     return Ok(resp);

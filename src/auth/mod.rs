@@ -3,9 +3,7 @@
 //! the auth prefix. An `Identity` comes only out of this module; authorization
 //! ([`crate::authz`]) turns it into a `Permit`; [`crate::decision`] calls both.
 
-pub mod assertion;
 pub mod bearer;
-pub mod check;
 pub mod login;
 pub mod redirect;
 
@@ -14,6 +12,7 @@ use std::sync::Arc;
 use http::{Request, Response, request::Parts};
 use hyper::body::Incoming;
 
+use crate::assertion::AssertionSigner;
 use crate::authz::Denied;
 use crate::config::{AuthMode, Config, Route};
 use crate::error::{AuthError, Body, ProxyError, Scheme};
@@ -26,7 +25,7 @@ pub struct AuthState {
     pub config: Arc<Config>,
     pub providers: Providers,
     bearer: Arc<bearer::Bearer>,
-    assertion: assertion::AssertionSigner,
+    assertion: AssertionSigner,
     /// Browser login and sessions (when `[session]` is configured).
     pub login: Option<login::LoginState>,
 }
@@ -35,7 +34,7 @@ impl AuthState {
     pub fn new(config: Arc<Config>) -> Result<Self, String> {
         let providers = Providers::new(&config)?;
         let bearer = Arc::new(bearer::Bearer::new(&config));
-        let assertion = assertion::AssertionSigner::new(&config)?;
+        let assertion = AssertionSigner::new(&config)?;
         let login = login::LoginState::new(config.clone())?;
         Ok(AuthState {
             config,
@@ -54,7 +53,7 @@ impl AuthState {
     }
 
     /// The proxy's signer for the identity assertion header (keys at `/.auth/jwks`).
-    pub fn assertion(&self) -> &assertion::AssertionSigner {
+    pub fn assertion(&self) -> &AssertionSigner {
         &self.assertion
     }
 
@@ -128,7 +127,7 @@ impl AuthState {
     }
 
     /// Endpoints under the auth prefix (`rest` is the path after it, "" or "/..."), except
-    /// `/check`, which the pipeline calls itself ([`check::check`]: it reports the route it
+    /// `/check`, which the pipeline calls itself ([`crate::forward_auth::check`]: it reports the route it
     /// judged).
     pub async fn endpoint(
         &self,

@@ -39,7 +39,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 
-use super::AuthState;
+use crate::auth::AuthState;
 use crate::decision::{Input, Record, Verdict, decide};
 use crate::error::{Body, ProxyError, no_store};
 use crate::request::ConnInfo;

@@ -97,7 +97,7 @@ impl AssertionSigner {
 
     /// A fresh assertion of `id` for the route `audience`.
     pub fn sign(&self, id: &Identity, audience: &str) -> Option<String> {
-        let now = crate::provider::jwks::now();
+        let now = crate::session::now();
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some(self.kid.clone());
         // The configured issuer; a provider configured without one (explicit endpoints) is
