@@ -55,12 +55,6 @@ pub async fn explain_request(
     url: &str,
     headers: &[String],
 ) -> Explained {
-    let bad_input = |text: String| Explained {
-        text,
-        status: None,
-        route: None,
-        exit: 2,
-    };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return bad_input(format!("error: {method:?} is not an HTTP method\n"));
     };
@@ -86,47 +80,11 @@ pub async fn explain_request(
     let path = target.split('?').next().unwrap_or("/").to_string();
     let mut out = String::new();
 
-    // The request as the proxy would receive it: HTTP/1.1 with `Host` for a URL; for a bare
-    // path, one without a host (as HTTP/2 may send it), which routes host-less.
-    let mut b = http::Request::builder()
-        .method(method.clone())
-        .version(if host.is_some() {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_2
-        });
-    for h in headers {
-        let Some((n, v)) = h.split_once(':') else {
-            return bad_input(format!("error: --header {h:?} is not `Name: value`\n"));
-        };
-        match (
-            HeaderName::from_bytes(n.trim().as_bytes()),
-            HeaderValue::from_str(v.trim()),
-        ) {
-            (Ok(n), Ok(v)) => b = b.header(n, v),
-            _ => return bad_input(format!("error: invalid header {h:?}\n")),
-        }
-    }
-    if let Some(h) = host {
-        match HeaderValue::from_str(h) {
-            Ok(v) => b = b.header(header::HOST, v),
-            Err(_) => return refused_early(&method, &path, "invalid Host header"),
-        }
-    }
-    let Ok(uri) = Uri::try_from(target.as_str()) else {
-        return refused_early(&method, &path, "invalid request target");
+    let build = || head(&method, host, &target, &path, headers);
+    let mut parts = match build() {
+        Ok(p) => p,
+        Err(e) => return e,
     };
-    let mut parts = match b.uri(uri).body(()) {
-        Ok(r) => r.into_parts().0,
-        Err(e) => return bad_input(format!("error: invalid request: {e}\n")),
-    };
-    // A `Host` given with --header and a URL's host: the URL's counts (as in the request line).
-    if let Some(h) = host
-        && let Ok(v) = HeaderValue::from_str(h)
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-
     let auth = match AuthState::new(cfg.clone()) {
         Ok(a) => a,
         Err(e) => return bad_input(format!("error: {e}\n")),
@@ -140,9 +98,33 @@ pub async fn explain_request(
         },
         sni: None,
     };
-    let Ok(decision) =
-        tokio::time::timeout(PROVIDER_WAIT, decide(&cfg, &auth, &mut parts, input)).await
-    else {
+    let mut notes = String::new();
+    let mut decided = tokio::time::timeout(PROVIDER_WAIT, decide(&cfg, &auth, &mut parts, input)).await;
+    // A provider that has not been contacted yet (the running proxy discovers it at start):
+    // contact it now, say how that went, and judge again.
+    if let Ok(d) = &decided
+        && let (Some(i), Err(ProxyError::Auth(AuthError::ProviderUnavailable { .. }))) =
+            (d.route, &d.verdict)
+        && let Some(p) = (cfg.routes[i].provider.as_deref()).and_then(|n| auth.providers.get(n))
+    {
+        match tokio::time::timeout(PROVIDER_WAIT, p.load_now()).await {
+            Ok(Ok(_)) => {
+                let _ = writeln!(notes, "  provider {:?}: discovery and keys loaded", p.name());
+            }
+            Ok(Err(e)) => {
+                let _ = writeln!(notes, "  provider {:?}: {e}", p.name());
+            }
+            Err(_) => {
+                let _ = writeln!(notes, "  provider {:?}: no answer within {PROVIDER_WAIT:?}", p.name());
+            }
+        }
+        parts = match build() {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        decided = tokio::time::timeout(PROVIDER_WAIT, decide(&cfg, &auth, &mut parts, input)).await;
+    }
+    let Ok(decision) = decided else {
         let _ = writeln!(out, "{method} {}{path}", host.unwrap_or(""));
         let _ = writeln!(out, "  decision: 503 — the provider did not answer in time");
         return Explained {
@@ -152,7 +134,68 @@ pub async fn explain_request(
             exit: 1,
         };
     };
-    render(&cfg, &method, host, &path, decision)
+    render(&cfg, &method, host, &path, decision, &notes)
+}
+
+/// The head of the request as the proxy would receive it (or why there is none).
+fn head(
+    method: &Method,
+    host: Option<&str>,
+    target: &str,
+    path: &str,
+    headers: &[String],
+) -> Result<http::request::Parts, Explained> {
+    // The request as the proxy would receive it: HTTP/1.1 with `Host` for a URL; for a bare
+    // path, one without a host (as HTTP/2 may send it), which routes host-less.
+    let mut b = http::Request::builder()
+        .method(method.clone())
+        .version(if host.is_some() {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_2
+        });
+    for h in headers {
+        let Some((n, v)) = h.split_once(':') else {
+            return Err(bad_input(format!("error: --header {h:?} is not `Name: value`\n")));
+        };
+        match (
+            HeaderName::from_bytes(n.trim().as_bytes()),
+            HeaderValue::from_str(v.trim()),
+        ) {
+            (Ok(n), Ok(v)) => b = b.header(n, v),
+            _ => return Err(bad_input(format!("error: invalid header {h:?}\n"))),
+        }
+    }
+    if let Some(h) = host {
+        match HeaderValue::from_str(h) {
+            Ok(v) => b = b.header(header::HOST, v),
+            Err(_) => return Err(refused_early(method, path, "invalid Host header")),
+        }
+    }
+    let Ok(uri) = Uri::try_from(target) else {
+        return Err(refused_early(method, path, "invalid request target"));
+    };
+    let mut parts = match b.uri(uri).body(()) {
+        Ok(r) => r.into_parts().0,
+        Err(e) => return Err(bad_input(format!("error: invalid request: {e}\n"))),
+    };
+    // A `Host` given with --header and a URL's host: the URL's counts (as in the request line).
+    if let Some(h) = host
+        && let Ok(v) = HeaderValue::from_str(h)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+
+    Ok(parts)
+}
+
+fn bad_input(text: String) -> Explained {
+    Explained {
+        text,
+        status: None,
+        route: None,
+        exit: 2,
+    }
 }
 
 /// A request refused before it could be judged (its head is no valid HTTP request).
@@ -172,6 +215,7 @@ fn render(
     host: Option<&str>,
     path: &str,
     d: Decision,
+    notes: &str,
 ) -> Explained {
     let mut out = String::new();
     let route = d.route.map(|i| &*cfg.routes[i]);
@@ -212,6 +256,7 @@ fn render(
         (Ok(_), None) => return done(out, None, 1),
     };
     describe_route(&mut out, route);
+    out.push_str(notes);
     if let Some(id) = d.identity() {
         let what = match id.via {
             Via::Bearer => "token: valid",
