@@ -19,9 +19,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::identity::Identity;
 use crate::config::Config;
 use crate::error::{Body, full};
+use crate::identity::Identity;
 
 /// Lifetime of an assertion.
 pub const ASSERTION_TTL: i64 = 60;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::claims::claim;
-use crate::identity::Identity;
 use crate::config::Route;
+use crate::identity::Identity;
 
 /// Proof that `identity` may use `route`.
 #[derive(Debug)]
@@ -140,7 +140,9 @@ mod tests {
         let r = route(&["admin", "ops"], &[], vec![]);
         assert!(authorize(&r, ident(&["admin", "ops", "x"], json!({}))).is_ok());
         assert_eq!(
-            authorize(&r, ident(&["admin"], json!({}))).unwrap_err().unmet,
+            authorize(&r, ident(&["admin"], json!({})))
+                .unwrap_err()
+                .unmet,
             Denied::MissingRoles(vec!["ops".into()])
         );
     }

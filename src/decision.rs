@@ -162,7 +162,12 @@ impl Decision {
 
 /// Judges the request whose head is `parts`. Changes the head as the upstream must receive it
 /// (step 4: stripped headers), never its method, URI or host.
-pub async fn decide(cfg: &Config, auth: &AuthState, parts: &mut Parts, input: Input<'_>) -> Decision {
+pub async fn decide(
+    cfg: &Config,
+    auth: &AuthState,
+    parts: &mut Parts,
+    input: Input<'_>,
+) -> Decision {
     let trusted = headers::is_trusted(input.conn.peer.ip(), &cfg.server.trusted_proxies);
     // 1. host, method, path
     let path = match judge_head(parts, input) {
@@ -305,4 +310,125 @@ fn is_websocket_upgrade(parts: &Parts) -> bool {
     parts.method == http::Method::GET
         && has_token(header::CONNECTION, "upgrade")
         && has_token(header::UPGRADE, "websocket")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Arc<Config> {
+        let src = r#"
+[server]
+listen = "127.0.0.1:1"
+[providers.p]
+jwks_uri = "http://127.0.0.1:1/jwks"
+[[route]]
+name = "post"
+path = "/post"
+methods = ["POST"]
+upstream = "http://127.0.0.1:2"
+auth = "none"
+[[route]]
+name = "public"
+path = "/public"
+upstream = "http://127.0.0.1:2"
+auth = "none"
+[[route]]
+name = "api"
+path = "/api"
+upstream = "http://127.0.0.1:2"
+auth = "bearer"
+"#;
+        Arc::new(
+            crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default())
+                .unwrap(),
+        )
+    }
+
+    /// Judges `method target` with `headers` in memory (no body, no socket).
+    async fn judge(
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        known: bool,
+        sni: Option<&str>,
+    ) -> (Decision, Parts) {
+        let cfg = config();
+        let auth = AuthState::new(cfg.clone()).unwrap();
+        let mut b = http::Request::builder().method(method).uri(target);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        let mut parts = b.body(()).unwrap().into_parts().0;
+        let host = request::request_host(&parts).map(str::to_string);
+        let input = Input {
+            host: host.as_deref(),
+            method_known: known,
+            conn: ConnInfo {
+                peer: ([10, 0, 0, 1], 1).into(),
+                tls: false,
+            },
+            sni,
+        };
+        (decide(&cfg, &auth, &mut parts, input).await, parts)
+    }
+
+    fn status(d: &Decision) -> u16 {
+        match &d.verdict {
+            Ok(_) => 200,
+            Err(e) => e.status().as_u16(),
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_before_the_route() {
+        let h = [("host", "a.example")];
+        let (d, _) = judge("GET", "/public", &[("host", "a b")], true, None).await;
+        assert_eq!((status(&d), d.route), (400, None));
+        let (d, _) = judge("get", "/public", &h, true, None).await;
+        assert_eq!(status(&d), 400);
+        let (d, _) = judge("GET", "/public/..%2Fapi", &h, true, None).await;
+        assert_eq!((status(&d), d.path.as_str()), (400, ""));
+        let (d, _) = judge("GET", "/public", &h, true, Some("b.example")).await;
+        assert_eq!(status(&d), 421);
+        let (d, _) = judge("GET", "/nothing", &h, true, None).await;
+        assert_eq!((status(&d), d.kind()), (404, None));
+    }
+
+    #[tokio::test]
+    async fn endpoints_routes_and_unknown_methods() {
+        let h = [("host", "a.example")];
+        let cfg = config();
+        let (d, _) = judge("GET", "/.auth/me", &h, true, None).await;
+        assert!(matches!(d.verdict, Ok(Verdict::Endpoint)));
+        assert_eq!(d.endpoint(&cfg), Some("/me"));
+        let (d, _) = judge("POST", "/post", &h, true, None).await;
+        assert_eq!((status(&d), d.route), (200, Some(0)));
+        // an unknown method never matches a route restricted by `methods`
+        let (d, _) = judge("POST", "/post", &h, false, None).await;
+        assert_eq!(status(&d), 404);
+        let (d, _) = judge("DELETE", "/public/../public/x", &h, false, None).await;
+        assert_eq!((d.route, d.path.as_str()), (Some(1), "/public/x"));
+    }
+
+    /// Forged identity and hop-by-hop headers are gone before authentication, on every route;
+    /// a refusal carries its label and reason.
+    #[tokio::test]
+    async fn strips_then_authenticates() {
+        let h = [
+            ("host", "a.example"),
+            ("x-forwarded-user", "mallory"),
+            ("connection", "x-keep"),
+            ("x-keep", "1"),
+        ];
+        let (d, parts) = judge("GET", "/public", &h, true, None).await;
+        assert_eq!(d.kind(), Some(DecisionKind::Allowed));
+        assert!(!parts.headers.contains_key("x-forwarded-user"));
+        assert!(!parts.headers.contains_key("x-keep"));
+        let (d, _) = judge("GET", "/api", &h, true, None).await;
+        assert_eq!(status(&d), 401);
+        assert_eq!(d.kind(), Some(DecisionKind::Unauthenticated));
+        assert_eq!(d.reason(), Some("no_token"));
+        assert!(d.identity().is_none());
+    }
 }

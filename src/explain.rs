@@ -99,7 +99,8 @@ pub async fn explain_request(
         sni: None,
     };
     let mut notes = String::new();
-    let mut decided = tokio::time::timeout(PROVIDER_WAIT, decide(&cfg, &auth, &mut parts, input)).await;
+    let mut decided =
+        tokio::time::timeout(PROVIDER_WAIT, decide(&cfg, &auth, &mut parts, input)).await;
     // A provider that has not been contacted yet (the running proxy discovers it at start):
     // contact it now, say how that went, and judge again.
     if let Ok(d) = &decided
@@ -109,13 +110,21 @@ pub async fn explain_request(
     {
         match tokio::time::timeout(PROVIDER_WAIT, p.load_now()).await {
             Ok(Ok(_)) => {
-                let _ = writeln!(notes, "  provider {:?}: discovery and keys loaded", p.name());
+                let _ = writeln!(
+                    notes,
+                    "  provider {:?}: discovery and keys loaded",
+                    p.name()
+                );
             }
             Ok(Err(e)) => {
                 let _ = writeln!(notes, "  provider {:?}: {e}", p.name());
             }
             Err(_) => {
-                let _ = writeln!(notes, "  provider {:?}: no answer within {PROVIDER_WAIT:?}", p.name());
+                let _ = writeln!(
+                    notes,
+                    "  provider {:?}: no answer within {PROVIDER_WAIT:?}",
+                    p.name()
+                );
             }
         }
         parts = match build() {
@@ -156,7 +165,9 @@ fn head(
         });
     for h in headers {
         let Some((n, v)) = h.split_once(':') else {
-            return Err(bad_input(format!("error: --header {h:?} is not `Name: value`\n")));
+            return Err(bad_input(format!(
+                "error: --header {h:?} is not `Name: value`\n"
+            )));
         };
         match (
             HeaderName::from_bytes(n.trim().as_bytes()),

@@ -20,9 +20,9 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::identity::{HeaderValues, Identity, Via};
 use crate::authz::Permit;
 use crate::config::{AuthorizationMode, HeaderConfig};
+use crate::identity::{HeaderValues, Identity, Via};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Keep-Alive` and
 /// `Proxy-Connection`, `Proxy-Authorization`/`Proxy-Authenticate`, and `HTTP2-Settings`, which

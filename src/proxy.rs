@@ -226,8 +226,10 @@ impl Proxy {
                 let rest = decision.endpoint(cfg).unwrap_or_default();
                 if rest == "/check" {
                     // Forward-auth: counted and logged as the route it judged.
-                    let (resp, judged) =
-                        Box::pin(crate::forward_auth::check(&self.auth, parts, conn, host, served.log)).await;
+                    let (resp, judged) = Box::pin(crate::forward_auth::check(
+                        &self.auth, parts, conn, host, served.log,
+                    ))
+                    .await;
                     served.decision = judged;
                     self.count_decision(&served.decision);
                     return Ok(resp);

@@ -188,8 +188,12 @@ async fn proxy_forward_auth_and_explain_decide_alike() {
     let p = start_proxy(&toml).await;
     let addr = p.http();
     let cfg = Arc::new(
-        portcullis::config::load_str(std::path::Path::new("decide.toml"), &toml, Default::default())
-            .expect("config"),
+        portcullis::config::load_str(
+            std::path::Path::new("decide.toml"),
+            &toml,
+            Default::default(),
+        )
+        .expect("config"),
     );
     let admin = op.jwt("api-admin").await;
     let reader = op.jwt("api-reader").await;

@@ -29,7 +29,11 @@ fn no_module_imports_one_that_imports_it_back() {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut files = Vec::new();
     collect(&src, &mut files);
-    assert!(files.len() > 10, "found only {} files under src/", files.len());
+    assert!(
+        files.len() > 10,
+        "found only {} files under src/",
+        files.len()
+    );
     for file in &files {
         let rel = file.strip_prefix(&src).unwrap();
         let comps: Vec<String> = rel

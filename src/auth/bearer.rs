@@ -34,9 +34,9 @@ use serde_json::{Map, Value};
 use std::hash::BuildHasher;
 use subtle::ConstantTimeEq;
 
-use crate::identity::{Authenticated, Identity, Via};
 use crate::config::{Config, Route};
 use crate::error::{AuthError, Scheme};
+use crate::identity::{Authenticated, Identity, Via};
 use crate::provider::jwks::now;
 use crate::provider::{ProviderRuntime, Providers, TokenError};
 

@@ -48,11 +48,11 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use super::redirect;
-use crate::identity::{Authenticated, Identity, Via};
 use crate::config::{Config, Route};
 use crate::error::{AuthError, Scheme};
 use crate::error::{Body, empty, full, html_escape, html_page, json_error};
 use crate::health::Health;
+use crate::identity::{Authenticated, Identity, Via};
 use crate::provider::{ProviderError, ProviderRuntime, Providers, TokenError};
 use crate::request::ConnInfo;
 use crate::session::crypto::{self, Sealer};

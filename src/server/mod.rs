@@ -446,4 +446,3 @@ fn https_redirect(https_port: u16, req: &Request<Incoming>) -> Response<Body> {
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
-
