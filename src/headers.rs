@@ -295,14 +295,6 @@ pub fn strip_inbound(headers: &mut HeaderMap, identity: &IdentityNames, trusted:
     }
 }
 
-/// [`strip_inbound`] for a request whose forwarding headers are judged elsewhere (the
-/// forward-auth check reads them from trusted proxies before this runs): identity names,
-/// `X-Auth-Request-*`, `X-Portcullis-*`, [`ALWAYS_STRIPPED`], and `_` spellings of forwarding
-/// names.
-pub fn strip_identity(headers: &mut HeaderMap, identity: &IdentityNames) {
-    strip_inbound(headers, identity, true);
-}
-
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -761,7 +753,7 @@ mod tests {
             );
         }
         h.insert("accept", HeaderValue::from_static("*/*"));
-        strip_identity(&mut h, &identity_set());
+        strip_inbound(&mut h, &identity_set(), true);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
     }

@@ -182,7 +182,7 @@ fn imports(code: &str, top_file: bool) -> BTreeSet<String> {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect()
     };
-    let mut scan = |prefix: &str, found: &mut BTreeSet<String>| {
+    let scan = |prefix: &str, found: &mut BTreeSet<String>| {
         for (i, _) in code.match_indices(prefix) {
             // `mycrate::x` or `a_super::x` is not ours
             let before = code[..i].chars().next_back();
