@@ -234,7 +234,7 @@ impl Proxy {
                     self.count_decision(&served.decision);
                     return Ok(resp);
                 }
-                // Boxed here and below: an inline endpoint future would make every request's
+                // Boxed: an inline endpoint future would make every request's
                 // future (moved into place at each `.await`) kilobytes larger.
                 let req = Request::from_parts(parts, body);
                 return Ok(Box::pin(self.auth.endpoint(rest, req, conn, host)).await);

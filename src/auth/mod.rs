@@ -20,6 +20,18 @@ use crate::identity::{Authenticated, Identity, Via};
 use crate::provider::Providers;
 use crate::request::ConnInfo;
 
+/// Why authentication cannot start (a provider, the assertion key or the session store is
+/// misconfigured): the message names the part and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Providers(String),
+    #[error("{0}")]
+    Assertion(String),
+    #[error("{0}")]
+    Sessions(String),
+}
+
 /// Runtime state of authentication (providers, key caches, sessions).
 pub struct AuthState {
     pub config: Arc<Config>,
@@ -31,11 +43,11 @@ pub struct AuthState {
 }
 
 impl AuthState {
-    pub fn new(config: Arc<Config>) -> Result<Self, String> {
-        let providers = Providers::new(&config)?;
+    pub fn new(config: Arc<Config>) -> Result<Self, SetupError> {
+        let providers = Providers::new(&config).map_err(SetupError::Providers)?;
         let bearer = Arc::new(bearer::Bearer::new(&config));
-        let assertion = AssertionSigner::new(&config)?;
-        let login = login::LoginState::new(config.clone())?;
+        let assertion = AssertionSigner::new(&config).map_err(SetupError::Assertion)?;
+        let login = login::LoginState::new(config.clone()).map_err(SetupError::Sessions)?;
         Ok(AuthState {
             config,
             providers,

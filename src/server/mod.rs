@@ -46,8 +46,8 @@ pub enum StartupError {
     Tls(String),
     #[error("upstream client: {0}")]
     Client(#[from] crate::upstream::ClientBuildError),
-    #[error("{0}")]
-    Auth(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::SetupError),
 }
 
 /// A running proxy (used by `run` and by in-process tests).
