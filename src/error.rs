@@ -9,9 +9,9 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use crate::routes::PathError;
 
 mod auth;
-pub use auth::{AuthError, DecisionKind, Scheme, wants_html};
 #[cfg(test)]
 pub(crate) use auth::quotable;
+pub use auth::{AuthError, DecisionKind, Scheme, wants_html};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type of every response the proxy sends (upstream bodies are streamed through it).
