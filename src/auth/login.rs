@@ -27,6 +27,7 @@
 //!   this), so one provider's users and roles never pass another's routes.
 
 mod derive;
+mod forwarded;
 mod pending;
 mod refresh;
 
@@ -38,12 +39,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request};
 use serde_json::Value;
-use url::Url;
 
 pub(crate) use derive::{DeriveError, derive_identity};
 pub(crate) use pending::{PENDING_TTL, Pending};
 
-use super::redirect;
 use super::{Authenticated, Identity, Via};
 use crate::config::{Config, Route};
 use crate::error::{AuthError, LoginError, Scheme};
@@ -51,7 +50,7 @@ use crate::health::Health;
 use crate::provider::{ProviderRuntime, Providers};
 use crate::proxy::ConnInfo;
 use crate::session::crypto::Sealer;
-use crate::session::{self, CookieAttrs, SessionData, Sessions, StoreError, now};
+use crate::session::{self, SessionData, Sessions, StoreError, now};
 
 /// Runtime state of browser login: the session store and what the login flow remembers.
 pub struct LoginState {
@@ -132,25 +131,6 @@ impl LoginState {
 
     pub fn start_background(&self, health: Arc<Health>) {
         self.sessions.start_background(health);
-    }
-
-    /// The cookie attributes for a request on `conn` (`Secure` on HTTPS or behind an `https`
-    /// `public_url`).
-    pub(crate) fn attrs(&self, conn: ConnInfo) -> CookieAttrs {
-        let https_public = self
-            .config
-            .server
-            .public_url
-            .as_ref()
-            .is_some_and(|u| u.scheme() == "https");
-        CookieAttrs {
-            secure: conn.tls || https_public,
-        }
-    }
-
-    /// This proxy's origin as the browser sees it.
-    pub(crate) fn origin(&self, conn: ConnInfo, host: Option<&str>) -> Option<Url> {
-        redirect::origin(self.config.server.public_url.as_ref(), conn.tls, host)
     }
 
     /// The provider a login uses when nothing names one: the first login route's, else the
@@ -241,7 +221,7 @@ impl LoginState {
         want: Option<&str>,
         ended: &mut Vec<HeaderValue>,
     ) -> Result<Option<Authenticated>, StoreError> {
-        let attrs = self.attrs(conn);
+        let attrs = self.attrs(conn, headers);
         let Some(loaded) = self.sessions.load(headers, attrs).await? else {
             return Ok(None);
         };

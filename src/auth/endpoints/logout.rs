@@ -41,7 +41,7 @@ pub(super) async fn logout<B>(
         );
         return Ok(confirmation(l, rd, post));
     }
-    let attrs = l.attrs(conn);
+    let attrs = l.attrs(conn, headers);
     // A session that cannot be deleted stays valid for every copy of its cookie: say so
     // (503, the cookie kept for the retry) rather than clear this browser's cookie and
     // pretend the logout happened.
@@ -58,15 +58,14 @@ pub(super) async fn logout<B>(
         None => l.sessions.delete(None, &present, attrs).await,
     }
     .map_err(unavailable)?;
-    let origin = l.origin(conn, host);
-    let allowed = &l.config.server.allowed_redirect_hosts;
+    let origin = l.origin(conn, headers, host);
     let target = origin
         .as_ref()
-        .and_then(|o| rd.and_then(|rd| redirect::validate(rd, o, allowed)))
+        .and_then(|o| rd.and_then(|rd| l.validate_rd(rd, o)))
         .or_else(|| {
             origin
                 .as_ref()
-                .and_then(|o| redirect::validate(&l.sessions.cfg.post_logout_redirect, o, allowed))
+                .and_then(|o| l.validate_rd(&l.sessions.cfg.post_logout_redirect, o))
         })
         .unwrap_or_else(|| "/".into());
     let mut location = target.clone();
