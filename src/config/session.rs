@@ -409,3 +409,94 @@ impl Validator<'_, '_> {
         Some(domain)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    fn load(server: &str, domain: &str) -> Result<super::super::Config, String> {
+        let src = format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n{server}\n[session]\nsecret = \"7c1e9a4f0b3d8e2a6f5c1d9b0e4a7f3c\"\ncookie_domain = \"{domain}\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"none\"\n"
+        );
+        super::super::load_str(Path::new("/etc/p.toml"), &src, HashMap::new())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Leading dot dropped, lower-cased; schemes, ports, paths, single labels, IPs and
+    /// non-domain characters refused.
+    #[test]
+    fn cookie_domain_values() {
+        for (raw, want) in [
+            ("example.com", "example.com"),
+            (".Example.COM", "example.com"),
+            ("a.b.example.co.uk", "a.b.example.co.uk"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ] {
+            assert_eq!(normalize_cookie_domain(raw).as_deref(), Ok(want), "{raw}");
+        }
+        for raw in [
+            "",
+            ".",
+            "https://example.com",
+            "example.com/",
+            "example.com:443",
+            "com",
+            "localhost",
+            "10.0.0.1",
+            "-a.example.com",
+            "a-.example.com",
+            "exa mple.com",
+            "ex_ample.com",
+            "example..com",
+            "example.com.",
+            "bücher.example",
+            "*.example.com",
+        ] {
+            assert!(
+                normalize_cookie_domain(raw).is_err(),
+                "{raw:?} must be refused"
+            );
+        }
+    }
+
+    /// Errors name file:line:col and the key; public_url must be https and inside the domain;
+    /// a plain-http-only server cannot use a cookie domain.
+    #[test]
+    fn cookie_domain_config_errors() {
+        let e = load("trusted_proxies = [\"10.0.0.0/8\"]", "https://example.com").unwrap_err();
+        assert!(
+            e.contains("/etc/p.toml:6:17")
+                && e.contains("session.cookie_domain")
+                && e.contains("without scheme"),
+            "{e}"
+        );
+        let e = load("public_url = \"https://auth.other.com\"", "example.com").unwrap_err();
+        assert!(
+            e.contains("session.cookie_domain")
+                && e.contains("\"auth.other.com\" is not \"example.com\""),
+            "{e}"
+        );
+        let e = load("public_url = \"https://evil-example.com\"", "example.com").unwrap_err();
+        assert!(e.contains("nor inside it"), "{e}");
+        let e = load("public_url = \"http://auth.example.com\"", "example.com").unwrap_err();
+        assert!(e.contains("cookie_domain needs https"), "{e}");
+        let e = load("", "example.com").unwrap_err();
+        assert!(
+            e.contains("cookie_domain needs https") && e.contains("only serves plain http"),
+            "{e}"
+        );
+        for (server, domain) in [
+            ("public_url = \"https://auth.example.com\"", ".example.com"),
+            ("public_url = \"https://example.com:8443\"", "example.com"),
+            ("trusted_proxies = [\"10.0.0.0/8\"]", "Example.com"),
+        ] {
+            let c = load(server, domain).unwrap_or_else(|e| panic!("{server} {domain}: {e}"));
+            assert_eq!(
+                c.session.unwrap().cookie_domain.as_deref(),
+                Some("example.com")
+            );
+        }
+    }
+}
