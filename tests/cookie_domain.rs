@@ -288,6 +288,34 @@ async fn callback_on_public_url_of_another_subdomain() {
     assert_eq!(upstream_user(&r).as_deref(), Some("alice"));
     let r = b.get(&format!("{APP2}/")).await;
     assert_eq!(upstream_user(&r).as_deref(), Some("alice"), "{}", r.body);
+
+    // Logout by POST from app1's own page (its Origin is app1, not public_url): carried out;
+    // from a sibling's page: refused.
+    let post = |origin: &'static str, site: &'static str| {
+        let b = b.clone();
+        async move {
+            b.request(
+                http::Method::POST,
+                &format!("{APP1}/.auth/logout"),
+                None,
+                &[("origin", origin), ("sec-fetch-site", site)],
+            )
+            .await
+        }
+    };
+    let r = post(APP2, "same-site").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = post(APP1, "same-origin").await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    assert!(
+        r.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("__Secure-portcullis=") && c.contains("Max-Age=0")),
+        "{:?}",
+        r.set_cookies()
+    );
+    let r = b.get(&format!("{APP2}/")).await;
+    assert_eq!(r.status, StatusCode::FOUND, "signed out on app2 too");
 }
 
 /// `rd` may name any host of the cookie domain (and the domain itself); other domains —

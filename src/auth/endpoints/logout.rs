@@ -147,7 +147,8 @@ fn is_from_elsewhere(
 }
 
 /// Whether an `Origin` header names this proxy's origin: `server.public_url`'s origin
-/// when set; else the request's `Host` (scheme checked only on a TLS connection: behind a
+/// or the origin the request was sent to (`public_url`'s scheme, the request's `Host`) when
+/// set; else the request's `Host` (scheme checked only on a TLS connection: behind a
 /// TLS-terminating front proxy the browser's `https` origin reaches a plain listener).
 /// `null`, malformed and non-http(s) origins are never this origin.
 fn is_this_origin(
@@ -163,7 +164,11 @@ fn is_this_origin(
         return false;
     }
     if let Some(public) = &l.config.server.public_url {
-        return u.origin() == public.origin();
+        // Or the origin the request was sent to (public_url's scheme, this request's Host):
+        // with `cookie_domain` the logout button may be on app1 while public_url is auth.
+        return u.origin() == public.origin()
+            || redirect::origin(None, public.scheme() == "https", host)
+                .is_some_and(|here| u.origin() == here.origin());
     }
     if conn.tls && u.scheme() != "https" {
         return false;
