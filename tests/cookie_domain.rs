@@ -204,7 +204,7 @@ async fn cookie_attributes_with_and_without_cookie_domain() {
         "{pending}"
     );
     assert!(
-        redirect_uri(&r.headers["location"].to_str().unwrap())
+        redirect_uri(r.headers["location"].to_str().unwrap())
             .starts_with("http://app1.example.test/"),
         "{:?}",
         r.headers["location"]
