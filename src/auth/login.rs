@@ -2,6 +2,8 @@
 //! [`super::bearer`] is the token half): [`LoginState`] finds the request's session, checks its
 //! idle timeout and absolute lifetime, slides and refreshes it ([`refresh`]), and answers a
 //! browser navigation without a session with a login at the route's provider ([`pending`]).
+//! Where the browser is — scheme and host for `redirect_uri`, cookie `Secure`/`Domain`, `rd`
+//! — is [`forwarded`] (`public_url`, or a trusted front proxy's `X-Forwarded-Proto`/`-Host`).
 //! It also strips the proxy's own cookies from requests going upstream. The `/.auth/*`
 //! endpoints (`auth/endpoints/`) call into it; the ID-token checks are
 //! [`crate::provider::id_token`]; where sessions live is [`crate::session`].
