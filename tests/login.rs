@@ -1197,7 +1197,7 @@ async fn redis_session_is_not_resurrected_by_a_write_after_logout() {
         redis.url()
     );
     let sessions = store_of(&src);
-    let attrs = CookieAttrs { secure: false };
+    let attrs = CookieAttrs::PLAIN;
     let now = portcullis::session::now();
     let d = support::alice_session("p", Some("sid-1"));
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
@@ -1252,7 +1252,7 @@ async fn backchannel_logout_retry_after_a_store_error_ends_the_sessions() {
     let _proxy = start_proxy_ready(&toml).await;
     // alice's session, as a login would have stored it
     let sessions = store_of(&toml);
-    let attrs = CookieAttrs { secure: false };
+    let attrs = CookieAttrs::PLAIN;
     let now = portcullis::session::now();
     let d = support::alice_session("op", None);
     let set = sessions.save(&d, None, &[], attrs).await.unwrap();
@@ -1371,7 +1371,7 @@ async fn a_previous_cookie_does_not_reslide_the_session_on_every_request() {
     d.access_issued_at -= 300;
     d.last_seen -= 120;
     let set = sessions
-        .save(&d, None, &[], CookieAttrs { secure: false })
+        .save(&d, None, &[], CookieAttrs::PLAIN)
         .await
         .unwrap();
     let previous = set[0]

@@ -811,7 +811,7 @@ provider = "social"
     };
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let attrs = CookieAttrs { secure: false };
+    let attrs = CookieAttrs::PLAIN;
     let session = |provider: &str, iss: &str| SessionData {
         id: provider.into(),
         iss: Some(iss.into()),

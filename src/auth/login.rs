@@ -2,6 +2,8 @@
 //! [`super::bearer`] is the token half): [`LoginState`] finds the request's session, checks its
 //! idle timeout and absolute lifetime, slides and refreshes it ([`refresh`]), and answers a
 //! browser navigation without a session with a login at the route's provider ([`pending`]).
+//! Where the browser is — scheme and host for `redirect_uri`, cookie `Secure`/`Domain`, `rd`
+//! — is [`forwarded`] (`public_url`, or a trusted front proxy's `X-Forwarded-Proto`/`-Host`).
 //! It also strips the proxy's own cookies from requests going upstream. The `/.auth/*`
 //! endpoints (`auth/endpoints/`) call into it; the ID-token checks are
 //! [`crate::provider::id_token`]; where sessions live is [`crate::session`].
@@ -27,6 +29,7 @@
 //!   this), so one provider's users and roles never pass another's routes.
 
 mod derive;
+mod forwarded;
 mod pending;
 mod refresh;
 
@@ -38,12 +41,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request};
 use serde_json::Value;
-use url::Url;
 
 pub(crate) use derive::{DeriveError, derive_identity};
 pub(crate) use pending::{PENDING_TTL, Pending};
 
-use super::redirect;
 use crate::config::{Config, Route};
 use crate::error::{AuthError, LoginError, Scheme};
 use crate::health::Health;
@@ -51,7 +52,7 @@ use crate::identity::{Authenticated, Identity, Via};
 use crate::provider::{ProviderRuntime, Providers};
 use crate::request::ConnInfo;
 use crate::session::crypto::Sealer;
-use crate::session::{self, CookieAttrs, SessionData, Sessions, StoreError, now};
+use crate::session::{self, SessionData, Sessions, StoreError, now};
 
 /// Runtime state of browser login: the session store and what the login flow remembers.
 pub struct LoginState {
@@ -132,25 +133,6 @@ impl LoginState {
 
     pub fn start_background(&self, health: Arc<Health>) {
         self.sessions.start_background(health);
-    }
-
-    /// The cookie attributes for a request on `conn` (`Secure` on HTTPS or behind an `https`
-    /// `public_url`).
-    pub(crate) fn attrs(&self, conn: ConnInfo) -> CookieAttrs {
-        let https_public = self
-            .config
-            .server
-            .public_url
-            .as_ref()
-            .is_some_and(|u| u.scheme() == "https");
-        CookieAttrs {
-            secure: conn.tls || https_public,
-        }
-    }
-
-    /// This proxy's origin as the browser sees it.
-    pub(crate) fn origin(&self, conn: ConnInfo, host: Option<&str>) -> Option<Url> {
-        redirect::origin(self.config.server.public_url.as_ref(), conn.tls, host)
     }
 
     /// The provider a login uses when nothing names one: the first login route's, else the
@@ -241,7 +223,7 @@ impl LoginState {
         want: Option<&str>,
         ended: &mut Vec<HeaderValue>,
     ) -> Result<Option<Authenticated>, StoreError> {
-        let attrs = self.attrs(conn);
+        let attrs = self.attrs(conn, headers);
         let Some(loaded) = self.sessions.load(headers, attrs).await? else {
             return Ok(None);
         };

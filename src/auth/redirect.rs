@@ -1,11 +1,15 @@
 //! Where a browser may be sent after login or logout (`rd`): a path on this origin, or an
-//! absolute http(s) URL whose host is this origin's or in `server.allowed_redirect_hosts`.
+//! absolute http(s) URL whose host is this origin's, in `server.allowed_redirect_hosts`, or
+//! `session.cookie_domain` or one of its subdomains (the hosts one sign-in serves).
 //! Everything else falls back to `/` — the open-redirect variants browsers and servers disagree
-//! on (`//evil`, `/\evil`, `https:evil`, `/%2F%2Fevil`, control characters, `javascript:`) are
-//! refused before any parsing can read them as another host.
+//! on (`//evil`, `/\evil`, `https:evil`, `/%2F%2Fevil`, control characters, `javascript:`,
+//! userinfo) are refused before any parsing can read them as another host; a cookie-domain
+//! host is compared label-wise on the parsed host (`evil-example.com`,
+//! `example.com.evil.com` are not in `example.com`).
 
 use url::Url;
 
+use crate::config::in_cookie_domain;
 use crate::routes::HostPattern;
 
 /// The external origin of this request: `server.public_url`, else scheme + `Host`.
@@ -27,8 +31,14 @@ fn suspicious(s: &str) -> bool {
 }
 
 /// Checks `rd` (already percent-decoded once as a query parameter). Returns the target to
-/// redirect to: a same-origin path (as given) or an absolute URL.
-pub fn validate(rd: &str, origin: &Url, allowed: &[HostPattern]) -> Option<String> {
+/// redirect to: a same-origin path (as given) or an absolute URL. `cookie_domain`: the
+/// `session.cookie_domain`, whose hosts count as allowed ones.
+pub fn validate(
+    rd: &str,
+    origin: &Url,
+    allowed: &[HostPattern],
+    cookie_domain: Option<&str>,
+) -> Option<String> {
     if suspicious(rd) {
         return None;
     }
@@ -61,13 +71,25 @@ pub fn validate(rd: &str, origin: &Url, allowed: &[HostPattern]) -> Option<Strin
     if u.origin() == origin.origin() {
         return Some(u.to_string());
     }
-    // Allowed hosts: any port; https unless this origin is plain http.
+    // Allowed hosts and the cookie domain's: any port; https unless this origin is plain http.
+    let scheme_ok = u.scheme() == "https" || origin.scheme() == "http";
+    if !scheme_ok {
+        return None;
+    }
+    // (a domain name only: `Url` gives IP hosts in their own syntax, never under a domain)
+    if let (Some(d), Some(url::Host::Domain(h))) = (cookie_domain, u.host())
+        && in_cookie_domain(h, d)
+    {
+        return Some(u.to_string());
+    }
     let host_port = match u.port() {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     };
-    let scheme_ok = u.scheme() == "https" || origin.scheme() == "http";
-    (scheme_ok && allowed.iter().any(|p| p.matches(&host_port))).then(|| u.to_string())
+    allowed
+        .iter()
+        .any(|p| p.matches(&host_port))
+        .then(|| u.to_string())
 }
 
 /// An absolute URL for a validated target (for `post_logout_redirect_uri`).
@@ -91,7 +113,61 @@ mod tests {
             HostPattern::parse("*.trusted.com").unwrap(),
             HostPattern::parse("docs.example.org").unwrap(),
         ];
-        validate(rd, &origin, &allowed)
+        validate(rd, &origin, &allowed, None)
+    }
+
+    fn check_domain(rd: &str) -> Option<String> {
+        let origin = Url::parse("https://app1.example.com/").unwrap();
+        validate(rd, &origin, &[], Some("example.com"))
+    }
+
+    /// With `cookie_domain = "example.com"`: the domain and its subdomains (https, any port)
+    /// are accepted; look-alikes, userinfo and backslash tricks, downgrades and IPs are not.
+    #[test]
+    fn cookie_domain_redirect_table() {
+        let accepted = [
+            "/x",
+            "https://app1.example.com/x",
+            "https://app2.example.com/back?a=1",
+            "https://example.com/",
+            "https://EXAMPLE.com/",
+            "https://a.b.example.com:8443/p",
+        ];
+        for rd in accepted {
+            assert!(check_domain(rd).is_some(), "{rd:?} must be accepted");
+        }
+        let refused = [
+            "https://evil-example.com/",
+            "https://notexample.com/",
+            "https://example.com.evil.com/",
+            "https://app.example.com.evil.com/",
+            "https://app.example.com@evil.com/",
+            "https://evil.com@app.example.com/",
+            "https://user:pw@app2.example.com/",
+            "https://evil.com\\@app.example.com/",
+            "https://evil.com\\.example.com/",
+            "https://evil.com%2F.example.com/",
+            "https://evil.com%5C.example.com/",
+            "https://evil.com#.example.com",
+            "https://evil.com?.example.com",
+            "https://evil.com/.example.com",
+            "//app2.example.com/",
+            "/\\app2.example.com",
+            "https:app2.example.com",
+            "https:/app2.example.com",
+            "http://app2.example.com/",
+            "https://app2.example.com./",
+            "https://com/",
+            "https://127.0.0.1/",
+            "https://xn--exmple-cua.com/",
+            "https://ex\u{0430}mple.com/",
+            "javascript://app2.example.com/%0aalert(1)",
+        ];
+        for rd in refused {
+            assert_eq!(check_domain(rd), None, "{rd:?} must be refused");
+        }
+        // without cookie_domain a sibling is refused
+        assert_eq!(check("https://app2.example.com/"), None);
     }
 
     /// Each refused variant falls back to `/`; each accepted one is returned unchanged.

@@ -352,7 +352,7 @@ impl Validator<'_, '_> {
             }
         }
 
-        let session = raw.session.as_ref().and_then(|s| self.session(s));
+        let session = raw.session.as_ref().and_then(|s| self.session(s, &server));
 
         let mut routes: Vec<Arc<Route>> = Vec::new();
         let mut names: HashMap<String, Range<usize>> = HashMap::new();

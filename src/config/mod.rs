@@ -30,7 +30,7 @@ pub use provider::{
 };
 pub use route::{AuthMode, Route, Upstream};
 pub use server::{PairPart, Server, Tls, certified_key};
-pub use session::{PLACEHOLDER_SECRETS, Session, SessionStore};
+pub use session::{PLACEHOLDER_SECRETS, Session, SessionStore, in_cookie_domain};
 pub use values::{Dur, Secret};
 
 /// The validated configuration.

@@ -126,6 +126,8 @@ pub struct RawSession {
     pub idle_timeout: Option<Dur>,
     pub refresh: Option<bool>,
     pub post_logout_redirect: Option<Spanned<Str>>,
+    /// One session across the subdomains of this domain (`Domain` cookie, `__Secure-` name).
+    pub cookie_domain: Option<Spanned<Str>>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -1,5 +1,6 @@
 //! `[session]`: the secret (length, placeholders and near misses refused), rotation, the store
-//! (cookie, or Redis with its URL and CA file), cookie name and lifetimes.
+//! (cookie, or Redis with its URL and CA file), cookie name, `cookie_domain` (a domain, which
+//! `public_url` must be inside and which needs https) and lifetimes.
 
 use std::time::Duration;
 
@@ -7,7 +8,8 @@ use toml::Spanned;
 
 use super::load::{Validator, span};
 use super::raw::RawSession;
-use super::values::Secret;
+use super::server::Server;
+use super::values::{Secret, Str};
 use crate::tls_client::CaFile;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,10 @@ pub struct Session {
     pub idle_timeout: Duration,
     pub refresh: bool,
     pub post_logout_redirect: String,
+    /// `cookie_domain`: lower case, without a leading dot. On HTTPS the session (and
+    /// pending-login) cookies are `__Secure-<name>` with `Domain=<this>`, so every subdomain
+    /// shares one sign-in; on plain HTTP they stay host-only.
+    pub cookie_domain: Option<String>,
 }
 
 /// Session secrets published in this project's examples, docs and deployment checks (config/,
@@ -145,7 +151,7 @@ pub(super) fn weak_secret(secret: &str) -> Option<String> {
 }
 
 impl Validator<'_, '_> {
-    pub(super) fn session(&mut self, ss: &Spanned<RawSession>) -> Option<Session> {
+    pub(super) fn session(&mut self, ss: &Spanned<RawSession>, server: &Server) -> Option<Session> {
         let s = ss.get_ref();
         let secret = self.secret(
             s.secret.as_ref().map(|x| x.get_ref().clone()),
@@ -285,7 +291,12 @@ impl Validator<'_, '_> {
             .post_logout_redirect
             .as_ref()
             .map_or_else(|| "/".to_string(), |p| p.get_ref().0.clone());
+        let cookie_domain = s
+            .cookie_domain
+            .as_ref()
+            .and_then(|d| self.cookie_domain(d, server));
         Some(Session {
+            cookie_domain,
             secret,
             previous_secrets: previous,
             store,
@@ -295,5 +306,197 @@ impl Validator<'_, '_> {
             refresh: s.refresh.unwrap_or(true),
             post_logout_redirect,
         })
+    }
+}
+
+/// `session.cookie_domain` as the cookies carry it: trimmed, one leading dot dropped (browsers
+/// ignore it too), lower case. `Err`: why it is not a domain a cookie can name.
+pub(super) fn normalize_cookie_domain(raw: &str) -> Result<String, String> {
+    let d = raw.trim();
+    let d = d.strip_prefix('.').unwrap_or(d).to_ascii_lowercase();
+    if d.contains("://") || d.contains('/') {
+        return Err("write the domain alone, without scheme or path (e.g. \"example.com\")".into());
+    }
+    if d.contains(':') {
+        return Err("write the domain alone, without a port: cookies ignore ports".into());
+    }
+    if !d.is_ascii() {
+        return Err("write an internationalized domain in its ASCII (xn--) form".into());
+    }
+    let labels: Vec<&str> = d.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if d.len() > 253 || !labels.iter().all(label_ok) {
+        return Err(format!(
+            "{d:?} is not a domain name (letters, digits, '-' and dots)"
+        ));
+    }
+    if labels.len() < 2 {
+        return Err(format!(
+            "{d:?} is a single label: browsers refuse a cookie for a whole top-level domain; name your domain (e.g. \"example.com\")"
+        ));
+    }
+    if labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "{d:?} is an IP address: a cookie domain must be a domain name"
+        ));
+    }
+    Ok(d)
+}
+
+/// Whether `host` is `domain` or one of its subdomains (both lower case; `host` as a URL
+/// parser gives it).
+pub fn in_cookie_domain(host: &str, domain: &str) -> bool {
+    host == domain
+        || (host.len() > domain.len()
+            && host.ends_with(domain)
+            && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+}
+
+impl Validator<'_, '_> {
+    /// `session.cookie_domain`: a domain ([`normalize_cookie_domain`]); `server.public_url`
+    /// (where the callback is) must be https and inside it; and some request must be able to
+    /// arrive as https (TLS, an https `public_url`, or a trusted front proxy's
+    /// `X-Forwarded-Proto`), since the `__Secure-` cookie it makes needs `Secure`.
+    fn cookie_domain(&mut self, d: &Spanned<Str>, server: &Server) -> Option<String> {
+        let key = "session.cookie_domain";
+        let domain = match normalize_cookie_domain(&d.get_ref().0) {
+            Ok(v) => v,
+            Err(why) => {
+                self.errs.at(span(d), key, why);
+                return None;
+            }
+        };
+        if let Some(u) = &server.public_url {
+            let host = u.host_str().unwrap_or("");
+            if !in_cookie_domain(host, &domain) {
+                self.errs.at(
+                    span(d),
+                    key,
+                    format!(
+                        "server.public_url's host {host:?} is not {domain:?} nor inside it: the callback there could not set a cookie for {domain:?}; use a public_url on a subdomain of {domain:?}"
+                    ),
+                );
+                return None;
+            }
+            if u.scheme() != "https" {
+                self.errs.at(
+                    span(d),
+                    key,
+                    format!(
+                        "cookie_domain needs https, but server.public_url is {:?}: the shared cookie is `__Secure-`, which browsers only take over https; use an https public_url, or remove cookie_domain for a plain-http setup (each host then keeps its own session)",
+                        u.as_str()
+                    ),
+                );
+                return None;
+            }
+        } else if server.tls.is_none() && server.trusted_proxies.is_empty() {
+            self.errs.at(
+                span(d),
+                key,
+                "cookie_domain needs https, and this server only serves plain http: add [server.tls], an https server.public_url, or the TLS-terminating front proxy to server.trusted_proxies (it then says X-Forwarded-Proto: https); or remove cookie_domain",
+            );
+            return None;
+        }
+        Some(domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    fn load(server: &str, domain: &str) -> Result<super::super::Config, String> {
+        let src = format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n{server}\n[session]\nsecret = \"7c1e9a4f0b3d8e2a6f5c1d9b0e4a7f3c\"\ncookie_domain = \"{domain}\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"none\"\n"
+        );
+        super::super::load_str(Path::new("/etc/p.toml"), &src, HashMap::new())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Leading dot dropped, lower-cased; schemes, ports, paths, single labels, IPs and
+    /// non-domain characters refused.
+    #[test]
+    fn cookie_domain_values() {
+        for (raw, want) in [
+            ("example.com", "example.com"),
+            (".Example.COM", "example.com"),
+            ("a.b.example.co.uk", "a.b.example.co.uk"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ] {
+            assert_eq!(normalize_cookie_domain(raw).as_deref(), Ok(want), "{raw}");
+        }
+        for raw in [
+            "",
+            ".",
+            "https://example.com",
+            "example.com/",
+            "example.com:443",
+            "com",
+            "localhost",
+            "10.0.0.1",
+            "-a.example.com",
+            "a-.example.com",
+            "exa mple.com",
+            "ex_ample.com",
+            "example..com",
+            "example.com.",
+            "bücher.example",
+            "*.example.com",
+        ] {
+            assert!(
+                normalize_cookie_domain(raw).is_err(),
+                "{raw:?} must be refused"
+            );
+        }
+    }
+
+    /// Errors name file:line:col and the key; public_url must be https and inside the domain;
+    /// a plain-http-only server cannot use a cookie domain.
+    #[test]
+    fn cookie_domain_config_errors() {
+        let e = load("trusted_proxies = [\"10.0.0.0/8\"]", "https://example.com").unwrap_err();
+        assert!(
+            e.contains("/etc/p.toml:6:17")
+                && e.contains("session.cookie_domain")
+                && e.contains("without scheme"),
+            "{e}"
+        );
+        let e = load("public_url = \"https://auth.other.com\"", "example.com").unwrap_err();
+        assert!(
+            e.contains("session.cookie_domain")
+                && e.contains("\"auth.other.com\" is not \"example.com\""),
+            "{e}"
+        );
+        let e = load("public_url = \"https://evil-example.com\"", "example.com").unwrap_err();
+        assert!(e.contains("nor inside it"), "{e}");
+        let e = load("public_url = \"http://auth.example.com\"", "example.com").unwrap_err();
+        assert!(e.contains("cookie_domain needs https"), "{e}");
+        let e = load("", "example.com").unwrap_err();
+        assert!(
+            e.contains("cookie_domain needs https") && e.contains("only serves plain http"),
+            "{e}"
+        );
+        for (server, domain) in [
+            ("public_url = \"https://auth.example.com\"", ".example.com"),
+            ("public_url = \"https://example.com:8443\"", "example.com"),
+            ("trusted_proxies = [\"10.0.0.0/8\"]", "Example.com"),
+        ] {
+            let c = load(server, domain).unwrap_or_else(|e| panic!("{server} {domain}: {e}"));
+            assert_eq!(
+                c.session.unwrap().cookie_domain.as_deref(),
+                Some("example.com")
+            );
+        }
     }
 }

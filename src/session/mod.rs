@@ -22,8 +22,11 @@
 //! [`SessionData::iss`] (the issuer of its ID token) say which, and the login stage counts a
 //! session only on routes of that provider. Back-channel logout indexes are per provider too.
 //!
-//! Cookies: `__Host-` prefix and `Secure` on HTTPS, `HttpOnly`, `SameSite=Lax`, `Path=/`. Request
-//! cookie names are trimmed of SP/HTAB only and compared byte for byte ([`trim_ows`]).
+//! Cookies: `__Host-` prefix and `Secure` on HTTPS, `HttpOnly`, `SameSite=Lax`, `Path=/`. With
+//! `session.cookie_domain`, on HTTPS: `__Secure-` prefix, `Secure` and `Domain=<cookie_domain>`
+//! — every subdomain then receives (and can set) the cookie, so they must all be trusted
+//! alike; a planted second copy still opens nothing ([`session_value`]). Request cookie names
+//! are trimmed of SP/HTAB only and compared byte for byte ([`trim_ows`]).
 
 pub mod crypto;
 pub mod redis;
@@ -288,21 +291,35 @@ pub fn session_value<'a>(
     Ok(Some(value))
 }
 
-/// Cookie attributes for this deployment.
+/// Cookie attributes for one request (the login stage decides them from the connection, the
+/// configuration and a trusted front proxy's `X-Forwarded-Proto`).
 #[derive(Debug, Clone, Copy)]
-pub struct CookieAttrs {
+pub struct CookieAttrs<'a> {
+    /// `Secure`, and a `__Host-` / `__Secure-` name: the browser reached the proxy over https.
     pub secure: bool,
+    /// `Domain` (`session.cookie_domain`): only with `secure` — the `__Secure-` name it comes
+    /// with needs `Secure`, and a plain-http request keeps host-only cookies.
+    pub domain: Option<&'a str>,
+}
+
+impl CookieAttrs<'_> {
+    /// Plain http, host-only (also for stores that ignore cookies, such as a Redis write).
+    pub const PLAIN: CookieAttrs<'static> = CookieAttrs {
+        secure: false,
+        domain: None,
+    };
 }
 
 /// A `Set-Cookie` value for one of the proxy's cookies: `Path=/`, `HttpOnly`, `SameSite=Lax`,
-/// `Secure` on HTTPS (which the `__Host-` names need), `Max-Age` when given (else a browser
-/// session cookie). No `Domain`: the cookie stays with the host that set it. `None` when the
-/// name or value has bytes a header cannot carry.
+/// `Secure` on HTTPS (which the `__Host-` and `__Secure-` names need), `Max-Age` when given
+/// (else a browser session cookie). `Domain` only with `session.cookie_domain` on HTTPS; else
+/// none: the cookie stays with the host that set it. `None` when the name or value has bytes a
+/// header cannot carry.
 pub fn set_cookie(
     name: &str,
     value: &str,
     max_age: Option<i64>,
-    attrs: CookieAttrs,
+    attrs: CookieAttrs<'_>,
 ) -> Option<HeaderValue> {
     let mut c = cookie::Cookie::new(name, value);
     c.set_path("/");
@@ -310,6 +327,9 @@ pub fn set_cookie(
     c.set_same_site(cookie::SameSite::Lax);
     if attrs.secure {
         c.set_secure(true);
+        if let Some(d) = attrs.domain {
+            c.set_domain(d);
+        }
     }
     if let Some(age) = max_age {
         c.set_max_age(cookie::time::Duration::seconds(age.max(0)));
@@ -318,7 +338,7 @@ pub fn set_cookie(
 }
 
 /// The `Set-Cookie` value that removes cookie `name` (empty, `Max-Age=0`, same attributes).
-pub fn clear_cookie(name: &str, attrs: CookieAttrs) -> Option<HeaderValue> {
+pub fn clear_cookie(name: &str, attrs: CookieAttrs<'_>) -> Option<HeaderValue> {
     set_cookie(name, "", Some(0), attrs)
 }
 
@@ -329,7 +349,7 @@ pub fn write_chunked(
     value: &str,
     max_age: i64,
     present: &[String],
-    attrs: CookieAttrs,
+    attrs: CookieAttrs<'_>,
 ) -> Vec<HeaderValue> {
     let mut out = Vec::new();
     let mut written = Vec::new();
@@ -461,6 +481,8 @@ pub struct Sessions {
     pub cfg: config::Session,
     /// `__Host-` + the cookie name (HTTPS).
     host_cookie_name: String,
+    /// `__Secure-` + the cookie name (HTTPS with `cookie_domain`).
+    domain_cookie_name: String,
     /// Seals whole sessions (cookie store) or the Redis values.
     pub sealer: Sealer,
     pub backend: Backend,
@@ -578,6 +600,7 @@ impl Sessions {
         };
         Ok(Sessions {
             host_cookie_name: format!("__Host-{}", cfg.cookie_name),
+            domain_cookie_name: format!("__Secure-{}", cfg.cookie_name),
             cfg: cfg.clone(),
             sealer,
             backend,
@@ -586,9 +609,11 @@ impl Sessions {
         })
     }
 
-    /// The session cookie's name (`__Host-` on HTTPS).
-    pub fn cookie_name(&self, attrs: CookieAttrs) -> &str {
-        if attrs.secure {
+    /// The session cookie's name: `__Host-` on HTTPS, `__Secure-` on HTTPS with a `Domain`.
+    pub fn cookie_name(&self, attrs: CookieAttrs<'_>) -> &str {
+        if attrs.secure && attrs.domain.is_some() {
+            &self.domain_cookie_name
+        } else if attrs.secure {
             &self.host_cookie_name
         } else {
             &self.cfg.cookie_name
@@ -596,7 +621,7 @@ impl Sessions {
     }
 
     /// The session cookie(s) the request carries (names), for clearing.
-    pub fn present_chunks(&self, headers: &HeaderMap, attrs: CookieAttrs) -> Vec<String> {
+    pub fn present_chunks(&self, headers: &HeaderMap, attrs: CookieAttrs<'_>) -> Vec<String> {
         chunk_names(&request_cookies(headers), self.cookie_name(attrs))
     }
 
@@ -604,7 +629,7 @@ impl Sessions {
     pub async fn load(
         &self,
         headers: &HeaderMap,
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
     ) -> Result<Option<Loaded>, StoreError> {
         let name = self.cookie_name(attrs);
         let cookies = request_cookies(headers);
@@ -648,7 +673,12 @@ impl Sessions {
     /// requests are common: a browser's requests already in flight, and clients that keep the
     /// cookie they were given. Cookie store only: with Redis the cookie (the id) stays the same
     /// and the next load reads the changed session.
-    pub fn supersede(&self, headers: &HeaderMap, attrs: CookieAttrs, changed: &Arc<SessionData>) {
+    pub fn supersede(
+        &self,
+        headers: &HeaderMap,
+        attrs: CookieAttrs<'_>,
+        changed: &Arc<SessionData>,
+    ) {
         with_store!(&self.backend, st => st.supersede(self, headers, attrs, changed))
     }
 
@@ -659,7 +689,7 @@ impl Sessions {
         data: &SessionData,
         handle: Option<&str>,
         present: &[String],
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
     ) -> Result<Vec<HeaderValue>, StoreError> {
         let name = self.cookie_name(attrs);
         let now = now();
@@ -679,7 +709,7 @@ impl Sessions {
         &self,
         loaded: &Loaded,
         present: &[String],
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
     ) -> Result<Vec<HeaderValue>, StoreError> {
         with_store!(&self.backend, st => st.end(self, loaded).await)?;
         Ok(clear_all(present, attrs))
@@ -697,7 +727,7 @@ impl Sessions {
         &self,
         handle: Option<&str>,
         present: &[String],
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
     ) -> Result<Vec<HeaderValue>, StoreError> {
         with_store!(&self.backend, st => st.remove(handle).await)?;
         Ok(clear_all(present, attrs))
@@ -738,7 +768,7 @@ impl Sessions {
 }
 
 /// Set-Cookie values clearing every cookie in `present`.
-fn clear_all(present: &[String], attrs: CookieAttrs) -> Vec<HeaderValue> {
+fn clear_all(present: &[String], attrs: CookieAttrs<'_>) -> Vec<HeaderValue> {
     present
         .iter()
         .filter_map(|p| clear_cookie(p, attrs))

@@ -351,7 +351,7 @@ impl Store for Arc<RedisStore> {
         handle: Option<&str>,
         remaining: i64,
         present: &[String],
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
     ) -> Result<Vec<HeaderValue>, StoreError> {
         let id = handle.map_or_else(crypto::random_token, str::to_string);
         let ttl = remaining
@@ -407,7 +407,7 @@ impl Store for Arc<RedisStore> {
     }
 
     /// With Redis the cookie (the id) stays the same: the next load reads the changed session.
-    fn supersede(&self, _: &Sessions, _: &HeaderMap, _: CookieAttrs, _: &Arc<SessionData>) {}
+    fn supersede(&self, _: &Sessions, _: &HeaderMap, _: CookieAttrs<'_>, _: &Arc<SessionData>) {}
 
     async fn lock_refresh(&self, handle: Option<&str>) -> Result<RefreshLock, StoreError> {
         let Some(h) = handle else {

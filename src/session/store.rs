@@ -63,7 +63,7 @@ pub(crate) trait Store {
         handle: Option<&str>,
         remaining: i64,
         present: &[String],
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
     ) -> Result<Vec<HeaderValue>, StoreError>;
 
     /// Ends a session for good (logout): no copy of its cookie opens it again.
@@ -86,7 +86,7 @@ pub(crate) trait Store {
         &self,
         s: &Sessions,
         headers: &HeaderMap,
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
         changed: &Arc<SessionData>,
     );
 
@@ -138,7 +138,7 @@ impl Store for CookieStore {
         _handle: Option<&str>,
         remaining: i64,
         present: &[String],
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
     ) -> Result<Vec<HeaderValue>, StoreError> {
         let sealed = s.sealer.seal(name, json);
         Ok(write_chunked(name, &sealed, remaining, present, attrs))
@@ -170,7 +170,7 @@ impl Store for CookieStore {
         &self,
         s: &Sessions,
         headers: &HeaderMap,
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
         changed: &Arc<SessionData>,
     ) {
         let name = s.cookie_name(attrs);

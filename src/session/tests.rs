@@ -11,6 +11,7 @@ fn cfg() -> config::Session {
         idle_timeout: std::time::Duration::from_secs(600),
         refresh: true,
         post_logout_redirect: "/".into(),
+        cookie_domain: None,
     }
 }
 
@@ -61,7 +62,7 @@ fn headers(pairs: &[(String, String)]) -> HeaderMap {
     h
 }
 
-const PLAIN: CookieAttrs = CookieAttrs { secure: false };
+const PLAIN: CookieAttrs<'static> = CookieAttrs::PLAIN;
 
 #[tokio::test]
 async fn small_session_one_cookie_round_trip() {
@@ -88,7 +89,10 @@ async fn small_session_one_cookie_round_trip() {
 #[tokio::test]
 async fn https_uses_host_prefix_and_secure() {
     let s = Sessions::new(&cfg()).unwrap();
-    let tls = CookieAttrs { secure: true };
+    let tls = CookieAttrs {
+        secure: true,
+        domain: None,
+    };
     let set = s.save(&data(10), None, &[], tls).await.unwrap();
     let v = set[0].to_str().unwrap();
     assert!(
@@ -353,7 +357,10 @@ async fn opened_cache_keeps_every_check() {
         assert_eq!(*got.data, d);
     }
     // the same sealed value under the __Host- name (another AAD) does not open
-    let secure = CookieAttrs { secure: true };
+    let secure = CookieAttrs {
+        secure: true,
+        domain: None,
+    };
     let renamed = vec![(format!("__Host-{}", pairs[0].0), pairs[0].1.clone())];
     assert!(s.load(&headers(&renamed), secure).await.unwrap().is_none());
     // one character changed: no session, cached or not

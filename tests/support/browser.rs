@@ -1,6 +1,9 @@
-//! A scripted browser for the login tests: a cookie jar per `host:port`, redirects followed by
-//! hand, the test provider's login form submitted as a given user. Requests go out through the
-//! one test client ([`send_to`](super::send_to)), one connection each.
+//! A scripted browser for the login tests: a cookie jar per `host:port` (and per `Domain` for
+//! cookies that name one), redirects followed by hand, the test provider's login form
+//! submitted as a given user. Requests go out through the one test client
+//! ([`send_to`](super::send_to)), one connection each; hosts behind a simulated TLS-terminating
+//! front proxy ([`Browser::front`]) go to a local address as plain HTTP with
+//! `X-Forwarded-Proto: https`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,9 +13,10 @@ use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use super::client::send_to;
+use super::client::{send, send_to};
 
-/// Cookies per `host:port`, in the order they were set.
+/// Cookies per `host:port` (and per `domain=<d>` for `Domain` cookies), in the order they
+/// were set.
 pub type Jar = HashMap<String, Vec<(String, String)>>;
 
 /// A scripted browser: cookie jar per host:port, redirects followed by hand.
@@ -21,6 +25,8 @@ pub struct Browser {
     pub jar: Arc<Mutex<Jar>>,
     /// Sent as Accept (browser navigations carry text/html).
     pub accept: &'static str,
+    /// host → the address a TLS-terminating front proxy for `https://host/…` forwards to.
+    pub fronted: Arc<Mutex<HashMap<String, std::net::SocketAddr>>>,
 }
 
 /// A response as the browser saw it (body as text).
@@ -61,7 +67,31 @@ impl Browser {
         Browser {
             jar: Default::default(),
             accept: "text/html,application/xhtml+xml,*/*;q=0.8",
+            fronted: Default::default(),
         }
+    }
+
+    /// Puts `https://host/…` behind a simulated TLS-terminating front proxy: requests go to
+    /// `addr` over plain HTTP with `Host: host` and `X-Forwarded-Proto: https` (what nginx,
+    /// Traefik and Caddy send); the proxy at `addr` must trust 127.0.0.1.
+    pub fn front(&self, host: &str, addr: std::net::SocketAddr) {
+        self.fronted.lock().unwrap().insert(host.to_string(), addr);
+    }
+
+    /// The cookies a request to `authority` carries: its own, then the `Domain` cookies whose
+    /// domain is its host or a parent of it.
+    pub fn cookies_for(&self, authority: &str) -> Vec<(String, String)> {
+        let host = authority.split(':').next().unwrap_or(authority);
+        let jar = self.jar.lock().unwrap();
+        let mut out = jar.get(authority).cloned().unwrap_or_default();
+        for (k, v) in jar.iter() {
+            if let Some(d) = k.strip_prefix("domain=")
+                && (host == d || host.ends_with(&format!(".{d}")))
+            {
+                out.extend(v.iter().cloned());
+            }
+        }
+        out
     }
 
     pub fn cookies(&self, authority: &str) -> Vec<(String, String)> {
@@ -86,9 +116,15 @@ impl Browser {
 
     fn store(&self, authority: &str, headers: &HeaderMap) {
         let mut jar = self.jar.lock().unwrap();
-        let e = jar.entry(authority.to_string()).or_default();
         for v in headers.get_all(header::SET_COOKIE) {
             let s = v.to_str().unwrap();
+            let domain = s.split(';').skip(1).find_map(|a| {
+                let (k, v) = a.trim().split_once('=')?;
+                k.eq_ignore_ascii_case("domain")
+                    .then(|| v.trim_start_matches('.').to_ascii_lowercase())
+            });
+            let key = domain.map_or_else(|| authority.to_string(), |d| format!("domain={d}"));
+            let e = jar.entry(key).or_default();
             let first = s.split(';').next().unwrap();
             let (name, value) = first.split_once('=').unwrap();
             let expired = s.to_ascii_lowercase().contains("max-age=0")
@@ -113,7 +149,7 @@ impl Browser {
             .method(method)
             .uri(uri)
             .header(header::ACCEPT, self.accept);
-        let cookies = self.cookies(&authority);
+        let cookies = self.cookies_for(&authority);
         if !cookies.is_empty() {
             let v = cookies
                 .iter()
@@ -132,7 +168,29 @@ impl Browser {
                 .unwrap(),
             None => b.body(Full::new(Bytes::new()).boxed()).unwrap(),
         };
-        let resp = send_to(req).await;
+        let front = (uri_scheme_https(&req))
+            .then(|| self.fronted.lock().unwrap().get(uri_host(&req)).copied())
+            .flatten();
+        let resp = match front {
+            Some(addr) => {
+                let (mut parts, body) = req.into_parts();
+                parts
+                    .headers
+                    .insert(header::HOST, authority.parse().unwrap());
+                parts
+                    .headers
+                    .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
+                parts.uri = parts
+                    .uri
+                    .path_and_query()
+                    .unwrap()
+                    .as_str()
+                    .parse()
+                    .unwrap();
+                send(addr, Request::from_parts(parts, body)).await
+            }
+            None => send_to(req).await,
+        };
         self.store(&authority, &resp.headers);
         Page {
             status: resp.status,
@@ -161,7 +219,11 @@ impl Browser {
             let next = base.join(&loc).unwrap();
             current = next.to_string();
             visited.push(current.clone());
-            if next.host_str().is_none_or(|h| h != "127.0.0.1") {
+            let fronted = next.scheme() == "https"
+                && next
+                    .host_str()
+                    .is_some_and(|h| self.fronted.lock().unwrap().contains_key(h));
+            if !fronted && next.host_str().is_none_or(|h| h != "127.0.0.1") {
                 break;
             }
             if next.path().starts_with("/interaction/") && !next.path().ends_with("/login") {
@@ -195,4 +257,12 @@ impl Browser {
         );
         r
     }
+}
+
+fn uri_scheme_https<B>(req: &Request<B>) -> bool {
+    req.uri().scheme_str() == Some("https")
+}
+
+fn uri_host<B>(req: &Request<B>) -> &str {
+    req.uri().host().unwrap_or("")
 }

@@ -29,7 +29,7 @@ pub(super) async fn callback<B>(
     conn: ConnInfo,
 ) -> (Option<HeaderValue>, Result<Answer, AuthError>) {
     let q = query_pairs(req);
-    let attrs = l.attrs(conn);
+    let attrs = l.attrs(conn, req.headers());
     let Some(state) = param(&q, "state").filter(|s| !s.is_empty() && s.len() < 512) else {
         return (None, Err(failed("the sign-in response has no state")));
     };
@@ -47,8 +47,8 @@ async fn complete<B>(
     state: &str,
     clear: Option<HeaderValue>,
 ) -> Result<Answer, AuthError> {
-    let attrs = l.attrs(conn);
     let headers = req.headers();
+    let attrs = l.attrs(conn, headers);
     let Some(pending) = l.open_pending(headers, state, attrs) else {
         return Err(failed(
             "this browser has no matching sign-in in progress (it may have expired, or the link was not started here)",

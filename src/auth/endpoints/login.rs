@@ -2,11 +2,10 @@
 //! provider of the route `rd` leads to — a session is only good on its own provider's routes,
 //! so `?provider=` only chooses when it names that provider or `rd` leads to no login route.
 
-use http::{Method, Request};
+use http::{HeaderMap, Method, Request};
 
 use super::{Answer, param};
 use crate::auth::login::{LoginState, query_pairs};
-use crate::auth::redirect;
 use crate::error::AuthError;
 use crate::provider::Providers;
 use crate::request::ConnInfo;
@@ -20,7 +19,7 @@ pub(super) async fn login<B>(
 ) -> Result<Answer, AuthError> {
     let q = query_pairs(req);
     let rd = param(&q, "rd").unwrap_or("/");
-    let provider = login_provider(l, param(&q, "provider"), rd, conn, host);
+    let provider = login_provider(l, param(&q, "provider"), rd, req.headers(), conn, host);
     let login = l
         .prepare_login(providers, &provider, rd, req.headers(), conn, host)
         .await?;
@@ -38,10 +37,11 @@ fn login_provider(
     l: &LoginState,
     requested: Option<&str>,
     rd: &str,
+    headers: &HeaderMap,
     conn: ConnInfo,
     host: Option<&str>,
 ) -> String {
-    let of_route = route_provider_of(l, rd, conn, host);
+    let of_route = route_provider_of(l, rd, headers, conn, host);
     match (of_route, requested) {
         (Some(route), Some(req)) if route != req => {
             tracing::info!(
@@ -62,11 +62,12 @@ fn login_provider(
 fn route_provider_of<'a>(
     l: &'a LoginState,
     rd: &str,
+    headers: &HeaderMap,
     conn: ConnInfo,
     host: Option<&str>,
 ) -> Option<&'a str> {
-    let origin = l.origin(conn, host)?;
-    let target = redirect::validate(rd, &origin, &l.config.server.allowed_redirect_hosts)?;
+    let origin = l.here(conn, headers, host)?;
+    let target = l.validate_rd(rd, &origin)?;
     let url = origin.join(&target).ok()?;
     let target_host = if target.starts_with('/') {
         host.map(str::to_string)

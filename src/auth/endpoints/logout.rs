@@ -41,7 +41,7 @@ pub(super) async fn logout<B>(
         );
         return Ok(confirmation(l, rd, post));
     }
-    let attrs = l.attrs(conn);
+    let attrs = l.attrs(conn, headers);
     // A session that cannot be deleted stays valid for every copy of its cookie: say so
     // (503, the cookie kept for the retry) rather than clear this browser's cookie and
     // pretend the logout happened.
@@ -58,15 +58,14 @@ pub(super) async fn logout<B>(
         None => l.sessions.delete(None, &present, attrs).await,
     }
     .map_err(unavailable)?;
-    let origin = l.origin(conn, host);
-    let allowed = &l.config.server.allowed_redirect_hosts;
+    let origin = l.origin(conn, headers, host);
     let target = origin
         .as_ref()
-        .and_then(|o| rd.and_then(|rd| redirect::validate(rd, o, allowed)))
+        .and_then(|o| rd.and_then(|rd| l.validate_rd(rd, o)))
         .or_else(|| {
             origin
                 .as_ref()
-                .and_then(|o| redirect::validate(&l.sessions.cfg.post_logout_redirect, o, allowed))
+                .and_then(|o| l.validate_rd(&l.sessions.cfg.post_logout_redirect, o))
         })
         .unwrap_or_else(|| "/".into());
     let mut location = target.clone();
@@ -148,7 +147,8 @@ fn is_from_elsewhere(
 }
 
 /// Whether an `Origin` header names this proxy's origin: `server.public_url`'s origin
-/// when set; else the request's `Host` (scheme checked only on a TLS connection: behind a
+/// or the origin the request was sent to (`public_url`'s scheme, the request's `Host`) when
+/// set; else the request's `Host` (scheme checked only on a TLS connection: behind a
 /// TLS-terminating front proxy the browser's `https` origin reaches a plain listener).
 /// `null`, malformed and non-http(s) origins are never this origin.
 fn is_this_origin(
@@ -164,7 +164,11 @@ fn is_this_origin(
         return false;
     }
     if let Some(public) = &l.config.server.public_url {
-        return u.origin() == public.origin();
+        // Or the origin the request was sent to (public_url's scheme, this request's Host):
+        // with `cookie_domain` the logout button may be on app1 while public_url is auth.
+        return u.origin() == public.origin()
+            || redirect::origin(None, public.scheme() == "https", host)
+                .is_some_and(|here| u.origin() == here.origin());
     }
     if conn.tls && u.scheme() != "https" {
         return false;

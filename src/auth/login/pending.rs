@@ -1,7 +1,9 @@
 //! Starting a login: the pending login (`state`, `nonce`, PKCE verifier, where to return) sealed
 //! in its own short-lived cookie, and the provider's authorization URL to send the browser to.
 //! Both a session-less navigation ([`LoginState::authenticate`]) and `/.auth/login` start one
-//! here; the `/.auth/callback` endpoint opens the cookie again.
+//! here; the `/.auth/callback` endpoint opens the cookie again. With `session.cookie_domain`
+//! the pending-login cookie is a `Domain` cookie like the session's: the callback (on
+//! `public_url`) may be another subdomain than the one the login started on.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -49,8 +51,8 @@ impl LoginState {
         conn: ConnInfo,
         host: Option<&str>,
     ) -> Result<LoginRedirect, AuthError> {
-        let attrs = self.attrs(conn);
-        let Some(origin) = self.origin(conn, host) else {
+        let attrs = self.attrs(conn, headers);
+        let Some(origin) = self.origin(conn, headers, host) else {
             return Err(AuthError::BadRequest {
                 scheme: Scheme::Session,
                 reason: "missing Host header".into(),
@@ -74,8 +76,8 @@ impl LoginState {
                 reason: "no authorization_endpoint".into(),
             }));
         };
-        let rd = redirect::validate(rd, &origin, &self.config.server.allowed_redirect_hosts)
-            .unwrap_or_else(|| "/".into());
+        // The callback is at `origin`; a path is on the page the browser is on.
+        let rd = self.return_to(rd, self.here(conn, headers, host).as_ref(), &origin);
         let redirect_uri = redirect::absolute(
             &format!("{}/callback", self.config.server.auth_prefix),
             &origin,
@@ -137,7 +139,7 @@ impl LoginState {
     }
 
     /// The cookie of the pending login with `state`: `<session cookie>_login_<hash prefix>`.
-    pub(crate) fn pending_cookie_name(&self, state: &str, attrs: CookieAttrs) -> String {
+    pub(crate) fn pending_cookie_name(&self, state: &str, attrs: CookieAttrs<'_>) -> String {
         let h = crypto::sha256_b64(state);
         format!("{}_login_{}", self.sessions.cookie_name(attrs), &h[..16])
     }
@@ -147,7 +149,7 @@ impl LoginState {
         &self,
         headers: &HeaderMap,
         state: &str,
-        attrs: CookieAttrs,
+        attrs: CookieAttrs<'_>,
     ) -> Option<Pending> {
         let name = self.pending_cookie_name(state, attrs);
         let cookies = session::request_cookies(headers);

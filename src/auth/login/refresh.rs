@@ -77,16 +77,10 @@ impl LoginState {
             match &out {
                 // Write back before releasing the lock so waiting replicas see the new token.
                 Refreshed::New(n) => {
-                    let _ = self
-                        .sessions
-                        .save(n, handle, &[], CookieAttrs { secure: false })
-                        .await;
+                    let _ = self.sessions.save(n, handle, &[], CookieAttrs::PLAIN).await;
                 }
                 Refreshed::Ended => {
-                    let _ = self
-                        .sessions
-                        .delete(handle, &[], CookieAttrs { secure: false })
-                        .await;
+                    let _ = self.sessions.delete(handle, &[], CookieAttrs::PLAIN).await;
                 }
                 Refreshed::Keep => {}
             }
