@@ -5,9 +5,10 @@
 //! issuer, the introspection endpoint, the client and the SHA-256 of the token — so a token
 //! valid at one provider can never be served from another's entry, and the cache never holds
 //! the token itself. Concurrent misses for the same token share one provider call
-//! ([`TtlCache::try_get_with`]). A refusal the provider's answer decided (inactive, wrong audience, not an
-//! access token, …) is remembered for [`REFUSED_FOR`] under the same key, so the same bad token
-//! does not reach the provider again; errors reaching the provider (→ 503) are not remembered.
+//! (`TtlCache::try_get_with`). A refusal the provider's answer decided (inactive, wrong
+//! audience, not an access token, …) is remembered for [`REFUSED_FOR`] under the same key, so
+//! the same bad token does not reach the provider again; errors reaching the provider (→ 503)
+//! are not remembered.
 //!
 //! Load: at most `max_concurrent` (default 16) calls to the provider at once, per provider; a
 //! request waits for a free slot as long as one call may take (the provider `timeout`), then
