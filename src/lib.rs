@@ -10,6 +10,7 @@
 pub(crate) mod assertion;
 pub mod auth;
 pub(crate) mod authz;
+pub(crate) mod cache;
 pub(crate) mod claims;
 pub mod config;
 pub(crate) mod decision;

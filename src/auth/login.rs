@@ -45,6 +45,7 @@ use serde_json::Value;
 pub(crate) use derive::{DeriveError, derive_identity};
 pub(crate) use pending::{PENDING_TTL, Pending};
 
+use crate::cache::TtlCache;
 use crate::config::{Config, Route};
 use crate::error::{AuthError, LoginError, Scheme};
 use crate::health::Health;
@@ -61,10 +62,10 @@ pub struct LoginState {
     /// Seals the pending-login cookies.
     pub(crate) pending: Sealer,
     /// `state`s of callbacks already completed (a replayed callback URL is refused).
-    pub(crate) used_states: moka::future::Cache<String, ()>,
+    pub(crate) used_states: TtlCache<String, ()>,
     /// Logout-token ids seen by this process (the store remembers them for every replica).
-    pub(crate) seen_jti: moka::future::Cache<String, ()>,
-    refreshing: moka::future::Cache<String, Arc<tokio::sync::OnceCell<refresh::Refreshed>>>,
+    pub(crate) seen_jti: TtlCache<String, ()>,
+    refreshing: TtlCache<String, Arc<tokio::sync::OnceCell<refresh::Refreshed>>>,
     /// Top-level claim names routes need (require_claims, headers.claims): kept in sessions.
     pub(crate) needed_claims: HashSet<String>,
     /// Exactly one provider is used for login (see [`Self::belongs`]).
@@ -114,18 +115,16 @@ impl LoginState {
             slide_after,
             pending: Sealer::new(secrets, "pending-login"),
             sessions,
-            used_states: moka::future::Cache::builder()
-                .time_to_live(Duration::from_secs(PENDING_TTL as u64 + 60))
-                .max_capacity(1_000_000)
-                .build(),
-            seen_jti: moka::future::Cache::builder()
-                .time_to_live(Duration::from_secs(3600))
-                .max_capacity(1_000_000)
-                .build(),
-            refreshing: moka::future::Cache::builder()
-                .time_to_live(Duration::from_secs(60))
-                .max_capacity(1_000_000)
-                .build(),
+            // Replay sets: each entry is remembered for its whole TTL. Only more than a million
+            // distinct entries within one TTL (a flood) fill them; then the oldest are forgotten
+            // first, and a replay of one of those is no longer recognized by this process (for
+            // logout tokens the session store's record, `remember_jti`, still is).
+            used_states: TtlCache::oldest_first(
+                1_000_000,
+                Duration::from_secs(PENDING_TTL as u64 + 60),
+            ),
+            seen_jti: TtlCache::oldest_first(1_000_000, Duration::from_secs(3600)),
+            refreshing: TtlCache::new(1_000_000, Duration::from_secs(60)),
             needed_claims,
             config,
         }))

@@ -5,9 +5,10 @@
 //! issuer, the introspection endpoint, the client and the SHA-256 of the token — so a token
 //! valid at one provider can never be served from another's entry, and the cache never holds
 //! the token itself. Concurrent misses for the same token share one provider call
-//! (`try_get_with`). A refusal the provider's answer decided (inactive, wrong audience, not an
-//! access token, …) is remembered for [`REFUSED_FOR`] under the same key, so the same bad token
-//! does not reach the provider again; errors reaching the provider (→ 503) are not remembered.
+//! (`TtlCache::try_get_with`). A refusal the provider's answer decided (inactive, wrong
+//! audience, not an access token, …) is remembered for [`REFUSED_FOR`] under the same key, so
+//! the same bad token does not reach the provider again; errors reaching the provider (→ 503)
+//! are not remembered.
 //!
 //! Load: at most `max_concurrent` (default 16) calls to the provider at once, per provider; a
 //! request waits for a free slot as long as one call may take (the provider `timeout`), then
@@ -36,6 +37,7 @@ use super::assertion::{ASSERTION_TYPE, ClientKey};
 use super::http::{ProviderClient, basic_auth};
 use super::jwks::{LEEWAY, now};
 use super::{ProviderError, TokenError};
+use crate::cache::TtlCache;
 use crate::config::{Introspection, IntrospectionAuth};
 
 /// Introspection answers kept per provider.
@@ -49,7 +51,6 @@ const REFUSED_ENTRIES: u64 = 20_000;
 #[derive(Clone)]
 struct Entry {
     claims: Arc<Map<String, Value>>,
-    ttl: Duration,
     /// Unix seconds when this answer stops being reused (creation + `ttl`).
     until: i64,
 }
@@ -62,19 +63,6 @@ pub struct Introspected {
     pub until: i64,
 }
 
-struct EntryExpiry;
-
-impl moka::Expiry<[u8; 32], Entry> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _k: &[u8; 32],
-        v: &Entry,
-        _at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
-}
-
 enum Auth {
     Basic(String),
     Key(ClientKey),
@@ -85,9 +73,10 @@ pub struct Introspector {
     auth: Auth,
     client_id: String,
     cache_for: Duration,
-    cache: moka::future::Cache<[u8; 32], Entry>,
+    /// Each answer for its own TTL; errors reaching the provider are not cached.
+    cache: TtlCache<[u8; 32], Entry, TokenError>,
     /// Refusals decided by the provider's answer, for [`REFUSED_FOR`].
-    refused: moka::future::Cache<[u8; 32], TokenError>,
+    refused: TtlCache<[u8; 32], TokenError>,
     /// Calls to the provider in flight (`max_concurrent` permits).
     slots: tokio::sync::Semaphore,
     max_concurrent: usize,
@@ -109,14 +98,8 @@ impl Introspector {
                 (Auth::Key(ck), id)
             }
         };
-        let cache = moka::future::Cache::builder()
-            .max_capacity(CACHE_ENTRIES)
-            .expire_after(EntryExpiry)
-            .build();
-        let refused = moka::future::Cache::builder()
-            .max_capacity(REFUSED_ENTRIES)
-            .time_to_live(REFUSED_FOR)
-            .build();
+        let cache = TtlCache::new(CACHE_ENTRIES, cfg.cache);
+        let refused = TtlCache::new(REFUSED_ENTRIES, REFUSED_FOR);
         let max_concurrent = cfg.max_concurrent.max(1);
         Ok(Introspector {
             provider: provider.to_string(),
@@ -155,7 +138,7 @@ impl Introspector {
         }
         h.update(Sha256::digest(token.as_bytes()));
         let key: [u8; 32] = h.finalize().into();
-        if let Some(e) = self.refused.get(&key).await {
+        if let Some(e) = self.refused.get(&key) {
             return Err(e);
         }
         let entry = self
@@ -170,7 +153,7 @@ impl Introspector {
                     Err(e) => {
                         // Decided by the provider's answer: the same token gets the same
                         // answer for a while, without asking again.
-                        self.refused.insert(key, e.clone()).await;
+                        self.refused.insert(key, e.clone());
                         return Err(e);
                     }
                 };
@@ -179,14 +162,13 @@ impl Introspector {
                     Some(e) => Duration::from_secs((e - now()).max(0) as u64).min(self.cache_for),
                     None => self.cache_for,
                 };
-                Ok::<_, TokenError>(Entry {
+                let entry = Entry {
                     claims: Arc::new(claims),
-                    ttl,
                     until: now() + ttl.as_secs() as i64,
-                })
+                };
+                Ok((entry, ttl))
             })
-            .await
-            .map_err(|e: Arc<TokenError>| (*e).clone())?;
+            .await?;
         // Belt and braces: an entry never outlives the token's exp.
         if entry
             .claims
@@ -194,7 +176,7 @@ impl Introspector {
             .and_then(Value::as_i64)
             .is_some_and(|e| e + (LEEWAY as i64) < now())
         {
-            self.cache.invalidate(&key).await;
+            self.cache.remove(&key);
             return Err(TokenError::Expired);
         }
         Ok(Introspected {

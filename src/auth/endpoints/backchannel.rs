@@ -124,7 +124,7 @@ pub(super) async fn backchannel(
             tracing::warn!(error = %e, "back-channel logout done, but its jti could not be recorded")
         }
     }
-    l.seen_jti.insert(jti_key, ()).await;
+    l.seen_jti.insert(jti_key, ());
     Ok(Answer::Done)
 }
 

@@ -63,7 +63,7 @@ async fn complete<B>(
     if l.used_states.contains_key(&state_key) {
         return Err(failed("this sign-in response was already used"));
     }
-    l.used_states.insert(state_key, ()).await;
+    l.used_states.insert(state_key, ());
 
     if let Some(err) = param(q, "error") {
         return Err(LoginError::Denied {

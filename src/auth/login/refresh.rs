@@ -48,7 +48,7 @@ impl LoginState {
             .clone();
         if matches!(r, Refreshed::Keep) {
             // Provider unreachable: the next request may try again.
-            self.refreshing.invalidate(&key).await;
+            self.refreshing.remove(&key);
         }
         Ok(r)
     }
