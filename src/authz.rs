@@ -2,21 +2,36 @@
 //! `require_claims` against an [`Identity`]. A [`Permit`] exists only when they are met, and
 //! identity headers can only be injected from a `Permit` — skipping this stage does not compile.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
-use crate::auth::Identity;
+use crate::claims::claim;
 use crate::config::Route;
+use crate::identity::Identity;
 
 /// Proof that `identity` may use `route`.
 #[derive(Debug)]
-pub struct Permit<'a> {
-    identity: &'a Identity,
+pub struct Permit {
+    identity: Arc<Identity>,
 }
 
-impl<'a> Permit<'a> {
-    pub fn identity(&self) -> &'a Identity {
-        self.identity
+impl Permit {
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
+
+    /// The identity, to keep beyond the permit (the access log's `sub`).
+    pub fn shared(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+}
+
+/// An identity that does not meet a route's requirements (handed back: the refusal names it).
+#[derive(Debug)]
+pub struct Refused {
+    pub identity: Arc<Identity>,
+    pub unmet: Denied,
 }
 
 /// Which requirement was not met (shown to the caller; never contains a token).
@@ -39,19 +54,6 @@ fn describe(accepted: &[Value]) -> String {
     }
 }
 
-/// Looks up a claim by exact name first, then as a dotted path into nested objects.
-pub fn claim<'c>(claims: &'c serde_json::Map<String, Value>, path: &str) -> Option<&'c Value> {
-    if let Some(v) = claims.get(path) {
-        return Some(v);
-    }
-    let mut parts = path.split('.');
-    let mut cur = claims.get(parts.next()?)?;
-    for p in parts {
-        cur = cur.as_object()?.get(p)?;
-    }
-    Some(cur)
-}
-
 fn claim_matches(actual: &Value, accepted: &[Value]) -> bool {
     let one = |a: &Value| {
         accepted.iter().any(|want| match (a, want) {
@@ -67,7 +69,15 @@ fn claim_matches(actual: &Value, accepted: &[Value]) -> bool {
 }
 
 /// Checks the route's requirements.
-pub fn authorize<'a>(route: &Route, identity: &'a Identity) -> Result<Permit<'a>, Denied> {
+pub fn authorize(route: &Route, identity: Arc<Identity>) -> Result<Permit, Refused> {
+    match unmet(route, &identity) {
+        None => Ok(Permit { identity }),
+        Some(unmet) => Err(Refused { identity, unmet }),
+    }
+}
+
+/// The first requirement of `route` that `identity` does not meet.
+fn unmet(route: &Route, identity: &Identity) -> Option<Denied> {
     let missing: Vec<String> = route
         .require_roles
         .iter()
@@ -75,7 +85,7 @@ pub fn authorize<'a>(route: &Route, identity: &'a Identity) -> Result<Permit<'a>
         .cloned()
         .collect();
     if !missing.is_empty() {
-        return Err(Denied::MissingRoles(missing));
+        return Some(Denied::MissingRoles(missing));
     }
     if !route.require_any_role.is_empty()
         && !route
@@ -83,22 +93,20 @@ pub fn authorize<'a>(route: &Route, identity: &'a Identity) -> Result<Permit<'a>
             .iter()
             .any(|r| identity.roles.iter().any(|have| have == r))
     {
-        return Err(Denied::NoneOfRoles(route.require_any_role.clone()));
+        return Some(Denied::NoneOfRoles(route.require_any_role.clone()));
     }
     for (name, accepted) in &route.require_claims {
         let ok = claim(&identity.claims, name).is_some_and(|v| claim_matches(v, accepted));
         if !ok {
-            return Err(Denied::Claim {
+            return Some(Denied::Claim {
                 claim: name.clone(),
                 accepted: accepted.clone(),
             });
         }
     }
-    Ok(Permit { identity })
+    None
 }
 
-/// A permit for a route without requirements (used by `auth = "none"` is never: those routes
-/// carry no identity at all).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,21 +126,23 @@ mod tests {
         r
     }
 
-    fn ident(roles: &[&str], claims: Value) -> Identity {
-        Identity {
+    fn ident(roles: &[&str], claims: Value) -> Arc<Identity> {
+        Arc::new(Identity {
             sub: "u1".into(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
             claims: claims.as_object().cloned().unwrap_or_default(),
             ..Default::default()
-        }
+        })
     }
 
     #[test]
     fn all_roles_required() {
         let r = route(&["admin", "ops"], &[], vec![]);
-        assert!(authorize(&r, &ident(&["admin", "ops", "x"], json!({}))).is_ok());
+        assert!(authorize(&r, ident(&["admin", "ops", "x"], json!({}))).is_ok());
         assert_eq!(
-            authorize(&r, &ident(&["admin"], json!({}))).unwrap_err(),
+            authorize(&r, ident(&["admin"], json!({})))
+                .unwrap_err()
+                .unmet,
             Denied::MissingRoles(vec!["ops".into()])
         );
     }
@@ -140,8 +150,8 @@ mod tests {
     #[test]
     fn any_role() {
         let r = route(&[], &["editor", "admin"], vec![]);
-        assert!(authorize(&r, &ident(&["admin"], json!({}))).is_ok());
-        assert!(authorize(&r, &ident(&["reader"], json!({}))).is_err());
+        assert!(authorize(&r, ident(&["admin"], json!({}))).is_ok());
+        assert!(authorize(&r, ident(&["reader"], json!({}))).is_err());
     }
 
     #[test]
@@ -159,11 +169,11 @@ mod tests {
             ],
         );
         let ok = json!({"email_verified": true, "urn:zitadel:iam:user:resourceowner:id": "456", "org": {"tier": 2.0}});
-        assert!(authorize(&r, &ident(&[], ok)).is_ok());
+        assert!(authorize(&r, ident(&[], ok)).is_ok());
         let bad = json!({"email_verified": "true", "urn:zitadel:iam:user:resourceowner:id": "456", "org": {"tier": 2}});
-        let e = authorize(&r, &ident(&[], bad)).unwrap_err();
+        let e = authorize(&r, ident(&[], bad)).unwrap_err().unmet;
         assert!(e.to_string().contains("email_verified"), "{e}");
         let missing = json!({"email_verified": true});
-        assert!(authorize(&r, &ident(&[], missing)).is_err());
+        assert!(authorize(&r, ident(&[], missing)).is_err());
     }
 }

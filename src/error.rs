@@ -9,7 +9,9 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use crate::routes::PathError;
 
 mod auth;
-pub use auth::{AuthError, LoginError, Scheme, quotable, wants_html};
+#[cfg(test)]
+pub(crate) use auth::quotable;
+pub use auth::{AuthError, DecisionKind, LoginError, Scheme, wants_html};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type of every response the proxy sends (upstream bodies are streamed through it).
@@ -58,8 +60,13 @@ pub enum ProxyError {
     Misdirected,
     #[error("no route matches {method} {path}")]
     NoRoute { method: String, path: String },
-    #[error("the request body is too large")]
-    PayloadTooLarge,
+    /// Under the auth prefix, a path that names no endpoint (or one that is not configured).
+    #[error("{0}")]
+    NoEndpoint(std::borrow::Cow<'static, str>),
+    /// A forward-auth check whose original request is unknown or not believed: judging the
+    /// check request itself would answer for another route.
+    #[error("{0}")]
+    CheckRefused(&'static str),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// Authentication or authorization refused the request (rendered by [`AuthError`], which
@@ -73,8 +80,8 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoRoute { .. } | ProxyError::NoEndpoint(_) => StatusCode::NOT_FOUND,
+            ProxyError::CheckRefused(_) => StatusCode::FORBIDDEN,
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_GATEWAY,
@@ -84,13 +91,15 @@ impl ProxyError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The short code of the refusal: the JSON body's `error` (for the pipeline's own
+    /// errors) and the access log's `reason`.
+    pub fn code(&self) -> &'static str {
         match self {
             ProxyError::BadPath(_) => "invalid_path",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::Misdirected => "misdirected_request",
-            ProxyError::NoRoute { .. } => "not_found",
-            ProxyError::PayloadTooLarge => "payload_too_large",
+            ProxyError::NoRoute { .. } | ProxyError::NoEndpoint(_) => "not_found",
+            ProxyError::CheckRefused(_) => "forbidden",
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => "bad_gateway",
             ProxyError::Upstream(UpstreamError::Timeout(_)) => "gateway_timeout",
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad_gateway",
@@ -151,6 +160,35 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
     resp
 }
 
+/// An answer without a body that no cache keeps (forward-auth's 200; its identity headers
+/// are added by the caller).
+pub fn no_store(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A plain answer of the admin listener (`text/plain`, the metrics exposition format).
+pub fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A redirect without a body to `location` (left out when it is no valid header value).
+pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
 /// Escapes text for inclusion in HTML.
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -208,7 +246,8 @@ mod tests {
                 },
                 404,
             ),
-            (ProxyError::PayloadTooLarge, 413),
+            (ProxyError::NoEndpoint("no such endpoint".into()), 404),
+            (ProxyError::CheckRefused("x"), 403),
             (
                 ProxyError::Upstream(UpstreamError::Unreachable("refused".into())),
                 502,

@@ -1,75 +1,321 @@
-//! `portcullis explain`: which route a request matches, what it requires, and — given a token —
-//! the decision and why. Uses the same matching and checks as the running proxy.
+//! `portcullis explain`: which route a request matches, what it requires, and the decision and
+//! why. The decision is the running proxy's own ([`crate::decision::decide`]); this module only
+//! builds the request from the command line (method, URL, `--header`s) and prints the answer.
+//! Given a token it verifies it against the provider (keys or introspection fetched now);
+//! given `Accept: text/html` on a login route it prepares the login the browser would start.
 
 use std::fmt::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use http::Method;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
 
-use crate::config::{AuthMode, Config};
-use crate::routes;
+use crate::auth::AuthState;
+use crate::config::{AuthMode, Config, Route};
+use crate::decision::{Decision, Input, Verdict, decide};
+use crate::error::{AuthError, ProxyError, Scheme};
+use crate::identity::Via;
+use crate::provider::jwks::now;
+use crate::request::ConnInfo;
 
-/// Prints the explanation to stdout; exit 0 when the request would be allowed/forwarded,
-/// 1 when it would be refused, 2 for bad input.
+/// Longest wait for a provider (discovery, keys, introspection) while explaining.
+const PROVIDER_WAIT: Duration = Duration::from_secs(10);
+
+/// An explanation: the text printed, and what the proxy would answer.
+#[derive(Debug)]
+pub struct Explained {
+    pub text: String,
+    /// The status the proxy itself would answer (200: forwarded); `None` for bad input, or
+    /// for a path under the auth prefix (the endpoint answers).
+    pub status: Option<StatusCode>,
+    /// The matched route's name.
+    pub route: Option<String>,
+    /// 0: allowed or forwarded, 1: refused, 2: bad input.
+    pub exit: u8,
+}
+
+/// Prints the explanation to stdout (bad input to stderr); exit 0 when the request would be
+/// allowed/forwarded, 1 when it would be refused, 2 for bad input.
 pub async fn explain(cfg: Config, method: &str, url: &str, headers: &[String]) -> ExitCode {
-    let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
-        eprintln!("error: {method:?} is not an HTTP method");
-        return ExitCode::from(2);
+    let e = explain_request(Arc::new(cfg), method, url, headers).await;
+    if e.exit == 2 {
+        eprint!("{}", e.text);
+    } else {
+        print!("{}", e.text);
+    }
+    ExitCode::from(e.exit)
+}
+
+/// The explanation of `method url` with `headers` (`Name: value`), as text.
+pub async fn explain_request(
+    cfg: Arc<Config>,
+    method: &str,
+    url: &str,
+    headers: &[String],
+) -> Explained {
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return bad_input(format!("error: {method:?} is not an HTTP method\n"));
     };
     // Split the URL by hand: URL parsers normalize the path (and `\` → `/`), which would
     // explain a different request than the one the proxy would see.
-    let (host, path) = if url.starts_with('/') {
-        (
-            None,
-            url.split(['?', '#']).next().unwrap_or("/").to_string(),
-        )
+    let (host, target) = if url.starts_with('/') {
+        (None, url.split('#').next().unwrap_or("/"))
     } else if let Some((_, rest)) = url.split_once("://") {
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = &rest[..end];
         let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let path = rest[end..].split(['?', '#']).next().unwrap_or("");
-        let path = if path.is_empty() { "/" } else { path };
-        (Some(host.to_string()), path.to_string())
+        (Some(host), rest[end..].split('#').next().unwrap_or(""))
     } else {
-        eprintln!("error: {url:?} is neither a URL (http://host/path) nor a path (/path)");
-        return ExitCode::from(2);
+        return bad_input(format!(
+            "error: {url:?} is neither a URL (http://host/path) nor a path (/path)\n"
+        ));
     };
+    let target = match target {
+        "" => "/".to_string(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_string(),
+    };
+    let path = target.split('?').next().unwrap_or("/").to_string();
     let mut out = String::new();
-    let normalized = match routes::normalize_path(&path) {
-        Ok(p) => p.into_owned(),
-        Err(e) => {
-            println!("{method} {path}\n  decision: 400 Bad Request: {e}");
-            return ExitCode::from(1);
-        }
+
+    let build = || head(&method, host, &target, &path, headers);
+    let mut parts = match build() {
+        Ok(p) => p,
+        Err(e) => return e,
     };
-    let _ = writeln!(
-        out,
-        "{method} {}{normalized}",
-        host.as_deref().unwrap_or("")
-    );
-    if normalized != path {
-        let _ = writeln!(out, "  normalized path: {normalized} (from {path})");
-    }
-    if normalized == cfg.server.auth_prefix
-        || normalized.starts_with(&format!("{}/", cfg.server.auth_prefix))
+    let auth = match AuthState::new(cfg.clone()) {
+        Ok(a) => a,
+        Err(e) => return bad_input(format!("error: {e}\n")),
+    };
+    let input = Input {
+        host,
+        method_known: true,
+        conn: ConnInfo {
+            peer: ([127, 0, 0, 1], 0).into(),
+            tls: url.starts_with("https://"),
+        },
+        sni: None,
+    };
+    let mut notes = String::new();
+    let mut decided =
+        tokio::time::timeout(PROVIDER_WAIT, decide(&cfg, &auth, &mut parts, input)).await;
+    // A provider that has not been contacted yet (the running proxy discovers it at start):
+    // contact it now, say how that went, and judge again.
+    if let Ok(d) = &decided
+        && let (Some(i), Err(ProxyError::Auth(AuthError::ProviderUnavailable { .. }))) =
+            (d.route, &d.verdict)
+        && let Some(p) = (cfg.routes[i].provider.as_deref()).and_then(|n| auth.providers.get(n))
     {
+        match tokio::time::timeout(PROVIDER_WAIT, p.load_now()).await {
+            Ok(Ok(_)) => {
+                let _ = writeln!(
+                    notes,
+                    "  provider {:?}: discovery and keys loaded",
+                    p.name()
+                );
+            }
+            Ok(Err(e)) => {
+                let _ = writeln!(notes, "  provider {:?}: {e}", p.name());
+            }
+            Err(_) => {
+                let _ = writeln!(
+                    notes,
+                    "  provider {:?}: no answer within {PROVIDER_WAIT:?}",
+                    p.name()
+                );
+            }
+        }
+        parts = match build() {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        decided = tokio::time::timeout(PROVIDER_WAIT, decide(&cfg, &auth, &mut parts, input)).await;
+    }
+    let Ok(decision) = decided else {
+        let _ = writeln!(out, "{method} {}{path}", host.unwrap_or(""));
+        let _ = writeln!(out, "  decision: 503 — the provider did not answer in time");
+        return Explained {
+            text: out,
+            status: Some(StatusCode::SERVICE_UNAVAILABLE),
+            route: None,
+            exit: 1,
+        };
+    };
+    render(&cfg, &method, host, &path, decision, &notes)
+}
+
+/// The head of the request as the proxy would receive it (or why there is none).
+fn head(
+    method: &Method,
+    host: Option<&str>,
+    target: &str,
+    path: &str,
+    headers: &[String],
+) -> Result<http::request::Parts, Explained> {
+    // The request as the proxy would receive it: HTTP/1.1 with `Host` for a URL; for a bare
+    // path, one without a host (as HTTP/2 may send it), which routes host-less.
+    let mut b = http::Request::builder()
+        .method(method.clone())
+        .version(if host.is_some() {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_2
+        });
+    for h in headers {
+        let Some((n, v)) = h.split_once(':') else {
+            return Err(bad_input(format!(
+                "error: --header {h:?} is not `Name: value`\n"
+            )));
+        };
+        match (
+            HeaderName::from_bytes(n.trim().as_bytes()),
+            HeaderValue::from_str(v.trim()),
+        ) {
+            (Ok(n), Ok(v)) => b = b.header(n, v),
+            _ => return Err(bad_input(format!("error: invalid header {h:?}\n"))),
+        }
+    }
+    if let Some(h) = host {
+        match HeaderValue::from_str(h) {
+            Ok(v) => b = b.header(header::HOST, v),
+            Err(_) => return Err(refused_early(method, path, "invalid Host header")),
+        }
+    }
+    let Ok(uri) = Uri::try_from(target) else {
+        return Err(refused_early(method, path, "invalid request target"));
+    };
+    let mut parts = match b.uri(uri).body(()) {
+        Ok(r) => r.into_parts().0,
+        Err(e) => return Err(bad_input(format!("error: invalid request: {e}\n"))),
+    };
+    // A `Host` given with --header and a URL's host: the URL's counts (as in the request line).
+    if let Some(h) = host
+        && let Ok(v) = HeaderValue::from_str(h)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+
+    Ok(parts)
+}
+
+fn bad_input(text: String) -> Explained {
+    Explained {
+        text,
+        status: None,
+        route: None,
+        exit: 2,
+    }
+}
+
+/// A request refused before it could be judged (its head is no valid HTTP request).
+fn refused_early(method: &Method, path: &str, why: &str) -> Explained {
+    Explained {
+        text: format!("{method} {path}\n  decision: 400 Bad Request: {why}\n"),
+        status: Some(StatusCode::BAD_REQUEST),
+        route: None,
+        exit: 1,
+    }
+}
+
+/// Prints the decision: the route and what it requires, then what the proxy answers and why.
+fn render(
+    cfg: &Config,
+    method: &Method,
+    host: Option<&str>,
+    path: &str,
+    d: Decision,
+    notes: &str,
+) -> Explained {
+    let mut out = String::new();
+    let route = d.route.map(|i| &*cfg.routes[i]);
+    let done = |out: String, status: Option<StatusCode>, exit: u8| Explained {
+        text: out,
+        status,
+        route: route.map(|r| r.name.clone()),
+        exit,
+    };
+    if d.path.is_empty() {
+        // refused before the path was judged (or the path itself)
+        let e = d.verdict.err().map(|e| e.to_string()).unwrap_or_default();
+        let _ = writeln!(out, "{method} {path}\n  decision: 400 Bad Request: {e}");
+        return done(out, Some(StatusCode::BAD_REQUEST), 1);
+    }
+    let _ = writeln!(out, "{method} {}{}", host.unwrap_or(""), d.path);
+    if d.path != path {
+        let _ = writeln!(out, "  normalized path: {} (from {path})", d.path);
+    }
+    let route = match (&d.verdict, route) {
+        (Ok(Verdict::Endpoint), _) => {
+            let _ = writeln!(
+                out,
+                "  endpoint owned by the proxy ({}); never forwarded",
+                cfg.server.auth_prefix
+            );
+            return done(out, None, 0);
+        }
+        (Err(ProxyError::NoRoute { .. }), _) => {
+            let _ = writeln!(out, "  no route matches → 404");
+            return done(out, Some(StatusCode::NOT_FOUND), 1);
+        }
+        (_, Some(r)) => r,
+        (Err(e), None) => {
+            let _ = writeln!(out, "  decision: {} — {e}", status_text(e.status()));
+            return done(out, Some(e.status()), 1);
+        }
+        (Ok(_), None) => return done(out, None, 1),
+    };
+    describe_route(&mut out, route);
+    out.push_str(notes);
+    if let Some(id) = d.identity() {
+        let what = match id.via {
+            Via::Bearer => "token: valid",
+            Via::Session => "session: valid",
+        };
         let _ = writeln!(
             out,
-            "  endpoint owned by the proxy ({}); never forwarded",
-            cfg.server.auth_prefix
+            "  {what}; sub {:?}; roles [{}]",
+            id.sub,
+            id.roles.join(", ")
         );
-        print!("{out}");
-        return ExitCode::SUCCESS;
+        if let Some(exp) = id.expires_at {
+            let _ = writeln!(out, "  token expires in {}s", exp - now());
+        }
     }
-    let Some(route) = cfg
-        .routes
-        .iter()
-        .find(|r| r.matcher.matches(host.as_deref(), &method, &normalized))
-    else {
-        let _ = writeln!(out, "  no route matches → 404");
-        print!("{out}");
-        return ExitCode::from(1);
-    };
+    match &d.verdict {
+        Ok(_) if route.auth == AuthMode::None => {
+            let _ = writeln!(
+                out,
+                "  decision: forwarded without authentication (identity headers stripped)"
+            );
+            done(out, Some(StatusCode::OK), 0)
+        }
+        Ok(_) => {
+            let _ = writeln!(
+                out,
+                "  decision: allowed → forwarded to {}",
+                route.upstream.url
+            );
+            done(out, Some(StatusCode::OK), 0)
+        }
+        Err(ProxyError::Auth(e)) => {
+            let _ = writeln!(out, "  decision: {}", refusal(e, route));
+            done(out, Some(e.status()), 1)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  decision: {} — {e}", status_text(e.status()));
+            done(out, Some(e.status()), 1)
+        }
+    }
+}
+
+fn status_text(s: StatusCode) -> String {
+    format!("{} {}", s.as_u16(), s.canonical_reason().unwrap_or(""))
+}
+
+/// The route, its upstream and what it requires.
+fn describe_route(out: &mut String, route: &Route) {
     let _ = writeln!(
         out,
         "  route: {:?} (path {}{})",
@@ -109,15 +355,43 @@ pub async fn explain(cfg: Config, method: &str, url: &str, headers: &[String]) -
         let vals: Vec<String> = v.iter().map(|x| x.to_string()).collect();
         let _ = writeln!(out, "  requires claim {c} ∈ [{}]", vals.join(", "));
     }
-    if route.auth == AuthMode::None {
-        let _ = writeln!(
-            out,
-            "  decision: forwarded without authentication (identity headers stripped)"
-        );
-        print!("{out}");
-        return ExitCode::SUCCESS;
+}
+
+/// Why a request is refused, for a person at a terminal (the details the log would get, too).
+fn refusal(e: &AuthError, route: &Route) -> String {
+    let status = e.status().as_u16();
+    match e {
+        AuthError::NoCredentials {
+            scheme: Scheme::Bearer,
+            ..
+        } => format!("{status} — no bearer token (Authorization: Bearer …)"),
+        AuthError::NoCredentials { .. } => format!(
+            "{status} — needs a browser session (auth = {}); a browser navigation (--header 'Accept: text/html') is sent to sign in{}",
+            route.auth.as_str(),
+            if route.auth.uses_bearer() {
+                "; pass --header 'Authorization: Bearer …' to evaluate a token"
+            } else {
+                ""
+            }
+        ),
+        AuthError::InvalidToken { reason } => format!("{status} invalid_token — {reason}"),
+        AuthError::LoginRequired { location, .. } => {
+            format!("{status} → sign in at the provider: {location}")
+        }
+        AuthError::ProviderUnavailable { detail, .. } => {
+            format!("{status} temporarily_unavailable — {detail}")
+        }
+        AuthError::SessionStoreUnavailable { detail } => {
+            format!("{status} — the session store is unavailable: {detail}")
+        }
+        AuthError::Forbidden {
+            scheme: Scheme::Bearer,
+            unmet,
+            ..
+        } => format!("{status} insufficient_scope — {unmet}"),
+        AuthError::Forbidden { unmet, .. } => format!("{status} forbidden — {unmet}"),
+        AuthError::BadRequest { reason, .. } => format!("{status} invalid_request — {reason}"),
+        // The login endpoints' own refusals; a route's decision never produces one.
+        AuthError::Login(e) => format!("{status} — {e}"),
     }
-    let code = crate::auth::explain_decision(&cfg, route, headers, &mut out).await;
-    print!("{out}");
-    code
 }

@@ -20,10 +20,10 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::auth::{HeaderValues, Identity, Via};
 use crate::authz::Permit;
-pub use crate::config::{ALWAYS_STRIPPED, IdentityNames};
+pub use crate::config::IdentityNames;
 use crate::config::{AuthorizationMode, HeaderConfig};
+use crate::identity::{HeaderValues, Identity, Via};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Keep-Alive` and
 /// `Proxy-Connection`, `Proxy-Authorization`/`Proxy-Authenticate`, and `HTTP2-Settings`, which
@@ -175,14 +175,6 @@ pub fn strip_inbound(headers: &mut HeaderMap, identity: &IdentityNames, trusted:
     for n in names {
         headers.remove(&n);
     }
-}
-
-/// [`strip_inbound`] for a request whose forwarding headers are judged elsewhere (the
-/// forward-auth check reads them from trusted proxies before this runs): identity names,
-/// `X-Auth-Request-*`, `X-Portcullis-*`, [`ALWAYS_STRIPPED`], and `_` spellings of forwarding
-/// names.
-pub fn strip_identity(headers: &mut HeaderMap, identity: &IdentityNames) {
-    strip_inbound(headers, identity, true);
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -433,9 +425,9 @@ fn claim_as_header_text(v: &serde_json::Value) -> Option<String> {
 /// config names one.
 pub fn inject(
     headers: &mut HeaderMap,
-    permit: &Permit<'_>,
+    permit: &Permit,
     cfg: &HeaderConfig,
-    assertion: Option<(&crate::auth::assertion::AssertionSigner, &str)>,
+    assertion: Option<(&crate::assertion::AssertionSigner, &str)>,
 ) {
     let id = permit.identity();
     let v = id.header_values.get_or_init(|| header_values(id));
@@ -456,7 +448,7 @@ pub fn inject(
         set(&cfg.access_token, token);
     }
     for (h, path) in &cfg.claims {
-        if let Some(text) = crate::authz::claim(&id.claims, path).and_then(claim_as_header_text)
+        if let Some(text) = crate::claims::claim(&id.claims, path).and_then(claim_as_header_text)
             && let Some(v) = sanitize_value(&text)
         {
             headers.insert(h.clone(), v);
@@ -619,6 +611,7 @@ pub fn drop_own_set_cookies(headers: &mut HeaderMap, base: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ALWAYS_STRIPPED;
 
     fn identity_set() -> IdentityNames {
         crate::config::DEFAULT_IDENTITY_HEADERS.iter().collect()
@@ -643,7 +636,7 @@ mod tests {
             );
         }
         h.insert("accept", HeaderValue::from_static("*/*"));
-        strip_identity(&mut h, &identity_set());
+        strip_inbound(&mut h, &identity_set(), true);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
     }

@@ -1,44 +1,34 @@
-//! The request pipeline. One screen, top to bottom — the order is the security property:
+//! The request pipeline: the decision, then forwarding. The order is the security property:
 //!
-//! 1. check the host (malformed, duplicated or missing on HTTP/1.1 → 400; over TLS, another
-//!    host than the connection's SNI → 421) and normalize the path (invalid → 400) — the
-//!    upstream receives this same host and path;
-//! 2. `/.auth/*` → endpoints the proxy owns, never forwarded;
-//! 3. match the route (first match wins; none → 404);
-//! 4. strip every incoming identity header, the headers only a proxy may set (from an untrusted
-//!    peer also its forwarding headers) and the hop-by-hop headers, on every route;
-//! 5. authenticate (route's `auth`) → `Identity`, or an answer (redirect, 401, 503);
-//! 6. authorize → `Permit`, or 403;
+//! 1–6. [`decide`]: host, method and path checks, `/.auth/*` endpoints, the route, stripping
+//!    of forged and hop-by-hop headers, authentication, authorization → a `Permit` or a
+//!    refusal (the same decision forward-auth and `explain` make);
 //! 7. inject identity headers from the `Permit`;
-//! 8. forward (`X-Forwarded-*` set) and stream the answer back (a 101 only to WebSocket; no
-//!    `Set-Cookie` of the proxy's own cookies from the upstream).
+//! 8. forward (`X-Forwarded-*` set, normalized path — the upstream receives the host and path
+//!    that were judged) and stream the answer back (a 101 only to WebSocket; no `Set-Cookie`
+//!    of the proxy's own cookies from the upstream).
+//!
+//! Every request is counted (route, status, latency, access decision) and logged here.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::auth::AuthState;
-use crate::authz;
 use crate::config::{AuthMode, Config, Route};
-use crate::error::{Body, ProxyError, UpstreamError};
+use crate::decision::{Input, Record, Verdict, decide};
+use crate::error::{Body, DecisionKind, ProxyError, UpstreamError};
 use crate::headers;
 use crate::health::Health;
 use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, RequestLabels, RouteLabel, RouteOnly};
+use crate::request::{ConnInfo, HostText};
 use crate::routes;
 use crate::upstream::{self, Upstreams};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-
-/// What the listener knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-}
 
 pub struct Proxy {
     pub config: Arc<Config>,
@@ -61,15 +51,17 @@ struct RouteMetrics {
     /// Counters by status code `100..=599`, allocated on the route's first request.
     requests: OnceLock<Box<[OnceLock<Counter>]>>,
     latency: OnceLock<Histogram>,
-    decisions: [OnceLock<Counter>; 3],
+    /// By [`DecisionKind`] (its position in [`DecisionKind::ALL`]).
+    decisions: [OnceLock<Counter>; DecisionKind::ALL.len()],
 }
 
-const DECISIONS: [&str; 3] = ["unauthenticated", "allowed", "forbidden"];
-
-/// What the pipeline hands the access log.
+/// What the pipeline hands the metrics and the access log.
 struct Served {
-    route: Option<usize>,
+    /// The judged route, decision and reason (forward-auth: of the original request).
+    decision: Record,
     upstream_ms: Option<f64>,
+    /// The access log is on: keep what only it reads.
+    log: bool,
 }
 
 impl Proxy {
@@ -114,11 +106,12 @@ impl Proxy {
         let host_text = HostText::of(&req);
         let host = host_text.as_ref().map(HostText::as_str);
         // The access log is the only reader of the raw path: copy it only when it is on.
-        let path = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
-            .then(|| req.uri().path().to_string());
+        let log = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO);
+        let path = log.then(|| req.uri().path().to_string());
         let mut served = Served {
-            route: None,
+            decision: Record::default(),
             upstream_ms: None,
+            log,
         };
         // Boxed: the pipeline's future is a few KiB, and hyper moves the service's future into
         // place on every request; a box makes that move pointer-sized.
@@ -127,6 +120,7 @@ impl Proxy {
             Err(e) => {
                 if let ProxyError::Upstream(ue) = &e {
                     let route = served
+                        .decision
                         .route
                         .map(|i| self.config.routes[i].name.as_str())
                         .unwrap_or("-");
@@ -137,7 +131,7 @@ impl Proxy {
                             tracing::info!(route, peer = %conn.peer.ip(), error = %ue, "client error while forwarding")
                         }
                     }
-                    if let (Some(i), Some(kind)) = (served.route, kind) {
+                    if let (Some(i), Some(kind)) = (served.decision.route, kind) {
                         self.metrics
                             .upstream_errors
                             .get_or_create(&ErrorLabels {
@@ -152,10 +146,11 @@ impl Proxy {
         };
         let elapsed = start.elapsed();
         let label = served
+            .decision
             .route
             .map_or(&self.no_route, |i| &self.route_labels[i]);
         let status = resp.status().as_u16();
-        let rm = &self.route_metrics[served.route.unwrap_or(self.route_labels.len())];
+        let rm = &self.route_metrics[served.decision.route.unwrap_or(self.route_labels.len())];
         let request_family = || {
             self.metrics
                 .requests
@@ -190,6 +185,9 @@ impl Proxy {
             path = path.as_deref().unwrap_or(""),
             route = %label.0,
             status,
+            decision = served.decision.kind.map_or("-", DecisionKind::as_str),
+            reason = served.decision.reason.unwrap_or("-"),
+            sub = served.decision.identity.as_ref().map_or("-", |i| i.sub.as_str()),
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             upstream_ms = served.upstream_ms,
             peer = %conn.peer.ip(),
@@ -199,96 +197,68 @@ impl Proxy {
 
     async fn pipeline(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: ConnInfo,
         sni: Option<&str>,
         host: Option<&str>,
         served: &mut Served,
     ) -> Result<Response<Body>, ProxyError> {
         let cfg = &*self.config;
-        // 1. check the host, normalize the path
-        check_host(&req)?;
-        if routes::method_is_ambiguous(req.method()) {
-            return Err(ProxyError::BadRequest(
-                "the method has lower-case letters; methods are case-sensitive (send e.g. DELETE, not delete)",
-            ));
-        }
-        if let (Some(sni), Some(host)) = (sni, host)
-            && !same_host(sni, host)
-        {
-            return Err(ProxyError::Misdirected);
-        }
-        let normalized = routes::normalize_path(req.uri().path())?.into_owned();
-
-        // 2. endpoints the proxy owns
-        if let Some(rest) = normalized.strip_prefix(cfg.server.auth_prefix.as_str())
-            && (rest.is_empty() || rest.starts_with('/'))
-        {
-            // Boxed here and below: an inline auth future would make every request's future
-            // (moved into place at each `.await`) kilobytes larger, auth route or not.
-            return Ok(Box::pin(self.auth.endpoint(rest, req, conn, host)).await);
-        }
-
-        // 3. route
-        let (idx, route) = cfg
-            .routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.matcher.matches(host, req.method(), &normalized))
-            .ok_or_else(|| ProxyError::NoRoute {
-                method: req.method().to_string(),
-                path: normalized.clone(),
-            })?;
-        served.route = Some(idx);
-
-        // 4. strip forged identity (and, from an untrusted peer, forwarding headers), and the
-        // client's hop-by-hop headers now: a `Connection` header naming X-Forwarded-User (or
-        // the assertion) must not remove, after step 7, the identity headers the proxy itself
-        // writes. A WebSocket handshake goes on as `Upgrade: websocket` alone (no `h2c`, no
-        // `HTTP2-Settings`): the upstream must not switch to anything the proxy did not judge.
-        let trusted = headers::is_trusted(conn.peer.ip(), &cfg.server.trusted_proxies);
-        headers::strip_inbound(req.headers_mut(), &cfg.identity_header_names, trusted);
-        let wants_ws = route.websocket && is_websocket_upgrade(&req);
-        headers::remove_hop_by_hop(req.headers_mut(), wants_ws);
-        if wants_ws {
-            req.headers_mut()
-                .insert(header::UPGRADE, headers::WEBSOCKET.clone());
-        }
-
-        // 5 + 6 + 7. authenticate, authorize, inject
-        let mut set_cookie = Vec::new();
-        if route.auth != AuthMode::None {
-            let (parts, body) = req.into_parts();
-            let identity = match Box::pin(self.auth.authenticate(route, &parts, conn, host)).await {
-                // A refreshed or slid session travels back on whatever the upstream answers.
-                Ok(a) => {
-                    set_cookie = a.set_cookie;
-                    a.identity
+        let (mut parts, body) = req.into_parts();
+        // 1–6. the decision
+        let input = Input {
+            host,
+            method_known: true,
+            conn,
+            sni,
+        };
+        let decision = decide(cfg, &self.auth, &mut parts, input).await;
+        served.decision = decision.record(served.log);
+        self.count_decision(&served.decision);
+        let route = decision.route.map(|i| &*cfg.routes[i]);
+        let (permit, set_cookie, wants_ws) = match decision.verdict {
+            Ok(Verdict::Forward {
+                permit,
+                set_cookie,
+                websocket,
+            }) => (permit, set_cookie, websocket),
+            Ok(Verdict::Endpoint) => {
+                let rest = decision.endpoint(cfg).unwrap_or_default();
+                if rest == "/check" {
+                    // Forward-auth: counted and logged as the route it judged.
+                    let (resp, judged) = Box::pin(crate::forward_auth::check(
+                        &self.auth, parts, conn, host, served.log,
+                    ))
+                    .await;
+                    served.decision = judged;
+                    self.count_decision(&served.decision);
+                    return Ok(resp);
                 }
-                Err(e) => {
-                    self.decision(idx, 0);
-                    return Ok(self.auth.refusal(e, &parts));
-                }
-            };
-            let mut parts = parts;
-            match authz::authorize(route, &identity) {
-                Ok(permit) => {
-                    self.decision(idx, 1);
-                    headers::inject(
-                        &mut parts.headers,
-                        &permit,
-                        &route.headers,
-                        Some((self.auth.assertion(), &route.name)),
-                    );
-                }
-                Err(denied) => {
-                    self.decision(idx, 2);
-                    let e = AuthState::forbidden(&identity, denied);
-                    return Ok(self.auth.refusal(e, &parts));
-                }
+                // Boxed: an inline endpoint future would make every request's
+                // future (moved into place at each `.await`) kilobytes larger.
+                let req = Request::from_parts(parts, body);
+                return Ok(Box::pin(self.auth.endpoint(rest, req, conn, host)).await);
             }
-            req = Request::from_parts(parts, body);
+            Err(ProxyError::Auth(e)) => return Ok(self.auth.refusal(e, &parts)),
+            Err(e) => return Err(e),
+        };
+        let (Some(idx), Some(route)) = (decision.route, route) else {
+            return Err(ProxyError::NoRoute {
+                method: parts.method.to_string(),
+                path: decision.path,
+            });
+        };
+
+        // 7. inject
+        if let Some(permit) = &permit {
+            headers::inject(
+                &mut parts.headers,
+                permit,
+                &route.headers,
+                Some((self.auth.assertion(), &route.name)),
+            );
         }
+        let mut req = Request::from_parts(parts, body);
 
         // The proxy's own cookies stay here (a session id is a credential the app must not see).
         self.auth.strip_own_cookies(req.headers_mut());
@@ -296,10 +266,10 @@ impl Proxy {
         // 8. forward (awaited here rather than in a helper: each nested future is moved into
         // its caller's, so one level less is a few KiB less copied per request)
         let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
-        let up_req = self.upstream_request(route, req, conn, host, &normalized, trusted)?;
+        let up_req =
+            self.upstream_request(route, req, conn, host, &decision.path, decision.trusted)?;
         // Upstream time is for the access log only: no clock reads when it is off.
-        let t0 = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
-            .then(Instant::now);
+        let t0 = served.log.then(Instant::now);
         let result = self.upstreams.send(idx, up_req, route.timeout).await;
         served.upstream_ms = t0.map(|t0| t0.elapsed().as_secs_f64() * 1000.0);
         let mut resp = client_response(route, result?, client_upgrade)?;
@@ -314,15 +284,25 @@ impl Proxy {
         Ok(resp)
     }
 
-    /// Counts an auth decision (an index into [`DECISIONS`]) for route `idx`.
-    fn decision(&self, idx: usize, decision: usize) {
-        self.route_metrics[idx].decisions[decision]
+    /// Counts the access decision of a route whose `auth` is not `none`.
+    fn count_decision(&self, record: &Record) {
+        let (Some(idx), Some(kind)) = (record.route, record.kind) else {
+            return;
+        };
+        if self.config.routes[idx].auth == AuthMode::None {
+            return;
+        }
+        let slot = DecisionKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        self.route_metrics[idx].decisions[slot]
             .get_or_init(|| {
                 self.metrics
                     .auth_decisions
                     .get_or_create(&DecisionLabels {
                         route: self.route_labels[idx].clone(),
-                        decision: DECISIONS[decision],
+                        decision: kind.as_str(),
                     })
                     .clone()
             })
@@ -401,156 +381,4 @@ fn client_response(
     }
     headers::remove_hop_by_hop(resp.headers_mut(), switching);
     Ok(upstream::box_response(resp))
-}
-
-/// [`request_host`], owned without copying: the authority or header value is reference-counted.
-enum HostText {
-    Authority(http::uri::Authority),
-    Header(HeaderValue),
-}
-
-impl HostText {
-    fn of<B>(req: &Request<B>) -> Option<Self> {
-        match req.uri().authority() {
-            Some(a) => Some(HostText::Authority(a.clone())),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .filter(|h| h.to_str().is_ok())
-                .map(|h| HostText::Header(h.clone())),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            HostText::Authority(a) => a.as_str(),
-            // Checked to be visible ASCII in `of`.
-            HostText::Header(h) => h.to_str().unwrap_or(""),
-        }
-    }
-}
-
-/// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
-pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
-}
-
-/// Refuses a request whose host the proxy and an upstream could read differently (RFC 9112
-/// §3.2: a missing Host on HTTP/1.1, several Host headers, or an invalid one → 400). Routing
-/// trusts the host as given, so anything but a plain `name[:port]`, `IPv4[:port]` or
-/// `[IPv6][:port]` is refused before routing: userinfo (`user@admin.example.com`), paths,
-/// spaces, non-numeric ports.
-pub fn check_host<B>(req: &Request<B>) -> Result<(), ProxyError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header"));
-    }
-    let host = match req.uri().authority() {
-        // absolute-form (HTTP/1.1) or :authority (HTTP/2): the Host header is not used.
-        Some(a) => a.as_str(),
-        None => match first {
-            Some(h) => h
-                .to_str()
-                .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
-            None if req.version() == Version::HTTP_11 => {
-                return Err(ProxyError::BadRequest("missing Host header"));
-            }
-            // HTTP/1.0 may omit it; HTTP/2 without :authority and Host routes host-less.
-            None => return Ok(()),
-        },
-    };
-    if valid_host(host) {
-        Ok(())
-    } else {
-        Err(ProxyError::BadRequest("invalid Host header"))
-    }
-}
-
-/// Whether `host` (a checked `Host` or `:authority`) names the TLS server name `sni`: letter
-/// case, the port and one trailing dot do not matter. An IP literal never matches (SNI carries
-/// only DNS names).
-fn same_host(sni: &str, host: &str) -> bool {
-    let name = if host.starts_with('[') {
-        host
-    } else {
-        host.split_once(':').map_or(host, |(name, _)| name)
-    };
-    let trim = |s: &'_ str| -> usize { s.len() - usize::from(s.ends_with('.')) };
-    let (name, sni) = (&name[..trim(name)], &sni[..trim(sni)]);
-    name.eq_ignore_ascii_case(sni)
-}
-
-/// `reg-name[:port]`, `IPv4[:port]` or `[IPv6][:port]`, with a reg-name of letters, digits,
-/// `-`, `_` and `.` only (no percent-encoding, no userinfo) and a port of at most 5 digits.
-pub(crate) fn valid_host(host: &str) -> bool {
-    let (name_ok, port) = if let Some(rest) = host.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((v6, after)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), after),
-            None => return false,
-        }
-    } else {
-        let (name, port) = match host.bytes().position(|b| b == b':') {
-            Some(i) => host.split_at(i),
-            None => (host, ""),
-        };
-        let ok = !name.is_empty()
-            && name.len() <= 254
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        (ok, port)
-    };
-    let port_ok = match port.strip_prefix(':') {
-        Some(p) => p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()),
-        None => port.is_empty(),
-    };
-    name_ok && port_ok
-}
-
-fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
-    let has_token = |name: header::HeaderName, token: &str| {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    req.method() == Method::GET
-        && has_token(header::CONNECTION, "upgrade")
-        && has_token(header::UPGRADE, "websocket")
-}
-
-#[cfg(test)]
-mod sni_tests {
-    use super::same_host;
-
-    /// Letter case, a port and a trailing dot do not matter; another name, a subdomain or an
-    /// IP literal does.
-    #[test]
-    fn host_against_sni() {
-        for (sni, host) in [
-            ("a.example", "a.example"),
-            ("a.example", "A.Example:8443"),
-            ("a.example", "a.example.:443"),
-            ("a.example.", "a.example"),
-        ] {
-            assert!(same_host(sni, host), "{sni} vs {host}");
-        }
-        for (sni, host) in [
-            ("a.example", "b.example"),
-            ("a.example", "x.a.example"),
-            ("a.example", "a.example.evil"),
-            ("a.example", "127.0.0.1"),
-            ("a.example", "[::1]:443"),
-            ("a.example", "a.example.."),
-        ] {
-            assert!(!same_host(sni, host), "{sni} vs {host}");
-        }
-    }
 }

@@ -34,9 +34,9 @@ use serde_json::{Map, Value};
 use std::hash::BuildHasher;
 use subtle::ConstantTimeEq;
 
-use super::{Authenticated, Identity, Via};
 use crate::config::{Config, Route};
 use crate::error::{AuthError, Scheme};
+use crate::identity::{Authenticated, Identity, Via};
 use crate::provider::jwks::now;
 use crate::provider::{ProviderRuntime, Providers, TokenError};
 
@@ -417,138 +417,6 @@ pub fn token_error(e: TokenError) -> AuthError {
         e => AuthError::InvalidToken {
             reason: e.to_string(),
         },
-    }
-}
-
-/// `portcullis explain … --header 'Authorization: Bearer …'`: the decision and why.
-pub async fn explain(
-    cfg: &Config,
-    route: &Route,
-    headers: &[String],
-    out: &mut String,
-) -> std::process::ExitCode {
-    use std::fmt::Write;
-    use std::process::ExitCode;
-    let mut b = http::Request::builder().uri("/");
-    for h in headers {
-        match h.split_once(':') {
-            Some((n, v)) => b = b.header(n.trim(), v.trim()),
-            None => {
-                let _ = writeln!(out, "  error: --header {h:?} is not `Name: value`");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let parts = match b.body(()) {
-        Ok(r) => r.into_parts().0,
-        Err(e) => {
-            let _ = writeln!(out, "  error: invalid header: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if !route.auth.uses_bearer() || (route.auth.uses_login() && !has_authorization(&parts)) {
-        let _ = writeln!(
-            out,
-            "  decision: needs a {} (auth = {}); pass --header 'Authorization: Bearer …' to evaluate a token on a bearer route",
-            if route.auth.uses_login() {
-                "browser session"
-            } else {
-                "token"
-            },
-            route.auth.as_str()
-        );
-        return ExitCode::from(1);
-    }
-    let token = match presented(&parts) {
-        Presented::Token(t) => t,
-        Presented::None => {
-            let _ = writeln!(
-                out,
-                "  decision: 401 — no bearer token (Authorization: Bearer …)"
-            );
-            return ExitCode::from(1);
-        }
-        Presented::BadRequest(why) => {
-            let _ = writeln!(out, "  decision: 400 invalid_request — {why}");
-            return ExitCode::from(1);
-        }
-    };
-    let providers = match Providers::new(cfg) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = writeln!(out, "  error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let Some(p) = route.provider.as_deref().and_then(|n| providers.get(n)) else {
-        let _ = writeln!(out, "  error: the route has no provider");
-        return ExitCode::from(2);
-    };
-    if let Ok((_, false)) = token_shape(token) {
-        let _ = writeln!(
-            out,
-            "  token: opaque → introspection{}",
-            if p.has_introspection() {
-                ""
-            } else {
-                " (not configured)"
-            }
-        );
-    } else {
-        match tokio::time::timeout(Duration::from_secs(5), p.load_now()).await {
-            Ok(Ok(_)) => {
-                let _ = writeln!(out, "  provider {:?}: keys loaded", p.name());
-            }
-            Ok(Err(e)) => {
-                let _ = writeln!(out, "  provider {:?}: {e}", p.name());
-            }
-            Err(_) => {
-                let _ = writeln!(out, "  provider {:?}: no answer within 5s", p.name());
-            }
-        }
-    }
-    let no_cache = Bearer {
-        caches: HashMap::new(),
-        hasher: Default::default(),
-    };
-    let id = match tokio::time::timeout(Duration::from_secs(10), verify(&no_cache, p, token)).await
-    {
-        Err(_) => {
-            let _ = writeln!(out, "  decision: 503 — the provider did not answer in time");
-            return ExitCode::from(1);
-        }
-        Ok(Err(TokenError::Unavailable(e))) => {
-            let _ = writeln!(out, "  decision: 503 temporarily_unavailable — {e}");
-            return ExitCode::from(1);
-        }
-        Ok(Err(e)) => {
-            let _ = writeln!(out, "  decision: 401 invalid_token — {e}");
-            return ExitCode::from(1);
-        }
-        Ok(Ok(id)) => id,
-    };
-    let _ = writeln!(
-        out,
-        "  token: valid; sub {:?}; roles [{}]",
-        id.sub,
-        id.roles.join(", ")
-    );
-    if let Some(exp) = id.expires_at {
-        let _ = writeln!(out, "  token expires in {}s", exp - now());
-    }
-    match crate::authz::authorize(route, &id) {
-        Ok(_) => {
-            let _ = writeln!(
-                out,
-                "  decision: allowed → forwarded to {}",
-                route.upstream.url
-            );
-            ExitCode::SUCCESS
-        }
-        Err(d) => {
-            let _ = writeln!(out, "  decision: 403 insufficient_scope — {d}");
-            ExitCode::from(1)
-        }
     }
 }
 

@@ -44,12 +44,12 @@ pub(crate) use derive::{DeriveError, derive_identity};
 pub(crate) use pending::{PENDING_TTL, Pending};
 
 use super::redirect;
-use super::{Authenticated, Identity, Via};
 use crate::config::{Config, Route};
 use crate::error::{AuthError, LoginError, Scheme};
 use crate::health::Health;
+use crate::identity::{Authenticated, Identity, Via};
 use crate::provider::{ProviderRuntime, Providers};
-use crate::proxy::ConnInfo;
+use crate::request::ConnInfo;
 use crate::session::crypto::Sealer;
 use crate::session::{self, CookieAttrs, SessionData, Sessions, StoreError, now};
 

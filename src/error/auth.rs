@@ -20,6 +20,34 @@ pub enum Scheme {
     Session,
 }
 
+/// The access decision's label (access log `decision`, the decision metric's label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    Allowed,
+    Unauthenticated,
+    Forbidden,
+    /// The proxy could not decide (a provider or the session store is down).
+    Error,
+}
+
+impl DecisionKind {
+    pub const ALL: [DecisionKind; 4] = [
+        DecisionKind::Allowed,
+        DecisionKind::Unauthenticated,
+        DecisionKind::Forbidden,
+        DecisionKind::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Allowed => "allowed",
+            DecisionKind::Unauthenticated => "unauthenticated",
+            DecisionKind::Forbidden => "forbidden",
+            DecisionKind::Error => "error",
+        }
+    }
+}
+
 /// A refusal by the authentication or authorization stage.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -205,23 +233,28 @@ impl AuthError {
     /// The access log's and the decision metric's `decision`: `unauthenticated`, `forbidden`
     /// or `error` (the proxy could not decide: a provider or the session store is down).
     pub fn decision(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// [`AuthError::decision`], as a value.
+    pub fn kind(&self) -> DecisionKind {
         match self {
             AuthError::NoCredentials { .. }
             | AuthError::InvalidToken { .. }
             | AuthError::LoginRequired { .. }
-            | AuthError::BadRequest { .. } => "unauthenticated",
-            AuthError::Forbidden { .. } => "forbidden",
+            | AuthError::BadRequest { .. } => DecisionKind::Unauthenticated,
+            AuthError::Forbidden { .. } => DecisionKind::Forbidden,
             AuthError::ProviderUnavailable { .. } | AuthError::SessionStoreUnavailable { .. } => {
-                "error"
+                DecisionKind::Error
             }
-            AuthError::Login(LoginError::LogoutUnavailable { .. }) => "error",
+            AuthError::Login(LoginError::LogoutUnavailable { .. }) => DecisionKind::Error,
             AuthError::Login(
                 LoginError::Failed { .. }
                 | LoginError::Denied { .. }
                 | LoginError::UnknownProvider
                 | LoginError::InvalidLogoutToken { .. }
                 | LoginError::NoSession { .. },
-            ) => "unauthenticated",
+            ) => DecisionKind::Unauthenticated,
         }
     }
 

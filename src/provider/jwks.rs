@@ -27,7 +27,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine;
@@ -55,7 +54,6 @@ pub struct Key {
 /// A loaded key set.
 pub struct KeySet {
     pub keys: Vec<Key>,
-    pub fetched: Instant,
 }
 
 impl KeySet {
@@ -68,10 +66,7 @@ impl KeySet {
             .and_then(Value::as_array)
             .ok_or("JWKS has no \"keys\" array")?;
         let keys: Vec<Key> = arr.iter().filter_map(|k| parse_jwk(k).ok()).collect();
-        Ok(KeySet {
-            keys,
-            fetched: Instant::now(),
-        })
+        Ok(KeySet { keys })
     }
 
     /// The key a token header points at. `Ok(None)` = no such key (maybe refetch).

@@ -452,7 +452,7 @@ impl ProviderRuntime {
 
     /// Role names from claims, per `roles_claim` (DESIGN.md, Roles).
     pub fn roles(&self, claims: &Map<String, Value>) -> Vec<String> {
-        crate::auth::roles::roles(
+        crate::claims::roles(
             claims,
             &self.config.roles_claim,
             self.config.client_id.as_deref(),

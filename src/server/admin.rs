@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::accept;
 use super::io::{HeadDeadline, ResponseBody};
-use crate::error::{Body, full, json_error};
+use crate::error::{Body, json_error, text};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -89,12 +89,4 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respons
             "admin endpoints: /healthz, /readyz, /metrics",
         ),
     }
-}
-
-fn text(status: StatusCode, body: String, ct: &'static str) -> Response<Body> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    r
 }

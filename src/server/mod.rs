@@ -13,11 +13,10 @@ mod panic;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,10 +27,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::auth::AuthState;
 use crate::config::Config;
-use crate::error::{Body, empty, json_error};
+use crate::error::{Body, json_error};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::Proxy;
+use crate::request::ConnInfo;
 use crate::upstream::Upstreams;
 
 /// Why the proxy could not start; names the address or file and the reason.
@@ -47,8 +47,8 @@ pub enum StartupError {
     Tls(String),
     #[error("upstream client: {0}")]
     Client(#[from] crate::upstream::ClientBuildError),
-    #[error("{0}")]
-    Auth(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::SetupError),
 }
 
 /// A running proxy (used by `run` and by in-process tests).
@@ -412,7 +412,7 @@ async fn serve_io<I>(
 
 /// 308 from the plain listener to the TLS listener (`https_port`), same host, path and query.
 fn https_redirect(https_port: u16, req: &Request<Incoming>) -> Response<Body> {
-    let Some(host) = crate::proxy::request_host(req) else {
+    let Some(host) = crate::request::request_host(req) else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -420,7 +420,7 @@ fn https_redirect(https_port: u16, req: &Request<Incoming>) -> Response<Body> {
         );
     };
     // The Host header is unvalidated text: only a plain host[:port] may reach the Location.
-    if let Err(e) = crate::proxy::check_host(req) {
+    if let Err(e) = crate::request::check_host(req) {
         return e.into_response();
     }
     let hostname = match host.rsplit_once(':') {
@@ -439,23 +439,13 @@ fn https_redirect(https_port: u16, req: &Request<Incoming>) -> Response<Body> {
         format!("{hostname}:{port}")
     };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("https://{authority}{pq}");
-    let mut resp = Response::new(empty());
-    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = http::HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
+    crate::error::redirect(
+        StatusCode::PERMANENT_REDIRECT,
+        &format!("https://{authority}{pq}"),
+    )
 }
 
 /// Resolves once shutdown was requested (the watch guard is dropped before returning).
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
-}
-
-/// Keeps a future's type simple for callers that need `'static`.
-pub fn boxed<F: Future<Output = ()> + Send + 'static>(
-    f: F,
-) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(f)
 }

@@ -105,7 +105,7 @@ pub struct SessionData {
     pub access_issued_at: i64,
     /// The identity this session proves (derived on first use; not stored).
     #[serde(skip)]
-    pub identity: crate::auth::Memo<std::sync::Arc<crate::auth::Identity>>,
+    pub identity: crate::identity::Memo<std::sync::Arc<crate::identity::Identity>>,
 }
 
 impl SessionData {

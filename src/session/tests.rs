@@ -262,7 +262,7 @@ fn a_name_sent_twice_is_no_session() {
 /// A memo is derived once, forgotten by `clear` and by a clone.
 #[test]
 fn memo_clears() {
-    let mut m = crate::auth::Memo::<u32>::default();
+    let mut m = crate::identity::Memo::<u32>::default();
     assert_eq!(*m.get_or_init(|| 1), 1);
     assert_eq!(*m.get_or_init(|| 2), 1);
     assert_eq!(*m.clone().get_or_init(|| 3), 3);

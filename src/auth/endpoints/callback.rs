@@ -17,7 +17,7 @@ use crate::auth::login::{
 use crate::error::{AuthError, LoginError, Scheme};
 use crate::provider::id_token::Expect;
 use crate::provider::{Metadata, ProviderError, ProviderRuntime, Providers, TokenResponse};
-use crate::proxy::ConnInfo;
+use crate::request::ConnInfo;
 use crate::session::{self, SessionData, crypto, now};
 
 /// The callback's result, and the Set-Cookie clearing its pending-login cookie (which a

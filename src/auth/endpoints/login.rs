@@ -9,7 +9,7 @@ use crate::auth::login::{LoginState, query_pairs};
 use crate::auth::redirect;
 use crate::error::AuthError;
 use crate::provider::Providers;
-use crate::proxy::ConnInfo;
+use crate::request::ConnInfo;
 
 pub(super) async fn login<B>(
     l: &LoginState,

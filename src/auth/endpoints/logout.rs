@@ -19,7 +19,7 @@ use crate::auth::login::{LoginState, client_id, query_pairs};
 use crate::auth::redirect;
 use crate::error::{AuthError, LoginError};
 use crate::provider::Providers;
-use crate::proxy::ConnInfo;
+use crate::request::ConnInfo;
 use crate::session::StoreError;
 
 pub(super) async fn logout<B>(

@@ -10,7 +10,7 @@ use crate::auth::Authenticated;
 use crate::auth::login::LoginState;
 use crate::error::{AuthError, LoginError};
 use crate::provider::Providers;
-use crate::proxy::ConnInfo;
+use crate::request::ConnInfo;
 
 pub(super) async fn me(
     l: &LoginState,

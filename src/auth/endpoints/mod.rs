@@ -14,9 +14,10 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{AuthState, check};
-use crate::error::{AuthError, Body, empty, full, html_escape, html_page, json_error, wants_html};
-use crate::proxy::ConnInfo;
+use super::AuthState;
+use crate::error::ProxyError;
+use crate::error::{AuthError, Body, empty, full, html_escape, html_page, wants_html};
+use crate::request::ConnInfo;
 
 /// What an endpoint answers when it does not refuse.
 pub(crate) enum Answer {
@@ -46,15 +47,13 @@ pub async fn route(
     host: Option<&str>,
 ) -> Response<Body> {
     match rest {
-        "/check" => check::check(auth, req, conn, host).await,
         "/jwks" => auth.assertion().jwks_response(),
         "/login" | "/callback" | "/logout" | "/me" | "/backchannel-logout" => {
             let Some(l) = &auth.login else {
-                return json_error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "browser login is not configured (no [session])",
-                );
+                return ProxyError::NoEndpoint(
+                    "browser login is not configured (no [session])".into(),
+                )
+                .into_response();
             };
             let html = wants_html(req.headers());
             let providers = &auth.providers;
@@ -72,11 +71,8 @@ pub async fn route(
             };
             render(result, html, &auth.config.server.auth_prefix, also)
         }
-        _ => json_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no endpoint {rest:?} under the auth prefix"),
-        ),
+        _ => ProxyError::NoEndpoint(format!("no endpoint {rest:?} under the auth prefix").into())
+            .into_response(),
     }
 }
 

@@ -12,7 +12,7 @@ use super::{LoginState, client_id};
 use crate::auth::redirect;
 use crate::error::{AuthError, LoginError, Scheme};
 use crate::provider::{ProviderError, Providers};
-use crate::proxy::ConnInfo;
+use crate::request::ConnInfo;
 use crate::session::{self, CookieAttrs, crypto, now};
 
 /// Seconds a pending login (and its cookie) lives.

@@ -1,6 +1,8 @@
 //! `/.auth/check`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy
-//! ext_authz (HTTP). The decision is the proxy's own: same normalization, route choice,
-//! authentication and authorization as a proxied request.
+//! ext_authz (HTTP). This module only reads the original request from the forwarding headers
+//! and renders the answer: the decision is [`crate::decision::decide`]'s, the proxy's own
+//! (same host check, normalization, route choice, authentication and authorization as a
+//! proxied request).
 //!
 //! The original request is read — **only when the caller is one of `[server] trusted_proxies`**
 //! — from `X-Forwarded-Method` (Traefik, Caddy) or `X-Original-Method` (ingress-nginx);
@@ -30,18 +32,18 @@
 //! signed assertion) — the front proxy copies them upstream (`auth_request_set` /
 //! `authResponseHeaders`); 200 without identity for `auth = "none"` routes; 401/403/503 exactly
 //! as the proxy would; 404 when no route matches; 400 for an invalid or ambiguous path, an
-//! invalid method or host, or forwarding headers that disagree or repeat.
+//! invalid method or host, or forwarding headers that disagree or repeat; 403 for an original
+//! request under the auth prefix (the proxy's own endpoints are never forwarded).
 
-use http::HeaderMap;
-use http::header::HeaderName;
-use http::{Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
 
-use super::AuthState;
-use crate::config::AuthMode;
-use crate::error::{Body, ProxyError, empty};
-use crate::proxy::ConnInfo;
-use crate::{authz, headers, routes};
+use crate::auth::AuthState;
+use crate::decision::{Input, Record, Verdict, decide};
+use crate::error::{Body, ProxyError, no_store};
+use crate::request::ConnInfo;
+use crate::{headers, routes};
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
@@ -50,15 +52,18 @@ static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The answer to a check, and what the metrics and the access log keep of it: the route
+/// judged for the original request. `log`: keep the identity for the access log.
 pub async fn check(
     state: &AuthState,
-    req: Request<Incoming>,
+    mut parts: Parts,
     conn: ConnInfo,
     host: Option<&str>,
-) -> Response<Body> {
+    log: bool,
+) -> (Response<Body>, Record) {
     let cfg = &*state.config;
-    let (mut parts, _body) = req.into_parts();
     let trusted = headers::is_trusted(conn.peer.ip(), &cfg.server.trusted_proxies);
+    let refused = |e: ProxyError| (e.into_response(), Record::default());
     // The decision is about the original request. When it cannot be believed (forwarding
     // headers from a peer outside trusted_proxies) or is not named at all, refuse: judging the
     // check request itself instead (`/.auth/check`, i.e. whatever catch-all route covers it)
@@ -73,28 +78,28 @@ pub async fn check(
     ];
     if !trusted && forwarding.iter().any(|n| parts.headers.contains_key(*n)) {
         tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: forwarding headers from a peer outside server.trusted_proxies; refused");
-        return refused(
+        return refused(ProxyError::CheckRefused(
             "forward-auth headers from a peer outside server.trusted_proxies are not trusted (add the front proxy to trusted_proxies)",
-        );
+        ));
     }
     let uri = match original_uri(&parts.headers, trusted) {
         Ok(Some(uri)) => uri,
         Ok(None) => {
             tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: no X-Forwarded-Uri / X-Original-URI / X-Original-URL; refused");
-            return refused(
+            return refused(ProxyError::CheckRefused(
                 "the original request is unknown: the front proxy must send X-Forwarded-Uri or X-Original-URI and be listed in server.trusted_proxies",
-            );
+            ));
         }
         Err(why) => {
             tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: {why}");
-            return ProxyError::BadRequest(why).into_response();
+            return refused(ProxyError::BadRequest(why));
         }
     };
     let method = match original_method(&parts.headers, trusted) {
         Ok(m) => m,
         Err(why) => {
             tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: {why}");
-            return ProxyError::BadRequest(why).into_response();
+            return refused(ProxyError::BadRequest(why));
         }
     };
     let orig_host = match original_host(&parts.headers, trusted) {
@@ -102,62 +107,59 @@ pub async fn check(
         Ok(None) => host.map(str::to_string),
         Err(why) => {
             tracing::warn!(peer = %conn.peer.ip(), "/.auth/check: {why}");
-            return ProxyError::BadRequest(why).into_response();
+            return refused(ProxyError::BadRequest(why));
         }
     };
-    let normalized = match routes::normalize_path(uri.path()) {
-        Ok(p) => p.into_owned(),
-        Err(e) => return ProxyError::BadPath(e).into_response(),
-    };
-    // An unknown method matches only routes without `methods`: any method could be the
-    // original one, so a route restricted to some methods cannot be assumed.
-    let Some(route) = cfg.routes.iter().find(|r| match &method {
-        Some(m) => r.matcher.matches(orig_host.as_deref(), m, &normalized),
-        None => {
-            r.matcher.methods.is_none()
-                && r.matcher
-                    .matches(orig_host.as_deref(), &Method::GET, &normalized)
-        }
-    }) else {
-        return ProxyError::NoRoute {
-            method: method.as_ref().map_or_else(
-                || "(method unknown: no X-Forwarded-Method / X-Original-Method)".to_string(),
-                Method::to_string,
-            ),
-            path: normalized,
-        }
-        .into_response();
-    };
-    if route.auth == AuthMode::None {
-        return ok(empty());
-    }
-    headers::strip_identity(&mut parts.headers, &cfg.identity_header_names);
-    // Unknown: the check request's own method stays (it only decides whether a browser is
-    // sent to the login page or answered 401); the route was chosen without it.
+    // The head of the original request, as far as it is known. Unknown method: the check
+    // request's own stays (it only decides whether a browser is sent to the login page or
+    // answered 401); routes are chosen without it.
+    let method_known = method.is_some();
     if let Some(m) = method {
         parts.method = m;
     }
     parts.uri = uri;
-    let identity = match state
-        .authenticate(route, &parts, conn, orig_host.as_deref())
-        .await
-    {
-        Ok(a) => a.identity,
-        Err(e) => return state.refusal(e, &parts),
+    if let Some(h) = &orig_host {
+        match HeaderValue::from_str(h) {
+            Ok(v) => {
+                parts.headers.insert(header::HOST, v);
+            }
+            Err(_) => return refused(ProxyError::BadRequest("invalid X-Forwarded-Host")),
+        }
+    }
+    let input = Input {
+        host: orig_host.as_deref(),
+        method_known,
+        conn,
+        // The check connection's own SNI was checked for the check request; the original
+        // request's is not known.
+        sni: None,
     };
-    match authz::authorize(route, &identity) {
-        Ok(permit) => {
-            let mut resp = ok(empty());
-            headers::inject(
-                resp.headers_mut(),
-                &permit,
-                &route.headers,
-                Some((state.assertion(), &route.name)),
-            );
+    let decision = decide(cfg, state, &mut parts, input).await;
+    let record = decision.record(log);
+    let resp = match decision.verdict {
+        Ok(Verdict::Forward { permit, .. }) => {
+            let mut resp = no_store(StatusCode::OK);
+            if let (Some(permit), Some(i)) = (permit, decision.route) {
+                let route = &cfg.routes[i];
+                headers::inject(
+                    resp.headers_mut(),
+                    &permit,
+                    &route.headers,
+                    Some((state.assertion(), &route.name)),
+                );
+            }
             resp
         }
-        Err(denied) => state.refusal(AuthState::forbidden(&identity, denied), &parts),
-    }
+        // The proxy answers its own endpoints itself and never forwards them: no front proxy
+        // may pass such a request on.
+        Ok(Verdict::Endpoint) => ProxyError::CheckRefused(
+            "the original request is for an endpoint of this proxy (the auth prefix), which is never forwarded",
+        )
+        .into_response(),
+        Err(ProxyError::Auth(e)) => state.refusal(e, &parts),
+        Err(e) => e.into_response(),
+    };
+    (resp, record)
 }
 
 /// The original request's URI from every header that names it (`None`: none does, or the
@@ -251,7 +253,7 @@ fn original_host(headers: &HeaderMap, trusted: bool) -> Result<Option<String>, &
                 "X-Forwarded-Host lists several hosts; the front proxy must set one and drop the client's copies",
             );
         }
-        if !crate::proxy::valid_host(host) {
+        if !crate::request::valid_host(host) {
             return Err("invalid X-Forwarded-Host");
         }
         found = Some(host);
@@ -269,7 +271,7 @@ fn original_host(headers: &HeaderMap, trusted: bool) -> Result<Option<String>, &
         let Some(authority) = uri.authority() else {
             continue;
         };
-        if !crate::proxy::valid_host(authority.as_str()) {
+        if !crate::request::valid_host(authority.as_str()) {
             return Err("invalid host in X-Original-URL");
         }
         authorities.push(authority.as_str().to_string());
@@ -301,19 +303,4 @@ fn agree<T>(
             Ok(())
         }
     }
-}
-
-/// 403 for a check whose original request is unknown or not from a trusted proxy.
-fn refused(why: &str) -> Response<Body> {
-    crate::error::json_error(StatusCode::FORBIDDEN, "forbidden", why)
-}
-
-fn ok(body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    *r.status_mut() = StatusCode::OK;
-    r.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    r
 }

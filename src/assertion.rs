@@ -19,9 +19,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::Identity;
 use crate::config::Config;
 use crate::error::{Body, full};
+use crate::identity::Identity;
 
 /// Lifetime of an assertion.
 pub const ASSERTION_TTL: i64 = 60;
@@ -97,7 +97,7 @@ impl AssertionSigner {
 
     /// A fresh assertion of `id` for the route `audience`.
     pub fn sign(&self, id: &Identity, audience: &str) -> Option<String> {
-        let now = crate::provider::jwks::now();
+        let now = crate::session::now();
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some(self.kid.clone());
         // The configured issuer; a provider configured without one (explicit endpoints) is

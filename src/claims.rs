@@ -1,4 +1,5 @@
-//! Role names from claims (DESIGN.md, Roles).
+//! Reading claims: a claim by name or dotted path ([`claim`]), and the role names a set of
+//! claims grants ([`roles`], DESIGN.md Roles).
 //!
 //! `roles_claim` names a claim or a dotted path; its value may be an array of strings, an object
 //! whose keys are the roles (ZITADEL: `{"admin": {"<orgId>": "<orgDomain>"}}`), or a
@@ -14,8 +15,20 @@
 
 use serde_json::{Map, Value};
 
-use crate::authz::claim;
 use crate::config::RolesClaim;
+
+/// Looks up a claim by exact name first, then as a dotted path into nested objects.
+pub fn claim<'c>(claims: &'c serde_json::Map<String, Value>, path: &str) -> Option<&'c Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut cur = claims.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_object()?.get(p)?;
+    }
+    Some(cur)
+}
 
 const ZITADEL_ROLES: &str = "urn:zitadel:iam:org:project:roles";
 
