@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub session: Option<Spanned<RawSession>>,
     #[serde(default)]
     pub headers: RawHeaders,
+    #[serde(default)]
+    pub forward_auth: RawForwardAuth,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
 }
@@ -126,6 +128,15 @@ pub struct RawSession {
     pub idle_timeout: Option<Dur>,
     pub refresh: Option<bool>,
     pub post_logout_redirect: Option<Spanned<Str>>,
+}
+
+/// `[forward_auth]` (an extension beyond DESIGN.md, documented in the README).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    /// Also answer a check's 200 with oauth2-proxy's `X-Auth-Request-*` headers.
+    #[serde(default)]
+    pub xauthrequest: bool,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

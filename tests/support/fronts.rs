@@ -18,7 +18,10 @@ pub fn wait_listening(addr: SocketAddr, child: &mut ChildGuard, what: &str) {
 
 /// [`wait_listening`], quoting the child's log file when it fails.
 fn wait_listening_logged(addr: SocketAddr, child: &mut ChildGuard, what: &str, log: Option<&Path>) {
-    let log = || log.map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default();
+    let log = || {
+        log.map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .unwrap_or_default()
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -119,7 +122,12 @@ http {{
         .expect("spawn nginx");
     let mut guard = ChildGuard(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening_logged(addr, &mut guard, "nginx", Some(&dir.path().join("error.log")));
+    wait_listening_logged(
+        addr,
+        &mut guard,
+        "nginx",
+        Some(&dir.path().join("error.log")),
+    );
     Nginx {
         _child: guard,
         dir,
