@@ -466,3 +466,77 @@ fn agree<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    /// `/.auth/check` alone names nothing; `/.auth/check/<path>?<query>` names the original
+    /// path and query as sent; a check path that only reads so once normalized is refused.
+    #[test]
+    fn prefix_form() {
+        assert_eq!(super::prefix_form(&uri("/.auth/check"), "/.auth"), Ok(None));
+        assert_eq!(
+            super::prefix_form(&uri("/.auth/check?redirect=1"), "/.auth"),
+            Ok(None)
+        );
+        let p = super::prefix_form(&uri("/.auth/check/api/../x%2Fy?a=1&b"), "/.auth")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.path_and_query().unwrap().as_str(), "/api/../x%2Fy?a=1&b");
+        assert_eq!(
+            super::prefix_form(&uri("/.auth/check/"), "/.auth")
+                .unwrap()
+                .unwrap()
+                .path(),
+            "/"
+        );
+        assert!(super::prefix_form(&uri("/.auth//check/x"), "/.auth").is_err());
+        assert!(super::prefix_form(&uri("/.auth/checkx"), "/.auth").is_err());
+    }
+
+    #[test]
+    fn redirect_is_asked_only_as_redirect_1() {
+        assert!(asks_redirect(&uri("/.auth/check?redirect=1")));
+        assert!(asks_redirect(&uri("/.auth/check?a=b&redirect=1")));
+        assert!(!asks_redirect(&uri("/.auth/check")));
+        assert!(!asks_redirect(&uri("/.auth/check?redirect=0")));
+        assert!(!asks_redirect(&uri("/.auth/check?redirect")));
+    }
+
+    /// The login URL is on the original origin (or `public_url`), `rd` the whole original URL.
+    #[test]
+    fn login_url_carries_the_original_url() {
+        let src = r#"
+[server]
+listen = "127.0.0.1:1"
+[providers.p]
+jwks_uri = "http://127.0.0.1:1/jwks"
+[[route]]
+name = "public"
+path = "/"
+upstream = "http://127.0.0.1:2"
+auth = "none"
+"#;
+        let mut cfg =
+            crate::config::load_str(std::path::Path::new("t.toml"), src, Default::default())
+                .unwrap();
+        let u = uri("/app/x?y=1&z=%2F");
+        assert_eq!(
+            login_url(&cfg, true, Some("app.example:8443"), &u).as_deref(),
+            Some(
+                "https://app.example:8443/.auth/login?rd=https%3A%2F%2Fapp.example%3A8443%2Fapp%2Fx%3Fy%3D1%26z%3D%252F"
+            )
+        );
+        assert_eq!(login_url(&cfg, false, None, &u), None);
+        cfg.server.public_url = Some(url::Url::parse("https://sso.example/").unwrap());
+        assert_eq!(
+            login_url(&cfg, false, Some("app.example"), &uri("/a")).as_deref(),
+            Some("https://sso.example/.auth/login?rd=http%3A%2F%2Fapp.example%2Fa")
+        );
+    }
+}

@@ -650,4 +650,28 @@ mod tests {
             ("error", "session_store_unavailable")
         );
     }
+
+    /// Forward-auth's sign-in answer: 401 naming the login URL (a page with the link for a
+    /// person, JSON otherwise), or 302 to it; the cookies of an ended session go along.
+    #[test]
+    fn sign_in_names_the_login_url() {
+        let url = "https://app.example/.auth/login?rd=https%3A%2F%2Fapp.example%2Fx&a=<b>";
+        let gone = HeaderValue::from_static("portcullis=; Max-Age=0");
+        let r = sign_in(url, false, false, vec![gone.clone()]);
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["x-auth-login"], url);
+        assert_eq!(r.headers()[header::SET_COOKIE], gone);
+        assert!(r.headers().get(header::LOCATION).is_none());
+        let r = sign_in(url, true, true, vec![]);
+        assert_eq!(r.status(), 302);
+        assert_eq!(r.headers()[header::LOCATION], url);
+        assert_eq!(r.headers()["x-auth-login"], url);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        let r = sign_in(url, false, true, vec![]);
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+    }
 }
