@@ -11,7 +11,7 @@ use crate::routes::PathError;
 mod auth;
 #[cfg(test)]
 pub(crate) use auth::quotable;
-pub use auth::{AuthError, DecisionKind, LoginError, Scheme, wants_html};
+pub use auth::{AuthError, DecisionKind, LoginError, Scheme, sign_in, wants_html};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type of every response the proxy sends (upstream bodies are streamed through it).

@@ -224,7 +224,7 @@ impl Proxy {
             }) => (permit, set_cookie, websocket),
             Ok(Verdict::Endpoint) => {
                 let rest = decision.endpoint(cfg).unwrap_or_default();
-                if rest == "/check" {
+                if rest == "/check" || rest.starts_with("/check/") {
                     // Forward-auth: counted and logged as the route it judged.
                     let (resp, judged) = Box::pin(crate::forward_auth::check(
                         &self.auth, parts, conn, host, served.log,

@@ -141,10 +141,12 @@ async fn via_proxy(addr: SocketAddr, c: &Case) -> u16 {
     raw_status(&raw_http(addr, req).await)
 }
 
-/// `/.auth/check`'s answer, the original request named by the forwarding headers.
+/// `/.auth/check`'s answer, the original request named by the forwarding headers. Asked as
+/// Traefik and Caddy ask (`?redirect=1`): a browser that must sign in gets a 302 too (to the
+/// login URL; without it, 401 naming that URL in `X-Auth-Login`: tests/forward_auth.rs).
 async fn via_check(addr: SocketAddr, c: &Case) -> u16 {
     let mut req = format!(
-        "GET /.auth/check HTTP/1.1\r\nHost: {addr}\r\nX-Forwarded-Method: {}\r\nX-Forwarded-Uri: {}\r\n",
+        "GET /.auth/check?redirect=1 HTTP/1.1\r\nHost: {addr}\r\nX-Forwarded-Method: {}\r\nX-Forwarded-Uri: {}\r\n",
         c.method, c.path
     );
     for h in &c.hosts {

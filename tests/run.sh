@@ -20,6 +20,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v nginx >/dev/null || need+=(nginx)
+command -v caddy >/dev/null || need+=(caddy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v node >/dev/null || need+=(nodejs npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -29,7 +30,7 @@ if [ ${#need[@]} -gt 0 ] && [ "${PORTCULLIS_SKIP_INSTALL:-}" != 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for tool in node npm redis-server chromium cargo; do
+for tool in node npm redis-server chromium nginx caddy cargo; do
   command -v "$tool" >/dev/null || { echo "error: $tool is required by the test suite and is not installed" >&2; exit 1; }
 done
 

@@ -422,6 +422,7 @@ impl Validator<'_, '_> {
             providers,
             session,
             headers,
+            forward_auth: ForwardAuth::from(&raw.forward_auth),
             routes,
             identity_header_names,
         }

@@ -1,12 +1,13 @@
 //! Configuration: the TOML file (`raw`), its leaf values and interpolation (`values`), the loader
 //! (`load`) and the validated, typed [`Config`] the proxy runs on, one module per section
-//! (`server`, `provider`, `session`, `headers`, `route`). Every problem is found here, at load,
+//! (`server`, `provider`, `session`, `headers`, `forward_auth`, `route`). Every problem is found here, at load,
 //! and reported with file:line:col and the key; nothing is left to fail on the first request:
 //! files the runtime needs (TLS pair, CA files, key files) are read and parsed here, once, and
 //! the runtime takes the parsed material from [`Config`]. One load path serves `run`, `check`,
 //! `explain` and the TLS/config reloads.
 
 mod error;
+mod forward_auth;
 mod headers;
 pub mod identity_names;
 mod load;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use forward_auth::ForwardAuth;
 pub use headers::{AuthorizationMode, DEFAULT_IDENTITY_HEADERS, HeaderConfig, fold_header_name};
 pub use identity_names::{ALWAYS_STRIPPED, IdentityNames};
 pub use load::{LoadOptions, load, load_str};
@@ -43,6 +45,7 @@ pub struct Config {
     pub session: Option<Session>,
     /// The global `[headers]`, defaults filled in.
     pub headers: Arc<HeaderConfig>,
+    pub forward_auth: ForwardAuth,
     pub routes: Vec<Arc<Route>>,
     /// Every header name that carries identity, lower-cased with `_` folded to `-`:
     /// stripped from every incoming request whatever its spelling.

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub session: Option<Spanned<RawSession>>,
     #[serde(default)]
     pub headers: RawHeaders,
+    #[serde(default)]
+    pub forward_auth: RawForwardAuth,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
 }
@@ -128,6 +130,15 @@ pub struct RawSession {
     pub post_logout_redirect: Option<Spanned<Str>>,
     /// One session across the subdomains of this domain (`Domain` cookie, `__Secure-` name).
     pub cookie_domain: Option<Spanned<Str>>,
+}
+
+/// `[forward_auth]` (an extension beyond DESIGN.md, documented in the README).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    /// Also answer a check's 200 with oauth2-proxy's `X-Auth-Request-*` headers.
+    #[serde(default)]
+    pub xauthrequest: bool,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -407,6 +407,60 @@ impl AuthError {
     }
 }
 
+/// Forward-auth's answer when a browser must sign in: the check never starts a login itself (a
+/// front proxy that turns the answer into a redirect drops the pending-login cookie, and nginx
+/// `auth_request` turns a 302 into a 500), it names where to start one. `401` with
+/// `X-Auth-Login: <login_url>` for the front proxy to send the browser there, or, when the
+/// front proxy passes redirects on (`redirect`: the check URL has `?redirect=1`), `302` to it.
+/// `clear_cookies`: Set-Cookie values ending a session that has expired. A person reading a
+/// 401 (Envoy passes it on) gets a page with the link.
+pub fn sign_in(
+    login_url: &str,
+    redirect: bool,
+    html: bool,
+    clear_cookies: Vec<HeaderValue>,
+) -> Response<Body> {
+    let Ok(target) = HeaderValue::from_str(login_url) else {
+        // (built from validated parts; refuse rather than answer without a way to sign in)
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "sign in first (no valid session)",
+        );
+    };
+    let mut r = if redirect {
+        let mut r = Response::new(empty());
+        *r.status_mut() = StatusCode::FOUND;
+        r.headers_mut().insert(header::LOCATION, target.clone());
+        r
+    } else if html {
+        html_page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in",
+            &format!(
+                "<p>This page needs you to sign in.</p><p><a href=\"{}\">Sign in</a></p>",
+                html_escape(login_url)
+            ),
+        )
+    } else {
+        json_error(
+            StatusCode::UNAUTHORIZED,
+            "login_required",
+            &format!("sign in first: {login_url}"),
+        )
+    };
+    let h = r.headers_mut();
+    h.insert(X_AUTH_LOGIN.clone(), target);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for c in clear_cookies {
+        h.append(header::SET_COOKIE, c);
+    }
+    r
+}
+
+/// Where forward-auth names the login URL for the front proxy.
+static X_AUTH_LOGIN: header::HeaderName = header::HeaderName::from_static("x-auth-login");
+
 /// Whether a person reads the answer: the request's `Accept` names `text/html`.
 pub fn wants_html(headers: &http::HeaderMap) -> bool {
     headers
@@ -594,6 +648,30 @@ mod tests {
         assert_eq!(
             (e.decision(), e.reason()),
             ("error", "session_store_unavailable")
+        );
+    }
+
+    /// Forward-auth's sign-in answer: 401 naming the login URL (a page with the link for a
+    /// person, JSON otherwise), or 302 to it; the cookies of an ended session go along.
+    #[test]
+    fn sign_in_names_the_login_url() {
+        let url = "https://app.example/.auth/login?rd=https%3A%2F%2Fapp.example%2Fx&a=<b>";
+        let gone = HeaderValue::from_static("portcullis=; Max-Age=0");
+        let r = sign_in(url, false, false, vec![gone.clone()]);
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["x-auth-login"], url);
+        assert_eq!(r.headers()[header::SET_COOKIE], gone);
+        assert!(r.headers().get(header::LOCATION).is_none());
+        let r = sign_in(url, true, true, vec![]);
+        assert_eq!(r.status(), 302);
+        assert_eq!(r.headers()[header::LOCATION], url);
+        assert_eq!(r.headers()["x-auth-login"], url);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        let r = sign_in(url, false, true, vec![]);
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
         );
     }
 }

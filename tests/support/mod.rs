@@ -11,6 +11,9 @@
 //! - [`client`]: the one HTTP client ([`send`] to an address, [`send_to`] to a URL,
 //!   [`http_req`], [`send_tls`] and friends) and the raw-socket one ([`raw_http`],
 //!   [`raw_get`]) for requests a client library would normalize.
+//! - [`fronts`]: real front proxies for forward-auth — Debian's nginx ([`start_nginx`]) and
+//!   Caddy ([`start_caddy_on`]) as child processes — and [`doc_snippet`], the marked config
+//!   snippets of `docs/forward-auth.md` the tests run.
 //! - [`tls`]: [`TestCa`] issuing certificates, [`tls_client`] configs.
 //! - [`provider`]: starting the test OpenID provider (`tests/provider`, npm `oidc-provider`),
 //!   used by [`oidc::OidcProvider`] (bearer tests) and [`login::Provider`] (login tests).
@@ -29,6 +32,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod fronts;
 pub mod login;
 pub mod oidc;
 pub mod provider;
@@ -42,6 +46,8 @@ pub mod tls;
 pub use browser::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use fronts::*;
 #[allow(unused_imports)]
 pub use login::*;
 #[allow(unused_imports)]
@@ -126,7 +132,7 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
 
-/// A child process (python3, nginx, chromedriver) killed and reaped on drop.
+/// A child process (python3, nginx, caddy, chromedriver) killed and reaped on drop.
 pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
