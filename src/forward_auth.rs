@@ -57,6 +57,13 @@ use crate::error::{AuthError, Body, ProxyError, Scheme, no_store, sign_in, wants
 use crate::request::ConnInfo;
 use crate::{headers, routes};
 
+/// Headers with which a client asks an app to run another method or path than the request's.
+static OVERRIDES: [HeaderName; 4] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-rewrite-url"),
+];
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
@@ -123,6 +130,16 @@ pub async fn check(
             return refused(ProxyError::BadRequest(why));
         }
     };
+    // A method or path override the client sent travels with the original request to the app
+    // (front proxies pass client headers on; the proxy itself strips these), and an app that
+    // honours it runs another method or path than the one judged here: refuse rather than
+    // answer for a request the app will not see.
+    if let Some(name) = OVERRIDES.iter().find(|n| parts.headers.contains_key(*n)) {
+        tracing::warn!(peer = %conn.peer.ip(), header = %name, "/.auth/check: the original request carries an override header; refused");
+        return refused(ProxyError::BadRequest(
+            "the original request carries a method or path override header (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, X-Rewrite-URL): the app could run another request than the one judged; clear these headers at the front proxy",
+        ));
+    }
     let method = match original_method(&parts.headers, trusted) {
         Ok(m) => m,
         Err(why) => {
@@ -312,9 +329,13 @@ fn original_uri(
     let mut found: Option<Uri> = prefixed;
     for name in [&X_FORWARDED_URI, &X_ORIGINAL_URI, &X_ORIGINAL_URL] {
         for value in headers.get_all(name) {
+            // A raw `#` never reaches a server in a request a browser makes; one in the
+            // original URI is ambiguous (`/public/x#/../admin`: the URI parser drops the
+            // "fragment", an app may not).
             let uri = value
                 .to_str()
                 .ok()
+                .filter(|v| !v.contains('#'))
                 .and_then(|v| v.trim().parse::<Uri>().ok())
                 .filter(|u| u.path().starts_with('/'))
                 .ok_or("invalid X-Forwarded-Uri / X-Original-URI / X-Original-URL")?;

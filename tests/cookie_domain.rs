@@ -192,6 +192,37 @@ async fn cookie_attributes_with_and_without_cookie_domain() {
         "{pending}"
     );
 
+    // cookie_domain, https, but a host outside the domain (another name of the server, an
+    // address): a Domain cookie would be dropped by the browser and the login could never
+    // complete there, so the cookies are host-only `__Host-` ones.
+    for host in [
+        "other.test",
+        "127.0.0.1:8443",
+        "localhost",
+        "example.test.evil",
+    ] {
+        let r = navigation(shared.http(), host, "/x", &https).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{host}: {}", r.text());
+        let c = set_cookies(&r);
+        let pending = c
+            .iter()
+            .find(|c| c.starts_with("__Host-portcullis_login_"))
+            .unwrap_or_else(|| panic!("{host}: no __Host- pending cookie: {c:?}"));
+        assert!(
+            pending.contains("Secure") && !pending.contains("Domain"),
+            "{host}: {pending}"
+        );
+    }
+    // Inside the domain, any case and with a port: the shared cookie.
+    let r = navigation(shared.http(), "APP2.Example.Test:8443", "/x", &https).await;
+    let c = set_cookies(&r);
+    assert!(
+        c.iter()
+            .any(|c| c.starts_with("__Secure-portcullis_login_")
+                && c.contains("Domain=example.test")),
+        "{c:?}"
+    );
+
     // cookie_domain, but the request is plain http: host-only, no prefix, no Secure.
     let r = navigation(shared.http(), "app1.example.test", "/x", &[]).await;
     let c = set_cookies(&r);

@@ -436,6 +436,33 @@ async fn check_refuses_ambiguous_original_uris() {
     // the same URI twice is one request
     let resp = check("X-Original-URI: /public/x\r\nX-Forwarded-Uri: /public/x\r\n".into()).await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
+
+    // a raw `#` (nginx passes `/public/x#/../../api2/x` as sent): the URI parser would judge
+    // `/public/x`, an app may resolve the rest
+    for header in ["X-Forwarded-Uri", "X-Original-URI"] {
+        let resp = check(format!("{header}: /public/x#/../../api2/x\r\n")).await;
+        assert_eq!(raw_status(&resp), 400, "{header} with #:\n{resp}");
+    }
+    let resp = check("X-Original-URL: http://h/public/x#/../../api2/x\r\n".into()).await;
+    assert_eq!(raw_status(&resp), 400, "X-Original-URL with #:\n{resp}");
+
+    // method and path overrides the client sent (front proxies pass them on to the app, which
+    // may run another request than the one judged): refused with a message naming them
+    for header in [
+        "X-HTTP-Method-Override: DELETE",
+        "X-HTTP-Method: PUT",
+        "X-Method-Override: POST",
+        "X-Rewrite-URL: /api2/x",
+        "x-http-method-override: get",
+    ] {
+        let resp = check(format!("X-Forwarded-Uri: /public/x\r\n{header}\r\n")).await;
+        assert_eq!(raw_status(&resp), 400, "{header}:\n{resp}");
+        assert!(
+            raw_body(&resp).contains("override header"),
+            "{header}: {}",
+            raw_body(&resp)
+        );
+    }
     proxy.shutdown().await;
 }
 
@@ -1076,6 +1103,26 @@ async fn front_cases(kind: Front) {
         "{}",
         ctx("underscore header", &resp)
     );
+
+    // the nginx snippet clears the client's override and other identity headers, for the
+    // check and for the app: the request is judged and served as what it is
+    if kind == Front::Nginx {
+        let extra = "X-HTTP-Method-Override: DELETE\r\nX-Method-Override: PUT\r\nX-HTTP-Method: PUT\r\nX-Rewrite-URL: /admin\r\nX-Original-URL: /admin\r\nRemote-User: mallory\r\nX-Remote-User: mallory\r\n";
+        let resp = get("/public/x", extra.into()).await;
+        assert_eq!(raw_status(&resp), 200, "{}", ctx("overrides", &resp));
+        let e = raw_echoed(&resp);
+        for name in [
+            "x-http-method-override",
+            "x-method-override",
+            "x-http-method",
+            "x-rewrite-url",
+            "x-original-url",
+            "remote-user",
+            "x-remote-user",
+        ] {
+            assert_eq!(e.header(name), None, "{}", ctx(name, &resp));
+        }
+    }
 
     // bearer route without a token: the challenge (ingress-nginx sends every 401 to auth-signin)
     let resp = get("/api/x", String::new()).await;

@@ -167,7 +167,7 @@ impl LoginState {
         // without one accepts no session rather than any.
         let want = Some(route.provider.as_deref().unwrap_or(""));
         match self
-            .session_identity(providers, &parts.headers, conn, want, &mut ended)
+            .session_identity(providers, &parts.headers, conn, host, want, &mut ended)
             .await
         {
             Ok(Some(a)) => Ok(a),
@@ -219,10 +219,11 @@ impl LoginState {
         providers: &Providers,
         headers: &HeaderMap,
         conn: ConnInfo,
+        host: Option<&str>,
         want: Option<&str>,
         ended: &mut Vec<HeaderValue>,
     ) -> Result<Option<Authenticated>, StoreError> {
-        let attrs = self.attrs(conn, headers);
+        let attrs = self.attrs(conn, headers, host);
         let Some(loaded) = self.sessions.load(headers, attrs).await? else {
             return Ok(None);
         };

@@ -18,7 +18,7 @@ use crate::error::{AuthError, LoginError, Scheme};
 use crate::provider::id_token::Expect;
 use crate::provider::{Metadata, ProviderError, ProviderRuntime, Providers, TokenResponse};
 use crate::request::ConnInfo;
-use crate::session::{self, SessionData, crypto, now};
+use crate::session::{self, CookieAttrs, SessionData, crypto, now};
 
 /// The callback's result, and the Set-Cookie clearing its pending-login cookie (which a
 /// refusal carries too; a success lists it first among its cookies).
@@ -27,14 +27,15 @@ pub(super) async fn callback<B>(
     providers: &Providers,
     req: &Request<B>,
     conn: ConnInfo,
+    host: Option<&str>,
 ) -> (Option<HeaderValue>, Result<Answer, AuthError>) {
     let q = query_pairs(req);
-    let attrs = l.attrs(conn, req.headers());
+    let attrs = l.attrs(conn, req.headers(), host);
     let Some(state) = param(&q, "state").filter(|s| !s.is_empty() && s.len() < 512) else {
         return (None, Err(failed("the sign-in response has no state")));
     };
     let clear = session::clear_cookie(&l.pending_cookie_name(state, attrs), attrs);
-    let result = complete(l, providers, &q, req, conn, state, clear.clone()).await;
+    let result = complete(l, providers, &q, req, attrs, state, clear.clone()).await;
     (clear, result)
 }
 
@@ -43,12 +44,11 @@ async fn complete<B>(
     providers: &Providers,
     q: &[(String, String)],
     req: &Request<B>,
-    conn: ConnInfo,
+    attrs: CookieAttrs<'_>,
     state: &str,
     clear: Option<HeaderValue>,
 ) -> Result<Answer, AuthError> {
     let headers = req.headers();
-    let attrs = l.attrs(conn, headers);
     let Some(pending) = l.open_pending(headers, state, attrs) else {
         return Err(failed(
             "this browser has no matching sign-in in progress (it may have expired, or the link was not started here)",

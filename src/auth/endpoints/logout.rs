@@ -41,7 +41,7 @@ pub(super) async fn logout<B>(
         );
         return Ok(confirmation(l, rd, post));
     }
-    let attrs = l.attrs(conn, headers);
+    let attrs = l.attrs(conn, headers, host);
     // A session that cannot be deleted stays valid for every copy of its cookie: say so
     // (503, the cookie kept for the retry) rather than clear this browser's cookie and
     // pretend the logout happened.

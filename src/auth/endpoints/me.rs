@@ -17,10 +17,11 @@ pub(super) async fn me(
     providers: &Providers,
     headers: &HeaderMap,
     conn: ConnInfo,
+    host: Option<&str>,
 ) -> Result<Answer, AuthError> {
     let mut ended = Vec::new();
     match l
-        .session_identity(providers, headers, conn, None, &mut ended)
+        .session_identity(providers, headers, conn, host, None, &mut ended)
         .await
     {
         Ok(Some(Authenticated {

@@ -61,12 +61,12 @@ pub async fn route(
             let result = match rest {
                 "/login" => login::login(l, providers, &req, conn, host).await,
                 "/callback" => {
-                    let (clear, result) = callback::callback(l, providers, &req, conn).await;
+                    let (clear, result) = callback::callback(l, providers, &req, conn, host).await;
                     also = clear;
                     result
                 }
                 "/logout" => logout::logout(l, providers, &req, conn, host).await,
-                "/me" => me::me(l, providers, req.headers(), conn).await,
+                "/me" => me::me(l, providers, req.headers(), conn, host).await,
                 _ => backchannel::backchannel(l, providers, req).await,
             };
             render(result, html, &auth.config.server.auth_prefix, also)

@@ -61,24 +61,32 @@ impl LoginState {
 
     /// The cookie attributes for a request: `Secure` when the browser is on https (TLS, an
     /// `https` `public_url`, or a trusted front proxy's `X-Forwarded-Proto: https`); then also
-    /// `Domain` when `session.cookie_domain` is set. A plain-http request keeps host-only
-    /// cookies (the `__Secure-` name a `Domain` cookie carries needs `Secure`).
-    pub(crate) fn attrs(&self, conn: ConnInfo, headers: &HeaderMap) -> CookieAttrs<'_> {
+    /// `Domain` when `session.cookie_domain` is set and the browser is on a host inside it. A
+    /// plain-http request keeps host-only cookies (the `__Secure-` name a `Domain` cookie
+    /// carries needs `Secure`), and so does a host outside the cookie domain (an IP address,
+    /// `localhost`, another name of the server): a browser drops a cookie whose `Domain` the
+    /// host is not in, and the login there could never complete.
+    pub(crate) fn attrs(
+        &self,
+        conn: ConnInfo,
+        headers: &HeaderMap,
+        host: Option<&str>,
+    ) -> CookieAttrs<'_> {
         let https_public = self
             .config
             .server
             .public_url
             .as_ref()
             .is_some_and(|u| u.scheme() == "https");
-        let secure = https_public || self.seen(conn, headers, None).https;
-        CookieAttrs {
-            secure,
-            domain: if secure {
-                self.sessions.cfg.cookie_domain.as_deref()
-            } else {
-                None
-            },
-        }
+        let seen = self.seen(conn, headers, host);
+        let secure = https_public || seen.https;
+        let domain = self
+            .sessions
+            .cfg
+            .cookie_domain
+            .as_deref()
+            .filter(|d| secure && seen.host.is_some_and(|h| in_domain(h, d)));
+        CookieAttrs { secure, domain }
     }
 
     /// This proxy's origin as the browser sees it, where the callback is: `public_url`, else
@@ -146,4 +154,44 @@ fn one_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     }
     let v = v.to_str().ok()?.trim();
     (!v.is_empty() && !v.contains(',')).then_some(v)
+}
+
+/// Whether `host` (as sent: any case, maybe a port or a trailing dot) is `domain` or inside it.
+fn in_domain(host: &str, domain: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[v6]:port` or `[v6]`: an address, never inside a domain.
+        _ if host.starts_with('[') => return false,
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    crate::config::in_cookie_domain(&name, domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_domain;
+
+    #[test]
+    fn hosts_in_the_cookie_domain() {
+        for h in [
+            "example.test",
+            "app.example.test",
+            "A.Example.Test:8443",
+            "x.example.test.",
+        ] {
+            assert!(in_domain(h, "example.test"), "{h}");
+        }
+        for h in [
+            "other.test",
+            "example.test.evil",
+            "evilexample.test",
+            "127.0.0.1",
+            "[::1]:443",
+            "localhost",
+            "example.test:x",
+        ] {
+            assert!(!in_domain(h, "example.test"), "{h}");
+        }
+    }
 }

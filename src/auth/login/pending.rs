@@ -51,7 +51,7 @@ impl LoginState {
         conn: ConnInfo,
         host: Option<&str>,
     ) -> Result<LoginRedirect, AuthError> {
-        let attrs = self.attrs(conn, headers);
+        let attrs = self.attrs(conn, headers, host);
         let Some(origin) = self.origin(conn, headers, host) else {
             return Err(AuthError::BadRequest {
                 scheme: Scheme::Session,
