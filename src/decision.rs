@@ -30,7 +30,7 @@ use http::request::Parts;
 use crate::auth::AuthState;
 use crate::authz::{self, Permit};
 use crate::config::{AuthMode, Config, Route};
-use crate::error::{DecisionKind, ProxyError};
+use crate::error::{AuthError, DecisionKind, ProxyError};
 use crate::headers;
 use crate::identity::Identity;
 use crate::request::{self, ConnInfo};
@@ -246,7 +246,12 @@ pub async fn decide(
             }),
         },
         Err(refused) => {
-            let e = AuthState::forbidden(&refused.identity, refused.unmet);
+            let mut e = AuthState::forbidden(&refused.identity, refused.unmet);
+            // A session renewed while being checked stays renewed: the browser gets its new
+            // cookie with the refusal.
+            if let AuthError::Forbidden { set_cookie, .. } = &mut e {
+                *set_cookie = authenticated.set_cookie;
+            }
             Decision {
                 route: Some(idx),
                 path,

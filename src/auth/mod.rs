@@ -136,6 +136,7 @@ impl AuthState {
                 .or(identity.email.as_deref())
                 .unwrap_or(&identity.sub)
                 .to_string(),
+            set_cookie: Vec::new(),
         }
     }
 

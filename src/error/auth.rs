@@ -82,12 +82,15 @@ pub enum AuthError {
     #[error("the session store is unavailable; try again shortly")]
     SessionStoreUnavailable { detail: String },
     /// Authenticated, but a route requirement is not met. `who`: the name shown on the
-    /// browser's page (preferred username, email or sub).
+    /// browser's page (preferred username, email or sub); `set_cookie`: the session's renewed
+    /// cookie when it slid or was refreshed while being checked (the browser keeps it even
+    /// though this request is refused).
     #[error("{unmet}")]
     Forbidden {
         scheme: Scheme,
         unmet: Denied,
         who: String,
+        set_cookie: Vec<HeaderValue>,
     },
     /// The credentials were malformed (two Authorization headers, a token with bytes no token
     /// has, …): 400.
@@ -292,9 +295,13 @@ impl AuthError {
 
     /// The answer. `html`: a person reads it (the request's `Accept` names `text/html`);
     /// `auth_prefix`: where the proxy's endpoints live (the forbidden page's logout link).
-    pub fn into_response(self, html: bool, auth_prefix: &str) -> Response<Body> {
+    pub fn into_response(mut self, html: bool, auth_prefix: &str) -> Response<Body> {
         let message = self.to_string();
-        match self {
+        let renewed = match &mut self {
+            AuthError::Forbidden { set_cookie, .. } => std::mem::take(set_cookie),
+            _ => Vec::new(),
+        };
+        let mut resp = match self {
             AuthError::NoCredentials {
                 scheme,
                 clear_cookies,
@@ -403,7 +410,11 @@ impl AuthError {
                 json_error(StatusCode::BAD_REQUEST, "bad_request", &message)
             }
             AuthError::Login(e) => e.into_response(),
+        };
+        for c in renewed {
+            resp.headers_mut().append(header::SET_COOKIE, c);
         }
+        resp
     }
 }
 
@@ -498,6 +509,20 @@ mod tests {
             scheme,
             unmet: Denied::MissingRoles(vec!["admin".into()]),
             who: "<alice>".into(),
+            set_cookie: vec![HeaderValue::from_static("s=renewed")],
+        }
+    }
+
+    #[test]
+    fn a_refused_session_keeps_its_renewed_cookie() {
+        for (scheme, html) in [
+            (Scheme::Session, true),
+            (Scheme::Session, false),
+            (Scheme::Bearer, false),
+        ] {
+            let r = forbidden(scheme).into_response(html, "/.auth");
+            assert_eq!(r.status(), 403);
+            assert_eq!(r.headers()[header::SET_COOKIE], "s=renewed");
         }
     }
 
