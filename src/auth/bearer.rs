@@ -238,6 +238,18 @@ pub async fn verify(
             c.remove(&k);
         }
     }
+    // Boxed: the checks of a token not seen before (JWKS, introspection) would otherwise
+    // make the future of every request, cache hit or not, kilobytes larger.
+    Box::pin(verify_uncached(p, token, cache, key)).await
+}
+
+/// [`verify`] for a token the cache does not hold: every check, then the cache.
+async fn verify_uncached(
+    p: &ProviderRuntime,
+    token: &[u8],
+    cache: Option<&TokenCache>,
+    key: Option<u64>,
+) -> Result<Arc<Identity>, TokenError> {
     let (token, jwt) = token_shape(token)?;
     // How long the identity may be reused: a JWT until its `exp` (at most MAX_CACHE); an
     // introspection answer as long as the introspection cache keeps it (min(`cache`, exp)).

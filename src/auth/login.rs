@@ -179,19 +179,25 @@ impl LoginState {
                     .clone()
                     .or_else(|| self.default_provider())
                     .unwrap_or_default();
-                let login = self
-                    .prepare_login(providers, &provider, rd, &parts.headers, conn, host)
-                    .await
-                    .map_err(|e| match e {
-                        // (a route never names such a provider; a misconfiguration is 503 here)
-                        AuthError::Login(LoginError::UnknownProvider) => {
-                            AuthError::ProviderUnavailable {
-                                scheme: Scheme::Session,
-                                detail: LoginError::UnknownProvider.to_string(),
-                            }
+                let login = Box::pin(self.prepare_login(
+                    providers,
+                    &provider,
+                    rd,
+                    &parts.headers,
+                    conn,
+                    host,
+                ))
+                .await
+                .map_err(|e| match e {
+                    // (a route never names such a provider; a misconfiguration is 503 here)
+                    AuthError::Login(LoginError::UnknownProvider) => {
+                        AuthError::ProviderUnavailable {
+                            scheme: Scheme::Session,
+                            detail: LoginError::UnknownProvider.to_string(),
                         }
-                        e => e,
-                    })?;
+                    }
+                    e => e,
+                })?;
                 Err(AuthError::LoginRequired {
                     location: login.location,
                     set_cookie: login.set_cookie,
@@ -239,10 +245,9 @@ impl LoginState {
         let over = if !d.is_live(cfg, now) {
             true
         } else if cfg.refresh && d.needs_refresh(now) {
-            match self
-                .refresh(providers, &d, loaded.handle.as_deref())
-                .await?
-            {
+            // Boxed here and below: the branches that are rare per request (refresh, end, slide)
+            // would otherwise make every request's authentication future kilobytes larger.
+            match Box::pin(self.refresh(providers, &d, loaded.handle.as_deref())).await? {
                 refresh::Refreshed::New(n) => {
                     d = Arc::from(n);
                     dirty = true;
@@ -256,11 +261,12 @@ impl LoginState {
         };
         if over {
             let present = self.sessions.present_chunks(headers, attrs);
-            *ended = self
-                .sessions
-                .delete(loaded.handle.as_deref(), &present, attrs)
-                .await
-                .unwrap_or_default();
+            *ended = Box::pin(
+                self.sessions
+                    .delete(loaded.handle.as_deref(), &present, attrs),
+            )
+            .await
+            .unwrap_or_default();
             return Ok(None);
         }
         // Sliding idle timeout, re-written at most every `slide_after` seconds (min(60 s,
@@ -275,9 +281,11 @@ impl LoginState {
         let mut set_cookie = Vec::new();
         if dirty {
             let present = self.sessions.present_chunks(headers, attrs);
-            set_cookie = self
-                .sessions
-                .save(&d, loaded.handle.as_deref(), &present, attrs)
+            set_cookie =
+                Box::pin(
+                    self.sessions
+                        .save(&d, loaded.handle.as_deref(), &present, attrs),
+                )
                 .await?;
             self.sessions.supersede(headers, attrs, &d);
         }
