@@ -241,59 +241,6 @@ async fn proxy_refuses_encoded_traversal_in_front_of_python_http_server() {
     proxy.shutdown().await;
 }
 
-/// Forward-auth with a method-restricted open route: `pub` (host `pub.example`, open), `ro`
-/// (`/m`, GET/HEAD only, open) and `app` (everything else, login).
-fn method_config(issuer: &str, upstream: SocketAddr) -> String {
-    let up = format!("http://{upstream}");
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-trusted_proxies = ["127.0.0.1/32"]
-
-[providers.op]
-issuer = "{issuer}"
-client_id = "web"
-client_secret = "web-secret"
-
-[session]
-secret = "Qm9vdHN0cmFwLXBhdGhzLXRlc3Qtc2VjcmV0LXZhbHVlLTQy"
-
-[[route]]
-name = "pub"
-host = "pub.example"
-path = "/"
-upstream = "{up}"
-auth = "none"
-
-[[route]]
-name = "ro"
-path = "/m"
-methods = ["GET", "HEAD"]
-upstream = "{up}"
-auth = "none"
-
-[[route]]
-name = "app"
-path = "/"
-upstream = "{up}"
-auth = "login"
-"#
-    )
-}
-
-/// Asserts a 400 from the check with a JSON message containing `word`.
-#[track_caller]
-fn assert_bad_request(resp: &str, what: &str, word: &str) {
-    assert_eq!(raw_status(resp), 400, "{what}:\n{resp}");
-    let body: Value = serde_json::from_str(raw_body(resp).trim())
-        .unwrap_or_else(|e| panic!("{what}: no JSON body ({e}):\n{resp}"));
-    let message = body["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(word),
-        "{what}: message {message:?} lacks {word:?}"
-    );
-}
-
 /// Attack: a lower-case method (`delete`) is its own method to the proxy, so it skipped a route
 /// restricted to `DELETE` and fell through to a looser one, while werkzeug, Django and Rack
 /// upper-case it and run `DELETE`. Now any method with lower-case letters is a 400, in the

@@ -14,6 +14,9 @@
 //! - [`fronts`]: real front proxies for forward-auth — Debian's nginx ([`start_nginx`]) and
 //!   Caddy ([`start_caddy_on`]) as child processes — and [`doc_snippet`], the marked config
 //!   snippets of `docs/forward-auth.md` the tests run.
+//! - [`answers`]: assertions on bearer challenges ([`assert_challenge`], [`assert_forbidden`],
+//!   [`www`], [`message`]) and the method-restricted forward-auth fixture ([`method_config`],
+//!   [`assert_bad_request`]).
 //! - [`tls`]: [`TestCa`] issuing certificates, [`tls_client`] configs.
 //! - [`provider`]: starting the test OpenID provider (`tests/provider`, npm `oidc-provider`),
 //!   used by [`oidc::OidcProvider`] (bearer tests) and [`login::Provider`] (login tests).
@@ -30,6 +33,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod answers;
 pub mod browser;
 pub mod client;
 pub mod fronts;
@@ -42,6 +46,8 @@ pub mod servers;
 pub mod tls;
 
 // Each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use answers::*;
 #[allow(unused_imports)]
 pub use browser::*;
 #[allow(unused_imports)]
