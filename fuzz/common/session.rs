@@ -56,8 +56,11 @@ pub fn sample(big: bool) -> SessionData {
     .expect("sample session")
 }
 
-pub fn attrs(secure: bool) -> CookieAttrs {
-    CookieAttrs { secure }
+pub fn attrs(secure: bool) -> CookieAttrs<'static> {
+    CookieAttrs {
+        secure,
+        domain: None,
+    }
 }
 
 /// An input in header mode: one `Cookie` header per line (lines that are not a valid header
