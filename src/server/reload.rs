@@ -236,6 +236,10 @@ pub(super) async fn watch(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) 
             }
             seen = again;
         }
+        // A SIGHUP may have loaded it meanwhile.
+        if live.loaded.lock().map(|l| *l).unwrap_or(None) == seen {
+            continue;
+        }
         let _ = live.reload("file changed").await;
     }
 }
