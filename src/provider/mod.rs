@@ -9,6 +9,8 @@
 //! go stale; `/readyz` reports `provider:<name>` not ready until discovery and keys are loaded.
 //! Keys stay in use through an outage. An unknown `kid` triggers at most one refetch per
 //! [`REFETCH_INTERVAL`] (a flood of random kids cannot make the proxy hammer the provider).
+//! A config reload keeps the runtime of each provider whose settings did not change
+//! ([`Providers::carry_over`]): its metadata, keys and caches, with no request to the provider.
 
 pub mod assertion;
 pub mod http;
@@ -131,6 +133,9 @@ pub struct ProviderRuntime {
     discovery: tokio::sync::Mutex<()>,
     client_key: Option<assertion::ClientKey>,
     introspector: Option<introspection::Introspector>,
+    /// A reload replaced or removed it: its background task stops reporting readiness (the
+    /// name's entry belongs to the new runtime, or is gone) while requests finish on it.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl ProviderRuntime {
@@ -163,6 +168,7 @@ impl ProviderRuntime {
             discovery: tokio::sync::Mutex::new(()),
             client_key,
             introspector,
+            retired: Default::default(),
         })
     }
 
@@ -667,14 +673,18 @@ impl Providers {
     /// a provider `old` had and this set lacks leaves `/readyz`. The old ones' tasks end when
     /// the last request using them is done (they hold the runtime weakly).
     pub fn start_background_after(&self, old: &Providers, health: Arc<Health>) {
+        // Retired first, so an old task cannot report over its successor's state.
+        for (n, o) in &old.map {
+            if !self.map.get(n).is_some_and(|p| Arc::ptr_eq(o, p)) {
+                o.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if !self.map.contains_key(n) {
+                health.remove(&format!("provider:{n}"));
+            }
+        }
         for (n, p) in &self.map {
             if !old.map.get(n).is_some_and(|o| Arc::ptr_eq(o, p)) {
                 start_one(p, health.clone());
-            }
-        }
-        for n in old.map.keys() {
-            if !self.map.contains_key(n) {
-                health.remove(&format!("provider:{n}"));
             }
         }
     }
@@ -711,7 +721,11 @@ fn start_one(p: &Arc<ProviderRuntime>, health: Arc<Health>) {
         let mut backoff = Duration::from_millis(500);
         loop {
             let Some(p) = weak.upgrade() else { return };
-            let wait = match p.load_now().await {
+            let loaded = p.load_now().await;
+            if p.retired.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let wait = match loaded {
                 Ok(next) => {
                     health.set(&component, Ok(()));
                     backoff = Duration::from_millis(500);
