@@ -33,6 +33,8 @@ pub struct AssertionSigner {
     issuer: String,
     /// Provider name → its configured issuer (`idp_iss`).
     provider_issuers: std::collections::HashMap<String, String>,
+    /// The key was generated at start (no `assertion_key_file`): a config reload keeps it.
+    generated: bool,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -88,6 +90,22 @@ impl AssertionSigner {
             jwk,
             issuer,
             provider_issuers,
+            generated: cfg.headers.assertion_key_file.is_none(),
+        })
+    }
+
+    /// The signer for a reloaded `cfg`: a generated key is kept (upstreams that cached it by
+    /// `kid` keep verifying), a key file is read again; issuers are the new config's.
+    pub fn carry_over(&self, cfg: &Config) -> Result<Self, String> {
+        if !(self.generated && cfg.headers.assertion_key_file.is_none()) {
+            return Self::new(cfg);
+        }
+        let fresh = Self::new(cfg)?;
+        Ok(AssertionSigner {
+            key: self.key.clone(),
+            kid: self.kid.clone(),
+            jwk: self.jwk.clone(),
+            ..fresh
         })
     }
 

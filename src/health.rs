@@ -21,6 +21,13 @@ impl Health {
         }
     }
 
+    /// Forgets a component (a provider or store a reloaded config no longer has).
+    pub fn remove(&self, component: &str) {
+        if let Ok(mut m) = self.items.write() {
+            m.remove(component);
+        }
+    }
+
     pub fn is_ready(&self, component: &str) -> bool {
         self.items
             .read()

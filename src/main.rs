@@ -154,7 +154,10 @@ fn serve(args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(portcullis::server::run(cfg)) {
+    let options = LoadOptions {
+        env_file: args.env_file.clone(),
+    };
+    match rt.block_on(portcullis::server::run(cfg, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

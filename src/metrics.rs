@@ -1,6 +1,6 @@
 //! Prometheus metrics served on the admin listener: requests by route and status, latency,
-//! upstream errors, open connections, and each listener's failed accepts and pauses at its
-//! connection cap.
+//! upstream errors, open connections, each listener's failed accepts and pauses at its
+//! connection cap, and config reloads.
 
 use std::sync::Arc;
 
@@ -51,6 +51,12 @@ pub struct DecisionLabels {
     pub decision: &'static str,
 }
 
+/// Outcome of a config reload: `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -60,6 +66,7 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub accept_errors: Family<ListenerLabels, Counter>,
     pub listener_at_capacity: Family<ListenerLabels, Counter>,
+    pub config_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,6 +120,16 @@ impl Metrics {
             "Failed accepts by listener (out of file descriptors, out of memory), each followed by a back-off",
             accept_errors.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        // Both series from the start: an alert on `error` works before the first reload.
+        for result in ["ok", "error"] {
+            let _ = config_reloads.get_or_create(&ReloadLabels { result });
+        }
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or a change of the file) by result: ok (applied) or error (the old config keeps serving)",
+            config_reloads.clone(),
+        );
         registry.register(
             "listener_at_capacity",
             "Times a listener stopped accepting because its connection cap was reached (new connections wait in the kernel's backlog)",
@@ -127,6 +144,7 @@ impl Metrics {
             open_connections,
             accept_errors,
             listener_at_capacity,
+            config_reloads,
         }
     }
 

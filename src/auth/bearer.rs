@@ -59,7 +59,8 @@ type TokenCache = quick_cache::sync::Cache<u64, Cached>;
 
 /// Per-provider caches of validated JWTs.
 pub struct Bearer {
-    caches: HashMap<String, TokenCache>,
+    /// Shared with the next config's `Bearer` for providers a reload kept ([`Bearer::carry_over`]).
+    caches: HashMap<String, Arc<TokenCache>>,
     /// Keys the token hashes (random per process).
     hasher: quick_cache::DefaultHashBuilder,
 }
@@ -70,11 +71,32 @@ impl Bearer {
             .providers
             .iter()
             .filter(|(_, p)| p.token_cache)
-            .map(|(n, _)| (n.clone(), TokenCache::new(CACHE_ENTRIES)))
+            .map(|(n, _)| (n.clone(), Arc::new(TokenCache::new(CACHE_ENTRIES))))
             .collect();
         Bearer {
             caches,
             hasher: Default::default(),
+        }
+    }
+
+    /// The caches for a reloaded `cfg`: a provider the reload kept (`kept`: its runtime is the
+    /// same, so are its checks) keeps its validated tokens; the others start empty.
+    pub fn carry_over(&self, cfg: &Config, kept: impl Fn(&str) -> bool) -> Self {
+        let caches = cfg
+            .providers
+            .iter()
+            .filter(|(_, p)| p.token_cache)
+            .map(|(n, _)| {
+                let cache = match self.caches.get(n) {
+                    Some(c) if kept(n) => c.clone(),
+                    _ => Arc::new(TokenCache::new(CACHE_ENTRIES)),
+                };
+                (n.clone(), cache)
+            })
+            .collect();
+        Bearer {
+            caches,
+            hasher: self.hasher.clone(),
         }
     }
 
@@ -225,7 +247,7 @@ pub async fn verify(
     }
     // The cache first: it holds only tokens that passed every check below, so a hit needs no
     // shape check (a scan of ~1 KB on every request).
-    let cache = bearer.caches.get(p.name());
+    let cache = bearer.caches.get(p.name()).map(|c| &**c);
     let key = cache.map(|_| bearer.hasher.hash_one(token));
     if let (Some(c), Some(k)) = (cache, key)
         && let Some(hit) = c.get(&k)

@@ -62,10 +62,12 @@ pub struct LoginState {
     /// Seals the pending-login cookies.
     pub(crate) pending: Sealer,
     /// `state`s of callbacks already completed (a replayed callback URL is refused).
-    pub(crate) used_states: TtlCache<String, ()>,
+    /// The three caches are shared across config reloads ([`LoginState::carry_over`]): a replay
+    /// must not pass because the config changed in between, nor a refresh run twice.
+    pub(crate) used_states: Arc<TtlCache<String, ()>>,
     /// Logout-token ids seen by this process (the store remembers them for every replica).
-    pub(crate) seen_jti: TtlCache<String, ()>,
-    refreshing: TtlCache<String, Arc<tokio::sync::OnceCell<refresh::Refreshed>>>,
+    pub(crate) seen_jti: Arc<TtlCache<String, ()>>,
+    refreshing: Arc<TtlCache<String, Arc<tokio::sync::OnceCell<refresh::Refreshed>>>>,
     /// Top-level claim names routes need (require_claims, headers.claims): kept in sessions.
     pub(crate) needed_claims: HashSet<String>,
     /// Exactly one provider is used for login (see [`Self::belongs`]).
@@ -84,10 +86,35 @@ fn top_claim(path: &str) -> [String; 2] {
 
 impl LoginState {
     pub fn new(config: Arc<Config>) -> Result<Option<Self>, String> {
+        Self::build(config, None)
+    }
+
+    /// The login state of a reloaded `config`: the session store is this one's when the
+    /// `[session]` settings are unchanged ([`same_session`]: sessions and Redis connections
+    /// carry over), else a new one; the replay and refresh caches always carry over.
+    pub fn carry_over(&self, config: Arc<Config>) -> Result<Option<Self>, String> {
+        Self::build(config, Some(self))
+    }
+
+    /// Whether this state's session store is `old`'s (then its background work runs already).
+    pub fn shares_store(&self, old: &LoginState) -> bool {
+        Arc::ptr_eq(&self.sessions, &old.sessions)
+    }
+
+    fn build(config: Arc<Config>, old: Option<&LoginState>) -> Result<Option<Self>, String> {
         let Some(scfg) = &config.session else {
             return Ok(None);
         };
-        let sessions = Arc::new(Sessions::new(scfg).map_err(|e| e.to_string())?);
+        let kept = old.filter(|o| {
+            o.config
+                .session
+                .as_ref()
+                .is_some_and(|s| same_session(s, scfg))
+        });
+        let sessions = match kept {
+            Some(o) => o.sessions.clone(),
+            None => Arc::new(Sessions::new(scfg).map_err(|e| e.to_string())?),
+        };
         let secrets = std::iter::once(scfg.secret.expose())
             .chain(scfg.previous_secrets.iter().map(|s| s.expose()));
         let mut needed_claims: HashSet<String> = HashSet::new();
@@ -119,12 +146,23 @@ impl LoginState {
             // distinct entries within one TTL (a flood) fill them; then the oldest are forgotten
             // first, and a replay of one of those is no longer recognized by this process (for
             // logout tokens the session store's record, `remember_jti`, still is).
-            used_states: TtlCache::oldest_first(
-                1_000_000,
-                Duration::from_secs(PENDING_TTL as u64 + 60),
+            used_states: old.map_or_else(
+                || {
+                    Arc::new(TtlCache::oldest_first(
+                        1_000_000,
+                        Duration::from_secs(PENDING_TTL as u64 + 60),
+                    ))
+                },
+                |o| o.used_states.clone(),
             ),
-            seen_jti: TtlCache::oldest_first(1_000_000, Duration::from_secs(3600)),
-            refreshing: TtlCache::new(1_000_000, Duration::from_secs(60)),
+            seen_jti: old.map_or_else(
+                || Arc::new(TtlCache::oldest_first(1_000_000, Duration::from_secs(3600))),
+                |o| o.seen_jti.clone(),
+            ),
+            refreshing: old.map_or_else(
+                || Arc::new(TtlCache::new(1_000_000, Duration::from_secs(60))),
+                |o| o.refreshing.clone(),
+            ),
             needed_claims,
             config,
         }))
@@ -363,6 +401,25 @@ impl LoginState {
             headers.insert(header::COOKIE, v);
         }
     }
+}
+
+/// Whether two `[session]` settings are the same, secrets and the Redis CA file's contents
+/// included (`Debug` redacts the secrets; `SessionStore`'s equality compares the CA by path).
+fn same_session(a: &crate::config::Session, b: &crate::config::Session) -> bool {
+    let secrets = |s: &crate::config::Session| {
+        std::iter::once(&s.secret)
+            .chain(&s.previous_secrets)
+            .map(|x| x.expose().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let ca = |s: &crate::config::Session| match &s.store {
+        crate::config::SessionStore::Redis { ca: Some(c), .. } => Some(c.pem.clone()),
+        _ => None,
+    };
+    format!("{a:?}") == format!("{b:?}")
+        && a.store == b.store
+        && secrets(a) == secrets(b)
+        && ca(a) == ca(b)
 }
 
 fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {

@@ -58,6 +58,51 @@ impl AuthState {
         })
     }
 
+    /// The state for a reloaded `config`. Kept from this one: each provider whose settings are
+    /// unchanged (its discovery, keys, introspection cache — no refetch) with its validated
+    /// tokens, the session store when `[session]` is unchanged (no one is logged out), the
+    /// replay and refresh caches, a generated assertion key. Rebuilt: everything else.
+    pub fn carry_over(&self, config: Arc<Config>) -> Result<Self, SetupError> {
+        let providers = (self.providers.carry_over(&config)).map_err(SetupError::Providers)?;
+        let kept = |n: &str| matches!((self.providers.get(n), providers.get(n)), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+        let bearer = Arc::new(self.bearer.carry_over(&config, kept));
+        let assertion = (self.assertion.carry_over(&config)).map_err(SetupError::Assertion)?;
+        let login = match &self.login {
+            Some(l) => l.carry_over(config.clone()),
+            None => login::LoginState::new(config.clone()),
+        }
+        .map_err(SetupError::Sessions)?;
+        Ok(AuthState {
+            config,
+            providers,
+            bearer,
+            assertion,
+            login,
+        })
+    }
+
+    /// [`Self::start_background`] for a state [`Self::carry_over`] made from `old`: only
+    /// what is new starts (kept providers and stores run already); what `old` had and this
+    /// state lacks leaves `/readyz`.
+    pub fn start_background_after(&self, old: &AuthState, health: Arc<crate::health::Health>) {
+        self.providers
+            .start_background_after(&old.providers, health.clone());
+        self.bearer.start_sweeper();
+        let redis = |l: &Option<login::LoginState>| {
+            l.as_ref()
+                .and_then(|l| l.config.session.as_ref())
+                .is_some_and(|s| matches!(s.store, crate::config::SessionStore::Redis { .. }))
+        };
+        if redis(&old.login) && !redis(&self.login) {
+            health.remove(crate::session::redis::HEALTH_KEY);
+        }
+        match (&self.login, &old.login) {
+            (Some(new), Some(o)) if new.shares_store(o) => {}
+            (Some(new), _) => new.start_background(health),
+            (None, _) => {}
+        }
+    }
+
     /// Removes the proxy's own session and pending-login cookies from a request going upstream.
     pub fn strip_own_cookies(&self, headers: &mut http::HeaderMap) {
         if let Some(l) = &self.login {

@@ -9,6 +9,8 @@
 //! go stale; `/readyz` reports `provider:<name>` not ready until discovery and keys are loaded.
 //! Keys stay in use through an outage. An unknown `kid` triggers at most one refetch per
 //! [`REFETCH_INTERVAL`] (a flood of random kids cannot make the proxy hammer the provider).
+//! A config reload keeps the runtime of each provider whose settings did not change
+//! ([`Providers::carry_over`]): its metadata, keys and caches, with no request to the provider.
 
 pub mod assertion;
 pub mod http;
@@ -131,6 +133,9 @@ pub struct ProviderRuntime {
     discovery: tokio::sync::Mutex<()>,
     client_key: Option<assertion::ClientKey>,
     introspector: Option<introspection::Introspector>,
+    /// A reload replaced or removed it: its background task stops reporting readiness (the
+    /// name's entry belongs to the new runtime, or is gone) while requests finish on it.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl ProviderRuntime {
@@ -163,6 +168,7 @@ impl ProviderRuntime {
             discovery: tokio::sync::Mutex::new(()),
             client_key,
             introspector,
+            retired: Default::default(),
         })
     }
 
@@ -600,11 +606,23 @@ pub struct Providers {
 
 impl Providers {
     pub fn new(cfg: &Config) -> Result<Self, String> {
+        Self::new_except(cfg, |_, _| None)
+    }
+
+    /// [`Self::new`], except for the providers `reuse` gives a runtime for.
+    fn new_except(
+        cfg: &Config,
+        reuse: impl Fn(&str, &config::Provider) -> Option<Arc<ProviderRuntime>>,
+    ) -> Result<Self, String> {
         // One client per distinct trust configuration, shared by the providers using it.
         let mut clients: HashMap<Option<crate::tls_client::CaFile>, http::ProviderClient> =
             HashMap::new();
         let mut map = HashMap::new();
         for (n, p) in &cfg.providers {
+            if let Some(kept) = reuse(n, p) {
+                map.insert(n.clone(), kept);
+                continue;
+            }
             let client = match clients.get(&p.ca_file) {
                 Some(c) => c.clone(),
                 None => {
@@ -634,37 +652,100 @@ impl Providers {
     /// under `provider:<name>`. The tasks end when the providers are dropped.
     pub fn start_background(&self, health: Arc<Health>) {
         for p in self.map.values() {
-            let component = format!("provider:{}", p.name());
-            health.set(&component, Err("loading discovery and keys".into()));
-            let weak: Weak<ProviderRuntime> = Arc::downgrade(p);
-            let health = health.clone();
-            tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(500);
-                loop {
-                    let Some(p) = weak.upgrade() else { return };
-                    let wait = match p.load_now().await {
-                        Ok(next) => {
-                            health.set(&component, Ok(()));
-                            backoff = Duration::from_millis(500);
-                            next
-                        }
-                        Err(e) => {
-                            if p.is_loaded() {
-                                tracing::warn!(provider = %p.name(), error = %e, "key refresh failed; keeping the cached keys");
-                            } else {
-                                tracing::warn!(provider = %p.name(), error = %e, "provider not available yet; retrying");
-                                health.set(&component, Err(e.to_string()));
-                            }
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
-                            backoff
-                        }
-                    };
-                    drop(p);
-                    tokio::time::sleep(wait).await;
-                }
-            });
+            start_one(p, health.clone());
         }
     }
+
+    /// The providers of a reloaded `cfg`: a provider whose settings are unchanged
+    /// ([`same_settings`]) is this one's runtime itself — its discovery, keys and introspection
+    /// cache carry over, nothing is fetched again — and the others are new (not loaded yet;
+    /// [`Self::start_background_after`] starts them).
+    pub fn carry_over(&self, cfg: &Config) -> Result<Self, String> {
+        Providers::new_except(cfg, |n, p| {
+            self.map
+                .get(n)
+                .filter(|old| same_settings(&old.config, p))
+                .cloned()
+        })
+    }
+
+    /// [`Self::start_background`] for the providers that `old` does not share with this set;
+    /// a provider `old` had and this set lacks leaves `/readyz`. The old ones' tasks end when
+    /// the last request using them is done (they hold the runtime weakly).
+    pub fn start_background_after(&self, old: &Providers, health: Arc<Health>) {
+        // Retired first, so an old task cannot report over its successor's state.
+        for (n, o) in &old.map {
+            if !self.map.get(n).is_some_and(|p| Arc::ptr_eq(o, p)) {
+                o.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if !self.map.contains_key(n) {
+                health.remove(&format!("provider:{n}"));
+            }
+        }
+        for (n, p) in &self.map {
+            if !old.map.get(n).is_some_and(|o| Arc::ptr_eq(o, p)) {
+                start_one(p, health.clone());
+            }
+        }
+    }
+}
+
+/// Whether two provider settings are the same, secrets and file contents included: then the
+/// runtime (discovery, keys, caches) is kept across a config reload. `Debug` covers every field
+/// (new fields too, without a list here to forget them in); what it redacts or abbreviates —
+/// secrets, key material, CA file contents — is compared explicitly.
+pub fn same_settings(a: &config::Provider, b: &config::Provider) -> bool {
+    let secret = |s: &Option<config::Secret>| s.as_ref().map(|s| s.expose().to_owned());
+    let key = |k: &Option<config::ZitadelKey>| k.as_ref().map(|k| k.key.clone());
+    let intro = |i: &Option<config::Introspection>| match i.as_ref().map(|i| &i.auth) {
+        Some(config::IntrospectionAuth::KeyFile(k)) => Some(k.key.clone()),
+        Some(config::IntrospectionAuth::Basic { client_secret, .. }) => {
+            Some(client_secret.expose().to_owned())
+        }
+        None => None,
+    };
+    let ca = |c: &Option<crate::tls_client::CaFile>| c.as_ref().map(|c| c.pem.clone());
+    format!("{a:?}") == format!("{b:?}")
+        && secret(&a.client_secret) == secret(&b.client_secret)
+        && key(&a.private_key) == key(&b.private_key)
+        && intro(&a.introspection) == intro(&b.introspection)
+        && ca(&a.ca_file) == ca(&b.ca_file)
+}
+
+/// Discovery and key refresh of one provider, in the background, while it is alive.
+fn start_one(p: &Arc<ProviderRuntime>, health: Arc<Health>) {
+    let component = format!("provider:{}", p.name());
+    health.set(&component, Err("loading discovery and keys".into()));
+    let weak: Weak<ProviderRuntime> = Arc::downgrade(p);
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let Some(p) = weak.upgrade() else { return };
+            let loaded = p.load_now().await;
+            if p.retired.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let wait = match loaded {
+                Ok(next) => {
+                    health.set(&component, Ok(()));
+                    backoff = Duration::from_millis(500);
+                    next
+                }
+                Err(e) => {
+                    if p.is_loaded() {
+                        tracing::warn!(provider = %p.name(), error = %e, "key refresh failed; keeping the cached keys");
+                    } else {
+                        tracing::warn!(provider = %p.name(), error = %e, "provider not available yet; retrying");
+                        health.set(&component, Err(e.to_string()));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff
+                }
+            };
+            drop(p);
+            tokio::time::sleep(wait).await;
+        }
+    });
 }
 
 #[cfg(test)]

@@ -4,12 +4,14 @@
 //! cap (→ 431). Each listener keeps at most its share of the open-file limit open and backs off
 //! when accepting fails (`accept`). A TLS connection's SNI goes with its requests, which must
 //! name the same host (else `421`, in the pipeline). On shutdown the listeners stop accepting
-//! and in-flight requests get `drain_timeout` to finish.
+//! and in-flight requests get `drain_timeout` to finish. The config reloads without a restart
+//! (`reload`): each request takes the current [`Proxy`] once.
 
 pub mod accept;
 mod admin;
 mod io;
 mod panic;
+pub mod reload;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -26,13 +28,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::auth::AuthState;
-use crate::config::Config;
+use crate::config::{Config, LoadOptions};
 use crate::error::{Body, json_error};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::request::ConnInfo;
 use crate::upstream::Upstreams;
+use reload::{Live, ReloadError};
 
 /// Why the proxy could not start; names the address or file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +59,24 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
-    pub proxy: Arc<Proxy>,
+    /// The proxy serving now and its reloads.
+    pub live: Arc<Live>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// The proxy serving now (the config of the last successful reload).
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.live.current()
+    }
+
+    /// Loads the config file again, as `SIGHUP` does; the old config keeps serving when it is
+    /// invalid.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.live.reload("requested").await
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to `drain_timeout`), then returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -108,6 +123,11 @@ fn conn_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
 /// Binds every listener and starts serving. Listening sockets are bound before this returns,
 /// so port 0 can be used and the bound addresses read back.
 pub async fn start(config: Config) -> Result<Running, StartupError> {
+    start_with(config, LoadOptions::default()).await
+}
+
+/// [`start`]; a reload loads the file with `options` (its `--env-file`).
+pub async fn start_with(config: Config, options: LoadOptions) -> Result<Running, StartupError> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new());
@@ -120,6 +140,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
         auth,
         health.clone(),
     ));
+    let live = Arc::new(Live::new(proxy.clone(), options));
 
     let (tx, rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
@@ -152,7 +173,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
         tasks.push(tokio::spawn(accept_loop(
             listener(l, "https", &public_slots, caps.public),
             Some(acceptor),
-            proxy.clone(),
+            live.clone(),
             builder.clone(),
             graceful.clone(),
             rx.clone(),
@@ -185,7 +206,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
         tasks.push(tokio::spawn(accept_loop(
             listener(l, "http", &public_slots, caps.public),
             None,
-            proxy.clone(),
+            live.clone(),
             builder.clone(),
             graceful.clone(),
             rx.clone(),
@@ -209,6 +230,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     }
 
     proxy.auth.start_background(health.clone());
+    tasks.push(tokio::spawn(reload::watch(live.clone(), rx.clone())));
 
     let drain = config.server.drain_timeout;
     let mut rx_done = rx.clone();
@@ -229,15 +251,31 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
         http_addr,
         https_addr,
         admin_addr,
-        proxy,
+        live,
         shutdown: tx,
         done,
     })
 }
 
-/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-pub async fn run(config: Config) -> Result<(), StartupError> {
-    let running = start(config).await?;
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully; `SIGHUP` reloads the config
+/// (loaded with `options`, as at start).
+pub async fn run(config: Config, options: LoadOptions) -> Result<(), StartupError> {
+    // Before the listeners start: SIGHUP's default action would end the process.
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let running = start_with(config, options).await?;
+    #[cfg(unix)]
+    match hangup {
+        Ok(mut s) => {
+            let live = running.live.clone();
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    let _ = live.reload("SIGHUP").await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP: reload by changing the file"),
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; draining in-flight requests");
     running.shutdown().await;
@@ -267,7 +305,7 @@ async fn shutdown_signal() {
 async fn accept_loop(
     mut listener: accept::Listener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     mut shutdown: watch::Receiver<bool>,
@@ -276,25 +314,25 @@ async fn accept_loop(
     while let Some(accept::Accepted { stream, peer, slot }) = listener.next(&mut shutdown).await {
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        let proxy = proxy.clone();
+        let live = live.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            proxy.metrics.open_connections.inc();
+            live.metrics.open_connections.inc();
             serve_connection(
                 stream,
                 peer,
                 slot,
                 tls,
-                proxy.clone(),
+                live.clone(),
                 builder,
                 watcher,
                 stop,
                 redirect_to_https,
             )
             .await;
-            proxy.metrics.open_connections.dec();
+            live.metrics.open_connections.dec();
         });
     }
 }
@@ -307,13 +345,13 @@ async fn serve_connection(
     // the connection's IO.
     slot: OwnedSemaphorePermit,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     mut stop: watch::Receiver<bool>,
     redirect_to_https: Option<u16>,
 ) {
-    let head_timeout = proxy.config.server.header_read_timeout;
+    let head_timeout = live.current().config.server.header_read_timeout;
     match tls {
         Some(acceptor) => {
             // The handshake holds a drain watcher but is outside hyper's graceful shutdown:
@@ -345,7 +383,7 @@ async fn serve_connection(
                 clock,
                 info,
                 sni,
-                proxy,
+                live,
                 builder,
                 watcher,
                 None,
@@ -360,7 +398,7 @@ async fn serve_connection(
                 clock,
                 info,
                 None,
-                proxy,
+                live,
                 builder,
                 watcher,
                 redirect_to_https,
@@ -377,7 +415,7 @@ async fn serve_io<I>(
     info: ConnInfo,
     // The TLS server name the client sent (none: plain HTTP, or a TLS client that sent none).
     sni: Option<Arc<str>>,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     redirect_to_https: Option<u16>,
@@ -388,7 +426,8 @@ async fn serve_io<I>(
         // A full head arrived: until its response has been sent the head deadline is off (slow
         // bodies and slow upstreams are not slowloris).
         let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);
-        let proxy = proxy.clone();
+        // The config this request is judged by, to its end, whatever reloads meanwhile.
+        let proxy = live.current();
         let sni = sni.clone();
         let answer = panic::catch_panic(req, move |req| async move {
             match redirect_to_https {

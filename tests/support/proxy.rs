@@ -72,12 +72,12 @@ pub async fn start_proxy(toml: &str) -> TestProxy {
 pub async fn start_proxy_ready(toml: &str) -> TestProxy {
     let proxy = start_proxy(toml).await;
     for _ in 0..100 {
-        let ready = proxy
-            .proxy
+        let current = proxy.proxy();
+        let ready = current
             .config
             .providers
             .keys()
-            .all(|n| proxy.proxy.health.is_ready(&format!("provider:{n}")));
+            .all(|n| current.health.is_ready(&format!("provider:{n}")));
         if ready {
             break;
         }

@@ -1,0 +1,574 @@
+//! Config hot reload: `SIGHUP` to the binary and a change of the file (also a Kubernetes
+//! ConfigMap `..data` symlink swap) apply a valid config within 2 s; an invalid one (five kinds)
+//! is logged with file:line:col and counted while the old one keeps serving; under continuous
+//! load, reloads fail no request and each answer is one config's; sessions and cached bearer
+//! tokens survive a reload without the provider being asked again.
+
+mod support;
+use support::oidc::{OidcProvider, TestIssuer};
+use support::*;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// Two valid configs. Both: `/r` (bearer, by the test issuer) and `/x` (none); `A` forwards to
+/// the upstream under `/A` and requires role `admin` on `/r`, and has `/only-a`; `B` forwards
+/// under `/B`, requires `reader` and has `/only-b` instead. An admin token therefore gets 200
+/// `/A/r` from A and 403 from B: an answer mixing both configs (200 `/B/r`) is detectable.
+fn config(variant: char, issuer: Option<&str>, up: &str, extra_server: &str) -> String {
+    let (role, only) = match variant {
+        'A' => ("admin", "only-a"),
+        _ => ("reader", "only-b"),
+    };
+    let provider = issuer.map_or(String::new(), |iss| {
+        format!(
+            "[providers.ti]\nissuer = \"{iss}\"\naudiences = [\"portcullis-api\"]\nroles_claim = \"roles\"\n\n[[route]]\nname = \"r\"\npath = \"/r\"\nupstream = \"{up}/{variant}\"\nauth = \"bearer\"\nrequire_roles = [\"{role}\"]\n"
+        )
+    });
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+{extra_server}
+{provider}
+[[route]]
+name = "x"
+path = "/x"
+upstream = "{up}/{variant}"
+auth = "none"
+
+[[route]]
+name = "{only}"
+path = "/{only}"
+upstream = "{up}/{variant}"
+auth = "none"
+"#
+    )
+}
+
+/// Replaces `path` in one step (write aside, rename), as editors and ConfigMaps do.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+/// The path the upstream saw (`/A/x`), or the status when the proxy answered itself.
+async fn judged(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+    let mut req = get(path);
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let r = send(addr, req).await;
+    if r.status == StatusCode::OK {
+        r.echoed().path
+    } else {
+        r.status.as_u16().to_string()
+    }
+}
+
+/// Polls until `path` is judged `want`; the time it took. Panics after `limit`.
+async fn until_judged(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    want: &str,
+    limit: Duration,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let got = judged(addr, path, token).await;
+        if got == want {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{path}: still {got} after {limit:?} (want {want})"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn metric(admin: SocketAddr, line_start: &str) -> u64 {
+    let text = get_path(admin, "/metrics").await.text();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in metrics:\n{text}"))
+}
+
+const RELOAD_OK: &str = "portcullis_config_reloads_total{result=\"ok\"}";
+const RELOAD_ERROR: &str = "portcullis_config_reloads_total{result=\"error\"}";
+
+/// A change of the file alone (no signal): a route added is served, a route removed is gone
+/// and a role requirement changed applies, each within 2 s of the write; `/readyz` stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_change_applies_within_two_seconds() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let a = config('A', Some(&ti.issuer), &up.url(""), "");
+    let p = start_proxy(&a).await;
+    wait_ready(&p).await;
+    let token = ti.sign_rs256(Some("test-rsa"), &ti.claims());
+    assert_eq!(judged(p.http(), "/r", Some(&token)).await, "/A/r");
+    assert_eq!(judged(p.http(), "/only-a", None).await, "/A/only-a");
+    assert_eq!(judged(p.http(), "/only-b", None).await, "404");
+
+    let path = p.dir.path().join("portcullis.toml");
+    write_atomically(&path, &config('B', Some(&ti.issuer), &up.url(""), ""));
+    let limit = Duration::from_secs(2);
+    // role requirement changed: admin no longer passes
+    let took = until_judged(p.http(), "/r", Some(&token), "403", limit).await;
+    // the rest of the same config, at once
+    assert_eq!(
+        judged(p.http(), "/only-b", None).await,
+        "/B/only-b",
+        "added"
+    );
+    assert_eq!(judged(p.http(), "/only-a", None).await, "404", "removed");
+    assert_eq!(judged(p.http(), "/x", None).await, "/B/x");
+    eprintln!("B visible after {took:?}");
+
+    // and back
+    write_atomically(&path, &a);
+    until_judged(p.http(), "/r", Some(&token), "/A/r", limit).await;
+    assert_eq!(judged(p.http(), "/only-b", None).await, "404");
+    assert_eq!(get_path(p.admin(), "/readyz").await.status, 200);
+    assert!(metric(p.admin(), RELOAD_OK).await >= 2);
+    assert_eq!(metric(p.admin(), RELOAD_ERROR).await, 0);
+    // the provider was not asked for its keys again (its settings did not change)
+    assert_eq!(ti.jwks_hits.load(Ordering::SeqCst), 1, "JWKS refetched");
+    p.shutdown().await;
+}
+
+/// A Kubernetes ConfigMap volume: the config file is a symlink through `..data`, itself a
+/// symlink to a timestamped directory that is swapped by renaming a new `..data` over it. The
+/// file's own path never changes; the swap counts as a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_symlink_swap_counts() {
+    use std::os::unix::fs::symlink;
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let d = dir.path();
+    let publish = |name: &str, text: &str| {
+        std::fs::create_dir(d.join(name)).unwrap();
+        std::fs::write(d.join(name).join("portcullis.toml"), text).unwrap();
+        symlink(name, d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    };
+    publish("..2024_01_01_v1", &config('A', None, &up.url(""), ""));
+    symlink("..data/portcullis.toml", d.join("portcullis.toml")).unwrap();
+    let path = d.join("portcullis.toml");
+    let cfg = portcullis::config::load(&path, &Default::default()).expect("config loads");
+    let running = portcullis::server::start(cfg).await.expect("starts");
+    let addr = running.http_addr.unwrap();
+    assert_eq!(judged(addr, "/x", None).await, "/A/x");
+
+    publish("..2024_01_01_v2", &config('B', None, &up.url(""), ""));
+    until_judged(addr, "/x", None, "/B/x", Duration::from_secs(2)).await;
+    assert_eq!(judged(addr, "/only-a", None).await, "404");
+    running.shutdown().await;
+}
+
+/// The five kinds of invalid config, each as the loader reports it. `(what, config, a text its
+/// error names)`.
+fn invalid_configs(dir: &Path, valid: &str) -> Vec<(&'static str, String, &'static str)> {
+    let ca = TestCa::new();
+    let (one, two) = (ca.issue("localhost"), ca.issue("localhost"));
+    std::fs::write(dir.join("one.crt"), &one.cert_pem).unwrap();
+    std::fs::write(dir.join("two.key"), &two.key_pem).unwrap();
+    let with_route_key =
+        |k: &str| valid.replacen("auth = \"none\"\n", &format!("auth = \"none\"\n{k}\n"), 1);
+    vec![
+        (
+            "syntax error",
+            format!("{valid}\n[[route]\nname = \"broken\"\n"),
+            "",
+        ),
+        ("unknown key", with_route_key("bogus_key = 1"), "bogus_key"),
+        (
+            "missing env var",
+            with_route_key("provider = \"${PORTCULLIS_RELOAD_TEST_UNSET}\""),
+            "PORTCULLIS_RELOAD_TEST_UNSET",
+        ),
+        (
+            "bad route",
+            valid.replacen("path = \"/x\"", "path = \"x-without-slash\"", 1),
+            "path",
+        ),
+        (
+            "mismatched TLS pair",
+            valid.replacen(
+                "admin_listen = \"127.0.0.1:0\"\n",
+                "admin_listen = \"127.0.0.1:0\"\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"one.crt\"\nkey = \"two.key\"\n",
+                1,
+            ),
+            "two.key",
+        ),
+    ]
+}
+
+/// The real binary: `SIGHUP` applies a changed file (route added and removed, upstream
+/// changed) within 2 s; then each of five invalid files is refused: every error logged with
+/// `file:line:col`, the error counter goes up, the previous config keeps serving and `/readyz`
+/// stays 200. A `SIGHUP` never ends the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_valid_and_refuses_invalid() {
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    let a = config('A', None, &up.url(""), "");
+    let b = config('B', None, &up.url(""), "");
+    std::fs::write(&path, &a).unwrap();
+    let bin = BinaryProxy::start(&path);
+    let (addr, admin) = (bin.http_addr, bin.admin_addr());
+    let hup = || {
+        let st = std::process::Command::new("kill")
+            .args(["-HUP", &bin.pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    };
+    assert_eq!(judged(addr, "/x", None).await, "/A/x");
+    // a SIGHUP with nothing changed: reloaded, still serving
+    hup();
+    bin.wait_log(&["config reloaded"]);
+    assert_eq!(judged(addr, "/x", None).await, "/A/x");
+
+    write_atomically(&path, &b);
+    hup();
+    let took = until_judged(addr, "/x", None, "/B/x", Duration::from_secs(2)).await;
+    eprintln!("B visible {took:?} after SIGHUP");
+    assert_eq!(judged(addr, "/only-b", None).await, "/B/only-b");
+    assert_eq!(judged(addr, "/only-a", None).await, "404");
+    bin.wait_log(&["reloading the config", "SIGHUP"]);
+
+    let shown = path.display().to_string();
+    for (what, text, names) in invalid_configs(dir.path(), &b) {
+        let before = metric(admin, RELOAD_ERROR).await;
+        let logged_before = bin.logs.lock().unwrap().len();
+        write_atomically(&path, &text);
+        hup();
+        let t0 = Instant::now();
+        while metric(admin, RELOAD_ERROR).await <= before {
+            assert!(t0.elapsed() < Duration::from_secs(5), "{what}: not counted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bin.wait_log(&["still serving the previous config"]);
+        let logs = bin.logs.lock().unwrap()[logged_before..].join("\n");
+        let located = logs.lines().any(|l| {
+            l.contains("config reload: invalid")
+                && l.contains(names)
+                && l.split(&format!("{shown}:")).nth(1).is_some_and(|rest| {
+                    let mut it = rest.split(':');
+                    let line = it.next().and_then(|n| n.parse::<usize>().ok());
+                    let col = it.next().and_then(|n| n.parse::<usize>().ok());
+                    line.is_some_and(|n| n > 0) && col.is_some_and(|n| n > 0)
+                })
+        });
+        assert!(
+            located,
+            "{what}: no error with {shown}:line:col naming {names:?}:\n{logs}"
+        );
+        // the previous (valid) config still serves, readiness unchanged
+        assert_eq!(judged(addr, "/x", None).await, "/B/x", "{what}");
+        assert_eq!(judged(addr, "/only-b", None).await, "/B/only-b", "{what}");
+        assert_eq!(get_path(admin, "/readyz").await.status, 200, "{what}");
+    }
+    assert!(metric(admin, RELOAD_ERROR).await >= 5);
+    assert!(metric(admin, RELOAD_OK).await >= 2);
+
+    // a listener change is not applied: logged as needing a restart
+    write_atomically(
+        &path,
+        &b.replacen(
+            "admin_listen = \"127.0.0.1:0\"",
+            "admin_listen = \"127.0.0.1:1\"",
+            1,
+        ),
+    );
+    hup();
+    bin.wait_log(&["[server] admin_listen", "needs a restart"]);
+    assert_eq!(get_path(admin, "/readyz").await.status, 200);
+}
+
+/// One HTTP/1.1 keep-alive connection: requests on it cross reloads.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Conn { sender, addr }
+    }
+
+    /// Status and, for a 200, the path the upstream saw. Any transport error fails the test.
+    async fn judged(&mut self, path: &str, token: &str) -> String {
+        let req = Request::get(path)
+            .header("host", self.addr.to_string())
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let fut = async {
+            self.sender.ready().await.expect("connection closed");
+            let resp = self.sender.send_request(req).await.expect("request failed");
+            let status = resp.status();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            if status == StatusCode::OK {
+                let e: Echoed = serde_json::from_slice(&body).expect("echo");
+                e.path
+            } else {
+                status.as_u16().to_string()
+            }
+        };
+        tokio::time::timeout(STEP, fut).await.expect("timed out")
+    }
+}
+
+/// Under continuous load (4 clients on keep-alive connections, ~15 s), 20 reloads alternating
+/// A and B and 5 invalid ones in between: no request fails or is reset, every answer is
+/// exactly one config's (a request to `/r` gets A's upstream and A's role rule, or B's 403 —
+/// never A's rule with B's upstream), `/only-a` and `/only-b` agree with it, and right after
+/// each reload a new request is judged by the new config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_fail_nothing() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let a = config('A', Some(&ti.issuer), &up.url(""), "");
+    let b = config('B', Some(&ti.issuer), &up.url(""), "");
+    let p = start_proxy(&a).await;
+    wait_ready(&p).await;
+    let path = p.dir.path().join("portcullis.toml");
+    let invalid = invalid_configs(p.dir.path(), &a);
+    let token = Arc::new(ti.sign_rs256(Some("test-rsa"), &ti.claims()));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen_a = Arc::new(AtomicUsize::new(0));
+    let seen_b = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (stop, seen_a, seen_b, token) =
+            (stop.clone(), seen_a.clone(), seen_b.clone(), token.clone());
+        let addr = p.http();
+        clients.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // a new connection now and then: connections opened under either config
+                if n % 50 == 49 {
+                    conn = Conn::open(addr).await;
+                }
+                let (path, a_says, b_says) = match (n + i) % 3 {
+                    0 => ("/r", "/A/r", "403"),
+                    1 => ("/only-a", "/A/only-a", "404"),
+                    _ => ("/only-b", "404", "/B/only-b"),
+                };
+                let got = conn.judged(path, &token).await;
+                if got == a_says {
+                    seen_a.fetch_add(1, Ordering::Relaxed);
+                } else if got == b_says {
+                    seen_b.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    panic!("{path}: {got} is neither config's answer ({a_says} / {b_says})");
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+
+    let mut invalid = invalid.into_iter();
+    for i in 0..25 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        if i % 5 == 4 {
+            let (what, text, _) = invalid.next().unwrap();
+            write_atomically(&path, &text);
+            assert!(p.reload().await.is_err(), "{what} was accepted");
+            continue;
+        }
+        let (text, want) = if (i - i / 5) % 2 == 0 {
+            (&b, "403")
+        } else {
+            (&a, "/A/r")
+        };
+        write_atomically(&path, text);
+        p.reload().await.expect("valid config reloads");
+        // the new rule applies to the next request
+        assert_eq!(
+            judged(p.http(), "/r", Some(&token)).await,
+            want,
+            "reload {i}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        total += c.await.expect("client task failed");
+    }
+    let (na, nb) = (
+        seen_a.load(Ordering::Relaxed),
+        seen_b.load(Ordering::Relaxed),
+    );
+    eprintln!("{total} requests: {na} judged by A, {nb} by B");
+    assert!(na > 0 && nb > 0, "both configs served ({na} A, {nb} B)");
+    assert!(metric(p.admin(), RELOAD_OK).await >= 20);
+    assert!(metric(p.admin(), RELOAD_ERROR).await >= 5);
+    p.shutdown().await;
+}
+
+/// A browser session made before a reload still works after it (cookie store), and a bearer
+/// token validated before is still accepted — without the provider being asked for discovery
+/// or keys again, since its settings did not change. Changing the provider's settings does
+/// rebuild it (discovery again): the counter sees provider calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_token_caches_survive_a_reload() {
+    let op = OidcProvider::start(&[]);
+    let up = echo_upstream().await;
+    let cfg = |extra_route: &str, scopes: &str| {
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[providers.op]
+issuer = "{iss}"
+client_id = "web"
+client_secret = "web-secret"
+audiences = ["portcullis-api"]
+scopes = [{scopes}]
+
+[session]
+{session}
+
+[[route]]
+name = "api"
+path = "/api"
+upstream = "{up}"
+auth = "bearer"
+provider = "op"
+
+[[route]]
+name = "app"
+path = "/app"
+upstream = "{up}"
+auth = "login"
+provider = "op"
+{extra_route}
+"#,
+            iss = op.issuer,
+            session = session_cfg(""),
+            up = up.url(""),
+        )
+    };
+    let before = cfg("", "\"openid\", \"profile\"");
+    let p = start_proxy(&before).await;
+    wait_ready(&p).await;
+
+    // alice's session, as a login stores it in the cookie store
+    let parsed =
+        portcullis::config::load_str(Path::new("t.toml"), &before, Default::default()).unwrap();
+    let sessions = portcullis::session::Sessions::new(parsed.session.as_ref().unwrap()).unwrap();
+    let set = sessions
+        .save(
+            &alice_session("op", None),
+            None,
+            &[],
+            portcullis::session::CookieAttrs::PLAIN,
+        )
+        .await
+        .unwrap();
+    let cookie = set[0]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = op.jwt("api-admin").await;
+    let with = |name: &'static str, value: String| {
+        let mut r = get("/x");
+        r.headers_mut().insert(name, value.parse().unwrap());
+        r
+    };
+    let app = |cookie: &str| {
+        let mut r = with("cookie", cookie.to_string());
+        *r.uri_mut() = "/app".parse().unwrap();
+        r
+    };
+    let api = |token: &str| {
+        let mut r = with("authorization", format!("Bearer {token}"));
+        *r.uri_mut() = "/api".parse().unwrap();
+        r
+    };
+    let r = send(p.http(), app(&cookie)).await;
+    assert_eq!(r.status, 200, "session before: {}", r.text());
+    let r = send(p.http(), api(&token)).await;
+    assert_eq!(r.status, 200, "token before: {}", r.text());
+    let keys = op.count_settled("GET /jwks", 1).await;
+    let discovery = op.count(".well-known/openid-configuration");
+    assert!(keys >= 1 && discovery >= 1, "the provider was asked");
+
+    // a route added; the provider and [session] unchanged
+    let added = cfg(
+        "\n[[route]]\nname = \"new\"\npath = \"/new\"\nupstream = \"UP\"\nauth = \"none\"\n",
+        "\"openid\", \"profile\"",
+    )
+    .replace("\"UP\"", &format!("\"{}\"", up.url("")));
+    write_atomically(&p.dir.path().join("portcullis.toml"), &added);
+    p.reload().await.expect("reload");
+    assert_eq!(send(p.http(), get("/new")).await.status, 200, "new route");
+    let r = send(p.http(), app(&cookie)).await;
+    assert_eq!(r.status, 200, "session after the reload: {}", r.text());
+    assert_eq!(r.echoed().header("x-forwarded-user"), Some("alice"));
+    let r = send(p.http(), api(&token)).await;
+    assert_eq!(r.status, 200, "token after the reload: {}", r.text());
+    assert_eq!(get_path(p.admin(), "/readyz").await.status, 200);
+    assert_eq!(
+        op.count_settled("GET /jwks", keys).await,
+        keys,
+        "keys refetched after a reload that did not change the provider"
+    );
+    assert_eq!(
+        op.count(".well-known/openid-configuration"),
+        discovery,
+        "discovery again after a reload that did not change the provider"
+    );
+
+    // the provider's settings changed: it is rebuilt (discovery again); the session stays
+    let changed = added.replace("\"openid\", \"profile\"", "\"openid\", \"email\"");
+    write_atomically(&p.dir.path().join("portcullis.toml"), &changed);
+    p.reload().await.expect("reload");
+    assert!(
+        op.count_settled(".well-known/openid-configuration", discovery + 1)
+            .await
+            > discovery,
+        "a changed provider is loaded again"
+    );
+    wait_ready(&p).await;
+    let r = send(p.http(), app(&cookie)).await;
+    assert_eq!(
+        r.status,
+        200,
+        "session after a provider change: {}",
+        r.text()
+    );
+    let r = send(p.http(), api(&token)).await;
+    assert_eq!(r.status, 200, "token after a provider change: {}", r.text());
+    p.shutdown().await;
+}
