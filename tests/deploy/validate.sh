@@ -3,10 +3,16 @@
 #
 #   * every Kubernetes manifest under config/kubernetes/ against the Kubernetes OpenAPI
 #     schemas (kubernetes-validate --strict; the schemas ship inside the package, no network);
-#   * config/docker-compose.yml with docker-compose v1 (`docker-compose -f FILE config -q`
-#     parses, interpolates and validates against the compose schema without an engine);
+#   * config/docker-compose.yml and config/docker-compose.replicas.yml with docker-compose v1
+#     (`docker-compose -f FILE config` parses, interpolates and validates against the compose
+#     schema without an engine; there is no Docker here), then their resolved form with
+#     compose_checks.py: built from the repository, pinned images, secrets only as compose
+#     `secrets:` read through `*_file` keys, `portcullis health` healthchecks, depends_on
+#     conditions; config/compose/nginx.conf with `nginx -t`;
+#   * the Dockerfile, statically (no engine to build it): COPY sources, pinned base images,
+#     cache mounts, OCI labels, the HEALTHCHECK;
 #   * that the portcullis.toml embedded in each ConfigMap is byte-identical to the standalone
-#     file next to the manifest, and that the compose file mounts the standalone file;
+#     file next to the manifest;
 #   * `$PORTCULLIS_BIN check --config FILE` on every *.toml under config/ (must exit 0, with a
 #     random SESSION_SECRET), plus two negative cases (an unknown key, and a published
 #     placeholder session secret, must make `check` exit non-zero).
@@ -133,52 +139,86 @@ PY
 }
 
 # ---------------------------------------------------------------- compose
+# Both compose files, parsed, interpolated and validated against the compose schema by
+# docker-compose v1 (`config`, no engine), then the resolved YAML is checked for what the
+# README promises: built from the repository (no unpublished image), pinned images, secrets
+# only through compose `secrets:` read with portcullis' `*_file` keys, healthchecks with
+# `portcullis health`, `depends_on: condition: service_healthy` where a service needs another.
 validate_compose() {
-    local f=$ROOT/config/docker-compose.yml out
-    # the compose file refuses to interpolate without these (${VAR:?...}); dummy values
-    if out=$(cd "$ROOT/config" && env ZITADEL_ISSUER=https://zitadel.example.com \
-        ZITADEL_CLIENT_ID=dummy-client ZITADEL_CLIENT_SECRET=dummy-secret \
-        SESSION_SECRET="$(random_secret)" \
-        "$VENV_COMPOSE/bin/docker-compose" -f "$f" config 2>&1); then
-        pass "docker-compose config ${f#"$ROOT"/}"
-    else
-        fail "docker-compose config ${f#"$ROOT"/}"
-        echo "$out" | sed 's/^/      /'
+    local f out name
+    for f in "$ROOT"/config/docker-compose.yml "$ROOT"/config/docker-compose.replicas.yml; do
+        name=${f#"$ROOT"/}
+        # the compose files refuse to interpolate without these (${VAR:?...}); dummy values
+        if out=$(cd "$ROOT/config" && env ZITADEL_ISSUER=https://zitadel.example.com \
+            ZITADEL_CLIENT_ID=dummy-client \
+            "$VENV_COMPOSE/bin/docker-compose" -f "$f" config 2>&1); then
+            pass "docker-compose config $name"
+        else
+            fail "docker-compose config $name"
+            echo "$out" | sed 's/^/      /'
+            continue
+        fi
+        echo "$out" >"$TMP/compose-resolved.yml"
+        compose_properties "$f" "$TMP/compose-resolved.yml"
+        # a missing variable must be an error, not an empty string
+        if (cd "$ROOT/config" && env -u ZITADEL_ISSUER ZITADEL_CLIENT_ID=x \
+            "$VENV_COMPOSE/bin/docker-compose" -f "$f" config -q) >/dev/null 2>&1; then
+            fail "$name accepts a missing ZITADEL_ISSUER"
+        else
+            pass "$name refuses to start without ZITADEL_ISSUER"
+        fi
+    done
+    validate_nginx_conf
+}
+
+compose_properties() {
+    local file=$1 resolved=$2 out line
+    out=$("$VENV_COMPOSE/bin/python" "$ROOT/tests/deploy/compose_checks.py" "$ROOT" "$file" "$resolved" 2>&1) ||
+        { fail "compose checks of ${file#"$ROOT"/} crashed: $out"; return; }
+    while IFS= read -r line; do
+        case $line in
+            OK\ *) pass "${line#OK }" ;;
+            FAIL\ *) fail "${line#FAIL }" ;;
+        esac
+    done <<<"$out"
+}
+
+# compose/nginx.conf is valid nginx (nginx -t, with the compose service names pointed at
+# loopback: nginx resolves upstream names while it checks)
+validate_nginx_conf() {
+    local conf=$ROOT/config/compose/nginx.conf d=$TMP/nginx out
+    if ! command -v nginx >/dev/null; then
+        skip "nginx -t config/compose/nginx.conf: nginx is not installed"
         return
     fi
-    # the mounted config must be the standalone file that `portcullis check` validates below
-    if echo "$out" | grep -q -- "- $ROOT/config/compose/portcullis.toml:/etc/portcullis/portcullis.toml:ro"; then
-        pass "compose mounts config/compose/portcullis.toml at /etc/portcullis/portcullis.toml"
+    mkdir -p "$d/tmp"
+    sed -e 's/portcullis-[ab]:8080/127.0.0.1:8080/' -e 's/listen 80;/listen 127.0.0.1:1;/' "$conf" >"$d/default.conf"
+    printf '%s\n' "pid $d/nginx.pid;" "error_log $d/error.log;" 'events {}' 'http {' \
+        "client_body_temp_path $d/tmp/body;" "proxy_temp_path $d/tmp/proxy;" \
+        "fastcgi_temp_path $d/tmp/fastcgi;" "uwsgi_temp_path $d/tmp/uwsgi;" \
+        "scgi_temp_path $d/tmp/scgi;" "include $d/default.conf;" '}' >"$d/nginx.conf"
+    if out=$(nginx -t -q -p "$d" -e "$d/error.log" -c "$d/nginx.conf" 2>&1); then
+        pass "nginx -t config/compose/nginx.conf"
     else
-        fail "compose does not mount config/compose/portcullis.toml at /etc/portcullis/portcullis.toml"
-    fi
-    # a missing secret must be an error, not an empty string
-    if (cd "$ROOT/config" && env -u SESSION_SECRET ZITADEL_ISSUER=x ZITADEL_CLIENT_ID=x \
-        ZITADEL_CLIENT_SECRET=x "$VENV_COMPOSE/bin/docker-compose" -f "$f" config -q) >/dev/null 2>&1; then
-        fail "compose accepts a missing SESSION_SECRET"
-    else
-        pass "compose refuses to start without SESSION_SECRET"
+        fail "nginx -t config/compose/nginx.conf"
+        echo "$out" | sed 's/^/      /'
     fi
 }
 
 # ---------------------------------------------------------------- portcullis check
 # Configs read secrets from absolute paths that exist only in the container
-# (/etc/portcullis/secrets/...). For `check`, those paths are redirected to dummy files in a
+# (/etc/portcullis/secrets/... in Kubernetes, /run/secrets/... in compose). For `check`, those paths are redirected to dummy files in a
 # temporary folder: the copy of the config differs from the original only in those paths.
 prepare_for_check() {
     local src=$1 dst=$TMP/check/${1#"$ROOT"/}
     mkdir -p "$(dirname "$dst")" "$TMP/secrets"
     local p
-    for p in $(grep -oE '"/etc/portcullis/secrets/[^"]+"' "$src" | tr -d '"' | sort -u); do
-        [ -e "$p" ] && continue
+    for p in $(grep -oE '"/(etc/portcullis|run)/secrets/[^"]+"' "$src" | tr -d '"' | sort -u); do
         # 64 random hex characters: good enough for a session secret
         random_secret >"$TMP/secrets/$(basename "$p")"
     done
-    if [ -d /etc/portcullis/secrets ]; then
-        cp "$src" "$dst"
-    else
-        sed "s#\"/etc/portcullis/secrets/#\"$TMP/secrets/#g" "$src" >"$dst"
-    fi
+    sed -e "s#\"/etc/portcullis/secrets/#\"$TMP/secrets/#g" \
+        -e "s#\"/run/secrets/#\"$TMP/secrets/#g" "$src" >"$dst"
     echo "$dst"
 }
 
@@ -251,6 +291,44 @@ validate_dockerfile() {
         pass "Dockerfile: ENTRYPOINT, CMD, non-root USER 65532, --locked build"
     else
         fail "Dockerfile: expected ENTRYPOINT/CMD/USER 65532/--locked lines"
+    fi
+    # base images: exact version tags (or digests), through the ARGs the FROM lines use
+    local images
+    images=$(grep -E '^ARG (RUST|RUNTIME)_IMAGE=' "$f" | cut -d= -f2)
+    if [ "$(echo "$images" | wc -l)" -eq 2 ] &&
+        ! echo "$images" | grep -qvE '(:[a-z]*-?[0-9]+\.[0-9]+(\.[0-9]+)?[-a-z.]*|@sha256:[0-9a-f]{64})$' &&
+        [ "$(grep -cE '^FROM \$\{(RUST|RUNTIME)_IMAGE\}' "$f")" -eq 2 ] && ! grep -qE '^FROM .*:latest' "$f"; then
+        pass "Dockerfile: base images pinned to exact versions ($(echo $images))"
+    else
+        fail "Dockerfile: base images are not pinned to exact versions: $images"
+    fi
+    if grep -q -- '--mount=type=cache,target=/usr/local/cargo/registry' "$f" &&
+        grep -q -- '--mount=type=cache,target=/build/target' "$f"; then
+        pass "Dockerfile: cargo registry and target/ in BuildKit cache mounts"
+    else
+        fail "Dockerfile: no cache mounts for the cargo registry and target/"
+    fi
+    local label missing_labels=""
+    for label in title description licenses version revision source; do
+        grep -q "org.opencontainers.image.$label=" "$f" || missing_labels="$missing_labels $label"
+    done
+    if [ -z "$missing_labels" ]; then
+        pass "Dockerfile: OCI labels (title, description, licenses, version, revision, source)"
+    else
+        fail "Dockerfile: OCI labels missing:$missing_labels"
+    fi
+    if grep -qE '^  CMD \["/usr/local/bin/portcullis", "health"' "$f" && grep -q '^HEALTHCHECK ' "$f"; then
+        pass "Dockerfile: HEALTHCHECK runs portcullis health (no curl)"
+    else
+        fail "Dockerfile: HEALTHCHECK does not run portcullis health"
+    fi
+    # the version in the labels follows Cargo.toml
+    local version
+    version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+    if grep -q "^ARG VERSION=$version\$" "$f"; then
+        pass "Dockerfile: ARG VERSION=$version matches Cargo.toml"
+    else
+        fail "Dockerfile: ARG VERSION differs from Cargo.toml's version $version"
     fi
 }
 
