@@ -12,7 +12,8 @@
 #   * the Dockerfile, statically (no engine to build it): COPY sources, pinned base images,
 #     cache mounts, OCI labels, the HEALTHCHECK;
 #   * that the portcullis.toml embedded in each ConfigMap is byte-identical to the standalone
-#     file next to the manifest;
+#     file next to the manifest, and kubernetes_checks.py (image tags, shutdown timing, startup
+#     probes, one replica with the cookie store, NetworkPolicies, PDB/HPA, admin port);
 #   * `$PORTCULLIS_BIN check --config FILE` on every *.toml under config/ (must exit 0, with a
 #     random SESSION_SECRET), plus two negative cases (an unknown key, and a published
 #     placeholder session secret, must make `check` exit non-zero).
@@ -98,6 +99,18 @@ validate_kubernetes() {
         fi
         embedded_toml_equal "$f"
     done
+    # beyond the schema: tags, shutdown timing, probes, replicas vs session store, who may
+    # reach the app and Redis, the admin port (tests/deploy/kubernetes_checks.py says which)
+    local out line
+    out=$("$VENV/bin/python" "$ROOT/tests/deploy/kubernetes_checks.py" "$ROOT/Cargo.toml" \
+        "$ROOT"/config/kubernetes/*.yaml 2>&1) ||
+        { fail "kubernetes_checks.py crashed: $out"; return; }
+    while IFS= read -r line; do
+        case $line in
+            OK\ *) pass "${line#OK }" ;;
+            FAIL\ *) fail "${line#FAIL }" ;;
+        esac
+    done <<<"$out"
 }
 
 # every ConfigMap data key ending in .toml must equal the file of that name next to the manifest
@@ -231,6 +244,7 @@ run_checks() {
     export ZITADEL_ISSUER=https://zitadel.example.com
     export ZITADEL_CLIENT_ID=123456789012345678@portcullis
     export ZITADEL_CLIENT_SECRET=dummy-client-secret
+    export POD_IP=127.0.0.1 # the gateway's admin_listen (the downward API in the cluster)
     SESSION_SECRET=$(random_secret)
     export SESSION_SECRET
     local f cfg out
