@@ -4,7 +4,8 @@
 //! Sources, first found wins:
 //! * commit: the environment variable PORTCULLIS_GIT_COMMIT (a Docker or tarball build, where
 //!   there is no .git: `--build-arg GIT_COMMIT=$(git rev-parse HEAD)`), else
-//!   `git rev-parse HEAD` in the source tree (with `-dirty` when tracked files differ), else
+//!   `git rev-parse HEAD` when the crate is the root of a git checkout (with `-dirty` when
+//!   tracked files differ; a tarball unpacked inside another checkout does not count), else
 //!   "unknown". A missing `git` binary or a tree without .git is not an error.
 //! * date: SOURCE_DATE_EPOCH (reproducible builds; the release workflow sets it to the
 //!   commit's time), else the time the build script ran. UTC, `YYYY-MM-DD`.
@@ -59,6 +60,13 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn git_commit() -> Option<String> {
+    // only this repository's commit: an unpacked tarball inside some other git checkout
+    // must not report that checkout's
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let here = std::env::var_os("CARGO_MANIFEST_DIR")?;
+    if std::fs::canonicalize(top).ok()? != std::fs::canonicalize(here).ok()? {
+        return None;
+    }
     let head = git(&["rev-parse", "HEAD"])?;
     // `git diff --quiet` exits 1 when tracked files differ; anything else (no git) counts as clean
     let dirty = Command::new("git")
@@ -84,10 +92,10 @@ fn watch_head() {
         }
     };
     println!("cargo:rerun-if-changed={}", abs(head));
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(r) = git(&["rev-parse", "--git-path", &branch]) {
-            println!("cargo:rerun-if-changed={}", abs(r));
-        }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(r) = git(&["rev-parse", "--git-path", &branch])
+    {
+        println!("cargo:rerun-if-changed={}", abs(r));
     }
     if let Some(p) = git(&["rev-parse", "--git-path", "packed-refs"]) {
         println!("cargo:rerun-if-changed={}", abs(p));
