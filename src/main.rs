@@ -1,4 +1,6 @@
-//! The `portcullis` command: run | check | explain | version.
+//! The `portcullis` command: run | check | explain | version | health.
+
+mod health_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,8 +31,24 @@ enum Command {
     Check,
     /// Show which route a request matches, what it requires and, with a token, the decision.
     Explain(ExplainArgs),
-    /// Print the version.
+    /// Print the version, the git commit and the build date.
     Version,
+    /// Exit 0 when the admin listener reports ready (GET /readyz answers 2xx), 1 otherwise.
+    Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// URL to probe (plain http://).
+    #[arg(
+        long,
+        env = "PORTCULLIS_HEALTH_URL",
+        default_value = "http://127.0.0.1:9090/readyz"
+    )]
+    url: String,
+    /// Give up (not ready) after this long: connect, send and answer together.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 #[derive(Args, Clone)]
@@ -89,9 +107,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Version) => {
-            println!("portcullis {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "portcullis {} (commit {}, built {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("PORTCULLIS_GIT_COMMIT"),
+                env!("PORTCULLIS_BUILD_DATE")
+            );
             ExitCode::SUCCESS
         }
+        Some(Command::Health(a)) => health_cmd::run(&a.url, a.timeout),
         Some(Command::Check) => match load(&cli.cfg) {
             Ok(c) => {
                 println!(

