@@ -108,7 +108,9 @@ async fn a_refusing_target_is_ejected_and_returns() {
         let r = if i % 2 == 0 {
             get_path(p.http(), "/x").await
         } else {
-            let req = http::Request::post("/x").body(full_body("payload")).unwrap();
+            let req = http::Request::post("/x")
+                .body(full_body("payload"))
+                .unwrap();
             send(p.http(), req).await
         };
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
@@ -129,8 +131,7 @@ async fn a_refusing_target_is_ejected_and_returns() {
             >= 1.0
     );
     // One target is still up: the route is not reported.
-    let (_, _, ready) =
-        http_req("GET", &format!("http://{}/readyz", p.admin()), &[], None).await;
+    let (_, _, ready) = http_req("GET", &format!("http://{}/readyz", p.admin()), &[], None).await;
     assert!(!ready.contains("every target ejected"), "{ready}");
 
     // It comes back.
@@ -172,7 +173,10 @@ async fn a_target_killed_mid_load_fails_no_idempotent_request() {
             while sent.fetch_add(1, Ordering::SeqCst) < TOTAL {
                 let r = get_path(addr, "/slow?ms=5").await;
                 if r.status != 200 {
-                    failed.lock().unwrap().push(format!("{} {}", r.status, r.text()));
+                    failed
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {}", r.status, r.text()));
                 }
             }
         }));
@@ -326,7 +330,9 @@ async fn dribbler(chunks: usize, gap: Duration, stall: bool) -> Server {
                 }
                 for i in 0..chunks {
                     let c = format!("chunk{i};");
-                    let _ = s.write_all(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes()).await;
+                    let _ = s
+                        .write_all(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes())
+                        .await;
                     tokio::time::sleep(gap).await;
                 }
                 if stall {
@@ -364,7 +370,10 @@ async fn read_timeout_cuts_a_stalled_body_only_where_set() {
     let resp = raw_get(p.http(), "/cut", "x", "").await;
     let took = t0.elapsed();
     assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert!(resp.contains("chunk0;") && resp.contains("chunk1;"), "{resp}");
+    assert!(
+        resp.contains("chunk0;") && resp.contains("chunk1;"),
+        "{resp}"
+    );
     assert!(!resp.ends_with("0\r\n\r\n"), "the body was not cut: {resp}");
     assert!(took < Duration::from_secs(8), "cut after {took:?}");
     assert!(
@@ -377,7 +386,10 @@ async fn read_timeout_cuts_a_stalled_body_only_where_set() {
 
     let resp = raw_get(p.http(), "/steady", "x", "").await;
     assert_eq!(raw_status(&resp), 200);
-    assert!(resp.contains("chunk7;") && resp.ends_with("0\r\n\r\n"), "{resp}");
+    assert!(
+        resp.contains("chunk7;") && resp.ends_with("0\r\n\r\n"),
+        "{resp}"
+    );
 
     // No read_timeout: still waiting after 2 s.
     let mut s = tokio::net::TcpStream::connect(p.http()).await.unwrap();
@@ -386,14 +398,23 @@ async fn read_timeout_cuts_a_stalled_body_only_where_set() {
         .unwrap();
     let mut out = Vec::new();
     let waited = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
-    assert!(waited.is_err(), "the body ended: {}", String::from_utf8_lossy(&out));
+    assert!(
+        waited.is_err(),
+        "the body ended: {}",
+        String::from_utf8_lossy(&out)
+    );
     assert!(String::from_utf8_lossy(&out).contains("chunk1;"));
     drop(s);
 
     // A reload gives it one.
     std::fs::write(
         p.dir.path().join("portcullis.toml"),
-        routes_toml(stalls.addr, stalls.addr, steady.addr, "read_timeout = \"500ms\""),
+        routes_toml(
+            stalls.addr,
+            stalls.addr,
+            steady.addr,
+            "read_timeout = \"500ms\"",
+        ),
     )
     .unwrap();
     p.reload().await.expect("reload");
@@ -416,12 +437,7 @@ fn check_points_at_the_bad_target() {
             "route[0].upstream[1]",
             "is not an http(s) URL",
         ),
-        (
-            "upstream = []",
-            "[]",
-            "route[0].upstream",
-            "empty list",
-        ),
+        ("upstream = []", "[]", "route[0].upstream", "empty list"),
         (
             "upstream = [\"http://127.0.0.1:3000\", \"https://127.0.0.1:3001\"]",
             "\"https://127.0.0.1:3001\"",

@@ -68,8 +68,9 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respons
                 })
                 .collect();
             let upstreams = health.upstream_report();
-            let body = serde_json::json!({ "ready": ready, "components": detail, "upstreams": upstreams })
-                .to_string();
+            let body =
+                serde_json::json!({ "ready": ready, "components": detail, "upstreams": upstreams })
+                    .to_string();
             text(
                 if ready {
                     StatusCode::OK

@@ -187,7 +187,9 @@ impl HostPool {
                     self.put((tx, clock));
                     return Ok(resp);
                 }
-                Err(_) if clock.timed_out() => return Err(Failed::sent(UpstreamError::Timeout(timeout))),
+                Err(_) if clock.timed_out() => {
+                    return Err(Failed::sent(UpstreamError::Timeout(timeout)));
+                }
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => req = r,
                     unsent => {

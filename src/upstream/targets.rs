@@ -153,7 +153,8 @@ impl Targets {
             .clone()
             .find(|i| !self.targets[*i].state.ejected(now))
             .or_else(|| {
-                candidates.min_by_key(|i| self.targets[*i].state.last_failure.load(Ordering::Acquire))
+                candidates
+                    .min_by_key(|i| self.targets[*i].state.last_failure.load(Ordering::Acquire))
             })
     }
 
@@ -167,10 +168,9 @@ impl Targets {
         let first = self.pick(None).unwrap_or(0);
         // An idempotent bodiless request may be sent again even after its head went out: keep
         // its head (several targets only; one target has nowhere else to go).
-        let head = (self.targets.len() > 1
-            && req.method().is_idempotent()
-            && req.body().is_end_stream())
-        .then(|| copy_head(&req));
+        let head =
+            (self.targets.len() > 1 && req.method().is_idempotent() && req.body().is_end_stream())
+                .then(|| copy_head(&req));
         let f = match self.attempt(first, req, timeout).await {
             Ok(resp) => return Ok(resp),
             Err(f) => f,
@@ -190,7 +190,9 @@ impl Targets {
             error = %f.error,
             "upstream target failed before answering; retrying on another target"
         );
-        self.attempt(second, req, timeout).await.map_err(|f| f.error)
+        self.attempt(second, req, timeout)
+            .await
+            .map_err(|f| f.error)
     }
 
     async fn attempt(
@@ -201,10 +203,8 @@ impl Targets {
     ) -> Result<Response<hyper::body::Incoming>, Failed> {
         let t = &self.targets[i];
         t.requests.inc();
-        if self.rewrite_host {
-            if let Some(h) = &t.host {
-                req.headers_mut().insert(HOST, h.clone());
-            }
+        if let (true, Some(h)) = (self.rewrite_host, &t.host) {
+            req.headers_mut().insert(HOST, h.clone());
         }
         match t.pool.attempt(req, timeout).await {
             Ok(resp) => {
@@ -268,7 +268,12 @@ impl Targets {
         );
         // Back in rotation when the back-off ends (the gauge says so without waiting for a
         // request), unless it was ejected again meanwhile.
-        let (state, up, route, label) = (t.state.clone(), t.up.clone(), self.name.clone(), t.label.clone());
+        let (state, up, route, label) = (
+            t.state.clone(),
+            t.up.clone(),
+            self.name.clone(),
+            t.label.clone(),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(backoff).await;
             if state.ejected_until.load(Ordering::Acquire) == until {
@@ -285,7 +290,11 @@ impl Targets {
         }
         let list = (self.targets.iter())
             .map(|t| {
-                let left = t.state.ejected_until.load(Ordering::Acquire).saturating_sub(now);
+                let left = t
+                    .state
+                    .ejected_until
+                    .load(Ordering::Acquire)
+                    .saturating_sub(now);
                 format!("{} for {:.1}s more", t.label, left as f64 / 1000.0)
             })
             .collect::<Vec<_>>()
