@@ -96,6 +96,22 @@ async fn requests_are_balanced_across_targets() {
     );
 }
 
+/// `preserve_host = false`: each target gets its own authority as `Host`.
+#[tokio::test]
+async fn without_preserve_host_each_target_gets_its_own_host() {
+    let a = echo_upstream_at("127.0.0.1:0".parse().unwrap()).await;
+    let b = echo_upstream_at("127.0.0.1:0".parse().unwrap()).await;
+    let p = start_proxy(&config(&[http(a.addr), http(b.addr)], "preserve_host = false")).await;
+    for _ in 0..4 {
+        let r = get_host(p.http(), http::Method::GET, "app.example", "/x").await;
+        assert_eq!(r.status, 200);
+        let by = r.headers["x-served-by"].to_str().unwrap().to_string();
+        let e = r.echoed();
+        assert_eq!(e.header("host"), Some(by.as_str()));
+        assert_eq!(e.header("x-forwarded-host"), Some("app.example"));
+    }
+}
+
 /// A target that refuses connections: every request (GET and POST) still succeeds through the
 /// other, the refusing one is ejected (metrics), and once it listens again it gets requests
 /// again and its gauge says so (bounded wait).
@@ -302,6 +318,19 @@ async fn readyz_reports_a_route_whose_targets_are_all_ejected() {
             Some(0.0)
         );
     }
+    // A reload keeps what the targets' health is.
+    std::fs::write(
+        p.dir.path().join("portcullis.toml"),
+        config(&[http(a), http(b)], "timeout = \"4s\""),
+    )
+    .unwrap();
+    p.reload().await.expect("reload");
+    let (_, _, body) = http_req("GET", &format!("http://{}/readyz", p.admin()), &[], None).await;
+    assert!(body.contains("every target ejected"), "after a reload: {body}");
+    assert_eq!(
+        target_metric(&p, "portcullis_upstream_target_up", a).await,
+        Some(0.0)
+    );
     // Back while still ejected: tried anyway.
     let _back = echo_upstream_at(b).await;
     let r = get_path(p.http(), "/x").await;
