@@ -101,7 +101,11 @@ async fn requests_are_balanced_across_targets() {
 async fn without_preserve_host_each_target_gets_its_own_host() {
     let a = echo_upstream_at("127.0.0.1:0".parse().unwrap()).await;
     let b = echo_upstream_at("127.0.0.1:0".parse().unwrap()).await;
-    let p = start_proxy(&config(&[http(a.addr), http(b.addr)], "preserve_host = false")).await;
+    let p = start_proxy(&config(
+        &[http(a.addr), http(b.addr)],
+        "preserve_host = false",
+    ))
+    .await;
     for _ in 0..4 {
         let r = get_host(p.http(), http::Method::GET, "app.example", "/x").await;
         assert_eq!(r.status, 200);
@@ -326,7 +330,10 @@ async fn readyz_reports_a_route_whose_targets_are_all_ejected() {
     .unwrap();
     p.reload().await.expect("reload");
     let (_, _, body) = http_req("GET", &format!("http://{}/readyz", p.admin()), &[], None).await;
-    assert!(body.contains("every target ejected"), "after a reload: {body}");
+    assert!(
+        body.contains("every target ejected"),
+        "after a reload: {body}"
+    );
     assert_eq!(
         target_metric(&p, "portcullis_upstream_target_up", a).await,
         Some(0.0)
@@ -454,8 +461,8 @@ async fn read_timeout_cuts_a_stalled_body_only_where_set() {
     assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
 }
 
-/// `check` on bad lists: the element's file:line:col and `route[0].upstream[i]`, an empty
-/// list, mixed schemes, different paths, a target listed twice.
+/// `check` on bad lists: the element's file:line:col and `route[0].upstream[i]` (a bad URL, a
+/// missing variable), an empty list, mixed schemes, different paths, a target listed twice.
 #[test]
 fn check_points_at_the_bad_target() {
     let dir = temp_dir();

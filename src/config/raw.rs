@@ -185,11 +185,12 @@ pub struct RawRoute {
     pub read_timeout: Option<Dur>,
 }
 
-/// `upstream`: one URL, or a list of targets balanced between.
+/// `upstream`: one URL, or a list of targets balanced between. The list's elements are
+/// interpolated (`${VAR}`) when validated, so that an error points at the element.
 #[derive(Debug)]
 pub enum RawUpstream {
     One(Str),
-    Many(Vec<Spanned<Str>>),
+    Many(Vec<Spanned<String>>),
 }
 
 impl<'de> Deserialize<'de> for RawUpstream {
@@ -210,7 +211,7 @@ impl<'de> Deserialize<'de> for RawUpstream {
                 mut seq: A,
             ) -> Result<RawUpstream, A::Error> {
                 let mut all = Vec::new();
-                while let Some(u) = seq.next_element::<Spanned<Str>>()? {
+                while let Some(u) = seq.next_element::<Spanned<String>>()? {
                     all.push(u);
                 }
                 Ok(RawUpstream::Many(all))

@@ -280,11 +280,20 @@ impl Validator<'_, '_> {
     fn upstream_targets(&mut self, v: &Spanned<RawUpstream>, key: &str) -> Option<Vec<Upstream>> {
         let items: Vec<(Spanned<super::values::Str>, String)> = match v.get_ref() {
             RawUpstream::One(s) => vec![(Spanned::new(span(v), s.clone()), key.to_string())],
-            RawUpstream::Many(list) => list
-                .iter()
-                .enumerate()
-                .map(|(j, s)| (s.clone(), format!("{key}[{j}]")))
-                .collect(),
+            RawUpstream::Many(list) => {
+                let mut items = Vec::with_capacity(list.len());
+                for (j, s) in list.iter().enumerate() {
+                    let key = format!("{key}[{j}]");
+                    match super::values::interpolate(s.get_ref()) {
+                        Ok(v) => items.push((Spanned::new(span(s), super::values::Str(v)), key)),
+                        Err(e) => self.errs.at(span(s), key, e),
+                    }
+                }
+                if items.len() < list.len() {
+                    return None;
+                }
+                items
+            }
         };
         if items.is_empty() {
             self.errs.at(
