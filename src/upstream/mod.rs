@@ -3,13 +3,16 @@
 //! spliced after the upstream answers 101 switching to `websocket` (any other 101 is refused).
 //!
 //! The pool is the proxy's own: one [`HostPool`] per distinct (trust anchor, scheme,
-//! authority), resolved per route at startup, holding hyper HTTP/1 `SendRequest` handles
+//! authority), resolved per route target at startup, holding hyper HTTP/1 `SendRequest` handles
 //! newest first. A request takes the newest connection that is ready (its previous response
 //! fully read), or connects; the handle goes back as soon as the response head arrived and is
 //! taken again only once hyper reports the connection ready. Compared with hyper-util's
 //! legacy client this saves, per request, the pool key hashing, a checkout future, a spawned
 //! task waiting for the connection to become idle again and an absolute-to-origin-form URI
 //! rewrite.
+//!
+//! Which of a route's targets a request goes to, their ejection and the one retry:
+//! [`targets`]. A route's `read_timeout` on response bodies: [`read_timeout`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
