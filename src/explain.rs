@@ -326,7 +326,8 @@ fn describe_route(out: &mut String, route: &Route) {
             None => "",
         }
     );
-    let _ = writeln!(out, "  upstream: {}", route.upstream.url);
+    let targets: Vec<&str> = route.targets.iter().map(|t| t.url.as_str()).collect();
+    let _ = writeln!(out, "  upstream: {}", targets.join(", "));
     let _ = writeln!(
         out,
         "  auth: {}{}",

@@ -1,12 +1,18 @@
 //! Readiness of the components the proxy depends on (providers' discovery and keys, Redis).
-//! `/readyz` is ready only when every registered component is.
+//! `/readyz` is ready only when every registered component is. It also lists routes whose
+//! upstream targets are all ejected, which does not make it fail (see `upstream::targets`).
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+
+/// Routes whose upstream targets are all ejected, with a message each (computed when asked).
+pub type UpstreamReport = Arc<dyn Fn() -> BTreeMap<String, String> + Send + Sync>;
 
 #[derive(Default)]
 pub struct Health {
     items: RwLock<BTreeMap<String, Result<(), String>>>,
+    /// Reported by `/readyz` beside the components; does not make it fail.
+    upstreams: RwLock<Option<UpstreamReport>>,
 }
 
 impl Health {
@@ -33,6 +39,19 @@ impl Health {
             .read()
             .map(|m| matches!(m.get(component), Some(Ok(()))))
             .unwrap_or(false)
+    }
+
+    /// What `/readyz` reports about upstreams: set by the config serving now.
+    pub fn set_upstream_report(&self, report: UpstreamReport) {
+        if let Ok(mut u) = self.upstreams.write() {
+            *u = Some(report);
+        }
+    }
+
+    /// Routes whose targets are all ejected, now.
+    pub fn upstream_report(&self) -> BTreeMap<String, String> {
+        let report = self.upstreams.read().ok().and_then(|u| u.clone());
+        report.map(|f| f()).unwrap_or_default()
     }
 
     /// (ready, per-component state)

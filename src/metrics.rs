@@ -1,5 +1,6 @@
 //! Prometheus metrics served on the admin listener: requests by route and status, latency,
-//! upstream errors, open connections, each listener's failed accepts and pauses at its
+//! upstream errors, each upstream target's attempts, failures, ejections and state, open
+//! connections, each listener's failed accepts and pauses at its
 //! connection cap, and config reloads.
 
 use std::sync::Arc;
@@ -39,6 +40,13 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// One upstream target of a route (`scheme://host:port`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub route: RouteLabel,
+    pub target: String,
+}
+
 /// Which listener: `http`, `https` or `admin`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -67,6 +75,10 @@ pub struct Metrics {
     pub accept_errors: Family<ListenerLabels, Counter>,
     pub listener_at_capacity: Family<ListenerLabels, Counter>,
     pub config_reloads: Family<ReloadLabels, Counter>,
+    pub target_requests: Family<TargetLabels, Counter>,
+    pub target_failures: Family<TargetLabels, Counter>,
+    pub target_ejections: Family<TargetLabels, Counter>,
+    pub target_up: Family<TargetLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -135,8 +147,36 @@ impl Metrics {
             "Times a listener stopped accepting because its connection cap was reached (new connections wait in the kernel's backlog)",
             listener_at_capacity.clone(),
         );
+        let target_requests = Family::<TargetLabels, Counter>::default();
+        let target_failures = Family::<TargetLabels, Counter>::default();
+        let target_ejections = Family::<TargetLabels, Counter>::default();
+        let target_up = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "upstream_target_requests",
+            "Attempts sent to each upstream target (a retry counts on its own target)",
+            target_requests.clone(),
+        );
+        registry.register(
+            "upstream_target_failures",
+            "Attempts that failed on each upstream target (connect failure, broken connection, timeout)",
+            target_failures.clone(),
+        );
+        registry.register(
+            "upstream_target_ejections",
+            "Times each upstream target was taken out of rotation after failing to connect",
+            target_ejections.clone(),
+        );
+        registry.register(
+            "upstream_target_up",
+            "1 while an upstream target is in rotation, 0 while it is ejected",
+            target_up.clone(),
+        );
         Metrics {
             registry,
+            target_requests,
+            target_failures,
+            target_ejections,
+            target_up,
             requests,
             latency,
             upstream_errors,

@@ -53,6 +53,8 @@ struct RouteMetrics {
     latency: OnceLock<Histogram>,
     /// By [`DecisionKind`] (its position in [`DecisionKind::ALL`]).
     decisions: [OnceLock<Counter>; DecisionKind::ALL.len()],
+    /// Responses cut by the route's `read_timeout`.
+    read_timeouts: OnceLock<Counter>,
 }
 
 /// What the pipeline hands the metrics and the access log.
@@ -273,6 +275,9 @@ impl Proxy {
         let result = self.upstreams.send(idx, up_req, route.timeout).await;
         served.upstream_ms = t0.map(|t0| t0.elapsed().as_secs_f64() * 1000.0);
         let mut resp = client_response(route, result?, client_upgrade)?;
+        if let Some(t) = route.read_timeout {
+            resp = self.with_read_timeout(idx, resp, t);
+        }
         // The app cannot set the proxy's cookies (a header injection in it must not plant a
         // session); the proxy's own come after.
         if let Some(s) = &cfg.session {
@@ -282,6 +287,30 @@ impl Proxy {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
         Ok(resp)
+    }
+
+    /// The response with its body cut when the upstream stalls `timeout` between chunks (a
+    /// route with `read_timeout`; its body is the upstream's, still unread).
+    fn with_read_timeout(
+        &self,
+        idx: usize,
+        resp: Response<Body>,
+        timeout: std::time::Duration,
+    ) -> Response<Body> {
+        let cuts = self.route_metrics[idx]
+            .read_timeouts
+            .get_or_init(|| {
+                self.metrics
+                    .upstream_errors
+                    .get_or_create(&ErrorLabels {
+                        route: self.route_labels[idx].clone(),
+                        kind: "read_timeout",
+                    })
+                    .clone()
+            })
+            .clone();
+        let route = self.route_labels[idx].0.clone();
+        resp.map(|b| upstream::read_timeout::limit(b, timeout, route, cuts))
     }
 
     /// Counts the access decision of a route whose `auth` is not `none`.

@@ -165,7 +165,7 @@ pub struct RawRoute {
     pub host: Option<Spanned<Str>>,
     pub path: Option<Spanned<Str>>,
     pub methods: Option<Spanned<Vec<Str>>>,
-    pub upstream: Option<Spanned<Str>>,
+    pub upstream: Option<Spanned<RawUpstream>>,
     pub auth: Option<Spanned<Parsed<AuthMode>>>,
     pub provider: Option<Spanned<Str>>,
     #[serde(default)]
@@ -181,4 +181,42 @@ pub struct RawRoute {
     pub preserve_host: Option<bool>,
     /// Extension: extra trust anchor (PEM) for this route's https upstream.
     pub upstream_ca_file: Option<Spanned<Str>>,
+    /// Longest gap between two chunks of an upstream's response body (default: none).
+    pub read_timeout: Option<Dur>,
+}
+
+/// `upstream`: one URL, or a list of targets balanced between. The list's elements are
+/// interpolated (`${VAR}`) when validated, so that an error points at the element.
+#[derive(Debug)]
+pub enum RawUpstream {
+    One(Str),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawUpstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawUpstream;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a URL or a list of URLs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawUpstream, E> {
+                super::values::interpolate(v)
+                    .map(|s| RawUpstream::One(Str(s)))
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawUpstream, A::Error> {
+                let mut all = Vec::new();
+                while let Some(u) = seq.next_element::<Spanned<String>>()? {
+                    all.push(u);
+                }
+                Ok(RawUpstream::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

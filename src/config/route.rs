@@ -9,7 +9,7 @@ use url::Url;
 
 use super::headers::HeaderConfig;
 use super::load::{Validator, span};
-use super::raw::{RawConfig, RawRoute};
+use super::raw::{RawConfig, RawRoute, RawUpstream};
 use super::server::Server;
 use crate::routes::Matcher;
 use crate::tls_client::CaFile;
@@ -82,6 +82,11 @@ pub struct Route {
     pub strip_prefix: bool,
     pub preserve_host: bool,
     pub upstream_ca_file: Option<CaFile>,
+    /// Every target of `upstream` (one for a single URL; `upstream` is the first). They share
+    /// scheme and path, so the request built for one fits any.
+    pub targets: Vec<Upstream>,
+    /// Longest gap between two chunks of the upstream's response body; `None`: no limit.
+    pub read_timeout: Option<Duration>,
 }
 
 impl Validator<'_, '_> {
@@ -164,36 +169,8 @@ impl Validator<'_, '_> {
                 return None;
             }
         };
-        let upstream = match self.url(upstream, &k("upstream")) {
-            Some(u) => {
-                let authority = u[url::Position::BeforeHost..url::Position::AfterPort]
-                    .parse::<http::uri::Authority>();
-                let scheme = if u.scheme() == "https" {
-                    http::uri::Scheme::HTTPS
-                } else {
-                    http::uri::Scheme::HTTP
-                };
-                match authority {
-                    Ok(authority)
-                        if u.query().is_none()
-                            && u.fragment().is_none()
-                            && u.username().is_empty() =>
-                    {
-                        Upstream {
-                            base_path: u.path().trim_end_matches('/').to_string(),
-                            url: u,
-                            scheme,
-                            authority,
-                        }
-                    }
-                    _ => {
-                        self.errs.at(span(upstream), k("upstream"), "give scheme://host[:port][/path] without query, fragment or credentials");
-                        return None;
-                    }
-                }
-            }
-            None => return None,
-        };
+        let targets = self.upstream_targets(upstream, &k("upstream"))?;
+        let upstream = targets[0].clone();
         let provider = match &r.provider {
             Some(pn) => {
                 if !raw.providers.contains_key(&pn.get_ref().0) {
@@ -291,6 +268,107 @@ impl Validator<'_, '_> {
             strip_prefix: r.strip_prefix.unwrap_or(false),
             preserve_host: r.preserve_host.unwrap_or(true),
             upstream_ca_file,
+            targets,
+            read_timeout: r.read_timeout.map(|d| d.0),
         })
+    }
+}
+
+impl Validator<'_, '_> {
+    /// `upstream`: one URL or a non-empty list of them, all with the same scheme and path.
+    /// Errors name the list index (`route[0].upstream[1]`) and point at the element.
+    fn upstream_targets(&mut self, v: &Spanned<RawUpstream>, key: &str) -> Option<Vec<Upstream>> {
+        let items: Vec<(Spanned<super::values::Str>, String)> = match v.get_ref() {
+            RawUpstream::One(s) => vec![(Spanned::new(span(v), s.clone()), key.to_string())],
+            RawUpstream::Many(list) => {
+                let mut items = Vec::with_capacity(list.len());
+                for (j, s) in list.iter().enumerate() {
+                    let key = format!("{key}[{j}]");
+                    match super::values::interpolate(s.get_ref()) {
+                        Ok(v) => items.push((Spanned::new(span(s), super::values::Str(v)), key)),
+                        Err(e) => self.errs.at(span(s), key, e),
+                    }
+                }
+                if items.len() < list.len() {
+                    return None;
+                }
+                items
+            }
+        };
+        if items.is_empty() {
+            self.errs.at(
+                span(v),
+                key,
+                "an empty list: give at least one target (upstream = [\"http://10.0.0.1:3000\", \"http://10.0.0.2:3000\"])",
+            );
+            return None;
+        }
+        let mut out: Vec<Upstream> = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (item, key) in &items {
+            let Some(u) = self.url(item, key) else {
+                ok = false;
+                continue;
+            };
+            let authority = u[url::Position::BeforeHost..url::Position::AfterPort]
+                .parse::<http::uri::Authority>();
+            let scheme = if u.scheme() == "https" {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            };
+            let target = match authority {
+                Ok(authority)
+                    if u.query().is_none() && u.fragment().is_none() && u.username().is_empty() =>
+                {
+                    Upstream {
+                        base_path: u.path().trim_end_matches('/').to_string(),
+                        url: u,
+                        scheme,
+                        authority,
+                    }
+                }
+                _ => {
+                    self.errs.at(
+                        span(item),
+                        key.as_str(),
+                        "give scheme://host[:port][/path] without query, fragment or credentials",
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Some(first) = out.first() {
+                let problem = if target.url.scheme() != first.url.scheme() {
+                    Some(format!(
+                        "{:?} uses {}:// while the first target uses {}://: a route's targets share one scheme (mixing would send some requests over another protocol or in clear)",
+                        item.get_ref().0,
+                        target.url.scheme(),
+                        first.url.scheme()
+                    ))
+                } else if target.base_path != first.base_path {
+                    Some(format!(
+                        "{:?} has path {:?} while the first target has {:?}: a route's targets share one path",
+                        item.get_ref().0,
+                        target.url.path(),
+                        first.url.path()
+                    ))
+                } else if out.iter().any(|t| t.authority == target.authority) {
+                    Some(format!(
+                        "{:?} is listed twice: name each target once",
+                        item.get_ref().0
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    self.errs.at(span(item), key.as_str(), problem);
+                    ok = false;
+                    continue;
+                }
+            }
+            out.push(target);
+        }
+        ok.then_some(out)
     }
 }

@@ -271,6 +271,27 @@ fn example_config_loads() {
     assert_eq!(c.routes.len(), 5);
     assert_eq!(c.routes[4].auth, AuthMode::LoginOrBearer);
     assert!(c.session.is_some());
+    // The example's list of targets; `upstream` is the first.
+    assert_eq!(c.routes[2].targets.len(), 2);
+    assert_eq!(c.routes[2].upstream.authority.as_str(), "127.0.0.1:8000");
+    assert_eq!(c.routes[2].targets[1].authority.as_str(), "127.0.0.1:8001");
+    assert_eq!(c.routes[4].targets.len(), 1);
+    assert_eq!(c.routes[4].read_timeout, None);
+}
+
+/// A list element goes through `${VAR}` interpolation like any string; `read_timeout` parses.
+#[test]
+fn upstream_list_elements_are_interpolated() {
+    let src = "[server]\nlisten = \"127.0.0.1:0\"\n[[route]]\npath = \"/\"\nauth = \"none\"\n\
+               upstream = [\"http://${PC_T_NO_SUCH_HOST:-10.9.8.7}:1\", \"http://10.9.8.7:2\"]\n\
+               read_timeout = \"1m\"\n";
+    let c = load_str(Path::new("t.toml"), src, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.routes[0].targets[0].authority.as_str(), "10.9.8.7:1");
+    assert_eq!(c.routes[0].targets[1].authority.as_str(), "10.9.8.7:2");
+    assert_eq!(
+        c.routes[0].read_timeout,
+        Some(std::time::Duration::from_secs(60))
+    );
 }
 
 /// `project_id` and `introspection.max_concurrent`: defaults, values, and errors naming the key.

@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz` (process alive), `/readyz` (providers and session store
-//! ready), `/metrics` (Prometheus text). Kept off the public listeners.
+//! ready; routes whose upstream targets are all ejected listed without failing it), `/metrics` (Prometheus text). Kept off the public listeners.
 //!
 //! Its connections get the public listeners' head deadline and head size cap, and the listener
 //! its own small connection cap (`accept`): a flood of idle connections here (the examples
@@ -67,7 +67,10 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respons
                     )
                 })
                 .collect();
-            let body = serde_json::json!({ "ready": ready, "components": detail }).to_string();
+            let upstreams = health.upstream_report();
+            let body =
+                serde_json::json!({ "ready": ready, "components": detail, "upstreams": upstreams })
+                    .to_string();
             text(
                 if ready {
                     StatusCode::OK

@@ -131,7 +131,8 @@ pub async fn start_with(config: Config, options: LoadOptions) -> Result<Running,
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new());
-    let upstreams = Upstreams::new(&config)?;
+    let upstreams = Upstreams::new(&config, &metrics, None)?;
+    upstreams.report_to(&health);
     let auth = AuthState::new(config.clone()).map_err(StartupError::Auth)?;
     let proxy = Arc::new(Proxy::new(
         config.clone(),

@@ -136,7 +136,9 @@ impl Live {
             );
         }
         let cfg = Arc::new(cfg);
-        let upstreams = Upstreams::new(&cfg).map_err(|e| ReloadError::Setup(e.to_string()))?;
+        // Targets' health (ejections, back-offs) carries over for routes and targets that stay.
+        let upstreams = Upstreams::new(&cfg, &old.metrics, Some(&old.upstreams))
+            .map_err(|e| ReloadError::Setup(e.to_string()))?;
         let auth =
             (old.auth.carry_over(cfg.clone())).map_err(|e| ReloadError::Setup(e.to_string()))?;
         let new = Arc::new(Proxy::new(
@@ -147,6 +149,7 @@ impl Live {
             old.health.clone(),
         ));
         self.current.store(new.clone());
+        new.upstreams.report_to(&new.health);
         new.auth
             .start_background_after(&old.auth, old.health.clone());
         let kept = (cfg.providers.keys())

@@ -3,13 +3,16 @@
 //! spliced after the upstream answers 101 switching to `websocket` (any other 101 is refused).
 //!
 //! The pool is the proxy's own: one [`HostPool`] per distinct (trust anchor, scheme,
-//! authority), resolved per route at startup, holding hyper HTTP/1 `SendRequest` handles
+//! authority), resolved per route target at startup, holding hyper HTTP/1 `SendRequest` handles
 //! newest first. A request takes the newest connection that is ready (its previous response
 //! fully read), or connects; the handle goes back as soon as the response head arrived and is
 //! taken again only once hyper reports the connection ready. Compared with hyper-util's
 //! legacy client this saves, per request, the pool key hashing, a checkout future, a spawned
 //! task waiting for the connection to become idle again and an absolute-to-origin-form URI
 //! rewrite.
+//!
+//! Which of a route's targets a request goes to, their ejection and the one retry:
+//! [`targets`]. A route's `read_timeout` on response bodies: [`read_timeout`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -26,20 +29,24 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
 use crate::error::{Body, UpstreamError};
+use crate::metrics::Metrics;
 use crate::timer::LazyTimer;
 use crate::tls_client::CaFile;
 pub use crate::tls_client::Connector;
+
+pub mod read_timeout;
+pub mod targets;
 
 /// Idle connections are closed after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many pooled connections per upstream.
 const MAX_IDLE_PER_HOST: usize = 1024;
 
-/// The upstream connection pools, one per route (routes to the same upstream with the same
-/// trust share one).
+/// The upstream connection pools, one per target (routes to the same upstream with the same
+/// trust share one), and each route's targets ([`targets`]).
 #[derive(Clone)]
 pub struct Upstreams {
-    routes: Arc<[Arc<HostPool>]>,
+    routes: Arc<[targets::Targets]>,
 }
 
 /// Startup problems building the clients.
@@ -140,11 +147,22 @@ impl HostPool {
     /// head, for at most `timeout` after the last request byte (see [`Upstreams::send`]). A
     /// request that a pooled connection closed before taking (the upstream ended the
     /// keep-alive at that moment) is sent again on another connection.
+    #[cfg(test)]
     async fn request(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        self.attempt(req, timeout).await.map_err(|f| f.error)
+    }
+
+    /// [`request`](Self::request), telling on failure whether the target could be reached and
+    /// giving the request back when none of it was sent (so it may go to another target).
+    pub(crate) async fn attempt(
         self: &Arc<Self>,
         mut req: Request<Body>,
         timeout: Duration,
-    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<Response<hyper::body::Incoming>, Failed> {
         let started = tokio::time::Instant::now();
         let bodiless = req.body().is_end_stream();
         loop {
@@ -155,8 +173,9 @@ impl HostPool {
                 None => match tokio::time::timeout_at(started + timeout, Box::pin(self.connect()))
                     .await
                 {
-                    Ok(c) => (c?, false),
-                    Err(_) => return Err(UpstreamError::Timeout(timeout)),
+                    Ok(Ok(c)) => (c, false),
+                    Ok(Err(error)) => return Err(Failed::connecting(error, req)),
+                    Err(_) => return Err(Failed::connecting(UpstreamError::Timeout(timeout), req)),
                 },
             };
             // Bodiless requests (the common case) skip the progress tracking entirely.
@@ -171,12 +190,46 @@ impl HostPool {
                     self.put((tx, clock));
                     return Ok(resp);
                 }
-                Err(_) if clock.timed_out() => return Err(UpstreamError::Timeout(timeout)),
+                Err(_) if clock.timed_out() => {
+                    return Err(Failed::sent(UpstreamError::Timeout(timeout)));
+                }
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => req = r,
-                    _ => return Err(send_failed(e.error())),
+                    unsent => {
+                        return Err(Failed {
+                            error: send_failed(e.error()),
+                            unsent,
+                            connect: false,
+                        });
+                    }
                 },
             }
+        }
+    }
+}
+
+/// A failed [`HostPool::attempt`].
+pub(crate) struct Failed {
+    pub error: UpstreamError,
+    /// The request, when no byte of it reached the target.
+    pub unsent: Option<Request<Body>>,
+    /// The target could not be connected to (refused, unreachable, timed out, TLS handshake).
+    pub connect: bool,
+}
+
+impl Failed {
+    fn connecting(error: UpstreamError, req: Request<Body>) -> Self {
+        Failed {
+            error,
+            unsent: Some(req),
+            connect: true,
+        }
+    }
+    fn sent(error: UpstreamError) -> Self {
+        Failed {
+            error,
+            unsent: None,
+            connect: false,
         }
     }
 }
@@ -333,7 +386,13 @@ async fn reap(pool: Weak<HostPool>) {
 }
 
 impl Upstreams {
-    pub fn new(cfg: &Config) -> Result<Self, ClientBuildError> {
+    /// The pools and targets of `cfg`'s routes. `previous` (on a reload): the running ones,
+    /// whose targets' health carries over where route and target are unchanged.
+    pub fn new(
+        cfg: &Config,
+        metrics: &Metrics,
+        previous: Option<&Upstreams>,
+    ) -> Result<Self, ClientBuildError> {
         let mut connectors: HashMap<Option<CaFile>, Connector> = HashMap::new();
         let mut pools: HashMap<(Option<CaFile>, String), Arc<HostPool>> = HashMap::new();
         let mut routes = Vec::with_capacity(cfg.routes.len());
@@ -342,36 +401,44 @@ impl Upstreams {
             if !connectors.contains_key(&ca) {
                 connectors.insert(ca.clone(), build_connector(ca.as_ref())?);
             }
-            let target = format!("{}://{}/", r.upstream.scheme, r.upstream.authority);
-            let pool = pools
-                .entry((ca.clone(), target.clone()))
-                .or_insert_with(|| {
-                    Arc::new(HostPool {
-                        target: target.parse().expect("scheme and authority form a URI"),
-                        connector: connectors[&ca].clone(),
-                        idle: Mutex::new(Vec::new()),
-                        reaper: Once::new(),
+            let mut route_pools = Vec::with_capacity(r.targets.len());
+            for t in &r.targets {
+                let target = format!("{}://{}/", t.scheme, t.authority);
+                let pool = pools
+                    .entry((ca.clone(), target.clone()))
+                    .or_insert_with(|| {
+                        Arc::new(HostPool {
+                            target: target.parse().expect("scheme and authority form a URI"),
+                            connector: connectors[&ca].clone(),
+                            idle: Mutex::new(Vec::new()),
+                            reaper: Once::new(),
+                        })
                     })
-                })
-                .clone();
-            routes.push(pool);
+                    .clone();
+                route_pools.push(pool);
+            }
+            let before = previous.and_then(|p| p.routes.iter().find(|t| t.name() == r.name));
+            routes.push(targets::Targets::new(r, route_pools, metrics, before));
+        }
+        if let Some(p) = previous {
+            targets::forget_removed(&p.routes, &routes, metrics);
         }
         Ok(Upstreams {
             routes: routes.into(),
         })
     }
 
-    /// Sends `req` (already addressed to the upstream) and gives the upstream `timeout` to
-    /// answer, counted from the last request-body byte sent: an upload that keeps flowing is
-    /// never cut, and a bodiless request gets `timeout` from the start. The response body then
-    /// streams without a deadline.
+    /// Sends `req` (already addressed to the upstream) to one of the route's targets and gives
+    /// it `timeout` to answer, counted from the last request-body byte sent: an upload that
+    /// keeps flowing is never cut, and a bodiless request gets `timeout` from the start. The
+    /// response body then streams without a deadline (unless the route has a `read_timeout`).
     pub async fn send(
         &self,
         route: usize,
         req: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        self.routes[route].request(req, timeout).await
+        self.routes[route].send(req, timeout).await
     }
 }
 

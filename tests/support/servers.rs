@@ -11,6 +11,8 @@
 //!   test they are removed on the way back).
 //! - [`echo_upstream_map`]: the same server answering `{"path": target, "headers": {name:
 //!   value}}` (the shape the login tests read), detached: it lives as long as the test process.
+//! - [`echo_upstream_at`]: [`echo_upstream`] on a given address, saying which it is
+//!   (`x-served-by`), whose drop ends its connections too (a killed target).
 //! - [`tls_echo_upstream`]: [`echo_upstream`] behind TLS.
 //! - [`ws_echo_upstream`]: a WebSocket server echoing every text/binary message.
 //! - [`raw_upstream`]: raw sockets, reporting each request head and answering a fixed text.
@@ -271,6 +273,36 @@ async fn serve_echo(format: Format) -> Server {
                         service_fn(move |r| echo(r, peer, format)),
                     )
                     .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Server::from_task(addr, task)
+}
+
+/// [`echo_upstream`] bound to `addr` (port 0: any), answering with `x-served-by: <its
+/// address>`. Dropping it ends its open connections too, as a killed process would (the plain
+/// echo upstream only stops accepting); bind the same address again to bring it back.
+pub async fn echo_upstream_at(addr: SocketAddr) -> Server {
+    let listener = TcpListener::bind(addr).await.expect("bind echo upstream");
+    let addr = listener.local_addr().expect("echo addr");
+    let task = tokio::spawn(async move {
+        // Dropped with the accept loop: every connection task is aborted.
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            while conns.try_join_next().is_some() {}
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            conns.spawn(async move {
+                let svc = service_fn(move |r| async move {
+                    let mut resp = echo(r, peer, Format::Report).await?;
+                    resp.headers_mut()
+                        .insert("x-served-by", addr.to_string().parse().expect("header"));
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
         }
