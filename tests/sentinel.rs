@@ -1,0 +1,256 @@
+//! The Redis session store behind Sentinel, against real processes: a `redis-server` master, one
+//! replica and three `redis-sentinel`s (quorum 2), the test OpenID provider and portcullis
+//! in-process. Sessions logged in through the provider survive the master's SIGKILL: while no
+//! master is reachable every request needing a session check is answered 503 (never forwarded,
+//! never sent to log in again) and `/readyz` reports the store down; after the sentinels promote
+//! the replica the same cookies work again and new logins work. A manual failover (the old master
+//! demoted, still up, answering `READONLY` to writes) does not lose a login either.
+
+mod support;
+use support::*;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+/// A proxy whose Redis store is the master of the sentinels in `set`, with an admin listener.
+async fn sentinel_proxy(provider: &Provider, port: u16, set: &SentinelSet) -> TestProxy {
+    let up = echo_upstream_map().await;
+    let url = format!("redis+sentinel://{}/{MASTER_NAME}/0", set.addrs());
+    start_proxy_ready(&proxy_config(&ProxyOpts {
+        port,
+        issuer: provider.issuer.clone(),
+        upstream: up,
+        client_id: "web",
+        client_auth: "client_secret = \"web-secret\"".into(),
+        session: session_cfg(&format!("store = \"redis\"\nredis_url = \"{url}\"")),
+        admin: true,
+    }))
+    .await
+}
+
+async fn readyz(p: &TestProxy) -> (u16, String) {
+    let (status, _, body) =
+        http_req("GET", &format!("http://{}/readyz", p.admin()), &[], None).await;
+    (status.as_u16(), body)
+}
+
+/// Waits (bounded) until `/readyz` answers `want`.
+async fn wait_readyz(p: &TestProxy, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (s, body) = readyz(p).await;
+        if s == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {s} (want {want}) after {within:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every key the master holds is on the replica: `WAIT 1 1000` acknowledged by the replica,
+/// then the key counts compared.
+fn replicated(master: u16, replica: u16) {
+    let acked: i64 = redis_cmd(master, &["WAIT", "1", "1000"]).expect("WAIT on the master");
+    assert_eq!(acked, 1, "the replica acknowledged the writes");
+    let m: i64 = redis_cmd(master, &["DBSIZE"]).unwrap();
+    let r: i64 = redis_cmd(replica, &["DBSIZE"]).unwrap();
+    assert!(m > 0, "the sessions are in Redis");
+    assert_eq!(m, r, "the replica holds every key of the master");
+}
+
+/// The master is SIGKILLed under a client loop: each answer is 200 (a master answered the
+/// session check) or 503 session_store_unavailable, never a redirect to log in nor anything
+/// else; `/readyz` goes down; after the failover the same cookies work and a new login works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_killed_sessions_survive_failover_fail_closed_meanwhile() {
+    let mut set = SentinelSet::start();
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let proxy = sentinel_proxy(&provider, port, &set).await;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+
+    let browsers: Vec<Browser> = (0..3).map(|_| Browser::new()).collect();
+    for b in &browsers {
+        b.login(&base, "/app", "alice").await;
+    }
+    let (master, replica) = (set.servers[0].port, set.servers[1].port);
+    assert_eq!(set.master_port(), Some(master));
+    replicated(master, replica);
+    for b in &browsers {
+        let r = b.get(&format!("{base}/app")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+
+    set.servers[0].stop(); // SIGKILL
+    let killed = Instant::now();
+    let (mut ok, mut unavailable, mut ready_down) = (0, 0, false);
+    let mut recovered = None;
+    while killed.elapsed() < Duration::from_secs(40) {
+        for (i, b) in browsers.iter().enumerate() {
+            let r = b.get(&format!("{base}/app/x")).await;
+            match r.status.as_u16() {
+                200 => {
+                    assert_eq!(
+                        r.json()["headers"]["x-forwarded-user"],
+                        "alice",
+                        "forwarded as the session's user"
+                    );
+                    ok += 1;
+                    if unavailable > 0 && i == browsers.len() - 1 {
+                        recovered.get_or_insert(killed.elapsed());
+                    }
+                }
+                503 => {
+                    assert!(
+                        r.body.contains("session store is unavailable"),
+                        "503 says why: {}",
+                        r.body
+                    );
+                    assert!(r.set_cookies().is_empty(), "the cookie is kept");
+                    unavailable += 1;
+                }
+                s => panic!(
+                    "after {:?} without a master: {s} (only 200 with a session check or 503 fail closed): location {:?} body {}",
+                    killed.elapsed(),
+                    r.location(),
+                    r.body
+                ),
+            }
+        }
+        if !ready_down && unavailable > 0 {
+            let (s, body) = readyz(&proxy).await;
+            if s == 503 {
+                assert!(body.contains("session:redis"), "{body}");
+                ready_down = true;
+            }
+        }
+        if recovered.is_some() && set.master_port() == Some(replica) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovered = recovered.unwrap_or_else(|| {
+        panic!("no recovery within 40 s of the kill: {ok} ok, {unavailable} unavailable; sentinels say master {:?}", set.master_port())
+    });
+    assert!(unavailable > 0, "requests during the gap were answered 503");
+    assert!(ready_down, "/readyz reported the store down during the gap");
+    assert_eq!(set.master_port(), Some(replica), "the replica was promoted");
+    eprintln!(
+        "failover: {unavailable} answers 503, service back after {recovered:?}, {ok} answers 200"
+    );
+
+    // After the failover: the same cookies, /.auth/me, a new login, readiness.
+    for b in &browsers {
+        let r = b.get(&format!("{base}/app/after")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.json()["headers"]["x-forwarded-user"], "alice");
+    }
+    let n = Browser::new();
+    n.login(&base, "/app", "alice").await;
+    let r = n.get(&format!("{base}/app/new")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let keys: i64 = redis_cmd(replica, &["DBSIZE"]).unwrap();
+    assert!(keys > 0, "the new session is on the promoted master");
+    wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+    proxy.shutdown().await;
+}
+
+/// `SENTINEL FAILOVER`: the old master becomes a replica but stays up, so the proxy's
+/// connection to it lives on and a write there answers `READONLY`. A login right after (a
+/// session write) is not lost nor taken as done: the store asks the sentinels again and writes
+/// to the new master, where the session is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_writes_go_to_the_new_master() {
+    let set = SentinelSet::start();
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let proxy = sentinel_proxy(&provider, port, &set).await;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+    let b = Browser::new();
+    b.login(&base, "/app", "alice").await;
+    let (old, new) = (set.servers[0].port, set.servers[1].port);
+    replicated(old, new);
+
+    let r: String = redis_cmd(set.sentinels[0].port, &["SENTINEL", "FAILOVER", MASTER_NAME])
+        .expect("SENTINEL FAILOVER");
+    assert_eq!(r, "OK");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let demoted = redis_cmd::<String>(old, &["INFO", "replication"])
+            .is_ok_and(|i| i.contains("role:slave") && i.contains("master_link_status:up"));
+        if demoted && set.master_port() == Some(new) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the manual failover did not complete within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The old session still opens (whatever connection the proxy has), and a new login —
+    // writes — lands on the new master.
+    let r = b.get(&format!("{base}/app/x")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let before: i64 = redis_cmd(new, &["DBSIZE"]).unwrap();
+    let n = Browser::new();
+    n.login(&base, "/app", "alice").await;
+    let after: i64 = redis_cmd(new, &["DBSIZE"]).unwrap();
+    assert!(after > before, "the new session was written to the new master");
+    let r = n.get(&format!("{base}/app/y")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+    proxy.shutdown().await;
+}
+
+/// The master is demoted behind the sentinels' back (`REPLICAOF`, no client killed) while they
+/// still name it: the proxy's connection lives on, reads still answer, and a write — logout
+/// deleting the session — gets `READONLY`. It is not taken as done: the store asks the
+/// sentinels again, finds no master (the one they name says it is a replica) and answers 503;
+/// the session is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_refused_by_a_demoted_master_is_not_success() {
+    let set = SentinelSet::start();
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let proxy = sentinel_proxy(&provider, port, &set).await;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+    let b = Browser::new();
+    b.login(&base, "/app", "alice").await;
+    let (m, r) = (set.servers[0].port, set.servers[1].port);
+    replicated(m, r);
+    let keys: i64 = redis_cmd(m, &["DBSIZE"]).unwrap();
+
+    let _: String = redis_cmd(r, &["REPLICAOF", "NO", "ONE"]).unwrap();
+    let _: String = redis_cmd(m, &["REPLICAOF", "127.0.0.1", &r.to_string()]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis_cmd::<String>(m, &["INFO", "replication"])
+        .is_ok_and(|i| i.contains("role:slave") && i.contains("master_link_status:up"))
+    {
+        assert!(Instant::now() < deadline, "the master was not demoted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = b.get(&format!("{base}/.auth/logout")).await;
+    assert_eq!(
+        out.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a logout the store could not write is not done: {} {}",
+        out.location(),
+        out.body
+    );
+    assert!(
+        out.body.contains("you are still signed in"),
+        "{}",
+        out.body
+    );
+    let now: i64 = redis_cmd(r, &["DBSIZE"]).unwrap();
+    assert_eq!(now, keys, "the session was not deleted");
+    wait_readyz(&proxy, 503, Duration::from_secs(10)).await;
+    proxy.shutdown().await;
+}
