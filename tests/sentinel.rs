@@ -254,3 +254,158 @@ async fn write_refused_by_a_demoted_master_is_not_success() {
     wait_readyz(&proxy, 503, Duration::from_secs(10)).await;
     proxy.shutdown().await;
 }
+
+const SESSION: &str = "[server]\nlisten = \"127.0.0.1:0\"\n\n[session]\nsecret = \"7c1e9a4f0b3d8e2a6f5c1d9b0e4a7f3c\"\n";
+const ROUTE: &str = "\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"none\"\n";
+
+/// `[session]` lines (after the secret), then a route.
+fn session_toml(lines: &str) -> String {
+    format!("{SESSION}{lines}\n{ROUTE}")
+}
+
+/// `check` refuses every Sentinel mistake with file:line:col, the key and the fix; and accepts
+/// both forms (URL with a password, `rediss+sentinel://` with a CA file, the table with every key).
+#[test]
+fn check_names_every_sentinel_mistake() {
+    let dir = temp_dir();
+    let ca = TestCa::new();
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+    // (the [session] lines, the text the error points at, key, what it says)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "store = \"redis\"\nredis_url = \"redis+sentinel://10.0.0.1:26379/mymaster\"\n[session.redis]\nsentinels = [\"10.0.0.1:26379\"]\nmaster_name = \"mymaster\"",
+            "[session.redis]",
+            "session.redis",
+            "both `redis_url` and [session.redis] are set",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nmaster_name = \"mymaster\"",
+            "[session.redis]",
+            "session.redis.sentinels",
+            "missing: list the sentinels",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nsentinels = []\nmaster_name = \"m\"",
+            "[]",
+            "session.redis.sentinels",
+            "empty",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nsentinels = [\"10.0.0.1:26379\", \"10.0.0.2:x\"]\nmaster_name = \"m\"",
+            "\"10.0.0.2:x\"",
+            "session.redis.sentinels[1]",
+            "is not host:port (the port must be a number from 1 to 65535)",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nsentinels = [\"http://10.0.0.1\"]\nmaster_name = \"m\"",
+            "\"http://",
+            "session.redis.sentinels[0]",
+            "is not host:port",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nsentinels = [\"10.0.0.1\"]",
+            "[session.redis]",
+            "session.redis.master_name",
+            "missing: the name the sentinels monitor",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nsentinels = [\"10.0.0.1\"]\nmaster_name = \"\"",
+            "\"\"",
+            "session.redis.master_name",
+            "empty",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nsentinels = [\"10.0.0.1\"]\nmaster_name = \"m\"\ndb = -1",
+            "-1",
+            "session.redis.db",
+            "must be a number ≥ 0",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nsentinels = [\"10.0.0.1\"]\nmaster_name = \"m\"\npassword = \"a\"\npassword_file = \"pw\"",
+            "\"a\"",
+            "session.redis.password",
+            "keep one",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nsentinels = [\"10.0.0.1\"]\nmaster_name = \"m\"\nca_file = \"ca.pem\"",
+            "\"ca.pem\"",
+            "session.redis.ca_file",
+            "a CA file needs TLS: add tls = true",
+        ),
+        (
+            "store = \"redis\"\nredis_ca_file = \"ca.pem\"\n[session.redis]\nsentinels = [\"10.0.0.1\"]\nmaster_name = \"m\"\ntls = true",
+            "\"ca.pem\"",
+            "session.redis_ca_file",
+            "write the CA file there as `ca_file`",
+        ),
+        (
+            "[session.redis]\nsentinels = [\"10.0.0.1\"]\nmaster_name = \"m\"",
+            "[session.redis]",
+            "session.redis",
+            "set store = \"redis\"",
+        ),
+        (
+            "store = \"redis\"\nredis_url = \"redis+sentinel://10.0.0.1:26379,10.0.0.2:26379\"",
+            "\"redis+",
+            "session.redis_url",
+            "the master name is missing",
+        ),
+        (
+            "store = \"redis\"\nredis_url = \"redis+sentinel://10.0.0.1:99999/m\"",
+            "\"redis+",
+            "session.redis_url",
+            "\"10.0.0.1:99999\" is not host:port",
+        ),
+        (
+            "store = \"redis\"\nredis_url = \"redis+sentinel://10.0.0.1,,10.0.0.2/m\"",
+            "\"redis+",
+            "session.redis_url",
+            "a sentinel address is empty",
+        ),
+        (
+            "store = \"redis\"\nredis_url = \"redis+sentinel://10.0.0.1/m/x\"",
+            "\"redis+",
+            "session.redis_url",
+            "the database \"x\" is not a number",
+        ),
+        (
+            "store = \"redis\"\nredis_url = \"redis+sentinel://user:pw@10.0.0.1/m\"",
+            "\"redis+",
+            "session.redis_url",
+            "a user name in the URL is not supported",
+        ),
+        (
+            "store = \"redis\"\nredis_url = \"sentinel://10.0.0.1/m\"",
+            "\"sentinel",
+            "session.redis_url",
+            "must start with redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://",
+        ),
+        (
+            "store = \"redis\"\nredis_url = \"redis+sentinel://10.0.0.1/m\"\nredis_ca_file = \"ca.pem\"",
+            "\"ca.pem\"",
+            "session.redis_ca_file",
+            "a CA file needs TLS",
+        ),
+        (
+            "store = \"redis\"",
+            "\"redis\"",
+            "session.redis_url",
+            "or a [session.redis] table with `sentinels` and `master_name`",
+        ),
+    ];
+    for (lines, needle, key, why) in cases {
+        let toml = session_toml(lines);
+        let out = check_config(dir.path(), &toml);
+        assert_check_error(&out, &toml, needle, key, why);
+    }
+
+    for ok in [
+        "store = \"redis\"\nredis_url = \"redis+sentinel://:p%40ss@10.0.0.1:26379,sentinel-2,[::1]:26380/mymaster/2\"",
+        "store = \"redis\"\nredis_url = \"rediss+sentinel://10.0.0.1/mymaster\"\nredis_ca_file = \"ca.pem\"",
+        "store = \"redis\"\n[session.redis]\nsentinels = [\"10.0.0.1:26379\", \"10.0.0.2\"]\nmaster_name = \"mymaster\"\ndb = 1\npassword_file = \"pw\"\nsentinel_password = \"sp\"\ntls = true\nca_file = \"ca.pem\"",
+    ] {
+        let out = check_config(dir.path(), &session_toml(ok));
+        assert_eq!(out.code, 0, "{ok}\n{}", out.stderr);
+    }
+}

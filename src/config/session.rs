@@ -758,6 +758,51 @@ mod tests {
         }
     }
 
+    /// The Sentinel URL grammar: hosts with or without ports (26379), IPv6 in brackets, a
+    /// percent-encoded password for the master, the master name, an optional db, TLS scheme.
+    #[test]
+    fn sentinel_url_grammar() {
+        let c = parse_sentinel_url(
+            "redis+sentinel://:p%40ss%2Fw@10.0.0.1:26380,sentinel-b,[::1]:26381/mymaster/3",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sentinels,
+            vec![
+                ("10.0.0.1".to_string(), 26380),
+                ("sentinel-b".to_string(), 26379),
+                ("::1".to_string(), 26381)
+            ]
+        );
+        assert_eq!(c.master_name, "mymaster");
+        assert_eq!(c.db, 3);
+        assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("p@ss/w"));
+        assert!(!c.tls && c.sentinel_password.is_none());
+        let c = parse_sentinel_url("rediss+sentinel://h/m/").unwrap();
+        assert!(c.tls && c.db == 0 && c.password.is_none());
+        assert_eq!(c.sentinels, vec![("h".to_string(), 26379)]);
+        for bad in [
+            "redis://h/m",
+            "redis+sentinel://h",
+            "redis+sentinel://h/",
+            "redis+sentinel:///m",
+            "redis+sentinel://h:0/m",
+            "redis+sentinel://h:65536/m",
+            "redis+sentinel://[::1/m",
+            "redis+sentinel://[zz]:1/m",
+            "redis+sentinel://h/m/-1",
+            "redis+sentinel://h/m/0/x",
+            "redis+sentinel://h/m?x=1",
+            "redis+sentinel://u:p@h/m",
+            "redis+sentinel://h,/m",
+        ] {
+            assert!(parse_sentinel_url(bad).is_err(), "{bad:?} must be refused");
+        }
+        // An error never repeats the password.
+        let e = parse_sentinel_url("redis+sentinel://:hunter2@h:x/m").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
     /// Errors name file:line:col and the key; public_url must be https and inside the domain;
     /// a plain-http-only server cannot use a cookie domain.
     #[test]
