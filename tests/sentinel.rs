@@ -177,8 +177,11 @@ async fn manual_failover_writes_go_to_the_new_master() {
     let (old, new) = (set.servers[0].port, set.servers[1].port);
     replicated(old, new);
 
-    let r: String = redis_cmd(set.sentinels[0].port, &["SENTINEL", "FAILOVER", MASTER_NAME])
-        .expect("SENTINEL FAILOVER");
+    let r: String = redis_cmd(
+        set.sentinels[0].port,
+        &["SENTINEL", "FAILOVER", MASTER_NAME],
+    )
+    .expect("SENTINEL FAILOVER");
     assert_eq!(r, "OK");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -201,7 +204,10 @@ async fn manual_failover_writes_go_to_the_new_master() {
     let n = Browser::new();
     n.login(&base, "/app", "alice").await;
     let after: i64 = redis_cmd(new, &["DBSIZE"]).unwrap();
-    assert!(after > before, "the new session was written to the new master");
+    assert!(
+        after > before,
+        "the new session was written to the new master"
+    );
     let r = n.get(&format!("{base}/app/y")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
@@ -244,11 +250,7 @@ async fn write_refused_by_a_demoted_master_is_not_success() {
         out.location(),
         out.body
     );
-    assert!(
-        out.body.contains("you are still signed in"),
-        "{}",
-        out.body
-    );
+    assert!(out.body.contains("you are still signed in"), "{}", out.body);
     let now: i64 = redis_cmd(r, &["DBSIZE"]).unwrap();
     assert_eq!(now, keys, "the session was not deleted");
     wait_readyz(&proxy, 503, Duration::from_secs(10)).await;

@@ -96,7 +96,8 @@ pub fn parse_sentinel_addr(s: &str) -> Result<(String, u16), String> {
 /// `rediss+sentinel://…` (TLS to the sentinels and the master). The password (percent-encoded)
 /// is the master's; the sentinels get none. A sentinel without a port is on 26379.
 pub fn parse_sentinel_url(url: &str) -> Result<RedisSentinel, String> {
-    const GRAMMAR: &str = "write redis+sentinel://[:password@]host:port[,host:port…]/master_name[/db]";
+    const GRAMMAR: &str =
+        "write redis+sentinel://[:password@]host:port[,host:port…]/master_name[/db]";
     let (tls, rest) = if let Some(r) = url.strip_prefix("redis+sentinel://") {
         (false, r)
     } else if let Some(r) = url.strip_prefix("rediss+sentinel://") {
@@ -403,8 +404,8 @@ impl Validator<'_, '_> {
                         .or_else(|| s.redis_url_file.as_ref().map(span))
                         .unwrap_or_else(|| span(st));
                     let u = url.expose();
-                    let sentinel = u.starts_with("redis+sentinel://")
-                        || u.starts_with("rediss+sentinel://");
+                    let sentinel =
+                        u.starts_with("redis+sentinel://") || u.starts_with("rediss+sentinel://");
                     let server = if sentinel {
                         match parse_sentinel_url(u) {
                             Ok(cfg) => RedisServer::Sentinel(cfg),

@@ -53,7 +53,7 @@ pub struct RedisStore {
 /// The connection to the server.
 enum Conn {
     Direct(ConnectionManager),
-    Sentinel(SentinelMaster),
+    Sentinel(Box<SentinelMaster>),
 }
 
 /// A command or a pipeline, to run on either kind of connection.
@@ -85,7 +85,9 @@ impl RedisStore {
     ) -> Result<Self, SetupError> {
         let conn = match server {
             RedisServer::Url(url) => Conn::Direct(Self::direct(url.expose(), ca)?),
-            RedisServer::Sentinel(cfg) => Conn::Sentinel(SentinelMaster::new(cfg, ca, OP_TIMEOUT)?),
+            RedisServer::Sentinel(cfg) => {
+                Conn::Sentinel(Box::new(SentinelMaster::new(cfg, ca, OP_TIMEOUT)?))
+            }
         };
         Ok(RedisStore {
             conn,

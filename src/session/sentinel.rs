@@ -150,9 +150,8 @@ impl SentinelMaster {
                 Err(e)
             }
             Err(_) => {
-                let e = format!(
-                    "no Redis master {name:?} through Sentinel within {RESOLVE_TIMEOUT:?}"
-                );
+                let e =
+                    format!("no Redis master {name:?} through Sentinel within {RESOLVE_TIMEOUT:?}");
                 r.failed = Some((Instant::now(), e.clone()));
                 Err(e)
             }

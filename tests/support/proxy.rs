@@ -369,7 +369,11 @@ pub fn check_config(dir: &Path, toml: &str) -> CliOutput {
 /// Asserts `check` exited 1 naming `portcullis.toml:<line:col of the first needle>: `key`: `
 /// on a line that also says `why`.
 pub fn assert_check_error(out: &CliOutput, toml: &str, needle: &str, key: &str, why: &str) {
-    assert_eq!(out.code, 1, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code, 1,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
     let at = toml.find(needle).expect("needle in config");
     let before = &toml[..at];
     let line = before.matches('\n').count() + 1;

@@ -135,7 +135,10 @@ impl SentinelSet {
             assert!(
                 Instant::now() < deadline,
                 "the sentinels did not see the replica and each other within 30 s: {:?}",
-                set.sentinels.iter().map(|s| sentinel_master(s.port)).collect::<Vec<_>>()
+                set.sentinels
+                    .iter()
+                    .map(|s| sentinel_master(s.port))
+                    .collect::<Vec<_>>()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -156,9 +159,12 @@ impl SentinelSet {
             .sentinels
             .iter()
             .map(|s| {
-                redis_cmd::<Vec<String>>(s.port, &["SENTINEL", "get-master-addr-by-name", MASTER_NAME])
-                    .ok()
-                    .and_then(|v| v.get(1).and_then(|p| p.parse().ok()))
+                redis_cmd::<Vec<String>>(
+                    s.port,
+                    &["SENTINEL", "get-master-addr-by-name", MASTER_NAME],
+                )
+                .ok()
+                .and_then(|v| v.get(1).and_then(|p| p.parse().ok()))
             })
             .collect();
         ports
@@ -171,8 +177,11 @@ impl SentinelSet {
 
 /// `SENTINEL MASTER mymaster` on the sentinel at `port`, as a map (empty when it does not answer).
 pub fn sentinel_master(port: u16) -> std::collections::HashMap<String, String> {
-    redis_cmd::<std::collections::HashMap<String, String>>(port, &["SENTINEL", "MASTER", MASTER_NAME])
-        .unwrap_or_default()
+    redis_cmd::<std::collections::HashMap<String, String>>(
+        port,
+        &["SENTINEL", "MASTER", MASTER_NAME],
+    )
+    .unwrap_or_default()
 }
 
 impl Redis {
