@@ -4,7 +4,9 @@
 //! master is reachable every request needing a session check is answered 503 (never forwarded,
 //! never sent to log in again) and `/readyz` reports the store down; after the sentinels promote
 //! the replica the same cookies work again and new logins work. A manual failover (the old master
-//! demoted, still up, answering `READONLY` to writes) does not lose a login either.
+//! demoted, still up) does not lose a login either; a write a demoted master refuses
+//! (`READONLY`) is not taken as done; TLS to the sentinels and the master works with a private CA
+//! (and without it, nothing is served); `check` names every config mistake.
 
 mod support;
 use support::*;
@@ -409,5 +411,69 @@ fn check_names_every_sentinel_mistake() {
     ] {
         let out = check_config(dir.path(), &session_toml(ok));
         assert_eq!(out.code, 0, "{ok}\n{}", out.stderr);
+    }
+}
+
+/// `rediss+sentinel://` and `[session.redis] tls = true`: TLS to the sentinel and to the master
+/// it names, trusting only the CA file; a login is stored and the session opens. The same setup
+/// without the CA (system roots) never finds a master: a session lookup answers 503 and
+/// `/readyz` is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_sentinels_and_the_master() {
+    let ca = TestCa::new();
+    let tls = TlsSentinel::start(&ca);
+    let ca_file = tls.ca_file.display().to_string();
+    let s = tls.sentinel_port;
+    for (session, trusted) in [
+        (
+            format!(
+                "store = \"redis\"\nredis_url = \"rediss+sentinel://localhost:{s}/{MASTER_NAME}\"\nredis_ca_file = \"{ca_file}\""
+            ),
+            true,
+        ),
+        (
+            format!(
+                "store = \"redis\"\n[session.redis]\nsentinels = [\"127.0.0.1:{s}\"]\nmaster_name = \"{MASTER_NAME}\"\ntls = true\nca_file = \"{ca_file}\""
+            ),
+            true,
+        ),
+        (
+            format!(
+                "store = \"redis\"\nredis_url = \"rediss+sentinel://localhost:{s}/{MASTER_NAME}\""
+            ),
+            false,
+        ),
+    ] {
+        let port = free_port();
+        let provider = Provider::start(&[port], &[]);
+        let up = echo_upstream_map().await;
+        let proxy = start_proxy_ready(&proxy_config(&ProxyOpts {
+            port,
+            issuer: provider.issuer.clone(),
+            upstream: up,
+            client_id: "web",
+            client_auth: "client_secret = \"web-secret\"".into(),
+            session: session_cfg(&session),
+            admin: true,
+        }))
+        .await;
+        let base = format!("http://127.0.0.1:{port}");
+        if trusted {
+            wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+            let b = Browser::new();
+            b.login(&base, "/app", "alice").await;
+            let r = b.get(&format!("{base}/app/x")).await;
+            assert_eq!(r.status, StatusCode::OK, "{session}: {}", r.body);
+        } else {
+            // A session cookie (a 256-bit id) must be looked up: the store cannot answer.
+            let b = Browser::new();
+            b.set_cookie_raw(&format!("127.0.0.1:{port}"), "portcullis", &"A".repeat(43));
+            let r = b.get(&format!("{base}/app/x")).await;
+            assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+            let (status, body) = readyz(&proxy).await;
+            assert_eq!(status, 503, "{body}");
+            assert!(body.contains("session:redis"), "{body}");
+        }
+        proxy.shutdown().await;
     }
 }

@@ -243,3 +243,74 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+/// A TLS-only Redis master and one TLS-only `redis-sentinel` watching it over TLS (quorum 1),
+/// their certificate (for `localhost` and 127.0.0.1) from `ca`; files in a temp dir; both
+/// killed on drop.
+pub struct TlsSentinel {
+    pub master_port: u16,
+    pub sentinel_port: u16,
+    /// The CA certificate (PEM) file.
+    pub ca_file: std::path::PathBuf,
+    _procs: Vec<super::ChildGuard>,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsSentinel {
+    pub fn start(ca: &super::TestCa) -> TlsSentinel {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let leaf = ca.issue("redis");
+        let file = |n: &str, text: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, text).expect("write");
+            p.to_str().expect("utf-8").to_string()
+        };
+        let (crt, key, ca_file) = (
+            file("redis.crt", &leaf.cert_pem),
+            file("redis.key", &leaf.key_pem),
+            file("ca.pem", &ca.cert_pem),
+        );
+        let tls = format!(
+            "tls-cert-file {crt}\ntls-key-file {key}\ntls-ca-cert-file {ca_file}\ntls-auth-clients no\ntls-replication yes\n"
+        );
+        let master_port = free_port();
+        let master_conf = file(
+            "master.conf",
+            &format!(
+                "port 0\ntls-port {master_port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{tls}",
+                dir.path().display()
+            ),
+        );
+        let mut master = Command::new(installed("redis-server", "redis-server"))
+            .arg(&master_conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        wait_listening(&mut master, master_port, "redis-server (TLS)");
+        let master = super::ChildGuard(master);
+        let sentinel_port = free_port();
+        let sentinel_conf = file(
+            "sentinel.conf",
+            &format!(
+                "port 0\ntls-port {sentinel_port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n{tls}\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 1\n",
+                dir.path().display()
+            ),
+        );
+        let mut sentinel = Command::new(installed("redis-sentinel", "redis-sentinel"))
+            .arg(&sentinel_conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-sentinel");
+        wait_listening(&mut sentinel, sentinel_port, "redis-sentinel (TLS)");
+        TlsSentinel {
+            master_port,
+            sentinel_port,
+            ca_file: dir.path().join("ca.pem"),
+            _procs: vec![master, super::ChildGuard(sentinel)],
+            _dir: dir,
+        }
+    }
+}
