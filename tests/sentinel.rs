@@ -162,10 +162,10 @@ async fn master_killed_sessions_survive_failover_fail_closed_meanwhile() {
     proxy.shutdown().await;
 }
 
-/// `SENTINEL FAILOVER`: the old master becomes a replica but stays up, so the proxy's
-/// connection to it lives on and a write there answers `READONLY`. A login right after (a
-/// session write) is not lost nor taken as done: the store asks the sentinels again and writes
-/// to the new master, where the session is found.
+/// `SENTINEL FAILOVER`: the old master becomes a replica but stays up (the sentinels close its
+/// clients' connections as they reconfigure it). A login right after — a session write — is not
+/// lost: the store asks the sentinels again and writes to the new master, where the session is
+/// found; the session made before the failover still opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_failover_writes_go_to_the_new_master() {
     let set = SentinelSet::start();
