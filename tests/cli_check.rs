@@ -288,13 +288,13 @@ async fn rediss_with_a_private_ca_connects_and_stores() {
     let cfg = portcullis::config::load(&dir.path().join("portcullis.toml"), &Default::default())
         .expect("config loads");
     let Some(SessionStore::Redis {
-        url,
+        server,
         ca: Some(ca_file),
     }) = cfg.session.map(|s| s.store)
     else {
         panic!("a Redis store with a CA file");
     };
-    let store = RedisStore::new(url.expose(), Some(&ca_file), "tlstest").expect("client");
+    let store = RedisStore::new(&server, Some(&ca_file), "tlstest").expect("client");
     let ttl = Duration::from_secs(30);
     assert!(
         store
@@ -306,6 +306,6 @@ async fn rediss_with_a_private_ca_connects_and_stores() {
     assert!(!store.set_once("jti", "abc", ttl).await.expect("seen"));
 
     // Without the private CA (system roots only) the server's certificate is refused.
-    let untrusted = RedisStore::new(url.expose(), None, "tlstest").expect("client");
+    let untrusted = RedisStore::new(&server, None, "tlstest").expect("client");
     assert!(untrusted.is_set("jti", "abc").await.is_err());
 }

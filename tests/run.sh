@@ -17,6 +17,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- 1. system packages -------------------------------------------------------------------
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v nginx >/dev/null || need+=(nginx)
@@ -30,7 +31,7 @@ if [ ${#need[@]} -gt 0 ] && [ "${PORTCULLIS_SKIP_INSTALL:-}" != 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for tool in node npm redis-server chromium nginx caddy cargo; do
+for tool in node npm redis-server redis-sentinel chromium nginx caddy cargo; do
   command -v "$tool" >/dev/null || { echo "error: $tool is required by the test suite and is not installed" >&2; exit 1; }
 done
 

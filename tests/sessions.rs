@@ -720,9 +720,11 @@ auth = "bearer"
 /// oidc-provider revoke the whole grant. Now only the owner's token releases it.
 #[tokio::test]
 async fn redis_refresh_lock_is_released_only_by_its_owner() {
+    use portcullis::config::{RedisServer, values::Secret};
     use portcullis::session::redis::RedisStore;
     let redis = Redis::start();
-    let store = RedisStore::new(&redis.url(), None, "locktest").unwrap();
+    let server = RedisServer::Url(Secret::new(redis.url()));
+    let store = RedisStore::new(&server, None, "locktest").unwrap();
     let ttl = Duration::from_millis(300);
     let first = store.lock("lock", "h", ttl).await.unwrap().expect("free");
     assert!(

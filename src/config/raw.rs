@@ -123,6 +123,8 @@ pub struct RawSession {
     pub redis_url_file: Option<Spanned<Str>>,
     /// Extension: the CA (PEM) that signed a `rediss://` server's certificate.
     pub redis_ca_file: Option<Spanned<Str>>,
+    /// Extension: `[session.redis]`, Redis behind Sentinel (instead of `redis_url`).
+    pub redis: Option<Spanned<RawRedis>>,
     pub cookie_name: Option<Spanned<Str>>,
     pub lifetime: Option<Dur>,
     pub idle_timeout: Option<Dur>,
@@ -130,6 +132,21 @@ pub struct RawSession {
     pub post_logout_redirect: Option<Spanned<Str>>,
     /// One session across the subdomains of this domain (`Domain` cookie, `__Secure-` name).
     pub cookie_domain: Option<Spanned<Str>>,
+}
+
+/// `[session.redis]`: the sentinels to ask for the master of `master_name`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub sentinels: Option<Spanned<Vec<Spanned<Str>>>>,
+    pub master_name: Option<Spanned<Str>>,
+    pub db: Option<Spanned<i64>>,
+    pub password: Option<Spanned<Secret>>,
+    pub password_file: Option<Spanned<Str>>,
+    pub sentinel_password: Option<Spanned<Secret>>,
+    pub sentinel_password_file: Option<Spanned<Str>>,
+    pub tls: Option<bool>,
+    pub ca_file: Option<Spanned<Str>>,
 }
 
 /// `[forward_auth]` (an extension beyond DESIGN.md, documented in the README).

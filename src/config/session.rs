@@ -1,5 +1,6 @@
 //! `[session]`: the secret (length, placeholders and near misses refused), rotation, the store
-//! (cookie, or Redis with its URL and CA file), cookie name, `cookie_domain` (a domain, which
+//! (cookie, or Redis: one server by URL, or Sentinel by URL or `[session.redis]`; CA file),
+//! cookie name, `cookie_domain` (a domain, which
 //! `public_url` must be inside and which needs https) and lifetimes.
 
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::load::{Validator, span};
-use super::raw::RawSession;
+use super::raw::{RawRedis, RawSession};
 use super::server::Server;
 use super::values::{Secret, Str};
 use crate::tls_client::CaFile;
@@ -15,12 +16,149 @@ use crate::tls_client::CaFile;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionStore {
     Cookie,
-    /// `url`: `redis://` or `rediss://` (TLS); `ca`: the CA that signed a TLS server's
-    /// certificate, trusted besides the system roots.
+    /// `ca`: the CA that signed the TLS servers' certificates (then the only one trusted).
     Redis {
-        url: Secret,
+        server: RedisServer,
         ca: Option<CaFile>,
     },
+}
+
+/// Where the Redis session store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisServer {
+    /// One server: `redis://` or `rediss://` (TLS).
+    Url(Secret),
+    /// The master the sentinels name (`redis+sentinel://`, `rediss+sentinel://` or
+    /// `[session.redis]`).
+    Sentinel(RedisSentinel),
+}
+
+/// Redis behind Sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSentinel {
+    /// `host:port` of each sentinel (at least one).
+    pub sentinels: Vec<(String, u16)>,
+    pub master_name: String,
+    pub db: i64,
+    /// `AUTH` to the master (and a replica promoted in its place).
+    pub password: Option<Secret>,
+    /// `AUTH` to the sentinels.
+    pub sentinel_password: Option<Secret>,
+    /// TLS to the sentinels and the master.
+    pub tls: bool,
+}
+
+/// The sentinel's default port.
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// `host:port`, `host` (port 26379), `[v6]:port` or `[v6]`: one sentinel's address.
+pub fn parse_sentinel_addr(s: &str) -> Result<(String, u16), String> {
+    let bad = |why: &str| Err(format!("{s:?} is not host:port ({why})"));
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else {
+            return bad("an IPv6 address needs its closing ']'");
+        };
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return bad("not an IPv6 address between '[' and ']'");
+        }
+        match after {
+            "" => (h, None),
+            p if p.starts_with(':') => (h, Some(&p[1..])),
+            _ => return bad("write the port after ']:'"),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        return bad("the host is missing");
+    }
+    if !s.starts_with('[')
+        && !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
+        return bad("a host name or IPv4 address has letters, digits, '-', '_' and '.' only");
+    }
+    let port = match port {
+        None => SENTINEL_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return bad("the port must be a number from 1 to 65535"),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+/// `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master_name[/db]`, or
+/// `rediss+sentinel://…` (TLS to the sentinels and the master). The password (percent-encoded)
+/// is the master's; the sentinels get none. A sentinel without a port is on 26379.
+pub fn parse_sentinel_url(url: &str) -> Result<RedisSentinel, String> {
+    const GRAMMAR: &str =
+        "write redis+sentinel://[:password@]host:port[,host:port…]/master_name[/db]";
+    let (tls, rest) = if let Some(r) = url.strip_prefix("redis+sentinel://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("rediss+sentinel://") {
+        (true, r)
+    } else {
+        return Err(format!("not a Sentinel URL: {GRAMMAR}"));
+    };
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let password = match auth {
+        None => None,
+        Some(a) => {
+            let (user, pass) = a.split_once(':').unwrap_or(("", a));
+            if !user.is_empty() {
+                return Err(format!(
+                    "a user name in the URL is not supported (Redis ACL users): {GRAMMAR}"
+                ));
+            }
+            let pass = percent_encoding::percent_decode_str(pass)
+                .decode_utf8()
+                .map_err(|_| "the password is not UTF-8 once percent-decoded".to_string())?;
+            (!pass.is_empty()).then(|| Secret::new(pass.into_owned()))
+        }
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if rest.contains(['?', '#']) {
+        return Err(format!("no query or fragment: {GRAMMAR}"));
+    }
+    let mut sentinels = Vec::new();
+    for h in hosts.split(',') {
+        if h.is_empty() {
+            return Err(format!("a sentinel address is empty: {GRAMMAR}"));
+        }
+        sentinels.push(parse_sentinel_addr(h)?);
+    }
+    let mut parts = path.split('/');
+    let master_name = parts.next().unwrap_or("");
+    if master_name.is_empty() {
+        return Err(format!("the master name is missing: {GRAMMAR}"));
+    }
+    let db = match parts.next() {
+        None | Some("") => 0,
+        Some(d) => d
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| format!("the database {d:?} is not a number ≥ 0: {GRAMMAR}"))?,
+    };
+    if parts.next().is_some_and(|p| !p.is_empty()) {
+        return Err(format!("too many path segments: {GRAMMAR}"));
+    }
+    Ok(RedisSentinel {
+        sentinels,
+        master_name: master_name.to_string(),
+        db,
+        password,
+        sentinel_password: None,
+        tls,
+    })
 }
 
 /// `session.store` as written.
@@ -240,34 +378,87 @@ impl Validator<'_, '_> {
                         "only a Redis store over TLS uses a CA file: set store = \"redis\" with a rediss:// URL, or remove it",
                     );
                 }
+                if let Some(t) = &s.redis {
+                    self.errs.at(
+                        span(t),
+                        "session.redis",
+                        "[session.redis] configures the Redis store: set store = \"redis\", or remove it",
+                    );
+                }
                 SessionStore::Cookie
             }
-            Some((st, StoreKind::Redis)) => {
-                match redis_url {
-                    Some(url) => {
-                        let tls = url.expose().starts_with("rediss://");
-                        if !(tls || url.expose().starts_with("redis://")) {
-                            let at = s.redis_url.as_ref().map(span).unwrap_or_else(|| span(st));
-                            self.errs.at(
-                                at,
-                                "session.redis_url",
-                                "must start with redis:// or rediss:// (TLS)",
-                            );
-                        } else if let (false, Some(f)) = (tls, &s.redis_ca_file) {
-                            self.errs.at(
-                                span(f),
-                                "session.redis_ca_file",
-                                "a CA file needs TLS: write the URL as rediss://",
-                            );
+            Some((st, StoreKind::Redis)) => match (redis_url, &s.redis) {
+                (Some(_), Some(t)) => {
+                    self.errs.at(
+                        span(t),
+                        "session.redis",
+                        "both `redis_url` and [session.redis] are set: keep one (a Sentinel setup is either redis_url = \"redis+sentinel://…\" or this table)",
+                    );
+                    return None;
+                }
+                (Some(url), None) => {
+                    let at = s
+                        .redis_url
+                        .as_ref()
+                        .map(span)
+                        .or_else(|| s.redis_url_file.as_ref().map(span))
+                        .unwrap_or_else(|| span(st));
+                    let u = url.expose();
+                    let sentinel =
+                        u.starts_with("redis+sentinel://") || u.starts_with("rediss+sentinel://");
+                    let server = if sentinel {
+                        match parse_sentinel_url(u) {
+                            Ok(cfg) => RedisServer::Sentinel(cfg),
+                            Err(e) => {
+                                self.errs.at(at, "session.redis_url", e);
+                                return None;
+                            }
                         }
-                        SessionStore::Redis { url, ca: redis_ca }
-                    }
-                    None => {
-                        self.errs.at(span(st), "session.redis_url", "store = \"redis\" needs `redis_url` (e.g. \"redis://127.0.0.1:6379/0\")");
+                    } else if u.starts_with("redis://") || u.starts_with("rediss://") {
+                        RedisServer::Url(url.clone())
+                    } else {
+                        self.errs.at(
+                            at,
+                            "session.redis_url",
+                            "must start with redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel:// (Sentinel)",
+                        );
                         return None;
+                    };
+                    let tls = match &server {
+                        RedisServer::Url(_) => u.starts_with("rediss://"),
+                        RedisServer::Sentinel(c) => c.tls,
+                    };
+                    if let (false, Some(f)) = (tls, &s.redis_ca_file) {
+                        self.errs.at(
+                            span(f),
+                            "session.redis_ca_file",
+                            "a CA file needs TLS: write the URL as rediss:// (or rediss+sentinel://)",
+                        );
+                    }
+                    SessionStore::Redis {
+                        server,
+                        ca: redis_ca,
                     }
                 }
-            }
+                (None, Some(t)) => {
+                    if let Some(f) = &s.redis_ca_file {
+                        self.errs.at(
+                            span(f),
+                            "session.redis_ca_file",
+                            "with [session.redis], write the CA file there as `ca_file`",
+                        );
+                    }
+                    let (cfg, ca) = self.redis_table(t)?;
+                    SessionStore::Redis {
+                        server: RedisServer::Sentinel(cfg),
+                        ca,
+                    }
+                }
+                (None, None) => {
+                    self.errs.at(span(st), "session.redis_url", "store = \"redis\" needs `redis_url` (e.g. \"redis://127.0.0.1:6379/0\") or a [session.redis] table with `sentinels` and `master_name`");
+                    return None;
+                }
+            },
         };
         let cookie_name = match &s.cookie_name {
             Some(c) => {
@@ -306,6 +497,113 @@ impl Validator<'_, '_> {
             refresh: s.refresh.unwrap_or(true),
             post_logout_redirect,
         })
+    }
+}
+
+impl Validator<'_, '_> {
+    /// `[session.redis]`: Sentinel by table. Every mistake is reported (file:line:col, key).
+    fn redis_table(&mut self, t: &Spanned<RawRedis>) -> Option<(RedisSentinel, Option<CaFile>)> {
+        let r = t.get_ref();
+        let mut ok = true;
+        let mut sentinels = Vec::new();
+        match &r.sentinels {
+            None => {
+                self.errs.at(
+                    span(t),
+                    "session.redis.sentinels",
+                    "missing: list the sentinels, e.g. sentinels = [\"10.0.0.1:26379\", \"10.0.0.2:26379\", \"10.0.0.3:26379\"]",
+                );
+                ok = false;
+            }
+            Some(list) if list.get_ref().is_empty() => {
+                self.errs.at(
+                    span(list),
+                    "session.redis.sentinels",
+                    "empty: list at least one sentinel as \"host:port\" (three for a quorum of 2)",
+                );
+                ok = false;
+            }
+            Some(list) => {
+                for (i, a) in list.get_ref().iter().enumerate() {
+                    match parse_sentinel_addr(a.get_ref()) {
+                        Ok(x) => sentinels.push(x),
+                        Err(e) => {
+                            self.errs
+                                .at(span(a), format!("session.redis.sentinels[{i}]"), e);
+                            ok = false;
+                        }
+                    }
+                }
+            }
+        }
+        let master_name = match &r.master_name {
+            Some(m) if m.get_ref().trim().is_empty() => {
+                self.errs.at(
+                    span(m),
+                    "session.redis.master_name",
+                    "empty: the name the sentinels monitor the master under (`sentinel monitor <name> …`)",
+                );
+                ok = false;
+                String::new()
+            }
+            Some(m) => m.get_ref().0.clone(),
+            None => {
+                self.errs.at(
+                    span(t),
+                    "session.redis.master_name",
+                    "missing: the name the sentinels monitor the master under, e.g. master_name = \"mymaster\"",
+                );
+                ok = false;
+                String::new()
+            }
+        };
+        let db = match &r.db {
+            Some(d) if *d.get_ref() < 0 => {
+                self.errs
+                    .at(span(d), "session.redis.db", "must be a number ≥ 0");
+                ok = false;
+                0
+            }
+            Some(d) => *d.get_ref(),
+            None => 0,
+        };
+        let password = self.secret(
+            r.password.as_ref().map(|x| x.get_ref().clone()),
+            r.password.as_ref().map(span),
+            r.password_file.as_ref(),
+            "session.redis.password",
+        );
+        let sentinel_password = self.secret(
+            r.sentinel_password.as_ref().map(|x| x.get_ref().clone()),
+            r.sentinel_password.as_ref().map(span),
+            r.sentinel_password_file.as_ref(),
+            "session.redis.sentinel_password",
+        );
+        let tls = r.tls.unwrap_or(false);
+        let ca = match &r.ca_file {
+            Some(f) if !tls => {
+                self.errs.at(
+                    span(f),
+                    "session.redis.ca_file",
+                    "a CA file needs TLS: add tls = true, or remove it",
+                );
+                ok = false;
+                None
+            }
+            Some(f) => self.ca_file(f, "session.redis.ca_file"),
+            None => None,
+        };
+        ok.then_some((
+            RedisSentinel {
+                sentinels,
+                master_name,
+                db,
+                password,
+                sentinel_password,
+                tls,
+            },
+            ca,
+        ))
     }
 }
 
@@ -459,6 +757,51 @@ mod tests {
                 "{raw:?} must be refused"
             );
         }
+    }
+
+    /// The Sentinel URL grammar: hosts with or without ports (26379), IPv6 in brackets, a
+    /// percent-encoded password for the master, the master name, an optional db, TLS scheme.
+    #[test]
+    fn sentinel_url_grammar() {
+        let c = parse_sentinel_url(
+            "redis+sentinel://:p%40ss%2Fw@10.0.0.1:26380,sentinel-b,[::1]:26381/mymaster/3",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sentinels,
+            vec![
+                ("10.0.0.1".to_string(), 26380),
+                ("sentinel-b".to_string(), 26379),
+                ("::1".to_string(), 26381)
+            ]
+        );
+        assert_eq!(c.master_name, "mymaster");
+        assert_eq!(c.db, 3);
+        assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("p@ss/w"));
+        assert!(!c.tls && c.sentinel_password.is_none());
+        let c = parse_sentinel_url("rediss+sentinel://h/m/").unwrap();
+        assert!(c.tls && c.db == 0 && c.password.is_none());
+        assert_eq!(c.sentinels, vec![("h".to_string(), 26379)]);
+        for bad in [
+            "redis://h/m",
+            "redis+sentinel://h",
+            "redis+sentinel://h/",
+            "redis+sentinel:///m",
+            "redis+sentinel://h:0/m",
+            "redis+sentinel://h:65536/m",
+            "redis+sentinel://[::1/m",
+            "redis+sentinel://[zz]:1/m",
+            "redis+sentinel://h/m/-1",
+            "redis+sentinel://h/m/0/x",
+            "redis+sentinel://h/m?x=1",
+            "redis+sentinel://u:p@h/m",
+            "redis+sentinel://h,/m",
+        ] {
+            assert!(parse_sentinel_url(bad).is_err(), "{bad:?} must be refused");
+        }
+        // An error never repeats the password.
+        let e = parse_sentinel_url("redis+sentinel://:hunter2@h:x/m").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     /// Errors name file:line:col and the key; public_url must be https and inside the domain;

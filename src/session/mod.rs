@@ -30,6 +30,7 @@
 
 pub mod crypto;
 pub mod redis;
+pub mod sentinel;
 pub mod store;
 
 use std::borrow::Cow;
@@ -594,8 +595,8 @@ impl Sessions {
         let sealer = Sealer::new(secrets, "session");
         let backend = match &cfg.store {
             config::SessionStore::Cookie => Backend::Cookie,
-            config::SessionStore::Redis { url, ca } => Backend::Redis(std::sync::Arc::new(
-                redis::RedisStore::new(url.expose(), ca.as_ref(), &cfg.cookie_name)?,
+            config::SessionStore::Redis { server, ca } => Backend::Redis(std::sync::Arc::new(
+                redis::RedisStore::new(server, ca.as_ref(), &cfg.cookie_name)?,
             )),
         };
         Ok(Sessions {

@@ -11,6 +11,9 @@
 //! It implements the session [`Store`] (as does the stateless cookie store), so nothing above
 //! `session/` knows it is Redis.
 //!
+//! The server is one URL (the crate's reconnecting connection manager) or the master named by
+//! Sentinel ([`super::sentinel`], re-resolved after a failover).
+//!
 //! Fail closed: every command has a short timeout; an error marks the store not ready
 //! (`session:redis` in `/readyz`) and the request gets 503, with one clear log line.
 
@@ -24,11 +27,13 @@ use ::redis::{Client, cmd};
 use http::HeaderValue;
 use http::header::HeaderMap;
 
+use super::sentinel::SentinelMaster;
 use super::store::{RefreshLock, Store};
 use super::{
     CookieAttrs, Ended, Loaded, SessionData, Sessions, SetupError, StoreError, crypto,
     write_chunked,
 };
+use crate::config::RedisServer;
 use crate::health::Health;
 use crate::tls_client::CaFile;
 
@@ -39,16 +44,61 @@ pub const HEALTH_KEY: &str = "session:redis";
 const REFRESH_LOCK_TTL: Duration = Duration::from_secs(15);
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     ok: AtomicBool,
     health: std::sync::OnceLock<Arc<Health>>,
 }
 
+/// The connection to the server.
+enum Conn {
+    Direct(ConnectionManager),
+    Sentinel(Box<SentinelMaster>),
+}
+
+/// A command or a pipeline, to run on either kind of connection.
+#[derive(Clone, Copy)]
+enum Query<'a> {
+    Cmd(&'a ::redis::Cmd),
+    Pipe(&'a ::redis::Pipeline),
+}
+
+impl Query<'_> {
+    async fn on<T: ::redis::FromRedisValue>(
+        self,
+        c: &mut impl ::redis::aio::ConnectionLike,
+    ) -> ::redis::RedisResult<T> {
+        match self {
+            Query::Cmd(x) => x.query_async(c).await,
+            Query::Pipe(x) => x.query_async(c).await,
+        }
+    }
+}
+
 impl RedisStore {
-    /// `url`: `redis://` or `rediss://` (TLS on aws-lc-rs; `ca`, when given, is the only CA
-    /// trusted, else the system roots are).
-    pub fn new(url: &str, ca: Option<&CaFile>, prefix: &str) -> Result<Self, SetupError> {
+    /// TLS is rustls on aws-lc-rs; `ca`, when given, is the only CA trusted, else the system
+    /// roots are.
+    pub fn new(
+        server: &RedisServer,
+        ca: Option<&CaFile>,
+        prefix: &str,
+    ) -> Result<Self, SetupError> {
+        let conn = match server {
+            RedisServer::Url(url) => Conn::Direct(Self::direct(url.expose(), ca)?),
+            RedisServer::Sentinel(cfg) => {
+                Conn::Sentinel(Box::new(SentinelMaster::new(cfg, ca, OP_TIMEOUT)?))
+            }
+        };
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            ok: AtomicBool::new(false),
+            health: Default::default(),
+        })
+    }
+
+    /// `url`: `redis://` or `rediss://`.
+    fn direct(url: &str, ca: Option<&CaFile>) -> Result<ConnectionManager, SetupError> {
         let client = if url.starts_with("rediss://") {
             // The redis crate builds its rustls config on the process-default provider.
             crate::tls_client::install_default_provider();
@@ -70,13 +120,44 @@ impl RedisStore {
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
-        Ok(RedisStore {
-            conn,
-            prefix: prefix.to_string(),
-            ok: AtomicBool::new(false),
-            health: Default::default(),
-        })
+        Ok(ConnectionManager::new_lazy_with_config(client, cfg)?)
+    }
+
+    /// Runs `q` on the server (Sentinel: on the current master), within [`OP_TIMEOUT`].
+    async fn exec<T: ::redis::FromRedisValue>(&self, q: Query<'_>) -> Result<T, String> {
+        let r = match &self.conn {
+            Conn::Direct(m) => {
+                let mut conn = m.clone();
+                tokio::time::timeout(OP_TIMEOUT, async {
+                    q.on(&mut conn).await.map_err(|e| e.to_string())
+                })
+                .await
+            }
+            Conn::Sentinel(m) => {
+                // Boxed: the nested future types otherwise overflow the compiler's `Send`
+                // check where a connection's task is spawned.
+                let run: std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send + '_>> =
+                    Box::pin(m.run(move |mut c| async move { q.on(&mut c).await }));
+                tokio::time::timeout(OP_TIMEOUT, run).await
+            }
+        };
+        r.unwrap_or_else(|_| Err(format!("no answer within {OP_TIMEOUT:?}")))
+    }
+
+    /// Readiness: `PING`; behind Sentinel, `ROLE` must say master.
+    async fn check(&self) -> Result<(), StoreError> {
+        match &self.conn {
+            Conn::Direct(_) => self.run::<String>(cmd("PING")).await.map(|_| ()),
+            Conn::Sentinel(m) => {
+                let r = tokio::time::timeout(OP_TIMEOUT, m.check())
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {OP_TIMEOUT:?}")));
+                r.map_err(|e| {
+                    self.mark(Err(e.clone()));
+                    StoreError::Unavailable(e)
+                })
+            }
+        }
     }
 
     /// Registers readiness and keeps checking Redis every 2 s.
@@ -87,7 +168,7 @@ impl RedisStore {
         tokio::spawn(async move {
             loop {
                 let Some(s) = me.upgrade() else { break };
-                let r = s.run::<String>(cmd("PING")).await;
+                let r = s.check().await;
                 if r.is_ok() {
                     s.mark(Ok(()));
                 }
@@ -112,13 +193,7 @@ impl RedisStore {
     }
 
     async fn run<T: ::redis::FromRedisValue>(&self, c: ::redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
-        let r = match tokio::time::timeout(OP_TIMEOUT, c.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {OP_TIMEOUT:?}")),
-        };
-        match r {
+        match self.exec(Query::Cmd(&c)).await {
             Ok(v) => Ok(v),
             Err(e) => {
                 if self.ok.load(Ordering::Relaxed)
@@ -180,13 +255,7 @@ impl RedisStore {
     }
 
     async fn run_pipe(&self, p: ::redis::Pipeline) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let r = match tokio::time::timeout(OP_TIMEOUT, p.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {OP_TIMEOUT:?}")),
-        };
-        r.map_err(|e| {
+        self.exec::<()>(Query::Pipe(&p)).await.map_err(|e| {
             self.mark(Err(e.clone()));
             StoreError::Unavailable(e)
         })

@@ -22,7 +22,8 @@
 //!   used by [`oidc::OidcProvider`] (bearer tests) and [`login::Provider`] (login tests).
 //! - [`oidc`]: [`oidc::OidcProvider`], [`oidc::TestIssuer`] (an issuer whose keys the test
 //!   holds) and JWT helpers.
-//! - [`redis`]: a real `redis-server` ([`Redis`]).
+//! - [`redis`]: a real `redis-server` ([`Redis`]); Sentinel setups ([`SentinelSet`]: master,
+//!   replica, three sentinels; [`TlsSentinel`]) and [`redis_cmd`].
 //! - [`browser`]: a scripted browser (cookie jar, redirects by hand, the provider's login form).
 //! - [`login`]: the login tests' proxy config ([`ProxyOpts`], [`proxy_config`],
 //!   [`session_cfg`]), the login [`login::Provider`] and a stored session ([`alice_session`]).

@@ -358,3 +358,31 @@ impl Drop for BinaryProxy {
         let _ = self.child.wait();
     }
 }
+
+/// Writes `toml` as `dir/portcullis.toml` and runs `portcullis check -c` on it.
+pub fn check_config(dir: &Path, toml: &str) -> CliOutput {
+    let path = dir.join("portcullis.toml");
+    std::fs::write(&path, toml).expect("write config");
+    cli(&["check", "-c", path.to_str().expect("utf-8 path")])
+}
+
+/// Asserts `check` exited 1 naming `portcullis.toml:<line:col of the first needle>: `key`: `
+/// on a line that also says `why`.
+pub fn assert_check_error(out: &CliOutput, toml: &str, needle: &str, key: &str, why: &str) {
+    assert_eq!(
+        out.code, 1,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    let at = toml.find(needle).expect("needle in config");
+    let before = &toml[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = at - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+    let want = format!("portcullis.toml:{line}:{col}: `{key}`: ");
+    let found = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(&want))
+        .unwrap_or_else(|| panic!("no error {want:?} in:\n{}", out.stderr));
+    assert!(found.contains(why), "{found}");
+}
