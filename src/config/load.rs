@@ -76,6 +76,31 @@ pub fn load_tests(
     Ok(tests)
 }
 
+/// Loads an identities file (`portcullis matrix|diff --identities`): `[[identity]]` tables.
+pub fn load_identities(path: &Path) -> Result<Vec<(String, TestIdentity)>, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            key: String::new(),
+            message: format!("cannot read the identities file: {e}"),
+        }])
+    })?;
+    let mut errs = Errors::new(path, &src);
+    let Some(raw) = read_raw::<super::raw::RawIdentityFile>(&mut errs, &src) else {
+        return Err(errs.into_errors());
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let ids = Validator {
+        errs: &mut errs,
+        dir: &dir,
+    }
+    .named_identities(&raw.identities);
+    errs.finish()?;
+    Ok(ids)
+}
+
 /// The variables of `--env-file` (none without one).
 fn read_env(opts: &LoadOptions) -> Result<HashMap<String, String>, ConfigErrors> {
     let unreadable = |file: &Path, message: String| {

@@ -27,8 +27,10 @@ pub use error::{ConfigError, ConfigErrors};
 pub use forward_auth::ForwardAuth;
 pub use headers::{AuthorizationMode, DEFAULT_IDENTITY_HEADERS, HeaderConfig, fold_header_name};
 pub use identity_names::{ALWAYS_STRIPPED, IdentityNames};
-pub use load::{LoadOptions, load, load_str, load_tests};
-pub use policy_test::{Expect, PolicyTest, REASON_ALIASES, REASONS, TestIdentity, TestRequest};
+pub use load::{LoadOptions, load, load_identities, load_str, load_tests};
+pub use policy_test::{
+    Expect, PolicyTest, REASON_ALIASES, REASONS, TestIdentity, TestRequest, jwt_claims, reason_code,
+};
 pub use provider::{
     Introspection, IntrospectionAuth, Provider, RolesClaim, TokenEndpointAuth, ZitadelKey,
 };

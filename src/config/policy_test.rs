@@ -240,6 +240,69 @@ pub struct Expect {
 }
 
 impl Validator<'_, '_> {
+    /// Validates an identities file's `[[identity]]` tables.
+    pub(super) fn named_identities(
+        &mut self,
+        raw: &[Spanned<super::raw::RawNamedIdentity>],
+    ) -> Vec<(String, TestIdentity)> {
+        let mut out: Vec<(String, TestIdentity)> = Vec::new();
+        for (i, si) in raw.iter().enumerate() {
+            let r = si.get_ref();
+            let k = |f: &str| format!("identity[{i}].{f}");
+            let Some(name) = &r.name else {
+                self.errs
+                    .at(span(si), k("name"), "missing `name` (e.g. name = \"reader\")");
+                continue;
+            };
+            if out.iter().any(|(n, _)| *n == name.get_ref().0) {
+                self.errs.at(
+                    span(name),
+                    k("name"),
+                    "duplicate identity name: give each identity a unique name",
+                );
+                continue;
+            }
+            let parsed = match (&r.claims, &r.token) {
+                (Some(_), Some(t)) => {
+                    self.errs.at(
+                        span(t),
+                        k("token"),
+                        "give `claims` or `token`, not both",
+                    );
+                    continue;
+                }
+                (Some(c), None) if !c.get_ref().is_object() => {
+                    self.errs.at(
+                        span(c),
+                        k("claims"),
+                        "a table of claims, e.g. claims = { sub = \"u1\", roles = [\"reader\"] }",
+                    );
+                    continue;
+                }
+                (Some(c), None) => TestIdentity::parse(c.get_ref(), self.dir)
+                    .map_err(|e| (span(c), k("claims"), e)),
+                (None, Some(t)) => {
+                    TestIdentity::parse(&Value::String(t.get_ref().0.clone()), self.dir)
+                        .map_err(|e| (span(t), k("token"), e))
+                }
+                (None, None) => Ok(TestIdentity::Anonymous),
+            };
+            match parsed {
+                Ok(id) => out.push((name.get_ref().0.clone(), id)),
+                Err((at, key, e)) => self.errs.at(at, key, e),
+            }
+        }
+        if out.is_empty() && raw.is_empty() {
+            let end = self.errs.src.len();
+            self.errs.at(
+                end..end,
+                "identity",
+                "no [[identity]] table: add one per identity (name, and claims or token)",
+            );
+        }
+        out
+    }
+
     /// Validates `[[test]]` tables (`key`: `test` in the config, also in a `--tests` file).
     pub(super) fn policy_tests(
         &mut self,

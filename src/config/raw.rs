@@ -40,6 +40,23 @@ pub struct RawTestFile {
     pub tests: Vec<Spanned<RawTest>>,
 }
 
+/// An identities file (`portcullis matrix|diff --identities`): `[[identity]]` tables.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityFile {
+    #[serde(default, rename = "identity")]
+    pub identities: Vec<Spanned<RawNamedIdentity>>,
+}
+
+/// `[[identity]]`: `name`, and `claims` (a table) or `token` (a token file); neither: anonymous.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamedIdentity {
+    pub name: Option<Spanned<Str>>,
+    pub claims: Option<Spanned<serde_json::Value>>,
+    pub token: Option<Spanned<Str>>,
+}
+
 /// `[[test]]`: a request, who sends it, and the decision expected.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
