@@ -121,6 +121,14 @@ struct ExplainArgs {
     /// Extra request header, e.g. 'Authorization: Bearer eyJ…' (repeatable).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
+    /// Offline: judge a synthetic identity with these claims (a JSON object; `roles` is a
+    /// list of role names). No provider is contacted, nothing is verified.
+    #[arg(long)]
+    claims: Option<String>,
+    /// A session cookie's value (or `name=value; …` as the browser sends it), opened with the
+    /// configured session secret (the Redis store, when configured, is asked for it).
+    #[arg(long)]
+    cookie: Option<String>,
 }
 
 fn load(args: &ConfigArgs) -> Result<portcullis::Config, ExitCode> {
@@ -278,7 +286,14 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(portcullis::explain::explain(
-                cfg, &a.method, &a.url, &a.headers,
+                cfg,
+                &a.method,
+                &a.url,
+                &a.headers,
+                portcullis::explain::Offline {
+                    claims: a.claims,
+                    cookie: a.cookie,
+                },
             ))
         }
         Some(Command::Run) | None => serve(&cli.cfg),
