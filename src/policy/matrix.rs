@@ -1,10 +1,11 @@
 //! `portcullis matrix` (route × identity → decision) and `portcullis diff` (the decisions two
 //! configs disagree on), offline, through [`super::judge`].
 //!
-//! Sample request of a route: its first `methods` entry (else GET), its `host` (a wildcard
-//! `*.example.com` → `sample.example.com`; no host → `localhost`) and its `path` as written
-//! (the prefix itself), over http, with no other header (an API client). The request is judged
-//! against the whole route table: when an earlier route catches it, the cell says so.
+//! Sample request of a route: its `host` (a wildcard `*.example.com` → `sample.example.com`;
+//! no host → `localhost`), its `path` as written (the prefix itself), and the first method of
+//! its `methods` (else of GET, POST, PUT, PATCH, DELETE) that an earlier route does not catch
+//! (else the first one), over http, with no other header (an API client). The request is
+//! judged against the whole route table: when an earlier route catches it, the cell says so.
 //!
 //! Default identities (no `--identities`): `anonymous`; `signed-in` (a `sub`, no roles);
 //! one per distinct `require_roles` set (`roles:a+b`) and one per role of `require_any_role`
@@ -77,20 +78,39 @@ pub fn default_identities(cfg: &Config) -> Vec<Named> {
     out
 }
 
-/// The sample request of `route` (see the module doc).
-pub fn sample(route: &Route) -> TestRequest {
+/// The sample request of `route` in `cfg` (see the module doc).
+pub fn sample(cfg: &Config, route: &Route) -> TestRequest {
+    use http::Method;
     let m = &route.matcher;
+    let host = m
+        .host
+        .as_ref()
+        .map_or_else(|| "localhost".to_string(), |h| h.sample());
+    let candidates: Vec<Method> = match &m.methods {
+        Some(v) => v.clone(),
+        None => vec![
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ],
+    };
+    let reaches = |method: &Method| {
+        cfg.routes
+            .iter()
+            .find(|r| r.matcher.matches(Some(&host), method, &m.path))
+            .is_some_and(|r| r.name == route.name)
+    };
+    let method = candidates
+        .iter()
+        .find(|x| reaches(x))
+        .or(candidates.first())
+        .cloned()
+        .unwrap_or(Method::GET);
     TestRequest {
-        method: m
-            .methods
-            .as_ref()
-            .and_then(|v| v.first().cloned())
-            .unwrap_or(http::Method::GET),
-        host: Some(
-            m.host
-                .as_ref()
-                .map_or_else(|| "localhost".to_string(), |h| h.sample()),
-        ),
+        method,
+        host: Some(host),
         target: m.path.clone(),
         tls: false,
         headers: Vec::new(),
@@ -109,7 +129,7 @@ pub struct Row {
 pub async fn matrix(cfg: &Config, ids: &[Named]) -> Vec<Row> {
     let mut rows = Vec::new();
     for r in &cfg.routes {
-        let request = sample(r);
+        let request = sample(cfg, r);
         let mut cells = Vec::new();
         for (_, who) in ids {
             cells.push(judge(cfg, &request, who).await);
@@ -247,8 +267,12 @@ pub struct Change {
 /// ones whose status, route or reason changed.
 pub async fn diff(old: &Config, new: &Config, ids: &[Named]) -> Vec<Change> {
     let mut samples: Vec<TestRequest> = Vec::new();
-    for r in old.routes.iter().chain(&new.routes) {
-        let s = sample(r);
+    let both = old
+        .routes
+        .iter()
+        .map(|r| sample(old, r))
+        .chain(new.routes.iter().map(|r| sample(new, r)));
+    for s in both {
         if !samples.iter().any(|x| x.line() == s.line()) {
             samples.push(s);
         }
