@@ -143,8 +143,8 @@ pub fn checks<'a>(
             },
         )
     });
-    let email = (!route.require_email_domains.is_empty() || !route.require_emails.is_empty())
-        .then(|| {
+    let email =
+        (!route.require_email_domains.is_empty() || !route.require_emails.is_empty()).then(|| {
             let mut what = Vec::new();
             if !route.require_email_domains.is_empty() {
                 what.push(format!(

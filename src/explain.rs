@@ -111,7 +111,8 @@ async fn explain_cookie(
     let mut note = format!(
         "  session cookie {name}: judged with the configured session secret{}\n",
         match &session.store {
-            SessionStore::Redis { .. } => " (store = \"redis\": the session is looked up in Redis now)",
+            SessionStore::Redis { .. } =>
+                " (store = \"redis\": the session is looked up in Redis now)",
             _ => "",
         }
     );
@@ -425,7 +426,12 @@ fn checks(out: &mut String, d: &Decision, route: &Route) {
         return;
     }
     let Some(id) = d.identity() else {
-        let why = d.verdict.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+        let why = d
+            .verdict
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "    FAIL  authentication (auth = {}): {why}",
@@ -454,7 +460,11 @@ fn checks(out: &mut String, d: &Decision, route: &Route) {
                 let _ = writeln!(
                     out,
                     "    FAIL  {what}: {e}{}",
-                    if failed { " (after the first failure)" } else { "" }
+                    if failed {
+                        " (after the first failure)"
+                    } else {
+                        ""
+                    }
                 );
                 failed = true;
             }

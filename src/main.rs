@@ -330,7 +330,11 @@ fn tests_of(
             Err(e) => {
                 eprintln!("{e}");
                 let n = e.0.len();
-                eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, f.display());
+                eprintln!(
+                    "{n} error{} in {}",
+                    if n == 1 { "" } else { "s" },
+                    f.display()
+                );
                 return Err(());
             }
         }

@@ -155,9 +155,17 @@ fn test_command_passes_and_names_what_differed() {
     let ok = write(&dir, "ok.toml", &format!("{CONFIG}{PASSING}"));
     let out = cli(&["test", "--config", &ok]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("PASS readers cannot delete"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("PASS readers cannot delete"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("12 passed; 0 failed"), "{}", out.stdout);
-    assert!(out.stdout.contains("no provider contacted"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("no provider contacted"),
+        "{}",
+        out.stdout
+    );
 
     let bad = write(&dir, "bad.toml", &format!("{CONFIG}{PASSING}{FAILING}"));
     let out = cli(&["test", "--config", &bad]);
@@ -180,7 +188,10 @@ fn test_command_json_and_junit() {
     let out = cli(&["test", "--config", &bad, "--format", "json"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let v: Value = serde_json::from_str(&out.stdout).expect("json");
-    assert_eq!((v["passed"].clone(), v["failed"].clone()), (json!(12), json!(1)));
+    assert_eq!(
+        (v["passed"].clone(), v["failed"].clone()),
+        (json!(12), json!(1))
+    );
     assert_eq!(v["offline"], true);
     let failed: Vec<&Value> = v["tests"]
         .as_array()
@@ -303,7 +314,10 @@ fn test_table_errors_are_located() {
             .and_then(|r| r.split(':').next())
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or_else(|| panic!("{label}: no file:line:col in {}", out.stderr));
-        assert!(line > lines_before, "{label}: line {line} is in the test table");
+        assert!(
+            line > lines_before,
+            "{label}: line {line} is in the test table"
+        );
         // check refuses the same file (exit 1, as any config error)
         let out = cli(&["check", "--config", &f]);
         assert_eq!(out.code, 1, "{label}: {}", out.stderr);
@@ -323,7 +337,11 @@ fn test_table_errors_are_located() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("no policy tests"), "{}", out.stderr);
     // a broken config
-    let broken = write(&dir, "broken.toml", &CONFIG.replace("auth = \"none\"", "auth = \"nobody\""));
+    let broken = write(
+        &dir,
+        "broken.toml",
+        &CONFIG.replace("auth = \"none\"", "auth = \"nobody\""),
+    );
     let out = cli(&["test", "--config", &broken, "--tests", &tests]);
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
@@ -338,7 +356,11 @@ fn tests_file_with_a_token_identity() {
     let jwt = format!(
         "{}.{}.{}",
         b64(br#"{"alg":"RS256","kid":"k"}"#),
-        b64(json!({"sub": "u9", "roles": ["reader"], "iss": "https://idp.example.com"}).to_string().as_bytes()),
+        b64(
+            json!({"sub": "u9", "roles": ["reader"], "iss": "https://idp.example.com"})
+                .to_string()
+                .as_bytes()
+        ),
         b64(b"not a signature")
     );
     std::fs::write(dir.path().join("tokens/reader.jwt"), format!("{jwt}\n")).unwrap();
@@ -360,13 +382,21 @@ expect = { status = 200 }
     );
     let out = cli(&["test", "--config", &cfg, "--tests", &tests]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("PASS a reader's token may read"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("PASS a reader's token may read"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("(signature not checked)"),
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("status: expected 200, got 403"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("status: expected 200, got 403"),
+        "{}",
+        out.stdout
+    );
 }
 
 /// `check` runs the config's tests (and `--tests`) and fails on a failing test.
@@ -381,7 +411,11 @@ fn check_runs_the_tests() {
     let bad = write(&dir, "bad.toml", &format!("{CONFIG}{PASSING}{FAILING}"));
     let out = cli(&["check", "--config", &bad]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("FAIL readers may delete (wrong)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("FAIL readers may delete (wrong)"),
+        "{}",
+        out.stdout
+    );
     let cfg = write(&dir, "c.toml", CONFIG);
     let failing = write(&dir, "f.toml", FAILING);
     let out = cli(&["check", "--config", &cfg, "--tests", &failing]);
@@ -401,7 +435,13 @@ fn matrix_in_every_format() {
     let out = cli(&["matrix", "--config", &cfg]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let t = &out.stdout;
-    for id in ["anonymous", "signed-in", "roles:editor", "roles:reader", "email:user@example.com"] {
+    for id in [
+        "anonymous",
+        "signed-in",
+        "roles:editor",
+        "roles:reader",
+        "email:user@example.com",
+    ] {
         assert!(t.lines().nth(1).unwrap().contains(id), "{id}: {t}");
     }
     let api = t.lines().find(|l| l.starts_with("api ")).expect("api row");
@@ -416,7 +456,10 @@ fn matrix_in_every_format() {
     let staff = &v["routes"][3];
     assert_eq!(staff["route"], "staff");
     assert_eq!(staff["decisions"]["anonymous"]["status"], 401);
-    assert_eq!(staff["decisions"]["signed-in"]["reason"], "email_not_verified");
+    assert_eq!(
+        staff["decisions"]["signed-in"]["reason"],
+        "email_not_verified"
+    );
     assert_eq!(staff["decisions"]["email:user@example.com"]["status"], 200);
 
     let out = cli(&["matrix", "--config", &cfg, "--format", "csv"]);
@@ -424,7 +467,11 @@ fn matrix_in_every_format() {
     let rows: Vec<Vec<&str>> = out.stdout.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 6, "{}", out.stdout);
     assert_eq!(rows[0][..2], ["route", "request"]);
-    assert!(rows.iter().all(|r| r.len() == rows[0].len()), "{}", out.stdout);
+    assert!(
+        rows.iter().all(|r| r.len() == rows[0].len()),
+        "{}",
+        out.stdout
+    );
     assert_eq!(rows[1][0], "public");
 
     let ids = write(
@@ -432,14 +479,31 @@ fn matrix_in_every_format() {
         "ids.toml",
         "[[identity]]\nname = \"anon\"\n\n[[identity]]\nname = \"ed\"\nclaims = { sub = \"u2\", roles = [\"editor\"] }\n",
     );
-    let out = cli(&["matrix", "--config", &cfg, "--identities", &ids, "--format", "markdown"]);
+    let out = cli(&[
+        "matrix",
+        "--config",
+        &cfg,
+        "--identities",
+        &ids,
+        "--format",
+        "markdown",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let md: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(md[0], "| route | request | anon | ed |");
     assert_eq!(md[1], "|---|---|---|---|");
-    assert!(md.iter().any(|l| l.starts_with("| api |") && l.ends_with("| 401 no_token | 200 |")), "{}", out.stdout);
+    assert!(
+        md.iter()
+            .any(|l| l.starts_with("| api |") && l.ends_with("| 401 no_token | 200 |")),
+        "{}",
+        out.stdout
+    );
 
-    let bad = write(&dir, "bad-ids.toml", "[[identity]]\nname = \"x\"\nclaims = 5\n");
+    let bad = write(
+        &dir,
+        "bad-ids.toml",
+        "[[identity]]\nname = \"x\"\nclaims = 5\n",
+    );
     let out = cli(&["matrix", "--config", &cfg, "--identities", &bad]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("bad-ids.toml:3:10"), "{}", out.stderr);
@@ -459,7 +523,10 @@ fn diff_names_changed_decisions() {
     let new = write(
         &dir,
         "new.toml",
-        &CONFIG.replace("require_any_role = [\"reader\", \"editor\"]", "require_any_role = [\"editor\"]"),
+        &CONFIG.replace(
+            "require_any_role = [\"reader\", \"editor\"]",
+            "require_any_role = [\"editor\"]",
+        ),
     );
     let out = cli(&["diff", &old, &new]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
@@ -472,7 +539,11 @@ fn diff_names_changed_decisions() {
     );
     assert!(out.stdout.contains("1 decision changed"), "{}", out.stdout);
 
-    let ids = write(&dir, "ids.toml", "[[identity]]\nname = \"ed\"\nclaims = { roles = [\"editor\"] }\n");
+    let ids = write(
+        &dir,
+        "ids.toml",
+        "[[identity]]\nname = \"ed\"\nclaims = { roles = [\"editor\"] }\n",
+    );
     let out = cli(&["diff", &old, &new, "--identities", &ids, "--format", "json"]);
     assert_eq!(out.code, 0, "editors keep access: {}", out.stdout);
     let v: Value = serde_json::from_str(&out.stdout).expect("json");
@@ -490,7 +561,9 @@ fn diff_names_changed_decisions() {
     let out = cli(&["diff", &old, &added, "--format", "csv"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("GET http://localhost/ops,signed-in,200 (route app),403 missing_roles (route ops)"),
+        out.stdout.contains(
+            "GET http://localhost/ops,signed-in,200 (route app),403 missing_roles (route ops)"
+        ),
         "{}",
         out.stdout
     );
@@ -509,7 +582,12 @@ fn explain_with_claims_is_offline() {
     let cfg = write(&dir, "c.toml", CONFIG);
     let url = "https://app.example.com/staff/x";
     let out = cli(&[
-        "explain", "--config", &cfg, "GET", url, "--claims",
+        "explain",
+        "--config",
+        &cfg,
+        "GET",
+        url,
+        "--claims",
         r#"{"sub":"u1","email":"kim@example.com","email_verified":false}"#,
     ]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
@@ -523,29 +601,54 @@ fn explain_with_claims_is_offline() {
     ];
     let mut at = 0;
     for o in order {
-        let i = s[at..].find(o).unwrap_or_else(|| panic!("{o:?} after offset {at}: {s}"));
+        let i = s[at..]
+            .find(o)
+            .unwrap_or_else(|| panic!("{o:?} after offset {at}: {s}"));
         at += i;
     }
     assert!(s.contains("no provider contacted"), "{s}");
     assert!(s.contains("synthetic identity (not verified)"), "{s}");
 
     let out = cli(&[
-        "explain", "--config", &cfg, "DELETE", "https://app.example.com/api/1", "--claims",
+        "explain",
+        "--config",
+        &cfg,
+        "DELETE",
+        "https://app.example.com/api/1",
+        "--claims",
         r#"{"sub":"u2","roles":["editor"]}"#,
     ]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("pass  require_roles [editor]"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("pass  require_roles [editor]"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("decision: allowed"), "{}", out.stdout);
 
     let out = cli(&["explain", "--config", &cfg, "GET", url, "--claims", "[1]"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("JSON object"), "{}", out.stderr);
     // a cookie that is no session: 401 and why
-    let out = cli(&["explain", "--config", &cfg, "GET", url, "--cookie", "garbage"]);
+    let out = cli(&[
+        "explain", "--config", &cfg, "GET", url, "--cookie", "garbage",
+    ]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("session cookie __Host-portcullis"), "{}", out.stdout);
-    assert!(out.stdout.contains("FAIL  authentication"), "{}", out.stdout);
-    assert!(out.stdout.contains("does not open a live session"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("session cookie __Host-portcullis"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("FAIL  authentication"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("does not open a live session"),
+        "{}",
+        out.stdout
+    );
 }
 
 /// The README's "Test your policy" examples, as written: the config, the identities file and
@@ -554,7 +657,11 @@ fn explain_with_claims_is_offline() {
 fn readme_policy_examples_run() {
     let dir = temp_dir();
     write(&dir, "policy.toml", &snippet("README.md", "policy-config"));
-    write(&dir, "identities.toml", &snippet("README.md", "policy-identities"));
+    write(
+        &dir,
+        "identities.toml",
+        &snippet("README.md", "policy-identities"),
+    );
     let commands = snippet("README.md", "policy-commands");
     let mut ran = 0;
     for line in commands.lines() {
@@ -580,7 +687,11 @@ fn readme_policy_examples_run() {
             .collect();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = cli_env(&argv, &[("SESSION_SECRET", SECRET)], &[]);
-        assert_eq!(out.code, want, "portcullis {cmd}\n{}{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, want,
+            "portcullis {cmd}\n{}{}",
+            out.stdout, out.stderr
+        );
         if argv.contains(&"junit") {
             assert_well_formed_xml(&out.stdout);
         }
@@ -624,10 +735,18 @@ fn shell_words(s: &str) -> Vec<String> {
 fn example_config_tests_pass() {
     let example = repo().join("config/portcullis.example.toml");
     let example = example.to_str().unwrap();
-    let out = cli_env(&["test", "--config", example], &[("SESSION_SECRET", SECRET)], &[]);
+    let out = cli_env(
+        &["test", "--config", example],
+        &[("SESSION_SECRET", SECRET)],
+        &[],
+    );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("4 passed; 0 failed"), "{}", out.stdout);
-    let out = cli_env(&["check", "--config", example], &[("SESSION_SECRET", SECRET)], &[]);
+    let out = cli_env(
+        &["check", "--config", example],
+        &[("SESSION_SECRET", SECRET)],
+        &[],
+    );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("4 passed"), "{}", out.stdout);
 }
@@ -638,10 +757,30 @@ fn example_config_tests_pass() {
 fn check_validates_email_lists() {
     let dir = temp_dir();
     let cases = [
-        ("require_email_domains = [\"Example.com\"]", "require_email_domains = [\"a@example.com\"]", "route[3].require_email_domains[0]", "is an address"),
-        ("require_email_domains = [\"Example.com\"]", "require_email_domains = [\"*.example.com\"]", "route[3].require_email_domains[0]", "wildcards"),
-        ("require_emails = [\"contractor@partner.org\"]", "require_emails = [\"partner.org\"]", "route[3].require_emails[0]", "not an email address"),
-        ("auth = \"none\"", "auth = \"none\"\nrequire_emails = [\"a@b.org\"]", "route[0].auth", "authenticated route"),
+        (
+            "require_email_domains = [\"Example.com\"]",
+            "require_email_domains = [\"a@example.com\"]",
+            "route[3].require_email_domains[0]",
+            "is an address",
+        ),
+        (
+            "require_email_domains = [\"Example.com\"]",
+            "require_email_domains = [\"*.example.com\"]",
+            "route[3].require_email_domains[0]",
+            "wildcards",
+        ),
+        (
+            "require_emails = [\"contractor@partner.org\"]",
+            "require_emails = [\"partner.org\"]",
+            "route[3].require_emails[0]",
+            "not an email address",
+        ),
+        (
+            "auth = \"none\"",
+            "auth = \"none\"\nrequire_emails = [\"a@b.org\"]",
+            "route[0].auth",
+            "authenticated route",
+        ),
     ];
     for (from, to, key, hint) in cases {
         let f = write(&dir, "e.toml", &CONFIG.replacen(from, to, 1));
@@ -714,15 +853,49 @@ async fn email_rules_with_real_sessions() {
         .filter(|(n, _)| n.starts_with("portcullis"))
         .map(|(n, v)| format!("{n}={v}"))
         .collect();
-    assert!(!header.is_empty(), "alice has a session cookie: {cookies:?}");
+    assert!(
+        !header.is_empty(),
+        "alice has a session cookie: {cookies:?}"
+    );
     let header = header.join("; ") + ";";
-    let out = cli(&["explain", "--config", &f, "GET", &format!("{base}/staff/x"), "--cookie", &header]);
+    let out = cli(&[
+        "explain",
+        "--config",
+        &f,
+        "GET",
+        &format!("{base}/staff/x"),
+        "--cookie",
+        &header,
+    ]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("pass  require_email_domains [example.com]"), "{}", out.stdout);
-    assert!(out.stdout.contains("session: valid; sub \"alice\""), "{}", out.stdout);
-    let out = cli(&["explain", "--config", &f, "GET", &format!("{base}/partners/x"), "--cookie", &header]);
+    assert!(
+        out.stdout
+            .contains("pass  require_email_domains [example.com]"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("session: valid; sub \"alice\""),
+        "{}",
+        out.stdout
+    );
+    let out = cli(&[
+        "explain",
+        "--config",
+        &f,
+        "GET",
+        &format!("{base}/partners/x"),
+        "--cookie",
+        &header,
+    ]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("FAIL  require_email_domains [partner.org] or require_emails [bob@example.com]"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "FAIL  require_email_domains [partner.org] or require_emails [bob@example.com]"
+        ),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("decision: 403"), "{}", out.stdout);
     drop(provider);
 }

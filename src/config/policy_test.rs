@@ -21,7 +21,10 @@ use super::values::Str;
 /// as the access log's `reason` (`AuthError::reason`, `ProxyError::code`); a unit test in
 /// `crate::policy` keeps the two lists equal.
 pub const REASONS: &[(&str, &str)] = &[
-    ("no_token", "bearer route, no Authorization: Bearer token (401)"),
+    (
+        "no_token",
+        "bearer route, no Authorization: Bearer token (401)",
+    ),
     (
         "no_session",
         "login route, no session, not a browser navigation (401)",
@@ -37,7 +40,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "missing_any_role",
         "none of the roles of require_any_role (403)",
     ),
-    ("claim_mismatch", "a require_claims claim is absent or differs (403)"),
+    (
+        "claim_mismatch",
+        "a require_claims claim is absent or differs (403)",
+    ),
     (
         "email_not_verified",
         "email rules: no email, or email_verified is not true (403)",
@@ -48,13 +54,22 @@ pub const REASONS: &[(&str, &str)] = &[
     ),
     ("not_found", "no route matches (404)"),
     ("invalid_path", "the path cannot be normalized safely (400)"),
-    ("bad_request", "a malformed request head: host, method (400)"),
+    (
+        "bad_request",
+        "a malformed request head: host, method (400)",
+    ),
     (
         "misdirected_request",
         "Host differs from the TLS server name (421)",
     ),
-    ("provider_unavailable", "the provider is needed and down (503)"),
-    ("session_store_unavailable", "the session store is down (503)"),
+    (
+        "provider_unavailable",
+        "the provider is needed and down (503)",
+    ),
+    (
+        "session_store_unavailable",
+        "the session store is down (503)",
+    ),
 ];
 
 /// Other spellings accepted for a reason code.
@@ -107,15 +122,19 @@ impl TestRequest {
                 "{line:?} is not \"METHOD URL\" (e.g. \"GET https://app.example.com/admin\")"
             ));
         };
-        let method = Method::from_bytes(m.as_bytes())
-            .map_err(|_| format!("{m:?} is not an HTTP method"))?;
+        let method =
+            Method::from_bytes(m.as_bytes()).map_err(|_| format!("{m:?} is not an HTTP method"))?;
         let (host, target, tls) = if url.starts_with('/') {
             (None, url, false)
         } else if let Some((scheme, rest)) = url.split_once("://") {
             let tls = match scheme.to_ascii_lowercase().as_str() {
                 "https" => true,
                 "http" => false,
-                _ => return Err(format!("{url:?}: use an http:// or https:// URL, or a /path")),
+                _ => {
+                    return Err(format!(
+                        "{url:?}: use an http:// or https:// URL, or a /path"
+                    ));
+                }
             };
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             let host = &rest[..end];
@@ -168,7 +187,10 @@ pub enum TestIdentity {
     /// A synthetic identity with these claims (`roles` already mapped by the runner).
     Claims(Map<String, Value>),
     /// The claims of a JWT read from a file, signature NOT checked.
-    Token { path: PathBuf, claims: Map<String, Value> },
+    Token {
+        path: PathBuf,
+        claims: Map<String, Value>,
+    },
 }
 
 impl TestIdentity {
@@ -200,7 +222,7 @@ impl TestIdentity {
                     );
                 }
                 if let Some(s) = m.get("sub")
-                    && !s.as_str().is_some_and(|s| !s.is_empty())
+                    && s.as_str().is_none_or(|s| s.is_empty())
                 {
                     return Err("`sub` must be a non-empty string".into());
                 }
@@ -250,8 +272,11 @@ impl Validator<'_, '_> {
             let r = si.get_ref();
             let k = |f: &str| format!("identity[{i}].{f}");
             let Some(name) = &r.name else {
-                self.errs
-                    .at(span(si), k("name"), "missing `name` (e.g. name = \"reader\")");
+                self.errs.at(
+                    span(si),
+                    k("name"),
+                    "missing `name` (e.g. name = \"reader\")",
+                );
                 continue;
             };
             if out.iter().any(|(n, _)| *n == name.get_ref().0) {
@@ -264,11 +289,8 @@ impl Validator<'_, '_> {
             }
             let parsed = match (&r.claims, &r.token) {
                 (Some(_), Some(t)) => {
-                    self.errs.at(
-                        span(t),
-                        k("token"),
-                        "give `claims` or `token`, not both",
-                    );
+                    self.errs
+                        .at(span(t), k("token"), "give `claims` or `token`, not both");
                     continue;
                 }
                 (Some(c), None) if !c.get_ref().is_object() => {
@@ -476,7 +498,11 @@ impl Validator<'_, '_> {
                     self.errs.at(
                         span(x),
                         format!("{key}.reason"),
-                        format!("unknown reason {:?}; one of: {}", x.get_ref().0, known.join(", ")),
+                        format!(
+                            "unknown reason {:?}; one of: {}",
+                            x.get_ref().0,
+                            known.join(", ")
+                        ),
                     );
                     ok = false;
                     None

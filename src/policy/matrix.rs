@@ -60,7 +60,11 @@ pub fn default_identities(cfg: &Config) -> Vec<Named> {
         }
         for role in &r.require_any_role {
             let name = format!("roles:{role}");
-            push(&mut out, name.clone(), claims(&name, std::slice::from_ref(role)));
+            push(
+                &mut out,
+                name.clone(),
+                claims(&name, std::slice::from_ref(role)),
+            );
         }
     }
     for r in &cfg.routes {
@@ -180,7 +184,13 @@ pub fn render(rows: &[Row], ids: &[Named], format: MatrixFormat) -> String {
                 );
             }
             let widths: Vec<usize> = (0..table[0].len())
-                .map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+                .map(|i| {
+                    table
+                        .iter()
+                        .map(|r| r[i].chars().count())
+                        .max()
+                        .unwrap_or(0)
+                })
                 .collect();
             let mut out = format!("# {OFFLINE_NOTE}\n");
             for r in &table {

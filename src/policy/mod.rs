@@ -326,7 +326,12 @@ mod tests {
         for e in &errs {
             assert_eq!(reason_code(e.reason()), Some(e.reason()), "{e:?}");
         }
-        for code in ["not_found", "invalid_path", "bad_request", "misdirected_request"] {
+        for code in [
+            "not_found",
+            "invalid_path",
+            "bad_request",
+            "misdirected_request",
+        ] {
             assert!(REASONS.iter().any(|(c, _)| *c == code), "{code}");
         }
         assert_eq!(reason_code("missing_role"), Some("missing_roles"));

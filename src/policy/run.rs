@@ -40,11 +40,7 @@ pub async fn run_tests<'t>(cfg: &Config, tests: &'t [PolicyTest]) -> Vec<TestRes
         let mut diffs = Vec::new();
         let status = |s: Option<u16>| s.map_or("endpoint".to_string(), |s| s.to_string());
         if actual.status != Some(t.expect.status) {
-            diffs.push((
-                "status",
-                t.expect.status.to_string(),
-                status(actual.status),
-            ));
+            diffs.push(("status", t.expect.status.to_string(), status(actual.status)));
         }
         if let Some(r) = &t.expect.route
             && actual.route.as_deref() != Some(r)
@@ -77,10 +73,7 @@ pub async fn run_tests<'t>(cfg: &Config, tests: &'t [PolicyTest]) -> Vec<TestRes
 pub fn identity_label(who: &TestIdentity) -> String {
     match who {
         TestIdentity::Anonymous => "anonymous".into(),
-        TestIdentity::Claims(c) => format!(
-            "synthetic {}",
-            serde_json::Value::Object(c.clone())
-        ),
+        TestIdentity::Claims(c) => format!("synthetic {}", serde_json::Value::Object(c.clone())),
         TestIdentity::Token { path, .. } => {
             format!("token file {} (signature not checked)", path.display())
         }
