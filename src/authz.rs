@@ -92,13 +92,53 @@ fn unmet(route: &Route, identity: &Identity) -> Option<Denied> {
     checks(route, identity).find_map(|(_, r)| r.err())
 }
 
-/// Each requirement of `route` in the order [`authorize`] checks them, named for a person
-/// (`portcullis explain`), with whether `identity` meets it. Lazy: `authorize` stops at the
-/// first unmet one.
+/// One requirement of a route (its name for people: [`Requirement::label`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Requirement<'a> {
+    Roles,
+    AnyRole,
+    Claim(&'a str, &'a [Value]),
+    Email,
+}
+
+impl Requirement<'_> {
+    /// How `portcullis explain` names it, e.g. `require_roles [admin]`.
+    pub fn label(&self, route: &Route) -> String {
+        match self {
+            Requirement::Roles => format!("require_roles [{}]", route.require_roles.join(", ")),
+            Requirement::AnyRole => {
+                format!("require_any_role [{}]", route.require_any_role.join(", "))
+            }
+            Requirement::Claim(name, accepted) => {
+                format!("require_claims.{name} = {}", describe(accepted))
+            }
+            Requirement::Email => {
+                let mut what = Vec::new();
+                if !route.require_email_domains.is_empty() {
+                    what.push(format!(
+                        "require_email_domains [{}]",
+                        route.require_email_domains.join(", ")
+                    ));
+                }
+                if !route.require_emails.is_empty() {
+                    what.push(format!(
+                        "require_emails [{}]",
+                        route.require_emails.join(", ")
+                    ));
+                }
+                what.join(" or ")
+            }
+        }
+    }
+}
+
+/// Each requirement of `route` in the order [`authorize`] checks them, with whether
+/// `identity` meets it. Lazy, and nothing is allocated for a requirement that is met:
+/// `authorize` stops at the first unmet one; `portcullis explain` lists them all.
 pub fn checks<'a>(
     route: &'a Route,
     identity: &'a Identity,
-) -> impl Iterator<Item = (String, Result<(), Denied>)> + 'a {
+) -> impl Iterator<Item = (Requirement<'a>, Result<(), Denied>)> + 'a {
     let roles = (!route.require_roles.is_empty()).then(|| {
         let missing: Vec<String> = route
             .require_roles
@@ -107,7 +147,7 @@ pub fn checks<'a>(
             .cloned()
             .collect();
         (
-            format!("require_roles [{}]", route.require_roles.join(", ")),
+            Requirement::Roles,
             if missing.is_empty() {
                 Ok(())
             } else {
@@ -121,7 +161,7 @@ pub fn checks<'a>(
             .iter()
             .any(|r| identity.roles.iter().any(|have| have == r));
         (
-            format!("require_any_role [{}]", route.require_any_role.join(", ")),
+            Requirement::AnyRole,
             if ok {
                 Ok(())
             } else {
@@ -132,7 +172,7 @@ pub fn checks<'a>(
     let claims = route.require_claims.iter().map(|(name, accepted)| {
         let ok = claim(&identity.claims, name).is_some_and(|v| claim_matches(v, accepted));
         (
-            format!("require_claims.{name} = {}", describe(accepted)),
+            Requirement::Claim(name, accepted),
             if ok {
                 Ok(())
             } else {
@@ -143,23 +183,8 @@ pub fn checks<'a>(
             },
         )
     });
-    let email =
-        (!route.require_email_domains.is_empty() || !route.require_emails.is_empty()).then(|| {
-            let mut what = Vec::new();
-            if !route.require_email_domains.is_empty() {
-                what.push(format!(
-                    "require_email_domains [{}]",
-                    route.require_email_domains.join(", ")
-                ));
-            }
-            if !route.require_emails.is_empty() {
-                what.push(format!(
-                    "require_emails [{}]",
-                    route.require_emails.join(", ")
-                ));
-            }
-            (what.join(" or "), email_allowed(route, identity))
-        });
+    let email = (!route.require_email_domains.is_empty() || !route.require_emails.is_empty())
+        .then(|| (Requirement::Email, email_allowed(route, identity)));
     roles.into_iter().chain(any).chain(claims).chain(email)
 }
 

@@ -438,7 +438,7 @@ fn checks(out: &mut String, d: &Decision, route: &Route) {
             route.auth.as_str()
         );
         for (what, _) in crate::authz::checks(route, &Default::default()) {
-            let _ = writeln!(out, "    -     {what}: not reached");
+            let _ = writeln!(out, "    -     {}: not reached", what.label(route));
         }
         return;
     };
@@ -450,6 +450,7 @@ fn checks(out: &mut String, d: &Decision, route: &Route) {
     );
     let mut failed = false;
     for (what, r) in crate::authz::checks(route, id) {
+        let what = what.label(route);
         match r {
             // `authorize` stops at the first unmet requirement; the rest are shown for
             // information.
