@@ -1,5 +1,6 @@
-//! The authorization stage: checks a route's `require_roles`, `require_any_role` and
-//! `require_claims` against an [`Identity`]. A [`Permit`] exists only when they are met, and
+//! The authorization stage: checks a route's `require_roles`, `require_any_role`,
+//! `require_claims` and email rules (`require_email_domains`, `require_emails`) against an
+//! [`Identity`], in that order. A [`Permit`] exists only when they are met, and
 //! identity headers can only be injected from a `Permit` — skipping this stage does not compile.
 
 use std::sync::Arc;
@@ -43,6 +44,16 @@ pub enum Denied {
     NoneOfRoles(Vec<String>),
     #[error("claim `{claim}` must be {}", describe(.accepted))]
     Claim { claim: String, accepted: Vec<Value> },
+    /// The route has email rules and the identity's email is absent, or its
+    /// `email_verified` is not `true`.
+    #[error("{}", match .0 {
+        None => "a verified email address is required, and the identity has no email".to_string(),
+        Some(e) => format!("the email address {e} is not verified (email_verified must be true)"),
+    })]
+    EmailNotVerified(Option<String>),
+    /// A verified email outside the route's `require_email_domains` / `require_emails`.
+    #[error("the email address {email} is not allowed here{}", if .domains.is_empty() { String::new() } else { format!(" (allowed domains: {})", .domains.join(", ")) })]
+    EmailNotAllowed { email: String, domains: Vec<String> },
 }
 
 fn describe(accepted: &[Value]) -> String {
@@ -78,33 +89,144 @@ pub fn authorize(route: &Route, identity: Arc<Identity>) -> Result<Permit, Refus
 
 /// The first requirement of `route` that `identity` does not meet.
 fn unmet(route: &Route, identity: &Identity) -> Option<Denied> {
-    let missing: Vec<String> = route
-        .require_roles
-        .iter()
-        .filter(|r| !identity.roles.iter().any(|have| have == *r))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Some(Denied::MissingRoles(missing));
-    }
-    if !route.require_any_role.is_empty()
-        && !route
-            .require_any_role
-            .iter()
-            .any(|r| identity.roles.iter().any(|have| have == r))
-    {
-        return Some(Denied::NoneOfRoles(route.require_any_role.clone()));
-    }
-    for (name, accepted) in &route.require_claims {
-        let ok = claim(&identity.claims, name).is_some_and(|v| claim_matches(v, accepted));
-        if !ok {
-            return Some(Denied::Claim {
-                claim: name.clone(),
-                accepted: accepted.clone(),
-            });
+    checks(route, identity).find_map(|(_, r)| r.err())
+}
+
+/// One requirement of a route (its name for people: [`Requirement::label`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Requirement<'a> {
+    Roles,
+    AnyRole,
+    Claim(&'a str, &'a [Value]),
+    Email,
+}
+
+impl Requirement<'_> {
+    /// How `portcullis explain` names it, e.g. `require_roles [admin]`.
+    pub fn label(&self, route: &Route) -> String {
+        match self {
+            Requirement::Roles => format!("require_roles [{}]", route.require_roles.join(", ")),
+            Requirement::AnyRole => {
+                format!("require_any_role [{}]", route.require_any_role.join(", "))
+            }
+            Requirement::Claim(name, accepted) => {
+                format!("require_claims.{name} = {}", describe(accepted))
+            }
+            Requirement::Email => {
+                let mut what = Vec::new();
+                if !route.require_email_domains.is_empty() {
+                    what.push(format!(
+                        "require_email_domains [{}]",
+                        route.require_email_domains.join(", ")
+                    ));
+                }
+                if !route.require_emails.is_empty() {
+                    what.push(format!(
+                        "require_emails [{}]",
+                        route.require_emails.join(", ")
+                    ));
+                }
+                what.join(" or ")
+            }
         }
     }
-    None
+}
+
+/// Each requirement of `route` in the order [`authorize`] checks them, with whether
+/// `identity` meets it. Lazy, and nothing is allocated for a requirement that is met:
+/// `authorize` stops at the first unmet one; `portcullis explain` lists them all.
+pub fn checks<'a>(
+    route: &'a Route,
+    identity: &'a Identity,
+) -> impl Iterator<Item = (Requirement<'a>, Result<(), Denied>)> + 'a {
+    let roles = (!route.require_roles.is_empty()).then(|| {
+        let missing: Vec<String> = route
+            .require_roles
+            .iter()
+            .filter(|r| !identity.roles.iter().any(|have| have == *r))
+            .cloned()
+            .collect();
+        (
+            Requirement::Roles,
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(Denied::MissingRoles(missing))
+            },
+        )
+    });
+    let any = (!route.require_any_role.is_empty()).then(|| {
+        let ok = route
+            .require_any_role
+            .iter()
+            .any(|r| identity.roles.iter().any(|have| have == r));
+        (
+            Requirement::AnyRole,
+            if ok {
+                Ok(())
+            } else {
+                Err(Denied::NoneOfRoles(route.require_any_role.clone()))
+            },
+        )
+    });
+    let claims = route.require_claims.iter().map(|(name, accepted)| {
+        let ok = claim(&identity.claims, name).is_some_and(|v| claim_matches(v, accepted));
+        (
+            Requirement::Claim(name, accepted),
+            if ok {
+                Ok(())
+            } else {
+                Err(Denied::Claim {
+                    claim: name.clone(),
+                    accepted: accepted.clone(),
+                })
+            },
+        )
+    });
+    let email = (!route.require_email_domains.is_empty() || !route.require_emails.is_empty())
+        .then(|| (Requirement::Email, email_allowed(route, identity)));
+    roles.into_iter().chain(any).chain(claims).chain(email)
+}
+
+/// The email rules: an email is present, `email_verified` is `true` (the boolean, or the
+/// string some providers send), and the address is in `require_emails` or its domain — the
+/// part after the last `@`, compared case-insensitively, subdomains not implied — is in
+/// `require_email_domains`.
+fn email_allowed(route: &Route, identity: &Identity) -> Result<(), Denied> {
+    let email = identity
+        .email
+        .as_deref()
+        .or_else(|| identity.claims.get("email").and_then(Value::as_str));
+    let Some(email) = email.filter(|e| !e.is_empty()) else {
+        return Err(Denied::EmailNotVerified(None));
+    };
+    let verified = match identity.claims.get("email_verified") {
+        Some(Value::Bool(v)) => *v,
+        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    if !verified {
+        return Err(Denied::EmailNotVerified(Some(email.to_string())));
+    }
+    let domain = email.rsplit_once('@').map(|(_, d)| d);
+    let listed = route
+        .require_emails
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(email));
+    let in_domain = domain.is_some_and(|d| {
+        route
+            .require_email_domains
+            .iter()
+            .any(|want| want.eq_ignore_ascii_case(d))
+    });
+    if listed || in_domain {
+        Ok(())
+    } else {
+        Err(Denied::EmailNotAllowed {
+            email: email.to_string(),
+            domains: route.require_email_domains.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +274,42 @@ mod tests {
         let r = route(&[], &["editor", "admin"], vec![]);
         assert!(authorize(&r, ident(&["admin"], json!({}))).is_ok());
         assert!(authorize(&r, ident(&["reader"], json!({}))).is_err());
+    }
+
+    /// Email rules: verified, domain after the last `@` case-insensitively, no subdomains,
+    /// listed addresses; absent or unverified emails refused with their own reason.
+    #[test]
+    fn email_rules() {
+        let mut r = route(&[], &[], vec![]);
+        r.require_email_domains = vec!["example.com".into()];
+        r.require_emails = vec!["guest@other.org".into()];
+        let who = |email: Option<&str>, verified: Value| {
+            let mut i = ident(&[], json!({ "email_verified": verified }));
+            Arc::make_mut(&mut i).email = email.map(str::to_string);
+            i
+        };
+        assert!(authorize(&r, who(Some("a@Example.COM"), json!(true))).is_ok());
+        assert!(authorize(&r, who(Some("Guest@other.org"), json!("true"))).is_ok());
+        let e = |i| authorize(&r, i).unwrap_err().unmet;
+        assert!(matches!(
+            e(who(Some("a@sub.example.com"), json!(true))),
+            Denied::EmailNotAllowed { .. }
+        ));
+        assert!(matches!(
+            e(who(Some("a@example.com.evil"), json!(true))),
+            Denied::EmailNotAllowed { .. }
+        ));
+        // the domain is what follows the last `@`
+        assert!(authorize(&r, who(Some("\"a@evil.com\"@example.com"), json!(true))).is_ok());
+        assert_eq!(
+            e(who(Some("a@example.com"), json!(false))),
+            Denied::EmailNotVerified(Some("a@example.com".into()))
+        );
+        assert_eq!(
+            e(who(Some("a@example.com"), Value::Null)),
+            Denied::EmailNotVerified(Some("a@example.com".into()))
+        );
+        assert_eq!(e(who(None, json!(true))), Denied::EmailNotVerified(None));
     }
 
     #[test]

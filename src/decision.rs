@@ -27,7 +27,7 @@ use http::HeaderValue;
 use http::header;
 use http::request::Parts;
 
-use crate::auth::AuthState;
+use crate::auth::{AuthState, Authenticate};
 use crate::authz::{self, Permit};
 use crate::config::{AuthMode, Config, Route};
 use crate::error::{AuthError, DecisionKind, ProxyError};
@@ -161,10 +161,11 @@ impl Decision {
 }
 
 /// Judges the request whose head is `parts`. Changes the head as the upstream must receive it
-/// (step 4: stripped headers), never its method, URI or host.
-pub async fn decide(
+/// (step 4: stripped headers), never its method, URI or host. `auth`: the proxy's
+/// [`AuthState`]; policy tests pass synthetic identities (no provider contacted).
+pub async fn decide<A: Authenticate>(
     cfg: &Config,
-    auth: &AuthState,
+    auth: &A,
     parts: &mut Parts,
     input: Input<'_>,
 ) -> Decision {

@@ -3,8 +3,13 @@
 //! builds the request from the command line (method, URL, `--header`s) and prints the answer.
 //! Given a token it verifies it against the provider (keys or introspection fetched now);
 //! given `Accept: text/html` on a login route it prepares the login the browser would start.
+//! Offline: `--claims JSON` stands a synthetic identity where authentication would judge a
+//! token or session ([`crate::policy::Synthetic`]: no provider contacted, nothing verified);
+//! `--cookie VALUE` sends a session cookie, opened with the configured secret (cookie store;
+//! the Redis store is asked for it). The output names each check in order with pass/fail.
 
 use std::fmt::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +18,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use crate::auth::AuthState;
-use crate::config::{AuthMode, Config, Route};
+use crate::config::{AuthMode, Config, Route, SessionStore, TestIdentity};
 use crate::decision::{Decision, Input, Verdict, decide};
 use crate::error::{AuthError, ProxyError, Scheme};
 use crate::identity::Via;
@@ -36,10 +41,39 @@ pub struct Explained {
     pub exit: u8,
 }
 
+/// Offline inputs of `explain`.
+#[derive(Debug, Default, Clone)]
+pub struct Offline {
+    /// `--claims`: a JSON object of claims (a synthetic identity).
+    pub claims: Option<String>,
+    /// `--cookie`: the session cookie's value (or `name=value; name.1=…` as the browser sends).
+    pub cookie: Option<String>,
+}
+
 /// Prints the explanation to stdout (bad input to stderr); exit 0 when the request would be
 /// allowed/forwarded, 1 when it would be refused, 2 for bad input.
-pub async fn explain(cfg: Config, method: &str, url: &str, headers: &[String]) -> ExitCode {
-    let e = explain_request(Arc::new(cfg), method, url, headers).await;
+pub async fn explain(
+    cfg: Config,
+    method: &str,
+    url: &str,
+    headers: &[String],
+    offline: Offline,
+) -> ExitCode {
+    let e = match (&offline.claims, &offline.cookie) {
+        (Some(_), Some(_)) => bad_input("error: give --claims or --cookie, not both\n".into()),
+        (Some(json), None) => match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(v @ serde_json::Value::Object(_)) => match TestIdentity::parse(&v, Path::new(".")) {
+                Ok(who) => explain_request_as(Arc::new(cfg), method, url, headers, Some(&who)).await,
+                Err(e) => bad_input(format!("error: --claims: {e}\n")),
+            },
+            _ => bad_input(
+                "error: --claims must be a JSON object, e.g. '{\"sub\":\"u1\",\"roles\":[\"admin\"]}'\n"
+                    .into(),
+            ),
+        },
+        (None, Some(cookie)) => explain_cookie(cfg, method, url, headers, cookie).await,
+        (None, None) => explain_request(Arc::new(cfg), method, url, headers).await,
+    };
     if e.exit == 2 {
         eprint!("{}", e.text);
     } else {
@@ -48,12 +82,70 @@ pub async fn explain(cfg: Config, method: &str, url: &str, headers: &[String]) -
     ExitCode::from(e.exit)
 }
 
+/// `--cookie`: the request sent with the session cookie, judged by the proxy's own
+/// authentication (the cookie is opened with the configured secret; a Redis store is asked).
+async fn explain_cookie(
+    cfg: Config,
+    method: &str,
+    url: &str,
+    headers: &[String],
+    cookie: &str,
+) -> Explained {
+    let Some(session) = &cfg.session else {
+        return bad_input(
+            "error: --cookie needs a [session] section (its secret opens the cookie)\n".into(),
+        );
+    };
+    let https = url.starts_with("https://");
+    let name = match (https, &session.cookie_domain) {
+        (true, Some(_)) => format!("__Secure-{}", session.cookie_name),
+        (true, None) => format!("__Host-{}", session.cookie_name),
+        (false, _) => session.cookie_name.clone(),
+    };
+    // A value as the browser shows it (`name=value`, chunks `; name.1=…`) goes as is.
+    let header = if cookie.contains(';') || cookie.starts_with(&format!("{name}=")) {
+        cookie.to_string()
+    } else {
+        format!("{name}={cookie}")
+    };
+    let mut note = format!(
+        "  session cookie {name}: judged with the configured session secret{}\n",
+        match &session.store {
+            SessionStore::Redis { .. } =>
+                " (store = \"redis\": the session is looked up in Redis now)",
+            _ => "",
+        }
+    );
+    let mut all: Vec<String> = headers.to_vec();
+    all.push(format!("Cookie: {header}"));
+    let mut e = explain_request(Arc::new(cfg), method, url, &all).await;
+    if e.text.contains("no_session") || e.text.contains("needs a browser session") {
+        note.push_str("  the cookie does not open a live session here: wrong secret or cookie name (http vs https: __Host- prefix), expired, revoked, or of another provider\n");
+    }
+    if let Some(at) = e.text.find('\n') {
+        e.text.insert_str(at + 1, &note);
+    }
+    e
+}
+
 /// The explanation of `method url` with `headers` (`Name: value`), as text.
 pub async fn explain_request(
     cfg: Arc<Config>,
     method: &str,
     url: &str,
     headers: &[String],
+) -> Explained {
+    explain_request_as(cfg, method, url, headers, None).await
+}
+
+/// [`explain_request`]; `who`: a synthetic identity judged offline instead of the request's
+/// credentials.
+pub async fn explain_request_as(
+    cfg: Arc<Config>,
+    method: &str,
+    url: &str,
+    headers: &[String],
+    who: Option<&TestIdentity>,
 ) -> Explained {
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return bad_input(format!("error: {method:?} is not an HTTP method\n"));
@@ -99,6 +191,16 @@ pub async fn explain_request(
         sni: None,
     };
     let mut notes = String::new();
+    if let Some(who) = who {
+        let synthetic = crate::policy::Synthetic { cfg: &cfg, who };
+        let d = decide(&cfg, &synthetic, &mut parts, input).await;
+        let _ = writeln!(
+            notes,
+            "  identity: synthetic claims ({})",
+            crate::policy::OFFLINE_NOTE
+        );
+        return render(&cfg, &method, host, &path, d, &notes, true);
+    }
     let mut decided =
         tokio::time::timeout(PROVIDER_WAIT, decide(&cfg, &auth, &mut parts, input)).await;
     // A provider that has not been contacted yet (the running proxy discovers it at start):
@@ -143,7 +245,7 @@ pub async fn explain_request(
             exit: 1,
         };
     };
-    render(&cfg, &method, host, &path, decision, &notes)
+    render(&cfg, &method, host, &path, decision, &notes, false)
 }
 
 /// The head of the request as the proxy would receive it (or why there is none).
@@ -227,6 +329,7 @@ fn render(
     path: &str,
     d: Decision,
     notes: &str,
+    synthetic: bool,
 ) -> Explained {
     let mut out = String::new();
     let route = d.route.map(|i| &*cfg.routes[i]);
@@ -268,8 +371,10 @@ fn render(
     };
     describe_route(&mut out, route);
     out.push_str(notes);
+    checks(&mut out, &d, route);
     if let Some(id) = d.identity() {
         let what = match id.via {
+            _ if synthetic => "synthetic identity (not verified)",
             Via::Bearer => "token: valid",
             Via::Session => "session: valid",
         };
@@ -306,6 +411,64 @@ fn render(
         Err(e) => {
             let _ = writeln!(out, "  decision: {} — {e}", status_text(e.status()));
             done(out, Some(e.status()), 1)
+        }
+    }
+}
+
+/// Each check of the decision in order, with pass/fail: the request head and the route
+/// (passed, or this function is not reached), authentication, then each requirement.
+fn checks(out: &mut String, d: &Decision, route: &Route) {
+    let _ = writeln!(out, "  checks:");
+    let _ = writeln!(out, "    pass  request head (host, method, path)");
+    let _ = writeln!(out, "    pass  route {:?}", route.name);
+    if route.auth == AuthMode::None {
+        let _ = writeln!(out, "    pass  authentication: none required (auth = none)");
+        return;
+    }
+    let Some(id) = d.identity() else {
+        let why = d
+            .verdict
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "    FAIL  authentication (auth = {}): {why}",
+            route.auth.as_str()
+        );
+        for (what, _) in crate::authz::checks(route, &Default::default()) {
+            let _ = writeln!(out, "    -     {}: not reached", what.label(route));
+        }
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "    pass  authentication (auth = {}): sub {:?}",
+        route.auth.as_str(),
+        id.sub
+    );
+    let mut failed = false;
+    for (what, r) in crate::authz::checks(route, id) {
+        let what = what.label(route);
+        match r {
+            // `authorize` stops at the first unmet requirement; the rest are shown for
+            // information.
+            Ok(()) => {
+                let _ = writeln!(out, "    pass  {what}");
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "    FAIL  {what}: {e}{}",
+                    if failed {
+                        " (after the first failure)"
+                    } else {
+                        ""
+                    }
+                );
+                failed = true;
+            }
         }
     }
 }
@@ -355,6 +518,25 @@ fn describe_route(out: &mut String, route: &Route) {
     for (c, v) in &route.require_claims {
         let vals: Vec<String> = v.iter().map(|x| x.to_string()).collect();
         let _ = writeln!(out, "  requires claim {c} ∈ [{}]", vals.join(", "));
+    }
+    if !route.require_email_domains.is_empty() {
+        let _ = writeln!(
+            out,
+            "  requires a verified email at: {}{}",
+            route.require_email_domains.join(", "),
+            if route.require_emails.is_empty() {
+                ""
+            } else {
+                " (or a listed address)"
+            }
+        );
+    }
+    if !route.require_emails.is_empty() {
+        let _ = writeln!(
+            out,
+            "  requires a verified email of: {}",
+            route.require_emails.join(", ")
+        );
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod identity;
 pub(crate) mod metrics;
+pub mod policy;
 pub mod provider;
 pub(crate) mod proxy;
 pub(crate) mod request;

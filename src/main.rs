@@ -1,4 +1,4 @@
-//! The `portcullis` command: run | check | explain | version | health.
+//! The `portcullis` command: run | check | explain | test | matrix | diff | version | health.
 
 mod health_cmd;
 
@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use portcullis::config::{self, LoadOptions};
+use portcullis::policy::matrix::MatrixFormat;
+use portcullis::policy::run::TestFormat;
 use portcullis::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -27,14 +29,60 @@ struct Cli {
 enum Command {
     /// Serve (the default).
     Run,
-    /// Validate the config and exit 0 (valid) or 1 (every error, each with file:line:col and key).
-    Check,
+    /// Validate the config and exit 0 (valid) or 1 (every error, each with file:line:col and
+    /// key); also runs the config's `[[test]]` tables (and --tests FILE) and fails on a failure.
+    Check(CheckArgs),
+    /// Run the policy tests (`[[test]]` tables) offline: exit 0 all pass, 1 a failure, 2 a
+    /// config error.
+    Test(TestArgs),
+    /// Route × identity → decision, offline.
+    Matrix(MatrixArgs),
+    /// The decisions two configs disagree on (exit 0: none, 1: some changed, 2: config error).
+    Diff(DiffArgs),
     /// Show which route a request matches, what it requires and, with a token, the decision.
     Explain(ExplainArgs),
     /// Print the version, the git commit and the build date.
     Version,
     /// Exit 0 when the admin listener reports ready (GET /readyz answers 2xx), 1 otherwise.
     Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// A file of `[[test]]` tables to run as well.
+    #[arg(long)]
+    tests: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// A file of `[[test]]` tables (run after the config's own).
+    #[arg(long)]
+    tests: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = TestFormat::Text)]
+    format: TestFormat,
+}
+
+#[derive(Args)]
+struct MatrixArgs {
+    /// A file of `[[identity]]` tables (name, and claims or token); default: derived from
+    /// the config's requirements.
+    #[arg(long)]
+    identities: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = MatrixFormat::Text)]
+    format: MatrixFormat,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The config before the change.
+    old: PathBuf,
+    /// The config after the change.
+    new: PathBuf,
+    #[arg(long)]
+    identities: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = MatrixFormat::Text)]
+    format: MatrixFormat,
 }
 
 #[derive(Args)]
@@ -73,6 +121,14 @@ struct ExplainArgs {
     /// Extra request header, e.g. 'Authorization: Bearer eyJ…' (repeatable).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
+    /// Offline: judge a synthetic identity with these claims (a JSON object; `roles` is a
+    /// list of role names). No provider is contacted, nothing is verified.
+    #[arg(long)]
+    claims: Option<String>,
+    /// A session cookie's value (or `name=value; …` as the browser sends it), opened with the
+    /// configured session secret (the Redis store, when configured, is asked for it).
+    #[arg(long)]
+    cookie: Option<String>,
 }
 
 fn load(args: &ConfigArgs) -> Result<portcullis::Config, ExitCode> {
@@ -116,7 +172,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Health(a)) => health_cmd::run(&a.url, a.timeout),
-        Some(Command::Check) => match load(&cli.cfg) {
+        Some(Command::Check(a)) => match load(&cli.cfg) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} route{}, {} provider{})",
@@ -126,10 +182,94 @@ fn main() -> ExitCode {
                     c.providers.len(),
                     if c.providers.len() == 1 { "" } else { "s" }
                 );
-                ExitCode::SUCCESS
+                let tests = match tests_of(&c, a.tests.as_deref(), &cli.cfg) {
+                    Ok(t) => t,
+                    Err(()) => return ExitCode::from(1),
+                };
+                if tests.is_empty() {
+                    return ExitCode::SUCCESS;
+                }
+                match run_tests(&c, &tests, TestFormat::Text) {
+                    0 => ExitCode::SUCCESS,
+                    _ => ExitCode::from(1),
+                }
             }
             Err(code) => code,
         },
+        Some(Command::Test(a)) => {
+            let c = match load(&cli.cfg) {
+                Ok(c) => c,
+                Err(_) => return ExitCode::from(2),
+            };
+            let tests = match tests_of(&c, a.tests.as_deref(), &cli.cfg) {
+                Ok(t) => t,
+                Err(()) => return ExitCode::from(2),
+            };
+            if tests.is_empty() {
+                eprintln!(
+                    "error: no policy tests: add [[test]] tables to {} or pass --tests FILE",
+                    c.source.display()
+                );
+                return ExitCode::from(2);
+            }
+            ExitCode::from(run_tests(&c, &tests, a.format))
+        }
+        Some(Command::Matrix(a)) => {
+            let c = match load(&cli.cfg) {
+                Ok(c) => c,
+                Err(_) => return ExitCode::from(2),
+            };
+            let ids = match &a.identities {
+                Some(p) => match config::load_identities(p) {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => portcullis::policy::matrix::default_identities(&c),
+            };
+            let Some(rt) = runtime() else {
+                return ExitCode::from(2);
+            };
+            let rows = rt.block_on(portcullis::policy::matrix::matrix(&c, &ids));
+            print!(
+                "{}",
+                portcullis::policy::matrix::render(&rows, &ids, a.format)
+            );
+            ExitCode::SUCCESS
+        }
+        Some(Command::Diff(a)) => {
+            let load_one = |p: &PathBuf| {
+                let args = ConfigArgs {
+                    config: Some(p.clone()),
+                    ..cli.cfg.clone()
+                };
+                load(&args)
+            };
+            let (Ok(old), Ok(new)) = (load_one(&a.old), load_one(&a.new)) else {
+                return ExitCode::from(2);
+            };
+            let ids = match &a.identities {
+                Some(p) => match config::load_identities(p) {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => portcullis::policy::matrix::diff_identities(&old, &new),
+            };
+            let Some(rt) = runtime() else {
+                return ExitCode::from(2);
+            };
+            let changes = rt.block_on(portcullis::policy::matrix::diff(&old, &new, &ids));
+            print!(
+                "{}",
+                portcullis::policy::matrix::render_diff(&changes, a.format)
+            );
+            ExitCode::from(u8::from(!changes.is_empty()))
+        }
         Some(Command::Explain(a)) => {
             let cfg = match load(&cli.cfg) {
                 Ok(c) => c,
@@ -146,11 +286,70 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(portcullis::explain::explain(
-                cfg, &a.method, &a.url, &a.headers,
+                cfg,
+                &a.method,
+                &a.url,
+                &a.headers,
+                portcullis::explain::Offline {
+                    claims: a.claims,
+                    cookie: a.cookie,
+                },
             ))
         }
         Some(Command::Run) | None => serve(&cli.cfg),
     }
+}
+
+/// A single-threaded runtime for the offline commands.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// The config's `[[test]]` tables, then those of `--tests FILE`; `Err` after printing errors.
+fn tests_of(
+    c: &portcullis::Config,
+    file: Option<&std::path::Path>,
+    args: &ConfigArgs,
+) -> Result<Vec<config::PolicyTest>, ()> {
+    let mut tests = c.tests.clone();
+    if let Some(f) = file {
+        let opts = LoadOptions {
+            env_file: args.env_file.clone(),
+        };
+        match config::load_tests(f, c, &opts) {
+            Ok(t) => tests.extend(t),
+            Err(e) => {
+                eprintln!("{e}");
+                let n = e.0.len();
+                eprintln!(
+                    "{n} error{} in {}",
+                    if n == 1 { "" } else { "s" },
+                    f.display()
+                );
+                return Err(());
+            }
+        }
+    }
+    Ok(tests)
+}
+
+/// Runs the policy tests and prints the report; 0 when all pass, else 1.
+fn run_tests(c: &portcullis::Config, tests: &[config::PolicyTest], format: TestFormat) -> u8 {
+    let Some(rt) = runtime() else {
+        return 2;
+    };
+    let results = rt.block_on(portcullis::policy::run::run_tests(c, tests));
+    print!("{}", portcullis::policy::run::report(&results, format));
+    u8::from(results.iter().any(|r| !r.passed()))
 }
 
 fn serve(args: &ConfigArgs) -> ExitCode {

@@ -838,6 +838,15 @@ impl HostPattern {
         }
     }
 
+    /// A host this pattern matches (`portcullis matrix`'s sample requests): the name itself,
+    /// or `sample.` + the domain of a wildcard.
+    pub fn sample(&self) -> String {
+        match &self.kind {
+            HostKind::Exact(h) => h.clone(),
+            HostKind::Wildcard(d) => format!("sample.{d}"),
+        }
+    }
+
     /// Whether every host `other` matches is also matched by `self`.
     pub fn covers(&self, other: &HostPattern) -> bool {
         match (&self.kind, &other.kind) {

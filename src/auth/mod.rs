@@ -33,6 +33,32 @@ pub enum SetupError {
     Sessions(String),
 }
 
+/// The authentication stage as [`crate::decision::decide`] calls it: the proxy's
+/// [`AuthState`], or policy tests' synthetic identities ([`crate::policy`]), injected exactly
+/// where a token or session would be judged. Generic, so the proxy's path is the same code.
+pub trait Authenticate {
+    /// Authenticates a request for a route whose `auth` is not `none`.
+    fn authenticate(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> impl Future<Output = Result<Authenticated, AuthError>> + Send;
+}
+
+impl Authenticate for AuthState {
+    fn authenticate(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> impl Future<Output = Result<Authenticated, AuthError>> + Send {
+        AuthState::authenticate(self, route, parts, conn, host)
+    }
+}
+
 /// Runtime state of authentication (providers, key caches, sessions).
 pub struct AuthState {
     pub config: Arc<Config>,

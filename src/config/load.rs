@@ -42,6 +42,76 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
             format!("cannot read the config file: {e}; pass an existing file with --config or PORTCULLIS_CONFIG"),
         )
     })?;
+    load_str(path, &src, read_env(opts)?)
+}
+
+/// Loads a file of `[[test]]` tables (`--tests`) for `cfg`: the same validation as tests
+/// written in the config (expected routes must exist in `cfg`).
+pub fn load_tests(
+    path: &Path,
+    cfg: &Config,
+    opts: &LoadOptions,
+) -> Result<Vec<PolicyTest>, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            key: String::new(),
+            message: format!("cannot read the tests file: {e}; pass an existing file with --tests"),
+        }])
+    })?;
+    let _scope = values::EnvScope::enter(read_env(opts)?);
+    let mut errs = Errors::new(path, &src);
+    let Some(raw) = read_raw::<super::raw::RawTestFile>(&mut errs, &src) else {
+        return Err(errs.into_errors());
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let tests = Validator {
+        errs: &mut errs,
+        dir: &dir,
+    }
+    .policy_tests(&raw.tests, &cfg.routes, path);
+    errs.finish()?;
+    Ok(tests)
+}
+
+/// Loads an identities file (`portcullis matrix|diff --identities`): `[[identity]]` tables.
+pub fn load_identities(path: &Path) -> Result<Vec<(String, TestIdentity)>, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            key: String::new(),
+            message: format!("cannot read the identities file: {e}"),
+        }])
+    })?;
+    let mut errs = Errors::new(path, &src);
+    let Some(raw) = read_raw::<super::raw::RawIdentityFile>(&mut errs, &src) else {
+        return Err(errs.into_errors());
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let ids = Validator {
+        errs: &mut errs,
+        dir: &dir,
+    }
+    .named_identities(&raw.identities);
+    errs.finish()?;
+    Ok(ids)
+}
+
+/// The variables of `--env-file` (none without one).
+fn read_env(opts: &LoadOptions) -> Result<HashMap<String, String>, ConfigErrors> {
+    let unreadable = |file: &Path, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            line: 0,
+            col: 0,
+            key: String::new(),
+            message,
+        }])
+    };
     let mut env = HashMap::new();
     if let Some(env_file) = &opts.env_file {
         let iter = dotenvy::from_path_iter(env_file)
@@ -56,7 +126,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
             env.insert(k, v);
         }
     }
-    load_str(path, &src, env)
+    Ok(env)
 }
 
 /// Loads from a string (tests, `check`); `path` names the file in messages and anchors
@@ -68,7 +138,7 @@ pub fn load_str(
 ) -> Result<Config, ConfigErrors> {
     let _scope = values::EnvScope::enter(env);
     let mut errs = Errors::new(path, src);
-    let Some(raw) = read_raw(&mut errs, src) else {
+    let Some(raw) = read_raw::<RawConfig>(&mut errs, src) else {
         return Err(errs.into_errors());
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -87,7 +157,7 @@ pub fn load_str(
 /// left out are marked in `errs`, whose later errors about them are dropped (a value that could
 /// not be read is reported once, not again as missing or invalid). `None` when the file is not
 /// TOML, or a refusal could not be located.
-fn read_raw(errs: &mut Errors<'_>, src: &str) -> Option<RawConfig> {
+fn read_raw<T: serde::de::DeserializeOwned>(errs: &mut Errors<'_>, src: &str) -> Option<T> {
     let mut doc = match toml::de::DeTable::parse(src) {
         Ok(doc) => doc,
         Err(e) => {
@@ -98,7 +168,7 @@ fn read_raw(errs: &mut Errors<'_>, src: &str) -> Option<RawConfig> {
     // Each round removes one value: bounded by the number of values in the file.
     for _ in 0..=src.len() {
         let de = toml::Deserializer::from(doc.clone());
-        let e = match serde_path_to_error::deserialize::<_, RawConfig>(de) {
+        let e = match serde_path_to_error::deserialize::<_, T>(de) {
             Ok(raw) => return Some(raw),
             Err(e) => e,
         };
@@ -416,6 +486,8 @@ impl Validator<'_, '_> {
             }
         }
 
+        let tests = self.policy_tests(&raw.tests, &routes, path);
+
         Config {
             source: path.to_path_buf(),
             server,
@@ -425,6 +497,7 @@ impl Validator<'_, '_> {
             forward_auth: ForwardAuth::from(&raw.forward_auth),
             routes,
             identity_header_names,
+            tests,
         }
     }
 }

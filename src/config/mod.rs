@@ -1,6 +1,6 @@
 //! Configuration: the TOML file (`raw`), its leaf values and interpolation (`values`), the loader
 //! (`load`) and the validated, typed [`Config`] the proxy runs on, one module per section
-//! (`server`, `provider`, `session`, `headers`, `forward_auth`, `route`). Every problem is found here, at load,
+//! (`server`, `provider`, `session`, `headers`, `forward_auth`, `route`, `policy_test`). Every problem is found here, at load,
 //! and reported with file:line:col and the key; nothing is left to fail on the first request:
 //! files the runtime needs (TLS pair, CA files, key files) are read and parsed here, once, and
 //! the runtime takes the parsed material from [`Config`]. One load path serves `run`, `check`,
@@ -11,6 +11,7 @@ mod forward_auth;
 mod headers;
 pub mod identity_names;
 mod load;
+pub mod policy_test;
 mod provider;
 mod raw;
 mod route;
@@ -26,7 +27,10 @@ pub use error::{ConfigError, ConfigErrors};
 pub use forward_auth::ForwardAuth;
 pub use headers::{AuthorizationMode, DEFAULT_IDENTITY_HEADERS, HeaderConfig, fold_header_name};
 pub use identity_names::{ALWAYS_STRIPPED, IdentityNames};
-pub use load::{LoadOptions, load, load_str};
+pub use load::{LoadOptions, load, load_identities, load_str, load_tests};
+pub use policy_test::{
+    Expect, PolicyTest, REASON_ALIASES, REASONS, TestIdentity, TestRequest, jwt_claims, reason_code,
+};
 pub use provider::{
     Introspection, IntrospectionAuth, Provider, RolesClaim, TokenEndpointAuth, ZitadelKey,
 };
@@ -53,6 +57,8 @@ pub struct Config {
     /// Every header name that carries identity, lower-cased with `_` folded to `-`:
     /// stripped from every incoming request whatever its spelling.
     pub identity_header_names: IdentityNames,
+    /// `[[test]]` tables (policy tests), validated.
+    pub tests: Vec<PolicyTest>,
 }
 
 #[cfg(test)]

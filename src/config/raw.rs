@@ -27,6 +27,56 @@ pub struct RawConfig {
     pub forward_auth: RawForwardAuth,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
+    /// `[[test]]`: policy tests (`portcullis test`, `check`).
+    #[serde(default, rename = "test")]
+    pub tests: Vec<Spanned<RawTest>>,
+}
+
+/// A file of policy tests given with `--tests`: only `[[test]]` tables.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTestFile {
+    #[serde(default, rename = "test")]
+    pub tests: Vec<Spanned<RawTest>>,
+}
+
+/// An identities file (`portcullis matrix|diff --identities`): `[[identity]]` tables.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityFile {
+    #[serde(default, rename = "identity")]
+    pub identities: Vec<Spanned<RawNamedIdentity>>,
+}
+
+/// `[[identity]]`: `name`, and `claims` (a table) or `token` (a token file); neither: anonymous.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamedIdentity {
+    pub name: Option<Spanned<Str>>,
+    pub claims: Option<Spanned<serde_json::Value>>,
+    pub token: Option<Spanned<Str>>,
+}
+
+/// `[[test]]`: a request, who sends it, and the decision expected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    pub name: Option<Spanned<Str>>,
+    /// `"METHOD URL"` (or `"METHOD /path"`).
+    pub request: Option<Spanned<Str>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<Str>>,
+    /// `"anonymous"`, a path to a token file, or a table of claims.
+    pub identity: Option<Spanned<serde_json::Value>>,
+    pub expect: Option<Spanned<RawExpect>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    pub status: Option<Spanned<u16>>,
+    pub route: Option<Spanned<Str>>,
+    pub reason: Option<Spanned<Str>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -191,6 +241,12 @@ pub struct RawRoute {
     pub require_any_role: Vec<Str>,
     #[serde(default)]
     pub require_claims: BTreeMap<String, Spanned<serde_json::Value>>,
+    /// The identity's verified email must be at one of these domains (or in `require_emails`).
+    #[serde(default)]
+    pub require_email_domains: Vec<Spanned<Str>>,
+    /// The identity's verified email must be one of these (or at a `require_email_domains` domain).
+    #[serde(default)]
+    pub require_emails: Vec<Spanned<Str>>,
     pub headers: Option<RawHeaders>,
     pub timeout: Option<Dur>,
     pub websocket: Option<bool>,

@@ -76,6 +76,10 @@ pub struct Route {
     pub require_any_role: Vec<String>,
     /// (claim path, accepted values)
     pub require_claims: Vec<(String, Vec<serde_json::Value>)>,
+    /// Lower-cased domains; with `require_emails`: the identity's verified email must match one.
+    pub require_email_domains: Vec<String>,
+    /// Lower-cased addresses.
+    pub require_emails: Vec<String>,
     pub headers: Arc<HeaderConfig>,
     pub timeout: Duration,
     pub websocket: bool,
@@ -234,14 +238,38 @@ impl Validator<'_, '_> {
             }
             require_claims.push((claim.clone(), vals));
         }
+        let mut require_email_domains = Vec::new();
+        for (j, d) in r.require_email_domains.iter().enumerate() {
+            match email_domain(d.get_ref()) {
+                Ok(d) => require_email_domains.push(d),
+                Err(why) => {
+                    self.errs
+                        .at(span(d), k(&format!("require_email_domains[{j}]")), why);
+                    ok = false;
+                }
+            }
+        }
+        let mut require_emails = Vec::new();
+        for (j, e) in r.require_emails.iter().enumerate() {
+            match email_address(e.get_ref()) {
+                Ok(e) => require_emails.push(e),
+                Err(why) => {
+                    self.errs
+                        .at(span(e), k(&format!("require_emails[{j}]")), why);
+                    ok = false;
+                }
+            }
+        }
         let has_requirements = !r.require_roles.is_empty()
             || !r.require_any_role.is_empty()
-            || !r.require_claims.is_empty();
+            || !r.require_claims.is_empty()
+            || !r.require_email_domains.is_empty()
+            || !r.require_emails.is_empty();
         if auth == AuthMode::None && has_requirements {
             self.errs.at(
                 span(auth_s),
                 k("auth"),
-                "require_roles/require_any_role/require_claims need an authenticated route: set auth to \"login\", \"bearer\" or \"login_or_bearer\"",
+                "require_roles/require_any_role/require_claims/require_email_domains/require_emails need an authenticated route: set auth to \"login\", \"bearer\" or \"login_or_bearer\"",
             );
             ok = false;
         }
@@ -262,6 +290,8 @@ impl Validator<'_, '_> {
             require_roles: r.require_roles.iter().map(|x| x.0.clone()).collect(),
             require_any_role: r.require_any_role.iter().map(|x| x.0.clone()).collect(),
             require_claims,
+            require_email_domains,
+            require_emails,
             headers,
             timeout: r.timeout.map_or(server.upstream_timeout, |d| d.0),
             websocket: r.websocket.unwrap_or(false),
@@ -370,5 +400,52 @@ impl Validator<'_, '_> {
             out.push(target);
         }
         ok.then_some(out)
+    }
+}
+
+/// A `require_email_domains` entry, lower-cased: a bare domain (`example.com`). Subdomains are
+/// not implied: each one that may sign in is listed.
+fn email_domain(d: &str) -> Result<String, String> {
+    let d = d.trim();
+    if d.is_empty() {
+        return Err("an empty domain: give a domain such as \"example.com\"".into());
+    }
+    if d.contains('@') {
+        return Err(format!(
+            "{d:?} is an address, not a domain: put addresses in require_emails, or give the part after '@'"
+        ));
+    }
+    if d.starts_with('*') || d.starts_with('.') {
+        return Err(format!(
+            "{d:?}: wildcards are not supported; list each domain (subdomains are not implied)"
+        ));
+    }
+    if !d
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        || d.ends_with('.')
+        || d.contains("..")
+    {
+        return Err(format!(
+            "{d:?} is not a domain name (letters, digits, '-' and '.'; IDNs in their xn-- form)"
+        ));
+    }
+    Ok(d.to_ascii_lowercase())
+}
+
+/// A `require_emails` entry, lower-cased: `local@domain`.
+fn email_address(e: &str) -> Result<String, String> {
+    let e = e.trim();
+    match e.rsplit_once('@') {
+        Some((local, domain))
+            if !local.is_empty()
+                && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+                && email_domain(domain).is_ok() =>
+        {
+            Ok(e.to_lowercase())
+        }
+        _ => Err(format!(
+            "{e:?} is not an email address: give one such as \"a@example.com\""
+        )),
     }
 }

@@ -288,6 +288,14 @@ impl AuthError {
                 unmet: Denied::Claim { .. },
                 ..
             } => "claim_mismatch",
+            AuthError::Forbidden {
+                unmet: Denied::EmailNotVerified(_),
+                ..
+            } => "email_not_verified",
+            AuthError::Forbidden {
+                unmet: Denied::EmailNotAllowed { .. },
+                ..
+            } => "email_not_allowed",
             AuthError::BadRequest { .. } => "invalid_request",
             AuthError::Login(e) => e.reason(),
         }

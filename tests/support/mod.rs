@@ -27,7 +27,7 @@
 //! - [`browser`]: a scripted browser (cookie jar, redirects by hand, the provider's login form).
 //! - [`login`]: the login tests' proxy config ([`ProxyOpts`], [`proxy_config`],
 //!   [`session_cfg`]), the login [`login::Provider`] and a stored session ([`alice_session`]).
-//! - Here: [`STEP`], [`now`], [`b64`], [`basic`], [`form`], [`repo`], [`free_port`],
+//! - Here: [`STEP`], [`now`], [`b64`], [`basic`], [`form`], [`repo`], [`snippet`], [`free_port`],
 //!   [`temp_dir`], [`ChildGuard`].
 //!
 //! Every wait is bounded: helpers time out (and panic) rather than hang a test run.
@@ -107,6 +107,21 @@ pub fn form(pairs: &[(&str, &str)]) -> String {
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The body of the fenced block that follows `<!-- snippet: NAME -->` in `file` (relative to the
+/// repository root): the README's and the docs' examples that the tests run as written.
+pub fn snippet(file: &str, name: &str) -> String {
+    let doc = std::fs::read_to_string(repo().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let marker = format!("<!-- snippet: {name} -->\n");
+    let at = doc
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{file} has no {marker:?}"));
+    let rest = &doc[at + marker.len()..];
+    assert!(rest.starts_with("```"), "{marker:?} must precede a fence");
+    let body = &rest[rest.find('\n').expect("fence line") + 1..];
+    let end = body.find("\n```").expect("closing fence");
+    body[..=end].to_string()
 }
 
 /// A fresh temp dir for config files, certificates and keys.
