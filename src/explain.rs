@@ -295,7 +295,7 @@ fn render(
             let _ = writeln!(
                 out,
                 "  decision: allowed → forwarded to {}",
-                route.upstream.url
+                route.upstream
             );
             done(out, Some(StatusCode::OK), 0)
         }
@@ -326,7 +326,7 @@ fn describe_route(out: &mut String, route: &Route) {
             None => "",
         }
     );
-    let _ = writeln!(out, "  upstream: {}", route.upstream.url);
+    let _ = writeln!(out, "  upstream: {}", route.upstream);
     let _ = writeln!(
         out,
         "  auth: {}{}",

@@ -242,6 +242,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether the request's `TE` names `trailers` (what a gRPC client sends; an HTTP/2 upstream
+/// gets `TE: trailers` then).
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
 /// Whether `peer` is one of the trusted proxies.
 pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     let peer = match peer {

@@ -30,7 +30,7 @@ pub use load::{LoadOptions, load, load_str};
 pub use provider::{
     Introspection, IntrospectionAuth, Provider, RolesClaim, TokenEndpointAuth, ZitadelKey,
 };
-pub use route::{AuthMode, Route, Upstream};
+pub use route::{AuthMode, Route, Upstream, UpstreamProtocol};
 pub use server::{PairPart, Server, Tls, certified_key};
 pub use session::{PLACEHOLDER_SECRETS, Session, SessionStore, in_cookie_domain};
 pub use values::{Dur, Secret};

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::headers::AuthorizationMode;
 use super::provider::{RolesClaim, TokenEndpointAuth};
-use super::route::AuthMode;
+use super::route::{AuthMode, UpstreamProtocol};
 use super::session::StoreKind;
 use super::values::{Dur, Parsed, Secret, Str};
 
@@ -181,4 +181,6 @@ pub struct RawRoute {
     pub preserve_host: Option<bool>,
     /// Extension: extra trust anchor (PEM) for this route's https upstream.
     pub upstream_ca_file: Option<Spanned<Str>>,
+    /// `"http1"` (default), `"h2"` or `"auto"` (ALPN) for an `https://` upstream.
+    pub upstream_protocol: Option<Spanned<Parsed<UpstreamProtocol>>>,
 }

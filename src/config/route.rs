@@ -10,6 +10,7 @@ use url::Url;
 use super::headers::HeaderConfig;
 use super::load::{Validator, span};
 use super::raw::{RawConfig, RawRoute};
+use super::values::Str;
 use super::server::Server;
 use crate::routes::Matcher;
 use crate::tls_client::CaFile;
@@ -56,6 +57,43 @@ impl AuthMode {
     }
 }
 
+/// How the proxy speaks to an upstream: the URL's scheme (`h2c://`) and the route's
+/// `upstream_protocol` (for `https://`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    Http1,
+    /// HTTP/2 negotiated by ALPN on an `https://` upstream; one that does not agree is a 502.
+    H2,
+    /// ALPN decides (`h2`, else `http/1.1`) on an `https://` upstream.
+    Auto,
+    /// HTTP/2 with prior knowledge, without TLS (`h2c://`).
+    H2c,
+}
+
+impl std::str::FromStr for UpstreamProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "http1" => UpstreamProtocol::Http1,
+            "h2" => UpstreamProtocol::H2,
+            "auto" => UpstreamProtocol::Auto,
+            other => {
+                return Err(format!(
+                    "unknown upstream_protocol {other:?}: use \"http1\" (the default), \"h2\" or \"auto\" (ALPN decides); for HTTP/2 without TLS write upstream = \"h2c://host:port\""
+                ));
+            }
+        })
+    }
+}
+
+impl UpstreamProtocol {
+    /// Whether requests may go out as HTTP/2 (then `TE: trailers` is kept for them).
+    pub fn may_be_h2(self) -> bool {
+        self != UpstreamProtocol::Http1
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub url: Url,
@@ -63,6 +101,22 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// Path prefix of the upstream URL without trailing slash ("" when none).
     pub base_path: String,
+    pub protocol: UpstreamProtocol,
+}
+
+/// The upstream as the config wrote it (`h2c://…` for prior knowledge), and the ALPN choice.
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.protocol {
+            UpstreamProtocol::H2c => {
+                let url = self.url.as_str();
+                write!(f, "h2c://{}", url.strip_prefix("http://").unwrap_or(url))
+            }
+            UpstreamProtocol::Http1 => write!(f, "{}", self.url),
+            UpstreamProtocol::H2 => write!(f, "{} (HTTP/2 by ALPN)", self.url),
+            UpstreamProtocol::Auto => write!(f, "{} (HTTP/2 or HTTP/1.1 by ALPN)", self.url),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +218,54 @@ impl Validator<'_, '_> {
                 return None;
             }
         };
+        // `h2c://` is read as the `http://` URL it dials; the protocol goes beside it.
+        let h2c = upstream
+            .get_ref()
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("h2c://"));
+        let upstream = &if h2c {
+            let http = Str(format!("http://{}", &upstream.get_ref()[6..]));
+            Spanned::new(span(upstream), http)
+        } else {
+            upstream.clone()
+        };
+        let protocol = match (&r.upstream_protocol, h2c) {
+            (None, true) => UpstreamProtocol::H2c,
+            (None, false) => UpstreamProtocol::Http1,
+            (Some(p), true) => {
+                self.errs.at(
+                    span(p),
+                    k("upstream_protocol"),
+                    "an h2c:// upstream is HTTP/2 (prior knowledge) already: remove upstream_protocol",
+                );
+                ok = false;
+                UpstreamProtocol::H2c
+            }
+            (Some(p), false) => {
+                let proto = p.get_ref().0;
+                let https = upstream.get_ref().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+                if proto != UpstreamProtocol::Http1 && !https {
+                    self.errs.at(
+                        span(p),
+                        k("upstream_protocol"),
+                        format!(
+                            "upstream_protocol = {:?} negotiates HTTP/2 by ALPN, which needs an https:// upstream; for HTTP/2 without TLS write upstream = \"h2c://host:port\"",
+                            if proto == UpstreamProtocol::H2 { "h2" } else { "auto" }
+                        ),
+                    );
+                    ok = false;
+                }
+                proto
+            }
+        };
+        if protocol.may_be_h2() && r.websocket == Some(true) {
+            self.errs.at(
+                span(sr),
+                k("websocket"),
+                "websocket = true needs an HTTP/1.1 upstream: use an http:// or https:// upstream without upstream_protocol (or upstream_protocol = \"http1\")",
+            );
+            ok = false;
+        }
         let upstream = match self.url(upstream, &k("upstream")) {
             Some(u) => {
                 let authority = u[url::Position::BeforeHost..url::Position::AfterPort]
@@ -184,6 +286,7 @@ impl Validator<'_, '_> {
                             url: u,
                             scheme,
                             authority,
+                            protocol,
                         }
                     }
                     _ => {

@@ -2,7 +2,10 @@
 //! anchor per route). Bodies stream both ways; nothing is buffered. WebSocket upgrades are
 //! spliced after the upstream answers 101 switching to `websocket` (any other 101 is refused).
 //!
-//! The pool is the proxy's own: one [`HostPool`] per distinct (trust anchor, scheme,
+//! Each route's upstream has a [`Pool`] by its protocol: HTTP/1.1 (here) or HTTP/2 (`h2c://`,
+//! or ALPN on `https://`: [`h2`]).
+//!
+//! The HTTP/1.1 pool is the proxy's own: one [`HostPool`] per distinct (trust anchor, scheme,
 //! authority), resolved per route at startup, holding hyper HTTP/1 `SendRequest` handles
 //! newest first. A request takes the newest connection that is ready (its previous response
 //! fully read), or connects; the handle goes back as soon as the response head arrived and is
@@ -24,22 +27,79 @@ use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamProtocol};
 use crate::error::{Body, UpstreamError};
 use crate::timer::LazyTimer;
 use crate::tls_client::CaFile;
 pub use crate::tls_client::Connector;
+use crate::tls_client::Alpn;
 
 /// Idle connections are closed after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many pooled connections per upstream.
 const MAX_IDLE_PER_HOST: usize = 1024;
 
+mod h2;
+
 /// The upstream connection pools, one per route (routes to the same upstream with the same
-/// trust share one).
+/// trust and protocol share one).
 #[derive(Clone)]
 pub struct Upstreams {
-    routes: Arc<[Arc<HostPool>]>,
+    routes: Arc<[Pool]>,
+}
+
+/// The way to one upstream, by its protocol: HTTP/1.1 keep-alive connections, or HTTP/2
+/// streams ([`h2`]).
+#[derive(Clone)]
+pub enum Pool {
+    Http1(Arc<HostPool>),
+    Http2(Arc<h2::H2Pool>),
+}
+
+impl Pool {
+    /// A pool for `upstream` trusting `ca`; `connector` returns the connector offering the
+    /// given ALPN protocols (built once per trust anchor and ALPN list).
+    fn new(
+        upstream: &crate::config::Upstream,
+        mut connector: impl FnMut(Alpn) -> Result<Connector, ClientBuildError>,
+    ) -> Result<Pool, ClientBuildError> {
+        let target: Uri = format!("{}://{}/", upstream.scheme, upstream.authority)
+            .parse()
+            .map_err(|e| ClientBuildError {
+                path: upstream.url.to_string(),
+                message: format!("not a URI to connect to: {e}"),
+            })?;
+        let (mode, alpn, fallback) = match upstream.protocol {
+            UpstreamProtocol::Http1 => {
+                let pool = HostPool::new(target, connector(Alpn::Http1)?);
+                return Ok(Pool::Http1(Arc::new(pool)));
+            }
+            UpstreamProtocol::H2c => (h2::Mode::PriorKnowledge, Alpn::Http1, None),
+            UpstreamProtocol::H2 => (h2::Mode::Alpn, Alpn::H2, None),
+            UpstreamProtocol::Auto => {
+                let h1 = HostPool::new(target.clone(), connector(Alpn::Http1)?);
+                (h2::Mode::Auto, Alpn::Both, Some(Arc::new(h1)))
+            }
+        };
+        h2::H2Pool::new(target, connector(alpn)?, mode, fallback)
+            .map(|p| Pool::Http2(Arc::new(p)))
+            .ok_or_else(|| ClientBuildError {
+                path: upstream.url.to_string(),
+                message: "no scheme and host to connect to".into(),
+            })
+    }
+
+    async fn request(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        match self {
+            Pool::Http1(p) => p.request(req, timeout).await,
+            // Boxed: HTTP/1.1 requests, the common case, do not carry its future's size.
+            Pool::Http2(p) => Box::pin(p.request(req, timeout)).await,
+        }
+    }
 }
 
 /// Startup problems building the clients.
@@ -50,13 +110,21 @@ pub struct ClientBuildError {
     pub message: String,
 }
 
+#[cfg(test)]
 fn build_connector(extra_ca: Option<&CaFile>) -> Result<Connector, ClientBuildError> {
-    crate::tls_client::https_connector(extra_ca, Duration::from_secs(10)).map_err(|message| {
-        ClientBuildError {
+    build_connector_alpn(extra_ca, Alpn::Http1)
+}
+
+fn build_connector_alpn(
+    extra_ca: Option<&CaFile>,
+    alpn: Alpn,
+) -> Result<Connector, ClientBuildError> {
+    crate::tls_client::https_connector_alpn(extra_ca, Duration::from_secs(10), alpn).map_err(
+        |message| ClientBuildError {
             path: extra_ca.map_or_else(|| "tls".into(), |c| c.path.display().to_string()),
             message,
-        }
-    })
+        },
+    )
 }
 
 /// Keep-alive HTTP/1 connections to one upstream.
@@ -81,6 +149,15 @@ struct Pooled {
 type Conn = (SendRequest<Body>, Arc<AnswerClock>);
 
 impl HostPool {
+    fn new(target: Uri, connector: Connector) -> Self {
+        HostPool {
+            target,
+            connector,
+            idle: Mutex::new(Vec::new()),
+            reaper: Once::new(),
+        }
+    }
+
     /// The newest connection ready for a request, if any.
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -334,26 +411,29 @@ async fn reap(pool: Weak<HostPool>) {
 
 impl Upstreams {
     pub fn new(cfg: &Config) -> Result<Self, ClientBuildError> {
-        let mut connectors: HashMap<Option<CaFile>, Connector> = HashMap::new();
-        let mut pools: HashMap<(Option<CaFile>, String), Arc<HostPool>> = HashMap::new();
+        let mut connectors: HashMap<(Option<CaFile>, Alpn), Connector> = HashMap::new();
+        type Key = (Option<CaFile>, String, UpstreamProtocol);
+        let mut pools: HashMap<Key, Pool> = HashMap::new();
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for r in &cfg.routes {
             let ca = r.upstream_ca_file.clone();
-            if !connectors.contains_key(&ca) {
-                connectors.insert(ca.clone(), build_connector(ca.as_ref())?);
-            }
             let target = format!("{}://{}/", r.upstream.scheme, r.upstream.authority);
-            let pool = pools
-                .entry((ca.clone(), target.clone()))
-                .or_insert_with(|| {
-                    Arc::new(HostPool {
-                        target: target.parse().expect("scheme and authority form a URI"),
-                        connector: connectors[&ca].clone(),
-                        idle: Mutex::new(Vec::new()),
-                        reaper: Once::new(),
-                    })
-                })
-                .clone();
+            let key = (ca.clone(), target, r.upstream.protocol);
+            let pool = match pools.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Pool::new(&r.upstream, |alpn| {
+                        if let Some(c) = connectors.get(&(ca.clone(), alpn)) {
+                            return Ok(c.clone());
+                        }
+                        let c = build_connector_alpn(ca.as_ref(), alpn)?;
+                        connectors.insert((ca.clone(), alpn), c.clone());
+                        Ok(c)
+                    })?;
+                    pools.insert(key, p.clone());
+                    p
+                }
+            };
             routes.push(pool);
         }
         Ok(Upstreams {
@@ -615,12 +695,10 @@ mod tests {
     }
 
     fn pool(addr: SocketAddr) -> Arc<HostPool> {
-        Arc::new(HostPool {
-            target: format!("http://{addr}/").parse().expect("uri"),
-            connector: build_connector(None).expect("connector"),
-            idle: Mutex::new(Vec::new()),
-            reaper: Once::new(),
-        })
+        Arc::new(HostPool::new(
+            format!("http://{addr}/").parse().expect("uri"),
+            build_connector(None).expect("connector"),
+        ))
     }
 
     fn get() -> Request<Body> {

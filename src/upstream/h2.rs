@@ -1,0 +1,253 @@
+//! HTTP/2 to upstreams: `h2c://` (prior knowledge, no TLS) and `https://` with
+//! `upstream_protocol = "h2"` (ALPN must choose `h2`, else 502) or `"auto"` (ALPN decides; an
+//! upstream that chooses `http/1.1` is served by an HTTP/1.1 [`HostPool`] from then on, until
+//! the next reload).
+//!
+//! Requests are streams multiplexed on one connection per upstream, opened on first use (one
+//! connect at a time: a burst of first requests shares it) and opened again once the upstream
+//! closed it. A request the closing connection did not take (GOAWAY) is sent again on a new
+//! one. Bodies stream both ways with their trailers (gRPC status), under HTTP/2 flow control:
+//! the proxy reads an upstream's response body only as fast as its client takes it, so a
+//! stream holds at most [`STREAM_WINDOW`] in the proxy, a connection at most [`CONN_WINDOW`]
+//! (a connection whose window is filled by stalled clients makes its other streams wait: that
+//! is the price of multiplexing).
+//!
+//! The answer's deadline is the HTTP/1 pool's: `timeout` after the request was sent or its
+//! body last moved, here kept per request (an HTTP/2 connection carries many at once).
+//! Keep-alive pings find a connection that died silently.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version, header};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::client::legacy::connect::Connection as _;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::{AnswerClock, Connector, HostPool, Tracked, describe, send_failed};
+use crate::error::{Body, UpstreamError};
+
+/// Flow-control window of one stream: what a stalled client can leave buffered in the proxy.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Flow-control window of one connection (all its streams together).
+pub const CONN_WINDOW: u32 = 16 * 1024 * 1024;
+/// A ping after this long without frames checks the connection; no answer within
+/// [`PING_TIMEOUT`] closes it.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest header list the proxy accepts from an upstream (its answers' heads and trailers).
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// How the connection to the upstream becomes HTTP/2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `h2c://`: the connection speaks HTTP/2 from its first byte.
+    PriorKnowledge,
+    /// `https://` + `"h2"`: ALPN must choose `h2`.
+    Alpn,
+    /// `https://` + `"auto"`: ALPN chooses; `http/1.1` goes to the fallback pool.
+    Auto,
+}
+
+/// HTTP/2 streams to one upstream.
+pub struct H2Pool {
+    /// `scheme://authority/`: what the connector dials.
+    target: Uri,
+    /// `:scheme` and the default `:authority` of the requests.
+    scheme: Scheme,
+    authority: Authority,
+    connector: Connector,
+    mode: Mode,
+    /// The connection in use (closed ones are replaced on the next request).
+    conn: Mutex<Option<SendRequest<Body>>>,
+    /// Held while connecting: one new connection at a time.
+    connecting: tokio::sync::Mutex<()>,
+    /// [`Mode::Auto`]: the HTTP/1.1 pool, used once ALPN chose `http/1.1`.
+    fallback: Option<Arc<HostPool>>,
+    chose_http1: AtomicBool,
+}
+
+impl H2Pool {
+    /// A pool dialing `target` (`scheme://authority/`) with `connector` (which offers `h2` by
+    /// ALPN for [`Mode::Alpn`], `h2` and `http/1.1` for [`Mode::Auto`]); `fallback` is the
+    /// HTTP/1.1 pool of [`Mode::Auto`].
+    pub fn new(
+        target: Uri,
+        connector: Connector,
+        mode: Mode,
+        fallback: Option<Arc<HostPool>>,
+    ) -> Option<Self> {
+        let scheme = target.scheme()?.clone();
+        let authority = target.authority()?.clone();
+        Some(H2Pool {
+            target,
+            scheme,
+            authority,
+            connector,
+            mode,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            fallback,
+            chose_http1: AtomicBool::new(false),
+        })
+    }
+
+    /// Sends `req` (origin-form URI; its `Host` becomes `:authority`) and gives the upstream
+    /// `timeout` to answer, counted from the last request-body byte sent (as
+    /// [`super::Upstreams::send`]). Connecting counts against it.
+    pub async fn request(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        let clock = Arc::new(AnswerClock::new());
+        let req = if req.body().is_end_stream() {
+            req
+        } else {
+            let c = clock.clone();
+            req.map(|inner| Tracked { inner, clock: c }.boxed_unsync())
+        };
+        let _awaiting = clock.expect_answer(timeout);
+        let send = self.send(req, timeout);
+        tokio::pin!(send);
+        loop {
+            let Some(due) = clock.due() else {
+                return send.await;
+            };
+            match tokio::time::timeout_at(due, &mut send).await {
+                Ok(answer) => return answer,
+                // The body moved meanwhile: the deadline moved with it.
+                Err(_) if clock.due().is_some_and(|d| d > due) => continue,
+                Err(_) => return Err(UpstreamError::Timeout(timeout)),
+            }
+        }
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        let Some(mut tx) = self.sender().await? else {
+            return self.fallback(req, timeout).await;
+        };
+        let req = self.address(req)?;
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                // Not taken: the connection was closing (GOAWAY). Once more on a new one.
+                Some(req) => {
+                    let Some(mut tx) = self.sender().await? else {
+                        return Err(UpstreamError::Unreachable(
+                            "the upstream stopped speaking HTTP/2".into(),
+                        ));
+                    };
+                    tx.send_request(req).await.map_err(|e| send_failed(&e))
+                }
+                None => Err(send_failed(e.error())),
+            },
+        }
+    }
+
+    /// [`Mode::Auto`] after ALPN chose `http/1.1`: the HTTP/1.1 pool, without the `TE:
+    /// trailers` kept for HTTP/2.
+    async fn fallback(
+        &self,
+        mut req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        let Some(pool) = &self.fallback else {
+            return Err(UpstreamError::Unreachable(
+                "the upstream did not agree to HTTP/2".into(),
+            ));
+        };
+        req.headers_mut().remove(header::TE);
+        pool.request(req, timeout).await
+    }
+
+    /// The connection to send on: the current one, or a new one (`None`: ALPN chose
+    /// `http/1.1` in [`Mode::Auto`]).
+    async fn sender(self: &Arc<Self>) -> Result<Option<SendRequest<Body>>, UpstreamError> {
+        if let Some(tx) = self.current() {
+            return Ok(Some(tx));
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(tx) = self.current() {
+            return Ok(Some(tx));
+        }
+        if self.chose_http1.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let Some(tx) = self.connect().await? else {
+            self.chose_http1.store(true, Ordering::Release);
+            return Ok(None);
+        };
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        Ok(Some(tx))
+    }
+
+    fn current(&self) -> Option<SendRequest<Body>> {
+        if self.chose_http1.load(Ordering::Acquire) {
+            return None;
+        }
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        conn.as_ref().filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    async fn connect(&self) -> Result<Option<SendRequest<Body>>, UpstreamError> {
+        let io = tower::ServiceExt::oneshot(self.connector.clone(), self.target.clone())
+            .await
+            .map_err(|e| UpstreamError::Unreachable(describe(&*e)))?;
+        if self.mode != Mode::PriorKnowledge && !io.connected().is_negotiated_h2() {
+            return match self.mode {
+                Mode::Auto => Ok(None),
+                _ => Err(UpstreamError::Unreachable(
+                    "the upstream did not choose HTTP/2 by ALPN (upstream_protocol = \"h2\"); \
+                     use upstream_protocol = \"auto\" or \"http1\" for it"
+                        .into(),
+                )),
+            };
+        }
+        let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Unreachable(describe(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(Some(tx))
+    }
+
+    /// The request as an HTTP/2 stream: absolute URI (`:scheme`, `:authority` from `Host` or
+    /// the upstream's, `:path`), no `Host` header.
+    fn address(&self, mut req: Request<Body>) -> Result<Request<Body>, UpstreamError> {
+        let authority = match req.headers_mut().remove(header::HOST) {
+            Some(h) => Authority::try_from(h.as_bytes())
+                .map_err(|e| UpstreamError::BadRequest(format!("Host as :authority: {e}")))?,
+            None => self.authority.clone(),
+        };
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(authority);
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+        *req.version_mut() = Version::HTTP_2;
+        Ok(req)
+    }
+}
