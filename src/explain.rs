@@ -292,11 +292,7 @@ fn render(
             done(out, Some(StatusCode::OK), 0)
         }
         Ok(_) => {
-            let _ = writeln!(
-                out,
-                "  decision: allowed → forwarded to {}",
-                route.upstream
-            );
+            let _ = writeln!(out, "  decision: allowed → forwarded to {}", route.upstream);
             done(out, Some(StatusCode::OK), 0)
         }
         Err(ProxyError::Auth(e)) => {

@@ -1004,4 +1004,21 @@ mod tests {
             MAX_IDENTITY_VALUE
         );
     }
+
+    /// `TE: trailers` (what gRPC clients send) is recognized in a list and any case; other
+    /// transfer codings are not it.
+    #[test]
+    fn te_names_trailers() {
+        let te = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, HeaderValue::from_static(v));
+            te_trailers(&h)
+        };
+        assert!(te("trailers"));
+        assert!(te("gzip, Trailers"));
+        assert!(te("deflate;q=0.5, trailers"));
+        assert!(!te("gzip"));
+        assert!(!te("trailersx"));
+        assert!(!te_trailers(&HeaderMap::new()));
+    }
 }

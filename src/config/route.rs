@@ -10,8 +10,8 @@ use url::Url;
 use super::headers::HeaderConfig;
 use super::load::{Validator, span};
 use super::raw::{RawConfig, RawRoute};
-use super::values::Str;
 use super::server::Server;
+use super::values::Str;
 use crate::routes::Matcher;
 use crate::tls_client::CaFile;
 
@@ -243,7 +243,10 @@ impl Validator<'_, '_> {
             }
             (Some(p), false) => {
                 let proto = p.get_ref().0;
-                let https = upstream.get_ref().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+                let https = upstream
+                    .get_ref()
+                    .get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
                 if proto != UpstreamProtocol::Http1 && !https {
                     self.errs.at(
                         span(p),

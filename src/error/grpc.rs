@@ -199,7 +199,10 @@ mod tests {
             let (_, got, msg) = status_of(&r);
             assert_eq!(got, code, "{what}");
             assert!(!msg.is_empty(), "{what}");
-            assert!(!msg.contains("10.1.2.3") && !msg.contains("10.0.0.1"), "{msg}");
+            assert!(
+                !msg.contains("10.1.2.3") && !msg.contains("10.0.0.1"),
+                "{msg}"
+            );
         }
     }
 

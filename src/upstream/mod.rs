@@ -30,9 +30,9 @@ use hyper_util::rt::TokioIo;
 use crate::config::{Config, UpstreamProtocol};
 use crate::error::{Body, UpstreamError};
 use crate::timer::LazyTimer;
+use crate::tls_client::Alpn;
 use crate::tls_client::CaFile;
 pub use crate::tls_client::Connector;
-use crate::tls_client::Alpn;
 
 /// Idle connections are closed after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
