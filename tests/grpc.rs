@@ -495,3 +495,29 @@ async fn a_100_mb_stream_keeps_proxy_memory_flat() {
         "RSS grew from {before} to {after} KiB over a 100 MB stream"
     );
 }
+
+/// Trailers pass both ways through an `h2c://` upstream: the request's reach the upstream, the
+/// upstream's reach the client (HTTP/2 client, HTTP/2 upstream).
+#[tokio::test]
+async fn trailers_pass_both_ways() {
+    let up = h2c_trailer_echo().await;
+    let upstream = up.url("").replace("http://", "h2c://");
+    let p = start_proxy(&server_toml(&route("t", "path = \"/\"", &upstream))).await;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "abc123".parse().unwrap());
+    let frames = futures_util::stream::iter([
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"hello "))),
+        Ok(http_body::Frame::data(Bytes::from_static(b"world"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]);
+    let req = Request::post(format!("http://{}/upload", p.http()))
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let (resp, body, trailers) = h2_call(p.http(), req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&body[..], b"got 11 bytes");
+    let trailers = trailers.expect("the upstream's trailers");
+    assert_eq!(trailers["x-got-x-checksum"], "abc123", "{trailers:?}");
+    assert_eq!(trailers["grpc-status"], "0");
+}

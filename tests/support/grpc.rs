@@ -2,7 +2,8 @@
 //! `tests/grpc.rs`: [`Stubs`] compiles `support/grpc/echo.proto` with `grpcio-tools` into a
 //! temp dir, [`GrpcServer`] runs `support/grpc/server.py` (plaintext for `h2c://`, or TLS),
 //! [`grpc_client`] runs a scenario of `support/grpc/client.py` and returns its JSON lines.
-//! [`h2_call`] sends one raw HTTP/2 request (prior knowledge) for what grpcio will not send.
+//! [`h2_call`] sends one raw HTTP/2 request (prior knowledge) for what grpcio will not send;
+//! [`h2c_trailer_echo`] is an HTTP/2 upstream that answers with the request's trailers.
 //!
 //! The interpreter is `$PORTCULLIS_PYTHON`, else the venv of `tests/run.sh`
 //! (`~/.cache/portcullis/venv-tests`); without grpcio there the tests fail and say how to
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 
@@ -205,10 +206,14 @@ pub async fn grpc_client(
 
 /// One HTTP/2 request (prior knowledge, plaintext) to `addr`; the answer's head, and its
 /// trailers if any (the body is read to the end).
-pub async fn h2_call(
+pub async fn h2_call<B>(
     addr: SocketAddr,
-    req: Request<Full<Bytes>>,
-) -> (Response<()>, Bytes, Option<http::HeaderMap>) {
+    req: Request<B>,
+) -> (Response<()>, Bytes, Option<http::HeaderMap>)
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut tx, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
@@ -230,4 +235,43 @@ pub async fn h2_call(
         collected.to_bytes(),
         trailers,
     )
+}
+
+/// An HTTP/2 (prior knowledge) upstream that reads the request body to its end and answers
+/// `200` with body `got N bytes` and trailers: `x-got-<name>` for each request trailer, and
+/// `grpc-status: 0`.
+pub async fn h2c_trailer_echo() -> super::Server {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let collected = req.into_body().collect().await?;
+                    let mut t = http::HeaderMap::new();
+                    for (n, v) in collected.trailers().into_iter().flatten() {
+                        let name = http::HeaderName::from_bytes(format!("x-got-{n}").as_bytes())
+                            .expect("name");
+                        t.insert(name, v.clone());
+                    }
+                    t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let text = format!("got {} bytes", collected.to_bytes().len());
+                    let frames = futures_util::stream::iter([
+                        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(
+                            text,
+                        ))),
+                        Ok(http_body::Frame::trailers(t)),
+                    ]);
+                    Ok::<_, hyper::Error>(Response::new(http_body_util::StreamBody::new(frames)))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    super::Server::from_task(addr, task)
 }
