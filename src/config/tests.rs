@@ -268,8 +268,9 @@ fn example_config_loads() {
         "e3b94a0c7d2f8156a9c4e0b7d13f6a28".to_string(),
     )];
     let c = load_str(&path, &src, secret.into_iter().collect()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.routes.len(), 5);
-    assert_eq!(c.routes[4].auth, AuthMode::LoginOrBearer);
+    assert_eq!(c.routes.len(), 6);
+    assert_eq!(c.routes[5].auth, AuthMode::LoginOrBearer);
+    assert_eq!(c.routes[2].upstream.protocol, UpstreamProtocol::H2c);
     assert!(c.session.is_some());
 }
 

@@ -3,10 +3,11 @@
 //! upstream that chooses `http/1.1` is served by an HTTP/1.1 [`HostPool`] from then on, until
 //! the next reload).
 //!
-//! Requests are streams multiplexed on one connection per upstream, opened on first use (one
-//! connect at a time: a burst of first requests shares it) and opened again once the upstream
-//! closed it. A request the closing connection did not take (GOAWAY) is sent again on a new
-//! one. Bodies stream both ways with their trailers (gRPC status), under HTTP/2 flow control:
+//! Requests are streams multiplexed on few connections per upstream: one, opened on first use
+//! (one connect at a time: a burst of first requests shares it), and up to [`MAX_CONNS`] while
+//! many requests wait for their answers at once (one connection is one task on each side, which
+//! would serialize a busy route); streams go round robin over them. A connection the upstream
+//! closed is dropped, and a request it did not take (GOAWAY) is sent again on another. Bodies stream both ways with their trailers (gRPC status), under HTTP/2 flow control:
 //! the proxy reads an upstream's response body only as fast as its client takes it, so a
 //! stream holds at most [`STREAM_WINDOW`] in the proxy, a connection at most [`CONN_WINDOW`]
 //! (a connection whose window is filled by stalled clients makes its other streams wait: that
@@ -16,7 +17,7 @@
 //! body last moved, here kept per request (an HTTP/2 connection carries many at once).
 //! Keep-alive pings find a connection that died silently.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,10 @@ pub const CONN_WINDOW: u32 = 16 * 1024 * 1024;
 /// [`PING_TIMEOUT`] closes it.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Connections per upstream at most.
+pub const MAX_CONNS: usize = 4;
+/// Requests awaiting their answers per connection beyond which another connection is opened.
+const BUSY: usize = 8;
 /// Largest header list the proxy accepts from an upstream (its answers' heads and trailers).
 const MAX_HEADER_LIST: u32 = 64 * 1024;
 
@@ -62,10 +67,16 @@ pub struct H2Pool {
     authority: Authority,
     connector: Connector,
     mode: Mode,
-    /// The connection in use (closed ones are replaced on the next request).
-    conn: Mutex<Option<SendRequest<Body>>>,
-    /// Held while connecting: one new connection at a time.
+    /// The connections in use (closed ones are dropped at the next request).
+    conns: Mutex<Vec<SendRequest<Body>>>,
+    /// Round robin over `conns`.
+    next: AtomicUsize,
+    /// Requests sent and not yet answered (their heads).
+    waiting: AtomicUsize,
+    /// Held while opening the first connection: a burst of first requests shares it.
     connecting: tokio::sync::Mutex<()>,
+    /// Another connection is being opened in the background.
+    growing: AtomicBool,
     /// [`Mode::Auto`]: the HTTP/1.1 pool, used once ALPN chose `http/1.1`.
     fallback: Option<Arc<HostPool>>,
     chose_http1: AtomicBool,
@@ -89,8 +100,11 @@ impl H2Pool {
             authority,
             connector,
             mode,
-            conn: Mutex::new(None),
+            conns: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             connecting: tokio::sync::Mutex::new(()),
+            growing: AtomicBool::new(false),
             fallback,
             chose_http1: AtomicBool::new(false),
         })
@@ -112,6 +126,7 @@ impl H2Pool {
             req.map(|inner| Tracked { inner, clock: c }.boxed_unsync())
         };
         let _awaiting = clock.expect_answer(timeout);
+        let _waiting = Waiting::new(&self.waiting);
         let send = self.send(req, timeout);
         tokio::pin!(send);
         loop {
@@ -186,16 +201,51 @@ impl H2Pool {
             self.chose_http1.store(true, Ordering::Release);
             return Ok(None);
         };
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        self.add(tx.clone());
         Ok(Some(tx))
     }
 
-    fn current(&self) -> Option<SendRequest<Body>> {
+    /// A live connection, round robin; starts opening another when requests pile up.
+    fn current(self: &Arc<Self>) -> Option<SendRequest<Body>> {
         if self.chose_http1.load(Ordering::Acquire) {
             return None;
         }
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        conn.as_ref().filter(|tx| !tx.is_closed()).cloned()
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|tx| !tx.is_closed());
+        if conns.is_empty() {
+            return None;
+        }
+        let n = conns.len();
+        let tx = conns[self.next.fetch_add(1, Ordering::Relaxed) % n].clone();
+        drop(conns);
+        if n < MAX_CONNS && self.waiting.load(Ordering::Relaxed) > n * BUSY {
+            self.grow();
+        }
+        Some(tx)
+    }
+
+    fn add(&self, tx: SendRequest<Body>) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if conns.len() < MAX_CONNS {
+            conns.push(tx);
+        }
+    }
+
+    /// Opens one more connection in the background (one at a time; a failure is logged, and
+    /// the next busy moment tries again).
+    fn grow(self: &Arc<Self>) {
+        if self.growing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            match pool.connect().await {
+                Ok(Some(tx)) => pool.add(tx),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "opening another upstream HTTP/2 connection"),
+            }
+            pool.growing.store(false, Ordering::Release);
+        });
     }
 
     async fn connect(&self) -> Result<Option<SendRequest<Body>>, UpstreamError> {
@@ -249,5 +299,21 @@ impl H2Pool {
             Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
         *req.version_mut() = Version::HTTP_2;
         Ok(req)
+    }
+}
+
+/// Counts a request as waiting for its answer while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
