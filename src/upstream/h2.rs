@@ -317,3 +317,103 @@ impl Drop for Waiting<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The HTTP/2 pool against a real hyper HTTP/2 (h2c) upstream that counts its connections.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// An h2c upstream answering `200 ok` after `delay`; the number of connections it accepted.
+    async fn upstream(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(Response::new(crate::error::full("ok")))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool(addr: std::net::SocketAddr) -> Arc<H2Pool> {
+        let connector =
+            crate::tls_client::https_connector(None, Duration::from_secs(5)).expect("connector");
+        let target = format!("http://{addr}/").parse().unwrap();
+        Arc::new(H2Pool::new(target, connector, Mode::PriorKnowledge, None).unwrap())
+    }
+
+    fn get() -> Request<Body> {
+        Request::get("/x").body(crate::error::empty()).unwrap()
+    }
+
+    /// 200 requests at once travel as streams on at most [`MAX_CONNS`] connections; requests
+    /// one after another reuse one.
+    #[tokio::test]
+    async fn streams_share_few_connections() {
+        let (addr, accepted) = upstream(Duration::from_millis(50)).await;
+        let pool = pool(addr);
+        let calls = (0..200).map(|_| {
+            let p = pool.clone();
+            tokio::spawn(async move { p.request(get(), Duration::from_secs(10)).await })
+        });
+        for c in calls.collect::<Vec<_>>() {
+            let resp = c.await.unwrap().expect("answer");
+            assert_eq!(resp.status(), 200);
+        }
+        let n = accepted.load(Ordering::SeqCst);
+        assert!((1..=MAX_CONNS).contains(&n), "{n} connections");
+        for _ in 0..5 {
+            let resp = pool.request(get(), Duration::from_secs(10)).await.unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            n,
+            "sequential requests reuse"
+        );
+
+        let (addr, accepted) = upstream(Duration::ZERO).await;
+        let pool = super::tests::pool(addr);
+        for _ in 0..20 {
+            pool.request(get(), Duration::from_secs(10)).await.unwrap();
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection when nothing piles up"
+        );
+    }
+
+    /// An upstream that answers too late: 504 after `timeout`, not later.
+    #[tokio::test]
+    async fn a_late_answer_times_out() {
+        let (addr, _) = upstream(Duration::from_secs(5)).await;
+        let started = std::time::Instant::now();
+        let err = pool(addr)
+            .request(get(), Duration::from_millis(200))
+            .await
+            .expect_err("too late");
+        assert!(matches!(err, UpstreamError::Timeout(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
