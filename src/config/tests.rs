@@ -270,7 +270,8 @@ fn example_config_loads() {
     let c = load_str(&path, &src, secret.into_iter().collect()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.routes.len(), 6);
     assert_eq!(c.routes[5].auth, AuthMode::LoginOrBearer);
-    assert_eq!(c.routes[2].upstream.protocol, UpstreamProtocol::H2c);
+    let grpc = c.routes.iter().find(|r| r.name == "orders-grpc").unwrap();
+    assert_eq!(grpc.upstream.protocol, UpstreamProtocol::H2c);
     assert!(c.session.is_some());
 }
 
