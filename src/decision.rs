@@ -11,9 +11,9 @@
 //! 2. `/.auth/*` → an endpoint the proxy owns, never forwarded;
 //! 3. the route (first match wins; none → 404);
 //! 4. strip every incoming identity header, the headers only a proxy may set (from an untrusted
-//!    peer also its forwarding headers) and the hop-by-hop headers — before authentication, so a
-//!    `Connection` header cannot remove a credential after it was judged, nor an identity
-//!    header the proxy writes afterwards;
+//!    peer also its forwarding headers) and the hop-by-hop headers (but `TE: trailers` for an
+//!    HTTP/2 upstream) — before authentication, so a `Connection` header cannot remove a
+//!    credential after it was judged, nor an identity header the proxy writes afterwards;
 //! 5. authenticate (route's `auth`) → an identity, or an [`AuthError`];
 //! 6. authorize → a [`Permit`], or 403.
 //!
@@ -205,9 +205,17 @@ pub async fn decide<A: Authenticate>(
     // 4. strip forged identity (and, from an untrusted peer, forwarding headers), and the
     // client's hop-by-hop headers. A WebSocket handshake goes on as `Upgrade: websocket` alone
     // (no `h2c`, no `HTTP2-Settings`): the upstream must not switch to anything not judged.
+    // `TE: trailers` is the one hop-by-hop header an HTTP/2 upstream gets: gRPC servers
+    // require it.
     headers::strip_inbound(&mut parts.headers, &cfg.identity_header_names, trusted);
     let websocket = route.websocket && is_websocket_upgrade(parts);
+    let te_trailers = route.upstream.protocol.may_be_h2() && headers::te_trailers(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers, websocket);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if websocket {
         parts
             .headers

@@ -1,6 +1,7 @@
 //! The one place errors become HTTP responses. Every variant maps to exactly one status;
 //! bodies are short JSON (or a small HTML page for browsers where a person reads it) and never
-//! carry tokens, identity data of another user or a stack trace.
+//! carry tokens, identity data of another user or a stack trace. A gRPC caller gets the same
+//! error as gRPC status in an HTTP 200 trailers-only answer ([`grpc`]).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -9,6 +10,7 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use crate::routes::PathError;
 
 mod auth;
+mod grpc;
 #[cfg(test)]
 pub(crate) use auth::quotable;
 pub use auth::{AuthError, DecisionKind, LoginError, Scheme, sign_in, wants_html};

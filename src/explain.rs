@@ -397,11 +397,7 @@ fn render(
             done(out, Some(StatusCode::OK), 0)
         }
         Ok(_) => {
-            let _ = writeln!(
-                out,
-                "  decision: allowed → forwarded to {}",
-                route.upstream.url
-            );
+            let _ = writeln!(out, "  decision: allowed → forwarded to {}", route.upstream);
             done(out, Some(StatusCode::OK), 0)
         }
         Err(ProxyError::Auth(e)) => {
@@ -489,7 +485,7 @@ fn describe_route(out: &mut String, route: &Route) {
             None => "",
         }
     );
-    let targets: Vec<&str> = route.targets.iter().map(|t| t.url.as_str()).collect();
+    let targets: Vec<String> = route.targets.iter().map(|t| t.to_string()).collect();
     let _ = writeln!(out, "  upstream: {}", targets.join(", "));
     let _ = writeln!(
         out,

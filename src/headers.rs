@@ -242,6 +242,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether the request's `TE` names `trailers` (what a gRPC client sends; an HTTP/2 upstream
+/// gets `TE: trailers` then).
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
 /// Whether `peer` is one of the trusted proxies.
 pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     let peer = match peer {
@@ -988,5 +1003,22 @@ mod tests {
             sanitize_value(&"x".repeat(10_000)).unwrap().len(),
             MAX_IDENTITY_VALUE
         );
+    }
+
+    /// `TE: trailers` (what gRPC clients send) is recognized in a list and any case; other
+    /// transfer codings are not it.
+    #[test]
+    fn te_names_trailers() {
+        let te = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, HeaderValue::from_static(v));
+            te_trailers(&h)
+        };
+        assert!(te("trailers"));
+        assert!(te("gzip, Trailers"));
+        assert!(te("deflate;q=0.5, trailers"));
+        assert!(!te("gzip"));
+        assert!(!te("trailersx"));
+        assert!(!te_trailers(&HeaderMap::new()));
     }
 }

@@ -17,6 +17,7 @@ pub(crate) mod decision;
 pub(crate) mod error;
 pub mod explain;
 pub(crate) mod forward_auth;
+pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod identity;

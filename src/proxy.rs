@@ -5,10 +5,12 @@
 //!    refusal (the same decision forward-auth and `explain` make);
 //! 7. inject identity headers from the `Permit`;
 //! 8. forward (`X-Forwarded-*` set, normalized path — the upstream receives the host and path
-//!    that were judged) and stream the answer back (a 101 only to WebSocket; no `Set-Cookie`
+//!    that were judged; a gRPC caller's `grpc-timeout` bounds the wait for an HTTP/2 upstream)
+//!    and stream the answer back with its trailers (a 101 only to WebSocket; no `Set-Cookie`
 //!    of the proxy's own cookies from the upstream).
 //!
-//! Every request is counted (route, status, latency, access decision) and logged here.
+//! Every request is counted (route, status, latency, access decision) and logged here. The
+//! proxy's own answers to a gRPC call are gRPC status (rendered in `error`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -21,6 +23,7 @@ use crate::auth::AuthState;
 use crate::config::{AuthMode, Config, Route};
 use crate::decision::{Input, Record, Verdict, decide};
 use crate::error::{Body, DecisionKind, ProxyError, UpstreamError};
+use crate::grpc;
 use crate::headers;
 use crate::health::Health;
 use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, RequestLabels, RouteLabel, RouteOnly};
@@ -64,6 +67,8 @@ struct Served {
     upstream_ms: Option<f64>,
     /// The access log is on: keep what only it reads.
     log: bool,
+    /// A gRPC call: the proxy's own answers are gRPC status.
+    grpc: bool,
 }
 
 impl Proxy {
@@ -114,6 +119,7 @@ impl Proxy {
             decision: Record::default(),
             upstream_ms: None,
             log,
+            grpc: false,
         };
         // Boxed: the pipeline's future is a few KiB, and hyper moves the service's future into
         // place on every request; a box makes that move pointer-sized.
@@ -143,7 +149,11 @@ impl Proxy {
                             .inc();
                     }
                 }
-                e.into_response()
+                if served.grpc {
+                    e.into_grpc_response()
+                } else {
+                    e.into_response()
+                }
             }
         };
         let elapsed = start.elapsed();
@@ -207,6 +217,7 @@ impl Proxy {
     ) -> Result<Response<Body>, ProxyError> {
         let cfg = &*self.config;
         let (mut parts, body) = req.into_parts();
+        served.grpc = grpc::is_grpc(&parts.headers);
         // 1–6. the decision
         let input = Input {
             host,
@@ -272,7 +283,13 @@ impl Proxy {
             self.upstream_request(route, req, conn, host, &decision.path, decision.trusted)?;
         // Upstream time is for the access log only: no clock reads when it is off.
         let t0 = served.log.then(Instant::now);
-        let result = self.upstreams.send(idx, up_req, route.timeout).await;
+        // A gRPC caller's deadline bounds the wait (HTTP/2 upstreams: gRPC needs them).
+        let timeout = if served.grpc && route.upstream.protocol.may_be_h2() {
+            grpc::timeout(up_req.headers()).map_or(route.timeout, |t| t.min(route.timeout))
+        } else {
+            route.timeout
+        };
+        let result = self.upstreams.send(idx, up_req, timeout).await;
         served.upstream_ms = t0.map(|t0| t0.elapsed().as_secs_f64() * 1000.0);
         let mut resp = client_response(route, result?, client_upgrade)?;
         if let Some(t) = route.read_timeout {

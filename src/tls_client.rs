@@ -120,14 +120,37 @@ pub fn https_connector(
     extra: Option<&CaFile>,
     connect_timeout: Duration,
 ) -> Result<Connector, String> {
+    https_connector_alpn(extra, connect_timeout, Alpn::Http1)
+}
+
+/// What an https connection offers by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alpn {
+    /// `http/1.1`
+    Http1,
+    /// `h2` only
+    H2,
+    /// `h2`, then `http/1.1`: the server picks
+    Both,
+}
+
+/// [`https_connector`] offering `alpn` on https connections (plain http ones are unaffected).
+pub fn https_connector_alpn(
+    extra: Option<&CaFile>,
+    connect_timeout: Duration,
+    alpn: Alpn,
+) -> Result<Connector, String> {
     let tls = client_config(extra)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+    let b = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
+        .https_or_http();
+    Ok(match alpn {
+        Alpn::Http1 => b.enable_http1().wrap_connector(http),
+        Alpn::H2 => b.enable_http2().wrap_connector(http),
+        Alpn::Both => b.enable_all_versions().wrap_connector(http),
+    })
 }

@@ -39,6 +39,16 @@ done
 step "npm ci (tests/provider)"
 (cd tests/provider && npm ci --no-audit --no-fund --loglevel=error)
 
+# --- 2b. Python packages of the tests (grpcio + grpcio-tools: tests/grpc.rs) ----------------
+venv=${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}/venv-tests
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null && [ "${PORTCULLIS_SKIP_INSTALL:-}" != 1 ]; then
+  step "python venv for the tests ($venv: grpcio, grpcio-tools)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools
+fi
+export PORTCULLIS_PYTHON="$venv/bin/python"
+
 # --- 3. gates -----------------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check

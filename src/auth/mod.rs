@@ -185,8 +185,12 @@ impl AuthState {
         }
     }
 
-    /// The answer to a refused request (a person reads it when `Accept` names text/html).
+    /// The answer to a refused request: gRPC status for a gRPC call, a page when a person reads
+    /// it (`Accept` names text/html), JSON otherwise.
     pub fn refusal(&self, e: AuthError, parts: &Parts) -> Response<Body> {
+        if crate::grpc::is_grpc(&parts.headers) {
+            return e.into_grpc_response();
+        }
         e.into_response(
             crate::error::wants_html(&parts.headers),
             &self.config.server.auth_prefix,

@@ -34,7 +34,7 @@ pub use policy_test::{
 pub use provider::{
     Introspection, IntrospectionAuth, Provider, RolesClaim, TokenEndpointAuth, ZitadelKey,
 };
-pub use route::{AuthMode, Route, Upstream};
+pub use route::{AuthMode, Route, Upstream, UpstreamProtocol};
 pub use server::{PairPart, Server, Tls, certified_key};
 pub use session::{
     PLACEHOLDER_SECRETS, RedisSentinel, RedisServer, Session, SessionStore, in_cookie_domain,

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::headers::AuthorizationMode;
 use super::provider::{RolesClaim, TokenEndpointAuth};
-use super::route::AuthMode;
+use super::route::{AuthMode, UpstreamProtocol};
 use super::session::StoreKind;
 use super::values::{Dur, Parsed, Secret, Str};
 
@@ -256,6 +256,8 @@ pub struct RawRoute {
     pub upstream_ca_file: Option<Spanned<Str>>,
     /// Longest gap between two chunks of an upstream's response body (default: none).
     pub read_timeout: Option<Dur>,
+    /// `"http1"` (default), `"h2"` or `"auto"` (ALPN) for an `https://` upstream.
+    pub upstream_protocol: Option<Spanned<Parsed<UpstreamProtocol>>>,
 }
 
 /// `upstream`: one URL, or a list of targets balanced between. The list's elements are

@@ -11,6 +11,7 @@ use super::headers::HeaderConfig;
 use super::load::{Validator, span};
 use super::raw::{RawConfig, RawRoute, RawUpstream};
 use super::server::Server;
+use super::values::Str;
 use crate::routes::Matcher;
 use crate::tls_client::CaFile;
 
@@ -56,6 +57,43 @@ impl AuthMode {
     }
 }
 
+/// How the proxy speaks to an upstream: the URL's scheme (`h2c://`) and the route's
+/// `upstream_protocol` (for `https://`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    Http1,
+    /// HTTP/2 negotiated by ALPN on an `https://` upstream; one that does not agree is a 502.
+    H2,
+    /// ALPN decides (`h2`, else `http/1.1`) on an `https://` upstream.
+    Auto,
+    /// HTTP/2 with prior knowledge, without TLS (`h2c://`).
+    H2c,
+}
+
+impl std::str::FromStr for UpstreamProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "http1" => UpstreamProtocol::Http1,
+            "h2" => UpstreamProtocol::H2,
+            "auto" => UpstreamProtocol::Auto,
+            other => {
+                return Err(format!(
+                    "unknown upstream_protocol {other:?}: use \"http1\" (the default), \"h2\" or \"auto\" (ALPN decides); for HTTP/2 without TLS write upstream = \"h2c://host:port\""
+                ));
+            }
+        })
+    }
+}
+
+impl UpstreamProtocol {
+    /// Whether requests may go out as HTTP/2 (then `TE: trailers` is kept for them).
+    pub fn may_be_h2(self) -> bool {
+        self != UpstreamProtocol::Http1
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub url: Url,
@@ -63,6 +101,22 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// Path prefix of the upstream URL without trailing slash ("" when none).
     pub base_path: String,
+    pub protocol: UpstreamProtocol,
+}
+
+/// The upstream as the config wrote it (`h2c://…` for prior knowledge), and the ALPN choice.
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.protocol {
+            UpstreamProtocol::H2c => {
+                let url = self.url.as_str();
+                write!(f, "h2c://{}", url.strip_prefix("http://").unwrap_or(url))
+            }
+            UpstreamProtocol::Http1 => write!(f, "{}", self.url),
+            UpstreamProtocol::H2 => write!(f, "{} (HTTP/2 by ALPN)", self.url),
+            UpstreamProtocol::Auto => write!(f, "{} (HTTP/2 or HTTP/1.1 by ALPN)", self.url),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -173,7 +227,16 @@ impl Validator<'_, '_> {
                 return None;
             }
         };
-        let targets = self.upstream_targets(upstream, &k("upstream"))?;
+        let targets =
+            self.upstream_targets(upstream, &k("upstream"), r.upstream_protocol.as_ref())?;
+        if targets[0].protocol.may_be_h2() && r.websocket == Some(true) {
+            self.errs.at(
+                span(sr),
+                k("websocket"),
+                "websocket = true needs an HTTP/1.1 upstream: use an http:// or https:// upstream without upstream_protocol (or upstream_protocol = \"http1\")",
+            );
+            ok = false;
+        }
         let upstream = targets[0].clone();
         let provider = match &r.provider {
             Some(pn) => {
@@ -307,7 +370,14 @@ impl Validator<'_, '_> {
 impl Validator<'_, '_> {
     /// `upstream`: one URL or a non-empty list of them, all with the same scheme and path.
     /// Errors name the list index (`route[0].upstream[1]`) and point at the element.
-    fn upstream_targets(&mut self, v: &Spanned<RawUpstream>, key: &str) -> Option<Vec<Upstream>> {
+    /// `h2c://` targets are read as the `http://` URL they dial, with the protocol beside it;
+    /// `upstream_protocol` (ALPN) applies to `https://` targets only.
+    fn upstream_targets(
+        &mut self,
+        v: &Spanned<RawUpstream>,
+        key: &str,
+        proto: Option<&Spanned<super::values::Parsed<UpstreamProtocol>>>,
+    ) -> Option<Vec<Upstream>> {
         let items: Vec<(Spanned<super::values::Str>, String)> = match v.get_ref() {
             RawUpstream::One(s) => vec![(Spanned::new(span(v), s.clone()), key.to_string())],
             RawUpstream::Many(list) => {
@@ -335,7 +405,63 @@ impl Validator<'_, '_> {
         }
         let mut out: Vec<Upstream> = Vec::with_capacity(items.len());
         let mut ok = true;
+        let mut proto_reported = false;
+        let proto_key = format!("{key}_protocol");
         for (item, key) in &items {
+            let h2c = item
+                .get_ref()
+                .0
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case("h2c://"));
+            let dialed;
+            let item = if h2c {
+                dialed = Spanned::new(
+                    span(item),
+                    Str(format!("http://{}", &item.get_ref().0[6..])),
+                );
+                &dialed
+            } else {
+                item
+            };
+            let protocol = match (proto, h2c) {
+                (None, true) => UpstreamProtocol::H2c,
+                (None, false) => UpstreamProtocol::Http1,
+                (Some(p), true) => {
+                    if !proto_reported {
+                        self.errs.at(
+                            span(p),
+                            proto_key.as_str(),
+                            "an h2c:// upstream is HTTP/2 (prior knowledge) already: remove upstream_protocol",
+                        );
+                        proto_reported = true;
+                    }
+                    ok = false;
+                    UpstreamProtocol::H2c
+                }
+                (Some(p), false) => {
+                    let want = p.get_ref().0;
+                    let https = item
+                        .get_ref()
+                        .0
+                        .get(..8)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+                    if want != UpstreamProtocol::Http1 && !https {
+                        if !proto_reported {
+                            self.errs.at(
+                                span(p),
+                                proto_key.as_str(),
+                                format!(
+                                    "upstream_protocol = {:?} negotiates HTTP/2 by ALPN, which needs an https:// upstream; for HTTP/2 without TLS write upstream = \"h2c://host:port\"",
+                                    if want == UpstreamProtocol::H2 { "h2" } else { "auto" }
+                                ),
+                            );
+                            proto_reported = true;
+                        }
+                        ok = false;
+                    }
+                    want
+                }
+            };
             let Some(u) = self.url(item, key) else {
                 ok = false;
                 continue;
@@ -356,6 +482,7 @@ impl Validator<'_, '_> {
                         url: u,
                         scheme,
                         authority,
+                        protocol,
                     }
                 }
                 _ => {
@@ -369,12 +496,19 @@ impl Validator<'_, '_> {
                 }
             };
             if let Some(first) = out.first() {
-                let problem = if target.url.scheme() != first.url.scheme() {
+                let shown = |t: &Upstream| -> String {
+                    if t.protocol == UpstreamProtocol::H2c {
+                        "h2c".to_string()
+                    } else {
+                        t.url.scheme().to_string()
+                    }
+                };
+                let problem = if shown(&target) != shown(first) {
                     Some(format!(
                         "{:?} uses {}:// while the first target uses {}://: a route's targets share one scheme (mixing would send some requests over another protocol or in clear)",
                         item.get_ref().0,
-                        target.url.scheme(),
-                        first.url.scheme()
+                        shown(&target),
+                        shown(first)
                     ))
                 } else if target.base_path != first.base_path {
                     Some(format!(

@@ -268,8 +268,10 @@ fn example_config_loads() {
         "e3b94a0c7d2f8156a9c4e0b7d13f6a28".to_string(),
     )];
     let c = load_str(&path, &src, secret.into_iter().collect()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.routes.len(), 5);
-    assert_eq!(c.routes[4].auth, AuthMode::LoginOrBearer);
+    assert_eq!(c.routes.len(), 6);
+    assert_eq!(c.routes[5].auth, AuthMode::LoginOrBearer);
+    let grpc = c.routes.iter().find(|r| r.name == "orders-grpc").unwrap();
+    assert_eq!(grpc.upstream.protocol, UpstreamProtocol::H2c);
     assert!(c.session.is_some());
     // The example's list of targets; `upstream` is the first.
     assert_eq!(c.routes[2].targets.len(), 2);
@@ -438,4 +440,77 @@ fn random_secrets_always_pass() {
         assert_eq!(weak_secret(&hex), None, "{hex}");
         assert_eq!(weak_secret(&b64), None, "{b64}");
     }
+}
+
+/// `h2c://` and `upstream_protocol`: what loads, and each refusal at file:line:col with its key.
+#[test]
+fn upstream_protocols() {
+    let route = |upstream: &str, extra: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[route]]\nname = \"g\"\npath = \"/\"\nupstream = \"{upstream}\"\nauth = \"none\"\n{extra}"
+        )
+    };
+    let p = |upstream: &str, extra: &str| {
+        load(&route(upstream, extra)).unwrap().routes[0]
+            .upstream
+            .protocol
+    };
+    assert_eq!(p("http://127.0.0.1:3000", ""), UpstreamProtocol::Http1);
+    assert_eq!(p("h2c://127.0.0.1:50051", ""), UpstreamProtocol::H2c);
+    assert_eq!(p("H2C://127.0.0.1:50051/base", ""), UpstreamProtocol::H2c);
+    assert_eq!(
+        p("https://grpc.internal", "upstream_protocol = \"h2\""),
+        UpstreamProtocol::H2
+    );
+    assert_eq!(
+        p("https://grpc.internal", "upstream_protocol = \"auto\""),
+        UpstreamProtocol::Auto
+    );
+    assert_eq!(
+        p("http://app", "upstream_protocol = \"http1\""),
+        UpstreamProtocol::Http1
+    );
+    let c = load(&route("h2c://127.0.0.1:50051/base", "")).unwrap();
+    let u = &c.routes[0].upstream;
+    assert_eq!(
+        (
+            u.scheme.as_str(),
+            u.authority.as_str(),
+            u.base_path.as_str()
+        ),
+        ("http", "127.0.0.1:50051", "/base")
+    );
+    assert_eq!(u.to_string(), "h2c://127.0.0.1:50051/base");
+
+    let e = err(&route(
+        "https://grpc.internal",
+        "upstream_protocol = \"h3\"",
+    ));
+    assert!(e.starts_with("/etc/portcullis/test.toml:9:21: "), "{e}");
+    assert!(
+        e.contains("upstream_protocol") && e.contains("\"h3\""),
+        "{e}"
+    );
+    let e = err(&route("h2c://127.0.0.1:1", "upstream_protocol = \"h2\""));
+    assert!(
+        e.starts_with("/etc/portcullis/test.toml:9:21: `route[0].upstream_protocol`"),
+        "{e}"
+    );
+    assert!(e.contains("h2c:// upstream is HTTP/2"), "{e}");
+    let e = err(&route("http://127.0.0.1:1", "upstream_protocol = \"h2\""));
+    assert!(
+        e.starts_with("/etc/portcullis/test.toml:9:21: `route[0].upstream_protocol`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("https://") && e.contains("h2c://host:port"),
+        "{e}"
+    );
+    let e = err(&route("h2c://127.0.0.1:1", "websocket = true"));
+    assert!(
+        e.contains("route[0].websocket") && e.contains("HTTP/1.1 upstream"),
+        "{e}"
+    );
+    let e = err(&route("h2c://", ""));
+    assert!(e.contains("route[0].upstream"), "{e}");
 }

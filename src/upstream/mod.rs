@@ -2,7 +2,10 @@
 //! anchor per route). Bodies stream both ways; nothing is buffered. WebSocket upgrades are
 //! spliced after the upstream answers 101 switching to `websocket` (any other 101 is refused).
 //!
-//! The pool is the proxy's own: one [`HostPool`] per distinct (trust anchor, scheme,
+//! Each route target has a [`Pool`] by its protocol: HTTP/1.1 (here) or HTTP/2 (`h2c://`,
+//! or ALPN on `https://`: [`h2`]); a route's targets are balanced by [`targets`].
+//!
+//! The HTTP/1.1 pool is the proxy's own: one [`HostPool`] per distinct (trust anchor, scheme,
 //! authority), resolved per route target at startup, holding hyper HTTP/1 `SendRequest` handles
 //! newest first. A request takes the newest connection that is ready (its previous response
 //! fully read), or connects; the handle goes back as soon as the response head arrived and is
@@ -27,10 +30,11 @@ use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamProtocol};
 use crate::error::{Body, UpstreamError};
 use crate::metrics::Metrics;
 use crate::timer::LazyTimer;
+use crate::tls_client::Alpn;
 use crate::tls_client::CaFile;
 pub use crate::tls_client::Connector;
 
@@ -49,6 +53,67 @@ pub struct Upstreams {
     routes: Arc<[targets::Targets]>,
 }
 
+mod h2;
+
+/// The way to one upstream, by its protocol: HTTP/1.1 keep-alive connections, or HTTP/2
+/// streams ([`h2`]).
+#[derive(Clone)]
+pub enum Pool {
+    Http1(Arc<HostPool>),
+    Http2(Arc<h2::H2Pool>),
+}
+
+impl Pool {
+    /// A pool for `upstream` trusting `ca`; `connector` returns the connector offering the
+    /// given ALPN protocols (built once per trust anchor and ALPN list).
+    fn new(
+        upstream: &crate::config::Upstream,
+        mut connector: impl FnMut(Alpn) -> Result<Connector, ClientBuildError>,
+    ) -> Result<Pool, ClientBuildError> {
+        let target: Uri = format!("{}://{}/", upstream.scheme, upstream.authority)
+            .parse()
+            .map_err(|e| ClientBuildError {
+                path: upstream.url.to_string(),
+                message: format!("not a URI to connect to: {e}"),
+            })?;
+        let (mode, alpn, fallback) = match upstream.protocol {
+            UpstreamProtocol::Http1 => {
+                let pool = HostPool::new(target, connector(Alpn::Http1)?);
+                return Ok(Pool::Http1(Arc::new(pool)));
+            }
+            UpstreamProtocol::H2c => (h2::Mode::PriorKnowledge, Alpn::Http1, None),
+            UpstreamProtocol::H2 => (h2::Mode::Alpn, Alpn::H2, None),
+            UpstreamProtocol::Auto => {
+                let h1 = HostPool::new(target.clone(), connector(Alpn::Http1)?);
+                (h2::Mode::Auto, Alpn::Both, Some(Arc::new(h1)))
+            }
+        };
+        h2::H2Pool::new(target, connector(alpn)?, mode, fallback)
+            .map(|p| Pool::Http2(Arc::new(p)))
+            .ok_or_else(|| ClientBuildError {
+                path: upstream.url.to_string(),
+                message: "no scheme and host to connect to".into(),
+            })
+    }
+    /// Sends `req`, telling on failure whether the target could be reached and
+    /// giving the request back when none of it was sent. HTTP/2 keeps its request (its pool
+    /// resends once itself on a closing connection), so only its ejection is decided here.
+    pub(crate) async fn attempt(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, Failed> {
+        match self {
+            Pool::Http1(p) => p.attempt(req, timeout).await,
+            Pool::Http2(p) => Box::pin(p.request(req, timeout)).await.map_err(|error| Failed {
+                connect: matches!(error, UpstreamError::Unreachable(_)),
+                error,
+                unsent: None,
+            }),
+        }
+    }
+}
+
 /// Startup problems building the clients.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -57,13 +122,21 @@ pub struct ClientBuildError {
     pub message: String,
 }
 
+#[cfg(test)]
 fn build_connector(extra_ca: Option<&CaFile>) -> Result<Connector, ClientBuildError> {
-    crate::tls_client::https_connector(extra_ca, Duration::from_secs(10)).map_err(|message| {
-        ClientBuildError {
+    build_connector_alpn(extra_ca, Alpn::Http1)
+}
+
+fn build_connector_alpn(
+    extra_ca: Option<&CaFile>,
+    alpn: Alpn,
+) -> Result<Connector, ClientBuildError> {
+    crate::tls_client::https_connector_alpn(extra_ca, Duration::from_secs(10), alpn).map_err(
+        |message| ClientBuildError {
             path: extra_ca.map_or_else(|| "tls".into(), |c| c.path.display().to_string()),
             message,
-        }
-    })
+        },
+    )
 }
 
 /// Keep-alive HTTP/1 connections to one upstream.
@@ -88,6 +161,15 @@ struct Pooled {
 type Conn = (SendRequest<Body>, Arc<AnswerClock>);
 
 impl HostPool {
+    fn new(target: Uri, connector: Connector) -> Self {
+        HostPool {
+            target,
+            connector,
+            idle: Mutex::new(Vec::new()),
+            reaper: Once::new(),
+        }
+    }
+
     /// The newest connection ready for a request, if any.
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,8 +229,7 @@ impl HostPool {
     /// head, for at most `timeout` after the last request byte (see [`Upstreams::send`]). A
     /// request that a pooled connection closed before taking (the upstream ended the
     /// keep-alive at that moment) is sent again on another connection.
-    #[cfg(test)]
-    async fn request(
+    pub(crate) async fn request(
         self: &Arc<Self>,
         req: Request<Body>,
         timeout: Duration,
@@ -393,28 +474,31 @@ impl Upstreams {
         metrics: &Metrics,
         previous: Option<&Upstreams>,
     ) -> Result<Self, ClientBuildError> {
-        let mut connectors: HashMap<Option<CaFile>, Connector> = HashMap::new();
-        let mut pools: HashMap<(Option<CaFile>, String), Arc<HostPool>> = HashMap::new();
+        let mut connectors: HashMap<(Option<CaFile>, Alpn), Connector> = HashMap::new();
+        type Key = (Option<CaFile>, String, UpstreamProtocol);
+        let mut pools: HashMap<Key, Pool> = HashMap::new();
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for r in &cfg.routes {
             let ca = r.upstream_ca_file.clone();
-            if !connectors.contains_key(&ca) {
-                connectors.insert(ca.clone(), build_connector(ca.as_ref())?);
-            }
             let mut route_pools = Vec::with_capacity(r.targets.len());
             for t in &r.targets {
                 let target = format!("{}://{}/", t.scheme, t.authority);
-                let pool = pools
-                    .entry((ca.clone(), target.clone()))
-                    .or_insert_with(|| {
-                        Arc::new(HostPool {
-                            target: target.parse().expect("scheme and authority form a URI"),
-                            connector: connectors[&ca].clone(),
-                            idle: Mutex::new(Vec::new()),
-                            reaper: Once::new(),
-                        })
-                    })
-                    .clone();
+                let key = (ca.clone(), target, t.protocol);
+                let pool = match pools.get(&key) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = Pool::new(t, |alpn| {
+                            if let Some(c) = connectors.get(&(ca.clone(), alpn)) {
+                                return Ok(c.clone());
+                            }
+                            let c = build_connector_alpn(ca.as_ref(), alpn)?;
+                            connectors.insert((ca.clone(), alpn), c.clone());
+                            Ok(c)
+                        })?;
+                        pools.insert(key, p.clone());
+                        p
+                    }
+                };
                 route_pools.push(pool);
             }
             let before = previous.and_then(|p| p.routes.iter().find(|t| t.name() == r.name));
@@ -682,12 +766,10 @@ mod tests {
     }
 
     fn pool(addr: SocketAddr) -> Arc<HostPool> {
-        Arc::new(HostPool {
-            target: format!("http://{addr}/").parse().expect("uri"),
-            connector: build_connector(None).expect("connector"),
-            idle: Mutex::new(Vec::new()),
-            reaper: Once::new(),
-        })
+        Arc::new(HostPool::new(
+            format!("http://{addr}/").parse().expect("uri"),
+            build_connector(None).expect("connector"),
+        ))
     }
 
     fn get() -> Request<Body> {

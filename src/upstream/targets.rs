@@ -2,7 +2,7 @@
 //! one): which target a request goes to, passive health, and the one retry.
 //!
 //! - **Balancing**: round robin over the targets in rotation (one atomic increment per
-//!   request). Each target keeps its own connection pool ([`HostPool`]).
+//!   request). Each target keeps its own connection pool ([`Pool`]: HTTP/1.1 or HTTP/2).
 //! - **Passive health**: a target that cannot be connected to (refused, unreachable, connect
 //!   timed out, TLS handshake failed) is *ejected*: skipped for a back-off of 1 s, doubling with
 //!   each ejection that follows without an answer in between, at most 30 s. When the back-off
@@ -35,7 +35,7 @@ use http_body::Body as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::{Failed, HostPool, Upstreams};
+use super::{Failed, Pool, Upstreams};
 use crate::config::Route;
 use crate::error::{Body, UpstreamError};
 use crate::health::Health;
@@ -56,7 +56,7 @@ pub struct Targets {
 }
 
 struct Target {
-    pool: Arc<HostPool>,
+    pool: Pool,
     /// `scheme://authority`: the metric label and what logs name.
     label: String,
     host: Option<HeaderValue>,
@@ -97,7 +97,7 @@ impl Targets {
     /// config being replaced, whose targets' health carries over.
     pub(super) fn new(
         route: &Route,
-        pools: Vec<Arc<HostPool>>,
+        pools: Vec<Pool>,
         metrics: &Metrics,
         before: Option<&Targets>,
     ) -> Self {

@@ -17,6 +17,8 @@
 //! - [`answers`]: assertions on bearer challenges ([`assert_challenge`], [`assert_forbidden`],
 //!   [`www`], [`message`]) and the method-restricted forward-auth fixture ([`method_config`],
 //!   [`assert_bad_request`]).
+//! - [`grpc`]: a real gRPC server and client (PyPI grpcio): [`Stubs`], [`GrpcServer`],
+//!   [`grpc_client`]; [`h2_call`] for one raw HTTP/2 request.
 //! - [`tls`]: [`TestCa`] issuing certificates, [`tls_client`] configs.
 //! - [`provider`]: starting the test OpenID provider (`tests/provider`, npm `oidc-provider`),
 //!   used by [`oidc::OidcProvider`] (bearer tests) and [`login::Provider`] (login tests).
@@ -38,6 +40,7 @@ pub mod answers;
 pub mod browser;
 pub mod client;
 pub mod fronts;
+pub mod grpc;
 pub mod login;
 pub mod oidc;
 pub mod provider;
@@ -55,6 +58,8 @@ pub use browser::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use fronts::*;
+#[allow(unused_imports)]
+pub use grpc::*;
 #[allow(unused_imports)]
 pub use login::*;
 #[allow(unused_imports)]
