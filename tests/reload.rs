@@ -572,3 +572,147 @@ provider = "op"
     assert_eq!(r.status, 200, "token after a provider change: {}", r.text());
     p.shutdown().await;
 }
+
+/// A session logged out before a reload stays logged out after it. The cookie store cannot take
+/// a cookie back: logout puts the session on the process's revocation list. A reload that
+/// changes `[session]` while old cookies still open — the documented secret rotation (new
+/// `secret`, the old one in `previous_secrets`), or any other `[session]` key — must carry that
+/// list over, or a cookie captured before the logout works again after the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_out_cookie_stays_out_after_session_rotation() {
+    let op = OidcProvider::start(&[]);
+    let up = echo_upstream().await;
+    let old_secret = "a-test-secret-of-at-least-32-bytes-4f0c9e2b7a";
+    let cfg = |session: &str| {
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[providers.op]
+issuer = "{iss}"
+client_id = "web"
+client_secret = "web-secret"
+
+[session]
+{session}
+
+[[route]]
+name = "app"
+path = "/app"
+upstream = "{up}"
+auth = "login"
+provider = "op"
+"#,
+            iss = op.issuer,
+            up = up.url(""),
+        )
+    };
+    let before = cfg(&format!("secret = \"{old_secret}\"\n"));
+    let p = start_proxy(&before).await;
+    wait_ready(&p).await;
+    let parsed =
+        portcullis::config::load_str(Path::new("t.toml"), &before, Default::default()).unwrap();
+    let sessions = portcullis::session::Sessions::new(parsed.session.as_ref().unwrap()).unwrap();
+    let set = sessions
+        .save(
+            &alice_session("op", None),
+            None,
+            &[],
+            portcullis::session::CookieAttrs::PLAIN,
+        )
+        .await
+        .unwrap();
+    let cookie = set[0]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let with_cookie = |path: &str| {
+        let mut r = get(path);
+        r.headers_mut().insert("cookie", cookie.parse().unwrap());
+        r.headers_mut()
+            .insert("accept", "application/json".parse().unwrap());
+        r
+    };
+    let r = send(p.http(), with_cookie("/app")).await;
+    assert_eq!(r.status, 200, "session before the logout: {}", r.text());
+    // the user logs out; an attacker kept a copy of the cookie
+    let r = send(p.http(), with_cookie("/.auth/logout?rd=/app")).await;
+    assert!(
+        r.status.is_redirection(),
+        "logout: {} {}",
+        r.status,
+        r.text()
+    );
+    let r = send(p.http(), with_cookie("/app")).await;
+    assert_eq!(
+        r.status,
+        401,
+        "logged-out cookie before the reload: {}",
+        r.text()
+    );
+
+    let path = p.dir.path().join("portcullis.toml");
+    for (what, session) in [
+        (
+            "secret rotated (old one in previous_secrets)",
+            format!(
+                "secret = \"another-test-secret-of-32-bytes-9d3e71c0a5b4\"\nprevious_secrets = [\"{old_secret}\"]\n"
+            ),
+        ),
+        (
+            "idle_timeout changed",
+            format!(
+                "secret = \"another-test-secret-of-32-bytes-9d3e71c0a5b4\"\nprevious_secrets = [\"{old_secret}\"]\nidle_timeout = \"2h\"\n"
+            ),
+        ),
+    ] {
+        write_atomically(&path, &cfg(&session));
+        p.reload().await.expect("reload");
+        let r = send(p.http(), with_cookie("/app")).await;
+        assert_eq!(
+            r.status,
+            401,
+            "{what}: the logged-out cookie opens a session again: {}",
+            r.text()
+        );
+        assert!(
+            r.text().contains("sign") || r.text().contains("session") || r.text().contains("login"),
+            "{what}: 401 without a reason: {}",
+            r.text()
+        );
+    }
+    // a session that was never logged out still opens under the rotated secret
+    let fresh = sessions
+        .save(
+            &portcullis::session::SessionData {
+                id: "y".into(),
+                ..alice_session("op", None)
+            },
+            None,
+            &[],
+            portcullis::session::CookieAttrs::PLAIN,
+        )
+        .await
+        .unwrap();
+    let other = fresh[0]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut r = get("/app");
+    r.headers_mut().insert("cookie", other.parse().unwrap());
+    let r = send(p.http(), r).await;
+    assert_eq!(
+        r.status,
+        200,
+        "a live session under previous_secrets: {}",
+        r.text()
+    );
+    p.shutdown().await;
+}

@@ -91,7 +91,8 @@ impl LoginState {
 
     /// The login state of a reloaded `config`: the session store is this one's when the
     /// `[session]` settings are unchanged ([`same_session`]: sessions and Redis connections
-    /// carry over), else a new one; the replay and refresh caches always carry over.
+    /// carry over), else a new one that keeps the old one's revocation list
+    /// ([`Sessions::after`]); the replay and refresh caches always carry over.
     pub fn carry_over(&self, config: Arc<Config>) -> Result<Option<Self>, String> {
         Self::build(config, Some(self))
     }
@@ -111,9 +112,12 @@ impl LoginState {
                 .as_ref()
                 .is_some_and(|s| same_session(s, scfg))
         });
-        let sessions = match kept {
-            Some(o) => o.sessions.clone(),
-            None => Arc::new(Sessions::new(scfg).map_err(|e| e.to_string())?),
+        let sessions = match (kept, old) {
+            (Some(o), _) => o.sessions.clone(),
+            (None, Some(o)) => {
+                Arc::new(Sessions::after(scfg, &o.sessions).map_err(|e| e.to_string())?)
+            }
+            (None, None) => Arc::new(Sessions::new(scfg).map_err(|e| e.to_string())?),
         };
         let secrets = std::iter::once(scfg.secret.expose())
             .chain(scfg.previous_secrets.iter().map(|s| s.expose()));
