@@ -716,3 +716,120 @@ provider = "op"
     );
     p.shutdown().await;
 }
+
+/// A login started under one config and completed under another fails closed with a message
+/// naming the cause — never a session made with a mix of settings: the pending-login cookie
+/// sealed under a `[session] secret` that was replaced (not kept in `previous_secrets`); the
+/// provider it started at renamed away; the provider's client changed (the code was issued to
+/// the old client). After each, the browser has no session. An unchanged config completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_across_a_reload_fails_closed() {
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let upstream = echo_upstream_map().await;
+    let opts = |client_id, client_auth: &str, session: &str| {
+        proxy_config(&ProxyOpts {
+            port,
+            issuer: provider.issuer.clone(),
+            upstream,
+            client_id,
+            client_auth: client_auth.to_string(),
+            session: session.to_string(),
+            admin: true,
+        })
+    };
+    let web = "client_secret = \"web-secret\"";
+    let a = opts("web", web, &session_cfg(""));
+    let p = start_proxy_ready(&a).await;
+    let path = p.dir.path().join("portcullis.toml");
+    let base = format!("http://127.0.0.1:{port}");
+    let at_callback = |u: &url::Url| u.path() == "/.auth/callback";
+
+    let variants = [
+        (
+            "session secret replaced",
+            opts(
+                "web",
+                web,
+                "secret = \"another-test-secret-of-32-bytes-9d3e71c0a5b4\"\n",
+            ),
+            "no matching sign-in",
+        ),
+        (
+            "provider renamed",
+            a.replace("[providers.op]", "[providers.op2]"),
+            "unknown provider",
+        ),
+        (
+            "client changed",
+            opts(
+                "web-post",
+                "client_secret = \"web-post-secret\"\ntoken_endpoint_auth = \"client_secret_post\"",
+                &session_cfg(""),
+            ),
+            "Login could not be completed",
+        ),
+    ];
+    for (what, changed, says) in variants {
+        write_atomically(&path, &a);
+        p.reload().await.expect("back to A");
+        wait_ready(&p).await;
+        let b = Browser::new();
+        let (r, visited) = b
+            .navigate_until(&format!("{base}/hello"), "alice", at_callback)
+            .await;
+        assert!(
+            r.status.is_redirection(),
+            "{what}: {visited:?} {}",
+            r.status
+        );
+        let callback = visited.last().unwrap().clone();
+        assert!(callback.contains("/.auth/callback?"), "{what}: {visited:?}");
+
+        write_atomically(&path, &changed);
+        p.reload().await.expect("valid config");
+        wait_ready(&p).await;
+        let r = b.get(&callback).await;
+        assert!(
+            r.status.is_client_error() || r.status.is_server_error(),
+            "{what}: the callback under the new config answered {} {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            r.body.contains(says) && r.body.len() > 20,
+            "{what}: {} without a clear reason ({says:?}): {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            !r.set_cookies()
+                .iter()
+                .any(|c| c.starts_with("portcullis_session=") && !c.contains("Max-Age=0")),
+            "{what}: a session cookie was set: {:?}",
+            r.set_cookies()
+        );
+        let said = r.body.clone();
+        // no session: the app asks for a login again
+        let r = b.get(&format!("{base}/hello")).await;
+        assert_eq!(r.status, 302, "{what}: /hello after the failed callback");
+        eprintln!(
+            "{what}: refused: {}",
+            said.chars().take(300).collect::<String>()
+        );
+    }
+    // unchanged config across a reload: the login completes
+    write_atomically(&path, &a);
+    p.reload().await.expect("back to A");
+    wait_ready(&p).await;
+    let b = Browser::new();
+    let (_, visited) = b
+        .navigate_until(&format!("{base}/hello"), "alice", at_callback)
+        .await;
+    p.reload().await.expect("same config");
+    let r = b.get(visited.last().unwrap()).await;
+    assert_eq!(r.status, 302, "callback: {}", r.body);
+    let r = b.get(&format!("{base}/hello")).await;
+    assert_eq!(r.status, 200, "after login: {}", r.body);
+    p.shutdown().await;
+}
