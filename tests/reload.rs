@@ -833,3 +833,86 @@ async fn login_across_a_reload_fails_closed() {
     assert_eq!(r.status, 200, "after login: {}", r.body);
     p.shutdown().await;
 }
+
+/// A provider whose security settings change keeps no token validated under the old ones: a
+/// token accepted (and cached) before the reload is judged afresh after it — `issuer` moved to
+/// another issuer (the old issuer's token: 401), `audiences` changed (401), `roles_claim`
+/// changed (the roles it read are gone: 403) — each at the first request after the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_provider_keeps_no_cached_token() {
+    let (t1, t2) = (TestIssuer::start().await, TestIssuer::start().await);
+    let up = echo_upstream().await;
+    let cfg = |iss: &str, aud: &str, roles_claim: &str| {
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[providers.ti]
+issuer = "{iss}"
+audiences = ["{aud}"]
+roles_claim = "{roles_claim}"
+
+[[route]]
+name = "r"
+path = "/r"
+upstream = "{up}"
+auth = "bearer"
+require_roles = ["admin"]
+"#,
+            up = up.url(""),
+        )
+    };
+    let p = start_proxy(&cfg(&t1.issuer, "portcullis-api", "roles")).await;
+    wait_ready(&p).await;
+    let path = p.dir.path().join("portcullis.toml");
+    let tok1 = t1.sign_rs256(Some("test-rsa"), &t1.claims());
+    let tok2 = t2.sign_rs256(Some("test-rsa"), &t2.claims());
+    let status = |tok: String| {
+        let addr = p.http();
+        async move {
+            let mut req = get("/r");
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {tok}").parse().unwrap());
+            let r = send(addr, req).await;
+            (r.status.as_u16(), r.text())
+        }
+    };
+    assert_eq!(status(tok1.clone()).await.0, 200, "t1's token, cached");
+    assert_eq!(status(tok2.clone()).await.0, 401, "t2's token before");
+
+    // issuer moved: t1's cached token is refused at once, t2's accepted once t2 is loaded
+    write_atomically(&path, &cfg(&t2.issuer, "portcullis-api", "roles"));
+    p.reload().await.expect("reload");
+    let (s, body) = status(tok1.clone()).await;
+    assert!(
+        s == 401 || s == 503,
+        "issuer changed: the old issuer's token got {s}: {body}"
+    );
+    wait_ready(&p).await;
+    let (s, body) = status(tok1.clone()).await;
+    assert_eq!(s, 401, "issuer changed, provider loaded: {body}");
+    assert!(body.contains("iss") || body.contains("token"), "{body}");
+    assert_eq!(status(tok2.clone()).await.0, 200, "the new issuer's token");
+
+    // audiences changed
+    write_atomically(&path, &cfg(&t2.issuer, "another-api", "roles"));
+    p.reload().await.expect("reload");
+    wait_ready(&p).await;
+    let (s, body) = status(tok2.clone()).await;
+    assert_eq!(s, 401, "audiences changed: {body}");
+    assert!(body.contains("aud"), "audiences changed: {body}");
+
+    // roles_claim changed: the token's `roles` no longer count
+    write_atomically(&path, &cfg(&t2.issuer, "portcullis-api", "roles"));
+    p.reload().await.expect("reload");
+    wait_ready(&p).await;
+    assert_eq!(status(tok2.clone()).await.0, 200);
+    write_atomically(&path, &cfg(&t2.issuer, "portcullis-api", "groups"));
+    p.reload().await.expect("reload");
+    wait_ready(&p).await;
+    let (s, body) = status(tok2.clone()).await;
+    assert_eq!(s, 403, "roles_claim changed: {body}");
+    assert!(body.contains("admin"), "roles_claim changed: {body}");
+    p.shutdown().await;
+}
