@@ -916,3 +916,96 @@ require_roles = ["admin"]
     assert!(body.contains("admin"), "roles_claim changed: {body}");
     p.shutdown().await;
 }
+
+/// `[headers] assertion_key_file` rotated by a reload: assertions are signed with the new key
+/// at once, and `/.auth/jwks` keeps publishing the previous key beside it (for the lifetime of
+/// the assertions it signed), so an upstream verifying an assertion signed just before the
+/// reload — or by a request still finishing on the old config — still finds its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_assertion_key_keeps_the_previous_one_published() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let key_path = dir.path().join("assertion.pem");
+    let cfg = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[headers]
+assertion = "X-Portcullis-Assertion"
+assertion_key_file = "{key}"
+
+[providers.ti]
+issuer = "{iss}"
+audiences = ["portcullis-api"]
+
+[[route]]
+name = "x"
+path = "/x"
+upstream = "{up}"
+auth = "bearer"
+"#,
+        key = key_path.display(),
+        iss = ti.issuer,
+        up = up.url(""),
+    );
+    std::fs::write(
+        &key_path,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let p = start_proxy_in(dir, &cfg).await;
+    let kids = || async {
+        let r = send(p.http(), get("/.auth/jwks")).await;
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let first = kids().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    std::fs::write(
+        &key_path,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    p.reload().await.expect("reload");
+    let after = kids().await;
+    assert_eq!(
+        after.len(),
+        2,
+        "the previous key is no longer published: {after:?}"
+    );
+    assert!(after.contains(&first[0]), "{after:?}");
+    let new_kid = after.iter().find(|k| **k != first[0]).unwrap().clone();
+    // what is signed now uses the new key
+    wait_ready(&p).await;
+    let mut req = get("/x");
+    let token = ti.sign_rs256(Some("test-rsa"), &ti.claims());
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let r = send(p.http(), req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let assertion = r
+        .echoed()
+        .header("x-portcullis-assertion")
+        .unwrap()
+        .to_string();
+    let header = assertion.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], new_kid.as_str());
+
+    // reloading the same key again publishes nothing more
+    p.reload().await.expect("reload");
+    assert_eq!(kids().await.len(), 2);
+    p.shutdown().await;
+}
