@@ -1009,3 +1009,41 @@ auth = "bearer"
     assert_eq!(kids().await.len(), 2);
     p.shutdown().await;
 }
+
+/// `[server] header_read_timeout` is applied by a reload to new connections of every listener,
+/// the admin listener included (it was read once at start there): a half-sent head on either
+/// gets `408` after the new, shorter timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_read_timeout_reload_reaches_the_admin_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = echo_upstream().await;
+    let p = start_proxy(&config(
+        'A',
+        None,
+        &up.url(""),
+        "header_read_timeout = \"30s\"",
+    ))
+    .await;
+    write_atomically(
+        &p.dir.path().join("portcullis.toml"),
+        &config('A', None, &up.url(""), "header_read_timeout = \"1s\""),
+    );
+    p.reload().await.expect("reload");
+    for (name, addr) in [("public", p.http()), ("admin", p.admin())] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        let took = t0.elapsed();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            read.is_ok() && took < Duration::from_secs(5),
+            "{name}: the half-sent head still open after {took:?} (the old 30 s timeout)"
+        );
+        assert!(text.starts_with("HTTP/1.1 408"), "{name}: {text}");
+    }
+    p.shutdown().await;
+}
