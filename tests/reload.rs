@@ -714,6 +714,18 @@ provider = "op"
         "a live session under previous_secrets: {}",
         r.text()
     );
+    // the rotation completed (the old secret dropped): sessions sealed with it end at once
+    write_atomically(
+        &path,
+        &cfg("secret = \"another-test-secret-of-32-bytes-9d3e71c0a5b4\"\n"),
+    );
+    p.reload().await.expect("reload");
+    let mut r = get("/app");
+    r.headers_mut().insert("cookie", other.parse().unwrap());
+    r.headers_mut()
+        .insert("accept", "application/json".parse().unwrap());
+    let r = send(p.http(), r).await;
+    assert_eq!(r.status, 401, "old secret dropped: {}", r.text());
     p.shutdown().await;
 }
 
