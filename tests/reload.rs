@@ -1059,3 +1059,44 @@ async fn header_read_timeout_reload_reaches_the_admin_listener() {
     }
     p.shutdown().await;
 }
+
+/// The watcher finds the config file gone for good — a symlink swapped to a missing target, or
+/// the file removed — and does not stay silent: after a few looks it reports it once (logged,
+/// `portcullis_config_reloads_total{result="error"}`), the old config keeps serving and
+/// `/readyz` stays 200; once the file is back it is loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_reports_a_config_file_that_stays_missing() {
+    use std::os::unix::fs::symlink;
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let d = dir.path();
+    std::fs::write(d.join("a.toml"), config('A', None, &up.url(""), "")).unwrap();
+    symlink("a.toml", d.join("portcullis.toml")).unwrap();
+    let bin = BinaryProxy::start(&d.join("portcullis.toml"));
+    let (addr, admin) = (bin.http_addr, bin.admin_addr());
+    assert_eq!(judged(addr, "/x", None).await, "/A/x");
+    let before = metric(admin, RELOAD_ERROR).await;
+
+    // swapped to a target that does not exist
+    symlink("missing.toml", d.join("tmp-link")).unwrap();
+    std::fs::rename(d.join("tmp-link"), d.join("portcullis.toml")).unwrap();
+    let t0 = Instant::now();
+    while metric(admin, RELOAD_ERROR).await <= before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "a missing config file was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bin.wait_log(&["still serving the previous config"]);
+    bin.wait_log(&["config reload: invalid", "portcullis.toml"]);
+    assert_eq!(judged(addr, "/x", None).await, "/A/x");
+    assert_eq!(get_path(admin, "/readyz").await.status, 200);
+    // reported once, not every second
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metric(admin, RELOAD_ERROR).await, before + 1);
+
+    // back, with B
+    std::fs::write(d.join("missing.toml"), config('B', None, &up.url(""), "")).unwrap();
+    until_judged(addr, "/x", None, "/B/x", Duration::from_secs(3)).await;
+}
