@@ -1100,3 +1100,61 @@ async fn watcher_reports_a_config_file_that_stays_missing() {
     std::fs::write(d.join("missing.toml"), config('B', None, &up.url(""), "")).unwrap();
     until_judged(addr, "/x", None, "/B/x", Duration::from_secs(3)).await;
 }
+
+/// A session's roles were derived by its provider's rule at login (`roles_claim`, with the
+/// `client_id`/`project_id` the well-known places use). A reload that changes that rule ends the
+/// session's standing — its roles are not the new config's judgement: the next navigation
+/// starts a login. A provider change that leaves the rule alone (`scopes`) keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_roles_from_a_replaced_roles_rule_do_not_count() {
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let upstream = echo_upstream_map().await;
+    let a = proxy_config(&ProxyOpts {
+        port,
+        issuer: provider.issuer.clone(),
+        upstream,
+        client_id: "web",
+        client_auth: "client_secret = \"web-secret\"".into(),
+        session: session_cfg(""),
+        admin: true,
+    });
+    let p = start_proxy_ready(&a).await;
+    let path = p.dir.path().join("portcullis.toml");
+    let base = format!("http://127.0.0.1:{port}");
+    let b = Browser::new();
+    b.login(&base, "/hello", "alice").await;
+    assert_eq!(b.get(&format!("{base}/hello")).await.status, 200);
+
+    // scopes changed: the provider is rebuilt, the roles rule is the same: still signed in
+    let scopes = a.replace(
+        "scopes = [\"openid\", \"profile\", \"email\"]",
+        "scopes = [\"openid\", \"profile\"]",
+    );
+    assert_ne!(scopes, a);
+    write_atomically(&path, &scopes);
+    p.reload().await.expect("reload");
+    wait_ready(&p).await;
+    let r = b.get(&format!("{base}/hello")).await;
+    assert_eq!(r.status, 200, "scopes changed: {}", r.body);
+
+    // roles_claim changed: the session's roles came from the old rule
+    let rule = scopes.replace(
+        "scopes = [\"openid\", \"profile\"]",
+        "scopes = [\"openid\", \"profile\"]\nroles_claim = \"groups\"",
+    );
+    write_atomically(&path, &rule);
+    p.reload().await.expect("reload");
+    wait_ready(&p).await;
+    let r = b.get(&format!("{base}/hello")).await;
+    assert_eq!(
+        r.status, 302,
+        "roles_claim changed: the old session still counts: {}",
+        r.body
+    );
+    assert!(r.location().contains("/auth"), "{}", r.location());
+    // a new login under the new rule counts again
+    b.login(&base, "/hello", "alice").await;
+    assert_eq!(b.get(&format!("{base}/hello")).await.status, 200);
+    p.shutdown().await;
+}

@@ -84,6 +84,11 @@ pub struct SessionData {
     pub preferred_username: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The rule `roles` were derived by (`provider::roles_rule` of the provider's settings at
+    /// login or the last refresh): a session whose provider now derives roles otherwise no
+    /// longer counts. Absent in sessions written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles_rule: Option<String>,
     /// The claims routes need (`require_claims`, `[headers.claims]`), not all of them.
     #[serde(default)]
     pub claims: Map<String, Value>,

@@ -25,6 +25,7 @@ fn data(big: usize) -> SessionData {
         name: None,
         preferred_username: None,
         roles: vec!["admin".into()],
+        roles_rule: None,
         claims: Map::new(),
         access_token: "x".repeat(big),
         refresh_token: None,
