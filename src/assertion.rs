@@ -35,6 +35,9 @@ pub struct AssertionSigner {
     provider_issuers: std::collections::HashMap<String, String>,
     /// The key was generated at start (no `assertion_key_file`): a config reload keeps it.
     generated: bool,
+    /// Keys a reload replaced, still published at `/.auth/jwks` until the given unix time: an
+    /// assertion they signed (up to [`ASSERTION_TTL`] old) must keep verifying.
+    retired: Vec<(Value, i64)>,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -91,22 +94,35 @@ impl AssertionSigner {
             issuer,
             provider_issuers,
             generated: cfg.headers.assertion_key_file.is_none(),
+            retired: Vec::new(),
         })
     }
 
     /// The signer for a reloaded `cfg`: a generated key is kept (upstreams that cached it by
-    /// `kid` keep verifying), a key file is read again; issuers are the new config's.
+    /// `kid` keep verifying), a key file is read again; issuers are the new config's. A key
+    /// that a reload replaced stays published at `/.auth/jwks` for [`ASSERTION_TTL`] + 60 s,
+    /// so what it signed just before keeps verifying.
     pub fn carry_over(&self, cfg: &Config) -> Result<Self, String> {
-        if !(self.generated && cfg.headers.assertion_key_file.is_none()) {
-            return Self::new(cfg);
-        }
         let fresh = Self::new(cfg)?;
-        Ok(AssertionSigner {
-            key: self.key.clone(),
-            kid: self.kid.clone(),
-            jwk: self.jwk.clone(),
-            ..fresh
-        })
+        let now = crate::session::now();
+        let mut retired: Vec<(Value, i64)> = (self.retired.iter())
+            .filter(|(jwk, until)| *until > now && jwk["kid"] != fresh.kid.as_str())
+            .cloned()
+            .collect();
+        if self.generated && cfg.headers.assertion_key_file.is_none() {
+            return Ok(AssertionSigner {
+                key: self.key.clone(),
+                kid: self.kid.clone(),
+                jwk: self.jwk.clone(),
+                retired,
+                ..fresh
+            });
+        }
+        if fresh.kid != self.kid {
+            // (a minute of clock skew at the verifier on top of the lifetime)
+            retired.push((self.jwk.clone(), now + ASSERTION_TTL + 60));
+        }
+        Ok(AssertionSigner { retired, ..fresh })
     }
 
     pub fn issuer(&self) -> &str {
@@ -149,7 +165,12 @@ impl AssertionSigner {
 
     /// `GET /.auth/jwks`.
     pub fn jwks_response(&self) -> Response<Body> {
-        let body = json!({ "keys": [self.jwk] }).to_string();
+        let now = crate::session::now();
+        let retired = (self.retired.iter()).filter(|(_, until)| *until > now);
+        let keys: Vec<&Value> = std::iter::once(&self.jwk)
+            .chain(retired.map(|(jwk, _)| jwk))
+            .collect();
+        let body = json!({ "keys": keys }).to_string();
         let mut r = Response::new(full(body));
         *r.status_mut() = StatusCode::OK;
         r.headers_mut().insert(

@@ -33,7 +33,7 @@ mod forwarded;
 mod pending;
 mod refresh;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +72,8 @@ pub struct LoginState {
     pub(crate) needed_claims: HashSet<String>,
     /// Exactly one provider is used for login (see [`Self::belongs`]).
     single_login_provider: bool,
+    /// Provider name → how it derives roles now ([`crate::provider::roles_rule`]).
+    roles_rules: HashMap<String, String>,
     /// Seconds after which a request re-writes `last_seen`: min(60 s, idle_timeout / 4), at
     /// least 1 s.
     slide_after: i64,
@@ -91,7 +93,8 @@ impl LoginState {
 
     /// The login state of a reloaded `config`: the session store is this one's when the
     /// `[session]` settings are unchanged ([`same_session`]: sessions and Redis connections
-    /// carry over), else a new one; the replay and refresh caches always carry over.
+    /// carry over), else a new one that keeps the old one's revocation list
+    /// ([`Sessions::after`]); the replay and refresh caches always carry over.
     pub fn carry_over(&self, config: Arc<Config>) -> Result<Option<Self>, String> {
         Self::build(config, Some(self))
     }
@@ -111,9 +114,12 @@ impl LoginState {
                 .as_ref()
                 .is_some_and(|s| same_session(s, scfg))
         });
-        let sessions = match kept {
-            Some(o) => o.sessions.clone(),
-            None => Arc::new(Sessions::new(scfg).map_err(|e| e.to_string())?),
+        let sessions = match (kept, old) {
+            (Some(o), _) => o.sessions.clone(),
+            (None, Some(o)) => {
+                Arc::new(Sessions::after(scfg, &o.sessions).map_err(|e| e.to_string())?)
+            }
+            (None, None) => Arc::new(Sessions::new(scfg).map_err(|e| e.to_string())?),
         };
         let secrets = std::iter::once(scfg.secret.expose())
             .chain(scfg.previous_secrets.iter().map(|s| s.expose()));
@@ -137,8 +143,12 @@ impl LoginState {
             .count()
             == 1;
         let slide_after = (scfg.idle_timeout.as_secs() as i64 / 4).clamp(1, 60);
+        let roles_rules = (config.providers.iter())
+            .map(|(n, p)| (n.clone(), crate::provider::roles_rule(p)))
+            .collect();
         Ok(Some(LoginState {
             single_login_provider,
+            roles_rules,
             slide_after,
             pending: Sealer::new(secrets, "pending-login"),
             sessions,
@@ -343,7 +353,8 @@ impl LoginState {
     /// for login). A session belongs to the provider that created it: its recorded provider
     /// name must be `want`, that provider must still be used for login, and the issuer the
     /// session's ID token came from must be the provider's configured `issuer` (so renaming
-    /// providers or pointing a name at another issuer does not carry sessions over). A session
+    /// providers or pointing a name at another issuer does not carry sessions over), and its
+    /// roles must come from the rule the provider has now (`roles_rule`). A session
     /// whose issuer is unknown (written before sessions recorded it, and without a stored ID
     /// token) counts only when a single provider is used for login — there is then no other
     /// provider it could be confused with.
@@ -355,6 +366,14 @@ impl LoginState {
             return false;
         };
         if !pc.used_for_login {
+            return false;
+        }
+        // Roles derived by a rule no longer configured (roles_claim, client_id, project_id
+        // changed) are not this config's judgement.
+        if d.roles_rule
+            .as_ref()
+            .is_some_and(|r| self.roles_rules.get(&d.provider) != Some(r))
+        {
             return false;
         }
         match (&d.iss, &pc.issuer) {

@@ -690,6 +690,18 @@ impl Providers {
     }
 }
 
+/// A fingerprint of how provider `p` turns claims into roles (`roles_claim`, and the
+/// `client_id` and `project_id` the well-known places use). A session records the one its roles
+/// were derived by; when the provider's changes (a reload, or a restart with another config),
+/// those roles were judged by a rule no longer configured, and the session no longer counts.
+pub fn roles_rule(p: &config::Provider) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let text = format!("{:?}\0{:?}\0{:?}", p.roles_claim, p.client_id, p.project_id);
+    let hash = Sha256::digest(text.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hash[..12])
+}
+
 /// Whether two provider settings are the same, secrets and file contents included: then the
 /// runtime (discovery, keys, caches) is kept across a config reload. `Debug` covers every field
 /// (new fields too, without a list here to forget them in); what it redacts or abbreviates —

@@ -1,13 +1,13 @@
 //! The admin listener: `/healthz` (process alive), `/readyz` (providers and session store
 //! ready; routes whose upstream targets are all ejected listed without failing it), `/metrics` (Prometheus text). Kept off the public listeners.
 //!
-//! Its connections get the public listeners' head deadline and head size cap, and the listener
+//! Its connections get the public listeners' head deadline (the current config's, so a reload
+//! changes it for new connections here too) and head size cap, and the listener
 //! its own small connection cap (`accept`): a flood of idle connections here (the examples
 //! bind it to `0.0.0.0`) neither stays open nor takes descriptors the public listeners need.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 pub async fn serve(
     mut listener: accept::Listener,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    head_timeout: Duration,
+    live: Arc<super::reload::Live>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
@@ -34,6 +34,7 @@ pub async fn serve(
         let metrics = metrics.clone();
         let health = health.clone();
         let builder = builder.clone();
+        let head_timeout = live.current().config.server.header_read_timeout;
         tokio::spawn(async move {
             let (io, clock) = HeadDeadline::new(conn.stream, head_timeout, conn.slot);
             let svc = service_fn(move |req: Request<Incoming>| {

@@ -223,7 +223,7 @@ pub async fn start_with(config: Config, options: LoadOptions) -> Result<Running,
         tasks.push(tokio::spawn(admin::serve(
             listener(l, "admin", &admin_slots, caps.admin),
             builder.clone(),
-            config.server.header_read_timeout,
+            live.clone(),
             metrics.clone(),
             health.clone(),
             rx.clone(),

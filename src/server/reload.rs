@@ -18,7 +18,8 @@
 //! The watcher polls each second: it hashes the file's contents read by path (following
 //! symlinks, so a Kubernetes ConfigMap's `..data` swap counts; inotify would miss a swap of a
 //! symlink above the watched file), and waits until two reads agree before loading, so a file
-//! caught mid-write is not reported as invalid.
+//! caught mid-write is not reported as invalid. A file that stays unreadable (removed, a
+//! symlink to nothing) for [`MISSING_REPORT`] looks is reported once, as a failed reload.
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -37,6 +38,9 @@ use crate::upstream::Upstreams;
 const POLL: Duration = Duration::from_secs(1);
 /// How long a changed file must stay the same before it is loaded.
 const SETTLE: Duration = Duration::from_millis(200);
+/// Looks (each [`POLL`] apart) that must find the config file unreadable before the watcher
+/// reports it.
+const MISSING_REPORT: u32 = 3;
 
 /// Why a reload was not applied (the old config keeps serving).
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +219,8 @@ fn fingerprint(path: &Path, options: &LoadOptions) -> Option<u64> {
 pub(super) async fn watch(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Consecutive looks that found the file unreadable.
+    let mut missing = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -224,8 +230,18 @@ pub(super) async fn watch(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) 
         let opts = live.options.clone();
         let now = read_fingerprint(path.clone(), opts.clone()).await;
         let loaded = live.loaded.lock().map(|l| *l).unwrap_or(None);
-        if now.is_none() || now == loaded {
-            // Unreadable (mid-swap, or removed): nothing to load; the next tick looks again.
+        if now.is_none() {
+            // Unreadable: for a moment mid-swap (the next tick looks again); still so after
+            // a few looks, reported once — the reload fails, is logged and counted — and then
+            // quiet until the file is back (`loaded` is `None` by then).
+            missing += 1;
+            if missing == MISSING_REPORT && loaded.is_some() {
+                let _ = live.reload("config file unreadable").await;
+            }
+            continue;
+        }
+        missing = 0;
+        if now == loaded {
             continue;
         }
         // Changed: wait until it stops changing (bounded: a file rewritten non-stop is loaded

@@ -85,6 +85,11 @@ pub struct SessionData {
     pub preferred_username: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The rule `roles` were derived by (`provider::roles_rule` of the provider's settings at
+    /// login or the last refresh): a session whose provider now derives roles otherwise no
+    /// longer counts. Absent in sessions written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles_rule: Option<String>,
     /// The claims routes need (`require_claims`, `[headers.claims]`), not all of them.
     #[serde(default)]
     pub claims: Map<String, Value>,
@@ -452,6 +457,20 @@ impl Revocations {
         }
     }
 
+    /// Keeps every entry `secs` longer (a reload lengthened `lifetime`).
+    pub fn extend(&self, secs: i64) {
+        if secs <= 0 {
+            return;
+        }
+        if let Ok(mut m) = self.inner.write() {
+            let m = &mut *m;
+            m.sessions.values_mut().for_each(|u| *u += secs);
+            for per in m.sids.values_mut().chain(m.subs.values_mut()) {
+                per.values_mut().for_each(|(_, u)| *u += secs);
+            }
+        }
+    }
+
     pub fn is_revoked(&self, s: &SessionData) -> bool {
         let Ok(m) = self.inner.read() else {
             return true;
@@ -487,7 +506,9 @@ pub struct Sessions {
     /// Seals whole sessions (cookie store) or the Redis values.
     pub sealer: Sealer,
     pub backend: Backend,
-    pub revocations: Revocations,
+    /// Shared with the store a reload replaces this one with ([`Sessions::after`]): a logged-out
+    /// cookie that still opens under the new `[session]` must stay refused.
+    pub revocations: Arc<Revocations>,
     pub(crate) opened: Opened,
 }
 
@@ -605,9 +626,22 @@ impl Sessions {
             cfg: cfg.clone(),
             sealer,
             backend,
-            revocations: Revocations::default(),
+            revocations: Arc::default(),
             opened: Opened::default(),
         })
+    }
+
+    /// The store for a reloaded `[session]` that differs from `old`'s: new, except the
+    /// revocation list, which carries over — old cookies may still open (a rotated secret
+    /// stays in `previous_secrets`; most other keys do not touch sealing), and a cookie logged
+    /// out before the reload must not work after it. A longer `lifetime` keeps the entries
+    /// longer by as much, since the sessions they match now live that much longer.
+    pub fn after(cfg: &config::Session, old: &Sessions) -> Result<Self, SetupError> {
+        let mut s = Self::new(cfg)?;
+        let longer = cfg.lifetime.saturating_sub(old.cfg.lifetime).as_secs() as i64;
+        old.revocations.extend(longer);
+        s.revocations = old.revocations.clone();
+        Ok(s)
     }
 
     /// The session cookie's name: `__Host-` on HTTPS, `__Secure-` on HTTPS with a `Domain`.

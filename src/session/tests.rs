@@ -25,6 +25,7 @@ fn data(big: usize) -> SessionData {
         name: None,
         preferred_username: None,
         roles: vec!["admin".into()],
+        roles_rule: None,
         claims: Map::new(),
         access_token: "x".repeat(big),
         refresh_token: None,
@@ -289,6 +290,19 @@ fn revocation_list() {
         !r.is_revoked(&d),
         "a session created after the logout is not revoked"
     );
+}
+
+/// A reload that lengthens `lifetime` keeps revocations as much longer: the sessions they
+/// match live that much longer too.
+#[test]
+fn revocations_extended_for_a_longer_lifetime() {
+    let r = Revocations::default();
+    let d = data(1);
+    r.revoke_session(&d.id, now() - 1);
+    r.extend(100);
+    // a later write forgets what has expired: the extended entry has not
+    r.revoke_session("other", now() + 100);
+    assert!(r.is_revoked(&d), "forgotten before its session's new end");
 }
 
 /// Attack: a back-channel logout at one provider naming the `sid` or `sub` of another

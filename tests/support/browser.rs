@@ -207,6 +207,17 @@ impl Browser {
     /// until a response that is not a redirect, or a redirect leaving both the provider and the
     /// proxy. Returns the final response and every URL visited.
     pub async fn navigate(&self, url: &str, user: &str) -> (Page, Vec<String>) {
+        self.navigate_until(url, user, |_| false).await
+    }
+
+    /// [`Self::navigate`], stopping (without requesting it) at the first URL `stop` accepts:
+    /// the returned page is the redirect to it, and it is the last URL visited.
+    pub async fn navigate_until(
+        &self,
+        url: &str,
+        user: &str,
+        stop: impl Fn(&url::Url) -> bool,
+    ) -> (Page, Vec<String>) {
         let mut visited = vec![url.to_string()];
         let mut current = url.to_string();
         let mut resp = self.get(&current).await;
@@ -219,6 +230,9 @@ impl Browser {
             let next = base.join(&loc).unwrap();
             current = next.to_string();
             visited.push(current.clone());
+            if stop(&next) {
+                break;
+            }
             let fronted = next.scheme() == "https"
                 && next
                     .host_str()

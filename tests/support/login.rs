@@ -156,6 +156,7 @@ pub fn alice_session(provider: &str, sid: Option<&str>) -> portcullis::session::
         name: None,
         preferred_username: None,
         roles: vec![],
+        roles_rule: None,
         claims: Default::default(),
         access_token: "at".into(),
         refresh_token: None,

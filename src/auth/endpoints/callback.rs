@@ -167,6 +167,7 @@ async fn session_from_tokens(
         preferred_username: who.preferred_username,
         sid: who.sid,
         roles: who.roles,
+        roles_rule: Some(who.roles_rule),
         claims: who.claims,
         access_token: tr.access_token,
         refresh_token: tr.refresh_token,

@@ -21,6 +21,8 @@ pub(crate) struct Derived {
     /// The ID token's `iss` (verified against the provider's `issuer` when one is configured).
     pub iss: Option<String>,
     pub roles: Vec<String>,
+    /// The rule `roles` came from ([`crate::provider::roles_rule`]).
+    pub roles_rule: String,
     /// Only the claims routes need.
     pub claims: Map<String, Value>,
 }
@@ -115,6 +117,7 @@ pub(crate) async fn derive_identity(
         sid: s("sid"),
         iss: s("iss"),
         roles,
+        roles_rule: crate::provider::roles_rule(&p.config),
         claims: claims
             .iter()
             .filter(|(k, _)| needed_claims.contains(*k))

@@ -183,6 +183,7 @@ impl LoginState {
         n.name = who.name;
         n.preferred_username = who.preferred_username;
         n.roles = who.roles;
+        n.roles_rule = Some(who.roles_rule);
         n.claims = who.claims;
         if tr.id_token.is_some() {
             n.id_token = tr.id_token;
