@@ -29,6 +29,7 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub(crate) mod timer;
+pub mod trace;
 pub mod tls_client;
 pub(crate) mod upstream;
 

@@ -154,7 +154,10 @@ fn serve(args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(portcullis::server::run(cfg)) {
+    let ran = rt.block_on(portcullis::server::run(cfg));
+    // The last requests' access-log lines may still be queued for the log thread.
+    telemetry::flush(std::time::Duration::from_millis(500));
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
