@@ -338,3 +338,118 @@ async fn otlp_receiver_gets_a_server_span() {
     let service = &bodies[0]["resourceSpans"][0]["resource"]["attributes"][0];
     assert_eq!(service["value"]["stringValue"], "edge", "{service}");
 }
+
+/// A bearer-only provider written here: an empty key set, and an introspection endpoint that
+/// calls every token active for `u1`.
+async fn fake_provider() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |r: Request<hyper::body::Incoming>| async move {
+                    let body = if r.uri().path() == "/introspect" {
+                        serde_json::json!({
+                            "active": true, "sub": "u1", "aud": "api",
+                            "token_type": "Bearer", "exp": now() + 300,
+                        })
+                    } else {
+                        serde_json::json!({ "keys": [] })
+                    };
+                    Ok::<_, hyper::Error>(
+                        hyper::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A provider call made for a request (here: introspection of an opaque token) is a client
+/// span, child of that request's server span; the access line names the authenticated `sub`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_calls_are_child_spans() {
+    let (otlp, got) = otlp_receiver().await;
+    let op = fake_provider().await;
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
+    let mut c = server_toml("");
+    c += &format!(
+        r#"
+[providers.op]
+jwks_uri = "http://{op}/jwks"
+audiences = ["api"]
+[providers.op.introspection]
+endpoint = "http://{op}/introspect"
+client_id = "portcullis"
+client_secret = "introspection-secret"
+
+[telemetry]
+otlp_endpoint = "http://{otlp}/v1/traces"
+"#
+    );
+    c += &route_toml("api", "bearer", "path = \"/api\"\nprovider = \"op\"", &up.url(""));
+    std::fs::write(&path, c).unwrap();
+    let bin = BinaryProxy::start_with(&path, &["--log-format", "json"]);
+    let mut r = None;
+    // The keys load at start; until then a bearer route answers 503.
+    for _ in 0..100 {
+        let a = send(
+            bin.http_addr,
+            req("/api", &[("authorization", "Bearer opaque-token-1")]),
+        )
+        .await;
+        if a.status != 503 {
+            r = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = r.expect("the provider never became ready");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = header(&r, "x-request-id").to_owned();
+    let line = bin.wait_log(&["portcullis::access", &id]);
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(v["sub"], "u1", "{line}");
+    assert_eq!(v["decision"], "allowed", "{line}");
+
+    let mut pair = None;
+    for _ in 0..100 {
+        let all = spans(&got.lock().unwrap());
+        let server = all
+            .iter()
+            .find(|s| attr(s, "portcullis.request_id")["stringValue"] == id.as_str());
+        if let Some(server) = server
+            && let Some(child) = all.iter().find(|s| {
+                s["parentSpanId"] == server["spanId"]
+                    && s["name"].as_str().is_some_and(|n| n.contains("/introspect"))
+            })
+        {
+            pair = Some((server.clone(), child.clone()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (server, child) =
+        pair.unwrap_or_else(|| panic!("no server + introspection span: {:?}", got.lock().unwrap()));
+    assert_eq!(child["traceId"], server["traceId"]);
+    assert_eq!(child["kind"], 3, "{child}");
+    assert_eq!(attr(&child, "http.response.status_code")["intValue"], "200", "{child}");
+    assert!(
+        attr(&child, "url.full")["stringValue"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/introspect")),
+        "{child}"
+    );
+}
