@@ -29,8 +29,8 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub(crate) mod timer;
-pub mod trace;
 pub mod tls_client;
+pub mod trace;
 pub(crate) mod upstream;
 
 pub use config::Config;

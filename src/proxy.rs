@@ -290,7 +290,8 @@ impl Proxy {
         // Upstream time is for the access log only: no clock reads when it is off.
         let t0 = (served.log || export::enabled()).then(Instant::now);
         let result = self.upstreams.send(idx, up_req, route.timeout).await;
-        served.upstream_ms = t0.map(|t0| u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+        served.upstream_ms =
+            t0.map(|t0| u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
         let mut resp = client_response(route, result?, client_upgrade)?;
         // The app cannot set the proxy's cookies (a header injection in it must not plant a
         // session); the proxy's own come after.
@@ -320,16 +321,28 @@ impl Proxy {
             ("http.response.status_code", Attr::Int(i64::from(status))),
             (
                 "portcullis.decision",
-                Attr::Str(served.decision.kind.map_or("-", DecisionKind::as_str).into()),
+                Attr::Str(
+                    served
+                        .decision
+                        .kind
+                        .map_or("-", DecisionKind::as_str)
+                        .into(),
+                ),
             ),
             (
                 "portcullis.reason",
                 Attr::Str(served.decision.reason.unwrap_or("-").into()),
             ),
-            ("portcullis.request_id", Attr::Str(ids.request_id_str().into())),
+            (
+                "portcullis.request_id",
+                Attr::Str(ids.request_id_str().into()),
+            ),
         ];
         if let Some(us) = served.upstream_ms {
-            attrs.push(("portcullis.upstream_ms", Attr::Double(millis(u128::from(us)))));
+            attrs.push((
+                "portcullis.upstream_ms",
+                Attr::Double(millis(u128::from(us))),
+            ));
         }
         export::record(export::Span {
             name: format!("{method} {route}"),

@@ -264,9 +264,7 @@ pub fn sync_scope<R>(ids: Ids, f: impl FnOnce() -> R) -> R {
 
 /// The request id of the request being handled on this task, for error bodies.
 pub fn current_request_id() -> Option<String> {
-    CURRENT
-        .try_with(|c| c.request_id_str().to_owned())
-        .ok()
+    CURRENT.try_with(|c| c.request_id_str().to_owned()).ok()
 }
 
 /// The trace context of the request being handled on this task.
@@ -320,7 +318,10 @@ mod tests {
         let mut h = mk();
         let ids = Ids::for_request(&mut h, true);
         assert_eq!(ids.request_id_str(), "abc-123");
-        assert_eq!(ids.trace.parent, Some([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+        assert_eq!(
+            ids.trace.parent,
+            Some([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
         assert_eq!(Hex(&ids.trace.trace_id).to_string(), &tp[3..35]);
         assert_ne!(h[&TRACEPARENT], tp);
         assert_eq!(h[&TRACESTATE], "k=v");
@@ -334,7 +335,10 @@ mod tests {
         assert!(!h.contains_key(&TRACESTATE));
 
         let mut h = HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
+        h.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+        );
         let ids = Ids::for_request(&mut h, true);
         assert_eq!(ids.request_id_str().len(), 32);
     }

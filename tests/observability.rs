@@ -45,7 +45,10 @@ fn traceparent_parts(tp: &str) -> (&str, &str) {
     let parts: Vec<&str> = tp.split('-').collect();
     assert_eq!(parts.len(), 4, "traceparent {tp}");
     assert_eq!(parts[0], "00", "{tp}");
-    assert!(is_hex(parts[1], 32) && is_hex(parts[2], 16) && is_hex(parts[3], 2), "{tp}");
+    assert!(
+        is_hex(parts[1], 32) && is_hex(parts[2], 16) && is_hex(parts[3], 2),
+        "{tp}"
+    );
     (parts[1], parts[2])
 }
 
@@ -77,11 +80,19 @@ async fn a_request_id_is_kept_only_from_a_trusted_proxy() {
     let trusted = proxy(TRUSTED, &up.url("")).await;
     let untrusted = proxy("", &up.url("")).await;
 
-    let r = send(trusted.http(), req("/app", &[("x-request-id", "lb-7f3a 42")])).await;
+    let r = send(
+        trusted.http(),
+        req("/app", &[("x-request-id", "lb-7f3a 42")]),
+    )
+    .await;
     assert_eq!(header(&r, "x-request-id"), "lb-7f3a 42");
     assert_eq!(r.echoed().header("x-request-id"), Some("lb-7f3a 42"));
 
-    let r = send(untrusted.http(), req("/app", &[("x-request-id", "chosen-by-client")])).await;
+    let r = send(
+        untrusted.http(),
+        req("/app", &[("x-request-id", "chosen-by-client")]),
+    )
+    .await;
     let id = header(&r, "x-request-id");
     assert!(is_hex(id, 32), "untrusted id kept: {id}");
     assert_eq!(r.echoed().header("x-request-id"), Some(id));
@@ -90,7 +101,11 @@ async fn a_request_id_is_kept_only_from_a_trusted_proxy() {
     let long = "a".repeat(129);
     let r = send(trusted.http(), req("/app", &[("x-request-id", &long)])).await;
     assert!(is_hex(header(&r, "x-request-id"), 32), "129-byte id kept");
-    let r = send(trusted.http(), req("/app", &[("x-request-id", "tab\there")])).await;
+    let r = send(
+        trusted.http(),
+        req("/app", &[("x-request-id", "tab\there")]),
+    )
+    .await;
     assert!(is_hex(header(&r, "x-request-id"), 32), "id with a tab kept");
     let max = "b".repeat(128);
     let r = send(trusted.http(), req("/app", &[("x-request-id", &max)])).await;
@@ -134,7 +149,10 @@ async fn error_bodies_and_check_answers_carry_the_request_id() {
     assert_eq!(header(&ok, "x-request-id"), "check-1");
     let refused = send(
         p.http(),
-        req("/.auth/check", &[("x-request-id", "check-2"), ("x-forwarded-method", "GET")]),
+        req(
+            "/.auth/check",
+            &[("x-request-id", "check-2"), ("x-forwarded-method", "GET")],
+        ),
     )
     .await;
     assert_eq!(refused.status, 403, "{}", refused.text());
@@ -170,9 +188,15 @@ async fn traceparent_is_continued_started_and_forwarded() {
     assert_ne!(started, second, "two requests, one trace");
 
     let bad = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
-    let e = send(trusted.http(), req("/app", &[("traceparent", bad)])).await.echoed();
+    let e = send(trusted.http(), req("/app", &[("traceparent", bad)]))
+        .await
+        .echoed();
     let (trace, _) = traceparent_parts(e.header("traceparent").expect("replaced"));
-    assert_ne!(trace.to_uppercase(), &bad[3..35], "invalid traceparent forwarded");
+    assert_ne!(
+        trace.to_uppercase(),
+        &bad[3..35],
+        "invalid traceparent forwarded"
+    );
     assert_eq!(e.header_all("traceparent").len(), 1);
 }
 
@@ -191,7 +215,10 @@ async fn access_log_line_has_every_field() {
     let bin = BinaryProxy::start_with(&path, &["--log-format", "json"]);
     let r = send(
         bin.http_addr,
-        req("/logged?q=1", &[("x-request-id", "log-1"), ("traceparent", TP)]),
+        req(
+            "/logged?q=1",
+            &[("x-request-id", "log-1"), ("traceparent", TP)],
+        ),
     )
     .await;
     assert_eq!(r.status, 200);
@@ -210,7 +237,9 @@ async fn access_log_line_has_every_field() {
     assert_eq!(v["peer"], "127.0.0.1", "{line}");
     assert!(v["host"].as_str().is_some_and(|h| !h.is_empty()), "{line}");
     for f in ["latency_ms", "upstream_ms"] {
-        let n = v[f].as_f64().unwrap_or_else(|| panic!("{f} not a number: {line}"));
+        let n = v[f]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{f} not a number: {line}"));
         let text = v[f].to_string();
         let decimals = text.split('.').nth(1).map_or(0, str::len);
         assert!(n >= 0.0 && decimals <= 3, "{f} = {text}: {line}");
@@ -301,7 +330,10 @@ async fn otlp_receiver_gets_a_server_span() {
     let bin = BinaryProxy::start(&path);
     let r = send(
         bin.http_addr,
-        req("/traced", &[("traceparent", TP), ("x-request-id", "span-1")]),
+        req(
+            "/traced",
+            &[("traceparent", TP), ("x-request-id", "span-1")],
+        ),
     )
     .await;
     assert_eq!(r.status, 200);
@@ -329,12 +361,26 @@ async fn otlp_receiver_gets_a_server_span() {
     });
     assert_eq!(span["traceId"], TP_TRACE, "{span}");
     assert_eq!(span["parentSpanId"], TP_PARENT, "{span}");
-    assert_eq!(span["spanId"], own_span, "the upstream's parent is not the server span");
+    assert_eq!(
+        span["spanId"], own_span,
+        "the upstream's parent is not the server span"
+    );
     assert_eq!(span["kind"], 2, "{span}");
     assert_eq!(attr(&span, "http.route")["stringValue"], "app", "{span}");
-    assert_eq!(attr(&span, "portcullis.decision")["stringValue"], "allowed", "{span}");
-    assert_eq!(attr(&span, "http.response.status_code")["intValue"], "200", "{span}");
-    assert!(attr(&span, "portcullis.upstream_ms")["doubleValue"].is_number(), "{span}");
+    assert_eq!(
+        attr(&span, "portcullis.decision")["stringValue"],
+        "allowed",
+        "{span}"
+    );
+    assert_eq!(
+        attr(&span, "http.response.status_code")["intValue"],
+        "200",
+        "{span}"
+    );
+    assert!(
+        attr(&span, "portcullis.upstream_ms")["doubleValue"].is_number(),
+        "{span}"
+    );
     let service = &bodies[0]["resourceSpans"][0]["resource"]["attributes"][0];
     assert_eq!(service["value"]["stringValue"], "edge", "{service}");
 }
@@ -399,7 +445,12 @@ client_secret = "introspection-secret"
 otlp_endpoint = "http://{otlp}/v1/traces"
 "#
     );
-    c += &route_toml("api", "bearer", "path = \"/api\"\nprovider = \"op\"", &up.url(""));
+    c += &route_toml(
+        "api",
+        "bearer",
+        "path = \"/api\"\nprovider = \"op\"",
+        &up.url(""),
+    );
     std::fs::write(&path, c).unwrap();
     let bin = BinaryProxy::start_with(&path, &["--log-format", "json"]);
     let mut r = None;
@@ -433,7 +484,9 @@ otlp_endpoint = "http://{otlp}/v1/traces"
         if let Some(server) = server
             && let Some(child) = all.iter().find(|s| {
                 s["parentSpanId"] == server["spanId"]
-                    && s["name"].as_str().is_some_and(|n| n.contains("/introspect"))
+                    && s["name"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("/introspect"))
             })
         {
             pair = Some((server.clone(), child.clone()));
@@ -445,7 +498,11 @@ otlp_endpoint = "http://{otlp}/v1/traces"
         pair.unwrap_or_else(|| panic!("no server + introspection span: {:?}", got.lock().unwrap()));
     assert_eq!(child["traceId"], server["traceId"]);
     assert_eq!(child["kind"], 3, "{child}");
-    assert_eq!(attr(&child, "http.response.status_code")["intValue"], "200", "{child}");
+    assert_eq!(
+        attr(&child, "http.response.status_code")["intValue"],
+        "200",
+        "{child}"
+    );
     assert!(
         attr(&child, "url.full")["stringValue"]
             .as_str()

@@ -64,7 +64,8 @@ impl ProviderClient {
                     parent: Some(parent.span_id),
                     ..parent
                 };
-                req.headers_mut().insert(&trace::TRACEPARENT, child.header());
+                req.headers_mut()
+                    .insert(&trace::TRACEPARENT, child.header());
                 let uri = req.uri();
                 let name = format!("{} {}", req.method(), uri.path());
                 // Scheme, host and path: a query could carry a credential.

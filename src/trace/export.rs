@@ -98,7 +98,9 @@ pub fn record(span: Span) {
 pub fn start(endpoint: Option<&url::Url>, service_name: &str) {
     let Some(endpoint) = endpoint else {
         if EXPORTER.get().is_some() {
-            tracing::warn!("[telemetry] otlp_endpoint was removed: spans are exported until a restart");
+            tracing::warn!(
+                "[telemetry] otlp_endpoint was removed: spans are exported until a restart"
+            );
         }
         return;
     };
@@ -134,7 +136,12 @@ pub fn start(endpoint: Option<&url::Url>, service_name: &str) {
         .is_ok()
     {
         tracing::info!(endpoint = %endpoint, "exporting spans (OTLP/HTTP JSON)");
-        rt.spawn(run(rx, client, endpoint.to_string(), service_name.to_owned()));
+        rt.spawn(run(
+            rx,
+            client,
+            endpoint.to_string(),
+            service_name.to_owned(),
+        ));
     }
 }
 
@@ -184,7 +191,12 @@ async fn run(mut rx: mpsc::Receiver<Span>, client: HttpClient, endpoint: String,
                     Err(_) => "no answer within 10s".to_string(),
                 };
                 if !failing {
-                    tracing::warn!(endpoint, error, spans = n, "span export failed; the spans are dropped");
+                    tracing::warn!(
+                        endpoint,
+                        error,
+                        spans = n,
+                        "span export failed; the spans are dropped"
+                    );
                 }
                 failing = true;
             }
