@@ -3,14 +3,14 @@
 //!
 //! Access-log lines (one per request) do not write to stderr on the request's thread: each
 //! formatted line is queued for a dedicated writer thread that writes them in batches (one
-//! `write` per batch instead of one per line). When the thread falls behind and the queue is
+//! `write` per batch instead of one per line, and no wake-up of the thread per line). When the thread falls behind and the queue is
 //! full, a line is dropped and counted (`portcullis_log_lines_dropped_total`): a slow log
 //! consumer (a full pipe, a stalled journald) must not stall requests. Every other event
 //! (startup, warnings, errors) is written directly, as before.
 
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,11 @@ pub const ACCESS: &str = "portcullis::access";
 
 /// Access-log lines waiting for the writer thread at most.
 const QUEUE_LINES: usize = 16 * 1024;
+/// The log thread's pause between batches while lines arrive, and at most when idle: a line is
+/// written at most ~50 ms after its request (a queue of 16384 lines covers 5 ms at 3 million
+/// requests per second).
+const BUSY_SLEEP: Duration = Duration::from_millis(5);
+const IDLE_SLEEP: Duration = Duration::from_millis(50);
 
 /// Lines dropped because the writer thread fell behind.
 pub static LOG_LINES_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -98,20 +103,39 @@ fn queue() -> Option<&'static Queue> {
     Some(q)
 }
 
+/// The log thread: wakes on its own clock and writes whatever queued meanwhile. It never
+/// blocks in `recv`: a receiver waiting there would be woken (a futex call, and a context
+/// switch when it shares the CPU) by every line sent — measured at ~10 µs per request on one
+/// pinned CPU, where polling costs one wake-up per [`BUSY_SLEEP`].
 fn write_lines(rx: Receiver<Vec<u8>>) {
     let mut out = BufWriter::with_capacity(64 * 1024, io::stderr());
-    while let Ok(line) = rx.recv() {
-        let mut n = 1;
-        let _ = out.write_all(&line);
-        // Whatever queued meanwhile goes out in the same write.
-        while let Ok(line) = rx.try_recv() {
-            let _ = out.write_all(&line);
-            n += 1;
+    let mut sleep = BUSY_SLEEP;
+    loop {
+        let mut n = 0;
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    let _ = out.write_all(&line);
+                    n += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
+            }
         }
-        let _ = out.flush();
-        if let Some(q) = QUEUE.get() {
-            q.written.fetch_add(n, Ordering::Release);
+        if n > 0 {
+            let _ = out.flush();
+            if let Some(q) = QUEUE.get() {
+                q.written.fetch_add(n, Ordering::Release);
+            }
+            sleep = BUSY_SLEEP;
+        } else {
+            // Idle: wake less and less often, up to IDLE_SLEEP.
+            sleep = (sleep * 2).min(IDLE_SLEEP);
         }
+        std::thread::sleep(sleep);
     }
 }
 
