@@ -27,6 +27,7 @@ use crate::health::Health;
 use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, RequestLabels, RouteLabel, RouteOnly};
 use crate::request::{ConnInfo, HostText};
 use crate::routes;
+use crate::telemetry;
 use crate::trace::{self, Ids, export};
 use crate::upstream::{self, Upstreams};
 use prometheus_client::metrics::counter::Counter;
@@ -192,22 +193,48 @@ impl Proxy {
                     .clone()
             })
             .observe(elapsed.as_secs_f64());
-        tracing::info!(
-            target: "portcullis::access",
-            method = %method,
-            host = host.unwrap_or(""),
-            path = path.as_deref().unwrap_or(""),
-            route = %label.0,
-            status,
-            decision = served.decision.kind.map_or("-", DecisionKind::as_str),
-            reason = served.decision.reason.unwrap_or("-"),
-            sub = served.decision.identity.as_ref().map_or("-", |i| i.sub.as_str()),
-            request_id = ids.request_id_str(),
-            trace_id = %ids.trace.trace_hex(),
-            latency_ms = millis(elapsed.as_micros()),
-            upstream_ms = served.upstream_ms.map(|us| millis(u128::from(us))),
-            peer = %conn.peer.ip(),
-        );
+        if served.log {
+            let sub = served
+                .decision
+                .identity
+                .as_ref()
+                .map_or("-", |i| i.sub.as_str());
+            let line = telemetry::Access {
+                method: method.as_str(),
+                host: host.unwrap_or(""),
+                path: path.as_deref().unwrap_or(""),
+                route: &label.0,
+                status,
+                decision: served.decision.kind.map_or("-", DecisionKind::as_str),
+                reason: served.decision.reason.unwrap_or("-"),
+                sub,
+                request_id: ids.request_id_str(),
+                trace_id: &ids.trace.trace_id,
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                upstream_us: served.upstream_ms,
+                peer: conn.peer.ip(),
+            };
+            // Written by telemetry's own formatter; as a `tracing` event only when another
+            // subscriber than telemetry's is installed (a library user's).
+            if !telemetry::access(&line) {
+                tracing::info!(
+                    target: "portcullis::access",
+                    method = line.method,
+                    host = line.host,
+                    path = line.path,
+                    route = line.route,
+                    status,
+                    decision = line.decision,
+                    reason = line.reason,
+                    sub,
+                    request_id = line.request_id,
+                    trace_id = %ids.trace.trace_hex(),
+                    latency_ms = millis(elapsed.as_micros()),
+                    upstream_ms = served.upstream_ms.map(|us| millis(u128::from(us))),
+                    peer = %line.peer,
+                );
+            }
+        }
         if let Some(start_ns) = span_start {
             self.server_span(&ids, &method, &label.0, status, &served, start_ns);
         }

@@ -7,6 +7,12 @@
 //! full, a line is dropped and counted (`portcullis_log_lines_dropped_total`): a slow log
 //! consumer (a full pipe, a stalled journald) must not stall requests. Every other event
 //! (startup, warnings, errors) is written directly, as before.
+//!
+//! The access line itself is formatted here ([`access`]), not by `tracing-subscriber`: the
+//! subscriber's generic formatting (field visitors, `dyn Debug` per field) cost ~3 µs of the
+//! ~3.6 µs a line cost; written directly — same layout and fields as the subscriber's text or
+//! JSON — a line costs about what nginx's does. `RUST_LOG` still decides whether it is written
+//! (the caller asks `tracing::enabled!` for the access target).
 
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +46,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// The format [`init`] installed (unset: no logger of ours; access lines go through `tracing`).
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
 pub fn init(format: LogFormat) {
+    let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -146,22 +156,29 @@ struct Writers;
 /// one `write_all`).
 struct Queued;
 
+/// Queues one line for the log thread (dropped and counted when the queue is full).
+fn enqueue(line: Vec<u8>) {
+    match queue() {
+        Some(q) => match q.tx.try_send(line) {
+            Ok(()) => {
+                q.queued.fetch_add(1, Ordering::Release);
+            }
+            Err(TrySendError::Full(_)) => {
+                LOG_LINES_DROPPED.inc();
+            }
+            Err(TrySendError::Disconnected(line)) => {
+                let _ = io::stderr().write_all(&line);
+            }
+        },
+        None => {
+            let _ = io::stderr().write_all(&line);
+        }
+    }
+}
+
 impl Write for Queued {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match queue() {
-            Some(q) => match q.tx.try_send(buf.to_vec()) {
-                Ok(()) => {
-                    q.queued.fetch_add(1, Ordering::Release);
-                }
-                Err(TrySendError::Full(_)) => {
-                    LOG_LINES_DROPPED.inc();
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    io::stderr().write_all(buf)?;
-                }
-            },
-            None => io::stderr().write_all(buf)?,
-        }
+        enqueue(buf.to_vec());
         Ok(buf.len())
     }
 
@@ -183,5 +200,195 @@ impl<'a> MakeWriter<'a> for Writers {
         } else {
             EitherWriter::B(io::stderr())
         }
+    }
+}
+
+/// The fields of one access-log line.
+pub struct Access<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub decision: &'a str,
+    pub reason: &'a str,
+    pub sub: &'a str,
+    pub request_id: &'a str,
+    pub trace_id: &'a [u8; 16],
+    pub latency_us: u64,
+    /// When the upstream was asked.
+    pub upstream_us: Option<u64>,
+    pub peer: std::net::IpAddr,
+}
+
+/// Writes an access line in the installed format; `false` when [`init`] did not run (the
+/// caller then emits a `tracing` event instead).
+pub fn access(a: &Access<'_>) -> bool {
+    let Some(format) = FORMAT.get() else {
+        return false;
+    };
+    let mut buf = Vec::with_capacity(320);
+    match format {
+        LogFormat::Json => access_json(&mut buf, a),
+        LogFormat::Text => access_text(&mut buf, a),
+    }
+    buf.push(b'\n');
+    enqueue(buf);
+    true
+}
+
+/// Milliseconds with 3 decimals from microseconds (`1.070`).
+fn ms(buf: &mut Vec<u8>, us: u64) {
+    let _ = write!(buf, "{}.{:03}", us / 1000, us % 1000);
+}
+
+fn hex(buf: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        buf.push(HEX[usize::from(b >> 4)]);
+        buf.push(HEX[usize::from(b & 0xf)]);
+    }
+}
+
+/// Now as RFC 3339 UTC with microseconds, as `tracing-subscriber` writes it.
+fn timestamp(buf: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since the epoch → civil date (H. Hinnant's algorithm).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let _ = write!(
+        buf,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        now.subsec_micros()
+    );
+}
+
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+fn access_json(buf: &mut Vec<u8>, a: &Access<'_>) {
+    buf.extend_from_slice(b"{\"timestamp\":\"");
+    timestamp(buf);
+    buf.extend_from_slice(b"\",\"level\":\"INFO\",\"method\":");
+    json_str(buf, a.method);
+    buf.extend_from_slice(b",\"host\":");
+    json_str(buf, a.host);
+    buf.extend_from_slice(b",\"path\":");
+    json_str(buf, a.path);
+    buf.extend_from_slice(b",\"route\":");
+    json_str(buf, a.route);
+    let _ = write!(buf, ",\"status\":{},\"decision\":", a.status);
+    json_str(buf, a.decision);
+    buf.extend_from_slice(b",\"reason\":");
+    json_str(buf, a.reason);
+    buf.extend_from_slice(b",\"sub\":");
+    json_str(buf, a.sub);
+    buf.extend_from_slice(b",\"request_id\":");
+    json_str(buf, a.request_id);
+    buf.extend_from_slice(b",\"trace_id\":\"");
+    hex(buf, a.trace_id);
+    buf.extend_from_slice(b"\",\"latency_ms\":");
+    ms(buf, a.latency_us);
+    if let Some(us) = a.upstream_us {
+        buf.extend_from_slice(b",\"upstream_ms\":");
+        ms(buf, us);
+    }
+    let _ = write!(buf, ",\"peer\":\"{}\",\"target\":\"{ACCESS}\"}}", a.peer);
+}
+
+/// Text: `key=value`; values from the request (host, path, sub, request id) quoted and escaped
+/// (no line or field can be forged), the proxy's own (method, route, codes, numbers) bare.
+fn access_text(buf: &mut Vec<u8>, a: &Access<'_>) {
+    timestamp(buf);
+    let _ = write!(
+        buf,
+        "  INFO {ACCESS}: method={} host={:?} path={:?} route={} status={} decision={} reason={} sub={:?} request_id={:?} trace_id=",
+        a.method, a.host, a.path, a.route, a.status, a.decision, a.reason, a.sub, a.request_id
+    );
+    hex(buf, a.trace_id);
+    buf.extend_from_slice(b" latency_ms=");
+    ms(buf, a.latency_us);
+    if let Some(us) = a.upstream_us {
+        buf.extend_from_slice(b" upstream_ms=");
+        ms(buf, us);
+    }
+    let _ = write!(buf, " peer={}", a.peer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(upstream_us: Option<u64>) -> Access<'static> {
+        Access {
+            method: "GET",
+            host: "a\"b",
+            path: "/x\ny",
+            route: "app",
+            status: 200,
+            decision: "allowed",
+            reason: "-",
+            sub: "-",
+            request_id: "r1",
+            trace_id: &[0xab; 16],
+            latency_us: 1070,
+            upstream_us,
+            peer: std::net::IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    #[test]
+    fn json_line_is_json_with_every_field() {
+        let mut buf = Vec::new();
+        access_json(&mut buf, &line(Some(5)));
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["host"], "a\"b");
+        assert_eq!(v["path"], "/x\ny");
+        assert_eq!(v["latency_ms"].to_string(), "1.07");
+        assert_eq!(v["upstream_ms"].to_string(), "0.005");
+        assert_eq!(v["trace_id"], "ab".repeat(16));
+        assert_eq!(v["target"], ACCESS);
+        let ts = v["timestamp"].as_str().unwrap();
+        assert_eq!(ts.len(), 27, "{ts}");
+        let mut buf = Vec::new();
+        access_json(&mut buf, &line(None));
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert!(v.get("upstream_ms").is_none());
+    }
+
+    #[test]
+    fn text_line_escapes_what_the_client_sent() {
+        let mut buf = Vec::new();
+        access_text(&mut buf, &line(None));
+        let t = String::from_utf8(buf).unwrap();
+        assert!(!t.contains('\n'), "{t}");
+        assert!(t.contains(r#"path="/x\ny""#), "{t}");
+        assert!(t.contains("latency_ms=1.070 peer=127.0.0.1"), "{t}");
+    }
+
+    #[test]
+    fn timestamps_are_civil_dates() {
+        let mut buf = Vec::new();
+        timestamp(&mut buf);
+        let t = String::from_utf8(buf).unwrap();
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
     }
 }
