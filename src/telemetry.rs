@@ -239,7 +239,43 @@ pub fn access(a: &Access<'_>) -> bool {
 
 /// Milliseconds with 3 decimals from microseconds (`1.070`).
 fn ms(buf: &mut Vec<u8>, us: u64) {
-    let _ = write!(buf, "{}.{:03}", us / 1000, us % 1000);
+    int(buf, us / 1000);
+    let f = us % 1000;
+    buf.extend_from_slice(&[
+        b'.',
+        b'0' + (f / 100) as u8,
+        b'0' + (f / 10 % 10) as u8,
+        b'0' + (f % 10) as u8,
+    ]);
+}
+
+/// Decimal digits of `n` (the formatting machinery costs more than the digits).
+fn int(buf: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&tmp[i..]);
+}
+
+/// `"s"`, escaped like Rust's `{:?}` for the few bytes that need it (quotes, backslash,
+/// control characters); printable ASCII and UTF-8 are copied as they are.
+fn quoted(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+    {
+        buf.extend_from_slice(s.as_bytes());
+    } else {
+        let _ = write!(buf, "{}", s.escape_debug());
+    }
+    buf.push(b'"');
 }
 
 fn hex(buf: &mut Vec<u8>, bytes: &[u8]) {
@@ -250,12 +286,36 @@ fn hex(buf: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Now as RFC 3339 UTC with microseconds, as `tracing-subscriber` writes it.
+std::thread_local! {
+    /// The last second formatted on this thread and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// Now as RFC 3339 UTC with microseconds, as `tracing-subscriber` writes it; the date and time
+/// of day are formatted once per second per thread.
 fn timestamp(buf: &mut Vec<u8>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = now.as_secs();
+    let (last, mut text) = SECOND.get();
+    if last != secs {
+        let mut v = Vec::with_capacity(19);
+        civil(&mut v, secs);
+        text.copy_from_slice(&v[..19]);
+        SECOND.set((secs, text));
+    }
+    buf.extend_from_slice(&text);
+    let us = now.subsec_micros();
+    buf.push(b'.');
+    for div in [100_000, 10_000, 1000, 100, 10, 1] {
+        buf.push(b'0' + (us / div % 10) as u8);
+    }
+    buf.push(b'Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch (UTC).
+fn civil(buf: &mut Vec<u8>, secs: u64) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Days since the epoch → civil date (H. Hinnant's algorithm).
     let z = i64::try_from(days).unwrap_or(0) + 719_468;
@@ -269,11 +329,11 @@ fn timestamp(buf: &mut Vec<u8>) {
     let y = yoe + era * 400 + i64::from(m <= 2);
     let _ = write!(
         buf,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        y.clamp(0, 9999),
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
-        now.subsec_micros()
     );
 }
 
@@ -292,7 +352,9 @@ fn access_json(buf: &mut Vec<u8>, a: &Access<'_>) {
     json_str(buf, a.path);
     buf.extend_from_slice(b",\"route\":");
     json_str(buf, a.route);
-    let _ = write!(buf, ",\"status\":{},\"decision\":", a.status);
+    buf.extend_from_slice(b",\"status\":");
+    int(buf, u64::from(a.status));
+    buf.extend_from_slice(b",\"decision\":");
     json_str(buf, a.decision);
     buf.extend_from_slice(b",\"reason\":");
     json_str(buf, a.reason);
@@ -315,11 +377,25 @@ fn access_json(buf: &mut Vec<u8>, a: &Access<'_>) {
 /// (no line or field can be forged), the proxy's own (method, route, codes, numbers) bare.
 fn access_text(buf: &mut Vec<u8>, a: &Access<'_>) {
     timestamp(buf);
-    let _ = write!(
-        buf,
-        "  INFO {ACCESS}: method={} host={:?} path={:?} route={} status={} decision={} reason={} sub={:?} request_id={:?} trace_id=",
-        a.method, a.host, a.path, a.route, a.status, a.decision, a.reason, a.sub, a.request_id
-    );
+    buf.extend_from_slice(b"  INFO portcullis::access: method=");
+    buf.extend_from_slice(a.method.as_bytes());
+    buf.extend_from_slice(b" host=");
+    quoted(buf, a.host);
+    buf.extend_from_slice(b" path=");
+    quoted(buf, a.path);
+    buf.extend_from_slice(b" route=");
+    buf.extend_from_slice(a.route.as_bytes());
+    buf.extend_from_slice(b" status=");
+    int(buf, u64::from(a.status));
+    buf.extend_from_slice(b" decision=");
+    buf.extend_from_slice(a.decision.as_bytes());
+    buf.extend_from_slice(b" reason=");
+    buf.extend_from_slice(a.reason.as_bytes());
+    buf.extend_from_slice(b" sub=");
+    quoted(buf, a.sub);
+    buf.extend_from_slice(b" request_id=");
+    quoted(buf, a.request_id);
+    buf.extend_from_slice(b" trace_id=");
     hex(buf, a.trace_id);
     buf.extend_from_slice(b" latency_ms=");
     ms(buf, a.latency_us);
@@ -386,6 +462,13 @@ mod tests {
         let mut buf = Vec::new();
         timestamp(&mut buf);
         let t = String::from_utf8(buf).unwrap();
+        assert_eq!(t.len(), 27, "{t}");
+        let mut v = Vec::new();
+        civil(&mut v, 951_782_400 + 86_399); // the leap day of 2000, its last second
+        assert_eq!(v, b"2000-02-29T23:59:59");
+        let mut v = Vec::new();
+        quoted(&mut v, "a\"b\\c\u{1b}é");
+        assert_eq!(String::from_utf8(v).unwrap(), r#""a\"b\\c\u{1b}é""#);
         assert!(
             t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
             "{t}"
