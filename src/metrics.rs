@@ -135,6 +135,17 @@ impl Metrics {
             "Times a listener stopped accepting because its connection cap was reached (new connections wait in the kernel's backlog)",
             listener_at_capacity.clone(),
         );
+        // Process-wide counters kept by the log writer and the span exporter.
+        registry.register(
+            "log_lines_dropped",
+            "Access-log lines dropped because the log writer fell behind",
+            crate::telemetry::LOG_LINES_DROPPED.clone(),
+        );
+        registry.register(
+            "spans_dropped",
+            "Spans dropped because the OTLP export fell behind",
+            crate::trace::export::SPANS_DROPPED.clone(),
+        );
         Metrics {
             registry,
             requests,

@@ -8,7 +8,8 @@
 //!    that were judged) and stream the answer back (a 101 only to WebSocket; no `Set-Cookie`
 //!    of the proxy's own cookies from the upstream).
 //!
-//! Every request is counted (route, status, latency, access decision) and logged here.
+//! Every request is counted (route, status, latency, access decision) and logged here, and gets
+//! its request id and trace context ([`crate::trace`]) before anything else reads it.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -26,6 +27,8 @@ use crate::health::Health;
 use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, RequestLabels, RouteLabel, RouteOnly};
 use crate::request::{ConnInfo, HostText};
 use crate::routes;
+use crate::telemetry;
+use crate::trace::{self, Ids, export};
 use crate::upstream::{self, Upstreams};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -59,7 +62,8 @@ struct RouteMetrics {
 struct Served {
     /// The judged route, decision and reason (forward-auth: of the original request).
     decision: Record,
-    upstream_ms: Option<f64>,
+    /// Microseconds the upstream took to answer (when it was asked and someone reads it).
+    upstream_ms: Option<u64>,
     /// The access log is on: keep what only it reads.
     log: bool,
 }
@@ -72,6 +76,10 @@ impl Proxy {
         auth: AuthState,
         health: Arc<Health>,
     ) -> Self {
+        export::start(
+            config.telemetry.otlp_endpoint.as_ref(),
+            &config.telemetry.service_name,
+        );
         let route_labels: Vec<RouteLabel> = config
             .routes
             .iter()
@@ -96,11 +104,15 @@ impl Proxy {
     /// for (it travels beside the `Copy` [`ConnInfo`]: only step 1 reads it).
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: ConnInfo,
         sni: Option<&str>,
     ) -> Response<Body> {
         let start = Instant::now();
+        let span_start = export::enabled().then(export::now_ns);
+        // Before the decision: its refusals carry the request id, and the upstream gets these.
+        let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
+        let ids = Ids::for_request(req.headers_mut(), trusted);
         let method = req.method().clone();
         // A clone of the header value (or authority) shares its bytes: no copy per request.
         let host_text = HostText::of(&req);
@@ -115,7 +127,8 @@ impl Proxy {
         };
         // Boxed: the pipeline's future is a few KiB, and hyper moves the service's future into
         // place on every request; a box makes that move pointer-sized.
-        let resp = match Box::pin(self.pipeline(req, conn, sni, host, &mut served)).await {
+        let pipeline = Box::pin(self.pipeline(req, conn, sni, host, &mut served));
+        let mut resp = match trace::scope(ids.clone(), pipeline).await {
             Ok(r) => r,
             Err(e) => {
                 if let ProxyError::Upstream(ue) = &e {
@@ -141,9 +154,11 @@ impl Proxy {
                             .inc();
                     }
                 }
-                e.into_response()
+                trace::sync_scope(ids.clone(), || e.into_response())
             }
         };
+        resp.headers_mut()
+            .insert(&trace::X_REQUEST_ID, ids.request_id.clone());
         let elapsed = start.elapsed();
         let label = served
             .decision
@@ -178,20 +193,51 @@ impl Proxy {
                     .clone()
             })
             .observe(elapsed.as_secs_f64());
-        tracing::info!(
-            target: "portcullis::access",
-            method = %method,
-            host = host.unwrap_or(""),
-            path = path.as_deref().unwrap_or(""),
-            route = %label.0,
-            status,
-            decision = served.decision.kind.map_or("-", DecisionKind::as_str),
-            reason = served.decision.reason.unwrap_or("-"),
-            sub = served.decision.identity.as_ref().map_or("-", |i| i.sub.as_str()),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream_ms = served.upstream_ms,
-            peer = %conn.peer.ip(),
-        );
+        if served.log {
+            let sub = served
+                .decision
+                .identity
+                .as_ref()
+                .map_or("-", |i| i.sub.as_str());
+            let line = telemetry::Access {
+                method: method.as_str(),
+                host: host.unwrap_or(""),
+                path: path.as_deref().unwrap_or(""),
+                route: &label.0,
+                status,
+                decision: served.decision.kind.map_or("-", DecisionKind::as_str),
+                reason: served.decision.reason.unwrap_or("-"),
+                sub,
+                request_id: ids.request_id_str(),
+                trace_id: &ids.trace.trace_id,
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                upstream_us: served.upstream_ms,
+                peer: conn.peer.ip(),
+            };
+            // Written by telemetry's own formatter; as a `tracing` event only when another
+            // subscriber than telemetry's is installed (a library user's).
+            if !telemetry::access(&line) {
+                tracing::info!(
+                    target: "portcullis::access",
+                    method = line.method,
+                    host = line.host,
+                    path = line.path,
+                    route = line.route,
+                    status,
+                    decision = line.decision,
+                    reason = line.reason,
+                    sub,
+                    request_id = line.request_id,
+                    trace_id = %ids.trace.trace_hex(),
+                    latency_ms = millis(elapsed.as_micros()),
+                    upstream_ms = served.upstream_ms.map(|us| millis(u128::from(us))),
+                    peer = %line.peer,
+                );
+            }
+        }
+        if let Some(start_ns) = span_start {
+            self.server_span(&ids, &method, &label.0, status, &served, start_ns);
+        }
         resp
     }
 
@@ -269,9 +315,10 @@ impl Proxy {
         let up_req =
             self.upstream_request(route, req, conn, host, &decision.path, decision.trusted)?;
         // Upstream time is for the access log only: no clock reads when it is off.
-        let t0 = served.log.then(Instant::now);
+        let t0 = (served.log || export::enabled()).then(Instant::now);
         let result = self.upstreams.send(idx, up_req, route.timeout).await;
-        served.upstream_ms = t0.map(|t0| t0.elapsed().as_secs_f64() * 1000.0);
+        served.upstream_ms =
+            t0.map(|t0| u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
         let mut resp = client_response(route, result?, client_upgrade)?;
         // The app cannot set the proxy's cookies (a header injection in it must not plant a
         // session); the proxy's own come after.
@@ -282,6 +329,59 @@ impl Proxy {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
         Ok(resp)
+    }
+
+    /// Queues the request's server span for export.
+    fn server_span(
+        &self,
+        ids: &Ids,
+        method: &http::Method,
+        route: &str,
+        status: u16,
+        served: &Served,
+        start_ns: u64,
+    ) {
+        use export::Attr;
+        let mut attrs = vec![
+            ("http.request.method", Attr::Str(method.to_string())),
+            ("http.route", Attr::Str(route.to_owned())),
+            ("http.response.status_code", Attr::Int(i64::from(status))),
+            (
+                "portcullis.decision",
+                Attr::Str(
+                    served
+                        .decision
+                        .kind
+                        .map_or("-", DecisionKind::as_str)
+                        .into(),
+                ),
+            ),
+            (
+                "portcullis.reason",
+                Attr::Str(served.decision.reason.unwrap_or("-").into()),
+            ),
+            (
+                "portcullis.request_id",
+                Attr::Str(ids.request_id_str().into()),
+            ),
+        ];
+        if let Some(us) = served.upstream_ms {
+            attrs.push((
+                "portcullis.upstream_ms",
+                Attr::Double(millis(u128::from(us))),
+            ));
+        }
+        export::record(export::Span {
+            name: format!("{method} {route}"),
+            kind: export::Kind::Server,
+            trace_id: ids.trace.trace_id,
+            span_id: ids.trace.span_id,
+            parent: ids.trace.parent,
+            start_ns,
+            end_ns: export::now_ns(),
+            attrs,
+            error: status >= 500,
+        });
     }
 
     /// Counts the access decision of a route whose `auth` is not `none`.
@@ -363,6 +463,15 @@ impl Proxy {
         }
         Ok(Request::from_parts(parts, upstream::client_body(body)))
     }
+}
+
+/// Microseconds as milliseconds with (at most) 3 decimals: the division yields the double
+/// nearest to the exact decimal, which prints as that decimal (`1.07`, not `1.0698299999999998`).
+fn millis(micros: u128) -> f64 {
+    // Precision is lost only beyond 2^53 µs (285 years).
+    #[allow(clippy::cast_precision_loss)]
+    let us = micros as f64;
+    us / 1000.0
 }
 
 /// The upstream's answer as the client gets it: hop-by-hop headers removed (kept for a

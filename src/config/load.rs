@@ -425,6 +425,7 @@ impl Validator<'_, '_> {
             forward_auth: ForwardAuth::from(&raw.forward_auth),
             routes,
             identity_header_names,
+            telemetry: self.telemetry(&raw.telemetry),
         }
     }
 }

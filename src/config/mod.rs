@@ -1,6 +1,6 @@
 //! Configuration: the TOML file (`raw`), its leaf values and interpolation (`values`), the loader
 //! (`load`) and the validated, typed [`Config`] the proxy runs on, one module per section
-//! (`server`, `provider`, `session`, `headers`, `forward_auth`, `route`). Every problem is found here, at load,
+//! (`server`, `provider`, `session`, `headers`, `forward_auth`, `route`, `telemetry`). Every problem is found here, at load,
 //! and reported with file:line:col and the key; nothing is left to fail on the first request:
 //! files the runtime needs (TLS pair, CA files, key files) are read and parsed here, once, and
 //! the runtime takes the parsed material from [`Config`]. One load path serves `run`, `check`,
@@ -16,6 +16,7 @@ mod raw;
 mod route;
 mod server;
 mod session;
+mod telemetry;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ pub use provider::{
 pub use route::{AuthMode, Route, Upstream};
 pub use server::{PairPart, Server, Tls, certified_key};
 pub use session::{PLACEHOLDER_SECRETS, Session, SessionStore, in_cookie_domain};
+pub use telemetry::Telemetry;
 pub use values::{Dur, Secret};
 
 /// The validated configuration.
@@ -50,6 +52,7 @@ pub struct Config {
     /// Every header name that carries identity, lower-cased with `_` folded to `-`:
     /// stripped from every incoming request whatever its spelling.
     pub identity_header_names: IdentityNames,
+    pub telemetry: Telemetry,
 }
 
 #[cfg(test)]

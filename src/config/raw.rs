@@ -27,6 +27,15 @@ pub struct RawConfig {
     pub forward_auth: RawForwardAuth,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<Spanned<Str>>,
+    pub service_name: Option<Spanned<Str>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

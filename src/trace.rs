@@ -1,0 +1,354 @@
+//! Request ids and W3C trace context: which `X-Request-Id` and `traceparent` a request carries
+//! upstream, back to the client, into error bodies and into the access log.
+//!
+//! Trust follows `[server] trusted_proxies`: a proxy in front of portcullis is believed about
+//! the request id and the trace it continues; any other peer gets a fresh id and a fresh trace.
+//! A client-chosen trace id cannot change a decision, but it lets anyone on the internet write
+//! into (or collide with) traces of the backend and force the `sampled` flag; restarting the
+//! trace at the edge is what a gateway does (the W3C spec's "restart the trace" option).
+//!
+//! Ids are made without a syscall: per-process random seeds (read once) mixed with a counter
+//! through a bijective mixer, so ids are unique within the process and unpredictable enough
+//! for correlation (they are no secrets).
+//!
+//! The current request's ids live in a task-local ([`scope`]) for the code that renders error
+//! bodies and makes provider calls, so neither needs them threaded through its signature.
+
+pub mod export;
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Longest `X-Request-Id` kept from a trusted proxy (longer ones are replaced).
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// The W3C trace context of one server span: the trace it belongs to, its own span id (sent
+/// upstream as the parent), and the caller's span when a trace was continued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub flags: u8,
+}
+
+/// What one request is known by.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    pub request_id: HeaderValue,
+    pub trace: TraceContext,
+}
+
+struct Generator {
+    seeds: [u64; 5],
+    counter: AtomicU64,
+}
+
+static GENERATOR: LazyLock<Generator> = LazyLock::new(|| Generator {
+    seeds: rand::random(),
+    counter: AtomicU64::new(1),
+});
+
+/// splitmix64's finalizer: a bijection on u64, so distinct counters give distinct ids.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Generator {
+    fn next(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A fresh span id (never zero, which W3C reserves for "invalid").
+pub fn new_span_id() -> [u8; 8] {
+    let g = &*GENERATOR;
+    let v = mix(g.seeds[0] ^ g.next());
+    (if v == 0 { 1 } else { v }).to_be_bytes()
+}
+
+fn new_trace_id() -> [u8; 16] {
+    let g = &*GENERATOR;
+    let n = g.next();
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&mix(g.seeds[1] ^ n).to_be_bytes());
+    // The low half alone is a bijection of the counter: never all zero twice, and a zero
+    // high half cannot make the whole id zero (invalid) because of it… except for one n,
+    // which is skipped.
+    let low = mix(g.seeds[2] ^ n);
+    id[8..].copy_from_slice(&(if low == 0 { 1 } else { low }).to_be_bytes());
+    id
+}
+
+/// A generated request id: 32 lowercase hex digits (a per-process random half and a mixed
+/// counter).
+fn new_request_id() -> HeaderValue {
+    let g = &*GENERATOR;
+    let n = g.next();
+    let mut buf = [0u8; 32];
+    hex_into(&g.seeds[3].to_be_bytes(), &mut buf[..16]);
+    hex_into(&mix(g.seeds[4] ^ n).to_be_bytes(), &mut buf[16..]);
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (digit(s[2 * i])? << 4) | digit(s[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// A request id a trusted proxy sent, if it is one: printable ASCII (space included), 1 to
+/// [`MAX_REQUEST_ID`] bytes.
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x20..0x7f).contains(c))
+}
+
+/// Parses a `traceparent` (W3C Trace Context level 1): `00-<32 hex>-<16 hex>-<2 hex>`; a
+/// later version may append `-…`. Upper-case hex, zero ids and version `ff` are invalid.
+pub fn parse_traceparent(v: &[u8]) -> Option<(/* trace */ [u8; 16], /* parent */ [u8; 8], u8)> {
+    if v.len() < 55 || (v.len() > 55 && (v[..2] == *b"00" || v[55] != b'-')) {
+        return None;
+    }
+    let version: [u8; 1] = unhex(&v[..2])?;
+    if version[0] == 0xff || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let trace: [u8; 16] = unhex(&v[3..35])?;
+    let parent: [u8; 8] = unhex(&v[36..52])?;
+    let flags: [u8; 1] = unhex(&v[53..55])?;
+    if trace == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some((trace, parent, flags[0]))
+}
+
+impl TraceContext {
+    /// The `traceparent` to send upstream: this span as the parent.
+    pub fn header(&self) -> HeaderValue {
+        let mut buf = [0u8; 55];
+        buf[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id, &mut buf[3..35]);
+        buf[35] = b'-';
+        hex_into(&self.span_id, &mut buf[36..52]);
+        buf[52] = b'-';
+        // Only the `sampled` bit is defined at version 00.
+        hex_into(&[self.flags & 1], &mut buf[53..55]);
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+
+    pub fn trace_hex(&self) -> Hex<'_> {
+        Hex(&self.trace_id)
+    }
+}
+
+/// Lower-case hex of some bytes, written without an allocation (log fields).
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 32];
+        for chunk in self.0.chunks(16) {
+            let out = &mut buf[..2 * chunk.len()];
+            hex_into(chunk, out);
+            f.write_str(std::str::from_utf8(out).map_err(|_| fmt::Error)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Ids {
+    /// Decides the request's ids and writes them into its headers (what the upstream gets):
+    /// a trusted peer's valid `X-Request-Id` and `traceparent` (+ `tracestate`) are kept /
+    /// continued; anything else is replaced, and an untrusted peer's `tracestate` dropped.
+    pub fn for_request(headers: &mut HeaderMap, trusted: bool) -> Ids {
+        let mut kept = None;
+        if trusted {
+            let mut all = headers.get_all(&X_REQUEST_ID).iter();
+            if let (Some(v), None) = (all.next(), all.next())
+                && valid_request_id(v)
+            {
+                kept = Some(v.clone());
+            }
+        }
+        let request_id = match kept {
+            Some(v) => v,
+            None => {
+                let v = new_request_id();
+                headers.insert(&X_REQUEST_ID, v.clone());
+                v
+            }
+        };
+
+        let incoming = if trusted {
+            let mut all = headers.get_all(&TRACEPARENT).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) => parse_traceparent(v.as_bytes()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let trace = match incoming {
+            Some((trace_id, parent, flags)) => TraceContext {
+                trace_id,
+                span_id: new_span_id(),
+                parent: Some(parent),
+                flags,
+            },
+            None => {
+                // A new trace: whatever vendor state came with the old one is not ours.
+                if headers.contains_key(&TRACESTATE) {
+                    headers.remove(&TRACESTATE);
+                }
+                TraceContext {
+                    trace_id: new_trace_id(),
+                    span_id: new_span_id(),
+                    parent: None,
+                    flags: 1,
+                }
+            }
+        };
+        headers.insert(&TRACEPARENT, trace.header());
+        Ids { request_id, trace }
+    }
+
+    /// The request id as text (it was checked to be printable ASCII, or generated).
+    pub fn request_id_str(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: Ids;
+}
+
+/// Runs `fut` with `ids` as the current request's (read by [`current_request_id`] and the
+/// provider client's child spans).
+pub fn scope<F: Future>(ids: Ids, fut: F) -> tokio::task::futures::TaskLocalFuture<Ids, F> {
+    CURRENT.scope(ids, fut)
+}
+
+/// Runs `f` with `ids` as the current request's (a synchronous render).
+pub fn sync_scope<R>(ids: Ids, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(ids, f)
+}
+
+/// The request id of the request being handled on this task, for error bodies.
+pub fn current_request_id() -> Option<String> {
+    CURRENT.try_with(|c| c.request_id_str().to_owned()).ok()
+}
+
+/// The trace context of the request being handled on this task.
+pub fn current_trace() -> Option<TraceContext> {
+    CURRENT.try_with(|c| c.trace).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trip_and_rejects() {
+        let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (t, p, f) = parse_traceparent(good).unwrap();
+        let ctx = TraceContext {
+            trace_id: t,
+            span_id: p,
+            parent: None,
+            flags: f,
+        };
+        assert_eq!(ctx.header().as_bytes(), good);
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            b"garbage",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad:?}");
+        }
+        // A later version may append fields.
+        assert!(
+            parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn ids_are_kept_only_from_trusted_peers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mk = || {
+            let mut h = HeaderMap::new();
+            h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+            h.insert(&TRACEPARENT, HeaderValue::from_static(tp));
+            h.insert(&TRACESTATE, HeaderValue::from_static("k=v"));
+            h
+        };
+        let mut h = mk();
+        let ids = Ids::for_request(&mut h, true);
+        assert_eq!(ids.request_id_str(), "abc-123");
+        assert_eq!(
+            ids.trace.parent,
+            Some([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
+        assert_eq!(Hex(&ids.trace.trace_id).to_string(), &tp[3..35]);
+        assert_ne!(h[&TRACEPARENT], tp);
+        assert_eq!(h[&TRACESTATE], "k=v");
+
+        let mut h = mk();
+        let ids = Ids::for_request(&mut h, false);
+        assert_ne!(ids.request_id_str(), "abc-123");
+        assert_eq!(ids.request_id_str().len(), 32);
+        assert_eq!(h[&X_REQUEST_ID], ids.request_id);
+        assert!(ids.trace.parent.is_none());
+        assert!(!h.contains_key(&TRACESTATE));
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+        );
+        let ids = Ids::for_request(&mut h, true);
+        assert_eq!(ids.request_id_str().len(), 32);
+    }
+
+    #[test]
+    fn generated_ids_differ() {
+        let a = Ids::for_request(&mut HeaderMap::new(), false);
+        let b = Ids::for_request(&mut HeaderMap::new(), false);
+        assert_ne!(a.request_id, b.request_id);
+        assert_ne!(a.trace.trace_id, b.trace.trace_id);
+        assert_ne!(a.trace.span_id, b.trace.span_id);
+    }
+}
