@@ -104,15 +104,16 @@ impl Proxy {
     /// for (it travels beside the `Copy` [`ConnInfo`]: only step 1 reads it).
     pub async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: ConnInfo,
         sni: Option<&str>,
     ) -> Response<Body> {
         let start = Instant::now();
         let span_start = export::enabled().then(export::now_ns);
-        // Before the decision: its refusals carry the request id, and the upstream gets these.
+        // Before the decision: its refusals carry the request id (the upstream request gets
+        // the ids when it is built).
         let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
-        let ids = Ids::for_request(req.headers_mut(), trusted);
+        let ids = Ids::for_request(req.headers(), trusted);
         let method = req.method().clone();
         // A clone of the header value (or authority) shares its bytes: no copy per request.
         let host_text = HostText::of(&req);
@@ -127,8 +128,8 @@ impl Proxy {
         };
         // Boxed: the pipeline's future is a few KiB, and hyper moves the service's future into
         // place on every request; a box makes that move pointer-sized.
-        let pipeline = Box::pin(self.pipeline(req, conn, sni, host, &mut served));
-        let mut resp = match trace::scope(ids.clone(), pipeline).await {
+        let mut resp = match Box::pin(self.pipeline(req, conn, sni, host, &ids, &mut served)).await
+        {
             Ok(r) => r,
             Err(e) => {
                 if let ProxyError::Upstream(ue) = &e {
@@ -157,8 +158,6 @@ impl Proxy {
                 trace::sync_scope(ids.clone(), || e.into_response())
             }
         };
-        resp.headers_mut()
-            .insert(&trace::X_REQUEST_ID, ids.request_id.clone());
         let elapsed = start.elapsed();
         let label = served
             .decision
@@ -238,6 +237,8 @@ impl Proxy {
         if let Some(start_ns) = span_start {
             self.server_span(&ids, &method, &label.0, status, &served, start_ns);
         }
+        resp.headers_mut()
+            .insert(&trace::X_REQUEST_ID, ids.request_id);
         resp
     }
 
@@ -247,6 +248,7 @@ impl Proxy {
         conn: ConnInfo,
         sni: Option<&str>,
         host: Option<&str>,
+        ids: &Ids,
         served: &mut Served,
     ) -> Result<Response<Body>, ProxyError> {
         let cfg = &*self.config;
@@ -258,7 +260,16 @@ impl Proxy {
             conn,
             sni,
         };
-        let decision = decide(cfg, &self.auth, &mut parts, input).await;
+        // The request's trace is read by provider calls only to export their spans.
+        let decision = if export::enabled() {
+            Box::pin(trace::scope(
+                ids.clone(),
+                decide(cfg, &self.auth, &mut parts, input),
+            ))
+            .await
+        } else {
+            decide(cfg, &self.auth, &mut parts, input).await
+        };
         served.decision = decision.record(served.log);
         self.count_decision(&served.decision);
         let route = decision.route.map(|i| &*cfg.routes[i]);
@@ -272,8 +283,9 @@ impl Proxy {
                 let rest = decision.endpoint(cfg).unwrap_or_default();
                 if rest == "/check" || rest.starts_with("/check/") {
                     // Forward-auth: counted and logged as the route it judged.
-                    let (resp, judged) = Box::pin(crate::forward_auth::check(
-                        &self.auth, parts, conn, host, served.log,
+                    let (resp, judged) = Box::pin(trace::scope(
+                        ids.clone(),
+                        crate::forward_auth::check(&self.auth, parts, conn, host, served.log),
                     ))
                     .await;
                     served.decision = judged;
@@ -283,9 +295,17 @@ impl Proxy {
                 // Boxed: an inline endpoint future would make every request's
                 // future (moved into place at each `.await`) kilobytes larger.
                 let req = Request::from_parts(parts, body);
-                return Ok(Box::pin(self.auth.endpoint(rest, req, conn, host)).await);
+                return Ok(Box::pin(trace::scope(
+                    ids.clone(),
+                    self.auth.endpoint(rest, req, conn, host),
+                ))
+                .await);
             }
-            Err(ProxyError::Auth(e)) => return Ok(self.auth.refusal(e, &parts)),
+            Err(ProxyError::Auth(e)) => {
+                return Ok(trace::sync_scope(ids.clone(), || {
+                    self.auth.refusal(e, &parts)
+                }));
+            }
             Err(e) => return Err(e),
         };
         let (Some(idx), Some(route)) = (decision.route, route) else {
@@ -312,8 +332,9 @@ impl Proxy {
         // 8. forward (awaited here rather than in a helper: each nested future is moved into
         // its caller's, so one level less is a few KiB less copied per request)
         let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
-        let up_req =
+        let mut up_req =
             self.upstream_request(route, req, conn, host, &decision.path, decision.trusted)?;
+        ids.forward(up_req.headers_mut());
         // Upstream time is for the access log only: no clock reads when it is off.
         let t0 = (served.log || export::enabled()).then(Instant::now);
         let result = self.upstreams.send(idx, up_req, route.timeout).await;
@@ -441,9 +462,10 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        // Room for X-Forwarded-For/Proto/Host, X-Real-IP and Host at once, rather than a
-        // regrowth (reallocate + rehash) of a small parsed map per insert.
-        parts.headers.reserve(5);
+        // Room for X-Forwarded-For/Proto/Host, X-Real-IP, Host, and the caller's X-Request-Id
+        // and traceparent ([`Ids::forward`]) at once, rather than a regrowth (reallocate +
+        // rehash) of a small parsed map per insert.
+        parts.headers.reserve(7);
         headers::set_forwarded(
             &mut parts.headers,
             &headers::ForwardedInfo {

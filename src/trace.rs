@@ -7,12 +7,15 @@
 //! into (or collide with) traces of the backend and force the `sampled` flag; restarting the
 //! trace at the edge is what a gateway does (the W3C spec's "restart the trace" option).
 //!
-//! Ids are made without a syscall: per-process random seeds (read once) mixed with a counter
-//! through a bijective mixer, so ids are unique within the process and unpredictable enough
-//! for correlation (they are no secrets).
+//! Ids are made without a syscall or an allocation: per-process random seeds (read once) mixed
+//! with one counter value per request through a bijective mixer, so ids are unique within the
+//! process and unpredictable enough for correlation (they are no secrets); the header values
+//! are slices of a per-thread buffer.
 //!
-//! The current request's ids live in a task-local ([`scope`]) for the code that renders error
-//! bodies and makes provider calls, so neither needs them threaded through its signature.
+//! The current request's ids are a task-local ([`scope`]) only around the code that renders
+//! error bodies or makes provider calls (refusals, endpoints, forward-auth, and the decision
+//! when spans are exported), so neither needs them threaded through its signature and a
+//! request that goes straight upstream does not pay for one.
 
 pub mod export;
 
@@ -20,6 +23,7 @@ use std::fmt;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,21 +43,36 @@ pub struct TraceContext {
     pub flags: u8,
 }
 
-/// What one request is known by.
+/// What one request is known by. Deciding it reads the request's headers only; the headers the
+/// upstream gets are written by [`Ids::forward`], once the request is on its way there (after
+/// the inbound headers were filtered, so the filters never see these, and a refused request
+/// never builds a `traceparent`).
 #[derive(Debug, Clone)]
 pub struct Ids {
     pub request_id: HeaderValue,
     pub trace: TraceContext,
+    /// The request id is the trusted proxy's (already in the request, as it is forwarded).
+    kept_request_id: bool,
+    /// The trusted proxy's trace is continued (its `tracestate` is forwarded with it).
+    continued: bool,
 }
 
 struct Generator {
-    seeds: [u64; 5],
+    seeds: [u64; 4],
+    /// The request id's per-process half, as hex.
+    prefix: [u8; 16],
     counter: AtomicU64,
 }
 
-static GENERATOR: LazyLock<Generator> = LazyLock::new(|| Generator {
-    seeds: rand::random(),
-    counter: AtomicU64::new(1),
+static GENERATOR: LazyLock<Generator> = LazyLock::new(|| {
+    let (seeds, half): ([u64; 4], u64) = rand::random();
+    let mut prefix = [0u8; 16];
+    hex_into(&half.to_be_bytes(), &mut prefix);
+    Generator {
+        seeds,
+        prefix,
+        counter: AtomicU64::new(1),
+    }
 });
 
 /// splitmix64's finalizer: a bijection on u64, so distinct counters give distinct ids.
@@ -64,41 +83,62 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl Generator {
+    /// One counter value per request: every id of the request (request id, trace id, span
+    /// id) is a different seeded bijection of it, so each kind of id is unique in the process.
     fn next(&self) -> u64 {
         self.counter.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Never zero, which W3C reserves for "invalid".
+    fn span_id(&self, n: u64) -> [u8; 8] {
+        let v = mix(self.seeds[0] ^ n);
+        (if v == 0 { 1 } else { v }).to_be_bytes()
+    }
+
+    fn trace_id(&self, n: u64) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&mix(self.seeds[1] ^ n).to_be_bytes());
+        // The low half alone is a bijection of the counter; the one n it maps to zero is
+        // moved to 1, so the whole id is never zero (invalid).
+        let low = mix(self.seeds[2] ^ n);
+        id[8..].copy_from_slice(&(if low == 0 { 1 } else { low }).to_be_bytes());
+        id
+    }
+
+    /// 32 lowercase hex digits: the per-process random half and the mixed counter.
+    fn request_id(&self, n: u64) -> HeaderValue {
+        let mut buf = [0u8; 32];
+        buf[..16].copy_from_slice(&self.prefix);
+        hex_into(&mix(self.seeds[3] ^ n).to_be_bytes(), &mut buf[16..]);
+        header_value(&buf)
+    }
 }
 
-/// A fresh span id (never zero, which W3C reserves for "invalid").
+/// A fresh span id (a provider call's child span).
 pub fn new_span_id() -> [u8; 8] {
     let g = &*GENERATOR;
-    let v = mix(g.seeds[0] ^ g.next());
-    (if v == 0 { 1 } else { v }).to_be_bytes()
+    g.span_id(g.next())
 }
 
-fn new_trace_id() -> [u8; 16] {
-    let g = &*GENERATOR;
-    let n = g.next();
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&mix(g.seeds[1] ^ n).to_be_bytes());
-    // The low half alone is a bijection of the counter: never all zero twice, and a zero
-    // high half cannot make the whole id zero (invalid) because of it… except for one n,
-    // which is skipped.
-    let low = mix(g.seeds[2] ^ n);
-    id[8..].copy_from_slice(&(if low == 0 { 1 } else { low }).to_be_bytes());
-    id
+std::thread_local! {
+    /// Where this thread's generated header values live: slices of one shared buffer, so a
+    /// value (and each clone of it) costs no allocation of its own; a new buffer is taken when
+    /// this one is used up, and the old one is freed with the last value still in use.
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
-/// A generated request id: 32 lowercase hex digits (a per-process random half and a mixed
-/// counter).
-fn new_request_id() -> HeaderValue {
-    let g = &*GENERATOR;
-    let n = g.next();
-    let mut buf = [0u8; 32];
-    hex_into(&g.seeds[3].to_be_bytes(), &mut buf[..16]);
-    hex_into(&mix(g.seeds[4] ^ n).to_be_bytes(), &mut buf[16..]);
-    // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
+/// Bytes of a generated header value (hex digits and dashes) as a [`HeaderValue`].
+fn header_value(bytes: &[u8]) -> HeaderValue {
+    const ARENA_BYTES: usize = 4096;
+    let shared = ARENA.with_borrow_mut(|arena| {
+        if arena.capacity() < bytes.len() {
+            *arena = BytesMut::with_capacity(ARENA_BYTES);
+        }
+        arena.extend_from_slice(bytes);
+        arena.split().freeze()
+    });
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::from_maybe_shared(shared).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 fn hex_into(bytes: &[u8], out: &mut [u8]) {
@@ -162,7 +202,7 @@ impl TraceContext {
         buf[52] = b'-';
         // Only the `sampled` bit is defined at version 00.
         hex_into(&[self.flags & 1], &mut buf[53..55]);
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        header_value(&buf)
     }
 
     pub fn trace_hex(&self) -> Hex<'_> {
@@ -185,60 +225,63 @@ impl fmt::Display for Hex<'_> {
     }
 }
 
-impl Ids {
-    /// Decides the request's ids and writes them into its headers (what the upstream gets):
-    /// a trusted peer's valid `X-Request-Id` and `traceparent` (+ `tracestate`) are kept /
-    /// continued; anything else is replaced, and an untrusted peer's `tracestate` dropped.
-    pub fn for_request(headers: &mut HeaderMap, trusted: bool) -> Ids {
-        let mut kept = None;
-        if trusted {
-            let mut all = headers.get_all(&X_REQUEST_ID).iter();
-            if let (Some(v), None) = (all.next(), all.next())
-                && valid_request_id(v)
-            {
-                kept = Some(v.clone());
-            }
-        }
-        let request_id = match kept {
-            Some(v) => v,
-            None => {
-                let v = new_request_id();
-                headers.insert(&X_REQUEST_ID, v.clone());
-                v
-            }
-        };
+/// The only value of `headers` named `name`, if it has exactly one.
+fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
+    }
+}
 
-        let incoming = if trusted {
-            let mut all = headers.get_all(&TRACEPARENT).iter();
-            match (all.next(), all.next()) {
-                (Some(v), None) => parse_traceparent(v.as_bytes()),
-                _ => None,
-            }
-        } else {
-            None
-        };
+impl Ids {
+    /// Decides the request's ids from its headers: a trusted peer's valid `X-Request-Id` and
+    /// `traceparent` are kept / continued; anything else is replaced (see [`Ids::forward`]).
+    pub fn for_request(headers: &HeaderMap, trusted: bool) -> Ids {
+        let g = &*GENERATOR;
+        let n = g.next();
+        let kept = trusted
+            .then(|| single(headers, &X_REQUEST_ID).filter(|v| valid_request_id(v)))
+            .flatten();
+        let incoming = trusted
+            .then(|| single(headers, &TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())))
+            .flatten();
         let trace = match incoming {
             Some((trace_id, parent, flags)) => TraceContext {
                 trace_id,
-                span_id: new_span_id(),
+                span_id: g.span_id(n),
                 parent: Some(parent),
                 flags,
             },
-            None => {
-                // A new trace: whatever vendor state came with the old one is not ours.
-                if headers.contains_key(&TRACESTATE) {
-                    headers.remove(&TRACESTATE);
-                }
-                TraceContext {
-                    trace_id: new_trace_id(),
-                    span_id: new_span_id(),
-                    parent: None,
-                    flags: 1,
-                }
-            }
+            None => TraceContext {
+                trace_id: g.trace_id(n),
+                span_id: g.span_id(n),
+                parent: None,
+                flags: 1,
+            },
         };
-        headers.insert(&TRACEPARENT, trace.header());
-        Ids { request_id, trace }
+        Ids {
+            kept_request_id: kept.is_some(),
+            request_id: match kept {
+                Some(v) => v.clone(),
+                None => g.request_id(n),
+            },
+            trace,
+            continued: incoming.is_some(),
+        }
+    }
+
+    /// Writes the ids into the headers the upstream gets: the request id (a trusted proxy's is
+    /// there already), this span as the `traceparent`'s parent, and no `tracestate` unless the
+    /// trace is continued (a new trace: whatever vendor state came with the old one is not ours).
+    pub fn forward(&self, headers: &mut HeaderMap) {
+        if !self.kept_request_id {
+            headers.insert(&X_REQUEST_ID, self.request_id.clone());
+        }
+        headers.insert(&TRACEPARENT, self.trace.header());
+        if !self.continued {
+            headers.remove(&TRACESTATE);
+        }
     }
 
     /// The request id as text (it was checked to be printable ASCII, or generated).
@@ -316,22 +359,28 @@ mod tests {
             h
         };
         let mut h = mk();
-        let ids = Ids::for_request(&mut h, true);
+        let ids = Ids::for_request(&h, true);
         assert_eq!(ids.request_id_str(), "abc-123");
         assert_eq!(
             ids.trace.parent,
             Some([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
         );
         assert_eq!(Hex(&ids.trace.trace_id).to_string(), &tp[3..35]);
+        ids.forward(&mut h);
+        assert_eq!(h[&X_REQUEST_ID], "abc-123");
         assert_ne!(h[&TRACEPARENT], tp);
+        assert_eq!(&h[&TRACEPARENT].as_bytes()[..36], &tp.as_bytes()[..36]);
         assert_eq!(h[&TRACESTATE], "k=v");
 
         let mut h = mk();
-        let ids = Ids::for_request(&mut h, false);
+        let ids = Ids::for_request(&h, false);
         assert_ne!(ids.request_id_str(), "abc-123");
         assert_eq!(ids.request_id_str().len(), 32);
-        assert_eq!(h[&X_REQUEST_ID], ids.request_id);
         assert!(ids.trace.parent.is_none());
+        ids.forward(&mut h);
+        assert_eq!(h[&X_REQUEST_ID], ids.request_id);
+        assert_eq!(h.get_all(&X_REQUEST_ID).iter().count(), 1);
+        assert_eq!(h[&TRACEPARENT], ids.trace.header());
         assert!(!h.contains_key(&TRACESTATE));
 
         let mut h = HeaderMap::new();
@@ -339,16 +388,34 @@ mod tests {
             &X_REQUEST_ID,
             HeaderValue::from_str(&"x".repeat(129)).unwrap(),
         );
-        let ids = Ids::for_request(&mut h, true);
+        let ids = Ids::for_request(&h, true);
         assert_eq!(ids.request_id_str().len(), 32);
+        ids.forward(&mut h);
+        assert_eq!(h[&X_REQUEST_ID], ids.request_id);
     }
 
     #[test]
     fn generated_ids_differ() {
-        let a = Ids::for_request(&mut HeaderMap::new(), false);
-        let b = Ids::for_request(&mut HeaderMap::new(), false);
+        let a = Ids::for_request(&HeaderMap::new(), false);
+        let b = Ids::for_request(&HeaderMap::new(), false);
         assert_ne!(a.request_id, b.request_id);
         assert_ne!(a.trace.trace_id, b.trace.trace_id);
         assert_ne!(a.trace.span_id, b.trace.span_id);
+        assert_ne!(a.trace.span_id, new_span_id());
+        // Values from one thread's buffer, from a used-up buffer's successor, and their
+        // clones stay what they were made as.
+        let many: Vec<Ids> = (0..200)
+            .map(|_| Ids::for_request(&HeaderMap::new(), false))
+            .collect();
+        let headers: Vec<HeaderValue> = many.iter().map(|i| i.trace.header()).collect();
+        for (ids, tp) in many.iter().zip(&headers) {
+            let parsed = parse_traceparent(tp.as_bytes()).unwrap();
+            assert_eq!(parsed.0, ids.trace.trace_id);
+            assert_eq!(parsed.1, ids.trace.span_id);
+            assert!(ids.request_id_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        let distinct: std::collections::HashSet<_> =
+            many.iter().map(|i| i.request_id.clone()).collect();
+        assert_eq!(distinct.len(), many.len());
     }
 }

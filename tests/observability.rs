@@ -161,6 +161,38 @@ async fn error_bodies_and_check_answers_carry_the_request_id() {
     assert_eq!(v["request_id"], "check-2", "{v}");
 }
 
+/// A refusal by the decision (a bearer route, no token), span export off: its body names the
+/// request id the response carries.
+#[tokio::test]
+async fn a_refusal_carries_the_request_id() {
+    let op = fake_provider().await;
+    let mut c = server_toml("");
+    c += &format!("\n[providers.op]\njwks_uri = \"http://{op}/jwks\"\naudiences = [\"api\"]\n");
+    c += &route_toml(
+        "api",
+        "bearer",
+        "path = \"/api\"\nprovider = \"op\"",
+        "http://127.0.0.1:9",
+    );
+    let p = start_proxy(&c).await;
+    let mut denied = None;
+    // The keys load at start; until then a bearer route answers 503.
+    for _ in 0..100 {
+        let r = send(p.http(), req("/api", &[])).await;
+        if r.status != 503 {
+            denied = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let denied = denied.expect("the provider never became ready");
+    assert_eq!(denied.status, 401, "{}", denied.text());
+    let id = header(&denied, "x-request-id");
+    assert!(is_hex(id, 32), "{id}");
+    let body: serde_json::Value = serde_json::from_slice(&denied.body).expect("JSON body");
+    assert_eq!(body["request_id"], id, "{body}");
+}
+
 /// traceparent: continued from a trusted proxy (same trace, this proxy's span as the parent),
 /// started when absent, invalid or from an untrusted peer (whose tracestate is dropped).
 #[tokio::test]
@@ -474,6 +506,16 @@ otlp_endpoint = "http://{otlp}/v1/traces"
     let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
     assert_eq!(v["sub"], "u1", "{line}");
     assert_eq!(v["decision"], "allowed", "{line}");
+
+    // A refusal by the decision (no token) names the request id in its body too.
+    let denied = send(bin.http_addr, req("/api", &[])).await;
+    assert_eq!(denied.status, 401, "{}", denied.text());
+    let body: serde_json::Value = serde_json::from_slice(&denied.body).expect("JSON body");
+    assert_eq!(
+        body["request_id"],
+        header(&denied, "x-request-id"),
+        "{body}"
+    );
 
     let mut pair = None;
     for _ in 0..100 {
