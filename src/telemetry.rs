@@ -264,6 +264,23 @@ fn int(buf: &mut Vec<u8>, mut n: u64) {
     buf.extend_from_slice(&tmp[i..]);
 }
 
+/// An address as `Display` writes it; IPv4 (the usual peer) digit by digit.
+fn ip(buf: &mut Vec<u8>, addr: std::net::IpAddr) {
+    match addr {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                int(buf, u64::from(octet));
+            }
+        }
+        v6 => {
+            let _ = write!(buf, "{v6}");
+        }
+    }
+}
+
 /// `"s"`, escaped like Rust's `{:?}` for the few bytes that need it (quotes, backslash,
 /// control characters); printable ASCII and UTF-8 are copied as they are.
 fn quoted(buf: &mut Vec<u8>, s: &str) {
@@ -278,12 +295,10 @@ fn quoted(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
 }
 
-fn hex(buf: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        buf.push(HEX[usize::from(b >> 4)]);
-        buf.push(HEX[usize::from(b & 0xf)]);
-    }
+fn hex(buf: &mut Vec<u8>, bytes: &[u8; 16]) {
+    let mut out = [0u8; 32];
+    crate::trace::hex_into(bytes, &mut out);
+    buf.extend_from_slice(&out);
 }
 
 std::thread_local! {
@@ -370,7 +385,11 @@ fn access_json(buf: &mut Vec<u8>, a: &Access<'_>) {
         buf.extend_from_slice(b",\"upstream_ms\":");
         ms(buf, us);
     }
-    let _ = write!(buf, ",\"peer\":\"{}\",\"target\":\"{ACCESS}\"}}", a.peer);
+    buf.extend_from_slice(b",\"peer\":\"");
+    ip(buf, a.peer);
+    buf.extend_from_slice(b"\",\"target\":\"");
+    buf.extend_from_slice(ACCESS.as_bytes());
+    buf.extend_from_slice(b"\"}");
 }
 
 /// Text: `key=value`; values from the request (host, path, sub, request id) quoted and escaped
@@ -403,7 +422,8 @@ fn access_text(buf: &mut Vec<u8>, a: &Access<'_>) {
         buf.extend_from_slice(b" upstream_ms=");
         ms(buf, us);
     }
-    let _ = write!(buf, " peer={}", a.peer);
+    buf.extend_from_slice(b" peer=");
+    ip(buf, a.peer);
 }
 
 #[cfg(test)]
@@ -455,6 +475,11 @@ mod tests {
         assert!(!t.contains('\n'), "{t}");
         assert!(t.contains(r#"path="/x\ny""#), "{t}");
         assert!(t.contains("latency_ms=1.070 peer=127.0.0.1"), "{t}");
+        for addr in ["10.200.3.0", "255.255.255.255", "::1", "2001:db8::7"] {
+            let mut v = Vec::new();
+            ip(&mut v, addr.parse().unwrap());
+            assert_eq!(String::from_utf8(v).unwrap(), addr);
+        }
     }
 
     #[test]

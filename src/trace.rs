@@ -137,15 +137,29 @@ fn header_value(bytes: &[u8]) -> HeaderValue {
         arena.extend_from_slice(bytes);
         arena.split().freeze()
     });
-    // Hex digits and dashes are always a valid header value.
-    HeaderValue::from_maybe_shared(shared).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // SAFETY: the function's one precondition is that the bytes are valid in a header value
+    // (no control characters); every caller passes the hex digits and dashes it has just
+    // written (`hex_into` and literals), and `http` checks them again in debug builds (tests).
+    // Checked, this would be a loop over every byte on every request.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(shared) }
 }
 
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    table
+};
+
+/// Lowercase hex of `bytes` into `out` (twice as long).
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 
@@ -279,7 +293,8 @@ impl Ids {
             headers.insert(&X_REQUEST_ID, self.request_id.clone());
         }
         headers.insert(&TRACEPARENT, self.trace.header());
-        if !self.continued {
+        // A scan of the few names is cheaper than the hashed lookup `remove` does first.
+        if !self.continued && headers.keys().any(|k| *k == TRACESTATE) {
             headers.remove(&TRACESTATE);
         }
     }
