@@ -2,6 +2,9 @@
 //! bodies are short JSON (or a small HTML page for browsers where a person reads it) and never
 //! carry tokens, identity data of another user or a stack trace. A gRPC caller gets the same
 //! error as gRPC status in an HTTP 200 trailers-only answer ([`grpc`]).
+//! Each carries the request id
+//! (`"request_id"` in JSON, small print on a page) of the request it answers, read from the
+//! request's task ([`crate::trace::current_request_id`]) so no renderer needs it passed in.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -148,9 +151,16 @@ impl ProxyError {
     }
 }
 
-/// `{"error": code, "message": message}` with the given status.
+/// `{"error": code, "message": message, "request_id": …}` with the given status (no
+/// `request_id` outside a request, e.g. on the admin listener).
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let body = match crate::trace::current_request_id() {
+        Some(id) => {
+            serde_json::json!({ "error": code, "message": message, "request_id": id })
+        }
+        None => serde_json::json!({ "error": code, "message": message }),
+    }
+    .to_string();
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -207,13 +217,22 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-/// A small self-contained HTML page (no external resources).
+/// A small self-contained HTML page (no external resources), with the request id in small
+/// print (what a person quotes to support).
 pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response<Body> {
+    let footer = crate::trace::current_request_id()
+        .map(|id| {
+            format!(
+                "<p style=\"font-size:.75rem;color:#777\">Request id: <code>{}</code></p>",
+                html_escape(&id)
+            )
+        })
+        .unwrap_or_default();
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
 <title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
 h1{{font-size:1.4rem}}code{{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}}a{{color:#0b5cad}}</style></head>\
-<body><h1>{t}</h1>{body_html}</body></html>",
+<body><h1>{t}</h1>{body_html}{footer}</body></html>",
         t = html_escape(title)
     );
     let mut resp = Response::new(full(page));

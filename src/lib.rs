@@ -32,6 +32,7 @@ pub mod session;
 pub mod telemetry;
 pub(crate) mod timer;
 pub mod tls_client;
+pub mod trace;
 pub(crate) mod upstream;
 
 pub use config::Config;

@@ -380,7 +380,10 @@ fn serve(args: &ConfigArgs) -> ExitCode {
     let options = LoadOptions {
         env_file: args.env_file.clone(),
     };
-    match rt.block_on(portcullis::server::run(cfg, options)) {
+    let ran = rt.block_on(portcullis::server::run(cfg, options));
+    // The last requests' access-log lines may still be queued for the log thread.
+    telemetry::flush(std::time::Duration::from_millis(500));
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

@@ -171,6 +171,17 @@ impl Metrics {
             "1 while an upstream target is in rotation, 0 while it is ejected",
             target_up.clone(),
         );
+        // Process-wide counters kept by the log writer and the span exporter.
+        registry.register(
+            "log_lines_dropped",
+            "Access-log lines dropped because the log writer fell behind",
+            crate::telemetry::LOG_LINES_DROPPED.clone(),
+        );
+        registry.register(
+            "spans_dropped",
+            "Spans dropped because the OTLP export fell behind",
+            crate::trace::export::SPANS_DROPPED.clone(),
+        );
         Metrics {
             registry,
             target_requests,

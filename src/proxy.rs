@@ -9,7 +9,8 @@
 //!    and stream the answer back with its trailers (a 101 only to WebSocket; no `Set-Cookie`
 //!    of the proxy's own cookies from the upstream).
 //!
-//! Every request is counted (route, status, latency, access decision) and logged here. The
+//! Every request is counted (route, status, latency, access decision) and logged here, and gets
+//! its request id and trace context ([`crate::trace`]) before anything else reads it. The
 //! proxy's own answers to a gRPC call are gRPC status (rendered in `error`).
 
 use std::sync::{Arc, OnceLock};
@@ -29,6 +30,8 @@ use crate::health::Health;
 use crate::metrics::{DecisionLabels, ErrorLabels, Metrics, RequestLabels, RouteLabel, RouteOnly};
 use crate::request::{ConnInfo, HostText};
 use crate::routes;
+use crate::telemetry;
+use crate::trace::{self, Ids, export};
 use crate::upstream::{self, Upstreams};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -64,7 +67,8 @@ struct RouteMetrics {
 struct Served {
     /// The judged route, decision and reason (forward-auth: of the original request).
     decision: Record,
-    upstream_ms: Option<f64>,
+    /// Microseconds the upstream took to answer (when it was asked and someone reads it).
+    upstream_ms: Option<u64>,
     /// The access log is on: keep what only it reads.
     log: bool,
     /// A gRPC call: the proxy's own answers are gRPC status.
@@ -79,6 +83,10 @@ impl Proxy {
         auth: AuthState,
         health: Arc<Health>,
     ) -> Self {
+        export::start(
+            config.telemetry.otlp_endpoint.as_ref(),
+            &config.telemetry.service_name,
+        );
         let route_labels: Vec<RouteLabel> = config
             .routes
             .iter()
@@ -108,6 +116,11 @@ impl Proxy {
         sni: Option<&str>,
     ) -> Response<Body> {
         let start = Instant::now();
+        let span_start = export::enabled().then(export::now_ns);
+        // Before the decision: its refusals carry the request id (the upstream request gets
+        // the ids when it is built).
+        let trusted = headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
+        let ids = Ids::for_request(req.headers(), trusted);
         let method = req.method().clone();
         // A clone of the header value (or authority) shares its bytes: no copy per request.
         let host_text = HostText::of(&req);
@@ -123,7 +136,8 @@ impl Proxy {
         };
         // Boxed: the pipeline's future is a few KiB, and hyper moves the service's future into
         // place on every request; a box makes that move pointer-sized.
-        let resp = match Box::pin(self.pipeline(req, conn, sni, host, &mut served)).await {
+        let mut resp = match Box::pin(self.pipeline(req, conn, sni, host, &ids, &mut served)).await
+        {
             Ok(r) => r,
             Err(e) => {
                 if let ProxyError::Upstream(ue) = &e {
@@ -150,9 +164,9 @@ impl Proxy {
                     }
                 }
                 if served.grpc {
-                    e.into_grpc_response()
+                    trace::sync_scope(ids.clone(), || e.into_grpc_response())
                 } else {
-                    e.into_response()
+                    trace::sync_scope(ids.clone(), || e.into_response())
                 }
             }
         };
@@ -190,20 +204,53 @@ impl Proxy {
                     .clone()
             })
             .observe(elapsed.as_secs_f64());
-        tracing::info!(
-            target: "portcullis::access",
-            method = %method,
-            host = host.unwrap_or(""),
-            path = path.as_deref().unwrap_or(""),
-            route = %label.0,
-            status,
-            decision = served.decision.kind.map_or("-", DecisionKind::as_str),
-            reason = served.decision.reason.unwrap_or("-"),
-            sub = served.decision.identity.as_ref().map_or("-", |i| i.sub.as_str()),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream_ms = served.upstream_ms,
-            peer = %conn.peer.ip(),
-        );
+        if served.log {
+            let sub = served
+                .decision
+                .identity
+                .as_ref()
+                .map_or("-", |i| i.sub.as_str());
+            let line = telemetry::Access {
+                method: method.as_str(),
+                host: host.unwrap_or(""),
+                path: path.as_deref().unwrap_or(""),
+                route: &label.0,
+                status,
+                decision: served.decision.kind.map_or("-", DecisionKind::as_str),
+                reason: served.decision.reason.unwrap_or("-"),
+                sub,
+                request_id: ids.request_id_str(),
+                trace_id: &ids.trace.trace_id,
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                upstream_us: served.upstream_ms,
+                peer: conn.peer.ip(),
+            };
+            // Written by telemetry's own formatter; as a `tracing` event only when another
+            // subscriber than telemetry's is installed (a library user's).
+            if !telemetry::access(&line) {
+                tracing::info!(
+                    target: "portcullis::access",
+                    method = line.method,
+                    host = line.host,
+                    path = line.path,
+                    route = line.route,
+                    status,
+                    decision = line.decision,
+                    reason = line.reason,
+                    sub,
+                    request_id = line.request_id,
+                    trace_id = %ids.trace.trace_hex(),
+                    latency_ms = millis(elapsed.as_micros()),
+                    upstream_ms = served.upstream_ms.map(|us| millis(u128::from(us))),
+                    peer = %line.peer,
+                );
+            }
+        }
+        if let Some(start_ns) = span_start {
+            self.server_span(&ids, &method, &label.0, status, &served, start_ns);
+        }
+        resp.headers_mut()
+            .insert(&trace::X_REQUEST_ID, ids.request_id);
         resp
     }
 
@@ -213,6 +260,7 @@ impl Proxy {
         conn: ConnInfo,
         sni: Option<&str>,
         host: Option<&str>,
+        ids: &Ids,
         served: &mut Served,
     ) -> Result<Response<Body>, ProxyError> {
         let cfg = &*self.config;
@@ -225,7 +273,16 @@ impl Proxy {
             conn,
             sni,
         };
-        let decision = decide(cfg, &self.auth, &mut parts, input).await;
+        // The request's trace is read by provider calls only to export their spans.
+        let decision = if export::enabled() {
+            Box::pin(trace::scope(
+                ids.clone(),
+                decide(cfg, &self.auth, &mut parts, input),
+            ))
+            .await
+        } else {
+            decide(cfg, &self.auth, &mut parts, input).await
+        };
         served.decision = decision.record(served.log);
         self.count_decision(&served.decision);
         let route = decision.route.map(|i| &*cfg.routes[i]);
@@ -239,8 +296,9 @@ impl Proxy {
                 let rest = decision.endpoint(cfg).unwrap_or_default();
                 if rest == "/check" || rest.starts_with("/check/") {
                     // Forward-auth: counted and logged as the route it judged.
-                    let (resp, judged) = Box::pin(crate::forward_auth::check(
-                        &self.auth, parts, conn, host, served.log,
+                    let (resp, judged) = Box::pin(trace::scope(
+                        ids.clone(),
+                        crate::forward_auth::check(&self.auth, parts, conn, host, served.log),
                     ))
                     .await;
                     served.decision = judged;
@@ -250,9 +308,17 @@ impl Proxy {
                 // Boxed: an inline endpoint future would make every request's
                 // future (moved into place at each `.await`) kilobytes larger.
                 let req = Request::from_parts(parts, body);
-                return Ok(Box::pin(self.auth.endpoint(rest, req, conn, host)).await);
+                return Ok(Box::pin(trace::scope(
+                    ids.clone(),
+                    self.auth.endpoint(rest, req, conn, host),
+                ))
+                .await);
             }
-            Err(ProxyError::Auth(e)) => return Ok(self.auth.refusal(e, &parts)),
+            Err(ProxyError::Auth(e)) => {
+                return Ok(trace::sync_scope(ids.clone(), || {
+                    self.auth.refusal(e, &parts)
+                }));
+            }
             Err(e) => return Err(e),
         };
         let (Some(idx), Some(route)) = (decision.route, route) else {
@@ -279,10 +345,11 @@ impl Proxy {
         // 8. forward (awaited here rather than in a helper: each nested future is moved into
         // its caller's, so one level less is a few KiB less copied per request)
         let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
-        let up_req =
+        let mut up_req =
             self.upstream_request(route, req, conn, host, &decision.path, decision.trusted)?;
+        ids.forward(up_req.headers_mut());
         // Upstream time is for the access log only: no clock reads when it is off.
-        let t0 = served.log.then(Instant::now);
+        let t0 = (served.log || export::enabled()).then(Instant::now);
         // A gRPC caller's deadline bounds the wait (HTTP/2 upstreams: gRPC needs them).
         let timeout = if served.grpc && route.upstream.protocol.may_be_h2() {
             grpc::timeout(up_req.headers()).map_or(route.timeout, |t| t.min(route.timeout))
@@ -290,7 +357,8 @@ impl Proxy {
             route.timeout
         };
         let result = self.upstreams.send(idx, up_req, timeout).await;
-        served.upstream_ms = t0.map(|t0| t0.elapsed().as_secs_f64() * 1000.0);
+        served.upstream_ms =
+            t0.map(|t0| u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
         let mut resp = client_response(route, result?, client_upgrade)?;
         if let Some(t) = route.read_timeout {
             resp = self.with_read_timeout(idx, resp, t);
@@ -328,6 +396,59 @@ impl Proxy {
             .clone();
         let route = self.route_labels[idx].0.clone();
         resp.map(|b| upstream::read_timeout::limit(b, timeout, route, cuts))
+    }
+
+    /// Queues the request's server span for export.
+    fn server_span(
+        &self,
+        ids: &Ids,
+        method: &http::Method,
+        route: &str,
+        status: u16,
+        served: &Served,
+        start_ns: u64,
+    ) {
+        use export::Attr;
+        let mut attrs = vec![
+            ("http.request.method", Attr::Str(method.to_string())),
+            ("http.route", Attr::Str(route.to_owned())),
+            ("http.response.status_code", Attr::Int(i64::from(status))),
+            (
+                "portcullis.decision",
+                Attr::Str(
+                    served
+                        .decision
+                        .kind
+                        .map_or("-", DecisionKind::as_str)
+                        .into(),
+                ),
+            ),
+            (
+                "portcullis.reason",
+                Attr::Str(served.decision.reason.unwrap_or("-").into()),
+            ),
+            (
+                "portcullis.request_id",
+                Attr::Str(ids.request_id_str().into()),
+            ),
+        ];
+        if let Some(us) = served.upstream_ms {
+            attrs.push((
+                "portcullis.upstream_ms",
+                Attr::Double(millis(u128::from(us))),
+            ));
+        }
+        export::record(export::Span {
+            name: format!("{method} {route}"),
+            kind: export::Kind::Server,
+            trace_id: ids.trace.trace_id,
+            span_id: ids.trace.span_id,
+            parent: ids.trace.parent,
+            start_ns,
+            end_ns: export::now_ns(),
+            attrs,
+            error: status >= 500,
+        });
     }
 
     /// Counts the access decision of a route whose `auth` is not `none`.
@@ -387,9 +508,10 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        // Room for X-Forwarded-For/Proto/Host, X-Real-IP and Host at once, rather than a
-        // regrowth (reallocate + rehash) of a small parsed map per insert.
-        parts.headers.reserve(5);
+        // Room for X-Forwarded-For/Proto/Host, X-Real-IP, Host, and the caller's X-Request-Id
+        // and traceparent ([`Ids::forward`]) at once, rather than a regrowth (reallocate +
+        // rehash) of a small parsed map per insert.
+        parts.headers.reserve(7);
         headers::set_forwarded(
             &mut parts.headers,
             &headers::ForwardedInfo {
@@ -409,6 +531,15 @@ impl Proxy {
         }
         Ok(Request::from_parts(parts, upstream::client_body(body)))
     }
+}
+
+/// Microseconds as milliseconds with (at most) 3 decimals: the division yields the double
+/// nearest to the exact decimal, which prints as that decimal (`1.07`, not `1.0698299999999998`).
+fn millis(micros: u128) -> f64 {
+    // Precision is lost only beyond 2^53 µs (285 years).
+    #[allow(clippy::cast_precision_loss)]
+    let us = micros as f64;
+    us / 1000.0
 }
 
 /// The upstream's answer as the client gets it: hop-by-hop headers removed (kept for a

@@ -498,6 +498,7 @@ impl Validator<'_, '_> {
             routes,
             identity_header_names,
             tests,
+            telemetry: self.telemetry(&raw.telemetry),
         }
     }
 }

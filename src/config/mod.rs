@@ -1,6 +1,6 @@
 //! Configuration: the TOML file (`raw`), its leaf values and interpolation (`values`), the loader
 //! (`load`) and the validated, typed [`Config`] the proxy runs on, one module per section
-//! (`server`, `provider`, `session`, `headers`, `forward_auth`, `route`, `policy_test`). Every problem is found here, at load,
+//! (`server`, `provider`, `session`, `headers`, `forward_auth`, `route`, `policy_test`, `telemetry`). Every problem is found here, at load,
 //! and reported with file:line:col and the key; nothing is left to fail on the first request:
 //! files the runtime needs (TLS pair, CA files, key files) are read and parsed here, once, and
 //! the runtime takes the parsed material from [`Config`]. One load path serves `run`, `check`,
@@ -17,6 +17,7 @@ mod raw;
 mod route;
 mod server;
 mod session;
+mod telemetry;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub use session::{
     PLACEHOLDER_SECRETS, RedisSentinel, RedisServer, Session, SessionStore, in_cookie_domain,
     parse_sentinel_url,
 };
+pub use telemetry::Telemetry;
 pub use values::{Dur, Secret};
 
 /// The validated configuration.
@@ -59,6 +61,7 @@ pub struct Config {
     pub identity_header_names: IdentityNames,
     /// `[[test]]` tables (policy tests), validated.
     pub tests: Vec<PolicyTest>,
+    pub telemetry: Telemetry,
 }
 
 #[cfg(test)]

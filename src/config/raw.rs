@@ -30,6 +30,8 @@ pub struct RawConfig {
     /// `[[test]]`: policy tests (`portcullis test`, `check`).
     #[serde(default, rename = "test")]
     pub tests: Vec<Spanned<RawTest>>,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
 }
 
 /// A file of policy tests given with `--tests`: only `[[test]]` tables.
@@ -77,6 +79,13 @@ pub struct RawExpect {
     pub status: Option<Spanned<u16>>,
     pub route: Option<Spanned<Str>>,
     pub reason: Option<Spanned<Str>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<Spanned<Str>>,
+    pub service_name: Option<Spanned<Str>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -514,3 +514,30 @@ fn upstream_protocols() {
     let e = err(&route("h2c://", ""));
     assert!(e.contains("route[0].upstream"), "{e}");
 }
+
+#[test]
+fn telemetry_section() {
+    let c = load(BASE).unwrap();
+    assert!(
+        c.telemetry.otlp_endpoint.is_none(),
+        "export is off by default"
+    );
+    let on = format!(
+        "{BASE}\n[telemetry]\notlp_endpoint = \"http://collector:4318/v1/traces\"\nservice_name = \"edge\"\n"
+    );
+    let c = load(&on).unwrap();
+    assert_eq!(
+        c.telemetry.otlp_endpoint.map(|u| u.to_string()).as_deref(),
+        Some("http://collector:4318/v1/traces")
+    );
+    assert_eq!(c.telemetry.service_name, "edge");
+    let e = err(&format!(
+        "{BASE}\n[telemetry]\notlp_endpoint = \"collector:4318\"\n"
+    ));
+    assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+    assert!(e.contains(":12:17:"), "{e}");
+    let e = err(&format!(
+        "{BASE}\n[telemetry]\nendpoint = \"http://c/v1/traces\"\n"
+    ));
+    assert!(e.contains("endpoint"), "{e}");
+}

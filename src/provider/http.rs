@@ -12,6 +12,7 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::tls_client::CaFile;
+use crate::trace::{self, TraceContext, export};
 
 /// Largest provider response read (discovery, JWKS, token, userinfo, introspection).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -46,8 +47,62 @@ impl ProviderClient {
         Ok(ProviderClient { client })
     }
 
-    /// Sends a request and reads the whole answer within `timeout`.
+    /// Sends a request and reads the whole answer within `timeout`. With span export on and a
+    /// request being handled on this task, the call is a child span of that request's (and
+    /// carries its `traceparent`).
     pub async fn send(
+        &self,
+        mut req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
+        let span = export::enabled()
+            .then(trace::current_trace)
+            .flatten()
+            .map(|parent| {
+                let child = TraceContext {
+                    span_id: trace::new_span_id(),
+                    parent: Some(parent.span_id),
+                    ..parent
+                };
+                req.headers_mut()
+                    .insert(&trace::TRACEPARENT, child.header());
+                let uri = req.uri();
+                let name = format!("{} {}", req.method(), uri.path());
+                // Scheme, host and path: a query could carry a credential.
+                let url = format!(
+                    "{}://{}{}",
+                    uri.scheme_str().unwrap_or("http"),
+                    uri.authority().map_or("", |a| a.as_str()),
+                    uri.path()
+                );
+                (child, name, url, export::now_ns())
+            });
+        let result = self.send_timed(req, timeout).await;
+        if let Some((child, name, url, start_ns)) = span {
+            let mut attrs = vec![("url.full", export::Attr::Str(url))];
+            match &result {
+                Ok(r) => attrs.push((
+                    "http.response.status_code",
+                    export::Attr::Int(i64::from(r.status.as_u16())),
+                )),
+                Err(e) => attrs.push(("error.message", export::Attr::Str(e.clone()))),
+            }
+            export::record(export::Span {
+                name: format!("provider {name}"),
+                kind: export::Kind::Client,
+                trace_id: child.trace_id,
+                span_id: child.span_id,
+                parent: child.parent,
+                start_ns,
+                end_ns: export::now_ns(),
+                error: result.as_ref().map_or(true, |r| !r.status.is_success()),
+                attrs,
+            });
+        }
+        result
+    }
+
+    async fn send_timed(
         &self,
         req: Request<Full<Bytes>>,
         timeout: Duration,

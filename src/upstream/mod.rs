@@ -105,11 +105,13 @@ impl Pool {
     ) -> Result<Response<hyper::body::Incoming>, Failed> {
         match self {
             Pool::Http1(p) => p.attempt(req, timeout).await,
-            Pool::Http2(p) => Box::pin(p.request(req, timeout)).await.map_err(|error| Failed {
-                connect: matches!(error, UpstreamError::Unreachable(_)),
-                error,
-                unsent: None,
-            }),
+            Pool::Http2(p) => Box::pin(p.request(req, timeout))
+                .await
+                .map_err(|error| Failed {
+                    connect: matches!(error, UpstreamError::Unreachable(_)),
+                    error,
+                    unsent: None,
+                }),
         }
     }
 }

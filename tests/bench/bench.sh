@@ -213,9 +213,14 @@ EOF
     log "static upstream: nginx pid $STATIC_PID on 127.0.0.1:$STATIC_PORT"
 }
 
-# start_nginx_proxy: nginx reverse proxy to the static upstream on NGINX_PORT; sets NGINX_PID
+# start_nginx_proxy [log]: nginx reverse proxy to the static upstream on NGINX_PORT; sets
+# NGINX_PID. With `log`: a second instance on NGINX_LOG_PORT whose access_log is on (nginx's
+# default: the combined format, one write per request, to a file); sets NGINX_LOG_PID.
 start_nginx_proxy() {
-    local dir=$WORK/nginx-proxy
+    local variant=${1:-} dir=$WORK/nginx-proxy port=$NGINX_PORT access="access_log off;"
+    if [ "$variant" = log ]; then
+        dir=$WORK/nginx-proxy-log port=$NGINX_LOG_PORT access="access_log $WORK/nginx-proxy-log/logs/access.log;"
+    fi
     mkdir -p "$dir/logs"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
@@ -224,7 +229,7 @@ pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    $access
     keepalive_requests 1000000;
     upstream static_upstream {
         server 127.0.0.1:$STATIC_PORT;
@@ -232,7 +237,7 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$port;
         location / {
             proxy_pass http://static_upstream;
             proxy_http_version 1.1;
@@ -243,10 +248,35 @@ http {
 EOF
     taskset -c "$PROXY_CPU" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" \
         >"$dir/logs/stdout.log" 2>&1 &
-    NGINX_PID=$!
-    STARTED_PIDS+=("$NGINX_PID")
-    wait_http "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID" "nginx proxy" "$dir/logs/error.log"
-    log "nginx proxy: pid $NGINX_PID on 127.0.0.1:$NGINX_PORT"
+    local pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_http "http://127.0.0.1:$port/" "$pid" "nginx proxy $variant" "$dir/logs/error.log"
+    log "nginx proxy $variant: pid $pid on 127.0.0.1:$port"
+    if [ "$variant" = log ]; then NGINX_LOG_PID=$pid; else NGINX_PID=$pid; fi
+}
+
+# start_portcullis_log: a second portcullis with the one auth=none route and the access log on
+# (RUST_LOG=info, the default; text lines to a file) on PORTCULLIS_LOG_PORT; sets
+# PORTCULLIS_LOG_PID
+start_portcullis_log() {
+    local dir=$WORK/portcullis-log
+    mkdir -p "$dir"
+    cat >"$dir/portcullis.toml" <<EOF
+[server]
+listen = "127.0.0.1:$PORTCULLIS_LOG_PORT"
+
+[[route]]
+name = "bench-none"
+path = "/"
+upstream = "http://127.0.0.1:$STATIC_PORT"
+auth = "none"
+EOF
+    RUST_LOG=info taskset -c "$PROXY_CPU" "$PORTCULLIS_BIN" run --config "$dir/portcullis.toml" \
+        >"$dir/portcullis.log" 2>&1 &
+    PORTCULLIS_LOG_PID=$!
+    STARTED_PIDS+=("$PORTCULLIS_LOG_PID")
+    wait_http "http://127.0.0.1:$PORTCULLIS_LOG_PORT/" "$PORTCULLIS_LOG_PID" "portcullis (log on)" "$dir/portcullis.log"
+    log "portcullis (access log on): pid $PORTCULLIS_LOG_PID on 127.0.0.1:$PORTCULLIS_LOG_PORT"
 }
 
 # start_floor: the hyper-floor example proxy to the static upstream on FLOOR_PORT; sets FLOOR_PID
@@ -627,6 +657,15 @@ print_results() {
                         r1 / r0, (c0 > 0 ? c1 / c0 : 0), (p0 > 0 ? p1 / p0 : 0) }'
         done
     fi
+    if [ -n "${R_CPU_US[nginx-proxy-log]:-}" ] && [ -n "${R_CPU_US[nginx-proxy]:-}" ] \
+        && [ -n "${R_CPU_US[portcullis-none-log]:-}" ] && [ -n "${R_CPU_US[portcullis-none]:-}" ]; then
+        echo
+        awk -v pl="${R_CPU_US[portcullis-none-log]}" -v p0="${R_CPU_US[portcullis-none]}" \
+            -v nl="${R_CPU_US[nginx-proxy-log]}" -v n0="${R_CPU_US[nginx-proxy]}" 'BEGIN {
+                dp = pl - p0; dn = nl - n0
+                printf "access log cost (cpu us/req, log on - off): portcullis %.2f   nginx %.2f   ratio %s (target <= 1.5)\n",
+                    dp, dn, (dn > 0 ? sprintf("%.2fx", dp / dn) : "n/a") }'
+    fi
     if [ "$CALLGRIND" = 1 ]; then
         echo
         echo "instructions per request under callgrind (wrk's completed requests; counts only while measured):"
@@ -672,7 +711,7 @@ if [[ " $TARGETS " == *" hyper-floor"* ]] && [ -z "${FLOOR_BIN:-}" ]; then
     FLOOR_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hyper-floor
 fi
 
-read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT FLOOR_PORT <<<"$(free_ports 8)"
+read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT FLOOR_PORT NGINX_LOG_PORT PORTCULLIS_LOG_PORT <<<"$(free_ports 10)"
 mkdir -p "$WORK/issuer"
 chmod a+rx "$WORK" "$WORK/issuer"   # nginx workers (nobody) serve the issuer files
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
@@ -682,6 +721,7 @@ if [ "$needs_tokens" = 1 ]; then mint_jwts; fi
 if [ "$needs_op" = 1 ]; then start_op; fi
 start_static
 case " $TARGETS " in *" nginx-proxy"*|*" portcullis-"*) start_nginx_proxy ;; esac
+case " $TARGETS " in *" nginx-proxy-log "*) start_nginx_proxy log ;; esac
 case " $TARGETS " in *" hyper-floor"*) start_floor ;; esac
 if [ "$needs_portcullis" = 1 ]; then
     if [ "$DRY_RUN" = 1 ]; then
@@ -690,6 +730,7 @@ if [ "$needs_portcullis" = 1 ]; then
         PORTCULLIS_PID=$NGINX_PID
     else
         start_portcullis
+        case " $TARGETS " in *" portcullis-none-log "*) start_portcullis_log ;; esac
         if [ "$needs_tokens" = 1 ]; then check_bearer /api/ "$JWT_FILE"; check_bearer /nocache/ "$JWT_FILE"; fi
         if [ -n "${OPAQUE_FILE:-}" ]; then check_bearer /introspect/ "$OPAQUE_FILE"; fi
         if [ "$needs_login" = 1 ]; then LOGIN_COOKIE=$(login_cookie "$PORTCULLIS_PORT"); fi
@@ -714,6 +755,10 @@ for target in $TARGETS; do
             if [ "$target" = nginx-proxy-login ]; then port=$NGINX_PORT pid=$NGINX_PID; else port=$FLOOR_PORT pid=$FLOOR_PID; fi
             run_target "$target" "http://127.0.0.1:$port/login/" "$pid" -H "Cookie: $LOGIN_COOKIE" ;;
         portcullis-none) run_target portcullis-none "http://127.0.0.1:$PORTCULLIS_PORT/" "$PORTCULLIS_PID" ;;
+        nginx-proxy-log) run_target nginx-proxy-log "http://127.0.0.1:$NGINX_LOG_PORT/" "$NGINX_LOG_PID" ;;
+        portcullis-none-log)
+            if [ "$DRY_RUN" = 1 ]; then port=$NGINX_LOG_PORT pid=$NGINX_LOG_PID; else port=$PORTCULLIS_LOG_PORT pid=$PORTCULLIS_LOG_PID; fi
+            run_target portcullis-none-log "http://127.0.0.1:$port/" "$pid" ;;
         portcullis-bearer)
             TOKENS_FILE=$JWT_FILE run_target portcullis-bearer "http://127.0.0.1:$PORTCULLIS_PORT/api/" \
                 "$PORTCULLIS_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
