@@ -20,6 +20,7 @@ pub(crate) mod forward_auth;
 pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod identity;
+pub mod import;
 pub(crate) mod metrics;
 pub mod provider;
 pub(crate) mod proxy;

@@ -32,7 +32,7 @@ pub use provider::{
 };
 pub use route::{AuthMode, Route, Upstream};
 pub use server::{PairPart, Server, Tls, certified_key};
-pub use session::{PLACEHOLDER_SECRETS, Session, SessionStore, in_cookie_domain};
+pub use session::{PLACEHOLDER_SECRETS, Session, SessionStore, in_cookie_domain, weak_secret};
 pub use values::{Dur, Secret};
 
 /// The validated configuration.
