@@ -291,6 +291,30 @@ const ADVICE: &[(&str, &str)] = &[
     ("cookie_secure", "portcullis sets Secure whenever the public URL (or the request) is https; serve over https"),
 ];
 
+/// Settings whose value is what portcullis does anyway: read silently.
+const SAME_AS_PORTCULLIS: &[(&str, &str)] = &[
+    ("skip_provider_button", "true"),
+    ("skip_auth_strip_headers", "true"),
+    ("pass_basic_auth", "false"),
+    ("set_basic_auth", "false"),
+    ("ssl_insecure_skip_verify", "false"),
+    ("ssl_upstream_insecure_skip_verify", "false"),
+    ("insecure_oidc_skip_issuer_verification", "false"),
+    ("insecure_oidc_allow_unverified_email", "false"),
+    ("insecure_oidc_skip_nonce", "false"),
+    ("insecure_oidc_skip_nonce", "true"),
+    ("redis_insecure_skip_tls_verify", "false"),
+    ("show_debug_on_error", "false"),
+    ("skip_claims_from_profile_url", "false"),
+    ("prefer_email_to_user", "false"),
+    ("proxy_prefix", "\"/oauth2\""),
+    ("session_cookie_minimal", "false"),
+    ("session_cookie_minimal", "true"),
+    ("force_json_errors", "false"),
+    ("encode_state", "false"),
+    ("gcp_healthchecks", "false"),
+];
+
 /// Provider types that speak OpenID Connect with discovery, and the portcullis provider name.
 fn provider_name(kind: &str) -> Option<&'static str> {
     Some(match kind {
@@ -365,7 +389,7 @@ impl Ctx {
             return "<redacted>".into();
         }
         match &o.val {
-            Val::Str(s) if k.contains("url") => redact_url(s),
+            Val::Str(s) if k.contains("url") => format!("{:?}", redact_url(s)),
             Val::Str(s) => format!("{s:?}"),
             Val::Bool(b) => b.to_string(),
             Val::Int(i) => i.to_string(),
@@ -576,6 +600,10 @@ pub fn import(file: Option<&Path>, env: Option<&[(String, String)]>) -> Result<I
     // Whatever the converter did not read has no counterpart: say so, with advice.
     for k in ctx.opts.keys() {
         if ctx.used.borrow().contains(k) || !KNOWN.contains(&k.as_str()) {
+            continue;
+        }
+        let shown = ctx.shown(k);
+        if SAME_AS_PORTCULLIS.contains(&(k.as_str(), shown.as_str())) {
             continue;
         }
         let advice = ADVICE
@@ -1558,6 +1586,9 @@ fn convert(c: &Ctx, sources: &str) -> String {
         }
         let _ = writeln!(out);
     }
+    let end = out.trim_end().len();
+    out.truncate(end);
+    out.push('\n');
     out
 }
 
