@@ -213,7 +213,11 @@ mod tests {
 
     #[test]
     fn literal_escapes_env_references_and_quotes() {
-        assert_eq!(literal("a${B}\"c"), r#""a$${B}\"c""#);
+        // Any TOML string form will do, as long as it reads back with `${` escaped.
+        for (raw, want) in [("a${B}\"c", "a$${B}\"c"), ("x'y\n", "x'y\n"), ("plain", "plain")] {
+            let doc: toml::Table = toml::from_str(&format!("k = {}", literal(raw))).unwrap();
+            assert_eq!(doc["k"].as_str(), Some(want));
+        }
         assert_eq!(template("${B}"), r#""${B}""#);
         assert_eq!(literal_list(&["a", "b"]), r#"["a", "b"]"#);
     }

@@ -49,6 +49,7 @@ const KNOWN: &[&str] = &[
     "client_secret",
     "client_secret_file",
     "code_challenge_method",
+    "config",
     "cookie_csrf_expire",
     "cookie_csrf_per_request",
     "cookie_csrf_per_request_limit",
@@ -212,83 +213,273 @@ const SECRET: &[&str] = &[
 
 /// What portcullis offers instead, for options it has no counterpart for (looked up by prefix).
 const ADVICE: &[(&str, &str)] = &[
-    ("logging_", "portcullis logs to stdout (`--log-format json` for machines); rotate with your log collector"),
-    ("standard_logging", "portcullis logs to stdout; filter with RUST_LOG"),
-    ("auth_logging", "portcullis logs to stdout; filter with RUST_LOG"),
-    ("request_logging", "every request gets one access-log line (method, host, path, route, status, decision, reason, sub)"),
-    ("exclude_logging_paths", "filter the access log in your log collector"),
-    ("silence_ping_logging", "health checks live on `admin_listen` and are not access-logged"),
+    ("config", "give the config file with --from"),
+    (
+        "logging_",
+        "portcullis logs to stdout (`--log-format json` for machines); rotate with your log collector",
+    ),
+    (
+        "standard_logging",
+        "portcullis logs to stdout; filter with RUST_LOG",
+    ),
+    (
+        "auth_logging",
+        "portcullis logs to stdout; filter with RUST_LOG",
+    ),
+    (
+        "request_logging",
+        "every request gets one access-log line (method, host, path, route, status, decision, reason, sub)",
+    ),
+    (
+        "exclude_logging_paths",
+        "filter the access log in your log collector",
+    ),
+    (
+        "silence_ping_logging",
+        "health checks live on `admin_listen` and are not access-logged",
+    ),
     ("errors_to_info_log", "remove it"),
-    ("custom_templates_dir", "portcullis has no sign-in page: it redirects to the provider directly; remove it"),
-    ("custom_sign_in_logo", "portcullis has no sign-in page; remove it"),
+    (
+        "custom_templates_dir",
+        "portcullis has no sign-in page: it redirects to the provider directly; remove it",
+    ),
+    (
+        "custom_sign_in_logo",
+        "portcullis has no sign-in page; remove it",
+    ),
     ("banner", "portcullis has no sign-in page; remove it"),
     ("footer", "portcullis has no sign-in page; remove it"),
-    ("display_htpasswd_form", "portcullis has no sign-in page; remove it"),
-    ("provider_display_name", "portcullis has no sign-in page; remove it"),
-    ("skip_provider_button", "portcullis always redirects to the provider directly; remove it"),
-    ("show_debug_on_error", "portcullis never shows internals on its error pages; remove it"),
-    ("ping_path", "health checks are `/healthz` and `/readyz` on `[server] admin_listen`"),
-    ("ping_user_agent", "health checks are `/healthz` and `/readyz` on `[server] admin_listen`"),
-    ("ready_path", "health checks are `/healthz` and `/readyz` on `[server] admin_listen`"),
-    ("gcp_healthchecks", "point the load balancer's health check at `/healthz` on `[server] admin_listen`"),
-    ("metrics_secure_address", "serve `/metrics` on `[server] admin_listen` (plain HTTP; keep it on a private address)"),
-    ("metrics_tls_", "serve `/metrics` on `[server] admin_listen` (plain HTTP; keep it on a private address)"),
-    ("proxy_prefix", "portcullis' own endpoints live under `/.auth` (`[server] auth_prefix`): /oauth2/start → /.auth/login, /oauth2/callback → /.auth/callback, /oauth2/sign_out → /.auth/logout, /oauth2/auth → /.auth/check, /oauth2/userinfo → /.auth/me"),
-    ("cookie_csrf_", "portcullis keeps each login's state in its own short-lived cookie; remove it"),
-    ("flush_interval", "portcullis streams response bodies as they arrive; remove it"),
-    ("disable_keep_alives", "portcullis pools upstream connections; remove it"),
-    ("ssl_upstream_insecure_skip_verify", "give the upstream's CA with `upstream_ca_file` (per route or in `[server]`)"),
-    ("ssl_insecure_skip_verify", "give the provider's CA with `[providers.X] ca_file`"),
-    ("use_system_trust_store", "portcullis trusts the system roots plus `ca_file`"),
-    ("tls_min_version", "portcullis serves TLS 1.2 and 1.3 with rustls' safe defaults"),
-    ("tls_cipher_suites", "portcullis serves TLS 1.2 and 1.3 with rustls' safe defaults"),
-    ("htpasswd_", "portcullis authenticates through the OpenID provider only: create these users there"),
-    ("trusted_ips", "portcullis never skips authentication by client IP: give machine clients a token (`auth = \"bearer\"` or `\"login_or_bearer\"`)"),
-    ("signature_key", "sign the identity with `[headers] assertion = \"X-Portcullis-Assertion\"` (ES256 JWT, keys at /.auth/jwks)"),
-    ("set_basic_auth", "send the identity in headers; `[forward_auth] xauthrequest = true` for X-Auth-Request-*"),
-    ("pass_basic_auth", "upstreams read `X-Forwarded-User`; portcullis never sends credentials in `Authorization: Basic`"),
-    ("basic_auth_password", "upstreams read `X-Forwarded-User`; portcullis never sends credentials in `Authorization: Basic`"),
-    ("prefer_email_to_user", "read `X-Forwarded-Email`, or map a claim with `[headers.claims]`"),
-    ("skip_auth_strip_headers", "portcullis always strips client-sent identity headers; remove it"),
-    ("api_routes", "portcullis already answers 401 (not a redirect) to every request that is not a browser navigation"),
-    ("bearer_token_login_fallback", "on `login_or_bearer` routes an invalid token gets 401; remove it"),
+    (
+        "display_htpasswd_form",
+        "portcullis has no sign-in page; remove it",
+    ),
+    (
+        "provider_display_name",
+        "portcullis has no sign-in page; remove it",
+    ),
+    (
+        "skip_provider_button",
+        "portcullis always redirects to the provider directly; remove it",
+    ),
+    (
+        "show_debug_on_error",
+        "portcullis never shows internals on its error pages; remove it",
+    ),
+    (
+        "ping_path",
+        "health checks are `/healthz` and `/readyz` on `[server] admin_listen`",
+    ),
+    (
+        "ping_user_agent",
+        "health checks are `/healthz` and `/readyz` on `[server] admin_listen`",
+    ),
+    (
+        "ready_path",
+        "health checks are `/healthz` and `/readyz` on `[server] admin_listen`",
+    ),
+    (
+        "gcp_healthchecks",
+        "point the load balancer's health check at `/healthz` on `[server] admin_listen`",
+    ),
+    (
+        "metrics_secure_address",
+        "serve `/metrics` on `[server] admin_listen` (plain HTTP; keep it on a private address)",
+    ),
+    (
+        "metrics_tls_",
+        "serve `/metrics` on `[server] admin_listen` (plain HTTP; keep it on a private address)",
+    ),
+    (
+        "proxy_prefix",
+        "portcullis' own endpoints live under `/.auth` (`[server] auth_prefix`): /oauth2/start → /.auth/login, /oauth2/callback → /.auth/callback, /oauth2/sign_out → /.auth/logout, /oauth2/auth → /.auth/check, /oauth2/userinfo → /.auth/me",
+    ),
+    (
+        "cookie_csrf_",
+        "portcullis keeps each login's state in its own short-lived cookie; remove it",
+    ),
+    (
+        "flush_interval",
+        "portcullis streams response bodies as they arrive; remove it",
+    ),
+    (
+        "disable_keep_alives",
+        "portcullis pools upstream connections; remove it",
+    ),
+    (
+        "ssl_upstream_insecure_skip_verify",
+        "give the upstream's CA with `upstream_ca_file` (per route or in `[server]`)",
+    ),
+    (
+        "ssl_insecure_skip_verify",
+        "give the provider's CA with `[providers.X] ca_file`",
+    ),
+    (
+        "use_system_trust_store",
+        "portcullis trusts the system roots plus `ca_file`",
+    ),
+    (
+        "tls_min_version",
+        "portcullis serves TLS 1.2 and 1.3 with rustls' safe defaults",
+    ),
+    (
+        "tls_cipher_suites",
+        "portcullis serves TLS 1.2 and 1.3 with rustls' safe defaults",
+    ),
+    (
+        "htpasswd_",
+        "portcullis authenticates through the OpenID provider only: create these users there",
+    ),
+    (
+        "trusted_ips",
+        "portcullis never skips authentication by client IP: give machine clients a token (`auth = \"bearer\"` or `\"login_or_bearer\"`)",
+    ),
+    (
+        "signature_key",
+        "sign the identity with `[headers] assertion = \"X-Portcullis-Assertion\"` (ES256 JWT, keys at /.auth/jwks)",
+    ),
+    (
+        "set_basic_auth",
+        "send the identity in headers; `[forward_auth] xauthrequest = true` for X-Auth-Request-*",
+    ),
+    (
+        "pass_basic_auth",
+        "upstreams read `X-Forwarded-User`; portcullis never sends credentials in `Authorization: Basic`",
+    ),
+    (
+        "basic_auth_password",
+        "upstreams read `X-Forwarded-User`; portcullis never sends credentials in `Authorization: Basic`",
+    ),
+    (
+        "prefer_email_to_user",
+        "read `X-Forwarded-Email`, or map a claim with `[headers.claims]`",
+    ),
+    (
+        "skip_auth_strip_headers",
+        "portcullis always strips client-sent identity headers; remove it",
+    ),
+    (
+        "api_routes",
+        "portcullis already answers 401 (not a redirect) to every request that is not a browser navigation",
+    ),
+    (
+        "bearer_token_login_fallback",
+        "on `login_or_bearer` routes an invalid token gets 401; remove it",
+    ),
     ("encode_state", "remove it"),
-    ("allow_query_semicolons", "remove it (the query string never takes part in routing)"),
-    ("force_json_errors", "portcullis answers JSON to every request that is not a browser navigation"),
-    ("relative_redirect_url", "leave `[server] public_url` unset: the redirect URI then follows the request's host"),
+    (
+        "allow_query_semicolons",
+        "remove it (the query string never takes part in routing)",
+    ),
+    (
+        "force_json_errors",
+        "portcullis answers JSON to every request that is not a browser navigation",
+    ),
+    (
+        "relative_redirect_url",
+        "leave `[server] public_url` unset: the redirect URI then follows the request's host",
+    ),
     ("approval_prompt", "remove it"),
     ("prompt", "remove it"),
-    ("acr_values", "enforce the level with `require_claims = { acr = \"…\" }` on the route"),
+    (
+        "acr_values",
+        "enforce the level with `require_claims = { acr = \"…\" }` on the route",
+    ),
     ("auth_request_response_mode", "remove it"),
-    ("insecure_oidc_skip_nonce", "remove it (portcullis always checks the nonce)"),
-    ("insecure_oidc_skip_issuer_verification", "fix the issuer URL: portcullis always checks the issuer"),
-    ("insecure_oidc_allow_unverified_email", "verify emails at the provider: portcullis sends X-Forwarded-Email and matches email rules only for verified emails"),
-    ("oidc_email_claim", "map the claim to a header with `[headers.claims]`"),
-    ("user_id_claim", "map the claim to a header with `[headers.claims]`"),
-    ("oidc_audience_claims", "portcullis checks `aud` (give extra accepted audiences in `audiences`)"),
-    ("oidc_enabled_signing_algs", "portcullis takes the algorithm from the provider's key, never `none` or HMAC"),
+    (
+        "insecure_oidc_skip_nonce",
+        "remove it (portcullis always checks the nonce)",
+    ),
+    (
+        "insecure_oidc_skip_issuer_verification",
+        "fix the issuer URL: portcullis always checks the issuer",
+    ),
+    (
+        "insecure_oidc_allow_unverified_email",
+        "verify emails at the provider: portcullis sends X-Forwarded-Email and matches email rules only for verified emails",
+    ),
+    (
+        "oidc_email_claim",
+        "map the claim to a header with `[headers.claims]`",
+    ),
+    (
+        "user_id_claim",
+        "map the claim to a header with `[headers.claims]`",
+    ),
+    (
+        "oidc_audience_claims",
+        "portcullis checks `aud` (give extra accepted audiences in `audiences`)",
+    ),
+    (
+        "oidc_enabled_signing_algs",
+        "portcullis takes the algorithm from the provider's key, never `none` or HMAC",
+    ),
     ("oidc_public_key_files", "give the provider's `jwks_uri`"),
-    ("skip_claims_from_profile_url", "remove it (portcullis reads userinfo when the provider has it)"),
+    (
+        "skip_claims_from_profile_url",
+        "remove it (portcullis reads userinfo when the provider has it)",
+    ),
     ("validate_url", "remove it"),
     ("resource", "remove it"),
-    ("backend_logout_url", "portcullis ends the provider session with RP-initiated logout when discovery names an end_session_endpoint"),
+    (
+        "backend_logout_url",
+        "portcullis ends the provider session with RP-initiated logout when discovery names an end_session_endpoint",
+    ),
     ("session_cookie_minimal", "remove it"),
     ("redis_connection_idle_timeout", "remove it"),
-    ("redis_insecure_skip_tls_verify", "give the Redis server's CA with `[session] redis_ca_file`"),
+    (
+        "redis_insecure_skip_tls_verify",
+        "give the Redis server's CA with `[session] redis_ca_file`",
+    ),
     ("redis_sentinel_", "see redis_use_sentinel above"),
-    ("redis_cluster_connection_urls", "see redis_use_cluster above"),
-    ("google_", "portcullis reads groups from the ID token or userinfo only: emit them as a claim at the provider (a Google Workspace → OIDC broker such as Dex), then require them with `require_any_role`"),
-    ("github_", "GitHub is not an OpenID Connect provider: put an OIDC broker with GitHub as its upstream IdP (ZITADEL, Keycloak, Dex) in front"),
-    ("gitlab_", "emit GitLab groups as a claim (GitLab's `groups_direct`) and use `roles_claim` + `require_any_role`"),
-    ("bitbucket_", "Bitbucket is not an OpenID Connect provider: put an OIDC broker in front"),
-    ("azure_graph_group_field", "portcullis reads the `groups` claim of the token (object ids); configure the app registration's group claims"),
-    ("entra_id_", "list the accepted tenants with `require_claims = { tid = [\"…\"] }` on the routes; federated credentials are not supported"),
-    ("jwt_key", "use a provider that accepts client_secret or a ZITADEL key file (`private_key_file`)"),
+    (
+        "redis_cluster_connection_urls",
+        "see redis_use_cluster above",
+    ),
+    (
+        "google_",
+        "portcullis reads groups from the ID token or userinfo only: emit them as a claim at the provider (a Google Workspace → OIDC broker such as Dex), then require them with `require_any_role`",
+    ),
+    (
+        "github_",
+        "GitHub is not an OpenID Connect provider: put an OIDC broker with GitHub as its upstream IdP (ZITADEL, Keycloak, Dex) in front",
+    ),
+    (
+        "gitlab_",
+        "emit GitLab groups as a claim (GitLab's `groups_direct`) and use `roles_claim` + `require_any_role`",
+    ),
+    (
+        "bitbucket_",
+        "Bitbucket is not an OpenID Connect provider: put an OIDC broker in front",
+    ),
+    (
+        "azure_graph_group_field",
+        "portcullis reads the `groups` claim of the token (object ids); configure the app registration's group claims",
+    ),
+    (
+        "entra_id_",
+        "list the accepted tenants with `require_claims = { tid = [\"…\"] }` on the routes; federated credentials are not supported",
+    ),
+    (
+        "jwt_key",
+        "use a provider that accepts client_secret or a ZITADEL key file (`private_key_file`)",
+    ),
     ("pubjwk_url", "give `jwks_uri` in the provider"),
-    ("cookie_httponly", "portcullis always sets HttpOnly; remove it"),
-    ("cookie_samesite", "portcullis sets SameSite=Lax (the login callback needs it); remove it"),
-    ("cookie_path", "portcullis' session cookie covers the whole host (`Path=/`); remove it"),
-    ("cookie_secure", "portcullis sets Secure whenever the public URL (or the request) is https; serve over https"),
+    (
+        "cookie_httponly",
+        "portcullis always sets HttpOnly; remove it",
+    ),
+    (
+        "cookie_samesite",
+        "portcullis sets SameSite=Lax (the login callback needs it); remove it",
+    ),
+    (
+        "cookie_path",
+        "portcullis' session cookie covers the whole host (`Path=/`); remove it",
+    ),
+    (
+        "cookie_secure",
+        "portcullis sets Secure whenever the public URL (or the request) is https; serve over https",
+    ),
 ];
 
 /// Settings whose value is what portcullis does anyway: read silently.
@@ -478,7 +669,9 @@ impl Ctx {
         let v = self.str(k)?;
         Some(match &o.origin {
             Origin::Env(var) => {
-                self.report.borrow_mut().env(var, format!("oauth2-proxy's {k}"), false);
+                self.report
+                    .borrow_mut()
+                    .env(var, format!("oauth2-proxy's {k}"), false);
                 (SecretVal::Env(var.clone()), v)
             }
             Origin::File => (SecretVal::Literal(v.clone()), v),
@@ -506,7 +699,10 @@ impl Ctx {
 
 /// Reads the oauth2-proxy configuration and converts it. `file`: the config file (read as TOML,
 /// like oauth2-proxy does); `env`: the `OAUTH2_PROXY_*` variables (they win over the file).
-pub fn import(file: Option<&Path>, env: Option<&[(String, String)]>) -> Result<Imported, ImportError> {
+pub fn import(
+    file: Option<&Path>,
+    env: Option<&[(String, String)]>,
+) -> Result<Imported, ImportError> {
     if file.is_none() && env.is_none() {
         return Err(ImportError::Usage(
             "give the oauth2-proxy config with --from FILE, and/or --env to read its OAUTH2_PROXY_* environment".into(),
@@ -540,10 +736,8 @@ pub fn import(file: Option<&Path>, env: Option<&[(String, String)]>) -> Result<I
                 toml::Value::Boolean(b) => Val::Bool(b),
                 toml::Value::Integer(i) => Val::Int(i),
                 toml::Value::Array(a) => {
-                    let strings: Option<Vec<String>> = a
-                        .iter()
-                        .map(|x| x.as_str().map(str::to_owned))
-                        .collect();
+                    let strings: Option<Vec<String>> =
+                        a.iter().map(|x| x.as_str().map(str::to_owned)).collect();
                     match strings {
                         Some(l) => Val::List(l),
                         None => Val::Other(toml::Value::Array(a).to_string()),
@@ -705,7 +899,10 @@ fn convert(c: &Ctx, sources: &str) -> String {
         );
     }
     if let Some(h) = c.str("real_client_ip_header")
-        && !matches!(h.to_ascii_lowercase().as_str(), "x-real-ip" | "x-forwarded-for")
+        && !matches!(
+            h.to_ascii_lowercase().as_str(),
+            "x-real-ip" | "x-forwarded-for"
+        )
     {
         c.not_carried(
             "real_client_ip_header",
@@ -802,8 +999,12 @@ fn convert(c: &Ctx, sources: &str) -> String {
             other => format!("{other:?} is not an OpenID Connect provider; portcullis needs one"),
         };
         let instead = match kind.as_str() {
-            "keycloak" => "use Keycloak's OIDC endpoint: set PORTCULLIS_OIDC_ISSUER to https://KEYCLOAK/realms/REALM (what oauth2-proxy's keycloak-oidc provider does)",
-            _ => "put an OpenID Connect broker in front (ZITADEL, Keycloak or Dex with this provider as an upstream IdP) and set PORTCULLIS_OIDC_ISSUER, PORTCULLIS_CLIENT_ID and PORTCULLIS_CLIENT_SECRET to its client",
+            "keycloak" => {
+                "use Keycloak's OIDC endpoint: set PORTCULLIS_OIDC_ISSUER to https://KEYCLOAK/realms/REALM (what oauth2-proxy's keycloak-oidc provider does)"
+            }
+            _ => {
+                "put an OpenID Connect broker in front (ZITADEL, Keycloak or Dex with this provider as an upstream IdP) and set PORTCULLIS_OIDC_ISSUER, PORTCULLIS_CLIENT_ID and PORTCULLIS_CLIENT_SECRET to its client"
+            }
         };
         c.not_carried("provider", why, instead);
         c.placeholder("PORTCULLIS_OIDC_ISSUER", "the OpenID provider's issuer URL")
@@ -858,7 +1059,10 @@ fn convert(c: &Ctx, sources: &str) -> String {
         c.get("client_id");
         c.get("client_secret");
         c.get("client_secret_file");
-        c.placeholder("PORTCULLIS_CLIENT_ID", "the client id at the OpenID provider")
+        c.placeholder(
+            "PORTCULLIS_CLIENT_ID",
+            "the client id at the OpenID provider",
+        )
     } else {
         match c.get("client_id").map(|o| o.origin.clone()) {
             Some(Origin::Env(var)) if c.str("client_id").is_some() => {
@@ -876,7 +1080,10 @@ fn convert(c: &Ctx, sources: &str) -> String {
                         "oauth2-proxy needs it too",
                         "set PORTCULLIS_CLIENT_ID",
                     );
-                    c.placeholder("PORTCULLIS_CLIENT_ID", "the client id at the OpenID provider")
+                    c.placeholder(
+                        "PORTCULLIS_CLIENT_ID",
+                        "the client id at the OpenID provider",
+                    )
                 }
             },
         }
@@ -900,7 +1107,13 @@ fn convert(c: &Ctx, sources: &str) -> String {
     } else if let Some(f) = c.str("client_secret_file") {
         let _ = writeln!(prov, "client_secret_file = {}", literal(&f));
     }
-    if let Some(scope) = c.str("scope") {
+    if !oidc && c.has("scope") {
+        c.not_carried(
+            "scope",
+            format!("scopes of the {kind} provider do not apply to an OpenID provider"),
+            "set `scopes` for the OpenID provider that replaces it (default: openid, profile, email)",
+        );
+    } else if let Some(scope) = c.str("scope") {
         let scopes: Vec<&str> = scope.split_whitespace().collect();
         let _ = writeln!(prov, "scopes = {}", literal_list(&scopes));
     }
@@ -1012,7 +1225,9 @@ fn convert(c: &Ctx, sources: &str) -> String {
             }
         }
     }
-    if let Some(m) = c.str("code_challenge_method").or_else(|| c.str("force_code_challenge_method"))
+    if let Some(m) = c
+        .str("code_challenge_method")
+        .or_else(|| c.str("force_code_challenge_method"))
         && !m.eq_ignore_ascii_case("S256")
     {
         c.changed(
@@ -1041,7 +1256,9 @@ fn convert(c: &Ctx, sources: &str) -> String {
             c.not_carried(
                 k,
                 "needs the provider's own API; portcullis reads groups from the token only",
-                format!("{advice}; until then the routes require the role in PORTCULLIS_REQUIRED_ROLE"),
+                format!(
+                    "{advice}; until then the routes require the role in PORTCULLIS_REQUIRED_ROLE"
+                ),
             );
             fail_closed = true;
         }
@@ -1170,7 +1387,11 @@ fn convert(c: &Ctx, sources: &str) -> String {
         );
     }
     if c.bool("cookie_httponly") == Some(false) {
-        c.not_carried("cookie_httponly", "portcullis always sets HttpOnly", "remove it");
+        c.not_carried(
+            "cookie_httponly",
+            "portcullis always sets HttpOnly",
+            "remove it",
+        );
     }
     if let Some(p) = c.str("cookie_path")
         && p != "/"
@@ -1639,9 +1860,11 @@ fn redis(c: &Ctx, sess: &mut String) {
                 } else if user.is_none() && pass.is_none() {
                     let v = match o.origin {
                         Origin::Env(var) => {
-                            c.report
-                                .borrow_mut()
-                                .env(&var, "oauth2-proxy's redis_connection_url", false);
+                            c.report.borrow_mut().env(
+                                &var,
+                                "oauth2-proxy's redis_connection_url",
+                                false,
+                            );
                             template(&format!("${{{var}}}"))
                         }
                         Origin::File => literal(&u),
@@ -1696,7 +1919,9 @@ fn redis(c: &Ctx, sess: &mut String) {
         }
     }
     if let Some(ca) = c.str("redis_ca_path") {
-        let tls = c.str("redis_connection_url").is_some_and(|u| u.starts_with("rediss://"));
+        let tls = c
+            .str("redis_connection_url")
+            .is_some_and(|u| u.starts_with("rediss://"));
         if tls && !sentinel && !cluster {
             let _ = writeln!(sess, "redis_ca_file = {}", literal(&ca));
         } else {
@@ -1845,7 +2070,7 @@ pub fn path_regex_route(re: &str) -> Result<(String, Option<String>), (String, O
                 lit.push('.');
                 rest = &rest[1..];
             }
-            c if c.is_ascii_alphanumeric() || "/-_~%:@!&',=;".contains(c) => {
+            c if c.is_ascii_alphanumeric() || "/-_~:@!&',=;".contains(c) => {
                 lit.push(c);
                 rest = &rest[c.len_utf8()..];
             }
@@ -1854,7 +2079,14 @@ pub fn path_regex_route(re: &str) -> Result<(String, Option<String>), (String, O
     }
     const PREFIX: &[&str] = &["", ".*", ".*$"];
     const SEGMENT: &[&str] = &[
-        "(/.*)?$", "(/|$)", "($|/)", "(/.*|$)", "($|/.*)", "(?:/.*)?$", "(?:/|$)", "(?:$|/)",
+        "(/.*)?$",
+        "(/|$)",
+        "($|/)",
+        "(/.*|$)",
+        "($|/.*)",
+        "(?:/.*)?$",
+        "(?:/|$)",
+        "(?:$|/)",
         "(/.*)?\\z",
     ];
     let trimmed = match lit.trim_end_matches('/') {
@@ -1867,7 +2099,8 @@ pub fn path_regex_route(re: &str) -> Result<(String, Option<String>), (String, O
             return Ok(("/".into(), None));
         }
         return Err((
-            "the regex does not start with a literal path; portcullis routes are path prefixes".into(),
+            "the regex does not start with a literal path; portcullis routes are path prefixes"
+                .into(),
             None,
         ));
     }
@@ -1881,7 +2114,9 @@ pub fn path_regex_route(re: &str) -> Result<(String, Option<String>), (String, O
         }
         if lit.ends_with('/') {
             return Err((
-                format!("matches only below {trimmed}/; a route would also make {trimmed} itself public"),
+                format!(
+                    "matches only below {trimmed}/; a route would also make {trimmed} itself public"
+                ),
                 hint,
             ));
         }
@@ -1912,9 +2147,8 @@ pub fn path_regex_route(re: &str) -> Result<(String, Option<String>), (String, O
         ));
     }
     if wild_dot {
-        narrower.push(
-            "an unescaped '.' matched any character; the route matches a literal '.'".into(),
-        );
+        narrower
+            .push("an unescaped '.' matched any character; the route matches a literal '.'".into());
     }
     Ok((trimmed, (!narrower.is_empty()).then(|| narrower.join("; "))))
 }
@@ -1928,7 +2162,12 @@ fn read_emails(path: &Path) -> std::io::Result<Vec<String>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let first = line.split(',').next().unwrap_or("").trim().to_ascii_lowercase();
+        let first = line
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if !first.is_empty() && !out.contains(&first) {
             out.push(first);
         }
@@ -2044,7 +2283,8 @@ mod tests {
     /// Regexes that a segment prefix matches exactly, more narrowly, or not at all.
     #[test]
     fn path_regexes_map_to_routes_that_never_match_more() {
-        let exact = |re: &str, p: &str| assert_eq!(path_regex_route(re), Ok((p.to_owned(), None)), "{re}");
+        let exact =
+            |re: &str, p: &str| assert_eq!(path_regex_route(re), Ok((p.to_owned(), None)), "{re}");
         exact("^/health(/.*)?$", "/health");
         exact("^/api/public(/|$)", "/api/public");
         exact("^/", "/");
@@ -2073,8 +2313,14 @@ mod tests {
 
     #[test]
     fn skip_auth_routes_split_like_oauth2_proxy() {
-        assert_eq!(split_route("GET=^/a"), (Some("GET".into()), false, "^/a".into()));
-        assert_eq!(split_route("post!=^/a"), (Some("POST".into()), true, "^/a".into()));
+        assert_eq!(
+            split_route("GET=^/a"),
+            (Some("GET".into()), false, "^/a".into())
+        );
+        assert_eq!(
+            split_route("post!=^/a"),
+            (Some("POST".into()), true, "^/a".into())
+        );
         assert_eq!(split_route("^/a"), (None, false, "^/a".into()));
         assert_eq!(split_route("!=^/a"), (None, true, "^/a".into()));
     }
