@@ -214,7 +214,11 @@ mod tests {
     #[test]
     fn literal_escapes_env_references_and_quotes() {
         // Any TOML string form will do, as long as it reads back with `${` escaped.
-        for (raw, want) in [("a${B}\"c", "a$${B}\"c"), ("x'y\n", "x'y\n"), ("plain", "plain")] {
+        for (raw, want) in [
+            ("a${B}\"c", "a$${B}\"c"),
+            ("x'y\n", "x'y\n"),
+            ("plain", "plain"),
+        ] {
             let doc: toml::Table = toml::from_str(&format!("k = {}", literal(raw))).unwrap();
             assert_eq!(doc["k"].as_str(), Some(want));
         }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::{ImportError, Imported, Report, line_col, literal, literal_list, template};
-use crate::config::weak_secret;
+use crate::config::{in_cookie_domain, weak_secret};
 use crate::routes::Matcher;
 
 /// Every option oauth2-proxy v7 reads from its config file (`cfg` names; the environment
@@ -846,6 +846,9 @@ fn convert(c: &Ctx, sources: &str) -> String {
 
     // ---- [server] ----------------------------------------------------------------------------
     let mut server = String::new();
+    // What decides whether a shared cookie domain can work (it needs https).
+    let mut public_url: Option<url::Url> = None;
+    let mut https_somewhere = false;
     let tls_cert = c.str("tls_cert_file");
     let tls_key = c.str("tls_key_file");
     let http = c.str("http_address");
@@ -862,6 +865,7 @@ fn convert(c: &Ctx, sources: &str) -> String {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                 let origin = u.origin().ascii_serialization();
                 let _ = writeln!(server, "public_url = {}", literal(&origin));
+                public_url = Some(u.clone());
                 c.changed(
                     "redirect_url",
                     format!("portcullis' callback is {origin}/.auth/callback"),
@@ -883,6 +887,7 @@ fn convert(c: &Ctx, sources: &str) -> String {
                 "the address or CIDR range of the reverse proxy in front (e.g. 10.0.0.0/8)",
             );
             let _ = writeln!(server, "trusted_proxies = [{p}]");
+            https_somewhere = true;
             c.changed(
                 "reverse_proxy",
                 "oauth2-proxy trusted X-Forwarded-* from every peer; portcullis only from `trusted_proxies`",
@@ -890,6 +895,7 @@ fn convert(c: &Ctx, sources: &str) -> String {
             );
         } else {
             let _ = writeln!(server, "trusted_proxies = {}", literal_list(&proxies));
+            https_somewhere = true;
         }
     } else if c.has("trusted_proxy_ips") {
         c.not_carried(
@@ -955,6 +961,7 @@ fn convert(c: &Ctx, sources: &str) -> String {
                 Some(a) => listen_addr(c, "https_address", a),
             };
             if let Some(addr) = addr {
+                https_somewhere = true;
                 let _ = writeln!(
                     out,
                     "[server.tls]\nlisten = {}\ncert = {}\nkey = {}",
@@ -1277,7 +1284,11 @@ fn convert(c: &Ctx, sources: &str) -> String {
     let mut sess = String::new();
     let secret_placeholder = |c: &Ctx, why: String| {
         c.not_carried(
-            if c.has("cookie_secret") { "cookie_secret" } else { "cookie_secret_file" },
+            if c.has("cookie_secret_file") && !c.has("cookie_secret") {
+                "cookie_secret_file"
+            } else {
+                "cookie_secret"
+            },
             why,
             "set PORTCULLIS_SESSION_SECRET to the output of `openssl rand -hex 32` (users sign in again once)",
         );
@@ -1346,16 +1357,53 @@ fn convert(c: &Ctx, sources: &str) -> String {
             "nothing to do, unless something outside reads the cookie",
         );
     }
-    let domains = c.list("cookie_domains");
-    if let Some(first) = domains.first() {
-        let d = first.trim_start_matches('.');
-        let _ = writeln!(sess, "cookie_domain = {}", literal(d));
-        if domains.len() > 1 {
-            c.not_carried(
+    let domains: Vec<String> = c
+        .list("cookie_domains")
+        .iter()
+        .map(|d| {
+            let d = d.trim_start_matches('.');
+            d.rsplit_once(':')
+                .filter(|(_, p)| p.chars().all(|ch| ch.is_ascii_digit()))
+                .map_or(d, |(h, _)| h)
+                .to_ascii_lowercase()
+        })
+        .collect();
+    if !domains.is_empty() {
+        // oauth2-proxy used the longest domain that holds the request's host; portcullis has
+        // one, which must hold the public URL's host.
+        let chosen = match &public_url {
+            Some(u) => domains
+                .iter()
+                .filter(|d| in_cookie_domain(u.host_str().unwrap_or(""), d))
+                .max_by_key(|d| d.len())
+                .cloned(),
+            None => domains.first().cloned(),
+        };
+        let https = match &public_url {
+            Some(u) => u.scheme() == "https",
+            None => https_somewhere,
+        };
+        match chosen {
+            Some(d) if https => {
+                let _ = writeln!(sess, "cookie_domain = {}", literal(&d));
+                if domains.len() > 1 {
+                    c.not_carried(
+                        "cookie_domains",
+                        format!("portcullis takes one cookie domain; {d:?} is used"),
+                        "run one portcullis per parent domain",
+                    );
+                }
+            }
+            Some(_) => c.not_carried(
                 "cookie_domains",
-                format!("portcullis takes one cookie domain; {d:?} is used"),
-                "run one portcullis per parent domain",
-            );
+                "a session shared across subdomains needs https (a `__Secure-` cookie), and this setup serves plain http",
+                "serve over https (public_url, [server.tls] or a trusted TLS front proxy), then add `[session] cookie_domain`; each host keeps its own session until then",
+            ),
+            None => c.not_carried(
+                "cookie_domains",
+                "none of them holds the host of redirect_url, where the login callback sets the cookie",
+                "add `[session] cookie_domain` with a parent domain of the public URL's host",
+            ),
         }
     }
     if let Some(e) = c.duration("cookie_expire") {
