@@ -380,3 +380,31 @@ fn readme_example_runs_as_written() {
         )],
     );
 }
+
+/// Options oauth2-proxy does not know are reported by the name the user wrote (file key or
+/// environment variable), with their value unless the name looks like a secret's.
+#[test]
+fn unknown_options_are_reported_with_secrets_redacted() {
+    let tmp = temp_dir();
+    let cfg = tmp.path().join("oauth2-proxy.cfg");
+    std::fs::write(
+        &cfg,
+        "provider = \"oidc\"\noidc_issuer_url = \"https://idp.example.com\"\nclient_id = \"app\"\nclient_secert = \"typo-secret-value\"\nupstream = \"http://127.0.0.1:3000\"\n",
+    )
+    .expect("write");
+    let out = cli_env(
+        &["import", "oauth2-proxy", "--from", cfg.to_str().unwrap(), "--env"],
+        &[("OAUTH2_PROXY_COOKIE_SECERT", "typo-env-secret")],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for want in [
+        "  - client_secert = <redacted>: not an oauth2-proxy option (oauth2-proxy refuses unknown options too); instead: check the spelling; remove it",
+        "  - upstream = \"http://127.0.0.1:3000\": not an oauth2-proxy option",
+        "  - OAUTH2_PROXY_COOKIE_SECERT = <redacted>: not an oauth2-proxy option",
+    ] {
+        assert!(out.stderr.contains(want), "lacks {want:?}:\n{}", out.stderr);
+    }
+    assert!(!out.stderr.contains("typo-"), "{}", out.stderr);
+    assert!(!out.stdout.contains("typo-"), "{}", out.stdout);
+}

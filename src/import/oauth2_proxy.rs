@@ -576,7 +576,10 @@ impl Ctx {
         let Some(o) = self.opts.get(k) else {
             return "(unset)".into();
         };
-        if SECRET.contains(&k) {
+        let secret_like = ["sec", "pass", "pwd", "tok", "key", "cred"]
+            .iter()
+            .any(|w| k.contains(w));
+        if SECRET.contains(&k) || (secret_like && !KNOWN.contains(&k)) {
             return "<redacted>".into();
         }
         match &o.val {
@@ -709,7 +712,7 @@ pub fn import(
         ));
     }
     let mut opts: BTreeMap<String, Opt> = BTreeMap::new();
-    let mut report = Report::default();
+    let report = Report::default();
     let mut sources = Vec::new();
     if let Some(path) = file {
         let shown = path.display().to_string();
@@ -757,9 +760,13 @@ pub fn import(
     }
     if let Some(vars) = env {
         for (name, value) in vars {
+            // viper ignores a variable set to the empty string (AllowEmptyEnv is off).
             let Some(rest) = name.strip_prefix("OAUTH2_PROXY_") else {
                 continue;
             };
+            if value.is_empty() {
+                continue;
+            }
             let key = rest.to_ascii_lowercase();
             opts.insert(
                 key,
@@ -771,25 +778,26 @@ pub fn import(
         }
         sources.push("the OAUTH2_PROXY_* environment".into());
     }
-    for (k, o) in &opts {
-        if !KNOWN.contains(&k.as_str()) {
-            let setting = match &o.origin {
-                Origin::Env(var) => var.clone(),
-                Origin::File => k.clone(),
-            };
-            report.not_carried(
-                &setting,
-                "…",
-                "not an oauth2-proxy option (oauth2-proxy refuses unknown options too)",
-                "check the spelling; remove it",
-            );
-        }
-    }
     let ctx = Ctx {
         opts,
         used: RefCell::new(BTreeSet::new()),
         report: RefCell::new(report),
     };
+    for (k, o) in &ctx.opts {
+        if !KNOWN.contains(&k.as_str()) {
+            let setting = match &o.origin {
+                Origin::Env(var) => var.clone(),
+                Origin::File => k.clone(),
+            };
+            let shown = ctx.shown(k);
+            ctx.report.borrow_mut().not_carried(
+                &setting,
+                shown,
+                "not an oauth2-proxy option (oauth2-proxy refuses unknown options too)",
+                "check the spelling; remove it",
+            );
+        }
+    }
     let toml = convert(&ctx, &sources.join(" and "));
     // Whatever the converter did not read has no counterpart: say so, with advice.
     for k in ctx.opts.keys() {
