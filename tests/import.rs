@@ -393,7 +393,13 @@ fn unknown_options_are_reported_with_secrets_redacted() {
     )
     .expect("write");
     let out = cli_env(
-        &["import", "oauth2-proxy", "--from", cfg.to_str().unwrap(), "--env"],
+        &[
+            "import",
+            "oauth2-proxy",
+            "--from",
+            cfg.to_str().unwrap(),
+            "--env",
+        ],
         &[("OAUTH2_PROXY_COOKIE_SECERT", "typo-env-secret")],
         &[],
     );

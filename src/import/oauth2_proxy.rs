@@ -20,491 +20,16 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 
+mod options;
+mod path_regex;
+
+pub use path_regex::path_regex_route;
+
+use options::{ADVICE, KNOWN, SAME_AS_PORTCULLIS, SECRET};
+
 use super::{ImportError, Imported, Report, line_col, literal, literal_list, template};
 use crate::config::{in_cookie_domain, weak_secret};
 use crate::routes::Matcher;
-
-/// Every option oauth2-proxy v7 reads from its config file (`cfg` names; the environment
-/// variable is `OAUTH2_PROXY_` + the name in upper case).
-const KNOWN: &[&str] = &[
-    "acr_values",
-    "allow_query_semicolons",
-    "allowed_groups",
-    "allowed_roles",
-    "api_routes",
-    "approval_prompt",
-    "auth_logging",
-    "auth_logging_format",
-    "auth_request_response_mode",
-    "authenticated_emails_file",
-    "azure_graph_group_field",
-    "azure_tenant",
-    "backend_logout_url",
-    "banner",
-    "basic_auth_password",
-    "bearer_token_login_fallback",
-    "bitbucket_repository",
-    "bitbucket_team",
-    "client_id",
-    "client_secret",
-    "client_secret_file",
-    "code_challenge_method",
-    "config",
-    "cookie_csrf_expire",
-    "cookie_csrf_per_request",
-    "cookie_csrf_per_request_limit",
-    "cookie_csrf_samesite",
-    "cookie_domains",
-    "cookie_expire",
-    "cookie_httponly",
-    "cookie_name",
-    "cookie_path",
-    "cookie_refresh",
-    "cookie_samesite",
-    "cookie_secret",
-    "cookie_secret_file",
-    "cookie_secure",
-    "custom_sign_in_logo",
-    "custom_templates_dir",
-    "disable_keep_alives",
-    "display_htpasswd_form",
-    "email_domains",
-    "encode_state",
-    "entra_id_allowed_tenants",
-    "entra_id_federated_token_auth",
-    "errors_to_info_log",
-    "exclude_logging_paths",
-    "extra_jwt_issuers",
-    "flush_interval",
-    "footer",
-    "force_code_challenge_method",
-    "force_https",
-    "force_json_errors",
-    "gcp_healthchecks",
-    "github_org",
-    "github_repo",
-    "github_team",
-    "github_token",
-    "github_users",
-    "gitlab_groups",
-    "gitlab_projects",
-    "google_admin_api_user_scope",
-    "google_admin_email",
-    "google_group",
-    "google_groups",
-    "google_service_account_json",
-    "google_target_principal",
-    "google_use_application_default_credentials",
-    "google_use_organization_id",
-    "htpasswd_file",
-    "htpasswd_user_groups",
-    "http_address",
-    "https_address",
-    "insecure_oidc_allow_unverified_email",
-    "insecure_oidc_skip_issuer_verification",
-    "insecure_oidc_skip_nonce",
-    "jwt_key",
-    "jwt_key_file",
-    "keycloak_groups",
-    "logging_compress",
-    "logging_filename",
-    "logging_local_time",
-    "logging_max_age",
-    "logging_max_backups",
-    "logging_max_size",
-    "login_url",
-    "metrics_address",
-    "metrics_secure_address",
-    "metrics_tls_cert_file",
-    "metrics_tls_key_file",
-    "oidc_audience_claims",
-    "oidc_email_claim",
-    "oidc_enabled_signing_algs",
-    "oidc_extra_audiences",
-    "oidc_groups_claim",
-    "oidc_issuer_url",
-    "oidc_jwks_url",
-    "oidc_public_key_files",
-    "pass_access_token",
-    "pass_authorization_header",
-    "pass_basic_auth",
-    "pass_host_header",
-    "pass_user_headers",
-    "ping_path",
-    "ping_user_agent",
-    "prefer_email_to_user",
-    "profile_url",
-    "prompt",
-    "provider",
-    "provider_ca_files",
-    "provider_display_name",
-    "proxy_prefix",
-    "proxy_websockets",
-    "pubjwk_url",
-    "ready_path",
-    "real_client_ip_header",
-    "redeem_url",
-    "redirect_url",
-    "redis_ca_path",
-    "redis_cluster_connection_urls",
-    "redis_connection_idle_timeout",
-    "redis_connection_url",
-    "redis_insecure_skip_tls_verify",
-    "redis_password",
-    "redis_sentinel_connection_urls",
-    "redis_sentinel_master_name",
-    "redis_sentinel_password",
-    "redis_use_cluster",
-    "redis_use_sentinel",
-    "redis_username",
-    "relative_redirect_url",
-    "request_id_header",
-    "request_logging",
-    "request_logging_format",
-    "resource",
-    "reverse_proxy",
-    "scope",
-    "session_cookie_minimal",
-    "session_store_type",
-    "set_authorization_header",
-    "set_basic_auth",
-    "set_xauthrequest",
-    "show_debug_on_error",
-    "signature_key",
-    "silence_ping_logging",
-    "skip_auth_preflight",
-    "skip_auth_regex",
-    "skip_auth_routes",
-    "skip_auth_strip_headers",
-    "skip_claims_from_profile_url",
-    "skip_jwt_bearer_tokens",
-    "skip_oidc_discovery",
-    "skip_provider_button",
-    "ssl_insecure_skip_verify",
-    "ssl_upstream_insecure_skip_verify",
-    "standard_logging",
-    "standard_logging_format",
-    "tls_cert_file",
-    "tls_cipher_suites",
-    "tls_key_file",
-    "tls_min_version",
-    "trusted_ips",
-    "trusted_proxy_ips",
-    "upstream_timeout",
-    "upstreams",
-    "use_system_trust_store",
-    "user_id_claim",
-    "validate_url",
-    "whitelist_domains",
-];
-
-/// Options whose value is a secret: never printed, and written as `${VAR}` when it came from
-/// the environment.
-const SECRET: &[&str] = &[
-    "client_secret",
-    "cookie_secret",
-    "redis_password",
-    "redis_sentinel_password",
-    "basic_auth_password",
-    "github_token",
-    "signature_key",
-    "jwt_key",
-];
-
-/// What portcullis offers instead, for options it has no counterpart for (looked up by prefix).
-const ADVICE: &[(&str, &str)] = &[
-    ("config", "give the config file with --from"),
-    (
-        "logging_",
-        "portcullis logs to stdout (`--log-format json` for machines); rotate with your log collector",
-    ),
-    (
-        "standard_logging",
-        "portcullis logs to stdout; filter with RUST_LOG",
-    ),
-    (
-        "auth_logging",
-        "portcullis logs to stdout; filter with RUST_LOG",
-    ),
-    (
-        "request_logging",
-        "every request gets one access-log line (method, host, path, route, status, decision, reason, sub)",
-    ),
-    (
-        "exclude_logging_paths",
-        "filter the access log in your log collector",
-    ),
-    (
-        "silence_ping_logging",
-        "health checks live on `admin_listen` and are not access-logged",
-    ),
-    ("errors_to_info_log", "remove it"),
-    (
-        "custom_templates_dir",
-        "portcullis has no sign-in page: it redirects to the provider directly; remove it",
-    ),
-    (
-        "custom_sign_in_logo",
-        "portcullis has no sign-in page; remove it",
-    ),
-    ("banner", "portcullis has no sign-in page; remove it"),
-    ("footer", "portcullis has no sign-in page; remove it"),
-    (
-        "display_htpasswd_form",
-        "portcullis has no sign-in page; remove it",
-    ),
-    (
-        "provider_display_name",
-        "portcullis has no sign-in page; remove it",
-    ),
-    (
-        "skip_provider_button",
-        "portcullis always redirects to the provider directly; remove it",
-    ),
-    (
-        "show_debug_on_error",
-        "portcullis never shows internals on its error pages; remove it",
-    ),
-    (
-        "ping_path",
-        "health checks are `/healthz` and `/readyz` on `[server] admin_listen`",
-    ),
-    (
-        "ping_user_agent",
-        "health checks are `/healthz` and `/readyz` on `[server] admin_listen`",
-    ),
-    (
-        "ready_path",
-        "health checks are `/healthz` and `/readyz` on `[server] admin_listen`",
-    ),
-    (
-        "gcp_healthchecks",
-        "point the load balancer's health check at `/healthz` on `[server] admin_listen`",
-    ),
-    (
-        "metrics_secure_address",
-        "serve `/metrics` on `[server] admin_listen` (plain HTTP; keep it on a private address)",
-    ),
-    (
-        "metrics_tls_",
-        "serve `/metrics` on `[server] admin_listen` (plain HTTP; keep it on a private address)",
-    ),
-    (
-        "proxy_prefix",
-        "portcullis' own endpoints live under `/.auth` (`[server] auth_prefix`): /oauth2/start → /.auth/login, /oauth2/callback → /.auth/callback, /oauth2/sign_out → /.auth/logout, /oauth2/auth → /.auth/check, /oauth2/userinfo → /.auth/me",
-    ),
-    (
-        "cookie_csrf_",
-        "portcullis keeps each login's state in its own short-lived cookie; remove it",
-    ),
-    (
-        "flush_interval",
-        "portcullis streams response bodies as they arrive; remove it",
-    ),
-    (
-        "disable_keep_alives",
-        "portcullis pools upstream connections; remove it",
-    ),
-    (
-        "ssl_upstream_insecure_skip_verify",
-        "give the upstream's CA with `upstream_ca_file` (per route or in `[server]`)",
-    ),
-    (
-        "ssl_insecure_skip_verify",
-        "give the provider's CA with `[providers.X] ca_file`",
-    ),
-    (
-        "use_system_trust_store",
-        "portcullis trusts the system roots plus `ca_file`",
-    ),
-    (
-        "tls_min_version",
-        "portcullis serves TLS 1.2 and 1.3 with rustls' safe defaults",
-    ),
-    (
-        "tls_cipher_suites",
-        "portcullis serves TLS 1.2 and 1.3 with rustls' safe defaults",
-    ),
-    (
-        "htpasswd_",
-        "portcullis authenticates through the OpenID provider only: create these users there",
-    ),
-    (
-        "trusted_ips",
-        "portcullis never skips authentication by client IP: give machine clients a token (`auth = \"bearer\"` or `\"login_or_bearer\"`)",
-    ),
-    (
-        "signature_key",
-        "sign the identity with `[headers] assertion = \"X-Portcullis-Assertion\"` (ES256 JWT, keys at /.auth/jwks)",
-    ),
-    (
-        "set_basic_auth",
-        "send the identity in headers; `[forward_auth] xauthrequest = true` for X-Auth-Request-*",
-    ),
-    (
-        "pass_basic_auth",
-        "upstreams read `X-Forwarded-User`; portcullis never sends credentials in `Authorization: Basic`",
-    ),
-    (
-        "basic_auth_password",
-        "upstreams read `X-Forwarded-User`; portcullis never sends credentials in `Authorization: Basic`",
-    ),
-    (
-        "prefer_email_to_user",
-        "read `X-Forwarded-Email`, or map a claim with `[headers.claims]`",
-    ),
-    (
-        "skip_auth_strip_headers",
-        "portcullis always strips client-sent identity headers; remove it",
-    ),
-    (
-        "api_routes",
-        "portcullis already answers 401 (not a redirect) to every request that is not a browser navigation",
-    ),
-    (
-        "bearer_token_login_fallback",
-        "on `login_or_bearer` routes an invalid token gets 401; remove it",
-    ),
-    ("encode_state", "remove it"),
-    (
-        "allow_query_semicolons",
-        "remove it (the query string never takes part in routing)",
-    ),
-    (
-        "force_json_errors",
-        "portcullis answers JSON to every request that is not a browser navigation",
-    ),
-    (
-        "relative_redirect_url",
-        "leave `[server] public_url` unset: the redirect URI then follows the request's host",
-    ),
-    ("approval_prompt", "remove it"),
-    ("prompt", "remove it"),
-    (
-        "acr_values",
-        "enforce the level with `require_claims = { acr = \"…\" }` on the route",
-    ),
-    ("auth_request_response_mode", "remove it"),
-    (
-        "insecure_oidc_skip_nonce",
-        "remove it (portcullis always checks the nonce)",
-    ),
-    (
-        "insecure_oidc_skip_issuer_verification",
-        "fix the issuer URL: portcullis always checks the issuer",
-    ),
-    (
-        "insecure_oidc_allow_unverified_email",
-        "verify emails at the provider: portcullis sends X-Forwarded-Email and matches email rules only for verified emails",
-    ),
-    (
-        "oidc_email_claim",
-        "map the claim to a header with `[headers.claims]`",
-    ),
-    (
-        "user_id_claim",
-        "map the claim to a header with `[headers.claims]`",
-    ),
-    (
-        "oidc_audience_claims",
-        "portcullis checks `aud` (give extra accepted audiences in `audiences`)",
-    ),
-    (
-        "oidc_enabled_signing_algs",
-        "portcullis takes the algorithm from the provider's key, never `none` or HMAC",
-    ),
-    ("oidc_public_key_files", "give the provider's `jwks_uri`"),
-    (
-        "skip_claims_from_profile_url",
-        "remove it (portcullis reads userinfo when the provider has it)",
-    ),
-    ("validate_url", "remove it"),
-    ("resource", "remove it"),
-    (
-        "backend_logout_url",
-        "portcullis ends the provider session with RP-initiated logout when discovery names an end_session_endpoint",
-    ),
-    ("session_cookie_minimal", "remove it"),
-    ("redis_connection_idle_timeout", "remove it"),
-    (
-        "redis_insecure_skip_tls_verify",
-        "give the Redis server's CA with `[session] redis_ca_file`",
-    ),
-    ("redis_sentinel_", "see redis_use_sentinel above"),
-    (
-        "redis_cluster_connection_urls",
-        "see redis_use_cluster above",
-    ),
-    (
-        "google_",
-        "portcullis reads groups from the ID token or userinfo only: emit them as a claim at the provider (a Google Workspace → OIDC broker such as Dex), then require them with `require_any_role`",
-    ),
-    (
-        "github_",
-        "GitHub is not an OpenID Connect provider: put an OIDC broker with GitHub as its upstream IdP (ZITADEL, Keycloak, Dex) in front",
-    ),
-    (
-        "gitlab_",
-        "emit GitLab groups as a claim (GitLab's `groups_direct`) and use `roles_claim` + `require_any_role`",
-    ),
-    (
-        "bitbucket_",
-        "Bitbucket is not an OpenID Connect provider: put an OIDC broker in front",
-    ),
-    (
-        "azure_graph_group_field",
-        "portcullis reads the `groups` claim of the token (object ids); configure the app registration's group claims",
-    ),
-    (
-        "entra_id_",
-        "list the accepted tenants with `require_claims = { tid = [\"…\"] }` on the routes; federated credentials are not supported",
-    ),
-    (
-        "jwt_key",
-        "use a provider that accepts client_secret or a ZITADEL key file (`private_key_file`)",
-    ),
-    ("pubjwk_url", "give `jwks_uri` in the provider"),
-    (
-        "cookie_httponly",
-        "portcullis always sets HttpOnly; remove it",
-    ),
-    (
-        "cookie_samesite",
-        "portcullis sets SameSite=Lax (the login callback needs it); remove it",
-    ),
-    (
-        "cookie_path",
-        "portcullis' session cookie covers the whole host (`Path=/`); remove it",
-    ),
-    (
-        "cookie_secure",
-        "portcullis sets Secure whenever the public URL (or the request) is https; serve over https",
-    ),
-];
-
-/// Settings whose value is what portcullis does anyway: read silently.
-const SAME_AS_PORTCULLIS: &[(&str, &str)] = &[
-    ("skip_provider_button", "true"),
-    ("skip_auth_strip_headers", "true"),
-    ("pass_basic_auth", "false"),
-    ("set_basic_auth", "false"),
-    ("ssl_insecure_skip_verify", "false"),
-    ("ssl_upstream_insecure_skip_verify", "false"),
-    ("insecure_oidc_skip_issuer_verification", "false"),
-    ("insecure_oidc_allow_unverified_email", "false"),
-    ("insecure_oidc_skip_nonce", "false"),
-    ("insecure_oidc_skip_nonce", "true"),
-    ("redis_insecure_skip_tls_verify", "false"),
-    ("show_debug_on_error", "false"),
-    ("skip_claims_from_profile_url", "false"),
-    ("prefer_email_to_user", "false"),
-    ("proxy_prefix", "\"/oauth2\""),
-    ("session_cookie_minimal", "false"),
-    ("session_cookie_minimal", "true"),
-    ("force_json_errors", "false"),
-    ("encode_state", "false"),
-    ("gcp_healthchecks", "false"),
-];
 
 /// Provider types that speak OpenID Connect with discovery, and the portcullis provider name.
 fn provider_name(kind: &str) -> Option<&'static str> {
@@ -845,6 +370,13 @@ struct Up {
     comment: Option<String>,
 }
 
+/// What the `[server]` section decides that later sections need.
+struct ServerFacts {
+    public_url: Option<url::Url>,
+    /// Some request can arrive as https (TLS here, or a trusted front proxy).
+    https_somewhere: bool,
+}
+
 fn convert(c: &Ctx, sources: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -852,7 +384,19 @@ fn convert(c: &Ctx, sources: &str) -> String {
         "# Imported from oauth2-proxy ({sources}) by `portcullis import oauth2-proxy`.\n# Read the report it printed, then validate with `portcullis check --config FILE`.\n"
     );
 
-    // ---- [server] ----------------------------------------------------------------------------
+    let facts = server_section(c, &mut out);
+    let require_any = provider_section(c, &mut out);
+    session_section(c, &mut out, &facts);
+    headers_section(c, &mut out);
+    routes_section(c, &mut out, &require_any);
+    let end = out.trim_end().len();
+    out.truncate(end);
+    out.push('\n');
+    out
+}
+
+/// `[server]` and `[server.tls]`: listeners, public URL, trusted proxies, redirect hosts.
+fn server_section(c: &Ctx, out: &mut String) -> ServerFacts {
     let mut server = String::new();
     // What decides whether a shared cookie domain can work (it needs https).
     let mut public_url: Option<url::Url> = None;
@@ -999,7 +543,15 @@ fn convert(c: &Ctx, sources: &str) -> String {
         ),
     }
 
-    // ---- [providers.X] -----------------------------------------------------------------------
+    ServerFacts {
+        public_url,
+        https_somewhere,
+    }
+}
+
+/// `[providers.X]`: issuer, client, scopes, roles claim; returns the roles every protected
+/// route requires (`require_any_role`).
+fn provider_section(c: &Ctx, out: &mut String) -> Vec<String> {
     let kind = c.str("provider").unwrap_or_else(|| "google".into());
     let (pname, oidc) = match provider_name(&kind) {
         Some(n) => (n, true),
@@ -1288,7 +840,12 @@ fn convert(c: &Ctx, sources: &str) -> String {
     }
     let _ = writeln!(out, "[providers.{pname}]\n{prov}");
 
-    // ---- [session] ---------------------------------------------------------------------------
+    require_any
+}
+
+/// `[session]`: secret, store, cookie.
+fn session_section(c: &Ctx, out: &mut String, facts: &ServerFacts) {
+    let (public_url, https_somewhere) = (&facts.public_url, facts.https_somewhere);
     let mut sess = String::new();
     let secret_placeholder = |c: &Ctx, why: String| {
         c.not_carried(
@@ -1466,8 +1023,10 @@ fn convert(c: &Ctx, sources: &str) -> String {
         );
     }
     let _ = writeln!(out, "[session]\n{sess}");
+}
 
-    // ---- [headers] / [forward_auth] ----------------------------------------------------------
+/// `[headers]` and `[forward_auth]`.
+fn headers_section(c: &Ctx, out: &mut String) {
     let mut hdr = String::new();
     if c.flag("pass_user_headers", true) {
         let _ = writeln!(hdr, "roles = \"X-Forwarded-Groups\"");
@@ -1519,10 +1078,13 @@ fn convert(c: &Ctx, sources: &str) -> String {
             );
         }
     }
+}
+
+/// `[[route]]`s: upstreams, public paths, requirements.
+fn routes_section(c: &Ctx, out: &mut String, require_any: &[String]) {
     let websocket = c.flag("proxy_websockets", true);
     let preserve_host = c.flag("pass_host_header", true);
 
-    // ---- routes ------------------------------------------------------------------------------
     let mut ups: Vec<Up> = Vec::new();
     for u in c.list("upstreams") {
         match upstream(c, &u) {
@@ -1863,10 +1425,6 @@ fn convert(c: &Ctx, sources: &str) -> String {
         }
         let _ = writeln!(out);
     }
-    let end = out.trim_end().len();
-    out.truncate(end);
-    out.push('\n');
-    out
 }
 
 /// Session store settings for `session_store_type = "redis"`.
@@ -2007,10 +1565,10 @@ fn upstream(c: &Ctx, raw: &str) -> Option<Up> {
     };
     match u.scheme() {
         "http" | "https" => {
-            let Some(host) = u.host_str() else {
+            if u.host_str().is_none() {
                 rep("no host".into(), "give http(s)://host:port");
                 return None;
-            };
+            }
             let path = if u.path().is_empty() { "/" } else { u.path() };
             let route_path = match path.trim_end_matches('/') {
                 "" => "/".to_owned(),
@@ -2031,7 +1589,6 @@ fn upstream(c: &Ctx, raw: &str) -> Option<Up> {
                     "nothing to do, unless another upstream served paths below it",
                 );
             }
-            let _ = host;
             let authority = &u[url::Position::BeforeHost..url::Position::AfterPort];
             Some(Up {
                 path: route_path,
@@ -2094,119 +1651,6 @@ fn split_route(s: &str) -> (Option<String>, bool, String) {
             (method, negate, re)
         }
     }
-}
-
-/// Maps a path regex (oauth2-proxy matches it against the request path) onto a portcullis route
-/// path (a segment prefix) that matches the same paths or fewer. `Ok((path, None))`: the same
-/// paths; `Ok((path, Some(why)))`: fewer (why says which stay protected); `Err((why, hint))`:
-/// any route would match more, or the regex is beyond a literal prefix (`hint`: the nearest
-/// route path, for the report).
-pub fn path_regex_route(re: &str) -> Result<(String, Option<String>), (String, Option<String>)> {
-    let (anchored, body) = match re.strip_prefix('^') {
-        Some(b) => (true, b),
-        None => (false, re),
-    };
-    let mut lit = String::new();
-    let mut wild_dot = false;
-    let mut rest = body;
-    loop {
-        let mut chars = rest.chars();
-        let Some(ch) = chars.next() else { break };
-        match ch {
-            '\\' => match chars.next() {
-                Some(e @ ('.' | '/' | '-' | '_' | '~')) => {
-                    lit.push(e);
-                    rest = &rest[2..];
-                }
-                _ => break,
-            },
-            '.' if chars.next() == Some('*') => break,
-            '.' => {
-                wild_dot = true;
-                lit.push('.');
-                rest = &rest[1..];
-            }
-            c if c.is_ascii_alphanumeric() || "/-_~:@!&',=;".contains(c) => {
-                lit.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-            _ => break,
-        }
-    }
-    const PREFIX: &[&str] = &["", ".*", ".*$"];
-    const SEGMENT: &[&str] = &[
-        "(/.*)?$",
-        "(/|$)",
-        "($|/)",
-        "(/.*|$)",
-        "($|/.*)",
-        "(?:/.*)?$",
-        "(?:/|$)",
-        "(?:$|/)",
-        "(/.*)?\\z",
-    ];
-    let trimmed = match lit.trim_end_matches('/') {
-        "" => "/".to_owned(),
-        t => t.to_owned(),
-    };
-    let hint = (lit.starts_with('/')).then(|| trimmed.clone());
-    if !lit.starts_with('/') {
-        if lit.is_empty() && PREFIX.contains(&rest) {
-            return Ok(("/".into(), None));
-        }
-        return Err((
-            "the regex does not start with a literal path; portcullis routes are path prefixes"
-                .into(),
-            None,
-        ));
-    }
-    if Matcher::new(None, &trimmed, None).is_err() {
-        return Err(("its literal part is not a valid route path".into(), None));
-    }
-    let mut narrower: Vec<String> = Vec::new();
-    if PREFIX.contains(&rest) {
-        if lit == "/" {
-            return Ok(("/".into(), None));
-        }
-        if lit.ends_with('/') {
-            return Err((
-                format!(
-                    "matches only below {trimmed}/; a route would also make {trimmed} itself public"
-                ),
-                hint,
-            ));
-        }
-        narrower.push(format!(
-            "the regex also matched paths that merely start with {lit} (such as {lit}x); they stay behind login"
-        ));
-    } else if SEGMENT.contains(&rest) {
-        if lit.ends_with('/') {
-            return Err((
-                "a slash before the group; write the rule without it".into(),
-                hint,
-            ));
-        }
-    } else if rest == "$" {
-        return Err((
-            format!("matches exactly {lit}; a route would also make every path below it public"),
-            hint,
-        ));
-    } else {
-        return Err((
-            format!("uses regex syntax ({rest:?}) that a path prefix cannot express"),
-            hint,
-        ));
-    }
-    if !anchored {
-        narrower.push(format!(
-            "unanchored, it also matched {lit} anywhere in the path; those paths stay behind login"
-        ));
-    }
-    if wild_dot {
-        narrower
-            .push("an unescaped '.' matched any character; the route matches a literal '.'".into());
-    }
-    Ok((trimmed, (!narrower.is_empty()).then(|| narrower.join("; "))))
 }
 
 /// The addresses of an authenticated-emails file: the first CSV column, `#` comments, lower case.
@@ -2335,37 +1779,6 @@ fn redact_url(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Regexes that a segment prefix matches exactly, more narrowly, or not at all.
-    #[test]
-    fn path_regexes_map_to_routes_that_never_match_more() {
-        let exact =
-            |re: &str, p: &str| assert_eq!(path_regex_route(re), Ok((p.to_owned(), None)), "{re}");
-        exact("^/health(/.*)?$", "/health");
-        exact("^/api/public(/|$)", "/api/public");
-        exact("^/", "/");
-        exact("^/.*", "/");
-        exact(".*", "/");
-        exact("^/static\\.files(/|$)", "/static.files");
-        let narrower = |re: &str, p: &str| {
-            let r = path_regex_route(re);
-            assert!(matches!(&r, Ok((q, Some(_))) if q == p), "{re}: {r:?}");
-        };
-        narrower("^/public", "/public");
-        narrower("^/public.*", "/public");
-        narrower("/public(/|$)", "/public");
-        narrower("^/favicon.ico(/|$)", "/favicon.ico");
-        let refused = |re: &str| assert!(path_regex_route(re).is_err(), "{re}");
-        refused("^/health$");
-        refused("^/static/");
-        refused("^/static/.*");
-        refused("\\.css$");
-        refused("^/api/v[0-9]+/public");
-        refused("^/(a|b)");
-        refused("^/a/../b(/|$)");
-        refused("(?i)^/public");
-        refused("^/health/?$");
-    }
 
     #[test]
     fn skip_auth_routes_split_like_oauth2_proxy() {
