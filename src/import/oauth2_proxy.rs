@@ -337,7 +337,7 @@ pub fn import(
             .iter()
             .find(|(p, _)| k.starts_with(p))
             .map_or("remove it", |(_, a)| a);
-        ctx.not_carried(k, "portcullis has no such setting", advice);
+        ctx.not_carried(k, "not supported: portcullis has no such setting", advice);
     }
     Ok(Imported {
         toml,
@@ -561,9 +561,9 @@ fn provider_section(c: &Ctx, out: &mut String) -> Vec<String> {
     let issuer = c.str("oidc_issuer_url");
     let issuer_toml = if !oidc {
         let why = match kind.as_str() {
-            "keycloak" => "the legacy `keycloak` provider is plain OAuth2; portcullis speaks OpenID Connect".to_owned(),
-            "login.gov" => "login.gov needs private_key_jwt with a PEM key, which portcullis supports only as a ZITADEL key file".to_owned(),
-            other => format!("{other:?} is not an OpenID Connect provider; portcullis needs one"),
+            "keycloak" => "not supported: the legacy `keycloak` provider is plain OAuth2; portcullis speaks OpenID Connect".to_owned(),
+            "login.gov" => "not supported: login.gov needs private_key_jwt with a PEM key, which portcullis supports only as a ZITADEL key file".to_owned(),
+            other => format!("not supported: {other:?} is not an OpenID Connect provider; portcullis needs one"),
         };
         let instead = match kind.as_str() {
             "keycloak" => {
@@ -1444,7 +1444,7 @@ fn redis(c: &Ctx, sess: &mut String) {
         c.get("redis_sentinel_password");
         c.not_carried(
             "redis_use_sentinel",
-            "this import writes a single Redis URL; Sentinel discovery is not carried over",
+            "not supported here: this import writes a single Redis URL; Sentinel discovery is not carried over",
             "set PORTCULLIS_REDIS_URL to the current master, or configure Sentinel in `[session]` if your portcullis version documents it",
         );
         let _ = writeln!(sess, "redis_url = {}", placeholder(c));
@@ -1452,7 +1452,7 @@ fn redis(c: &Ctx, sess: &mut String) {
         c.list("redis_cluster_connection_urls");
         c.not_carried(
             "redis_use_cluster",
-            "portcullis talks to one Redis server (or a replicated primary), not a Redis Cluster",
+            "not supported: portcullis talks to one Redis server (or a replicated primary), not a Redis Cluster",
             "set PORTCULLIS_REDIS_URL to a standalone or replicated Redis",
         );
         let _ = writeln!(sess, "redis_url = {}", placeholder(c));
@@ -1601,7 +1601,7 @@ fn upstream(c: &Ctx, raw: &str) -> Option<Up> {
             c.report.borrow_mut().not_carried(
                 "upstreams",
                 shown.clone(),
-                format!("a static response ({code}): portcullis always forwards to an upstream"),
+                format!("not supported: a static response ({code}); portcullis always forwards to an upstream"),
                 "if nginx/ingress-nginx only asked this oauth2-proxy for a decision (auth_request, `auth-url`), point it at portcullis' /.auth/check: the emitted route `/` judges it and its upstream is never called",
             );
             Some(Up {
@@ -1614,14 +1614,14 @@ fn upstream(c: &Ctx, raw: &str) -> Option<Up> {
         }
         "file" => {
             rep(
-                "portcullis serves no files itself".into(),
+                "not supported: portcullis serves no files itself".into(),
                 "serve the directory with a web server (nginx, caddy file-server) and add a route to it",
             );
             None
         }
         "unix" => {
             rep(
-                "portcullis connects to upstreams over TCP".into(),
+                "not supported: portcullis connects to upstreams over TCP".into(),
                 "listen on a loopback port and use http://127.0.0.1:PORT",
             );
             None
