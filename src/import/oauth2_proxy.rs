@@ -73,10 +73,16 @@ enum SecretVal {
 }
 
 impl SecretVal {
-    fn toml(&self) -> String {
+    /// The TOML value; a variable it reads is listed in the report.
+    fn toml(&self, c: &Ctx, k: &str) -> String {
         match self {
             SecretVal::Literal(s) => literal(s),
-            SecretVal::Env(var) => template(&format!("${{{var}}}")),
+            SecretVal::Env(var) => {
+                c.report
+                    .borrow_mut()
+                    .env(var, format!("oauth2-proxy's {k}"), false);
+                template(&format!("${{{var}}}"))
+            }
         }
     }
 }
@@ -196,12 +202,7 @@ impl Ctx {
         let o = self.get(k)?;
         let v = self.str(k)?;
         Some(match &o.origin {
-            Origin::Env(var) => {
-                self.report
-                    .borrow_mut()
-                    .env(var, format!("oauth2-proxy's {k}"), false);
-                (SecretVal::Env(var.clone()), v)
-            }
+            Origin::Env(var) => (SecretVal::Env(var.clone()), v),
             Origin::File => (SecretVal::Literal(v.clone()), v),
         })
     }
@@ -663,7 +664,7 @@ fn provider_section(c: &Ctx, out: &mut String) -> Vec<String> {
         );
         let _ = writeln!(prov, "client_secret = {s}");
     } else if let Some((s, _)) = c.secret("client_secret") {
-        let _ = writeln!(prov, "client_secret = {}", s.toml());
+        let _ = writeln!(prov, "client_secret = {}", s.toml(c, "client_secret"));
         if c.has("client_secret_file") {
             c.not_carried(
                 "client_secret_file",
@@ -873,7 +874,7 @@ fn session_section(c: &Ctx, out: &mut String, facts: &ServerFacts) {
         };
         match weak {
             None => {
-                let _ = writeln!(sess, "secret = {}", s.toml());
+                let _ = writeln!(sess, "secret = {}", s.toml(c, "cookie_secret"));
                 c.changed(
                     "cookie_secret",
                     "portcullis seals sessions in its own format",
@@ -1496,6 +1497,9 @@ fn redis(c: &Ctx, sess: &mut String) {
                     let pass_part = match &pass {
                         Some((SecretVal::Literal(p), _)) => format!(":{}", enc(p)),
                         Some((SecretVal::Env(var), _)) => {
+                            c.report
+                                .borrow_mut()
+                                .env(var, "oauth2-proxy's redis_password", false);
                             c.changed(
                                 "redis_password",
                                 "read from the environment into the URL as is",
