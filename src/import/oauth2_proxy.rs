@@ -682,7 +682,15 @@ fn provider_section(c: &Ctx, out: &mut String) -> Vec<String> {
             "set `scopes` for the OpenID provider that replaces it (default: openid, profile, email)",
         );
     } else if let Some(scope) = c.str("scope") {
-        let scopes: Vec<&str> = scope.split_whitespace().collect();
+        let mut scopes: Vec<&str> = scope.split_whitespace().collect();
+        if !scopes.contains(&"openid") {
+            scopes.insert(0, "openid");
+            c.changed(
+                "scope",
+                "an OpenID Connect login needs the `openid` scope; portcullis asks for it too",
+                "nothing to do",
+            );
+        }
         let _ = writeln!(prov, "scopes = {}", literal_list(&scopes));
     }
     let extra_aud = c.list("oidc_extra_audiences");
