@@ -1448,13 +1448,33 @@ fn redis(c: &Ctx, sess: &mut String) {
         )
     };
     if sentinel {
-        c.list("redis_sentinel_connection_urls");
-        c.str("redis_sentinel_master_name");
+        let hosts: Vec<String> = c
+            .list("redis_sentinel_connection_urls")
+            .iter()
+            .map(|u| {
+                url::Url::parse(u).ok().map_or_else(
+                    || u.clone(),
+                    |p| p[url::Position::BeforeHost..url::Position::AfterPort].to_owned(),
+                )
+            })
+            .collect();
+        let master = c
+            .str("redis_sentinel_master_name")
+            .unwrap_or_else(|| "MASTER".into());
+        let password = if c.has("redis_password") {
+            ":<redis_password>@"
+        } else {
+            ""
+        };
+        c.get("redis_password");
         c.get("redis_sentinel_password");
         c.not_carried(
             "redis_use_sentinel",
             "not supported here: this import writes a single Redis URL; Sentinel discovery is not carried over",
-            "set PORTCULLIS_REDIS_URL to the current master, or configure Sentinel in `[session]` if your portcullis version documents it",
+            format!(
+                "set PORTCULLIS_REDIS_URL to the current master; or, where your portcullis documents Sentinel, `redis_url = \"redis+sentinel://{password}{}/{master}\"` (redis_sentinel_password → `[session.redis] sentinel_password`)",
+                hosts.join(",")
+            ),
         );
         let _ = writeln!(sess, "redis_url = {}", placeholder(c));
     } else if cluster {
