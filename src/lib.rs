@@ -21,6 +21,7 @@ pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod identity;
+pub mod import;
 pub(crate) mod metrics;
 pub mod policy;
 pub mod provider;

@@ -1,4 +1,5 @@
-//! The `portcullis` command: run | check | explain | test | matrix | diff | version | health.
+//! The `portcullis` command: run | check | explain | test | matrix | diff | import | version |
+//! health.
 
 mod health_cmd;
 
@@ -45,6 +46,30 @@ enum Command {
     Version,
     /// Exit 0 when the admin listener reports ready (GET /readyz answers 2xx), 1 otherwise.
     Health(HealthArgs),
+    /// Convert another proxy's configuration into a portcullis config (stdout or --out) and a
+    /// report of what could not be carried over (stderr).
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// From oauth2-proxy: its config file and/or its OAUTH2_PROXY_* environment.
+    #[command(name = "oauth2-proxy")]
+    Oauth2Proxy(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The oauth2-proxy config file (oauth2-proxy.cfg).
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Also read the OAUTH2_PROXY_* environment variables (they win over the file).
+    #[arg(long)]
+    env: bool,
+    /// Write the portcullis config here (mode 0600) instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -172,6 +197,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Health(a)) => health_cmd::run(&a.url, a.timeout),
+        Some(Command::Import(ImportCommand::Oauth2Proxy(a))) => import_oauth2_proxy(&a),
         Some(Command::Check(a)) => match load(&cli.cfg) {
             Ok(c) => {
                 println!(
@@ -350,6 +376,55 @@ fn run_tests(c: &portcullis::Config, tests: &[config::PolicyTest], format: TestF
     let results = rt.block_on(portcullis::policy::run::run_tests(c, tests));
     print!("{}", portcullis::policy::run::report(&results, format));
     u8::from(results.iter().any(|r| !r.passed()))
+}
+
+/// `import oauth2-proxy`: 0 with the config written (the report may list settings not carried
+/// over), 2 when the input cannot be read or parsed.
+fn import_oauth2_proxy(a: &ImportArgs) -> ExitCode {
+    let env: Option<Vec<(String, String)>> = a.env.then(|| {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("OAUTH2_PROXY_"))
+            .collect()
+    });
+    let imported = match portcullis::import::oauth2_proxy::import(a.from.as_deref(), env.as_deref())
+    {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(out) = &a.out {
+        if let Err(e) = write_private(out, &imported.toml) {
+            eprintln!("error: {}: cannot write: {e}", out.display());
+            return ExitCode::from(2);
+        }
+    } else {
+        print!("{}", imported.toml);
+    }
+    eprint!("{}", imported.report.render("oauth2-proxy"));
+    if let Some(out) = &a.out {
+        eprintln!(
+            "wrote {}; validate it with `portcullis check --config {}`",
+            out.display(),
+            out.display()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes a file only its owner can read: the config may hold secrets.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(text.as_bytes())
 }
 
 fn serve(args: &ConfigArgs) -> ExitCode {

@@ -39,7 +39,7 @@ pub use route::{AuthMode, Route, Upstream, UpstreamProtocol};
 pub use server::{PairPart, Server, Tls, certified_key};
 pub use session::{
     PLACEHOLDER_SECRETS, RedisSentinel, RedisServer, Session, SessionStore, in_cookie_domain,
-    parse_sentinel_url,
+    parse_sentinel_url, weak_secret,
 };
 pub use telemetry::Telemetry;
 pub use values::{Dur, Secret};

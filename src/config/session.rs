@@ -257,7 +257,7 @@ fn normalized(s: &str) -> String {
 /// of one (after [`normalized`]: [`PLACEHOLDER_RUN`] consecutive characters of one, or any
 /// [`PLACEHOLDER_MARKERS`]), or fewer than 8 distinct characters (`openssl rand -hex 32` has 16
 /// possible ones). Never repeats the secret.
-pub(super) fn weak_secret(secret: &str) -> Option<String> {
+pub fn weak_secret(secret: &str) -> Option<String> {
     let norm = normalized(secret);
     let near_published = PLACEHOLDER_SECRETS.iter().any(|p| {
         let p = normalized(p);
