@@ -174,6 +174,9 @@ fn main() -> ExitCode {
         Some(Command::Health(a)) => health_cmd::run(&a.url, a.timeout),
         Some(Command::Check(a)) => match load(&cli.cfg) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: ok ({} route{}, {} provider{})",
                     c.source.display(),
@@ -358,6 +361,9 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    for w in &cfg.warnings {
+        tracing::warn!(warning = %w, "config");
+    }
     // One CPU available (a 1-CPU container, a pinned process): the single-threaded scheduler
     // does the same work without cross-thread queues and wakeups. Otherwise one worker per CPU.
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);

@@ -15,6 +15,7 @@ pub mod policy_test;
 mod provider;
 mod raw;
 mod route;
+mod scopes;
 mod server;
 mod session;
 pub mod values;
@@ -34,7 +35,7 @@ pub use policy_test::{
 pub use provider::{
     Introspection, IntrospectionAuth, Provider, RolesClaim, TokenEndpointAuth, ZitadelKey,
 };
-pub use route::{AuthMode, Route, Upstream};
+pub use route::{AuthMode, OrgRef, OrgRolesRule, Route, Upstream};
 pub use server::{PairPart, Server, Tls, certified_key};
 pub use session::{
     PLACEHOLDER_SECRETS, RedisSentinel, RedisServer, Session, SessionStore, in_cookie_domain,
@@ -59,6 +60,8 @@ pub struct Config {
     pub identity_header_names: IdentityNames,
     /// `[[test]]` tables (policy tests), validated.
     pub tests: Vec<PolicyTest>,
+    /// Problems that do not stop the config from loading (`check` prints them, exit 0).
+    pub warnings: Vec<ConfigError>,
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "none of the roles of require_any_role (403)",
     ),
     (
+        "missing_org_roles",
+        "a role of require_org_roles is not granted in that organization (403)",
+    ),
+    (
         "claim_mismatch",
         "a require_claims claim is absent or differs (403)",
     ),

@@ -466,6 +466,15 @@ impl ProviderRuntime {
         )
     }
 
+    /// Which organizations granted which roles (ZITADEL role map), per `roles_claim`.
+    pub fn org_roles(&self, claims: &Map<String, Value>) -> crate::claims::OrgRoles {
+        crate::claims::org_roles(
+            claims,
+            &self.config.roles_claim,
+            self.config.project_id.as_deref(),
+        )
+    }
+
     async fn client_authenticated_post(
         &self,
         endpoint: &str,
