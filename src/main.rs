@@ -1,4 +1,4 @@
-//! The `portcullis` command: run | check | explain | test | matrix | diff | version | health.
+//! The `portcullis` command: run | check | explain | test | matrix | diff | doctor | version | health.
 
 mod health_cmd;
 
@@ -43,6 +43,10 @@ enum Command {
     Explain(ExplainArgs),
     /// Print the version, the git commit and the build date.
     Version,
+    /// Check a provider end to end (discovery, issuer, redirect URI, credentials, clock; with
+    /// --token the token's signature, audience and roles): one PASS/WARN/FAIL line per check,
+    /// exit 0 when none failed.
+    Doctor(DoctorArgs),
     /// Exit 0 when the admin listener reports ready (GET /readyz answers 2xx), 1 otherwise.
     Health(HealthArgs),
 }
@@ -52,6 +56,16 @@ struct CheckArgs {
     /// A file of `[[test]]` tables to run as well.
     #[arg(long)]
     tests: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// The provider to check (default: the only one).
+    #[arg(long)]
+    provider: Option<String>,
+    /// An access token to check too (JWT or opaque; `Bearer ` prefix optional).
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -170,6 +184,26 @@ fn main() -> ExitCode {
                 env!("PORTCULLIS_BUILD_DATE")
             );
             ExitCode::SUCCESS
+        }
+        Some(Command::Doctor(a)) => {
+            let c = match load(&cli.cfg) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let Some(rt) = runtime() else {
+                return ExitCode::from(2);
+            };
+            let run = portcullis::doctor::doctor(&c, a.provider.as_deref(), a.token.as_deref());
+            match rt.block_on(async { tokio::time::timeout(portcullis::doctor::TOTAL, run).await }) {
+                Ok((report, ok)) => {
+                    print!("{report}");
+                    ExitCode::from(u8::from(!ok))
+                }
+                Err(_) => {
+                    println!("FAIL provider: no answer within {:?}", portcullis::doctor::TOTAL);
+                    ExitCode::from(1)
+                }
+            }
         }
         Some(Command::Health(a)) => health_cmd::run(&a.url, a.timeout),
         Some(Command::Check(a)) => match load(&cli.cfg) {

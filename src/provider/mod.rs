@@ -172,6 +172,11 @@ impl ProviderRuntime {
         })
     }
 
+    /// The HTTP client it talks to the provider with (`portcullis doctor` sends its own probes).
+    pub fn http(&self) -> &http::ProviderClient {
+        &self.http
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
     }
