@@ -185,3 +185,140 @@ async fn orgs_header_renamed_or_disabled() {
         p.shutdown().await;
     }
 }
+
+/// A ZITADEL key JSON (`type` application or serviceaccount) with a fresh RSA key.
+fn zitadel_key_json(kind: &str) -> String {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use base64::Engine;
+    let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let der: Pkcs8V1Der = kp.as_der().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    json!({"type": kind, "keyId": "281537329873", "key": pem, "appId": "281537329871", "clientId": "281537329870@shop"})
+        .to_string()
+}
+
+/// Every ```toml block of docs/zitadel.md is a whole config that `portcullis check` accepts
+/// (its `[[test]]` tables run and pass too), with the guide's environment variables set.
+#[test]
+fn every_config_in_the_zitadel_guide_passes_check() {
+    let doc = std::fs::read_to_string(repo().join("docs/zitadel.md")).expect("docs/zitadel.md");
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| &rest[..rest.find("\n```").expect("closing fence") + 1])
+        .collect();
+    assert!(blocks.len() >= 5, "the guide's configs: {}", blocks.len());
+    let dir = temp_dir();
+    let api_key = dir.path().join("api-key.json");
+    let app_key = dir.path().join("app-key.json");
+    std::fs::write(&api_key, zitadel_key_json("application")).unwrap();
+    std::fs::write(&app_key, zitadel_key_json("application")).unwrap();
+    let env = [
+        ("ZITADEL_DOMAIN", "https://my-instance.zitadel.cloud"),
+        ("ZITADEL_CLIENT_ID", "281537329870@shop"),
+        ("ZITADEL_CLIENT_SECRET", "m8XyQ2vLr7TnWk4pZc9Hs1Jd6Fb3Ga0E"),
+        ("ZITADEL_PROJECT_ID", "281537329800"),
+        ("ZITADEL_ORG_ID", "231851478245"),
+        ("SESSION_SECRET", "3f9a1c7e5b2d8f4a6c0e9b1d7f3a5c8e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"),
+        ("ZITADEL_API_KEY_PATH", api_key.to_str().unwrap()),
+        ("ZITADEL_APP_KEY_PATH", app_key.to_str().unwrap()),
+    ];
+    for (i, block) in blocks.iter().enumerate() {
+        let path = dir.path().join(format!("guide-{i}.toml"));
+        std::fs::write(&path, block).unwrap();
+        let out = cli_env(&["check", "--config", path.to_str().unwrap()], &env, &[]);
+        assert_eq!(
+            out.code, 0,
+            "config #{i} of docs/zitadel.md:\n{block}\n{}{}",
+            out.stdout, out.stderr
+        );
+        assert!(
+            !out.stderr.contains("warning"),
+            "config #{i} of docs/zitadel.md warns:\n{}",
+            out.stderr
+        );
+    }
+}
+
+/// `[[test]]` synthetic identities carry a role map (as `roles` or under ZITADEL's claim name)
+/// and `require_org_roles` judges it offline; `explain --claims` shows the unmet rule, the
+/// granted orgs and the reason.
+#[test]
+fn org_roles_in_policy_tests_and_explain() {
+    let dir = temp_dir();
+    let toml = r#"
+[server]
+listen = "127.0.0.1:0"
+[providers.zitadel]
+issuer = "https://z.example.com"
+audiences = ["api"]
+[[route]]
+name = "tenant"
+path = "/t"
+upstream = "http://127.0.0.1:3000"
+auth = "bearer"
+require_org_roles = { org = "@user", roles = ["admin"] }
+[[route]]
+name = "acme"
+path = "/acme"
+upstream = "http://127.0.0.1:3000"
+auth = "bearer"
+require_org_roles = { org = "111", roles = ["admin"] }
+
+[[test]]
+name = "own org admin"
+request = "GET http://x/t"
+identity = { sub = "u1", roles = { admin = { "222" = "b.example" } }, "urn:zitadel:iam:user:resourceowner:id" = "222" }
+expect = { status = 200 }
+
+[[test]]
+name = "admin elsewhere"
+request = "GET http://x/acme"
+identity = { sub = "u1", "urn:zitadel:iam:org:project:roles" = { admin = { "222" = "b.example" } } }
+expect = { status = 403, reason = "missing_org_roles" }
+
+[[test]]
+name = "no org claim"
+request = "GET http://x/t"
+identity = { sub = "u1", roles = { admin = { "222" = "b.example" } } }
+expect = { status = 403, reason = "missing_org_roles" }
+"#;
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, toml).unwrap();
+    let p = path.to_str().unwrap();
+    let out = cli(&["test", "--config", p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("3 passed"), "{}", out.stdout);
+
+    let out = cli(&[
+        "explain",
+        "--config",
+        p,
+        "GET",
+        "http://x/acme",
+        "--claims",
+        r#"{"sub":"u1","urn:zitadel:iam:org:project:roles":{"admin":{"333":"c.example","222":"b.example"}}}"#,
+    ]);
+    assert!(
+        out.stdout.contains("requires roles admin in organization 111"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("FAIL  require_org_roles [admin] in org 111: missing role(s) admin in organization 111"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("orgs [222, 333]"), "{}", out.stdout);
+    assert!(out.stdout.contains("403"), "{}", out.stdout);
+}

@@ -216,13 +216,19 @@ impl TestIdentity {
                 Ok(TestIdentity::Token { path, claims })
             }
             Value::Object(m) => {
+                // a list of names, or ZITADEL's role map { admin = { "<orgId>" = "<domain>" } }
+                let role_map = |r: &Value| {
+                    r.as_object()
+                        .is_some_and(|m| m.values().all(Value::is_object))
+                };
                 if let Some(r) = m.get("roles")
                     && !r
                         .as_array()
                         .is_some_and(|a| a.iter().all(Value::is_string))
+                    && !role_map(r)
                 {
                     return Err(
-                        "`roles` must be a list of role names, e.g. roles = [\"reader\"]".into(),
+                        "`roles` must be a list of role names (roles = [\"reader\"]) or a ZITADEL role map (roles = { admin = { \"<orgId>\" = \"<orgDomain>\" } })".into(),
                     );
                 }
                 if let Some(s) = m.get("sub")
