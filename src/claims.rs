@@ -270,6 +270,8 @@ mod tests {
         assert_eq!(o.orgs(), ["111", "222", "333"]);
         assert_eq!(o.user_org.as_deref(), Some("111"));
         assert_eq!(o.orgs_of("reader").collect::<Vec<_>>(), ["111", "222"]);
-        assert!(org_roles(&m(json!({"roles": ["a"]})), &RolesClaim::Auto, None) == OrgRoles::default());
+        assert!(
+            org_roles(&m(json!({"roles": ["a"]})), &RolesClaim::Auto, None) == OrgRoles::default()
+        );
     }
 }

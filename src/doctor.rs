@@ -76,10 +76,12 @@ pub async fn doctor(cfg: &Config, name: Option<&str>, token: Option<&str>) -> (S
 fn pick<'c>(cfg: &'c Config, name: Option<&str>) -> Result<&'c Arc<Provider>, String> {
     let known = || cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ");
     match name {
-        Some(n) => cfg
-            .providers
-            .get(n)
-            .ok_or_else(|| format!("no provider named {n:?} in the config; defined: [{}]", known())),
+        Some(n) => cfg.providers.get(n).ok_or_else(|| {
+            format!(
+                "no provider named {n:?} in the config; defined: [{}]",
+                known()
+            )
+        }),
         None if cfg.providers.len() == 1 => Ok(cfg.providers.values().next().expect("one")),
         None if cfg.providers.is_empty() => {
             Err("the config has no [providers.NAME] section".into())
@@ -118,7 +120,10 @@ async fn run(cfg: &Config, p: &Arc<Provider>, token: Option<&str>) -> Vec<Findin
     let http = match ProviderClient::new(p.ca_file.as_ref()) {
         Ok(h) => h,
         Err(e) => {
-            out.push(fail("provider", format!("cannot build an HTTPS client: {e}")));
+            out.push(fail(
+                "provider",
+                format!("cannot build an HTTPS client: {e}"),
+            ));
             return out;
         }
     };
@@ -162,7 +167,9 @@ async fn run(cfg: &Config, p: &Arc<Provider>, token: Option<&str>) -> Vec<Findin
         Err(e) => {
             out.push(fail(
                 "discovery",
-                format!("{url} is not a discovery document ({e}): is `issuer` the provider's base URL?"),
+                format!(
+                    "{url} is not a discovery document ({e}): is `issuer` the provider's base URL?"
+                ),
             ));
             return out;
         }
@@ -226,7 +233,10 @@ fn clock(headers: &http::HeaderMap) -> Finding {
         .and_then(|d| d.to_str().ok())
         .and_then(|d| httpdate::parse_http_date(d).ok())
     else {
-        return warn("clock", "the provider sent no Date header: clock skew not checked");
+        return warn(
+            "clock",
+            "the provider sent no Date header: clock skew not checked",
+        );
     };
     let now = std::time::SystemTime::now();
     let skew = match now.duration_since(date) {
@@ -235,14 +245,19 @@ fn clock(headers: &http::HeaderMap) -> Finding {
     };
     let fix = "synchronise this machine's clock (NTP: timedatectl set-ntp true / chrony)";
     match skew.unsigned_abs() {
-        0..=5 => pass("clock", format!("skew {skew:+} s against the provider's Date")),
+        0..=5 => pass(
+            "clock",
+            format!("skew {skew:+} s against the provider's Date"),
+        ),
         6..=59 => warn(
             "clock",
             format!("this machine is {skew:+} s off the provider (tokens get 60 s leeway): {fix}"),
         ),
         _ => fail(
             "clock",
-            format!("this machine is {skew:+} s off the provider, beyond the 60 s leeway: fresh tokens look expired or not yet valid; {fix}"),
+            format!(
+                "this machine is {skew:+} s off the provider, beyond the 60 s leeway: fresh tokens look expired or not yet valid; {fix}"
+            ),
         ),
     }
 }
@@ -263,8 +278,9 @@ async fn redirect_check(
         return fail(CHECK, "the provider has no authorization_endpoint");
     };
     let client_id = p.client_id.as_deref().unwrap_or("");
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(<sha2::Sha256 as sha2::Digest>::digest(b"portcullis-doctor-verifier-0123456789abcdef"));
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        <sha2::Sha256 as sha2::Digest>::digest(b"portcullis-doctor-verifier-0123456789abcdef"),
+    );
     let mut url = match url::Url::parse(&ep) {
         Ok(u) => u,
         Err(e) => return fail(CHECK, format!("authorization_endpoint {ep:?}: {e}")),
@@ -287,7 +303,12 @@ async fn redirect_check(
     };
     let reply = match rt.http().send(req, p.timeout).await {
         Ok(r) => r,
-        Err(e) => return fail(CHECK, format!("the authorization endpoint {ep} did not answer: {e}")),
+        Err(e) => {
+            return fail(
+                CHECK,
+                format!("the authorization endpoint {ep} did not answer: {e}"),
+            );
+        }
     };
     let location = reply
         .headers
@@ -295,7 +316,8 @@ async fn redirect_check(
         .and_then(|l| l.to_str().ok())
         .unwrap_or("");
     let body = String::from_utf8_lossy(&reply.body).to_ascii_lowercase();
-    let says = |needle: &str| body.contains(needle) || location.to_ascii_lowercase().contains(needle);
+    let says =
+        |needle: &str| body.contains(needle) || location.to_ascii_lowercase().contains(needle);
     let console = "ZITADEL: Projects → your project → Applications → this app → Redirect Settings";
     if says("redirect_uri") || says("redirect uri") {
         return fail(
@@ -308,27 +330,38 @@ async fn redirect_check(
     if says("invalid_client") || says("client not found") || says("client is invalid") {
         return fail(
             CHECK,
-            format!("the provider does not know client_id {client_id:?}: copy the Client ID from the application's page"),
+            format!(
+                "the provider does not know client_id {client_id:?}: copy the Client ID from the application's page"
+            ),
         );
     }
-    if reply.status.is_redirection() && location.starts_with(redirect_uri) {
-        if let Some(err) = url::Url::parse(location).ok().and_then(|u| {
+    if reply.status.is_redirection()
+        && location.starts_with(redirect_uri)
+        && let Some(err) = url::Url::parse(location).ok().and_then(|u| {
             u.query_pairs()
                 .find(|(k, _)| k == "error")
                 .map(|(_, v)| v.into_owned())
-        }) {
-            return warn(
-                CHECK,
-                format!("{redirect_uri:?} is registered, but the provider answered error={err} (check `scopes` and the application's grant types: Authorization Code, with PKCE)"),
-            );
-        }
+        })
+    {
+        return warn(
+            CHECK,
+            format!(
+                "{redirect_uri:?} is registered, but the provider answered error={err} (check `scopes` and the application's grant types: Authorization Code, with PKCE)"
+            ),
+        );
     }
     if reply.status.is_redirection() || reply.status.is_success() {
-        return pass(CHECK, format!("{redirect_uri:?} is accepted for client {client_id:?}"));
+        return pass(
+            CHECK,
+            format!("{redirect_uri:?} is accepted for client {client_id:?}"),
+        );
     }
     warn(
         CHECK,
-        format!("the authorization endpoint answered {}: could not tell whether {redirect_uri:?} is registered", reply.status),
+        format!(
+            "the authorization endpoint answered {}: could not tell whether {redirect_uri:?} is registered",
+            reply.status
+        ),
     )
 }
 
@@ -346,21 +379,33 @@ async fn credentials_check(p: &Provider, rt: &ProviderRuntime, redirect_uri: &st
             ("grant_type", "authorization_code"),
             ("code", "portcullis-doctor-no-such-code"),
             ("redirect_uri", redirect_uri),
-            ("code_verifier", "portcullis-doctor-verifier-0123456789abcdef"),
+            (
+                "code_verifier",
+                "portcullis-doctor-verifier-0123456789abcdef",
+            ),
         ])
         .await;
     match r {
         Err(ProviderError::Rejected { error, .. })
             if error == "invalid_grant" || error == "invalid_request" =>
         {
-            pass(CHECK, format!("the token endpoint accepted {what} (a made-up code was refused as {error})"))
+            pass(
+                CHECK,
+                format!(
+                    "the token endpoint accepted {what} (a made-up code was refused as {error})"
+                ),
+            )
         }
-        Err(ProviderError::Rejected { error, description, .. })
-            if error == "invalid_client" || error == "unauthorized_client" =>
-        {
+        Err(ProviderError::Rejected {
+            error, description, ..
+        }) if error == "invalid_client" || error == "unauthorized_client" => {
             let fix = match p.token_endpoint_auth {
-                TokenEndpointAuth::PrivateKeyJwt => "download a new key JSON for this application (Application → Keys) and point private_key_file at it; the key's clientId must be this client_id",
-                _ => "copy the Client Secret again (ZITADEL shows it once: regenerate it on the application's page) and check token_endpoint_auth matches the app's authentication method (Basic → client_secret_basic, Post → client_secret_post)",
+                TokenEndpointAuth::PrivateKeyJwt => {
+                    "download a new key JSON for this application (Application → Keys) and point private_key_file at it; the key's clientId must be this client_id"
+                }
+                _ => {
+                    "copy the Client Secret again (ZITADEL shows it once: regenerate it on the application's page) and check token_endpoint_auth matches the app's authentication method (Basic → client_secret_basic, Post → client_secret_post)"
+                }
             };
             fail(
                 CHECK,
@@ -413,22 +458,35 @@ async fn token_checks(p: &Provider, rt: &ProviderRuntime, token: &str, out: &mut
         // the signature, issuer and expiry, whatever the audience (checked on its own below)
         let own: Vec<String> = match c.get("aud") {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             _ => Vec::new(),
         };
         match rt.verify_jwt(token, &own).await {
-            Ok(_) => out.push(pass("token", "a JWT: signature, issuer and expiry are valid")),
+            Ok(_) => out.push(pass(
+                "token",
+                "a JWT: signature, issuer and expiry are valid",
+            )),
             Err(e) => out.push(fail("token", format!("the JWT is not valid: {e}"))),
         }
         c
     } else if rt.has_introspection() {
         match rt.introspect(token).await {
             Ok(i) => {
-                out.push(pass("token", "an opaque token: introspection says it is active"));
+                out.push(pass(
+                    "token",
+                    "an opaque token: introspection says it is active",
+                ));
                 (*i.claims).clone()
             }
             Err(e) => {
-                out.push(fail("token", format!("an opaque token; introspection: {e}")));
+                out.push(fail(
+                    "token",
+                    format!("an opaque token; introspection: {e}"),
+                ));
                 return;
             }
         }
@@ -441,11 +499,18 @@ async fn token_checks(p: &Provider, rt: &ProviderRuntime, token: &str, out: &mut
     };
     let aud: Vec<String> = match claims.get("aud") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     };
     if aud.iter().any(|a| audiences.contains(a)) {
-        out.push(pass("audience", format!("aud {aud:?} includes one of audiences {audiences:?}")));
+        out.push(pass(
+            "audience",
+            format!("aud {aud:?} includes one of audiences {audiences:?}"),
+        ));
     } else {
         out.push(fail(
             "audience",

@@ -194,13 +194,17 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let run = portcullis::doctor::doctor(&c, a.provider.as_deref(), a.token.as_deref());
-            match rt.block_on(async { tokio::time::timeout(portcullis::doctor::TOTAL, run).await }) {
+            match rt.block_on(async { tokio::time::timeout(portcullis::doctor::TOTAL, run).await })
+            {
                 Ok((report, ok)) => {
                     print!("{report}");
                     ExitCode::from(u8::from(!ok))
                 }
                 Err(_) => {
-                    println!("FAIL provider: no answer within {:?}", portcullis::doctor::TOTAL);
+                    println!(
+                        "FAIL provider: no answer within {:?}",
+                        portcullis::doctor::TOTAL
+                    );
                     ExitCode::from(1)
                 }
             }

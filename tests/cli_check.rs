@@ -401,7 +401,10 @@ fn the_example_config_has_no_scope_warning() {
     let example = repo().join("config/portcullis.example.toml");
     let out = cli_env(
         &["check", "--config", example.to_str().unwrap()],
-        &[("SESSION_SECRET", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")],
+        &[(
+            "SESSION_SECRET",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        )],
         &[],
     );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
@@ -415,7 +418,9 @@ fn the_example_config_has_no_scope_warning() {
 fn require_org_roles_errors_point_at_the_value() {
     let dir = temp_dir();
     let route = |name: &str, rule: &str| {
-        format!("\n[[route]]\nname = \"{name}\"\npath = \"/{name}\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"login\"\nrequire_org_roles = {rule}\n")
+        format!(
+            "\n[[route]]\nname = \"{name}\"\npath = \"/{name}\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"login\"\nrequire_org_roles = {rule}\n"
+        )
     };
     let routes = [
         route("a", r#"{ org = "", roles = ["admin"] }"#),
@@ -430,19 +435,73 @@ fn require_org_roles_errors_point_at_the_value() {
     .concat();
     let toml = zitadel_toml(r#"["openid"]"#, &routes);
     let out = check_in(dir.path(), &toml);
-    assert_error_at(&out, &toml, "\"\", roles = [\"admin\"]", "route[0].require_org_roles.org", "empty organization id");
-    assert_error_at(&out, &toml, "{ roles = [\"admin\"] }", "route[1].require_org_roles.org", "missing `org`");
-    assert_error_at(&out, &toml, "[] }", "route[2].require_org_roles.roles", "empty list");
-    assert_error_at(&out, &toml, "\"@me\"", "route[3].require_org_roles.org", "\"@user\"");
-    assert_error_at(&out, &toml, "\"\"] }", "route[4].require_org_roles.roles[0]", "empty role name");
-    assert_error_at(&out, &toml, "123, roles", "route[5].require_org_roles.org", "invalid type");
-    assert_error_at(&out, &toml, "\"admin\" }", "route[6].require_org_roles.roles", "invalid type");
-    assert_error_at(&out, &toml, "role = [", "route[7].require_org_roles.role", "unknown field `role`");
+    assert_error_at(
+        &out,
+        &toml,
+        "\"\", roles = [\"admin\"]",
+        "route[0].require_org_roles.org",
+        "empty organization id",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "{ roles = [\"admin\"] }",
+        "route[1].require_org_roles.org",
+        "missing `org`",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "[] }",
+        "route[2].require_org_roles.roles",
+        "empty list",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "\"@me\"",
+        "route[3].require_org_roles.org",
+        "\"@user\"",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "\"\"] }",
+        "route[4].require_org_roles.roles[0]",
+        "empty role name",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "123, roles",
+        "route[5].require_org_roles.org",
+        "invalid type",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "\"admin\" }",
+        "route[6].require_org_roles.roles",
+        "invalid type",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "role = [",
+        "route[7].require_org_roles.role",
+        "unknown field `role`",
+    );
 
     let toml = zitadel_toml(r#"["openid"]"#, "").replace(
         "auth = \"login\"\n",
         "auth = \"none\"\nrequire_org_roles = { org = \"@user\", roles = [\"admin\"] }\n",
     );
     let out = check_in(dir.path(), &toml);
-    assert_error_at(&out, &toml, "\"none\"", "route[0].auth", "require_org_roles");
+    assert_error_at(
+        &out,
+        &toml,
+        "\"none\"",
+        "route[0].auth",
+        "require_org_roles",
+    );
 }

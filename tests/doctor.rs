@@ -74,7 +74,9 @@ async fn doctor_passes_a_good_setup_with_jwt_and_opaque_tokens() {
     let op = OidcProvider::start(&[("LOG_REQUESTS", "0")]);
     let dir = setup(&op);
     let jwt = op.jwt("api-admin").await;
-    let opaque = op.token("api-admin", Some("urn:portcullis:api:opaque")).await;
+    let opaque = op
+        .token("api-admin", Some("urn:portcullis:api:opaque"))
+        .await;
     for (client, token) in [
         (GOOD, jwt.as_str()),
         (
@@ -99,7 +101,11 @@ async fn doctor_passes_a_good_setup_with_jwt_and_opaque_tokens() {
             line(&out, check);
         }
         assert!(line(&out, "PASS roles").contains("admin"), "{}", out.stdout);
-        assert!(line(&out, "PASS roles").contains("123456"), "orgs: {}", out.stdout);
+        assert!(
+            line(&out, "PASS roles").contains("123456"),
+            "orgs: {}",
+            out.stdout
+        );
         assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
     }
 }
@@ -114,7 +120,10 @@ async fn doctor_names_each_failure() {
     let out = doctor(&cfg, &[]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     let l = line(&out, "FAIL discovery");
-    assert!(l.contains("cannot reach http://127.0.0.1:1/.well-known/openid-configuration"), "{l}");
+    assert!(
+        l.contains("cannot reach http://127.0.0.1:1/.well-known/openid-configuration"),
+        "{l}"
+    );
 
     // an issuer differing by a trailing slash: both spellings shown
     let cfg = config(&dir, &format!("{}/", op.issuer), GOOD, CALLBACK_BASE);
@@ -122,7 +131,8 @@ async fn doctor_names_each_failure() {
     assert_eq!(out.code, 1, "{}", out.stdout);
     let l = line(&out, "FAIL issuer");
     assert!(
-        l.contains(&format!("{:?}", op.issuer)) && l.contains(&format!("{:?}", format!("{}/", op.issuer))),
+        l.contains(&format!("{:?}", op.issuer))
+            && l.contains(&format!("{:?}", format!("{}/", op.issuer))),
         "{l}"
     );
 
@@ -137,21 +147,29 @@ async fn doctor_names_each_failure() {
     );
 
     // a wrong client secret
-    let cfg = config(&dir, &op.issuer, "client_id = \"web\"\nclient_secret = \"wrong\"", CALLBACK_BASE);
+    let cfg = config(
+        &dir,
+        &op.issuer,
+        "client_id = \"web\"\nclient_secret = \"wrong\"",
+        CALLBACK_BASE,
+    );
     let out = doctor(&cfg, &[]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     let l = line(&out, "FAIL client credentials");
-    assert!(l.contains("invalid_client") && l.contains("Client Secret"), "{l}");
+    assert!(
+        l.contains("invalid_client") && l.contains("Client Secret"),
+        "{l}"
+    );
     line(&out, "PASS redirect uri");
 
     // a token whose aud is not one of `audiences`
-    let cfg = config(&dir, &op.issuer, GOOD, CALLBACK_BASE)
-        .to_string();
+    let cfg = config(&dir, &op.issuer, GOOD, CALLBACK_BASE).to_string();
     std::fs::write(
         &cfg,
-        std::fs::read_to_string(&cfg)
-            .unwrap()
-            .replace("audiences = [\"portcullis-api\"]", "audiences = [\"other-api\"]"),
+        std::fs::read_to_string(&cfg).unwrap().replace(
+            "audiences = [\"portcullis-api\"]",
+            "audiences = [\"other-api\"]",
+        ),
     )
     .unwrap();
     let jwt = op.jwt("api-admin").await;
@@ -160,7 +178,8 @@ async fn doctor_names_each_failure() {
     line(&out, "PASS token");
     let l = line(&out, "FAIL audience");
     assert!(
-        l.contains("portcullis-api") && l.contains("urn:zitadel:iam:org:project:id:<projectId>:aud"),
+        l.contains("portcullis-api")
+            && l.contains("urn:zitadel:iam:org:project:id:<projectId>:aud"),
         "{l}"
     );
 
@@ -171,7 +190,8 @@ async fn doctor_names_each_failure() {
     assert_eq!(out.code, 1, "{}", out.stdout);
     let l = line(&out, "FAIL roles");
     assert!(
-        l.contains("urn:zitadel:iam:org:projects:roles") && l.contains("Assert Roles on Authentication"),
+        l.contains("urn:zitadel:iam:org:projects:roles")
+            && l.contains("Assert Roles on Authentication"),
         "{l}"
     );
     assert!(out.stdout.contains("1 check(s) failed"), "{}", out.stdout);

@@ -82,7 +82,8 @@ async fn require_org_roles_fixed_org_and_own_org() {
     let r = call(&p, "/acme/x", &[("authorization", &elsewhere)]).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(
-        r.text().contains("missing role(s) admin in organization 111"),
+        r.text()
+            .contains("missing role(s) admin in organization 111"),
         "{}",
         r.text()
     );
@@ -97,7 +98,8 @@ async fn require_org_roles_fixed_org_and_own_org() {
     let r = call(&p, "/own/x", &[("authorization", &elsewhere)]).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(
-        r.text().contains("missing role(s) admin in your organization 111"),
+        r.text()
+            .contains("missing role(s) admin in your organization 111"),
         "{}",
         r.text()
     );
@@ -120,7 +122,12 @@ async fn require_org_roles_fixed_org_and_own_org() {
     );
     let plain = token(&ti, json!(["admin"]), Some("111"));
     let r = call(&p, "/acme/x", &[("authorization", &plain)]).await;
-    assert_eq!(r.status, 403, "a role list names no organization: {}", r.text());
+    assert_eq!(
+        r.status,
+        403,
+        "a role list names no organization: {}",
+        r.text()
+    );
     assert!(r.text().contains("admin, billing"), "{}", r.text());
 }
 
@@ -154,7 +161,12 @@ async fn orgs_header_and_assertion() {
 
     // no role map: no header (a forged one still stripped), an empty list in the assertion
     let plain = token(&ti, json!(["admin"]), None);
-    let r = call(&p, "/x", &[("authorization", &plain), ("x-forwarded-orgs", "999")]).await;
+    let r = call(
+        &p,
+        "/x",
+        &[("authorization", &plain), ("x-forwarded-orgs", "999")],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let e = r.echoed();
     assert_eq!(e.header("x-forwarded-orgs"), None);
@@ -169,18 +181,34 @@ async fn orgs_header_renamed_or_disabled() {
     let ti = TestIssuer::start().await;
     let up = echo_upstream().await;
     let t = token(&ti, json!({"admin": {"111": "acme.example"}}), Some("111"));
-    for (setting, want) in [("orgs = \"X-Tenant-Ids\"", Some("x-tenant-ids")), ("orgs = \"\"", None)] {
+    for (setting, want) in [
+        ("orgs = \"X-Tenant-Ids\"", Some("x-tenant-ids")),
+        ("orgs = \"\"", None),
+    ] {
         let cfg = config(&ti.issuer, &up.url(""))
             .replace("[headers]\n", &format!("[headers]\n{setting}\n"));
         let p = start_proxy(&cfg).await;
         wait_ready(&p).await;
-        let r = call(&p, "/x", &[("authorization", &t), ("x-forwarded-orgs", "999"), ("x-tenant-ids", "999")]).await;
+        let r = call(
+            &p,
+            "/x",
+            &[
+                ("authorization", &t),
+                ("x-forwarded-orgs", "999"),
+                ("x-tenant-ids", "999"),
+            ],
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text());
         let e = r.echoed();
         assert_eq!(e.header("x-forwarded-orgs"), None, "{setting}");
         match want {
             Some(h) => assert_eq!(e.header_all(h), ["111"], "{setting}"),
-            None => assert_eq!(e.header("x-tenant-ids"), Some("999"), "{setting}: not an identity header when off"),
+            None => assert_eq!(
+                e.header("x-tenant-ids"),
+                Some("999"),
+                "{setting}: not an identity header when off"
+            ),
         }
         p.shutdown().await;
     }
@@ -228,7 +256,10 @@ fn every_config_in_the_zitadel_guide_passes_check() {
         ("ZITADEL_CLIENT_SECRET", "m8XyQ2vLr7TnWk4pZc9Hs1Jd6Fb3Ga0E"),
         ("ZITADEL_PROJECT_ID", "281537329800"),
         ("ZITADEL_ORG_ID", "231851478245"),
-        ("SESSION_SECRET", "3f9a1c7e5b2d8f4a6c0e9b1d7f3a5c8e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"),
+        (
+            "SESSION_SECRET",
+            "3f9a1c7e5b2d8f4a6c0e9b1d7f3a5c8e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a",
+        ),
         ("ZITADEL_API_KEY_PATH", api_key.to_str().unwrap()),
         ("ZITADEL_APP_KEY_PATH", app_key.to_str().unwrap()),
     ];
@@ -309,16 +340,26 @@ expect = { status = 403, reason = "missing_org_roles" }
         r#"{"sub":"u1","urn:zitadel:iam:org:project:roles":{"admin":{"333":"c.example","222":"b.example"}}}"#,
     ]);
     assert!(
-        out.stdout.contains("requires roles admin in organization 111"),
+        out.stdout
+            .contains("requires roles admin in organization 111"),
         "{}",
         out.stdout
     );
     assert!(
-        out.stdout
-            .contains("FAIL  require_org_roles [admin] in org 111: missing role(s) admin in organization 111"),
+        out.stdout.contains(
+            "FAIL  require_org_roles [admin] in org 111: missing role(s) admin in organization 111"
+        ),
         "{}",
         out.stdout
     );
     assert!(out.stdout.contains("orgs [222, 333]"), "{}", out.stdout);
     assert!(out.stdout.contains("403"), "{}", out.stdout);
+}
+
+/// The README links the ZITADEL guide from its first screen.
+#[test]
+fn readme_links_the_zitadel_guide_on_its_first_screen() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let first: String = readme.lines().take(25).collect::<Vec<_>>().join("\n");
+    assert!(first.contains("(docs/zitadel.md)"), "{first}");
 }
