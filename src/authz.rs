@@ -411,4 +411,66 @@ mod tests {
         let missing = json!({"email_verified": true});
         assert!(authorize(&r, ident(&[], missing)).is_err());
     }
+
+    /// `require_org_roles`: every role granted in the named org (fixed or the user's own);
+    /// the requirement sits after the role lists and before claims; a role map naming another
+    /// org, no resourceowner claim for `@user`, a plain role list: refused with the org named.
+    #[test]
+    fn org_roles() {
+        use crate::config::{OrgRef, OrgRolesRule};
+        let with = |org: OrgRef| {
+            let mut r = route(&[], &[], vec![("sub", vec![json!("u1")])]);
+            r.require_org_roles = Some(OrgRolesRule {
+                org,
+                roles: vec!["admin".into(), "billing".into()],
+            });
+            r
+        };
+        let who = |claims: Value| {
+            let mut i = ident(&[], claims);
+            let c = i.claims.clone();
+            Arc::make_mut(&mut i).org_roles =
+                crate::claims::org_roles(&c, &crate::config::RolesClaim::Auto, None);
+            i
+        };
+        let map = json!({"sub": "u1", "urn:zitadel:iam:org:project:roles": {"admin": {"1": "a"}, "billing": {"1": "a", "2": "b"}}, "urn:zitadel:iam:user:resourceowner:id": "1"});
+        let fixed = with(OrgRef::Id("1".into()));
+        assert!(authorize(&fixed, who(map.clone())).is_ok());
+        let other = with(OrgRef::Id("2".into()));
+        assert_eq!(
+            authorize(&other, who(map.clone())).unwrap_err().unmet,
+            Denied::MissingOrgRoles {
+                org: Some("2".into()),
+                own: false,
+                roles: vec!["admin".into()]
+            }
+        );
+        let own = with(OrgRef::User);
+        assert!(authorize(&own, who(map.clone())).is_ok());
+        let mut elsewhere = map.clone();
+        elsewhere["urn:zitadel:iam:user:resourceowner:id"] = json!("2");
+        let e = authorize(&own, who(elsewhere)).unwrap_err().unmet;
+        assert_eq!(
+            e.to_string(),
+            "missing role(s) admin in your organization 2 (require_org_roles, org = \"@user\")"
+        );
+        let mut nobody = map;
+        nobody
+            .as_object_mut()
+            .unwrap()
+            .remove("urn:zitadel:iam:user:resourceowner:id");
+        let e = authorize(&own, who(nobody)).unwrap_err().unmet;
+        assert!(
+            matches!(e, Denied::MissingOrgRoles { org: None, .. }),
+            "{e}"
+        );
+        let names: Vec<&str> = checks(&own, &who(json!({"sub": "u1"})))
+            .map(|(r, _)| match r {
+                Requirement::OrgRoles => "org",
+                Requirement::Claim(..) => "claim",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(names, ["org", "claim"]);
+    }
 }

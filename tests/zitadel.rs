@@ -363,3 +363,75 @@ fn readme_links_the_zitadel_guide_on_its_first_screen() {
     let first: String = readme.lines().take(25).collect::<Vec<_>>().join("\n");
     assert!(first.contains("(docs/zitadel.md)"), "{first}");
 }
+
+/// A browser login at the test provider (ZITADEL-shaped: alice's role map `{"admin":
+/// {"123456": "acme.localhost"}}` and resourceowner 123456 arrive in userinfo): the session
+/// carries the org grants — `X-Forwarded-Orgs`, `require_org_roles` with `@user` and a fixed
+/// org — across requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sessions_carry_org_grants() {
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let up = echo_upstream_map().await;
+    let toml = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+[providers.op]
+issuer = "{issuer}"
+client_id = "web"
+client_secret = "web-secret"
+scopes = ["openid", "profile", "email", "urn:zitadel:iam:org:projects:roles"]
+[session]
+{session}
+[[route]]
+name = "own"
+path = "/own"
+upstream = "http://{up}"
+auth = "login"
+require_org_roles = {{ org = "@user", roles = ["admin"] }}
+[[route]]
+name = "other"
+path = "/other"
+upstream = "http://{up}"
+auth = "login"
+require_org_roles = {{ org = "999", roles = ["admin"] }}
+[[route]]
+name = "app"
+path = "/"
+upstream = "http://{up}"
+auth = "login"
+"#,
+        issuer = provider.issuer,
+        session = session_cfg(""),
+    );
+    let _proxy = start_proxy_ready(&toml).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let header = |r: &Page, name: &str| r.json()["headers"][name].as_str().map(str::to_string);
+
+    let alice = Browser::new();
+    let r = alice.login(&base, "/", "alice").await;
+    assert_eq!(header(&r, "x-forwarded-orgs").as_deref(), Some("123456"));
+    let r = alice.get(&format!("{base}/own/x")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(header(&r, "x-forwarded-orgs").as_deref(), Some("123456"));
+    let r = alice.get(&format!("{base}/other/x")).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("missing role(s) admin in organization 999"),
+        "{}",
+        r.body
+    );
+
+    // bob: same organization, no role there
+    let bob = Browser::new();
+    let r = bob.login(&base, "/", "bob").await;
+    assert_eq!(header(&r, "x-forwarded-orgs"), None);
+    let r = bob.get(&format!("{base}/own/x")).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body
+            .contains("missing role(s) admin in your organization 123456"),
+        "{}",
+        r.body
+    );
+}
