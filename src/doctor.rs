@@ -8,6 +8,11 @@
 //! does not exist → `active: false`), and with `--token`: signature and expiry, `aud` against
 //! `audiences`, roles present (if not: the scope or project setting that is likely missing).
 //!
+//! With `--login` it also signs a user in: it prints an authorization URL, the user opens it and
+//! pastes back the address the browser ends on (`…/.auth/callback?code=…`); doctor redeems the
+//! code itself (PKCE, its own state and nonce) and reports the ID token, what userinfo says
+//! (roles, email) and the access token's kind and audience.
+//!
 //! It only reads: the token request uses a made-up code, the introspection a made-up token.
 //! One line per check, `PASS`/`WARN`/`FAIL`; exit 0 when nothing failed.
 
@@ -38,9 +43,14 @@ pub struct Finding {
 
 /// Runs the checks of provider `name` (the only one when `None`); the report and whether
 /// everything passed (warnings do not fail).
-pub async fn doctor(cfg: &Config, name: Option<&str>, token: Option<&str>) -> (String, bool) {
+pub async fn doctor(
+    cfg: &Config,
+    name: Option<&str>,
+    token: Option<&str>,
+    login: bool,
+) -> (String, bool) {
     let findings = match pick(cfg, name) {
-        Ok(p) => run(cfg, p, token).await,
+        Ok(p) => run(cfg, p, token, login).await,
         Err(e) => vec![Finding {
             outcome: Outcome::Fail,
             check: "provider",
@@ -115,7 +125,7 @@ fn fail(check: &'static str, message: impl Into<String>) -> Finding {
     }
 }
 
-async fn run(cfg: &Config, p: &Arc<Provider>, token: Option<&str>) -> Vec<Finding> {
+async fn run(cfg: &Config, p: &Arc<Provider>, token: Option<&str>, login: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let http = match ProviderClient::new(p.ca_file.as_ref()) {
         Ok(h) => h,
@@ -213,7 +223,234 @@ async fn run(cfg: &Config, p: &Arc<Provider>, token: Option<&str>) -> Vec<Findin
     if let Some(t) = token {
         token_checks(p, &rt, t, &mut out).await;
     }
+    if login {
+        login_checks(p, &doc, &redirect_uri, &rt, &mut out).await;
+    }
     out
+}
+
+/// The authorization request for `client_id` with `redirect_uri`, PKCE S256 of `verifier`.
+fn authorize_url(
+    p: &Provider,
+    ep: &str,
+    redirect_uri: &str,
+    state: &str,
+    verifier: &str,
+) -> Result<url::Url, String> {
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+    let mut url = url::Url::parse(ep).map_err(|e| format!("authorization_endpoint {ep:?}: {e}"))?;
+    let mut scopes = p.scopes.clone();
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    url.query_pairs_mut()
+        .append_pair("client_id", p.client_id.as_deref().unwrap_or(""))
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("response_type", "code")
+        .append_pair("scope", &scopes.join(" "))
+        .append_pair("state", state)
+        .append_pair("nonce", state)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    Ok(url)
+}
+
+fn authorization_endpoint(p: &Provider, doc: &Map<String, Value>) -> Option<String> {
+    doc.get("authorization_endpoint")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| p.authorization_endpoint.as_ref().map(|u| u.to_string()))
+}
+
+/// `--login`: a real sign-in, the browser's last address pasted back on stdin.
+async fn login_checks(
+    p: &Provider,
+    doc: &Map<String, Value>,
+    redirect_uri: &str,
+    rt: &ProviderRuntime,
+    out: &mut Vec<Finding>,
+) {
+    const CHECK: &str = "login";
+    if !p.used_for_login {
+        out.push(warn(
+            CHECK,
+            "no login route uses this provider: --login skipped",
+        ));
+        return;
+    }
+    let Some(ep) = authorization_endpoint(p, doc) else {
+        out.push(fail(CHECK, "the provider has no authorization_endpoint"));
+        return;
+    };
+    let state = crate::session::crypto::random_token();
+    let verifier = crate::session::crypto::random_token();
+    let url = match authorize_url(p, &ep, redirect_uri, &state, &verifier) {
+        Ok(u) => u,
+        Err(e) => {
+            out.push(fail(CHECK, e));
+            return;
+        }
+    };
+    {
+        use std::io::Write as _;
+        let mut so = std::io::stdout().lock();
+        let _ = writeln!(so, "Open this URL in a browser and sign in:\n  {url}");
+        let _ = writeln!(
+            so,
+            "Then paste the address the browser ends on ({redirect_uri}?code=…; the page itself may show an error):"
+        );
+        let _ = so.flush();
+    }
+    let line = tokio::task::spawn_blocking(|| {
+        let mut s = String::new();
+        std::io::stdin().read_line(&mut s).map(|_| s)
+    })
+    .await;
+    let pasted = match line {
+        Ok(Ok(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            out.push(fail(CHECK, "no address was pasted"));
+            return;
+        }
+    };
+    let Ok(back) = url::Url::parse(&pasted) else {
+        out.push(fail(
+            CHECK,
+            format!("{pasted:?} is not a URL: paste the whole address"),
+        ));
+        return;
+    };
+    let q = |k: &str| {
+        back.query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    if let Some(err) = q("error") {
+        let hint = if err == "access_denied" {
+            " (ZITADEL: with \"Check authorization on Authentication\" on, a user without a role in the project may not sign in)"
+        } else {
+            ""
+        };
+        out.push(fail(
+            CHECK,
+            format!(
+                "the provider answered error={err}{}{hint}",
+                q("error_description")
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+        ));
+        return;
+    }
+    if q("state").as_deref() != Some(state.as_str()) {
+        out.push(fail(
+            CHECK,
+            "the pasted address is not the answer to this sign-in (its state differs): paste the address of this run's sign-in",
+        ));
+        return;
+    }
+    let Some(code) = q("code") else {
+        out.push(fail(CHECK, "the pasted address has no code"));
+        return;
+    };
+    let tr = match rt
+        .token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", &verifier),
+        ])
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(fail(CHECK, format!("redeeming the code failed: {e}")));
+            return;
+        }
+    };
+    let client = p.client_id.clone().unwrap_or_default();
+    let Some(id_token) = tr.id_token.as_deref() else {
+        out.push(fail(
+            CHECK,
+            "the token response has no ID token: add the scope openid",
+        ));
+        return;
+    };
+    let mut claims = match rt.verify_jwt(id_token, std::slice::from_ref(&client)).await {
+        Ok(c) if c.get("nonce").and_then(Value::as_str) == Some(state.as_str()) => c,
+        Ok(_) => {
+            out.push(fail(CHECK, "the ID token's nonce is not this sign-in's"));
+            return;
+        }
+        Err(e) => {
+            out.push(fail(CHECK, format!("the ID token is not valid: {e}")));
+            return;
+        }
+    };
+    out.push(pass(
+        CHECK,
+        format!(
+            "signed in as sub {:?}; the ID token is valid",
+            claims.get("sub").and_then(Value::as_str).unwrap_or("")
+        ),
+    ));
+    match rt.userinfo(&tr.access_token).await {
+        Ok(ui) => {
+            for (k, v) in ui {
+                claims.entry(k).or_insert(v);
+            }
+            out.push(pass("userinfo", "userinfo answered"));
+        }
+        Err(e) => out.push(warn("userinfo", format!("userinfo failed: {e}"))),
+    }
+    match (
+        claims.get("email").and_then(Value::as_str),
+        claims.get("email_verified"),
+    ) {
+        (None, _) => out.push(warn(
+            "email",
+            "no email: request the scope email if the app needs X-Forwarded-Email",
+        )),
+        (Some(e), Some(Value::Bool(false))) => out.push(warn(
+            "email",
+            format!("{e} is not verified: X-Forwarded-Email is not sent for it"),
+        )),
+        (Some(e), _) => out.push(pass("email", e.to_string())),
+    }
+    let roles = rt.roles(&claims);
+    out.push(roles_finding(rt, &claims, &roles));
+    let kind = if unverified_claims(&tr.access_token).is_some() {
+        "a JWT"
+    } else {
+        "opaque (bearer routes need introspection for such tokens)"
+    };
+    out.push(pass(
+        "access token",
+        format!("the login's access token is {kind}"),
+    ));
+}
+
+fn roles_finding(rt: &ProviderRuntime, claims: &Map<String, Value>, roles: &[String]) -> Finding {
+    if roles.is_empty() {
+        return fail(
+            "roles",
+            "no roles arrived, so every require_roles answers 403: request the scope urn:zitadel:iam:org:projects:roles (for logins: in `scopes`), or switch on the project's \"Assert Roles on Authentication\" (and \"Check for Project on Authentication\" if needed); also check the user has a role granted in the project (Authorizations)",
+        );
+    }
+    let orgs = rt.org_roles(claims);
+    pass(
+        "roles",
+        format!(
+            "roles [{}]{}",
+            roles.join(", "),
+            if orgs.orgs().is_empty() {
+                String::new()
+            } else {
+                format!(", granted in orgs [{}]", orgs.orgs().join(", "))
+            }
+        ),
+    )
 }
 
 /// Where the provider sends the browser back: `public_url` + `/.auth/callback`.
@@ -269,31 +506,20 @@ async fn redirect_check(
     rt: &ProviderRuntime,
 ) -> Finding {
     const CHECK: &str = "redirect uri";
-    let Some(ep) = doc
-        .get("authorization_endpoint")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| p.authorization_endpoint.as_ref().map(|u| u.to_string()))
-    else {
+    let Some(ep) = authorization_endpoint(p, doc) else {
         return fail(CHECK, "the provider has no authorization_endpoint");
     };
     let client_id = p.client_id.as_deref().unwrap_or("");
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-        <sha2::Sha256 as sha2::Digest>::digest(b"portcullis-doctor-verifier-0123456789abcdef"),
-    );
-    let mut url = match url::Url::parse(&ep) {
+    let url = match authorize_url(
+        p,
+        &ep,
+        redirect_uri,
+        "portcullis-doctor",
+        "portcullis-doctor-verifier-0123456789abcdef",
+    ) {
         Ok(u) => u,
-        Err(e) => return fail(CHECK, format!("authorization_endpoint {ep:?}: {e}")),
+        Err(e) => return fail(CHECK, e),
     };
-    url.query_pairs_mut()
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", redirect_uri)
-        .append_pair("response_type", "code")
-        .append_pair("scope", &p.scopes.join(" "))
-        .append_pair("state", "portcullis-doctor")
-        .append_pair("nonce", "portcullis-doctor")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
     let req = match http::Request::get(url.as_str())
         .header(http::header::ACCEPT, "text/html")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -521,27 +747,11 @@ async fn token_checks(p: &Provider, rt: &ProviderRuntime, token: &str, out: &mut
         ));
     }
     let roles = rt.roles(&claims);
-    if roles.is_empty() {
-        out.push(fail(
-            "roles",
-            "the token carries no roles, so every require_roles answers 403: request the scope urn:zitadel:iam:org:projects:roles (for logins: in `scopes`), or switch on the project's \"Assert Roles on Authentication\" (and \"Check for Project on Authentication\" if needed); also check the user has a role granted in the project (Authorizations)",
-        ));
-    } else {
-        let orgs = rt.org_roles(&claims);
-        out.push(pass(
-            "roles",
-            format!(
-                "roles [{}]{}",
-                roles.join(", "),
-                if orgs.orgs().is_empty() {
-                    String::new()
-                } else {
-                    format!(", granted in orgs [{}]", orgs.orgs().join(", "))
-                }
-            ),
-        ));
-    }
+    out.push(roles_finding(rt, &claims, &roles));
 }
 
-/// The timeout for the whole run (each request has the provider's own).
-pub const TOTAL: Duration = Duration::from_secs(120);
+/// The time limit of the whole run (each request also has the provider's `timeout`); with
+/// `--login` a person signs in meanwhile.
+pub fn total(login: bool) -> Duration {
+    Duration::from_secs(if login { 600 } else { 120 })
+}

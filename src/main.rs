@@ -66,6 +66,10 @@ struct DoctorArgs {
     /// An access token to check too (JWT or opaque; `Bearer ` prefix optional).
     #[arg(long)]
     token: Option<String>,
+    /// Also sign a user in: open the printed URL, paste back the address the browser ends on;
+    /// reports the ID token, userinfo (roles, email) and the access token's kind.
+    #[arg(long)]
+    login: bool,
 }
 
 #[derive(Args)]
@@ -193,18 +197,19 @@ fn main() -> ExitCode {
             let Some(rt) = runtime() else {
                 return ExitCode::from(2);
             };
-            let run = portcullis::doctor::doctor(&c, a.provider.as_deref(), a.token.as_deref());
-            match rt.block_on(async { tokio::time::timeout(portcullis::doctor::TOTAL, run).await })
-            {
+            let run =
+                portcullis::doctor::doctor(&c, a.provider.as_deref(), a.token.as_deref(), a.login);
+            let limit = portcullis::doctor::total(a.login);
+            let result = rt.block_on(async { tokio::time::timeout(limit, run).await });
+            // a `--login` still waiting on stdin must not hold the exit
+            rt.shutdown_background();
+            match result {
                 Ok((report, ok)) => {
                     print!("{report}");
                     ExitCode::from(u8::from(!ok))
                 }
                 Err(_) => {
-                    println!(
-                        "FAIL provider: no answer within {:?}",
-                        portcullis::doctor::TOTAL
-                    );
+                    println!("FAIL doctor: not done within {limit:?}");
                     ExitCode::from(1)
                 }
             }

@@ -196,3 +196,84 @@ async fn doctor_names_each_failure() {
     );
     assert!(out.stdout.contains("1 check(s) failed"), "{}", out.stdout);
 }
+
+/// `--login`: doctor prints an authorization URL; a browser (scripted: the provider's login
+/// form) signs in and ends on `<public_url>/.auth/callback?code=…`, whose address is pasted on
+/// stdin; doctor redeems the code and reports the ID token, userinfo's roles (alice: admin,
+/// granted in org 123456) — and for bob, who has none, the scope and project setting to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_login_reports_what_a_sign_in_returns() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let callback = "http://localhost:8080/.auth/callback";
+    let op = OidcProvider::start(&[("LOG_REQUESTS", "0"), ("CLIENT_REDIRECT_URIS", callback)]);
+    let dir = setup(&op);
+    let cfg = config(&dir, &op.issuer, GOOD, "http://localhost:8080");
+    for (user, roles_line) in [("alice", "PASS roles"), ("bob", "FAIL roles")] {
+        let mut child = Command::new(binary())
+            .args(["doctor", "--config", &cfg, "--login"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start portcullis doctor");
+        let pid = child.id();
+        // bounded: the child is killed if the test stalls (and only while it is ours: the
+        // watchdog stands down as soon as the child has been waited for)
+        let (done, stalled) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if stalled
+                .recv_timeout(std::time::Duration::from_secs(90))
+                .is_err_and(|e| e == std::sync::mpsc::RecvTimeoutError::Timeout)
+            {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = String::new();
+        let url = loop {
+            let mut l = String::new();
+            assert!(
+                stdout.read_line(&mut l).unwrap() > 0,
+                "no URL printed: {seen}"
+            );
+            seen.push_str(&l);
+            if let Some(u) = l.trim().strip_prefix("http") {
+                break format!("http{u}");
+            }
+        };
+        assert!(
+            url.contains("redirect_uri=http%3A%2F%2Flocalhost%3A8080%2F.auth%2Fcallback"),
+            "{url}"
+        );
+        let b = Browser::new();
+        let (_, visited) = b.navigate(&url, user).await;
+        let back = visited.last().unwrap().clone();
+        assert!(
+            back.starts_with(callback) && back.contains("code="),
+            "{visited:?}"
+        );
+        writeln!(child.stdin.take().unwrap(), "{back}").unwrap();
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let _ = done.send(());
+        let status = child.wait().unwrap();
+        watchdog.join().unwrap();
+        let out = CliOutput {
+            code: status.code().unwrap_or(-1),
+            stdout: rest,
+            stderr: String::new(),
+        };
+        let l = line(&out, "PASS login");
+        assert!(l.contains(&format!("sub \"{user}\"")), "{l}");
+        line(&out, "PASS userinfo");
+        let l = line(&out, roles_line);
+        if user == "alice" {
+            assert_eq!(out.code, 0, "{}", out.stdout);
+            assert!(l.contains("admin") && l.contains("123456"), "{l}");
+        } else {
+            assert_eq!(out.code, 1, "{}", out.stdout);
+            assert!(l.contains("urn:zitadel:iam:org:projects:roles"), "{l}");
+        }
+    }
+}
