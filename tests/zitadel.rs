@@ -354,6 +354,12 @@ expect = { status = 403, reason = "missing_org_roles" }
     );
     assert!(out.stdout.contains("orgs [222, 333]"), "{}", out.stdout);
     assert!(out.stdout.contains("403"), "{}", out.stdout);
+
+    // the matrix's default identities include one per org rule, allowed on its own route only
+    let out = cli(&["matrix", "--config", p, "--format", "json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("org:111:admin"), "{}", out.stdout);
+    assert!(out.stdout.contains("org:@user:admin"), "{}", out.stdout);
 }
 
 /// The README links the ZITADEL guide from its first screen.
