@@ -328,7 +328,7 @@ async fn login_checks(
     };
     if let Some(err) = q("error") {
         let hint = if err == "access_denied" {
-            " (ZITADEL: with \"Check authorization on Authentication\" on, a user without a role in the project may not sign in)"
+            " (ZITADEL: with \"Check authorization on Authentication\" / \"Check Role Assignment on Authentication\" on, a user without a role in the project may not sign in)"
         } else {
             ""
         };
