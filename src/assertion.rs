@@ -6,7 +6,8 @@
 //!
 //! Claims: `iss` = the `[server] public_url` origin (or `"portcullis"` when unset), `aud` = the
 //! route's name, `sub`, `email` (only when not `email_verified: false`), `name`,
-//! `preferred_username`, `roles`, `idp` (the name of the provider that vouched for the identity)
+//! `preferred_username`, `roles`, `orgs` (ZITADEL: ids of the organizations that granted any
+//! role, sorted), `idp` (the name of the provider that vouched for the identity)
 //! and `idp_iss` (that provider's issuer) — `sub` alone is only unique per provider, so an
 //! upstream behind several providers keys users by (`idp_iss`, `sub`) — `iat`, `exp` = iat + 60 s.
 //! Key: `[headers] assertion_key_file` (PEM PKCS#8 EC P-256); generated at start otherwise — then
@@ -151,6 +152,7 @@ impl AssertionSigner {
             "name": id.name,
             "preferred_username": id.preferred_username,
             "roles": id.roles,
+            "orgs": id.org_roles.orgs(),
             "iat": now,
             "exp": now + ASSERTION_TTL,
         });

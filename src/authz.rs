@@ -1,6 +1,6 @@
 //! The authorization stage: checks a route's `require_roles`, `require_any_role`,
-//! `require_claims` and email rules (`require_email_domains`, `require_emails`) against an
-//! [`Identity`], in that order. A [`Permit`] exists only when they are met, and
+//! `require_org_roles` (ZITADEL: roles granted in one organization), `require_claims` and email
+//! rules (`require_email_domains`, `require_emails`) against an [`Identity`], in that order. A [`Permit`] exists only when they are met, and
 //! identity headers can only be injected from a `Permit` — skipping this stage does not compile.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::claims::claim;
-use crate::config::Route;
+use crate::config::{OrgRef, Route};
 use crate::identity::Identity;
 
 /// Proof that `identity` may use `route`.
@@ -42,6 +42,14 @@ pub enum Denied {
     MissingRoles(Vec<String>),
     #[error("requires one of the roles: {}", .0.join(", "))]
     NoneOfRoles(Vec<String>),
+    /// `require_org_roles`: roles not granted in the organization (`org`: its id, `None` when
+    /// the rule names the user's own organization and the identity does not say which).
+    #[error("{}", org_message(.org, .roles, *.own))]
+    MissingOrgRoles {
+        org: Option<String>,
+        own: bool,
+        roles: Vec<String>,
+    },
     #[error("claim `{claim}` must be {}", describe(.accepted))]
     Claim { claim: String, accepted: Vec<Value> },
     /// The route has email rules and the identity's email is absent, or its
@@ -54,6 +62,23 @@ pub enum Denied {
     /// A verified email outside the route's `require_email_domains` / `require_emails`.
     #[error("the email address {email} is not allowed here{}", if .domains.is_empty() { String::new() } else { format!(" (allowed domains: {})", .domains.join(", ")) })]
     EmailNotAllowed { email: String, domains: Vec<String> },
+}
+
+fn org_message(org: &Option<String>, roles: &[String], own: bool) -> String {
+    match (org, own) {
+        (None, _) => format!(
+            "role(s) {} are required in your own organization, and the identity does not name it (claim urn:zitadel:iam:user:resourceowner:id; ZITADEL sends it with the scope urn:zitadel:iam:user:resourceowner)",
+            roles.join(", ")
+        ),
+        (Some(o), true) => format!(
+            "missing role(s) {} in your organization {o} (require_org_roles, org = \"@user\")",
+            roles.join(", ")
+        ),
+        (Some(o), false) => format!(
+            "missing role(s) {} in organization {o} (require_org_roles)",
+            roles.join(", ")
+        ),
+    }
 }
 
 fn describe(accepted: &[Value]) -> String {
@@ -97,6 +122,7 @@ fn unmet(route: &Route, identity: &Identity) -> Option<Denied> {
 pub enum Requirement<'a> {
     Roles,
     AnyRole,
+    OrgRoles,
     Claim(&'a str, &'a [Value]),
     Email,
 }
@@ -109,6 +135,14 @@ impl Requirement<'_> {
             Requirement::AnyRole => {
                 format!("require_any_role [{}]", route.require_any_role.join(", "))
             }
+            Requirement::OrgRoles => match &route.require_org_roles {
+                Some(rule) => format!(
+                    "require_org_roles [{}] in org {}",
+                    rule.roles.join(", "),
+                    rule.org
+                ),
+                None => String::new(),
+            },
             Requirement::Claim(name, accepted) => {
                 format!("require_claims.{name} = {}", describe(accepted))
             }
@@ -169,6 +203,10 @@ pub fn checks<'a>(
             },
         )
     });
+    let org = route
+        .require_org_roles
+        .as_ref()
+        .map(|rule| (Requirement::OrgRoles, org_roles_met(rule, identity)));
     let claims = route.require_claims.iter().map(|(name, accepted)| {
         let ok = claim(&identity.claims, name).is_some_and(|v| claim_matches(v, accepted));
         (
@@ -185,7 +223,46 @@ pub fn checks<'a>(
     });
     let email = (!route.require_email_domains.is_empty() || !route.require_emails.is_empty())
         .then(|| (Requirement::Email, email_allowed(route, identity)));
-    roles.into_iter().chain(any).chain(claims).chain(email)
+    roles
+        .into_iter()
+        .chain(any)
+        .chain(org)
+        .chain(claims)
+        .chain(email)
+}
+
+/// `require_org_roles`: each role's grant map names the organization (a fixed id, or the
+/// user's own from `urn:zitadel:iam:user:resourceowner:id`).
+fn org_roles_met(rule: &crate::config::OrgRolesRule, identity: &Identity) -> Result<(), Denied> {
+    let own = rule.org == OrgRef::User;
+    let org = match &rule.org {
+        OrgRef::Id(id) => id.as_str(),
+        OrgRef::User => match identity.org_roles.user_org.as_deref() {
+            Some(o) => o,
+            None => {
+                return Err(Denied::MissingOrgRoles {
+                    org: None,
+                    own,
+                    roles: rule.roles.clone(),
+                });
+            }
+        },
+    };
+    let missing: Vec<String> = rule
+        .roles
+        .iter()
+        .filter(|r| !identity.org_roles.has(r, org))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Denied::MissingOrgRoles {
+            org: Some(org.to_string()),
+            own,
+            roles: missing,
+        })
+    }
 }
 
 /// The email rules: an email is present, `email_verified` is `true` (the boolean, or the
@@ -333,5 +410,67 @@ mod tests {
         assert!(e.to_string().contains("email_verified"), "{e}");
         let missing = json!({"email_verified": true});
         assert!(authorize(&r, ident(&[], missing)).is_err());
+    }
+
+    /// `require_org_roles`: every role granted in the named org (fixed or the user's own);
+    /// the requirement sits after the role lists and before claims; a role map naming another
+    /// org, no resourceowner claim for `@user`, a plain role list: refused with the org named.
+    #[test]
+    fn org_roles() {
+        use crate::config::{OrgRef, OrgRolesRule};
+        let with = |org: OrgRef| {
+            let mut r = route(&[], &[], vec![("sub", vec![json!("u1")])]);
+            r.require_org_roles = Some(OrgRolesRule {
+                org,
+                roles: vec!["admin".into(), "billing".into()],
+            });
+            r
+        };
+        let who = |claims: Value| {
+            let mut i = ident(&[], claims);
+            let c = i.claims.clone();
+            Arc::make_mut(&mut i).org_roles =
+                crate::claims::org_roles(&c, &crate::config::RolesClaim::Auto, None);
+            i
+        };
+        let map = json!({"sub": "u1", "urn:zitadel:iam:org:project:roles": {"admin": {"1": "a"}, "billing": {"1": "a", "2": "b"}}, "urn:zitadel:iam:user:resourceowner:id": "1"});
+        let fixed = with(OrgRef::Id("1".into()));
+        assert!(authorize(&fixed, who(map.clone())).is_ok());
+        let other = with(OrgRef::Id("2".into()));
+        assert_eq!(
+            authorize(&other, who(map.clone())).unwrap_err().unmet,
+            Denied::MissingOrgRoles {
+                org: Some("2".into()),
+                own: false,
+                roles: vec!["admin".into()]
+            }
+        );
+        let own = with(OrgRef::User);
+        assert!(authorize(&own, who(map.clone())).is_ok());
+        let mut elsewhere = map.clone();
+        elsewhere["urn:zitadel:iam:user:resourceowner:id"] = json!("2");
+        let e = authorize(&own, who(elsewhere)).unwrap_err().unmet;
+        assert_eq!(
+            e.to_string(),
+            "missing role(s) admin in your organization 2 (require_org_roles, org = \"@user\")"
+        );
+        let mut nobody = map;
+        nobody
+            .as_object_mut()
+            .unwrap()
+            .remove("urn:zitadel:iam:user:resourceowner:id");
+        let e = authorize(&own, who(nobody)).unwrap_err().unmet;
+        assert!(
+            matches!(e, Denied::MissingOrgRoles { org: None, .. }),
+            "{e}"
+        );
+        let names: Vec<&str> = checks(&own, &who(json!({"sub": "u1"})))
+            .map(|(r, _)| match r {
+                Requirement::OrgRoles => "org",
+                Requirement::Claim(..) => "claim",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(names, ["org", "claim"]);
     }
 }

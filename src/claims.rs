@@ -8,6 +8,10 @@
 //! only, `realm_access.roles`, `resource_access.<client_id>.roles`, `roles` and `groups`.
 //! Order is kept, duplicates dropped.
 //!
+//! [`org_roles`] reads the same role map for the organizations that granted each role (ZITADEL:
+//! the map's values are `{"<orgId>": "<orgDomain>"}`), and the user's own organization
+//! (`urn:zitadel:iam:user:resourceowner:id`): `require_org_roles` and `X-Forwarded-Orgs`.
+//!
 //! Why only one project: a ZITADEL token asked for several projects' roles carries one
 //! `…:project:<id>:roles` claim per project, and an `admin` granted in another project (another
 //! app, maybe one the user administers themselves) must not satisfy this one. Without a
@@ -92,6 +96,89 @@ pub fn roles(
     out
 }
 
+/// ZITADEL's claim naming the user's own organization.
+pub const USER_ORG_CLAIM: &str = "urn:zitadel:iam:user:resourceowner:id";
+
+/// Which organizations granted which roles (ZITADEL's role map), derived once per identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgRoles {
+    /// (role, organization id), sorted, without duplicates.
+    grants: Vec<(String, String)>,
+    /// Every organization that granted any role: sorted, without duplicates.
+    orgs: Vec<String>,
+    /// The user's own organization (`urn:zitadel:iam:user:resourceowner:id`).
+    pub user_org: Option<String>,
+}
+
+impl OrgRoles {
+    /// Whether `role` is granted in organization `org`.
+    pub fn has(&self, role: &str, org: &str) -> bool {
+        self.grants
+            .binary_search_by(|(r, o)| (r.as_str(), o.as_str()).cmp(&(role, org)))
+            .is_ok()
+    }
+
+    /// The organizations in which the user holds any role, sorted.
+    pub fn orgs(&self) -> &[String] {
+        &self.orgs
+    }
+
+    /// The organizations that granted `role`.
+    pub fn orgs_of<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.grants
+            .iter()
+            .filter(move |(r, _)| r == role)
+            .map(|(_, o)| o.as_str())
+    }
+}
+
+/// The org grants in `claims`: the role maps [`roles`] reads (`roles_claim` when it names a
+/// map; with `auto`, `urn:zitadel:iam:org:project:roles` and the configured project's
+/// `urn:zitadel:iam:org:project:<project_id>:roles`). A role whose value is not an object
+/// (a plain list of roles) names no organization.
+pub fn org_roles(
+    claims: &Map<String, Value>,
+    how: &RolesClaim,
+    project_id: Option<&str>,
+) -> OrgRoles {
+    let mut grants: Vec<(String, String)> = Vec::new();
+    let mut add = |map: Option<&Value>| {
+        let Some(Value::Object(map)) = map else {
+            return;
+        };
+        for (role, orgs) in map {
+            if let Value::Object(orgs) = orgs {
+                for org in orgs.keys().filter(|o| !o.is_empty()) {
+                    grants.push((role.clone(), org.clone()));
+                }
+            }
+        }
+    };
+    match how {
+        RolesClaim::Path(p) => add(claim(claims, p)),
+        RolesClaim::Auto => {
+            add(claims.get(ZITADEL_ROLES));
+            if let Some(id) = project_id {
+                add(claims.get(&format!("urn:zitadel:iam:org:project:{id}:roles")));
+            }
+        }
+    }
+    grants.sort_unstable();
+    grants.dedup();
+    let mut orgs: Vec<String> = grants.iter().map(|(_, o)| o.clone()).collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    OrgRoles {
+        grants,
+        orgs,
+        user_org: claims
+            .get(USER_ORG_CLAIM)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +250,28 @@ mod tests {
         assert_eq!(
             roles(&c, &RolesClaim::Path("scope".into()), None, None),
             Vec::<String>::new()
+        );
+    }
+
+    /// The role map's values name the granting organizations; the project-scoped map counts
+    /// only for our project; a plain list names none.
+    #[test]
+    fn zitadel_org_grants() {
+        let c = m(json!({
+            "urn:zitadel:iam:org:project:roles": {"admin": {"111": "acme.example"}, "reader": {"222": "b.example", "111": "acme.example"}},
+            "urn:zitadel:iam:org:project:9:roles": {"ops": {"333": "c.example"}},
+            "urn:zitadel:iam:org:project:8:roles": {"admin": {"444": "d.example"}},
+            "urn:zitadel:iam:user:resourceowner:id": "111",
+            "roles": ["x"]
+        }));
+        let o = org_roles(&c, &RolesClaim::Auto, Some("9"));
+        assert!(o.has("admin", "111") && o.has("reader", "222") && o.has("ops", "333"));
+        assert!(!o.has("admin", "222") && !o.has("admin", "444") && !o.has("x", "111"));
+        assert_eq!(o.orgs(), ["111", "222", "333"]);
+        assert_eq!(o.user_org.as_deref(), Some("111"));
+        assert_eq!(o.orgs_of("reader").collect::<Vec<_>>(), ["111", "222"]);
+        assert!(
+            org_roles(&m(json!({"roles": ["a"]})), &RolesClaim::Auto, None) == OrgRoles::default()
         );
     }
 }

@@ -384,6 +384,9 @@ fn render(
             id.sub,
             id.roles.join(", ")
         );
+        if !id.org_roles.orgs().is_empty() {
+            let _ = writeln!(out, "  orgs [{}]", id.org_roles.orgs().join(", "));
+        }
         if let Some(exp) = id.expires_at {
             let _ = writeln!(out, "  token expires in {}s", exp - now());
         }
@@ -509,6 +512,17 @@ fn describe_route(out: &mut String, route: &Route) {
             out,
             "  requires any role of: {}",
             route.require_any_role.join(", ")
+        );
+    }
+    if let Some(rule) = &route.require_org_roles {
+        let _ = writeln!(
+            out,
+            "  requires roles {} in organization {}",
+            rule.roles.join(", "),
+            match &rule.org {
+                crate::config::OrgRef::User => "@user (the user's own)".to_string(),
+                crate::config::OrgRef::Id(id) => id.clone(),
+            }
         );
     }
     for (c, v) in &route.require_claims {

@@ -412,6 +412,9 @@ fn header_values(id: &Identity) -> HeaderValues {
         roles: (!id.roles.is_empty())
             .then(|| id.roles.join(","))
             .and_then(|r| sanitize_value(&r)),
+        orgs: (!id.org_roles.orgs().is_empty())
+            .then(|| id.org_roles.orgs().join(","))
+            .and_then(|o| sanitize_value(&o)),
         access_token: Default::default(),
     }
 }
@@ -456,6 +459,7 @@ pub fn inject(
     set(&cfg.preferred_username, &v.preferred_username);
     set(&cfg.name, &v.name);
     set(&cfg.roles, &v.roles);
+    set(&cfg.orgs, &v.orgs);
     if cfg.access_token.is_some() {
         let token = v
             .access_token

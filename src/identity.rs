@@ -15,6 +15,8 @@ pub struct Identity {
     pub name: Option<String>,
     pub preferred_username: Option<String>,
     pub roles: Vec<String>,
+    /// Which organizations granted which roles (ZITADEL), and the user's own organization.
+    pub org_roles: crate::claims::OrgRoles,
     /// All claims (ID token + userinfo, or the access token / introspection response).
     pub claims: Map<String, Value>,
     /// The access token that proved it (bearer) or the session's access token (login).
@@ -57,6 +59,8 @@ pub struct HeaderValues {
     pub preferred_username: Option<http::HeaderValue>,
     /// Comma-separated; `None` without roles.
     pub roles: Option<http::HeaderValue>,
+    /// Comma-separated organization ids; `None` without org grants.
+    pub orgs: Option<http::HeaderValue>,
     /// Only when a route forwards it (a ~1 KB copy otherwise made for nothing).
     pub access_token: std::sync::OnceLock<Option<http::HeaderValue>>,
 }

@@ -14,6 +14,7 @@ pub(crate) mod cache;
 pub(crate) mod claims;
 pub mod config;
 pub(crate) mod decision;
+pub mod doctor;
 pub(crate) mod error;
 pub mod explain;
 pub(crate) mod forward_auth;

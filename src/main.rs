@@ -1,5 +1,5 @@
-//! The `portcullis` command: run | check | explain | test | matrix | diff | import | version |
-//! health.
+//! The `portcullis` command: run | check | explain | test | matrix | diff | import | doctor |
+//! version | health.
 
 mod health_cmd;
 
@@ -44,6 +44,10 @@ enum Command {
     Explain(ExplainArgs),
     /// Print the version, the git commit and the build date.
     Version,
+    /// Check a provider end to end (discovery, issuer, redirect URI, credentials, clock; with
+    /// --token the token's signature, audience and roles): one PASS/WARN/FAIL line per check,
+    /// exit 0 when none failed.
+    Doctor(DoctorArgs),
     /// Exit 0 when the admin listener reports ready (GET /readyz answers 2xx), 1 otherwise.
     Health(HealthArgs),
     /// Convert another proxy's configuration into a portcullis config (stdout or --out) and a
@@ -77,6 +81,20 @@ struct CheckArgs {
     /// A file of `[[test]]` tables to run as well.
     #[arg(long)]
     tests: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// The provider to check (default: the only one).
+    #[arg(long)]
+    provider: Option<String>,
+    /// An access token to check too (JWT or opaque; `Bearer ` prefix optional).
+    #[arg(long)]
+    token: Option<String>,
+    /// Also sign a user in: open the printed URL, paste back the address the browser ends on;
+    /// reports the ID token, userinfo (roles, email) and the access token's kind.
+    #[arg(long)]
+    login: bool,
 }
 
 #[derive(Args)]
@@ -196,10 +214,38 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Some(Command::Doctor(a)) => {
+            let c = match load(&cli.cfg) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let Some(rt) = runtime() else {
+                return ExitCode::from(2);
+            };
+            let run =
+                portcullis::doctor::doctor(&c, a.provider.as_deref(), a.token.as_deref(), a.login);
+            let limit = portcullis::doctor::total(a.login);
+            let result = rt.block_on(async { tokio::time::timeout(limit, run).await });
+            // a `--login` still waiting on stdin must not hold the exit
+            rt.shutdown_background();
+            match result {
+                Ok((report, ok)) => {
+                    print!("{report}");
+                    ExitCode::from(u8::from(!ok))
+                }
+                Err(_) => {
+                    println!("FAIL doctor: not done within {limit:?}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::Health(a)) => health_cmd::run(&a.url, a.timeout),
         Some(Command::Import(ImportCommand::Oauth2Proxy(a))) => import_oauth2_proxy(&a),
         Some(Command::Check(a)) => match load(&cli.cfg) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: ok ({} route{}, {} provider{})",
                     c.source.display(),
@@ -433,6 +479,9 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    for w in &cfg.warnings {
+        tracing::warn!(warning = %w, "config");
+    }
     // One CPU available (a 1-CPU container, a pinned process): the single-threaded scheduler
     // does the same work without cross-thread queues and wakeups. Otherwise one worker per CPU.
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);

@@ -309,3 +309,199 @@ async fn rediss_with_a_private_ca_connects_and_stores() {
     let untrusted = RedisStore::new(&server, None, "tlstest").expect("client");
     assert!(untrusted.is_set("jti", "abc").await.is_err());
 }
+
+/// A login provider shaped like ZITADEL, with `scopes` as given, plus `extra` (headers, routes).
+fn zitadel_toml(scopes: &str, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[providers.zitadel]\nissuer = \"https://z.example.com\"\nclient_id = \"abc\"\nscopes = {scopes}\n\n[session]\nsecret = \"7c1e9a4f2b8d3e6a5f0c9b1d7e2a4c8f\"\n{extra}\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"login\"\n"
+    )
+}
+
+fn assert_warning_at(out: &CliOutput, toml: &str, needle: &str, key: &str, why: &str) {
+    assert_eq!(out.code, 0, "a warning is not an error: {}", out.stderr);
+    let want = "warning: ";
+    let at = format!("portcullis.toml:{}: `{key}`: ", pos(toml, needle));
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with(want) && l.contains(&at))
+        .unwrap_or_else(|| panic!("no warning {at:?} in:\n{}", out.stderr));
+    assert!(line.contains(why), "{line}");
+}
+
+/// A header mapping a ZITADEL claim whose scope the login provider does not request: `check`
+/// warns (file:line:col of the header entry, the scope to add) and exits 0; with the scope,
+/// or a `…:project:role:<key>` scope for the roles claims, no warning. Global and per-route
+/// headers; the resourceowner, roles and metadata claims.
+#[test]
+fn check_warns_when_a_zitadel_claims_scope_is_not_requested() {
+    let dir = temp_dir();
+    let headers = "[headers.claims]\n\"X-User-Org\" = \"urn:zitadel:iam:user:resourceowner:id\"\n\"X-Org-Name\" = \"urn:zitadel:iam:user:resourceowner:name\"\n\"X-Project-Roles\" = \"urn:zitadel:iam:org:project:123:roles\"\n\"X-Meta\" = \"urn:zitadel:iam:user:metadata\"\n\"X-Dept\" = \"department\"\n";
+    let toml = zitadel_toml(r#"["openid", "profile"]"#, headers);
+    let out = check_in(dir.path(), &toml);
+    let add = |s: &str| format!("Add \"{s}\" to providers.zitadel.scopes");
+    assert_warning_at(
+        &out,
+        &toml,
+        "\"urn:zitadel:iam:user:resourceowner:id\"",
+        "headers.claims.X-User-Org",
+        &add("urn:zitadel:iam:user:resourceowner"),
+    );
+    assert_warning_at(
+        &out,
+        &toml,
+        "\"urn:zitadel:iam:user:resourceowner:name\"",
+        "headers.claims.X-Org-Name",
+        &add("urn:zitadel:iam:user:resourceowner"),
+    );
+    assert_warning_at(
+        &out,
+        &toml,
+        "\"urn:zitadel:iam:org:project:123:roles\"",
+        "headers.claims.X-Project-Roles",
+        "Assert Roles on Authentication",
+    );
+    assert_warning_at(
+        &out,
+        &toml,
+        "\"urn:zitadel:iam:user:metadata\"",
+        "headers.claims.X-Meta",
+        &add("urn:zitadel:iam:user:metadata"),
+    );
+    assert_eq!(out.stderr.matches("warning: ").count(), 4, "{}", out.stderr);
+    assert!(out.stdout.contains(": ok"), "{}", out.stdout);
+
+    // every scope requested (a single-role scope counts for the roles claims): quiet
+    let toml = zitadel_toml(
+        r#"["openid", "urn:zitadel:iam:user:resourceowner", "urn:zitadel:iam:org:project:role:admin", "urn:zitadel:iam:user:metadata"]"#,
+        headers,
+    );
+    let out = check_in(dir.path(), &toml);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+
+    // a route's own headers: named with the route's index
+    let toml = zitadel_toml(r#"["openid"]"#, "").replace(
+        "auth = \"login\"\n",
+        "auth = \"login\"\n[route.headers.claims]\n\"X-User-Org\" = \"urn:zitadel:iam:user:resourceowner:id\"\n",
+    );
+    let out = check_in(dir.path(), &toml);
+    assert_warning_at(
+        &out,
+        &toml,
+        "\"urn:zitadel:iam:user:resourceowner:id\"",
+        "route[0].headers.claims.X-User-Org",
+        &add("urn:zitadel:iam:user:resourceowner"),
+    );
+}
+
+/// The shipped example requests the scope of every ZITADEL claim it maps: no warning.
+#[test]
+fn the_example_config_has_no_scope_warning() {
+    let example = repo().join("config/portcullis.example.toml");
+    let out = cli_env(
+        &["check", "--config", example.to_str().unwrap()],
+        &[(
+            "SESSION_SECRET",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        )],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}
+
+/// `require_org_roles` errors name file:line:col and the key: no `org`, an empty org, an
+/// unknown `@` value, no/empty `roles`, an empty role, wrong types, an unknown key, and the rule
+/// on an `auth = "none"` route.
+#[test]
+fn require_org_roles_errors_point_at_the_value() {
+    let dir = temp_dir();
+    let route = |name: &str, rule: &str| {
+        format!(
+            "\n[[route]]\nname = \"{name}\"\npath = \"/{name}\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"login\"\nrequire_org_roles = {rule}\n"
+        )
+    };
+    let routes = [
+        route("a", r#"{ org = "", roles = ["admin"] }"#),
+        route("b", r#"{ roles = ["admin"] }"#),
+        route("c", r#"{ org = "123", roles = [] }"#),
+        route("d", r#"{ org = "@me", roles = ["admin"] }"#),
+        route("e", r#"{ org = "123", roles = [""] }"#),
+        route("f", r#"{ org = 123, roles = ["admin"] }"#),
+        route("g", r#"{ org = "123", roles = "admin" }"#),
+        route("h", r#"{ org = "123", role = ["admin"] }"#),
+    ]
+    .concat();
+    let toml = zitadel_toml(r#"["openid"]"#, &routes);
+    let out = check_in(dir.path(), &toml);
+    assert_error_at(
+        &out,
+        &toml,
+        "\"\", roles = [\"admin\"]",
+        "route[0].require_org_roles.org",
+        "empty organization id",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "{ roles = [\"admin\"] }",
+        "route[1].require_org_roles.org",
+        "missing `org`",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "[] }",
+        "route[2].require_org_roles.roles",
+        "empty list",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "\"@me\"",
+        "route[3].require_org_roles.org",
+        "\"@user\"",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "\"\"] }",
+        "route[4].require_org_roles.roles[0]",
+        "empty role name",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "123, roles",
+        "route[5].require_org_roles.org",
+        "invalid type",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "\"admin\" }",
+        "route[6].require_org_roles.roles",
+        "invalid type",
+    );
+    assert_error_at(
+        &out,
+        &toml,
+        "role = [",
+        "route[7].require_org_roles.role",
+        "unknown field `role`",
+    );
+
+    let toml = zitadel_toml(r#"["openid"]"#, "").replace(
+        "auth = \"login\"\n",
+        "auth = \"none\"\nrequire_org_roles = { org = \"@user\", roles = [\"admin\"] }\n",
+    );
+    let out = check_in(dir.path(), &toml);
+    assert_error_at(
+        &out,
+        &toml,
+        "\"none\"",
+        "route[0].auth",
+        "require_org_roles",
+    );
+}

@@ -227,6 +227,7 @@ pub fn identity_from_claims(
         name: s("name"),
         preferred_username: s("preferred_username"),
         roles: p.roles(&claims),
+        org_roles: p.org_roles(&claims),
         expires_at: claims.get("exp").and_then(Value::as_i64),
         access_token: Some(token.to_string()),
         provider: Arc::from(p.name()),

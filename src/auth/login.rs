@@ -136,6 +136,22 @@ impl LoginState {
             needed_claims.extend(top_claim(c));
         }
         needed_claims.insert("email_verified".into());
+        // ZITADEL's role map and the user's organization: `require_org_roles`, the orgs header
+        needed_claims.insert(crate::claims::USER_ORG_CLAIM.into());
+        for p in config.providers.values() {
+            match &p.roles_claim {
+                crate::config::RolesClaim::Path(c) if c.starts_with("urn:zitadel:") => {
+                    needed_claims.extend(top_claim(c))
+                }
+                crate::config::RolesClaim::Path(_) => {}
+                crate::config::RolesClaim::Auto => {
+                    needed_claims.insert("urn:zitadel:iam:org:project:roles".into());
+                    if let Some(id) = &p.project_id {
+                        needed_claims.insert(format!("urn:zitadel:iam:org:project:{id}:roles"));
+                    }
+                }
+            }
+        }
         let single_login_provider = config
             .providers
             .values()
@@ -341,7 +357,7 @@ impl LoginState {
         // request until it changes (a change clones it, and the clone derives anew).
         let identity = d
             .identity
-            .get_or_init(|| Arc::new(identity_of(&d, cfg)))
+            .get_or_init(|| Arc::new(identity_of(&d, cfg, providers.get(&d.provider))))
             .clone();
         Ok(Some(Authenticated {
             identity,
@@ -441,7 +457,11 @@ fn same_session(a: &crate::config::Session, b: &crate::config::Session) -> bool 
         && ca(a) == ca(b)
 }
 
-fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {
+fn identity_of(
+    d: &SessionData,
+    cfg: &crate::config::Session,
+    p: Option<&Arc<ProviderRuntime>>,
+) -> Identity {
     let mut claims = d.claims.clone();
     claims.insert("sub".into(), Value::String(d.sub.clone()));
     if let Some(iss) = &d.iss {
@@ -464,6 +484,7 @@ fn identity_of(d: &SessionData, cfg: &crate::config::Session) -> Identity {
         name: d.name.clone(),
         preferred_username: d.preferred_username.clone(),
         roles: d.roles.clone(),
+        org_roles: p.map(|p| p.org_roles(&d.claims)).unwrap_or_default(),
         claims,
         access_token: Some(d.access_token.clone()),
         expires_at: Some(d.expires_at(cfg)),

@@ -52,6 +52,8 @@ pub(crate) struct Errors<'a> {
     pub file: &'a Path,
     pub src: &'a str,
     pub list: Vec<(usize, ConfigError)>,
+    /// Problems that do not stop the load (start offset, warning).
+    warnings: Vec<(usize, ConfigError)>,
     /// Values that could not be read (start offset, key): left out of the config, so later
     /// complaints about them or their section would only repeat the first error.
     unreadable: Vec<(usize, String)>,
@@ -63,6 +65,7 @@ impl<'a> Errors<'a> {
             file,
             src,
             list: Vec::new(),
+            warnings: Vec::new(),
             unreadable: Vec::new(),
         }
     }
@@ -101,6 +104,28 @@ impl<'a> Errors<'a> {
             return;
         }
         self.push(span.start, key, message.into());
+    }
+
+    /// Records a warning: reported by `check`, the config still loads.
+    pub fn warn(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let (line, col) = self.line_col(span.start);
+        self.warnings.push((
+            span.start,
+            ConfigError {
+                file: self.file.to_path_buf(),
+                line,
+                col,
+                key: key.into(),
+                message: message.into(),
+            },
+        ));
+    }
+
+    /// The warnings recorded, in file order.
+    pub fn take_warnings(&mut self) -> Vec<ConfigError> {
+        let mut w = std::mem::take(&mut self.warnings);
+        w.sort_by_key(|(o, _)| *o);
+        w.into_iter().map(|(_, e)| e).collect()
     }
 
     fn push(&mut self, start: usize, key: String, message: String) {

@@ -43,6 +43,8 @@ pub struct HeaderConfig {
     pub preferred_username: Option<HeaderName>,
     pub name: Option<HeaderName>,
     pub roles: Option<HeaderName>,
+    /// Comma-separated ids of the organizations that granted the user any role (ZITADEL).
+    pub orgs: Option<HeaderName>,
     pub access_token: Option<HeaderName>,
     pub authorization: AuthorizationMode,
     pub assertion: Option<HeaderName>,
@@ -59,6 +61,7 @@ impl HeaderConfig {
             preferred_username: Some(HeaderName::from_static("x-forwarded-preferred-username")),
             name: Some(HeaderName::from_static("x-forwarded-name")),
             roles: Some(HeaderName::from_static("x-forwarded-roles")),
+            orgs: Some(HeaderName::from_static("x-forwarded-orgs")),
             access_token: None,
             authorization: AuthorizationMode::Auto,
             assertion: None,
@@ -75,6 +78,7 @@ impl HeaderConfig {
             &self.preferred_username,
             &self.name,
             &self.roles,
+            &self.orgs,
             &self.access_token,
             &self.assertion,
         ]
@@ -91,6 +95,7 @@ pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-preferred-username",
     "x-forwarded-name",
     "x-forwarded-roles",
+    "x-forwarded-orgs",
     "x-forwarded-groups",
     "x-forwarded-access-token",
     "x-auth-request-user",
@@ -138,6 +143,7 @@ impl Validator<'_, '_> {
         name!(preferred_username);
         name!(name);
         name!(roles);
+        name!(orgs);
         name!(access_token);
         name!(assertion);
         if let Some(a) = &h.authorization {

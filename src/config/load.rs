@@ -142,11 +142,12 @@ pub fn load_str(
         return Err(errs.into_errors());
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let cfg = Validator {
+    let mut cfg = Validator {
         errs: &mut errs,
         dir: &dir,
     }
     .config(raw, path);
+    cfg.warnings = errs.take_warnings();
     errs.finish()?;
     Ok(cfg)
 }
@@ -487,6 +488,7 @@ impl Validator<'_, '_> {
         }
 
         let tests = self.policy_tests(&raw.tests, &routes, path);
+        self.scope_warnings(&raw, &providers, &only_provider);
 
         Config {
             source: path.to_path_buf(),
@@ -499,6 +501,7 @@ impl Validator<'_, '_> {
             identity_header_names,
             tests,
             telemetry: self.telemetry(&raw.telemetry),
+            warnings: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod policy_test;
 mod provider;
 mod raw;
 mod route;
+mod scopes;
 mod server;
 mod session;
 mod telemetry;
@@ -35,7 +36,7 @@ pub use policy_test::{
 pub use provider::{
     Introspection, IntrospectionAuth, Provider, RolesClaim, TokenEndpointAuth, ZitadelKey,
 };
-pub use route::{AuthMode, Route, Upstream, UpstreamProtocol};
+pub use route::{AuthMode, OrgRef, OrgRolesRule, Route, Upstream, UpstreamProtocol};
 pub use server::{PairPart, Server, Tls, certified_key};
 pub use session::{
     PLACEHOLDER_SECRETS, RedisSentinel, RedisServer, Session, SessionStore, in_cookie_domain,
@@ -62,6 +63,8 @@ pub struct Config {
     /// `[[test]]` tables (policy tests), validated.
     pub tests: Vec<PolicyTest>,
     pub telemetry: Telemetry,
+    /// Problems that do not stop the config from loading (`check` prints them, exit 0).
+    pub warnings: Vec<ConfigError>,
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "none of the roles of require_any_role (403)",
     ),
     (
+        "missing_org_roles",
+        "a role of require_org_roles is not granted in that organization (403)",
+    ),
+    (
         "claim_mismatch",
         "a require_claims claim is absent or differs (403)",
     ),
@@ -212,13 +216,19 @@ impl TestIdentity {
                 Ok(TestIdentity::Token { path, claims })
             }
             Value::Object(m) => {
+                // a list of names, or ZITADEL's role map { admin = { "<orgId>" = "<domain>" } }
+                let role_map = |r: &Value| {
+                    r.as_object()
+                        .is_some_and(|m| m.values().all(Value::is_object))
+                };
                 if let Some(r) = m.get("roles")
                     && !r
                         .as_array()
                         .is_some_and(|a| a.iter().all(Value::is_string))
+                    && !role_map(r)
                 {
                     return Err(
-                        "`roles` must be a list of role names, e.g. roles = [\"reader\"]".into(),
+                        "`roles` must be a list of role names (roles = [\"reader\"]) or a ZITADEL role map (roles = { admin = { \"<orgId>\" = \"<orgDomain>\" } })".into(),
                     );
                 }
                 if let Some(s) = m.get("sub")

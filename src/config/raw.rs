@@ -225,6 +225,8 @@ pub struct RawHeaders {
     pub preferred_username: Option<Spanned<Str>>,
     pub name: Option<Spanned<Str>>,
     pub roles: Option<Spanned<Str>>,
+    /// ZITADEL: the organizations in which the user holds any role.
+    pub orgs: Option<Spanned<Str>>,
     pub access_token: Option<Spanned<Str>>,
     pub authorization: Option<Parsed<AuthorizationMode>>,
     pub assertion: Option<Spanned<Str>>,
@@ -232,6 +234,14 @@ pub struct RawHeaders {
     pub assertion_key_file: Option<Spanned<Str>>,
     #[serde(default)]
     pub claims: BTreeMap<String, Spanned<Str>>,
+}
+
+/// `require_org_roles = { org = "<orgId>" | "@user", roles = ["admin"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrgRoles {
+    pub org: Option<Spanned<Str>>,
+    pub roles: Option<Spanned<Vec<Spanned<Str>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +266,8 @@ pub struct RawRoute {
     /// The identity's verified email must be one of these (or at a `require_email_domains` domain).
     #[serde(default)]
     pub require_emails: Vec<Spanned<Str>>,
+    /// ZITADEL: these roles granted in this organization (`org = "<orgId>"` or `"@user"`).
+    pub require_org_roles: Option<Spanned<RawOrgRoles>>,
     pub headers: Option<RawHeaders>,
     pub timeout: Option<Dur>,
     pub websocket: Option<bool>,

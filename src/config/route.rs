@@ -119,6 +119,32 @@ impl std::fmt::Display for Upstream {
     }
 }
 
+/// Which organization `require_org_roles` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgRef {
+    /// A fixed organization id.
+    Id(String),
+    /// `"@user"`: the user's own organization (`urn:zitadel:iam:user:resourceowner:id`).
+    User,
+}
+
+impl std::fmt::Display for OrgRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrgRef::Id(id) => f.write_str(id),
+            OrgRef::User => f.write_str("@user"),
+        }
+    }
+}
+
+/// `require_org_roles`: every role of `roles` granted in `org` (ZITADEL's role map
+/// `{"admin": {"<orgId>": "<orgDomain>"}}`).
+#[derive(Debug, Clone)]
+pub struct OrgRolesRule {
+    pub org: OrgRef,
+    pub roles: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
@@ -134,6 +160,8 @@ pub struct Route {
     pub require_email_domains: Vec<String>,
     /// Lower-cased addresses.
     pub require_emails: Vec<String>,
+    /// ZITADEL: every role granted in one organization.
+    pub require_org_roles: Option<OrgRolesRule>,
     pub headers: Arc<HeaderConfig>,
     pub timeout: Duration,
     pub websocket: bool,
@@ -323,7 +351,16 @@ impl Validator<'_, '_> {
                 }
             }
         }
-        let has_requirements = !r.require_roles.is_empty()
+        let require_org_roles = match &r.require_org_roles {
+            Some(o) => {
+                let rule = self.org_roles_rule(o, &k("require_org_roles"));
+                ok &= rule.is_some();
+                rule
+            }
+            None => None,
+        };
+        let has_requirements = r.require_org_roles.is_some()
+            || !r.require_roles.is_empty()
             || !r.require_any_role.is_empty()
             || !r.require_claims.is_empty()
             || !r.require_email_domains.is_empty()
@@ -332,7 +369,7 @@ impl Validator<'_, '_> {
             self.errs.at(
                 span(auth_s),
                 k("auth"),
-                "require_roles/require_any_role/require_claims/require_email_domains/require_emails need an authenticated route: set auth to \"login\", \"bearer\" or \"login_or_bearer\"",
+                "require_roles/require_any_role/require_claims/require_email_domains/require_emails/require_org_roles need an authenticated route: set auth to \"login\", \"bearer\" or \"login_or_bearer\"",
             );
             ok = false;
         }
@@ -355,6 +392,7 @@ impl Validator<'_, '_> {
             require_claims,
             require_email_domains,
             require_emails,
+            require_org_roles,
             headers,
             timeout: r.timeout.map_or(server.upstream_timeout, |d| d.0),
             websocket: r.websocket.unwrap_or(false),
@@ -368,6 +406,85 @@ impl Validator<'_, '_> {
 }
 
 impl Validator<'_, '_> {
+    /// `require_org_roles = { org = "<orgId>" | "@user", roles = ["admin", …] }`: both keys
+    /// given and non-empty.
+    fn org_roles_rule(
+        &mut self,
+        o: &Spanned<super::raw::RawOrgRoles>,
+        key: &str,
+    ) -> Option<OrgRolesRule> {
+        let raw = o.get_ref();
+        let mut ok = true;
+        let org = match &raw.org {
+            None => {
+                self.errs.at(
+                    span(o),
+                    format!("{key}.org"),
+                    "missing `org`: give the ZITADEL organization id (org = \"<orgId>\") or \"@user\" for the user's own organization",
+                );
+                ok = false;
+                None
+            }
+            Some(v) if v.get_ref().trim().is_empty() => {
+                self.errs.at(
+                    span(v),
+                    format!("{key}.org"),
+                    "an empty organization id: give the ZITADEL organization id (Organization → Overview shows it) or \"@user\"",
+                );
+                ok = false;
+                None
+            }
+            Some(v) if v.get_ref().trim() == "@user" => Some(OrgRef::User),
+            Some(v) if v.get_ref().starts_with('@') => {
+                self.errs.at(
+                    span(v),
+                    format!("{key}.org"),
+                    format!("{:?}: the only special value is \"@user\" (the user's own organization); otherwise give an organization id", v.get_ref().0),
+                );
+                ok = false;
+                None
+            }
+            Some(v) => Some(OrgRef::Id(v.get_ref().trim().to_string())),
+        };
+        let mut roles = Vec::new();
+        match &raw.roles {
+            None => {
+                self.errs.at(
+                    span(o),
+                    format!("{key}.roles"),
+                    "missing `roles`: list the roles required in that organization, e.g. roles = [\"admin\"]",
+                );
+                ok = false;
+            }
+            Some(list) if list.get_ref().is_empty() => {
+                self.errs.at(
+                    span(list),
+                    format!("{key}.roles"),
+                    "an empty list: name at least one role, e.g. roles = [\"admin\"]",
+                );
+                ok = false;
+            }
+            Some(list) => {
+                for (j, r) in list.get_ref().iter().enumerate() {
+                    if r.get_ref().trim().is_empty() {
+                        self.errs.at(
+                            span(r),
+                            format!("{key}.roles[{j}]"),
+                            "an empty role name: give the role key as defined in the ZITADEL project",
+                        );
+                        ok = false;
+                    } else {
+                        roles.push(r.get_ref().0.clone());
+                    }
+                }
+            }
+        }
+        match (ok, org) {
+            (true, Some(org)) => Some(OrgRolesRule { org, roles }),
+            _ => None,
+        }
+    }
+
     /// `upstream`: one URL or a non-empty list of them, all with the same scheme and path.
     /// Errors name the list index (`route[0].upstream[1]`) and point at the element.
     /// `h2c://` targets are read as the `http://` URL they dial, with the protocol beside it;

@@ -285,6 +285,10 @@ impl AuthError {
                 ..
             } => "missing_any_role",
             AuthError::Forbidden {
+                unmet: Denied::MissingOrgRoles { .. },
+                ..
+            } => "missing_org_roles",
+            AuthError::Forbidden {
                 unmet: Denied::Claim { .. },
                 ..
             } => "claim_mismatch",

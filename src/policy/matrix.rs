@@ -10,7 +10,9 @@
 //! Default identities (no `--identities`): `anonymous`; `signed-in` (a `sub`, no roles);
 //! one per distinct `require_roles` set (`roles:a+b`) and one per role of `require_any_role`
 //! (`roles:x`), in route order; one verified email per route with email rules
-//! (`email:user@<first domain>`, or its first `require_emails` address).
+//! (`email:user@<first domain>`, or its first `require_emails` address); one per
+//! `require_org_roles` rule (`org:<orgId>:a+b`, the roles granted in that organization, which
+//! is also the user's own; `org:@user:a+b` for `"@user"`).
 
 use std::fmt::Write;
 
@@ -78,6 +80,29 @@ pub fn default_identities(cfg: &Config) -> Vec<Named> {
         m.insert("email".into(), Value::String(email.clone()));
         m.insert("email_verified".into(), Value::Bool(true));
         push(&mut out, format!("email:{email}"), TestIdentity::Claims(m));
+    }
+    for r in &cfg.routes {
+        let Some(rule) = &r.require_org_roles else {
+            continue;
+        };
+        let org = match &rule.org {
+            crate::config::OrgRef::Id(id) => id.clone(),
+            crate::config::OrgRef::User => "user-org".to_string(),
+        };
+        let name = format!("org:{}:{}", rule.org, rule.roles.join("+"));
+        let grants: Map<String, Value> = rule
+            .roles
+            .iter()
+            .map(|role| (role.clone(), json!({ org.clone(): "sample.example.com" })))
+            .collect();
+        let mut m = Map::new();
+        m.insert("sub".into(), Value::String(name.clone()));
+        m.insert(crate::claims::USER_ORG_CLAIM.into(), Value::String(org));
+        m.insert(
+            "urn:zitadel:iam:org:project:roles".into(),
+            Value::Object(grants),
+        );
+        push(&mut out, name, TestIdentity::Claims(m));
     }
     out
 }

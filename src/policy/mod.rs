@@ -107,6 +107,8 @@ pub fn identity(cfg: &Config, route: &Route, who: &TestIdentity, via: Via) -> Id
             if let Some(roles) = c.remove("roles") {
                 let at = match provider.map(|p| &p.roles_claim) {
                     Some(RolesClaim::Path(p)) => p.clone(),
+                    // a ZITADEL role map (`{admin = {"<orgId>" = "<domain>"}}`) where ZITADEL puts it
+                    _ if roles.is_object() => "urn:zitadel:iam:org:project:roles".to_string(),
                     _ => "roles".to_string(),
                 };
                 c.insert(at, roles);
@@ -130,6 +132,10 @@ pub fn identity(cfg: &Config, route: &Route, who: &TestIdentity, via: Via) -> Id
         ),
         None => crate::claims::roles(&claims, &RolesClaim::Auto, None, None),
     };
+    let org_roles = match provider {
+        Some(p) => crate::claims::org_roles(&claims, &p.roles_claim, p.project_id.as_deref()),
+        None => crate::claims::org_roles(&claims, &RolesClaim::Auto, None),
+    };
     let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
     Identity {
         sub,
@@ -137,6 +143,7 @@ pub fn identity(cfg: &Config, route: &Route, who: &TestIdentity, via: Via) -> Id
         name: s("name"),
         preferred_username: s("preferred_username"),
         roles,
+        org_roles,
         expires_at: None,
         access_token: None,
         provider: Arc::from(route.provider.as_deref().unwrap_or("")),
@@ -276,6 +283,11 @@ mod tests {
         let denied = [
             crate::authz::Denied::MissingRoles(vec![]),
             crate::authz::Denied::NoneOfRoles(vec![]),
+            crate::authz::Denied::MissingOrgRoles {
+                org: None,
+                own: true,
+                roles: vec![],
+            },
             crate::authz::Denied::Claim {
                 claim: String::new(),
                 accepted: vec![],

@@ -172,6 +172,11 @@ impl ProviderRuntime {
         })
     }
 
+    /// The HTTP client it talks to the provider with (`portcullis doctor` sends its own probes).
+    pub fn http(&self) -> &http::ProviderClient {
+        &self.http
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
     }
@@ -462,6 +467,15 @@ impl ProviderRuntime {
             claims,
             &self.config.roles_claim,
             self.config.client_id.as_deref(),
+            self.config.project_id.as_deref(),
+        )
+    }
+
+    /// Which organizations granted which roles (ZITADEL role map), per `roles_claim`.
+    pub fn org_roles(&self, claims: &Map<String, Value>) -> crate::claims::OrgRoles {
+        crate::claims::org_roles(
+            claims,
+            &self.config.roles_claim,
             self.config.project_id.as_deref(),
         )
     }

@@ -35,6 +35,7 @@ pub(super) async fn me(
                 "name": id.name,
                 "preferred_username": id.preferred_username,
                 "roles": id.roles,
+                "orgs": id.org_roles.orgs(),
                 "expires_at": id.expires_at,
             });
             Ok(Answer::Json {
