@@ -264,7 +264,7 @@ async fn sighup_applies_valid_and_refuses_invalid() {
             assert!(t0.elapsed() < Duration::from_secs(5), "{what}: not counted");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bin.wait_log(&["still serving the previous config"]);
+        bin.wait_log_after(logged_before, &["still serving the previous config"]);
         let logs = bin.logs.lock().unwrap()[logged_before..].join("\n");
         let located = logs.lines().any(|l| {
             l.contains("config reload: invalid")

@@ -311,10 +311,17 @@ impl BinaryProxy {
 
     /// Waits (≤ 5 s) for a log line containing every one of `needles`, and returns it.
     pub fn wait_log(&self, needles: &[&str]) -> String {
+        self.wait_log_after(0, needles)
+    }
+
+    /// [`wait_log`](Self::wait_log) among the lines logged after the first `skip` (lines are
+    /// written by a log thread: a counter can move before its line arrives).
+    pub fn wait_log_after(&self, skip: usize, needles: &[&str]) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(l) = self.logs.lock().ok().and_then(|l| {
                 l.iter()
+                    .skip(skip)
                     .find(|l| needles.iter().all(|n| l.contains(n)))
                     .cloned()
             }) {
