@@ -535,7 +535,7 @@ fn check_points_at_the_bad_target() {
     }
 }
 
-/// A target that takes each connection, reads the request head, then resets the connection
+/// A target that takes each connection, reads the request head, then closes the connection
 /// without answering; the number of requests it took.
 async fn resetter() -> (Server, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -555,7 +555,7 @@ async fn resetter() -> (Server, Arc<AtomicUsize>) {
                     }
                 }
                 count.fetch_add(1, Ordering::SeqCst);
-                let _ = s.set_linger(Some(Duration::ZERO));
+                drop(s);
             });
         }
     });
