@@ -5,7 +5,8 @@
 //!    `HTTP_X_FORWARDED_USER`; CVE-2025-64484): the identity names, every `X-Auth-Request-*`
 //!    and `X-Portcullis-*`, [`ALWAYS_STRIPPED`] (`Remote-User`, `X-Original-URL`,
 //!    `X-HTTP-Method-Override`, `Proxy` …), and from a peer outside `trusted_proxies` every
-//!    `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and [`CLIENT_IP_NAMES`].
+//!    `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and [`CLIENT_IP_NAMES`]. The client's request
+//!    trailers lose the same names ([`strip_request_trailers`]).
 //! 2. [`remove_hop_by_hop`]: connection-level headers never cross the proxy; a WebSocket
 //!    handshake keeps only `Upgrade: websocket` ([`WEBSOCKET`]).
 //! 3. [`set_forwarded`]: `X-Forwarded-For/Proto/Host` and `X-Real-IP` are set from what the
@@ -174,6 +175,23 @@ pub fn strip_inbound(headers: &mut HeaderMap, identity: &IdentityNames, trusted:
     let names: Vec<HeaderName> = headers.keys().filter(|n| hit(n)).cloned().collect();
     for n in names {
         headers.remove(&n);
+    }
+}
+
+/// Removes, from the client's request trailers, everything [`strip_inbound`] removes from an
+/// untrusted peer's headers (a trailer is never a proxy's), hop-by-hop names, and the fields
+/// that only mean something in the head (`Authorization`, `Cookie`, `Host`, framing): an
+/// HTTP/2 upstream (gRPC) reads trailers as metadata, next to the identity the proxy vouches for.
+pub fn strip_request_trailers(trailers: &mut HeaderMap, identity: &IdentityNames) {
+    strip_inbound(trailers, identity, false);
+    remove_hop_by_hop(trailers, false);
+    for n in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::HOST,
+        header::CONTENT_LENGTH,
+    ] {
+        trailers.remove(n);
     }
 }
 

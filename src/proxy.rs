@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use crate::auth::AuthState;
@@ -529,6 +530,16 @@ impl Proxy {
         } else if let Ok(v) = HeaderValue::from_str(route.upstream.authority.as_str()) {
             parts.headers.insert(header::HOST, v);
         }
+        // The client's trailers pass the same hygiene as its headers (an HTTP/2 upstream
+        // reads them as metadata); a body without trailers only pays a match per frame.
+        let cfg = Arc::clone(&self.config);
+        let body = body.map_frame(move |f| match f.into_trailers() {
+            Ok(mut t) => {
+                headers::strip_request_trailers(&mut t, &cfg.identity_header_names);
+                http_body::Frame::trailers(t)
+            }
+            Err(f) => f,
+        });
         Ok(Request::from_parts(parts, upstream::client_body(body)))
     }
 }

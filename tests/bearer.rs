@@ -888,3 +888,87 @@ async fn opaque_identities_live_no_longer_than_the_introspection_cache() {
         "revoked, after the cache time",
     );
 }
+
+/// Email rules against tokens a provider could sign: only a verified address of a listed
+/// domain (letter case aside) or a listed address passes. Look-alike domains (a trailing dot or
+/// space, a suffix, a subdomain, Cyrillic letters, punycode, NUL), an address spelled with a
+/// Unicode letter that lower-cases to ASCII (the Kelvin sign K), and every `email_verified`
+/// that is not `true` are refused: 403 with the reason, nothing forwarded.
+#[tokio::test]
+async fn email_rules_refuse_look_alikes_and_unverified_addresses() {
+    let ti = TestIssuer::start().await;
+    let up = echo_upstream().await;
+    let cfg = forge_config(&ti.issuer, &up.url(""), "").replace(
+        "require_roles = [\"admin\"]",
+        "require_email_domains = [\"example.com\"]\nrequire_emails = [\"\u{212A}ing@partner.org\"]",
+    );
+    let p = start_proxy(&cfg).await;
+    wait_ready(&p).await;
+    let ask = |email: Value, verified: Option<Value>| {
+        let mut claims = ti.claims();
+        claims["email"] = email;
+        if let Some(v) = verified {
+            claims["email_verified"] = v;
+        }
+        format!("Bearer {}", ti.sign_rs256(Some("test-rsa"), &claims))
+    };
+    for (email, verified) in [
+        (json!("ALICE@EXAMPLE.COM"), json!(true)),
+        (json!("alice@example.com"), json!("true")),
+        (json!("\u{212A}ing@partner.org"), json!(true)),
+    ] {
+        let auth = ask(email.clone(), Some(verified));
+        let r = call(&p, "/x", &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 200, "{email}: {}", r.text());
+    }
+    for email in [
+        "alice@example.com.",
+        "alice@example.com ",
+        "alice@example.com.evil.com",
+        "alice@sub.example.com",
+        "alice@\u{0435}xample.com",
+        "alice@xn--xample-9uf.com",
+        "alice@example.com\u{0}",
+        "alice@example.co",
+        "king@partner.org",
+        "KING@PARTNER.ORG",
+        "alice",
+    ] {
+        let auth = ask(json!(email), Some(json!(true)));
+        let r = call(&p, "/x", &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 403, "{email:?}: {}", r.text());
+        assert!(
+            r.text().contains("is not allowed here"),
+            "{email:?}: {}",
+            r.text()
+        );
+    }
+    for verified in [
+        Some(json!(false)),
+        Some(json!("false")),
+        Some(json!("yes")),
+        Some(json!(1)),
+        Some(json!(null)),
+        None,
+    ] {
+        let auth = ask(json!("alice@example.com"), verified.clone());
+        let r = call(&p, "/x", &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 403, "{verified:?}: {}", r.text());
+        assert!(
+            r.text().contains("is not verified"),
+            "{verified:?}: {}",
+            r.text()
+        );
+    }
+    for email in [
+        json!(null),
+        json!(""),
+        json!(["alice@example.com"]),
+        json!(7),
+    ] {
+        let auth = ask(email.clone(), Some(json!(true)));
+        let r = call(&p, "/x", &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 403, "{email}: {}", r.text());
+        assert!(r.text().contains("has no email"), "{email}: {}", r.text());
+    }
+}

@@ -521,3 +521,53 @@ async fn trailers_pass_both_ways() {
     assert_eq!(trailers["x-got-x-checksum"], "abc123", "{trailers:?}");
     assert_eq!(trailers["grpc-status"], "0");
 }
+
+/// The client's request trailers are filtered like its headers: identity headers, every
+/// `X-Auth-Request-*`, `Remote-User`, the forwarding headers (untrusted peer), `Authorization`
+/// and `Cookie` sent as trailers never reach an HTTP/2 upstream; an ordinary trailer still does.
+#[tokio::test]
+async fn forged_identity_in_request_trailers_never_reaches_the_upstream() {
+    let up = h2c_trailer_echo().await;
+    let upstream = up.url("").replace("http://", "h2c://");
+    let p = start_proxy(&server_toml(&route("t", "path = \"/\"", &upstream))).await;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "abc123".parse().unwrap());
+    for name in [
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-forwarded_user",
+        "x-auth-request-user",
+        "remote-user",
+        "x-forwarded-for",
+        "x-real-ip",
+        "forwarded",
+        "x-portcullis-assertion",
+        "authorization",
+        "cookie",
+    ] {
+        trailers.append(name, "admin".parse().unwrap());
+    }
+    trailers.append("x-forwarded-user", "root".parse().unwrap());
+    let frames = futures_util::stream::iter([
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"hello"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]);
+    let req = Request::post(format!("http://{}/upload", p.http()))
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let (resp, body, trailers) = h2_call(p.http(), req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&body[..], b"got 5 bytes");
+    let trailers = trailers.expect("the upstream's trailers");
+    assert_eq!(trailers["x-got-x-checksum"], "abc123", "{trailers:?}");
+    let leaked: Vec<_> = trailers
+        .keys()
+        .filter(|k| k.as_str() != "x-got-x-checksum" && k.as_str().starts_with("x-got-"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "forged trailers reached the upstream: {trailers:?}"
+    );
+}

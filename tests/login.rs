@@ -1406,3 +1406,56 @@ fn store_of(toml: &str) -> portcullis::session::Sessions {
             .unwrap();
     portcullis::session::Sessions::new(cfg.session.as_ref().unwrap()).unwrap()
 }
+
+/// The email rules judge the email and `email_verified` of one source: when userinfo names
+/// another address than the ID token and says nothing about its verification, the ID token's
+/// `email_verified` (about the other address) does not vouch for it — 403
+/// `email_not_verified`, the upstream never sees the request. With userinfo agreeing, the
+/// same login passes.
+#[tokio::test]
+async fn userinfo_email_is_not_verified_by_the_id_tokens_flag() {
+    let port = free_port();
+    let provider = Provider::start(&[port], &[]);
+    let upstream = echo_upstream_map().await;
+    let toml = proxy_config(&ProxyOpts {
+        port,
+        issuer: provider.issuer.clone(),
+        upstream,
+        client_id: "web",
+        client_auth: "client_secret = \"web-secret\"".into(),
+        session: session_cfg(""),
+        admin: false,
+    })
+    .replacen(
+        "[[route]]\nname = \"public\"",
+        &format!(
+            "[[route]]\nname = \"boss\"\npath = \"/boss\"\nupstream = \"http://{upstream}\"\n\
+             auth = \"login\"\nrequire_emails = [\"boss@partner.org\"]\n\n\
+             [[route]]\nname = \"staff\"\npath = \"/staff\"\nupstream = \"http://{upstream}\"\n\
+             auth = \"login\"\nrequire_email_domains = [\"example.com\"]\n\n\
+             [[route]]\nname = \"public\""
+        ),
+        1,
+    );
+    let _proxy = start_proxy_ready(&toml).await;
+    let base = format!("http://127.0.0.1:{port}");
+    provider_control(&provider, "userinfo-fault", r#"{"fault":"other-email"}"#).await;
+    let mut b = Browser::new();
+    b.login(&base, "/", "alice").await;
+    b.accept = "application/json";
+    let r = b.get(&format!("{base}/boss")).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("boss@partner.org is not verified"),
+        "{}",
+        r.body
+    );
+    let r = b.get(&format!("{base}/staff")).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    provider_control(&provider, "userinfo-fault", r#"{"fault":"none"}"#).await;
+    let mut b = Browser::new();
+    b.login(&base, "/", "alice").await;
+    b.accept = "application/json";
+    assert_eq!(b.get(&format!("{base}/staff")).await.status, 200);
+    assert_eq!(b.get(&format!("{base}/boss")).await.status, 403);
+}

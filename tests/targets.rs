@@ -535,3 +535,71 @@ fn check_points_at_the_bad_target() {
         assert_eq!(out.code, 0, "{line}: {}{}", out.stdout, out.stderr);
     }
 }
+
+/// A target that takes each connection, reads the request head, then closes the connection
+/// without answering; the number of requests it took.
+async fn resetter() -> (Server, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(s);
+            });
+        }
+    });
+    (Server::from_task(addr, task), taken)
+}
+
+/// A target that accepts and then resets (connecting works, so it is never ejected) keeps
+/// only its share of the requests: a failed request that may not be retried (a POST) does
+/// not also advance the rotation, which would send every later request to the broken target.
+/// Each POST reaches exactly one target, once; a retried GET leaves the rotation alone.
+#[tokio::test]
+async fn a_resetting_target_does_not_capture_the_rotation() {
+    let (broken, taken) = resetter().await;
+    let good = echo_upstream_at("127.0.0.1:0".parse().unwrap()).await;
+    let p = start_proxy(&config(&[http(broken.addr), http(good.addr)], "")).await;
+    let (mut ok, mut bad) = (0, 0);
+    for i in 0..10 {
+        let req = http::Request::post(format!("/order/{i}"))
+            .body(full_body("payload"))
+            .unwrap();
+        let r = send(p.http(), req).await;
+        match r.status.as_u16() {
+            200 => ok += 1,
+            502 => bad += 1,
+            s => panic!("status {s}: {}", r.text()),
+        }
+    }
+    assert_eq!((ok, bad), (5, 5), "round robin over a resetting target");
+    assert_eq!(
+        taken.load(Ordering::SeqCst),
+        5,
+        "each failed POST reached it once"
+    );
+    // GETs are retried on the good target, and the retry does not skew the rotation either:
+    // the broken target sees every other one, not every one.
+    for i in 0..10 {
+        let (status, by) = served_by(&p, &format!("/item/{i}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(by, good.addr.to_string());
+    }
+    assert_eq!(
+        taken.load(Ordering::SeqCst),
+        10,
+        "the broken target took 5 of 10 GETs"
+    );
+}

@@ -693,7 +693,9 @@ fn email_address(e: &str) -> Result<String, String> {
                 && !e.chars().any(|c| c.is_whitespace() || c.is_control())
                 && email_domain(domain).is_ok() =>
         {
-            Ok(e.to_lowercase())
+            // ASCII only, as addresses are compared: a Unicode lower-casing would turn an
+            // entry with the Kelvin sign into another (ASCII) address.
+            Ok(e.to_ascii_lowercase())
         }
         _ => Err(format!(
             "{e:?} is not an email address: give one such as \"a@example.com\""

@@ -562,7 +562,10 @@ impl http_body::Body for Tracked {
 /// The client's request body, as the upstream request's body. Its read errors (a malformed
 /// chunk, a body cut short) are marked as the client's, so that a send that fails on them is
 /// not blamed on the upstream ([`UpstreamError::ClientBody`]).
-pub fn client_body(body: hyper::body::Incoming) -> Body {
+pub fn client_body<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + 'static,
+{
     body.map_err(|e| Box::new(ClientBodyError(e)) as crate::error::BoxError)
         .boxed_unsync()
 }

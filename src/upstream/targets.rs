@@ -147,7 +147,11 @@ impl Targets {
             return not.is_none().then_some(0);
         }
         let now = now_ms();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // A retry looks on from the failed target and leaves the rotation alone.
+        let start = match not {
+            Some(failed) => failed + 1,
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
         let candidates = (0..n).map(|k| (start + k) % n).filter(|i| Some(*i) != not);
         candidates
             .clone()
@@ -180,7 +184,9 @@ impl Targets {
             (None, Some(head)) if matches!(f.error, UpstreamError::Unreachable(_)) => Some(head),
             _ => None,
         };
-        let (Some(req), Some(second)) = (again, self.pick(Some(first))) else {
+        // Picked only for a retry (which leaves the rotation alone): a failure advancing the
+        // rotation twice would send every later request to the failing target.
+        let Some((req, second)) = again.and_then(|r| Some((r, self.pick(Some(first))?))) else {
             return Err(f.error);
         };
         tracing::info!(

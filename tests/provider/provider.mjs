@@ -497,6 +497,11 @@ function userinfoWithFault(res) {
       return sendJson(res, 401, { error: 'invalid_token', error_description: 'test fault' });
     case 'down':
       return sendJson(res, 503, { error: 'temporarily_unavailable' });
+    case 'other-email': {
+      // alice, with another address and no word on whether it is verified
+      const { email_verified: _, ...claims } = userClaims('alice');
+      return sendJson(res, 200, { sub: 'alice', ...claims, email: 'boss@partner.org' });
+    }
     default:
       return sendJson(res, 200, { sub: 'mallory', ...userClaims('mallory') });
   }
@@ -547,10 +552,11 @@ async function testControl(req, res, url) {
     }
     case 'POST /__test/userinfo-fault': {
       // make userinfo (GET/POST /me) misbehave from now on: {fault: "unauthorized" (401
-      // invalid_token) | "down" (503) | "other-sub" (200 about user "mallory") | "none"}
+      // invalid_token) | "down" (503) | "other-sub" (200 about user "mallory") | "other-email"
+      // (alice with email boss@partner.org and no email_verified) | "none"}
       const p = await parseParams(req);
       const fault = String(p.fault ?? 'none');
-      if (!['none', 'unauthorized', 'down', 'other-sub'].includes(fault)) {
+      if (!['none', 'unauthorized', 'down', 'other-sub', 'other-email'].includes(fault)) {
         return sendJson(res, 400, { error: `unknown fault ${fault}` });
       }
       userinfoFault = fault === 'none' ? undefined : fault;

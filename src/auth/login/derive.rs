@@ -127,8 +127,17 @@ pub(crate) async fn derive_identity(
     })
 }
 
-/// Merges a userinfo answer over ID token claims; the ID token's protocol claims stay.
+/// Merges a userinfo answer over ID token claims; the ID token's protocol claims stay. An
+/// `email` and its `email_verified` come from one source: a userinfo email other than the ID
+/// token's, without its own `email_verified`, drops the ID token's (which was about the other
+/// address), so email rules do not count it as verified.
 fn merge_userinfo(claims: &mut Map<String, Value>, userinfo: Map<String, Value>) {
+    if let Some(email) = userinfo.get("email")
+        && !userinfo.contains_key("email_verified")
+        && claims.get("email") != Some(email)
+    {
+        claims.remove("email_verified");
+    }
     for (k, v) in userinfo {
         if !matches!(
             k.as_str(),
@@ -157,6 +166,14 @@ mod tests {
         .as_object()
         .cloned()
         .unwrap();
+        let mut verified = claims.clone();
+        verified.insert("email_verified".into(), Value::Bool(true));
+        merge_userinfo(&mut verified, ui.clone());
+        assert_eq!(
+            verified.get("email_verified"),
+            None,
+            "about old@x, not new@x"
+        );
         merge_userinfo(&mut claims, ui);
         assert_eq!(claims["email"], "new@x");
         assert_eq!(claims["roles"], json!(["reader"]));
