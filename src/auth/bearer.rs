@@ -57,10 +57,14 @@ struct Cached {
 /// Validated tokens of one provider: token hash → identity.
 type TokenCache = quick_cache::sync::Cache<u64, Cached>;
 
+/// Provider name → its cache. Looked up on every bearer request: hashed with the token
+/// hasher's (foldhash), not std's SipHash (~150 instructions a lookup more).
+type Caches = HashMap<String, Arc<TokenCache>, quick_cache::DefaultHashBuilder>;
+
 /// Per-provider caches of validated JWTs.
 pub struct Bearer {
     /// Shared with the next config's `Bearer` for providers a reload kept ([`Bearer::carry_over`]).
-    caches: HashMap<String, Arc<TokenCache>>,
+    caches: Caches,
     /// Keys the token hashes (random per process).
     hasher: quick_cache::DefaultHashBuilder,
 }
@@ -145,8 +149,9 @@ pub fn presented(parts: &Parts) -> Presented<'_> {
         return Presented::BadRequest("the request carries more than one Authorization header");
     }
     // Which characters a token may use is `token_shape`'s business (on a cache miss); text it
-    // must be, checked a word at a time.
-    if !first.as_bytes().is_ascii() {
+    // must be. An OR over the bytes vectorizes (16 bytes a step); `is_ascii` goes a word at a
+    // time, ~500 instructions on an 800-byte JWT.
+    if first.as_bytes().iter().fold(0u8, |acc, b| acc | b) >= 0x80 {
         return Presented::BadRequest("the Authorization header is not valid text");
     }
     let v = first.as_bytes().trim_ascii();

@@ -71,6 +71,9 @@ TLS_H2_CONNECTIONS=${TLS_H2_CONNECTIONS:-32}
 TLS_H2_STREAMS=${TLS_H2_STREAMS:-10}
 TLS_H1_CONNECTIONS=${TLS_H1_CONNECTIONS:-64}
 HANDSHAKE_BATCH=${HANDSHAKE_BATCH:-64}
+# h2load's own warm-up in the steady-state TLS rows: its connections' handshakes happen then,
+# outside the measurement (longer under callgrind, where a handshake takes ~50× as long)
+H2LOAD_WARMUP=${H2LOAD_WARMUP:-2s}
 BASELINE=nginx-proxy
 DRY_RUN=${BENCH_DRY_RUN:-0}
 CALLGRIND=${CALLGRIND:-0}
@@ -95,6 +98,7 @@ if [ "$CALLGRIND" = 1 ]; then
     done
     VG_WRAP=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$WORK/callgrind.out.%p")
     WAIT_TRIES=900
+    H2LOAD_WARMUP=${H2LOAD_WARMUP_CALLGRIND:-6s}
 fi
 STARTED_PIDS=()
 
@@ -632,6 +636,16 @@ seconds() {
     awk -v d="$1" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; if (d ~ /h$/) n *= 3600; print int(n) }'
 }
 
+# measure_start: (run_target) zeroes callgrind's counters and switches it on when the row is
+# counted, and reads the process's CPU time into `before`
+measure_start() {
+    if [ "$cg" = 1 ]; then
+        callgrind_control --zero "$pid" >/dev/null 2>&1
+        callgrind_control -i on "$pid" >/dev/null 2>&1
+    fi
+    before=$(cpu_ticks "$pid")
+}
+
 # results, indexed by target name
 declare -A R_RPS R_P50 R_P99 R_CPU_US R_RSS R_HWM R_ERRORS R_REQS R_IR_TOTAL
 RESULT_ORDER=()
@@ -651,13 +665,30 @@ run_target() {
     local before after
     local cg=0
     if [ "$CALLGRIND" = 1 ]; then case $name in portcullis-*|hyper-floor*) cg=1 ;; esac; fi
-    if [ "$cg" = 1 ]; then
-        callgrind_control --zero "$pid" >/dev/null 2>&1
-        callgrind_control -i on "$pid" >/dev/null 2>&1
-    fi
-    before=$(cpu_ticks "$pid")
-    load "$name" "$secs" "$DURATION" "$out" "$url" "$@"
-    after=$(cpu_ticks "$pid")
+    case $name in
+        *-tls-h2|*-tls-h1)
+            # Steady state only: h2load opens its connections (TLS handshakes) at the start of
+            # its warm-up (--warm-up-time); the measurement starts when that ends, with h2load's
+            # main duration, whose requests h2load counts.
+            local hw=$H2LOAD_WARMUP rc=0
+            case $name in
+                *-tls-h2) set -- -c"$TLS_H2_CONNECTIONS" -m"$TLS_H2_STREAMS" ;;
+                *) set -- --h1 -c"$TLS_H1_CONNECTIONS" -m1 ;;
+            esac
+            timeout $((secs + $(seconds "$hw") + 60)) taskset -c "$LOAD_CPU" h2load -t1 "$@" \
+                --warm-up-time="$hw" -D"$DURATION" "$url" >"$out" &
+            WRK_PID=$!
+            sleep "$(seconds "$hw")"
+            measure_start
+            wait "$WRK_PID" || rc=$?
+            WRK_PID=
+            after=$(cpu_ticks "$pid")
+            [ "$rc" -eq 0 ] || die "h2load $* $url failed (exit $rc)" ;;
+        *)
+            measure_start
+            load "$name" "$secs" "$DURATION" "$out" "$url" "$@"
+            after=$(cpu_ticks "$pid") ;;
+    esac
     if [ "$cg" = 1 ]; then
         callgrind_control -i off "$pid" >/dev/null 2>&1
         local dumps_before dump

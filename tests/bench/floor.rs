@@ -58,9 +58,9 @@ fn main() {
     };
     let tls = match (args.next().as_deref(), args.next(), args.next()) {
         (None, ..) => None,
-        (Some("--tls"), Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-            tls_config(&cert, &key),
-        )),
+        (Some("--tls"), Some(cert), Some(key)) => {
+            Some(tokio_rustls::TlsAcceptor::from(tls_config(&cert, &key)))
+        }
         _ => {
             eprintln!("usage: hyper-floor LISTEN_ADDR UPSTREAM_ADDR [--tls CERT KEY]");
             std::process::exit(2);
