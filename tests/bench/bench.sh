@@ -49,8 +49,9 @@
 #   TOKENS        distinct tokens for the bearer targets (default 1000)
 #   FLOOR_BIN     the hyper-floor binary (default: cargo build --release --example hyper-floor)
 #   KEEP_WORKDIR  1 = keep the temporary folder (configs, logs, raw wrk output)
-#   CALLGRIND     1 = run portcullis under valgrind's callgrind (instrumentation on only while a
-#                 portcullis-* target is measured) and add instructions/request per portcullis row:
+#   CALLGRIND     1 = run portcullis and the floor under valgrind's callgrind (instrumentation on
+#                 only while a portcullis-* or hyper-floor* target is measured) and add
+#                 instructions/request per row:
 #                 load-independent, for comparing builds on the none, bearer and login paths. E.g.
 #                 CALLGRIND=1 DURATION=5s TARGETS="portcullis-none portcullis-bearer portcullis-login"
 #
