@@ -471,6 +471,31 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
+    /// A byte ≥ 0x80 anywhere in the header (obs-text, which hyper lets through) is a 400, at
+    /// the start, in the middle or in the last, unaligned bytes of a long token.
+    #[test]
+    fn a_header_that_is_not_ascii_is_a_bad_request() {
+        let long = "a".repeat(819);
+        for bad in [
+            format!("Bearer \u{e9}{long}"),
+            format!("Bearer {long}\u{e9}{long}"),
+            format!("Bearer {long}\u{e9}"),
+            format!("B\u{e9}arer {long}"),
+        ] {
+            let mut p = parts(&[]);
+            let v = http::HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+            p.headers.insert(header::AUTHORIZATION, v);
+            assert!(
+                matches!(presented(&p), Presented::BadRequest(m) if m.contains("not valid text")),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            presented(&parts(&[&format!("Bearer {long}")])),
+            Presented::Token(t) if t.len() == 819
+        ));
+    }
+
     #[test]
     fn token_only_from_the_authorization_header() {
         assert!(matches!(presented(&parts(&[])), Presented::None));
