@@ -164,17 +164,19 @@ proc_tree() {
     pgrep -P "$1" || true
 }
 
-# cpu_ticks PID: utime+stime (all threads) of PID and its direct children, in clock ticks
+# cpu_ticks PID: utime+stime (all threads) of PID and its direct children, and stime alone, in
+# clock ticks ("TOTAL SYSTEM")
 cpu_ticks() {
-    local total=0 p stat rest
+    local total=0 sys=0 p stat rest
     for p in $(proc_tree "$1"); do
         stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         rest=${stat##*) }                # fields from 3 on ("comm" may contain spaces)
         # shellcheck disable=SC2086
         set -- $rest                      # $1 = field 3 (state) → utime = $12, stime = $13
         total=$((total + ${12} + ${13}))
+        sys=$((sys + ${13}))
     done
-    echo "$total"
+    echo "$total $sys"
 }
 
 # mem_kb PID FIELD: sum of FIELD (VmRSS, VmHWM) in kB over PID and its direct children
@@ -644,11 +646,11 @@ measure_start() {
         callgrind_control --zero "$pid" >/dev/null 2>&1
         callgrind_control -i on "$pid" >/dev/null 2>&1
     fi
-    before=$(cpu_ticks "$pid")
+    read -r before before_sys <<<"$(cpu_ticks "$pid")"
 }
 
 # results, indexed by target name
-declare -A R_RPS R_P50 R_P99 R_CPU_US R_RSS R_HWM R_ERRORS R_REQS R_IR_TOTAL
+declare -A R_RPS R_P50 R_P99 R_CPU_US R_SYS R_RSS R_HWM R_ERRORS R_REQS R_IR_TOTAL
 RESULT_ORDER=()
 
 # run_target NAME URL PID [extra wrk args, e.g. -H 'Authorization: Bearer …' or -s script.lua]
@@ -663,7 +665,7 @@ run_target() {
     log "$name: warm-up $WARMUP"
     load "$name" "$(seconds "$WARMUP")" "$WARMUP" /dev/null "$url" "$@"
     log "$name: measuring $DURATION ($url $*)"
-    local before after
+    local before after before_sys after_sys
     local cg=0
     if [ "$CALLGRIND" = 1 ]; then case $name in portcullis-*|hyper-floor*) cg=1 ;; esac; fi
     case $name in
@@ -683,12 +685,12 @@ run_target() {
             measure_start
             wait "$WRK_PID" || rc=$?
             WRK_PID=
-            after=$(cpu_ticks "$pid")
+            read -r after after_sys <<<"$(cpu_ticks "$pid")"
             [ "$rc" -eq 0 ] || die "h2load $* $url failed (exit $rc)" ;;
         *)
             measure_start
             load "$name" "$secs" "$DURATION" "$out" "$url" "$@"
-            after=$(cpu_ticks "$pid") ;;
+            read -r after after_sys <<<"$(cpu_ticks "$pid")" ;;
     esac
     if [ "$cg" = 1 ]; then
         callgrind_control -i off "$pid" >/dev/null 2>&1
@@ -735,6 +737,8 @@ run_target() {
     R_ERRORS[$name]=$errors
     R_CPU_US[$name]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$reqs" \
         'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    R_SYS[$name]=$(awk -v t=$((after - before)) -v s=$((after_sys - before_sys)) \
+        'BEGIN { printf "%.0f", (t > 0 ? 100 * s / t : 0) }')
     R_RSS[$name]=$(mem_kb "$pid" VmRSS)
     R_HWM[$name]=$(mem_kb "$pid" VmHWM)
     RESULT_ORDER+=("$name")
@@ -747,12 +751,12 @@ print_results() {
     echo
     echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency (warm-up $WARMUP); wrk on CPU $LOAD_CPU," \
         "proxies + upstream on CPU $PROXY_CPU; CPU = utime+stime of the measured process(es)"
-    printf '%-26s %12s %10s %10s %14s %10s %10s %8s\n' \
-        target req/s p50_ms p99_ms cpu_us/req rss_kB hwm_kB errors
+    printf '%-26s %12s %10s %10s %14s %6s %10s %10s %8s\n' \
+        target req/s p50_ms p99_ms cpu_us/req sys_% rss_kB hwm_kB errors
     local n
     for n in "${RESULT_ORDER[@]}"; do
-        printf '%-26s %12s %10s %10s %14s %10s %10s %8s\n' "$n" "${R_RPS[$n]}" "${R_P50[$n]}" \
-            "${R_P99[$n]}" "${R_CPU_US[$n]}" "${R_RSS[$n]}" "${R_HWM[$n]}" "${R_ERRORS[$n]}"
+        printf '%-26s %12s %10s %10s %14s %6s %10s %10s %8s\n' "$n" "${R_RPS[$n]}" "${R_P50[$n]}" \
+            "${R_P99[$n]}" "${R_CPU_US[$n]}" "${R_SYS[$n]}" "${R_RSS[$n]}" "${R_HWM[$n]}" "${R_ERRORS[$n]}"
     done
     echo
     if [ -n "${R_RPS[$BASELINE]:-}" ]; then
