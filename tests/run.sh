@@ -23,6 +23,7 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v nginx >/dev/null || need+=(nginx)
 command -v caddy >/dev/null || need+=(caddy)
 command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v node >/dev/null || need+=(nodejs npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ] && [ "${PORTCULLIS_SKIP_INSTALL:-}" != 1 ]; then
@@ -66,6 +67,13 @@ step "provider smoke test"
 
 step "deployment examples"
 PORTCULLIS_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/portcullis" bash tests/deploy/validate.sh
+
+# The benchmark script itself (tests/bench/bench.sh), in seconds: BENCH_DRY_RUN points the
+# portcullis rows at nginx, so no release build; plain (wrk) and TLS (h2load) rows.
+step "benchmark script smoke (BENCH_DRY_RUN=1)"
+BENCH_DRY_RUN=1 DURATION=1s WARMUP=1s \
+  TARGETS="nginx-proxy portcullis-none nginx-tls-h2 portcullis-tls-h1 portcullis-tls-handshake" \
+  bash tests/bench/bench.sh
 
 # Last, so a property a fuzzer breaks does not hide the results above.
 step "fuzz smoke (tests/fuzz.sh, ${FUZZ_SMOKE_SECONDS:-10} s per target)"

@@ -339,3 +339,61 @@ async fn shutdown_does_not_wait_for_a_stalled_tls_handshake() {
         t0.elapsed()
     );
 }
+
+/// One TLS connection with `cfg` (its session store carries tickets between calls), one
+/// HTTP/1.1 request read to the end: how the handshake went, and the response's status line.
+async fn handshake_kind(
+    addr: std::net::SocketAddr,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+) -> (Option<rustls::HandshakeKind>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut tls = tokio_rustls::TlsConnector::from(cfg.clone())
+        .connect(name, stream)
+        .await
+        .expect("TLS handshake");
+    let kind = tls.get_ref().1.handshake_kind();
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    (kind, text.lines().next().unwrap_or("").to_string())
+}
+
+/// Session resumption by stateless tickets: a client that comes back resumes (no certificate
+/// signature), also after more clients than rustls's server-side session cache holds (256) got
+/// tickets in between — the server keeps no state per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume_by_stateless_ticket() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _leaf) = tls_proxy(&ca, &up.url(""), "").await;
+    let first = tls_client(&ca.cert_pem, &[b"http/1.1"]);
+    let (kind, status) = handshake_kind(proxy.https(), &first).await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (kind, status) = handshake_kind(proxy.https(), &first).await;
+    assert_eq!(
+        kind,
+        Some(rustls::HandshakeKind::Resumed),
+        "a returning client resumes its session"
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // 300 other clients, each with its own session store, get tickets too
+    for _ in 0..300 {
+        let other = tls_client(&ca.cert_pem, &[b"http/1.1"]);
+        let (kind, _) = handshake_kind(proxy.https(), &other).await;
+        assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    }
+    let (kind, status) = handshake_kind(proxy.https(), &first).await;
+    assert_eq!(
+        kind,
+        Some(rustls::HandshakeKind::Resumed),
+        "the first client still resumes: its ticket, not a server-side cache entry, holds the session"
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    proxy.shutdown().await;
+}

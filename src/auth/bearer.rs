@@ -57,10 +57,14 @@ struct Cached {
 /// Validated tokens of one provider: token hash → identity.
 type TokenCache = quick_cache::sync::Cache<u64, Cached>;
 
+/// Provider name → its cache. Looked up on every bearer request: hashed with the token
+/// hasher's (foldhash), not std's SipHash (~150 instructions a lookup more).
+type Caches = HashMap<String, Arc<TokenCache>, quick_cache::DefaultHashBuilder>;
+
 /// Per-provider caches of validated JWTs.
 pub struct Bearer {
     /// Shared with the next config's `Bearer` for providers a reload kept ([`Bearer::carry_over`]).
-    caches: HashMap<String, Arc<TokenCache>>,
+    caches: Caches,
     /// Keys the token hashes (random per process).
     hasher: quick_cache::DefaultHashBuilder,
 }
@@ -145,8 +149,9 @@ pub fn presented(parts: &Parts) -> Presented<'_> {
         return Presented::BadRequest("the request carries more than one Authorization header");
     }
     // Which characters a token may use is `token_shape`'s business (on a cache miss); text it
-    // must be, checked a word at a time.
-    if !first.as_bytes().is_ascii() {
+    // must be. An OR over the bytes vectorizes (16 bytes a step); `is_ascii` goes a word at a
+    // time, ~500 instructions on an 800-byte JWT.
+    if first.as_bytes().iter().fold(0u8, |acc, b| acc | b) >= 0x80 {
         return Presented::BadRequest("the Authorization header is not valid text");
     }
     let v = first.as_bytes().trim_ascii();
@@ -465,6 +470,31 @@ mod tests {
             b = b.header("authorization", *a);
         }
         b.body(()).unwrap().into_parts().0
+    }
+
+    /// A byte ≥ 0x80 anywhere in the header (obs-text, which hyper lets through) is a 400, at
+    /// the start, in the middle or in the last, unaligned bytes of a long token.
+    #[test]
+    fn a_header_that_is_not_ascii_is_a_bad_request() {
+        let long = "a".repeat(819);
+        for bad in [
+            format!("Bearer \u{e9}{long}"),
+            format!("Bearer {long}\u{e9}{long}"),
+            format!("Bearer {long}\u{e9}"),
+            format!("B\u{e9}arer {long}"),
+        ] {
+            let mut p = parts(&[]);
+            let v = http::HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+            p.headers.insert(header::AUTHORIZATION, v);
+            assert!(
+                matches!(presented(&p), Presented::BadRequest(m) if m.contains("not valid text")),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            presented(&parts(&[&format!("Bearer {long}")])),
+            Presented::Token(t) if t.len() == 819
+        ));
     }
 
     #[test]

@@ -378,12 +378,14 @@ async fn serve_connection(
             let info = ConnInfo { peer, tls: true };
             // Once per connection; requests borrow it for the Host check.
             let sni = tls_stream.get_ref().1.server_name().map(Arc::<str>::from);
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let (io, clock) = io::HeadDeadline::new(tls_stream, head_timeout, slot);
             serve_io(
                 TokioIo::new(io),
                 clock,
                 info,
                 sni,
+                h2,
                 live,
                 builder,
                 watcher,
@@ -399,6 +401,7 @@ async fn serve_connection(
                 clock,
                 info,
                 None,
+                false,
                 live,
                 builder,
                 watcher,
@@ -409,27 +412,30 @@ async fn serve_connection(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_io<I>(
-    io: I,
+/// What every request on one connection is answered with.
+struct ConnCtx {
     clock: Arc<io::HeadClock>,
     info: ConnInfo,
     // The TLS server name the client sent (none: plain HTTP, or a TLS client that sent none).
     sni: Option<Arc<str>>,
     live: Arc<Live>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
     redirect_to_https: Option<u16>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req: Request<Incoming>| {
+}
+
+impl ConnCtx {
+    /// The answer to one request, as a future hyper polls until the response head is ready.
+    fn answer(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<io::ResponseBody>, Infallible>> + Send + use<> {
         // A full head arrived: until its response has been sent the head deadline is off (slow
         // bodies and slow upstreams are not slowloris).
-        let in_flight = clock.request_started(req.version() == http::Version::HTTP_2);
+        let in_flight = self
+            .clock
+            .request_started(req.version() == http::Version::HTTP_2);
         // The config this request is judged by, to its end, whatever reloads meanwhile.
-        let proxy = live.current();
-        let sni = sni.clone();
+        let proxy = self.live.current();
+        let (sni, info, redirect_to_https) = (self.sni.clone(), self.info, self.redirect_to_https);
         let answer = panic::catch_panic(req, move |req| async move {
             match redirect_to_https {
                 Some(https_port) => https_redirect(https_port, &req),
@@ -443,9 +449,55 @@ async fn serve_io<I>(
             }
             Ok::<_, Infallible>(resp.map(|b| io::ResponseBody::new(b, in_flight)))
         }
-    });
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    }
+}
+
+/// Serves one connection. `h2`: it negotiated HTTP/2 by ALPN. Then hyper spawns a task per
+/// stream, moving the request's future into it several times over (`tokio::spawn` → task
+/// cell: ~3k instructions of `memcpy` a request under callgrind for a future of a few kB), so
+/// that future is boxed: one allocation and one move instead. HTTP/1 polls the future in place
+/// on the connection's task and keeps it unboxed.
+#[allow(clippy::too_many_arguments)]
+async fn serve_io<I>(
+    io: I,
+    clock: Arc<io::HeadClock>,
+    info: ConnInfo,
+    sni: Option<Arc<str>>,
+    h2: bool,
+    live: Arc<Live>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    redirect_to_https: Option<u16>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let ctx = ConnCtx {
+        clock,
+        info,
+        sni,
+        live,
+        redirect_to_https,
+    };
+    let ended = if h2 {
+        let service = service_fn(move |req| Box::pin(ctx.answer(req)));
+        watcher
+            .watch(
+                builder
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned(),
+            )
+            .await
+    } else {
+        let service = service_fn(move |req| ctx.answer(req));
+        watcher
+            .watch(
+                builder
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned(),
+            )
+            .await
+    };
+    if let Err(e) = ended {
         tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
     }
 }

@@ -34,11 +34,24 @@
 #                 and hyper-floor-bearer (the bearer tokens), nginx-proxy-login and hyper-floor-login
 #                 (the session cookie; needs the login setup). What carrying the token or cookie
 #                 alone costs, apart from verifying it.
+#                 TLS targets (need h2load, Debian nghttp2-client), each against nginx-tls-*
+#                 (nginx, same static upstream), hyper-floor-tls-* (the floor terminating TLS with
+#                 portcullis's rustls configuration) and portcullis-tls-*, all with the same P-256
+#                 certificate: *-tls-h2 (h2load, TLS + HTTP/2, TLS_H2_CONNECTIONS × TLS_H2_STREAMS),
+#                 *-tls-h1 (h2load --h1, TLS + HTTP/1.1 keep-alive, TLS_H1_CONNECTIONS) and
+#                 *-tls-handshake (batches of HANDSHAKE_BATCH new TLS connections with one HTTP/2
+#                 request each, for DURATION: req/s = new connections/s, cpu_us/req = per
+#                 connection). E.g.
+#                 TARGETS="nginx-tls-h2 hyper-floor-tls-h2 portcullis-tls-h2 nginx-tls-h1 hyper-floor-tls-h1 portcullis-tls-h1 nginx-tls-handshake hyper-floor-tls-handshake portcullis-tls-handshake"
+#   TLS_H2_CONNECTIONS / TLS_H2_STREAMS   h2 rows: connections (default 32) × streams each (10)
+#   TLS_H1_CONNECTIONS  h1-over-TLS rows: keep-alive connections (default 64)
+#   HANDSHAKE_BATCH     handshake rows: connections opened at once per h2load run (default 64)
 #   TOKENS        distinct tokens for the bearer targets (default 1000)
 #   FLOOR_BIN     the hyper-floor binary (default: cargo build --release --example hyper-floor)
 #   KEEP_WORKDIR  1 = keep the temporary folder (configs, logs, raw wrk output)
-#   CALLGRIND     1 = run portcullis under valgrind's callgrind (instrumentation on only while a
-#                 portcullis-* target is measured) and add instructions/request per portcullis row:
+#   CALLGRIND     1 = run portcullis and the floor under valgrind's callgrind (instrumentation on
+#                 only while a portcullis-* or hyper-floor* target is measured) and add
+#                 instructions/request per row:
 #                 load-independent, for comparing builds on the none, bearer and login paths. E.g.
 #                 CALLGRIND=1 DURATION=5s TARGETS="portcullis-none portcullis-bearer portcullis-login"
 #
@@ -55,6 +68,13 @@ LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 TARGETS=${TARGETS:-static nginx-proxy portcullis-none}
 TOKENS=${TOKENS:-1000}
+TLS_H2_CONNECTIONS=${TLS_H2_CONNECTIONS:-32}
+TLS_H2_STREAMS=${TLS_H2_STREAMS:-10}
+TLS_H1_CONNECTIONS=${TLS_H1_CONNECTIONS:-64}
+HANDSHAKE_BATCH=${HANDSHAKE_BATCH:-64}
+# h2load's own warm-up in the steady-state TLS rows: its connections' handshakes happen then,
+# outside the measurement (longer under callgrind, where a handshake takes ~50× as long)
+H2LOAD_WARMUP=${H2LOAD_WARMUP:-2s}
 BASELINE=nginx-proxy
 DRY_RUN=${BENCH_DRY_RUN:-0}
 CALLGRIND=${CALLGRIND:-0}
@@ -79,6 +99,7 @@ if [ "$CALLGRIND" = 1 ]; then
     done
     VG_WRAP=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$WORK/callgrind.out.%p")
     WAIT_TRIES=900
+    H2LOAD_WARMUP=${H2LOAD_WARMUP_CALLGRIND:-6s}
 fi
 STARTED_PIDS=()
 
@@ -127,7 +148,7 @@ wait_http() {
             tail -n 30 "$logf" >&2 || true
             exit 1
         fi
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)" = 200 ]; then
+        if [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)" = 200 ]; then
             return 0
         fi
         sleep 0.1
@@ -143,17 +164,19 @@ proc_tree() {
     pgrep -P "$1" || true
 }
 
-# cpu_ticks PID: utime+stime (all threads) of PID and its direct children, in clock ticks
+# cpu_ticks PID: utime+stime (all threads) of PID and its direct children, and stime alone, in
+# clock ticks ("TOTAL SYSTEM")
 cpu_ticks() {
-    local total=0 p stat rest
+    local total=0 sys=0 p stat rest
     for p in $(proc_tree "$1"); do
         stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         rest=${stat##*) }                # fields from 3 on ("comm" may contain spaces)
         # shellcheck disable=SC2086
         set -- $rest                      # $1 = field 3 (state) → utime = $12, stime = $13
         total=$((total + ${12} + ${13}))
+        sys=$((sys + ${13}))
     done
-    echo "$total"
+    echo "$total $sys"
 }
 
 # mem_kb PID FIELD: sum of FIELD (VmRSS, VmHWM) in kB over PID and its direct children
@@ -244,6 +267,7 @@ http {
             proxy_set_header Connection "";
         }
     }
+$([ "$variant" = log ] || nginx_tls_server)
 }
 EOF
     taskset -c "$PROXY_CPU" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" \
@@ -279,11 +303,43 @@ EOF
     log "portcullis (access log on): pid $PORTCULLIS_LOG_PID on 127.0.0.1:$PORTCULLIS_LOG_PORT"
 }
 
+# nginx_tls_server: the TLS rows' server block (nginx-tls-*): the same proxying over TLS with
+# the bench's P-256 certificate, HTTP/2 and HTTP/1.1 by ALPN; nothing when no TLS row runs
+nginx_tls_server() {
+    [ "$needs_tls" = 1 ] || return 0
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $WORK/tls/tls.crt;
+        ssl_certificate_key $WORK/tls/tls.key;
+        # nginx 1.22's default lacks TLSv1.3, which rustls (portcullis, the floor) negotiates
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://static_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+EOF
+}
+
+# start_floor_tls: the hyper-floor example terminating TLS on FLOOR_TLS_PORT; sets FLOOR_TLS_PID
+start_floor_tls() {
+    [ -x "$FLOOR_BIN" ] || die "FLOOR_BIN=$FLOOR_BIN is not an executable"
+    mkdir -p "$WORK/floor"
+    taskset -c "$PROXY_CPU" "${VG_WRAP[@]}" "$FLOOR_BIN" "127.0.0.1:$FLOOR_TLS_PORT" "127.0.0.1:$STATIC_PORT" \
+        --tls "$WORK/tls/tls.crt" "$WORK/tls/tls.key" >"$WORK/floor/tls-stderr.log" 2>&1 &
+    FLOOR_TLS_PID=$!
+    STARTED_PIDS+=("$FLOOR_TLS_PID")
+    wait_http "https://127.0.0.1:$FLOOR_TLS_PORT/" "$FLOOR_TLS_PID" "hyper-floor (TLS)" "$WORK/floor/tls-stderr.log"
+    log "hyper-floor (TLS): pid $FLOOR_TLS_PID on 127.0.0.1:$FLOOR_TLS_PORT"
+}
+
 # start_floor: the hyper-floor example proxy to the static upstream on FLOOR_PORT; sets FLOOR_PID
 start_floor() {
     [ -x "$FLOOR_BIN" ] || die "FLOOR_BIN=$FLOOR_BIN is not an executable"
     mkdir -p "$WORK/floor"
-    taskset -c "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$STATIC_PORT" \
+    taskset -c "$PROXY_CPU" "${VG_WRAP[@]}" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$STATIC_PORT" \
         >"$WORK/floor/stderr.log" 2>&1 &
     FLOOR_PID=$!
     STARTED_PIDS+=("$FLOOR_PID")
@@ -301,6 +357,16 @@ start_portcullis() {
 listen = "127.0.0.1:$PORTCULLIS_PORT"
 
 EOF
+    if [ "$needs_tls" = 1 ]; then
+        cat >>"$dir/portcullis.toml" <<EOF
+[server.tls]
+listen = "127.0.0.1:$PORTCULLIS_TLS_PORT"
+cert = "$WORK/tls/tls.crt"
+key = "$WORK/tls/tls.key"
+redirect_http = false
+
+EOF
+    fi
     if [ "$needs_tokens" = 1 ]; then
         cat >>"$dir/portcullis.toml" <<EOF
 [providers.bench]
@@ -561,8 +627,60 @@ run_wrk() {
     [ "$rc" -eq 0 ] || die "wrk $* failed (exit $rc)"
 }
 
+# run_h2load TIMEOUT_S H2LOAD_ARGS...: h2load -t1 pinned to LOAD_CPU, killed after TIMEOUT_S
+run_h2load() {
+    local limit=$1 rc=0
+    shift
+    timeout "$limit" taskset -c "$LOAD_CPU" h2load -t1 "$@" &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=
+    [ "$rc" -eq 0 ] || die "h2load $* failed (exit $rc)"
+}
+
+# run_handshakes SECS URL: h2load runs of HANDSHAKE_BATCH new TLS connections with one request
+# each, until SECS have passed; prints each run's output, then "elapsed: SECONDS"
+run_handshakes() {
+    local secs=$1 url=$2 start now
+    start=$(date +%s.%N)
+    while :; do
+        run_h2load 120 -c"$HANDSHAKE_BATCH" -n"$HANDSHAKE_BATCH" "$url"
+        now=$(date +%s.%N)
+        awk -v a="$start" -v b="$now" -v s="$secs" 'BEGIN { exit !(b - a < s) }' || break
+    done
+    awk -v a="$start" -v b="$now" 'BEGIN { printf "elapsed: %.3f\n", b - a }'
+}
+
+# load NAME SECONDS DURATION OUT URL [wrk args]: the row's load generator for DURATION into OUT:
+# wrk for plain rows, h2load for the *-tls-* rows
+load() {
+    local name=$1 secs=$2 d=$3 out=$4 url=$5
+    shift 5
+    case $name in
+        *-tls-h2) run_h2load $((secs + 60)) -c"$TLS_H2_CONNECTIONS" -m"$TLS_H2_STREAMS" -D"$d" "$url" >"$out" ;;
+        *-tls-h1) run_h2load $((secs + 60)) --h1 -c"$TLS_H1_CONNECTIONS" -m1 -D"$d" "$url" >"$out" ;;
+        *-tls-handshake) run_handshakes "$secs" "$url" >"$out" ;;
+        *) run_wrk $((secs + 60)) -d"$d" --latency "$@" "$url" >"$out" ;;
+    esac
+}
+
+# seconds DURATION: "10s", "2m", "5" → whole seconds
+seconds() {
+    awk -v d="$1" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; if (d ~ /h$/) n *= 3600; print int(n) }'
+}
+
+# measure_start: (run_target) zeroes callgrind's counters and switches it on when the row is
+# counted, and reads the process's CPU time into `before`
+measure_start() {
+    if [ "$cg" = 1 ]; then
+        callgrind_control --zero "$pid" >/dev/null 2>&1
+        callgrind_control -i on "$pid" >/dev/null 2>&1
+    fi
+    read -r before before_sys <<<"$(cpu_ticks "$pid")"
+}
+
 # results, indexed by target name
-declare -A R_RPS R_P50 R_P99 R_CPU_US R_RSS R_HWM R_ERRORS R_REQS R_IR_TOTAL
+declare -A R_RPS R_P50 R_P99 R_CPU_US R_SYS R_RSS R_HWM R_ERRORS R_REQS R_IR_TOTAL
 RESULT_ORDER=()
 
 # run_target NAME URL PID [extra wrk args, e.g. -H 'Authorization: Bearer …' or -s script.lua]
@@ -572,21 +690,38 @@ run_target() {
     local name=$1 url=$2 pid=$3
     shift 3
     local out=$WORK/wrk-$name.txt secs
-    secs=$(awk -v d="$DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; if (d ~ /h$/) n *= 3600; print int(n) }')
+    secs=$(seconds "$DURATION")
 
     log "$name: warm-up $WARMUP"
-    run_wrk 120 -d"$WARMUP" "$@" "$url" >/dev/null
-    log "$name: measuring $DURATION (wrk -t1 -c$CONNECTIONS --latency $* $url)"
-    local before after
+    load "$name" "$(seconds "$WARMUP")" "$WARMUP" /dev/null "$url" "$@"
+    log "$name: measuring $DURATION ($url $*)"
+    local before after before_sys after_sys
     local cg=0
-    if [ "$CALLGRIND" = 1 ]; then case $name in portcullis-*) cg=1 ;; esac; fi
-    if [ "$cg" = 1 ]; then
-        callgrind_control --zero "$pid" >/dev/null 2>&1
-        callgrind_control -i on "$pid" >/dev/null 2>&1
-    fi
-    before=$(cpu_ticks "$pid")
-    run_wrk $((secs + 60)) -d"$DURATION" --latency "$@" "$url" >"$out"
-    after=$(cpu_ticks "$pid")
+    if [ "$CALLGRIND" = 1 ]; then case $name in portcullis-*|hyper-floor*) cg=1 ;; esac; fi
+    case $name in
+        *-tls-h2|*-tls-h1)
+            # Steady state only: h2load opens its connections (TLS handshakes) at the start of
+            # its warm-up (--warm-up-time); the measurement starts when that ends, with h2load's
+            # main duration, whose requests h2load counts.
+            local hw=$H2LOAD_WARMUP rc=0
+            case $name in
+                *-tls-h2) set -- -c"$TLS_H2_CONNECTIONS" -m"$TLS_H2_STREAMS" ;;
+                *) set -- --h1 -c"$TLS_H1_CONNECTIONS" -m1 ;;
+            esac
+            timeout $((secs + $(seconds "$hw") + 60)) taskset -c "$LOAD_CPU" h2load -t1 "$@" \
+                --warm-up-time="$hw" -D"$DURATION" "$url" >"$out" &
+            WRK_PID=$!
+            sleep "$(seconds "$hw")"
+            measure_start
+            wait "$WRK_PID" || rc=$?
+            WRK_PID=
+            read -r after after_sys <<<"$(cpu_ticks "$pid")"
+            [ "$rc" -eq 0 ] || die "h2load $* $url failed (exit $rc)" ;;
+        *)
+            measure_start
+            load "$name" "$secs" "$DURATION" "$out" "$url" "$@"
+            read -r after after_sys <<<"$(cpu_ticks "$pid")" ;;
+    esac
     if [ "$cg" = 1 ]; then
         callgrind_control -i off "$pid" >/dev/null 2>&1
         local dumps_before dump
@@ -601,13 +736,28 @@ run_target() {
     fi
 
     local reqs rps p50 p99 errors
-    reqs=$(awk '/requests in/ { print $1; exit }' "$out")
-    rps=$(awk '/^Requests\/sec:/ { print $2; exit }' "$out")
-    p50=$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")
-    p99=$(to_ms "$(awk '$1 == "99%" { print $2; exit }' "$out")")
-    # socket errors (connect/read/write/timeout) + non-2xx/3xx responses
-    errors=$(awk '/Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
-                  /Non-2xx or 3xx responses:/ { n += $NF } END { print n + 0 }' "$out")
+    case $name in
+        *-tls-*)
+            # h2load: "requests: T total, S started, D done, OK succeeded, F failed, E errored,
+            # TO timeout", "status codes: A 2xx, B 3xx, C 4xx, D 5xx"; no percentiles (p50 and
+            # p99 show "-"); the handshake rows sum their runs and divide by the elapsed time
+            reqs=$(awk '$1 == "requests:" { n += $8 } END { print n + 0 }' "$out")
+            errors=$(awk '$1 == "requests:" { n += $10 + $12 + $14 }
+                          $1 == "status" { n += $7 + $9 } END { print n + 0 }' "$out")
+            case $name in
+                *-tls-handshake) rps=$(awk -v n="$reqs" '$1 == "elapsed:" { printf "%.2f", n / $2 }' "$out") ;;
+                *) rps=$(awk '$1 == "finished" { print $4; exit }' "$out") ;;
+            esac
+            p50=- p99=- ;;
+        *)
+            reqs=$(awk '/requests in/ { print $1; exit }' "$out")
+            rps=$(awk '/^Requests\/sec:/ { print $2; exit }' "$out")
+            p50=$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")
+            p99=$(to_ms "$(awk '$1 == "99%" { print $2; exit }' "$out")")
+            # socket errors (connect/read/write/timeout) + non-2xx/3xx responses
+            errors=$(awk '/Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
+                          /Non-2xx or 3xx responses:/ { n += $NF } END { print n + 0 }' "$out") ;;
+    esac
     [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || { cat "$out" >&2; die "$name: wrk reported no requests"; }
 
     R_REQS[$name]=$reqs
@@ -617,6 +767,8 @@ run_target() {
     R_ERRORS[$name]=$errors
     R_CPU_US[$name]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$reqs" \
         'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    R_SYS[$name]=$(awk -v t=$((after - before)) -v s=$((after_sys - before_sys)) \
+        'BEGIN { printf "%.0f", (t > 0 ? 100 * s / t : 0) }')
     R_RSS[$name]=$(mem_kb "$pid" VmRSS)
     R_HWM[$name]=$(mem_kb "$pid" VmHWM)
     RESULT_ORDER+=("$name")
@@ -629,17 +781,17 @@ print_results() {
     echo
     echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency (warm-up $WARMUP); wrk on CPU $LOAD_CPU," \
         "proxies + upstream on CPU $PROXY_CPU; CPU = utime+stime of the measured process(es)"
-    printf '%-18s %12s %10s %10s %14s %10s %10s %8s\n' \
-        target req/s p50_ms p99_ms cpu_us/req rss_kB hwm_kB errors
+    printf '%-26s %12s %10s %10s %14s %6s %10s %10s %8s\n' \
+        target req/s p50_ms p99_ms cpu_us/req sys_% rss_kB hwm_kB errors
     local n
     for n in "${RESULT_ORDER[@]}"; do
-        printf '%-18s %12s %10s %10s %14s %10s %10s %8s\n' "$n" "${R_RPS[$n]}" "${R_P50[$n]}" \
-            "${R_P99[$n]}" "${R_CPU_US[$n]}" "${R_RSS[$n]}" "${R_HWM[$n]}" "${R_ERRORS[$n]}"
+        printf '%-26s %12s %10s %10s %14s %6s %10s %10s %8s\n' "$n" "${R_RPS[$n]}" "${R_P50[$n]}" \
+            "${R_P99[$n]}" "${R_CPU_US[$n]}" "${R_SYS[$n]}" "${R_RSS[$n]}" "${R_HWM[$n]}" "${R_ERRORS[$n]}"
     done
     echo
     if [ -n "${R_RPS[$BASELINE]:-}" ]; then
         for n in "${RESULT_ORDER[@]}"; do
-            case $n in "$BASELINE") continue ;; esac
+            case $n in "$BASELINE"|*-tls-*) continue ;; esac
             awk -v n="$n" -v b="$BASELINE" -v r1="${R_RPS[$n]}" -v r0="${R_RPS[$BASELINE]}" \
                 -v c1="${R_CPU_US[$n]}" -v c0="${R_CPU_US[$BASELINE]}" \
                 -v p1="${R_P99[$n]}" -v p0="${R_P99[$BASELINE]}" 'BEGIN {
@@ -647,6 +799,17 @@ print_results() {
                         r1 / r0, (c0 > 0 ? c1 / c0 : 0), (p0 > 0 ? p1 / p0 : 0) }'
         done
     fi
+    # TLS rows: portcullis against nginx and against the TLS floor of the same kind
+    local kind base
+    for n in "${RESULT_ORDER[@]}"; do
+        case $n in portcullis-tls-*) kind=${n#portcullis-} ;; *) continue ;; esac
+        for base in "nginx-$kind" "hyper-floor-$kind"; do
+            [ -n "${R_RPS[$base]:-}" ] || continue
+            awk -v n="$n" -v b="$base" -v r1="${R_RPS[$n]}" -v r0="${R_RPS[$base]}" \
+                -v c1="${R_CPU_US[$n]}" -v c0="${R_CPU_US[$base]}" 'BEGIN {
+                    printf "%s / %s:  req/s %.2fx   cpu/req %.2fx\n", n, b, r1 / r0, (c0 > 0 ? c1 / c0 : 0) }'
+        done
+    done
     if [ -n "${R_RPS[apache-oidc]:-}" ]; then
         for n in "${RESULT_ORDER[@]}"; do
             case $n in portcullis-bearer*) ;; *) continue ;; esac
@@ -690,6 +853,11 @@ case " $TARGETS " in *" portcullis-introspect "*) needs_op=1 ;; esac
 needs_login=0
 case " $TARGETS " in *" portcullis-login"*|*"-login "*) needs_login=1; needs_op=1 ;; esac
 needs_redis=0
+needs_tls=0
+case " $TARGETS " in *"-tls-"*) needs_tls=1 ;; esac
+if [ "$needs_tls" = 1 ]; then
+    command -v h2load >/dev/null || die "h2load not found: the TLS targets need it (apt-get install -y nghttp2-client)"
+fi
 case " $TARGETS " in *" portcullis-login-redis "*) needs_redis=1 ;; esac
 if [ "$needs_tokens" = 1 ] || [ "$needs_op" = 1 ]; then
     command -v node >/dev/null || die "node not found: the bearer targets need it (apt-get install -y nodejs npm)"
@@ -711,7 +879,17 @@ if [[ " $TARGETS " == *" hyper-floor"* ]] && [ -z "${FLOOR_BIN:-}" ]; then
     FLOOR_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hyper-floor
 fi
 
-read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT FLOOR_PORT NGINX_LOG_PORT PORTCULLIS_LOG_PORT <<<"$(free_ports 10)"
+read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT FLOOR_PORT \
+    NGINX_LOG_PORT PORTCULLIS_LOG_PORT NGINX_TLS_PORT PORTCULLIS_TLS_PORT FLOOR_TLS_PORT <<<"$(free_ports 13)"
+if [ "$needs_tls" = 1 ]; then
+    # the TLS rows' certificate: P-256, the same for nginx, the floor and portcullis
+    mkdir -p "$WORK/tls"
+    chmod a+rx "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$WORK/tls/tls.key" -out "$WORK/tls/tls.crt" \
+        >/dev/null 2>&1 || die "openssl req (P-256) failed"
+    chmod a+r "$WORK/tls/tls.key"
+fi
 mkdir -p "$WORK/issuer"
 chmod a+rx "$WORK" "$WORK/issuer"   # nginx workers (nobody) serve the issuer files
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
@@ -720,17 +898,22 @@ chmod a+r "$WORK/issuer/tls.key"
 if [ "$needs_tokens" = 1 ]; then mint_jwts; fi
 if [ "$needs_op" = 1 ]; then start_op; fi
 start_static
-case " $TARGETS " in *" nginx-proxy"*|*" portcullis-"*) start_nginx_proxy ;; esac
+case " $TARGETS " in *" nginx-"*|*" portcullis-"*) start_nginx_proxy ;; esac
 case " $TARGETS " in *" nginx-proxy-log "*) start_nginx_proxy log ;; esac
-case " $TARGETS " in *" hyper-floor"*) start_floor ;; esac
+case " $TARGETS " in *" hyper-floor "*|*" hyper-floor-bearer "*|*" hyper-floor-login "*) start_floor ;; esac
+case " $TARGETS " in *" hyper-floor-tls-"*) start_floor_tls ;; esac
 if [ "$needs_portcullis" = 1 ]; then
     if [ "$DRY_RUN" = 1 ]; then
         log "BENCH_DRY_RUN=1: portcullis-* targets measure the nginx proxy instead"
         PORTCULLIS_PORT=$NGINX_PORT
+        PORTCULLIS_TLS_PORT=$NGINX_TLS_PORT
         PORTCULLIS_PID=$NGINX_PID
     else
         start_portcullis
         case " $TARGETS " in *" portcullis-none-log "*) start_portcullis_log ;; esac
+        if [ "$needs_tls" = 1 ]; then
+            wait_http "https://127.0.0.1:$PORTCULLIS_TLS_PORT/" "$PORTCULLIS_PID" "portcullis (TLS)" "$WORK/portcullis/portcullis.log"
+        fi
         if [ "$needs_tokens" = 1 ]; then check_bearer /api/ "$JWT_FILE"; check_bearer /nocache/ "$JWT_FILE"; fi
         if [ -n "${OPAQUE_FILE:-}" ]; then check_bearer /introspect/ "$OPAQUE_FILE"; fi
         if [ "$needs_login" = 1 ]; then LOGIN_COOKIE=$(login_cookie "$PORTCULLIS_PORT"); fi
@@ -778,6 +961,12 @@ for target in $TARGETS; do
         portcullis-login-redis)
             run_target portcullis-login-redis "http://127.0.0.1:$PORTCULLIS_REDIS_PORT/login/" \
                 "$PORTCULLIS_REDIS_PID" -H "Cookie: $LOGIN_REDIS_COOKIE" ;;
+        nginx-tls-h2|nginx-tls-h1|nginx-tls-handshake)
+            run_target "$target" "https://127.0.0.1:$NGINX_TLS_PORT/" "$NGINX_PID" ;;
+        hyper-floor-tls-h2|hyper-floor-tls-h1|hyper-floor-tls-handshake)
+            run_target "$target" "https://127.0.0.1:$FLOOR_TLS_PORT/" "$FLOOR_TLS_PID" ;;
+        portcullis-tls-h2|portcullis-tls-h1|portcullis-tls-handshake)
+            run_target "$target" "https://127.0.0.1:$PORTCULLIS_TLS_PORT/" "$PORTCULLIS_PID" ;;
         *) die "unknown target $target" ;;
     esac
 done
