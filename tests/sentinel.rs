@@ -55,6 +55,30 @@ async fn wait_readyz(p: &TestProxy, want: u16, within: Duration) {
 
 /// Every key the master holds is on the replica: `WAIT 1 1000` acknowledged by the replica,
 /// then the key counts compared.
+/// A Sentinel set, the test provider and a ready proxy on the Sentinel store.
+struct Running {
+    set: SentinelSet,
+    _provider: Provider,
+    proxy: TestProxy,
+    base: String,
+}
+
+impl Running {
+    async fn start() -> Running {
+        let set = SentinelSet::start();
+        let port = free_port();
+        let provider = Provider::start(&[port], &[]);
+        let proxy = sentinel_proxy(&provider, port, &set).await;
+        wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+        Running {
+            set,
+            _provider: provider,
+            proxy,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
 fn replicated(master: u16, replica: u16) {
     let acked: i64 = redis_cmd(master, &["WAIT", "1", "1000"]).expect("WAIT on the master");
     assert_eq!(acked, 1, "the replica acknowledged the writes");
@@ -69,12 +93,12 @@ fn replicated(master: u16, replica: u16) {
 /// else; `/readyz` goes down; after the failover the same cookies work and a new login works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_killed_sessions_survive_failover_fail_closed_meanwhile() {
-    let mut set = SentinelSet::start();
-    let port = free_port();
-    let provider = Provider::start(&[port], &[]);
-    let proxy = sentinel_proxy(&provider, port, &set).await;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+    let Running {
+        mut set,
+        _provider,
+        proxy,
+        base,
+    } = Running::start().await;
 
     let browsers: Vec<Browser> = (0..3).map(|_| Browser::new()).collect();
     for b in &browsers {
@@ -168,12 +192,12 @@ async fn master_killed_sessions_survive_failover_fail_closed_meanwhile() {
 /// found; the session made before the failover still opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_failover_writes_go_to_the_new_master() {
-    let set = SentinelSet::start();
-    let port = free_port();
-    let provider = Provider::start(&[port], &[]);
-    let proxy = sentinel_proxy(&provider, port, &set).await;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+    let Running {
+        set,
+        _provider,
+        proxy,
+        base,
+    } = Running::start().await;
     let b = Browser::new();
     b.login(&base, "/app", "alice").await;
     let (old, new) = (set.servers[0].port, set.servers[1].port);
@@ -223,12 +247,12 @@ async fn manual_failover_writes_go_to_the_new_master() {
 /// the session is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_refused_by_a_demoted_master_is_not_success() {
-    let set = SentinelSet::start();
-    let port = free_port();
-    let provider = Provider::start(&[port], &[]);
-    let proxy = sentinel_proxy(&provider, port, &set).await;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_readyz(&proxy, 200, Duration::from_secs(10)).await;
+    let Running {
+        set,
+        _provider,
+        proxy,
+        base,
+    } = Running::start().await;
     let b = Browser::new();
     b.login(&base, "/app", "alice").await;
     let (m, r) = (set.servers[0].port, set.servers[1].port);
