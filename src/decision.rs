@@ -297,15 +297,17 @@ fn find_route<'c>(
     input: Input<'_>,
     path: &str,
 ) -> Option<(usize, &'c Route)> {
+    let path = routes::MatchPath::new(path);
     cfg.routes
         .iter()
         .enumerate()
         .find(|(_, r)| {
             if input.method_known {
-                r.matcher.matches(input.host, &parts.method, path)
+                r.matcher.matches_path(input.host, &parts.method, &path)
             } else {
                 r.matcher.methods.is_none()
-                    && r.matcher.matches(input.host, &http::Method::GET, path)
+                    && r.matcher
+                        .matches_path(input.host, &http::Method::GET, &path)
             }
         })
         .map(|(i, r)| (i, &**r))

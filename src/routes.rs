@@ -712,6 +712,47 @@ fn next_separator(bytes: &[u8], from: usize) -> (usize, usize) {
     (bytes.len(), 0)
 }
 
+/// A normalized request path, read once for matching against every route (see
+/// [`Matcher::matches_path`]): `simple` when it has no `%`, no `;` and no empty segment, so
+/// that its route names are exactly its pieces between `/`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatchPath<'a> {
+    path: &'a str,
+    simple: bool,
+}
+
+impl<'a> MatchPath<'a> {
+    /// Reads `path` (from [`normalize_path`]) once.
+    pub fn new(path: &'a str) -> Self {
+        let bytes = path.as_bytes();
+        let simple = bytes.first() == Some(&b'/')
+            && memchr::memchr2(b'%', b';', bytes).is_none()
+            && memchr::memmem::find(bytes, b"//").is_none();
+        Self { path, simple }
+    }
+}
+
+/// Whether a route prefix's names are its pieces between `/`: no `%` (so no `%2F`/`%5C` that
+/// would split a name for matching), no `;`, no empty piece. [`route_path`] never gives `;`
+/// or an empty piece; a prefix like `/files/a%2Fb` is not plain and takes the general path.
+fn is_plain_prefix(prefix: &str) -> bool {
+    let bytes = prefix.as_bytes();
+    bytes.first() == Some(&b'/')
+        && memchr::memchr2(b'%', b';', bytes).is_none()
+        && memchr::memmem::find(bytes, b"//").is_none()
+        && (prefix == "/" || !prefix.ends_with('/'))
+}
+
+/// [`path_has_prefix`] for a simple path and a plain prefix, without splitting either: every
+/// piece between `/` is a name on both sides, so the prefix's names lead the path's exactly
+/// when the path starts with the prefix text at a piece boundary.
+fn simple_has_prefix(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Whether `path` lies under the route prefix `prefix`, segment by segment.
 fn path_has_prefix(path: &str, prefix: &str) -> bool {
     let mut segments = MatchSegments::new(path);
@@ -881,6 +922,9 @@ pub struct Matcher {
     pub path: String,
     /// `None`: any method. Never empty, uppercase, no duplicates.
     pub methods: Option<Vec<http::Method>>,
+    /// Whether `path`'s route names are its pieces between `/` ([`is_plain_prefix`]): matching
+    /// a [`MatchPath`] that is simple then compares text instead of names.
+    plain: bool,
 }
 
 impl Matcher {
@@ -890,10 +934,12 @@ impl Matcher {
         let host = host.map(HostPattern::parse).transpose()?;
         let path = route_path(path)?;
         let methods = methods.map(parse_methods).transpose()?;
+        let plain = is_plain_prefix(&path);
         Ok(Self {
             host,
             path,
             methods,
+            plain,
         })
     }
 
@@ -905,10 +951,27 @@ impl Matcher {
         method: &http::Method,
         normalized_path: &str,
     ) -> bool {
+        self.matches_path(host, method, &MatchPath::new(normalized_path))
+    }
+
+    /// [`Matcher::matches`] for a path read once with [`MatchPath::new`], as the proxy does for
+    /// all routes of a request.
+    pub fn matches_path(
+        &self,
+        host: Option<&str>,
+        method: &http::Method,
+        path: &MatchPath<'_>,
+    ) -> bool {
+        let method_ok = (self.methods.as_ref()).is_none_or(|methods| methods.contains(method));
         let host_ok =
             (self.host.as_ref()).is_none_or(|pattern| host.is_some_and(|h| pattern.matches(h)));
-        let method_ok = (self.methods.as_ref()).is_none_or(|methods| methods.contains(method));
-        host_ok && method_ok && path_has_prefix(normalized_path, &self.path)
+        method_ok
+            && host_ok
+            && if self.plain && path.simple {
+                simple_has_prefix(path.path, &self.path)
+            } else {
+                path_has_prefix(path.path, &self.path)
+            }
     }
 
     /// `true` when every request `later` could match is already matched by `self` (used to
@@ -1493,6 +1556,38 @@ mod tests {
         for p in all_paths(DOUBLE, 5) {
             assert_path_property(&p);
         }
+    }
+
+    /// Route matching's text comparison (a simple path against a plain prefix) answers exactly
+    /// what the name-by-name comparison answers, for every normalized path over an alphabet of
+    /// names, separators, parameters and encodings, against prefixes plain and not.
+    #[test]
+    fn simple_match_agrees_with_names() {
+        const PIECES: &[&str] = &["/", "a", "ab", "b", ";", "%2F", "%3B", "%25", "/a"];
+        let prefixes = [
+            "/", "/a", "/ab", "/a/b", "/a/a", "/b", "/a/", "/a%2Fb", "/ab/a", "/%25",
+        ];
+        let matchers: Vec<Matcher> = prefixes.iter().map(|p| route(p)).collect();
+        assert!(matchers.iter().any(|m| !m.plain) && matchers.iter().any(|m| m.plain));
+        let (mut simple, mut hits) = (0, 0);
+        for raw in all_paths(PIECES, 5) {
+            let Ok(path) = normalize_path(&raw) else {
+                continue;
+            };
+            let read = MatchPath::new(&path);
+            simple += usize::from(read.simple);
+            for m in &matchers {
+                let want = path_has_prefix(&path, &m.path);
+                assert_eq!(
+                    m.matches_path(None, &Method::GET, &read),
+                    want,
+                    "{raw:?} → {path:?} against {:?}",
+                    m.path
+                );
+                hits += usize::from(want);
+            }
+        }
+        assert!(simple > 1_000 && hits > 1_000, "{simple} {hits}");
     }
 
     /// A small deterministic fuzz over tricky pieces: the fast path agrees with the full one,

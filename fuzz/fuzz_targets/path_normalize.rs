@@ -8,7 +8,9 @@
 //! - no dot segment under any separator reading an upstream might apply: `%2F`/`%2f`/`%5C`/`%5c`
 //!   and `\` as `/`, each segment cut at `;` or `%3B`, `%2e` decoded (DESIGN, contract second
 //!   edition, "Paths": such a path is refused with 400, never forwarded);
-//! - a compiled route prefix is itself in normal form, and `strip_prefix` yields a path.
+//! - a compiled route prefix is itself in normal form, and `strip_prefix` yields a path;
+//! - a route matches exactly when its names lead the path's, by an independent reading of the
+//!   names (route matching compares text for plain paths and names otherwise).
 //!
 //! `PATH_FUZZ_ALLOW_DOT_SEGMENTS=1` skips the dot-segment property (to fuzz the others on a
 //! build that does not refuse such paths yet).
@@ -82,6 +84,38 @@ fn dot_segment(path: &str) -> Option<String> {
     None
 }
 
+/// The names routes compare, by an independent reading: pieces between `/`, `%2F` or `%5C`
+/// (either hex case), each cut at its first `;` or `%3B`, empty names skipped.
+fn route_names(path: &str) -> Vec<&[u8]> {
+    let b = path.as_bytes();
+    let is_sep = |i: usize| {
+        b[i] == b'/'
+            || (b[i] == b'%'
+                && matches!(
+                    (b.get(i + 1), b.get(i + 2).map(u8::to_ascii_uppercase)),
+                    (Some(b'2'), Some(b'F')) | (Some(b'5'), Some(b'C'))
+                ))
+    };
+    let mut names = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i <= b.len() {
+        if i == b.len() || is_sep(i) {
+            let piece = &b[start..i];
+            let cut = (0..piece.len())
+                .find(|&j| piece[j] == b';' || piece[j..].to_ascii_uppercase().starts_with(b"%3B"))
+                .unwrap_or(piece.len());
+            if cut > 0 {
+                names.push(&piece[..cut]);
+            }
+            i += if i < b.len() && b[i] == b'%' { 3 } else { 1 };
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
 static ALLOW_DOT_SEGMENTS: LazyLock<bool> =
     LazyLock::new(|| std::env::var_os("PATH_FUZZ_ALLOW_DOT_SEGMENTS").is_some());
 
@@ -127,8 +161,17 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("normalize({raw:?}) = {normalized:?}, which is refused: {e}"),
     }
     let get = http::Method::GET;
+    let names = route_names(&normalized);
     for m in &matchers {
-        if m.matches(None, &get, &normalized) {
+        let want = route_names(&m.path);
+        let under = names.len() >= want.len() && names[..want.len()] == want[..];
+        assert_eq!(
+            m.matches(None, &get, &normalized),
+            under,
+            "route {:?} vs request path {normalized:?} (names {names:?})",
+            m.path
+        );
+        if under {
             let stripped = strip_prefix(&normalized, &m.path);
             assert!(
                 stripped.starts_with('/'),

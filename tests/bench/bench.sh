@@ -33,7 +33,9 @@
 #                 The same request as an auth target, forwarded without any check: nginx-proxy-bearer
 #                 and hyper-floor-bearer (the bearer tokens), nginx-proxy-login and hyper-floor-login
 #                 (the session cookie; needs the login setup). What carrying the token or cookie
-#                 alone costs, apart from verifying it.
+#                 alone costs, apart from verifying it. hyper-floor-contract and
+#                 hyper-floor-contract-bearer: the floor also doing the header work the contract
+#                 requires of every proxied request (floor.rs --contract).
 #                 TLS targets (need h2load, Debian nghttp2-client), each against nginx-tls-*
 #                 (nginx, same static upstream), hyper-floor-tls-* (the floor terminating TLS with
 #                 portcullis's rustls configuration) and portcullis-tls-*, all with the same P-256
@@ -345,6 +347,19 @@ start_floor() {
     STARTED_PIDS+=("$FLOOR_PID")
     wait_http "http://127.0.0.1:$FLOOR_PORT/" "$FLOOR_PID" "hyper-floor" "$WORK/floor/stderr.log"
     log "hyper-floor: pid $FLOOR_PID on 127.0.0.1:$FLOOR_PORT"
+}
+
+# start_floor_contract: the hyper-floor example with --contract on FLOOR_CONTRACT_PORT; sets
+# FLOOR_CONTRACT_PID
+start_floor_contract() {
+    [ -x "$FLOOR_BIN" ] || die "FLOOR_BIN=$FLOOR_BIN is not an executable"
+    mkdir -p "$WORK/floor"
+    taskset -c "$PROXY_CPU" "${VG_WRAP[@]}" "$FLOOR_BIN" "127.0.0.1:$FLOOR_CONTRACT_PORT" "127.0.0.1:$STATIC_PORT" \
+        --contract >"$WORK/floor/contract-stderr.log" 2>&1 &
+    FLOOR_CONTRACT_PID=$!
+    STARTED_PIDS+=("$FLOOR_CONTRACT_PID")
+    wait_http "http://127.0.0.1:$FLOOR_CONTRACT_PORT/" "$FLOOR_CONTRACT_PID" "hyper-floor (contract)" "$WORK/floor/contract-stderr.log"
+    log "hyper-floor (contract): pid $FLOOR_CONTRACT_PID on 127.0.0.1:$FLOOR_CONTRACT_PORT"
 }
 
 # start_portcullis: portcullis (release) with one auth=none route to the static upstream on
@@ -799,6 +814,17 @@ print_results() {
                         r1 / r0, (c0 > 0 ? c1 / c0 : 0), (p0 > 0 ? p1 / p0 : 0) }'
         done
     fi
+    # plain rows against their floors: hyper alone, and hyper doing the contract's header work
+    local pair
+    for pair in portcullis-none:hyper-floor portcullis-none:hyper-floor-contract \
+        portcullis-bearer:hyper-floor-bearer portcullis-bearer:hyper-floor-contract-bearer \
+        portcullis-login:hyper-floor-login portcullis-login:hyper-floor-contract; do
+        n=${pair%%:*} base=${pair#*:}
+        [ -n "${R_RPS[$n]:-}" ] && [ -n "${R_RPS[$base]:-}" ] || continue
+        awk -v n="$n" -v b="$base" -v r1="${R_RPS[$n]}" -v r0="${R_RPS[$base]}" \
+            -v c1="${R_CPU_US[$n]}" -v c0="${R_CPU_US[$base]}" 'BEGIN {
+                printf "%s / %s:  req/s %.2fx   cpu/req %.2fx\n", n, b, r1 / r0, (c0 > 0 ? c1 / c0 : 0) }'
+    done
     # TLS rows: portcullis against nginx and against the TLS floor of the same kind
     local kind base
     for n in "${RESULT_ORDER[@]}"; do
@@ -880,7 +906,8 @@ if [[ " $TARGETS " == *" hyper-floor"* ]] && [ -z "${FLOOR_BIN:-}" ]; then
 fi
 
 read -r STATIC_PORT NGINX_PORT PORTCULLIS_PORT APACHE_PORT STATIC_TLS_PORT PORTCULLIS_REDIS_PORT REDIS_PORT FLOOR_PORT \
-    NGINX_LOG_PORT PORTCULLIS_LOG_PORT NGINX_TLS_PORT PORTCULLIS_TLS_PORT FLOOR_TLS_PORT <<<"$(free_ports 13)"
+    NGINX_LOG_PORT PORTCULLIS_LOG_PORT NGINX_TLS_PORT PORTCULLIS_TLS_PORT FLOOR_TLS_PORT FLOOR_CONTRACT_PORT \
+    <<<"$(free_ports 14)"
 if [ "$needs_tls" = 1 ]; then
     # the TLS rows' certificate: P-256, the same for nginx, the floor and portcullis
     mkdir -p "$WORK/tls"
@@ -902,6 +929,7 @@ case " $TARGETS " in *" nginx-"*|*" portcullis-"*) start_nginx_proxy ;; esac
 case " $TARGETS " in *" nginx-proxy-log "*) start_nginx_proxy log ;; esac
 case " $TARGETS " in *" hyper-floor "*|*" hyper-floor-bearer "*|*" hyper-floor-login "*) start_floor ;; esac
 case " $TARGETS " in *" hyper-floor-tls-"*) start_floor_tls ;; esac
+case " $TARGETS " in *" hyper-floor-contract"*) start_floor_contract ;; esac
 if [ "$needs_portcullis" = 1 ]; then
     if [ "$DRY_RUN" = 1 ]; then
         log "BENCH_DRY_RUN=1: portcullis-* targets measure the nginx proxy instead"
@@ -930,6 +958,11 @@ for target in $TARGETS; do
         static)          run_target static "http://127.0.0.1:$STATIC_PORT/" "$STATIC_PID" ;;
         nginx-proxy)     run_target nginx-proxy "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID" ;;
         hyper-floor)     run_target hyper-floor "http://127.0.0.1:$FLOOR_PORT/" "$FLOOR_PID" ;;
+        hyper-floor-contract)
+            run_target hyper-floor-contract "http://127.0.0.1:$FLOOR_CONTRACT_PORT/" "$FLOOR_CONTRACT_PID" ;;
+        hyper-floor-contract-bearer)
+            TOKENS_FILE=$JWT_FILE run_target "$target" "http://127.0.0.1:$FLOOR_CONTRACT_PORT/api/" \
+                "$FLOOR_CONTRACT_PID" -s "$ROOT/tests/bench/tokens.lua" ;;
         nginx-proxy-bearer|hyper-floor-bearer)
             if [ "$target" = nginx-proxy-bearer ]; then port=$NGINX_PORT pid=$NGINX_PID; else port=$FLOOR_PORT pid=$FLOOR_PID; fi
             TOKENS_FILE=$JWT_FILE run_target "$target" "http://127.0.0.1:$port/api/" "$pid" \
