@@ -189,7 +189,9 @@ async fn a_session_made_on_one_replica_works_on_the_other_and_logout_ends_it_on_
 /// Two `portcullis` processes, A and B, with the same config (their own port), sharing one
 /// Redis, each with `local_cache`; the test provider knows both (back-channel logout goes to A).
 struct Pair {
-    redis: Redis,
+    /// The Redis server the sessions are on (the master, behind Sentinel).
+    redis_port: u16,
+    _redis: Option<Redis>,
     provider: Provider,
     a: BinaryProxy,
     b: BinaryProxy,
@@ -200,6 +202,20 @@ struct Pair {
 
 async fn pair(local_cache: &str, provider_env: &[(&str, &str)]) -> Pair {
     let redis = Redis::start();
+    let (url, port) = (redis.url(), redis.port);
+    pair_on(&url, "", port, Some(redis), local_cache, provider_env).await
+}
+
+/// [`pair`] on the Redis store at `url` (`extra`: more `[session]` lines; `port`: the server
+/// the sessions are on, 0 when it cannot be asked for its counters over plain TCP).
+async fn pair_on(
+    url: &str,
+    extra: &str,
+    port: u16,
+    redis: Option<Redis>,
+    local_cache: &str,
+    provider_env: &[(&str, &str)],
+) -> Pair {
     let (pa, pb) = (free_port(), free_port());
     let provider = Provider::start(&[pa, pb], provider_env);
     let upstream = echo_upstream_map().await;
@@ -213,8 +229,8 @@ async fn pair(local_cache: &str, provider_env: &[(&str, &str)]) -> Pair {
             client_auth: "client_secret = \"web-secret\"".into(),
             session: session_cfg(&format!(
                 "store = \"redis\"\nredis_url = \"{}\"\nlocal_cache = \"{local_cache}\"\n\
-                 lifetime = \"1h\"\nidle_timeout = \"2h\"",
-                redis.url()
+                 lifetime = \"1h\"\nidle_timeout = \"2h\"\n{extra}",
+                url
             )),
             admin: true,
         });
@@ -229,7 +245,8 @@ async fn pair(local_cache: &str, provider_env: &[(&str, &str)]) -> Pair {
     wait_cache_on(&a, 1);
     wait_cache_on(&b, 1);
     Pair {
-        redis,
+        redis_port: port,
+        _redis: redis,
         provider,
         a,
         b,
@@ -293,15 +310,20 @@ impl Pair {
     }
 
     /// The session works on B, and a second request there is served from B's cache (no
-    /// Redis `GET`).
+    /// Redis `GET`; not counted over TLS).
     async fn cached_on_b(&self, cookie: &str, what: &str) {
         let r = self.me(true, cookie).await;
         assert_eq!(raw_status(&r), 200, "{what}: B refuses the session: {r}");
-        let gets = redis_calls(self.redis.port, "get");
+        if self.redis_port == 0 {
+            let r = self.me(true, cookie).await;
+            assert_eq!(raw_status(&r), 200, "{what}: {r}");
+            return;
+        }
+        let gets = redis_calls(self.redis_port, "get");
         let r = self.me(true, cookie).await;
         assert_eq!(raw_status(&r), 200, "{what}: {r}");
         assert_eq!(
-            redis_calls(self.redis.port, "get"),
+            redis_calls(self.redis_port, "get"),
             gets,
             "{what}: B read Redis again instead of its local cache"
         );
@@ -376,7 +398,11 @@ async fn a_backchannel_logout_through_one_replica_ends_the_cached_session_on_the
                 &[],
             )
             .await;
-        assert_eq!(r.status, 200, "back-channel logout not delivered: {}", r.body);
+        assert_eq!(
+            r.status, 200,
+            "back-channel logout not delivered: {}",
+            r.body
+        );
         p.refused_on_both(&cookie, &format!("session {i} after back-channel logout"))
             .await;
     }
@@ -390,8 +416,8 @@ async fn a_refresh_on_one_replica_replaces_the_cached_session_on_the_other() {
     let p = pair("10s", &[("ACCESS_TOKEN_TTL", "4")]).await;
     let (_browser, cookie) = p.login_on_a().await;
     p.cached_on_b(&cookie, "before the refresh").await;
-    let me: serde_json::Value = serde_json::from_str(raw_body(&p.me(true, &cookie).await))
-        .expect("me as JSON");
+    let me: serde_json::Value =
+        serde_json::from_str(raw_body(&p.me(true, &cookie).await)).expect("me as JSON");
     assert_eq!(me["roles"], serde_json::json!(["admin"]), "{me}");
 
     let r = Browser::new()
@@ -433,7 +459,7 @@ async fn a_refresh_on_one_replica_replaces_the_cached_session_on_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_pubsub_link_down_the_cache_is_bypassed_and_logout_stays_immediate() {
     let p = pair("10s", &[]).await;
-    let port = p.redis.port;
+    let port = p.redis_port;
 
     // Killed while B holds the session in its cache: the logout on A is refused on B at once.
     let (browser, cookie) = p.login_on_a().await;
@@ -471,4 +497,133 @@ async fn with_the_pubsub_link_down_the_cache_is_bypassed_and_logout_stays_immedi
     p.logout_on_a(&browser).await;
     p.refused_on_both(&cookie, "logout on A after the link came back")
         .await;
+}
+
+/// Waits (≤ 30 s) for a log line of `p` with every one of `needles`.
+fn wait_log_long(p: &BinaryProxy, needles: &[&str]) {
+    for _ in 0..600 {
+        if p.logs
+            .lock()
+            .is_ok_and(|l| l.iter().any(|l| needles.iter().all(|n| l.contains(n))))
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let all = p.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+    panic!("no log line with {needles:?} within 30 s; logs:\n{all}");
+}
+
+/// Behind Sentinel: the caches' subscriptions are on the master, and after a failover
+/// (`SENTINEL FAILOVER`) they follow the new one; logout on A is refused on B at once before
+/// and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_sentinel_the_subscriptions_follow_a_failover() {
+    let set = SentinelSet::start();
+    let (old, new) = (set.servers[0].port, set.servers[1].port);
+    let url = format!("redis+sentinel://{}/{MASTER_NAME}/0", set.addrs());
+    let mut p = pair_on(&url, "", old, None, "10s", &[]).await;
+    for proxy in [&p.a, &p.b] {
+        wait_log_long(proxy, &["local cache on", &format!("127.0.0.1:{old}")]);
+    }
+    let (browser, cookie) = p.login_on_a().await;
+    p.cached_on_b(&cookie, "before the failover").await;
+    p.logout_on_a(&browser).await;
+    p.refused_on_both(&cookie, "before the failover").await;
+
+    let r: String = redis_cmd(
+        set.sentinels[0].port,
+        &["SENTINEL", "FAILOVER", MASTER_NAME],
+    )
+    .expect("SENTINEL FAILOVER");
+    assert_eq!(r, "OK");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Done when the sentinels name the new master and the old one replicates from it (they
+    // close the clients of both, subscriptions included, as they reconfigure them).
+    loop {
+        let demoted = redis_cmd::<String>(old, &["INFO", "replication"])
+            .is_ok_and(|i| i.contains("role:slave") && i.contains("master_link_status:up"));
+        if demoted && set.master_port() == Some(new) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failover did not complete within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    p.redis_port = new;
+    // The stores find the new master (on their next command or readiness check), and the
+    // subscriptions move there.
+    for proxy in [&p.a, &p.b] {
+        wait_log_long(proxy, &["local cache on", &format!("127.0.0.1:{new}")]);
+    }
+    let subscribers: String = redis_cmd(new, &["CLIENT", "LIST", "TYPE", "pubsub"]).unwrap();
+    assert_eq!(
+        subscribers
+            .lines()
+            .filter(|l| l.contains("name=portcullis-invalidations "))
+            .count(),
+        2,
+        "one subscription per replica on the new master: {subscribers}"
+    );
+    let (browser, cookie) = p.login_on_a().await;
+    p.cached_on_b(&cookie, "after the failover").await;
+    p.logout_on_a(&browser).await;
+    p.refused_on_both(&cookie, "after the failover").await;
+}
+
+/// Over TLS (`rediss://` with a private CA, and `rediss+sentinel://`), the subscriptions are
+/// made (TLS, the CA checked) and a logout on A is refused on B at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_direct_and_through_sentinel() {
+    let ca = TestCa::new();
+    let tls = TlsSentinel::start(&ca);
+    let ca_line = format!("redis_ca_file = \"{}\"", tls.ca_file.display());
+    for url in [
+        format!("rediss://localhost:{}/0", tls.master_port),
+        format!(
+            "rediss+sentinel://127.0.0.1:{}/{MASTER_NAME}/0",
+            tls.sentinel_port
+        ),
+    ] {
+        let p = pair_on(&url, &ca_line, 0, None, "10s", &[]).await;
+        for proxy in [&p.a, &p.b] {
+            wait_log_long(proxy, &["local cache on", &format!(":{}", tls.master_port)]);
+        }
+        for i in 0..3 {
+            let (browser, cookie) = p.login_on_a().await;
+            p.cached_on_b(&cookie, &format!("{url}: session {i}")).await;
+            p.logout_on_a(&browser).await;
+            p.refused_on_both(&cookie, &format!("{url}: session {i}"))
+                .await;
+        }
+    }
+}
+
+/// `session.local_cache`: at most 10 s (`check` names the place and the limit); `"0s"` (off)
+/// and the default are accepted.
+#[test]
+fn local_cache_is_checked() {
+    let dir = temp_dir();
+    let toml = |cache: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[session]\nsecret = \"7c1e9a4f0b3d8e2a6f5c1d9b0e4a7f3c\"\n\
+             store = \"redis\"\nredis_url = \"redis://127.0.0.1:6399/0\"\n{cache}\n\n[[route]]\n\
+             name = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\nauth = \"none\"\n"
+        )
+    };
+    let bad = toml("local_cache = \"11s\"");
+    let out = check_config(dir.path(), &bad);
+    assert_check_error(
+        &out,
+        &bad,
+        "\"11s\"",
+        "session.local_cache",
+        "at most \"10s\"",
+    );
+    for ok in ["local_cache = \"0s\"", "local_cache = \"10s\"", ""] {
+        let out = check_config(dir.path(), &toml(ok));
+        assert_eq!(out.code, 0, "{ok}: {}", out.stderr);
+    }
 }

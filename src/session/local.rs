@@ -139,9 +139,7 @@ impl LocalCache {
     pub fn invalidate(&self, key: &[u8]) {
         if let Ok(mut st) = self.state.lock() {
             st.epoch += 1;
-            let removed = std::str::from_utf8(key)
-                .ok()
-                .and_then(|k| st.map.remove(k));
+            let removed = std::str::from_utf8(key).ok().and_then(|k| st.map.remove(k));
             if let Some(e) = removed {
                 st.bytes -= e.size;
             }
@@ -200,7 +198,11 @@ impl LocalCache {
 
     /// Keeps `link` as the subscription until it breaks, or `keep` (asked every
     /// [`PING_EVERY`]) says to let it go; returns why it ended. The cache is on meanwhile.
-    pub async fn serve(&self, link: Link, mut keep: impl FnMut(&str) -> Result<(), String>) -> String {
+    pub async fn serve(
+        &self,
+        link: Link,
+        mut keep: impl FnMut(&str) -> Result<(), String>,
+    ) -> String {
         let addr = link.addr.clone();
         match self.link.lock() {
             Ok(mut slot) => slot.link = Some(link),

@@ -1,5 +1,5 @@
 //! The subscriber side of the Redis store's invalidation channel (`<prefix>:invalidate`, see
-//! [`super::local`]): one connection per process, subscribed to that channel, reading the
+//! [`super::local`]): one connection per process (named [`CLIENT_NAME`]), subscribed to that channel, reading the
 //! Redis keys of sessions another replica (or this one) ended or rewrote.
 //!
 //! A small RESP2 client of its own (connect over TCP, TLS or a Unix socket, `AUTH`,
@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Connecting, `AUTH` and `SUBSCRIBE` together, at most.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The subscription's name on the server (`CLIENT LIST`).
+pub const CLIENT_NAME: &str = "portcullis-invalidations";
 /// Longest reply accepted (a session key is ~60 bytes).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Most items in one array reply (a message has 3).
@@ -211,6 +213,12 @@ impl Link {
                 false => return Err("AUTH was refused".into()),
             }
         }
+        // Named, so an operator tells it apart in `CLIENT LIST`.
+        link.send(&command(&[b"CLIENT", b"SETNAME", CLIENT_NAME.as_bytes()]))
+            .await?;
+        if !link.reply(|r| matches!(r, Resp::Simple(_))).await? {
+            return Err("CLIENT SETNAME was refused".into());
+        }
         link.send(&command(&[b"SUBSCRIBE", channel.as_bytes()]))
             .await?;
         let subscribed = link
@@ -291,8 +299,9 @@ impl Link {
             if used > 0 {
                 self.buf.drain(..used);
             }
-            let mut chunk = [0u8; 2048];
-            let mut rb = ReadBuf::new(&mut chunk);
+            // Not zeroed: a cache hit reads here first, and usually nothing has arrived.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+            let mut rb = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
