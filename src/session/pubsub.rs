@@ -63,6 +63,9 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Resp<'_>, usi
             Ok(None)
         };
     };
+    if eol == 0 {
+        return Err("a reply line without its type".into());
+    }
     let line = &rest[1..eol];
     let next = at + eol + 2;
     let int = || -> Result<i64, String> {
@@ -374,6 +377,67 @@ mod tests {
         assert!(parse(b"$3\r\nabcXY").is_err());
         assert!(parse(b"?x\r\n").is_err());
         assert!(parse(b":x\r\n").is_err());
+        assert!(parse(b"\r\n").is_err());
         assert!(parse(&vec![b'+'; MAX_FRAME + 2]).is_err());
+    }
+
+    /// Many generated replies, well-formed, cut and mangled: never a panic, a value's length
+    /// never beyond the input, and well-formed frames in a row are read back in order.
+    #[test]
+    fn generated_replies_never_panic_and_frames_read_back() {
+        const PARTS: &[&[u8]] = &[
+            b"*",
+            b"$",
+            b":",
+            b"+",
+            b"-",
+            b"?",
+            b"\r\n",
+            b"\r",
+            b"\n",
+            b"0",
+            b"1",
+            b"3",
+            b"-1",
+            b"-2",
+            b"16",
+            b"17",
+            b"99999999999999999999",
+            b"message",
+            b"pong",
+            b"abc",
+            b"",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..50_000 {
+            let mut input = Vec::new();
+            for _ in 0..(next() % 24) {
+                input.extend_from_slice(PARTS[(next() % PARTS.len() as u64) as usize]);
+            }
+            if let Ok(Some((_, n))) = parse(&input) {
+                assert!(n <= input.len(), "{input:?}");
+            }
+        }
+        let frames: Vec<Vec<u8>> = (0..200)
+            .map(|i| {
+                let key = format!("p:s:{i}");
+                command(&[b"message", b"p:invalidate", key.as_bytes()])
+            })
+            .collect();
+        let all = frames.concat();
+        let mut at = 0;
+        for f in &frames {
+            let (v, n) = parse(&all[at..]).unwrap().unwrap();
+            assert_eq!(n, f.len());
+            assert_eq!(parse(f).unwrap().unwrap().0, v);
+            at += n;
+        }
+        assert_eq!(at, all.len());
     }
 }
