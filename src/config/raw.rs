@@ -187,6 +187,8 @@ pub struct RawSession {
     pub cookie_name: Option<Spanned<Str>>,
     pub lifetime: Option<Dur>,
     pub idle_timeout: Option<Dur>,
+    /// Extension: how long a replica keeps a session it read from Redis (`"0s"`: off).
+    pub local_cache: Option<Spanned<Dur>>,
     pub refresh: Option<bool>,
     pub post_logout_redirect: Option<Spanned<Str>>,
     /// One session across the subdomains of this domain (`Domain` cookie, `__Secure-` name).

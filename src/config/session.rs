@@ -48,6 +48,11 @@ pub struct RedisSentinel {
     pub tls: bool,
 }
 
+/// `session.local_cache` when not set.
+pub const DEFAULT_LOCAL_CACHE: Duration = Duration::from_secs(1);
+/// The longest `session.local_cache` accepted.
+pub const MAX_LOCAL_CACHE: Duration = Duration::from_secs(10);
+
 /// The sentinel's default port.
 pub const SENTINEL_PORT: u16 = 26379;
 
@@ -189,6 +194,10 @@ pub struct Session {
     pub cookie_name: String,
     pub lifetime: Duration,
     pub idle_timeout: Duration,
+    /// `local_cache` (Redis store): how long each replica keeps a session it read from Redis
+    /// before reading it again; zero turns the cache off. Ended or rewritten sessions leave
+    /// every replica's cache at once through Redis pub/sub (`session::local`).
+    pub local_cache: Duration,
     pub refresh: bool,
     pub post_logout_redirect: String,
     /// `cookie_domain`: lower case, without a leading dot. On HTTPS the session (and
@@ -486,6 +495,18 @@ impl Validator<'_, '_> {
             .cookie_domain
             .as_ref()
             .and_then(|d| self.cookie_domain(d, server));
+        let local_cache = match &s.local_cache {
+            Some(d) if d.get_ref().0 > MAX_LOCAL_CACHE => {
+                self.errs.at(
+                    span(d),
+                    "session.local_cache",
+                    "at most \"10s\": a cached session outlives its logout by this long when the pub/sub link fails silently; \"1s\" is the default, \"0s\" turns the cache off",
+                );
+                MAX_LOCAL_CACHE
+            }
+            Some(d) => d.get_ref().0,
+            None => DEFAULT_LOCAL_CACHE,
+        };
         Some(Session {
             cookie_domain,
             secret,
@@ -494,6 +515,7 @@ impl Validator<'_, '_> {
             cookie_name,
             lifetime: s.lifetime.map_or(Duration::from_secs(12 * 3600), |d| d.0),
             idle_timeout: s.idle_timeout.map_or(Duration::from_secs(3600), |d| d.0),
+            local_cache,
             refresh: s.refresh.unwrap_or(true),
             post_logout_redirect,
         })

@@ -13,6 +13,8 @@
 //! - **redis** store ([`redis`]): the cookie holds only a random 256-bit id; Redis holds the sealed
 //!   session under `<cookie_name>:s:<sha256(id)>` with a TTL, so a leaked Redis dump carries neither
 //!   usable cookies nor readable tokens. Redis unreachable → [`StoreError::Unavailable`] → 503.
+//!   Each replica may keep sessions it read for `local_cache` (1 s) ([`local`]); ending or
+//!   rewriting a session drops it from every replica's cache through Redis pub/sub ([`pubsub`]).
 //!
 //! Both stores implement [`store::Store`]; [`Sessions`] is what the rest of the proxy uses
 //! (load, save, end, back-channel logout, the refresh lock, logout-token ids), whichever store
@@ -29,6 +31,8 @@
 //! are trimmed of SP/HTAB only and compared byte for byte ([`trim_ows`]).
 
 pub mod crypto;
+pub mod local;
+pub mod pubsub;
 pub mod redis;
 pub mod sentinel;
 pub mod store;
@@ -552,7 +556,7 @@ impl Opened {
 /// AES-GCM tag, so hashing 1–2 KB per lookup buys nothing. Keys are entered only after they
 /// opened (authentic), so nobody can fill a bucket with forged colliding values.
 #[derive(Default, Clone, Copy)]
-struct TailHash;
+pub(crate) struct TailHash;
 
 impl std::hash::BuildHasher for TailHash {
     type Hasher = TailHasher;
@@ -561,7 +565,7 @@ impl std::hash::BuildHasher for TailHash {
     }
 }
 
-struct TailHasher(u64);
+pub(crate) struct TailHasher(u64);
 
 impl std::hash::Hasher for TailHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -617,7 +621,8 @@ impl Sessions {
         let backend = match &cfg.store {
             config::SessionStore::Cookie => Backend::Cookie,
             config::SessionStore::Redis { server, ca } => Backend::Redis(std::sync::Arc::new(
-                redis::RedisStore::new(server, ca.as_ref(), &cfg.cookie_name)?,
+                redis::RedisStore::new(server, ca.as_ref(), &cfg.cookie_name)?
+                    .with_local_cache(cfg.local_cache),
             )),
         };
         Ok(Sessions {

@@ -14,6 +14,10 @@
 //! The server is one URL (the crate's reconnecting connection manager) or the master named by
 //! Sentinel ([`super::sentinel`], re-resolved after a failover).
 //!
+//! Every write that ends or rewrites a session also publishes its key on `P:invalidate` (in the
+//! same pipeline), for the local caches of opened sessions ([`super::local`]) of every replica;
+//! this process's subscription to it is made and kept by [`RedisStore::start_background`].
+//!
 //! Fail closed: every command has a short timeout; an error marks the store not ready
 //! (`session:redis` in `/readyz`) and the request gets 503, with one clear log line.
 
@@ -27,6 +31,8 @@ use ::redis::{Client, cmd};
 use http::HeaderValue;
 use http::header::HeaderMap;
 
+use super::local::LocalCache;
+use super::pubsub::Link;
 use super::sentinel::SentinelMaster;
 use super::store::{RefreshLock, Store};
 use super::{
@@ -46,6 +52,14 @@ const REFRESH_LOCK_TTL: Duration = Duration::from_secs(15);
 pub struct RedisStore {
     conn: Conn,
     prefix: String,
+    /// `P:invalidate`: the keys of sessions ended or rewritten, for every replica's cache.
+    channel: String,
+    /// The local cache of opened sessions (`session.local_cache`; `None` when 0).
+    cache: Option<Arc<LocalCache>>,
+    /// TLS of the cache's subscription (`rediss://`, Sentinel with TLS).
+    sub_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The server of a `redis://` / `rediss://` URL (`None` behind Sentinel).
+    direct: Option<::redis::ConnectionInfo>,
     ok: AtomicBool,
     health: std::sync::OnceLock<Arc<Health>>,
 }
@@ -89,12 +103,39 @@ impl RedisStore {
                 Conn::Sentinel(Box::new(SentinelMaster::new(cfg, ca, OP_TIMEOUT)?))
             }
         };
+        let tls = match server {
+            RedisServer::Url(url) => url.expose().starts_with("rediss://"),
+            RedisServer::Sentinel(cfg) => cfg.tls,
+        };
+        let sub_tls = if tls {
+            Some(Arc::new(sub_tls(ca).map_err(|e| {
+                ::redis::RedisError::from((::redis::ErrorKind::InvalidClientConfig, "TLS", e))
+            })?))
+        } else {
+            None
+        };
+        let direct = match server {
+            RedisServer::Url(url) => Some(::redis::IntoConnectionInfo::into_connection_info(
+                url.expose(),
+            )?),
+            RedisServer::Sentinel(_) => None,
+        };
         Ok(RedisStore {
             conn,
+            direct,
+            channel: format!("{prefix}:invalidate"),
+            cache: None,
+            sub_tls,
             prefix: prefix.to_string(),
             ok: AtomicBool::new(false),
             health: Default::default(),
         })
+    }
+
+    /// With a local cache of opened sessions kept at most `ttl` (zero: none).
+    pub fn with_local_cache(mut self, ttl: Duration) -> Self {
+        self.cache = (!ttl.is_zero()).then(|| Arc::new(LocalCache::new(ttl)));
+        self
     }
 
     /// `url`: `redis://` or `rediss://`.
@@ -160,8 +201,12 @@ impl RedisStore {
         }
     }
 
-    /// Registers readiness and keeps checking Redis every 2 s.
+    /// Registers readiness and keeps checking Redis every 2 s; with a local cache, keeps its
+    /// subscription to the invalidation channel.
     pub fn start_background(self: &Arc<Self>, health: Arc<Health>) {
+        if self.cache.is_some() {
+            self.keep_subscription();
+        }
         health.set(HEALTH_KEY, Err("not connected yet".into()));
         let _ = self.health.set(health);
         let me = Arc::downgrade(self);
@@ -176,6 +221,78 @@ impl RedisStore {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         });
+    }
+
+    /// Keeps the local cache's subscription: made (through Sentinel: on the master it names
+    /// now), served until it breaks or — behind Sentinel — the store's master moved, and made
+    /// again after a pause (0.25 s, doubling up to 2 s while it fails). Ends with the store.
+    fn keep_subscription(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(250);
+            let mut last_error = String::new();
+            loop {
+                let Some(s) = me.upgrade() else { break };
+                let Some(cache) = s.cache.clone() else { break };
+                let info = match &s.conn {
+                    Conn::Direct(_) => s.direct_info(),
+                    Conn::Sentinel(m) => m.master_info().await,
+                };
+                let channel = s.channel.clone();
+                let tls = s.sub_tls.clone();
+                drop(s);
+                let link = match info {
+                    Ok(info) => Link::connect(&info, tls.as_ref(), &channel).await,
+                    Err(e) => Err(e),
+                };
+                match link {
+                    Ok(link) => {
+                        pause = Duration::from_millis(250);
+                        last_error.clear();
+                        let me = me.clone();
+                        let why = cache
+                            .serve(link, |addr| match me.upgrade() {
+                                None => Err("the store was replaced".into()),
+                                Some(s) => s.still_master(addr),
+                            })
+                            .await;
+                        if me.strong_count() == 0 {
+                            break;
+                        }
+                        tracing::warn!(error = %why, "session store: the local cache is off until the invalidation channel is back");
+                    }
+                    Err(e) => {
+                        if e != last_error {
+                            tracing::warn!(error = %e, "session store: no subscription to the invalidation channel; the local cache stays off");
+                            last_error = e;
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
+                }
+                tokio::time::sleep(pause).await;
+            }
+        });
+    }
+
+    /// The server of a `redis://` / `rediss://` URL, for the subscription.
+    fn direct_info(&self) -> Result<::redis::ConnectionInfo, String> {
+        self.direct
+            .clone()
+            .ok_or_else(|| "no server URL".to_string())
+    }
+
+    /// Behind Sentinel: an error when the store's commands now go to another server than
+    /// `addr` (the subscription's), so the subscription follows a failover.
+    fn still_master(&self, addr: &str) -> Result<(), String> {
+        match &self.conn {
+            Conn::Sentinel(m) => match m.master_addr() {
+                Some(now) if now != addr => Err(format!(
+                    "the Redis master moved from {addr} to {now}; subscribing there"
+                )),
+                _ => Ok(()),
+            },
+            Conn::Direct(_) => Ok(()),
+        }
     }
 
     fn mark(&self, r: Result<(), String>) {
@@ -242,6 +359,10 @@ impl RedisStore {
             set.arg("XX");
         }
         set.ignore();
+        if existing {
+            // Rewritten: every replica's cached copy goes.
+            p.cmd("PUBLISH").arg(&self.channel).arg(&key).ignore();
+        }
         let mut idx = vec![self.index_key(&data.provider, Ended::Sub(&data.sub))];
         if let Some(sid) = &data.sid {
             idx.push(self.index_key(&data.provider, Ended::Sid(sid)));
@@ -251,7 +372,24 @@ impl RedisStore {
             p.cmd("EXPIRE").arg(&i).arg(index_ttl).arg("GT").ignore();
             p.cmd("EXPIRE").arg(&i).arg(index_ttl).arg("NX").ignore();
         }
-        self.run_pipe(p).await
+        self.run_pipe(p).await?;
+        if existing {
+            self.dropped(&key);
+        }
+        Ok(())
+    }
+
+    /// This replica's cached copy of the session under `key` goes (after the write and its
+    /// `PUBLISH` were answered: a `GET` sent before that cannot fill the cache any more).
+    fn dropped(&self, key: &str) {
+        if let Some(c) = &self.cache {
+            c.invalidate(key.as_bytes());
+        }
+    }
+
+    /// The store's local cache of opened sessions, if on.
+    pub fn local_cache(&self) -> Option<&LocalCache> {
+        self.cache.as_deref()
     }
 
     async fn run_pipe(&self, p: ::redis::Pipeline) -> Result<(), StoreError> {
@@ -262,9 +400,7 @@ impl RedisStore {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.run::<i64>(cmd("DEL").arg(self.key_of(id)).clone())
-            .await
-            .map(|_| ())
+        self.delete_key(&self.key_of(id)).await.map(|_| ())
     }
 
     /// The index set of `provider`'s sessions named by `what`.
@@ -301,9 +437,18 @@ impl RedisStore {
         self.run(cmd("SMEMBERS").arg(index).clone()).await
     }
 
-    /// Deletes a session by its key (from an index); returns 1 when it existed.
+    /// Deletes a session by its key (from an index) and publishes the key for every replica's
+    /// cache (one round trip); returns 1 when it existed.
     pub async fn delete_key(&self, key: &str) -> Result<usize, StoreError> {
-        self.run::<usize>(cmd("DEL").arg(key).clone()).await
+        let mut p = ::redis::pipe();
+        p.cmd("DEL").arg(key);
+        p.cmd("PUBLISH").arg(&self.channel).arg(key).ignore();
+        let (n,): (usize,) = self.exec(Query::Pipe(&p)).await.map_err(|e| {
+            self.mark(Err(e.clone()));
+            StoreError::Unavailable(e)
+        })?;
+        self.dropped(key);
+        Ok(n)
     }
 
     /// Removes `key` from the index set `index`.
@@ -384,6 +529,21 @@ impl RedisStore {
     }
 }
 
+/// TLS of the cache's subscription: `ca` alone when given (as for the store's connection),
+/// else the system roots.
+fn sub_tls(ca: Option<&CaFile>) -> Result<rustls::ClientConfig, String> {
+    match ca {
+        None => crate::tls_client::client_config(None),
+        Some(ca) => Ok(rustls::ClientConfig::builder_with_provider(
+            crate::tls_client::crypto_provider(),
+        )
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client setup: {e}"))?
+        .with_root_certificates(ca.roots.clone())
+        .with_no_client_auth()),
+    }
+}
+
 /// A lock held by this process ([`RedisStore::lock`]).
 pub struct LockToken {
     key: String,
@@ -401,10 +561,21 @@ impl Store for Arc<RedisStore> {
             return Ok(None);
         }
         let key = self.key_of(&value);
+        let cache = self.cache.as_deref();
+        if let Some(data) = cache.and_then(|c| c.get(&key)) {
+            return Ok(Some(Loaded {
+                data,
+                handle: Some(value.into_owned()),
+            }));
+        }
+        let ticket = cache.and_then(LocalCache::ticket);
         let Some(sealed) = self.get_by_key(&key).await? else {
             return Ok(None);
         };
         let data = s.open(&key, &sealed);
+        if let (Some(c), Some(t), Some(d)) = (cache, ticket, &data) {
+            c.fill(t, key, d, sealed.len());
+        }
         Ok(data.map(|data| Loaded {
             data,
             handle: Some(value.into_owned()),

@@ -41,6 +41,8 @@ pub struct SentinelMaster {
     generation: AtomicU64,
     conn_cfg: AsyncConnectionConfig,
     master_name: String,
+    /// The master's address the current connection goes to (`host:port`).
+    master_addr: ArcSwapOption<String>,
 }
 
 struct Resolver {
@@ -105,6 +107,7 @@ impl SentinelMaster {
                 .set_connection_timeout(Some(RESOLVE_TIMEOUT))
                 .set_response_timeout(Some(response_timeout)),
             master_name: cfg.master_name.clone(),
+            master_addr: ArcSwapOption::empty(),
         })
     }
 
@@ -136,8 +139,9 @@ impl SentinelMaster {
             Ok(Ok((addr, conn))) => {
                 if r.last.as_deref() != Some(addr.as_str()) {
                     tracing::info!(master = %addr, name = %name, "session store: Redis master (named by Sentinel)");
-                    r.last = Some(addr);
+                    r.last = Some(addr.clone());
                 }
+                self.master_addr.store(Some(Arc::new(addr)));
                 r.failed = None;
                 let g = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 let c = Arc::new((g, conn));
@@ -155,6 +159,27 @@ impl SentinelMaster {
                 r.failed = Some((Instant::now(), e.clone()));
                 Err(e)
             }
+        }
+    }
+
+    /// The address of the master the store's commands go to now (`None` before the first
+    /// connection).
+    pub fn master_addr(&self) -> Option<String> {
+        self.master_addr.load().as_deref().cloned()
+    }
+
+    /// The master the sentinels name now (its address and credentials), for a connection of
+    /// another kind than the store's (the local cache's subscription).
+    pub async fn master_info(&self) -> Result<::redis::ConnectionInfo, String> {
+        let mut r = self.resolver.lock().await;
+        let name = &self.master_name;
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, r.client.async_get_client()).await;
+        match found {
+            Ok(Ok(client)) => Ok(client.get_connection_info().clone()),
+            Ok(Err(e)) => Err(format!("no Redis master {name:?} through Sentinel: {e}")),
+            Err(_) => Err(format!(
+                "no Redis master {name:?} through Sentinel within {RESOLVE_TIMEOUT:?}"
+            )),
         }
     }
 

@@ -9,6 +9,7 @@ fn cfg() -> config::Session {
         cookie_name: "portcullis".into(),
         lifetime: std::time::Duration::from_secs(3600),
         idle_timeout: std::time::Duration::from_secs(600),
+        local_cache: std::time::Duration::from_secs(1),
         refresh: true,
         post_logout_redirect: "/".into(),
         cookie_domain: None,

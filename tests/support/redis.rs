@@ -314,3 +314,15 @@ impl TlsSentinel {
         }
     }
 }
+
+/// How many times the Redis server on `port` ran `command` (lower case, e.g. "get"), from
+/// `INFO commandstats`: a read the local session cache saved does not count here.
+pub fn redis_calls(port: u16, command: &str) -> u64 {
+    let info: String = redis_cmd(port, &["INFO", "commandstats"]).expect("INFO commandstats");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
