@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header;
 use http::request::Parts;
@@ -50,8 +50,19 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 struct Cached {
     identity: Arc<Identity>,
-    /// Unix seconds: `exp`, or [`MAX_CACHE`] after caching if that comes first.
-    until: i64,
+    /// `exp`, or [`MAX_CACHE`] after caching if that comes first: whole Unix seconds, as a
+    /// `SystemTime` so that each hit compares it with the clock as read (`until > now` in
+    /// whole seconds is `until > now` exactly), without converting the clock to seconds.
+    until: SystemTime,
+}
+
+impl Cached {
+    fn new(identity: Arc<Identity>, until: i64) -> Self {
+        Cached {
+            identity,
+            until: UNIX_EPOCH + Duration::from_secs(u64::try_from(until).unwrap_or(0)),
+        }
+    }
 }
 
 /// Validated tokens of one provider: token hash → identity.
@@ -117,7 +128,7 @@ impl Bearer {
             loop {
                 tick.tick().await;
                 let Some(bearer) = weak.upgrade() else { return };
-                let t = now();
+                let t = SystemTime::now();
                 for c in bearer.caches.values() {
                     c.retain(|_, v| v.until > t);
                 }
@@ -332,7 +343,7 @@ fn tail_keyed(token: &[u8]) -> bool {
 fn hit_at(cache: &TokenCache, key: u64, token: &[u8]) -> Option<Arc<Identity>> {
     let hit = cache.get(&key)?;
     let same = (hit.identity.access_token.as_deref()).is_some_and(|t| same_token(t, token));
-    if same && hit.until > now() {
+    if same && hit.until > SystemTime::now() {
         return Some(hit.identity);
     }
     if same {
@@ -375,10 +386,7 @@ async fn verify_uncached(
         if until > t {
             c.insert(
                 bearer.key(token.as_bytes(), jwt),
-                Cached {
-                    identity: id.clone(),
-                    until: until.min(t + MAX_CACHE.as_secs() as i64),
-                },
+                Cached::new(id.clone(), until.min(t + MAX_CACHE.as_secs() as i64)),
             );
         }
     }
@@ -498,25 +506,31 @@ pub async fn authenticate(
         }
         Read::BadRequest(why) => return Err(bad_request(why)),
     };
-    let Some(p) = route.provider.as_deref().and_then(|n| providers.get(n)) else {
-        if !is_text(header) {
-            return Err(bad_request(NOT_TEXT));
-        }
+    // A cached token first: the cache of provider `n` exists only when the config that
+    // built the providers has `n` (`Bearer::new`, `carry_over`), and it holds only tokens
+    // that provider verified; the header is text (see `Read`).
+    let name = route.provider.as_deref();
+    let cache = name.and_then(|n| bearer.caches.get(n)).map(|c| &**c);
+    if let Some(identity) = cache.and_then(|c| bearer.hit(c, token)) {
+        return Ok(Authenticated {
+            identity,
+            set_cookie: Vec::new(),
+        });
+    }
+    // Anything else gets every check, in the order `presented` and `verify_uncached` make
+    // them.
+    if !is_text(header) {
+        return Err(bad_request(NOT_TEXT));
+    }
+    let Some(p) = name.and_then(|n| providers.get(n)) else {
         return Err(AuthError::ProviderUnavailable {
             scheme: Scheme::Bearer,
             detail: format!("route {:?} names no provider", route.name),
         });
     };
-    // A cached token: the header is text (see `Read`). Anything else gets every check, in the
-    // order `presented` and `verify_uncached` make them. Boxed: the checks of a token not seen
-    // before (JWKS, introspection) would otherwise make the future of every request, cache
-    // hit or not, kilobytes larger.
-    let cache = bearer.caches.get(p.name()).map(|c| &**c);
-    let verified = match cache.and_then(|c| bearer.hit(c, token)) {
-        Some(id) => Ok(id),
-        None if !is_text(header) => return Err(bad_request(NOT_TEXT)),
-        None => Box::pin(verify_uncached(bearer, p, token, cache)).await,
-    };
+    // Boxed: the checks of a token not seen before (JWKS, introspection) would otherwise
+    // make the future of every request, cache hit or not, kilobytes larger.
+    let verified = Box::pin(verify_uncached(bearer, p, token, cache)).await;
     match verified {
         Ok(identity) => Ok(Authenticated {
             identity,
@@ -844,14 +858,12 @@ mod tests {
     }
 
     fn cached(token: &str, until: i64) -> Cached {
-        Cached {
-            identity: Arc::new(Identity {
-                sub: "u".into(),
-                access_token: Some(token.into()),
-                ..Default::default()
-            }),
-            until,
-        }
+        let identity = Arc::new(Identity {
+            sub: "u".into(),
+            access_token: Some(token.into()),
+            ..Default::default()
+        });
+        Cached::new(identity, until)
     }
 
     /// The cache's keys against a list of (token, validity) searched by comparing bytes:
@@ -882,7 +894,7 @@ mod tests {
         let mut list = Vec::new();
         for (n, (tok, jwt)) in tokens.iter().enumerate() {
             if n % 2 == 0 {
-                let until = if n % 3 == 0 { t - 1 } else { t + 100 };
+                let until = [t - 1, t, t + 100][n % 3];
                 cache.insert(bearer.key(tok.as_bytes(), *jwt), cached(tok, until));
                 list.push((tok.clone(), until));
             }
