@@ -124,7 +124,8 @@ fn met(route: &Route, identity: &Identity) -> bool {
     let has = |r: &String| identity.roles.iter().any(|have| have == r);
     route.require_roles.iter().all(has)
         && (route.require_any_role.is_empty() || route.require_any_role.iter().any(has))
-        && (route.require_org_roles.as_ref()).is_none_or(|rule| org_roles_met(rule, identity).is_ok())
+        && (route.require_org_roles.as_ref())
+            .is_none_or(|rule| org_roles_met(rule, identity).is_ok())
         && route.require_claims.iter().all(|(name, accepted)| {
             claim(&identity.claims, name).is_some_and(|v| claim_matches(v, accepted))
         })
@@ -499,7 +500,13 @@ mod tests {
     #[test]
     fn authz_fast_path_agrees() {
         use crate::config::{OrgRef, OrgRolesRule};
-        let role_sets: &[&[&str]] = &[&[], &["admin"], &["reader"], &["admin", "reader"], &["Admin"]];
+        let role_sets: &[&[&str]] = &[
+            &[],
+            &["admin"],
+            &["reader"],
+            &["admin", "reader"],
+            &["Admin"],
+        ];
         let claim_sets = [
             json!({}),
             json!({"email_verified": true, "group": "ops", "n": 1}),
@@ -512,13 +519,25 @@ mod tests {
         let claim_rules: Vec<Vec<(&str, Vec<Value>)>> = vec![
             vec![],
             vec![("group", vec![json!("ops")])],
-            vec![("n", vec![json!(1)]), ("group", vec![json!("dev"), json!("x")])],
+            vec![
+                ("n", vec![json!(1)]),
+                ("group", vec![json!("dev"), json!("x")]),
+            ],
         ];
         let org_rules = [
             None,
-            Some(OrgRolesRule { org: OrgRef::Id("1".into()), roles: vec!["admin".into()] }),
-            Some(OrgRolesRule { org: OrgRef::User, roles: vec!["admin".into()] }),
-            Some(OrgRolesRule { org: OrgRef::Id("2".into()), roles: vec!["admin".into()] }),
+            Some(OrgRolesRule {
+                org: OrgRef::Id("1".into()),
+                roles: vec!["admin".into()],
+            }),
+            Some(OrgRolesRule {
+                org: OrgRef::User,
+                roles: vec!["admin".into()],
+            }),
+            Some(OrgRolesRule {
+                org: OrgRef::Id("2".into()),
+                roles: vec!["admin".into()],
+            }),
         ];
         let email_rules: [(&[&str], &[&str]); 3] =
             [(&[], &[]), (&["example.com"], &[]), (&[], &["B@other.org"])];
@@ -530,7 +549,8 @@ mod tests {
                         for (domains, listed) in email_rules {
                             let mut r = route(required, any, claims.clone());
                             r.require_org_roles = org.clone();
-                            r.require_email_domains = domains.iter().map(|s| s.to_string()).collect();
+                            r.require_email_domains =
+                                domains.iter().map(|s| s.to_string()).collect();
                             r.require_emails = listed.iter().map(|s| s.to_string()).collect();
                             for roles in role_sets {
                                 for c in &claim_sets {

@@ -203,23 +203,40 @@ mod strip_fast_paths {
     #[test]
     fn client_ip_lookup_agrees_with_a_scan() {
         use rand::{Rng, SeedableRng};
-        let scan = |name: &[u8]| CLIENT_IP_NAMES.iter().any(|n| folded_eq(name, n.as_bytes()));
+        let scan = |name: &[u8]| {
+            CLIENT_IP_NAMES
+                .iter()
+                .any(|n| folded_eq(name, n.as_bytes()))
+        };
         let mut probes: Vec<Vec<u8>> = Vec::new();
         for n in CLIENT_IP_NAMES {
             let n = n.as_bytes();
             probes.push(n.to_vec());
-            probes.push(n.iter().map(|b| if *b == b'-' { b'_' } else { *b }).collect());
+            probes.push(
+                n.iter()
+                    .map(|b| if *b == b'-' { b'_' } else { *b })
+                    .collect(),
+            );
             probes.push(n[..n.len() - 1].to_vec());
             probes.push([n, b"s"].concat());
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(15);
         for _ in 0..20_000 {
             let len = rng.random_range(0..=80);
-            probes.push((0..len).map(|_| b"-_cilpx"[rng.random_range(0..7)]).collect());
+            probes.push(
+                (0..len)
+                    .map(|_| b"-_cilpx"[rng.random_range(0..7)])
+                    .collect(),
+            );
         }
         let mut hits = 0;
         for p in &probes {
-            assert_eq!(client_ip_name(p), scan(p), "{:?}", String::from_utf8_lossy(p));
+            assert_eq!(
+                client_ip_name(p),
+                scan(p),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
             hits += usize::from(scan(p));
         }
         assert!(hits >= 2 * CLIENT_IP_NAMES.len());

@@ -19,10 +19,13 @@
 //! Cache: validated JWTs are kept (per provider) until their `exp` and at most [`MAX_CACHE`],
 //! and so are the identities of opaque tokens, no longer than their introspection answer is
 //! (min(`introspection.cache`, exp)); `[providers.X] token_cache = false` turns it off. Role
-//! and claim checks run on every request, cached or not. An entry is found by a 64-bit hash of
-//! the token under a key drawn at random when the process starts, and counts as a hit only when
-//! the cached identity's token equals the presented one, byte for byte (compared in constant
-//! time): two tokens that share a hash just miss, they never stand for each other.
+//! and claim checks run on every request, cached or not. An entry is found by a 64-bit hash
+//! under a key drawn at random when the process starts — of a JWT's length and last 32 bytes
+//! (its signature), of any other token's bytes — and counts as a hit only when the cached
+//! identity's token equals the presented one, byte for byte (compared in constant time): two
+//! tokens that share a hash just miss, they never stand for each other. The expiry is compared
+//! with the clock on every hit. A hit is the whole check: the header's text check and the
+//! token's shape check ran when the token was let in, and nothing is allocated.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -783,14 +786,36 @@ mod tests {
     fn reading_agrees_with_the_reference() {
         use rand::{Rng, SeedableRng};
         let pieces: &[&[u8]] = &[
-            b"Bearer", b"bearer", b"BEARER", b"Basic", b"Bearerx", b"", b" ", b"  ", b"\t",
-            b"\xe9", b"\xff", b"abc.def.ghi", b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln",
-            b"opaque-Token_1", b".", b"a b", b"\xe9t\xe9",
+            b"Bearer",
+            b"bearer",
+            b"BEARER",
+            b"Basic",
+            b"Bearerx",
+            b"",
+            b" ",
+            b"  ",
+            b"\t",
+            b"\xe9",
+            b"\xff",
+            b"abc.def.ghi",
+            b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln",
+            b"opaque-Token_1",
+            b".",
+            b"a b",
+            b"\xe9t\xe9",
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(15);
         let (ws, schemes, tokens): (&[&[u8]], &[&[u8]], &[&[u8]]) = (
             &[b"", b" ", b"  ", b"\t", b" \t "],
-            &[b"Bearer", b"bearer", b"BEARER", b"Basic", b"Bearerx", b"", b"B\xe9arer"],
+            &[
+                b"Bearer",
+                b"bearer",
+                b"BEARER",
+                b"Basic",
+                b"Bearerx",
+                b"",
+                b"B\xe9arer",
+            ],
             &[
                 b"",
                 b"abc.def.ghi",
@@ -814,12 +839,26 @@ mod tests {
                     return v;
                 }
                 let mut pick = |from: &[&[u8]]| from[rng.random_range(0..from.len())].to_vec();
-                for part in [pick(ws), pick(schemes), b" ".to_vec(), pick(ws), pick(tokens), pick(ws)] {
+                for part in [
+                    pick(ws),
+                    pick(schemes),
+                    b" ".to_vec(),
+                    pick(ws),
+                    pick(tokens),
+                    pick(ws),
+                ] {
                     v.extend_from_slice(&part);
                 }
                 if rng.random_range(0..4) == 0 {
                     let at = rng.random_range(0..=v.len());
-                    v.insert(at, if rng.random_range(0..2) == 0 { b' ' } else { 0xe9 });
+                    v.insert(
+                        at,
+                        if rng.random_range(0..2) == 0 {
+                            b' '
+                        } else {
+                            0xe9
+                        },
+                    );
                 }
                 v
             };
@@ -882,7 +921,10 @@ mod tests {
         let mut tokens = Vec::new();
         for i in 0..40 {
             // same tail (signature), different payloads: JWT shape
-            tokens.push((format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1{i}In0.{sig}"), true));
+            tokens.push((
+                format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1{i}In0.{sig}"),
+                true,
+            ));
             // opaque tokens with one tail for all
             tokens.push((format!("opaque-{i:03}-{sig}"), false));
             // JWT-shaped but not starting with eyJ; short ones
@@ -910,7 +952,12 @@ mod tests {
         // Tokens sharing a key take each other's place (the later insert wins): a hit is then
         // not owed, but a wrong one is never allowed.
         let key_of = |tok: &str| bearer.key(tok.as_bytes(), tok.matches('.').count() == 2);
-        let shared = |tok: &str| list.iter().filter(|(o, _)| key_of(o) == key_of(tok)).count() > 1;
+        let shared = |tok: &str| {
+            list.iter()
+                .filter(|(o, _)| key_of(o) == key_of(tok))
+                .count()
+                > 1
+        };
         let (mut hits, mut owed) = (0, 0);
         for probe in &probes {
             let expected = list.iter().any(|(tok, until)| tok == probe && *until > t);

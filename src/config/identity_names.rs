@@ -196,7 +196,11 @@ mod tests {
                 set.insert("");
             }
             let names: Vec<Vec<u8>> = set.iter().map(<[u8]>::to_vec).collect();
-            let mut all: Vec<&str> = ALWAYS_STRIPPED.iter().copied().chain(extra.iter().map(String::as_str)).collect();
+            let mut all: Vec<&str> = ALWAYS_STRIPPED
+                .iter()
+                .copied()
+                .chain(extra.iter().map(String::as_str))
+                .collect();
             if with_empty {
                 all.push("");
             }
@@ -204,11 +208,21 @@ mod tests {
             all.dedup();
             let mut sorted = names.clone();
             sorted.sort_unstable();
-            assert_eq!(sorted, all.iter().map(|n| n.as_bytes().to_vec()).collect::<Vec<_>>());
-            let mut probes: Vec<Vec<u8>> = vec![Vec::new(), b"authorization".to_vec(), b"host".to_vec()];
+            assert_eq!(
+                sorted,
+                all.iter()
+                    .map(|n| n.as_bytes().to_vec())
+                    .collect::<Vec<_>>()
+            );
+            let mut probes: Vec<Vec<u8>> =
+                vec![Vec::new(), b"authorization".to_vec(), b"host".to_vec()];
             for n in &names {
                 probes.push(n.clone());
-                probes.push(n.iter().map(|b| if *b == b'-' { b'_' } else { *b }).collect());
+                probes.push(
+                    n.iter()
+                        .map(|b| if *b == b'-' { b'_' } else { *b })
+                        .collect(),
+                );
                 probes.push(n[..n.len().saturating_sub(1)].to_vec());
                 probes.push([n.as_slice(), b"x"].concat());
                 for i in 0..n.len() {
@@ -223,12 +237,21 @@ mod tests {
             let alphabet = b"-_xaeirtuw";
             for _ in 0..20_000 {
                 let len = rng.random_range(0..=140);
-                probes.push((0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect());
+                probes.push(
+                    (0..len)
+                        .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                        .collect(),
+                );
             }
             let mut hits = 0;
             for p in &probes {
                 let want = reference(&names, p, fold);
-                assert_eq!(set.matches(p, fold), want, "{:?}", String::from_utf8_lossy(p));
+                assert_eq!(
+                    set.matches(p, fold),
+                    want,
+                    "{:?}",
+                    String::from_utf8_lossy(p)
+                );
                 assert_eq!(set.matches(p, |b| b), reference(&names, p, |b| b));
                 hits += usize::from(want);
             }
