@@ -805,28 +805,26 @@ mod tests {
             b"\xe9t\xe9",
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(15);
-        let (ws, schemes, tokens): (&[&[u8]], &[&[u8]], &[&[u8]]) = (
-            &[b"", b" ", b"  ", b"\t", b" \t "],
-            &[
-                b"Bearer",
-                b"bearer",
-                b"BEARER",
-                b"Basic",
-                b"Bearerx",
-                b"",
-                b"B\xe9arer",
-            ],
-            &[
-                b"",
-                b"abc.def.ghi",
-                b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln",
-                b"opaque-Token_1",
-                b"a b",
-                b"t\xe9st",
-                b"\xff",
-                b"x\t\xe9",
-            ],
-        );
+        let ws: &[&[u8]] = &[b"", b" ", b"  ", b"\t", b" \t "];
+        let schemes: &[&[u8]] = &[
+            b"Bearer",
+            b"bearer",
+            b"BEARER",
+            b"Basic",
+            b"Bearerx",
+            b"",
+            b"B\xe9arer",
+        ];
+        let tokens: &[&[u8]] = &[
+            b"",
+            b"abc.def.ghi",
+            b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln",
+            b"opaque-Token_1",
+            b"a b",
+            b"t\xe9st",
+            b"\xff",
+            b"x\t\xe9",
+        ];
         let mut seen = [0usize; 3];
         for i in 0..60_000 {
             let mut header = || {
