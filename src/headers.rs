@@ -125,11 +125,26 @@ const OTHER_PROXIES_PREFIXES: &[&str] = &[
     "x-credential-",
 ];
 
-/// Whether folded `name` is one of [`CLIENT_IP_NAMES`] (a length compare rules out most).
+/// Bit `n` set: some name of [`CLIENT_IP_NAMES`] has length `n` (all are shorter than 64).
+const CLIENT_IP_LENGTHS: u64 = {
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < CLIENT_IP_NAMES.len() {
+        assert!(CLIENT_IP_NAMES[i].len() < 64);
+        mask |= 1 << CLIENT_IP_NAMES[i].len();
+        i += 1;
+    }
+    mask
+};
+
+/// Whether folded `name` is one of [`CLIENT_IP_NAMES`] (a length mask rules out most names
+/// with one test: `cookie`, `content-type`, `connection` …).
 fn client_ip_name(name: &[u8]) -> bool {
-    CLIENT_IP_NAMES
-        .iter()
-        .any(|n| folded_eq(name, n.as_bytes()))
+    name.len() < 64
+        && CLIENT_IP_LENGTHS & (1 << name.len()) != 0
+        && CLIENT_IP_NAMES
+            .iter()
+            .any(|n| folded_eq(name, n.as_bytes()))
 }
 
 /// Whether a request header named `name` must go: an identity name, a name only a proxy sets,
@@ -175,6 +190,56 @@ pub fn strip_inbound(headers: &mut HeaderMap, identity: &IdentityNames, trusted:
     let names: Vec<HeaderName> = headers.keys().filter(|n| hit(n)).cloned().collect();
     for n in names {
         headers.remove(&n);
+    }
+}
+
+/// The fast paths of [`strip_inbound`] against plain scans (the identity-name buckets have
+/// their own test in `config::identity_names`).
+#[cfg(test)]
+mod strip_fast_paths {
+    use super::*;
+
+    /// [`client_ip_name`]'s length mask answers as a scan of every name does.
+    #[test]
+    fn client_ip_lookup_agrees_with_a_scan() {
+        use rand::{Rng, SeedableRng};
+        let scan = |name: &[u8]| {
+            CLIENT_IP_NAMES
+                .iter()
+                .any(|n| folded_eq(name, n.as_bytes()))
+        };
+        let mut probes: Vec<Vec<u8>> = Vec::new();
+        for n in CLIENT_IP_NAMES {
+            let n = n.as_bytes();
+            probes.push(n.to_vec());
+            probes.push(
+                n.iter()
+                    .map(|b| if *b == b'-' { b'_' } else { *b })
+                    .collect(),
+            );
+            probes.push(n[..n.len() - 1].to_vec());
+            probes.push([n, b"s"].concat());
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..=80);
+            probes.push(
+                (0..len)
+                    .map(|_| b"-_cilpx"[rng.random_range(0..7)])
+                    .collect(),
+            );
+        }
+        let mut hits = 0;
+        for p in &probes {
+            assert_eq!(
+                client_ip_name(p),
+                scan(p),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+            hits += usize::from(scan(p));
+        }
+        assert!(hits >= 2 * CLIENT_IP_NAMES.len());
     }
 }
 
@@ -467,22 +532,26 @@ pub fn inject(
 ) {
     let id = permit.identity();
     let v = id.header_values.get_or_init(|| header_values(id));
-    let mut set = |name: &Option<HeaderName>, value: &Option<HeaderValue>| {
+    // One insert site in a loop (not a closure called six times): a header the identity has
+    // no value for, or the config turned off, costs a test.
+    for (name, value) in [
+        (&cfg.user, &v.sub),
+        (&cfg.email, &v.email),
+        (&cfg.preferred_username, &v.preferred_username),
+        (&cfg.name, &v.name),
+        (&cfg.roles, &v.roles),
+        (&cfg.orgs, &v.orgs),
+    ] {
         if let (Some(n), Some(v)) = (name, value) {
             headers.insert(n.clone(), v.clone());
         }
-    };
-    set(&cfg.user, &v.sub);
-    set(&cfg.email, &v.email);
-    set(&cfg.preferred_username, &v.preferred_username);
-    set(&cfg.name, &v.name);
-    set(&cfg.roles, &v.roles);
-    set(&cfg.orgs, &v.orgs);
-    if cfg.access_token.is_some() {
-        let token = v
+    }
+    if let Some(n) = &cfg.access_token
+        && let Some(token) = v
             .access_token
-            .get_or_init(|| (id.access_token.as_deref()).and_then(sanitize_value));
-        set(&cfg.access_token, token);
+            .get_or_init(|| (id.access_token.as_deref()).and_then(sanitize_value))
+    {
+        headers.insert(n.clone(), token.clone());
     }
     for (h, path) in &cfg.claims {
         if let Some(text) = crate::claims::claim(&id.claims, path).and_then(claim_as_header_text)

@@ -19,14 +19,17 @@
 //! Cache: validated JWTs are kept (per provider) until their `exp` and at most [`MAX_CACHE`],
 //! and so are the identities of opaque tokens, no longer than their introspection answer is
 //! (min(`introspection.cache`, exp)); `[providers.X] token_cache = false` turns it off. Role
-//! and claim checks run on every request, cached or not. An entry is found by a 64-bit hash of
-//! the token under a key drawn at random when the process starts, and counts as a hit only when
-//! the cached identity's token equals the presented one, byte for byte (compared in constant
-//! time): two tokens that share a hash just miss, they never stand for each other.
+//! and claim checks run on every request, cached or not. An entry is found by a 64-bit hash
+//! under a key drawn at random when the process starts — of a JWT's length and last 32 bytes
+//! (its signature), of any other token's bytes — and counts as a hit only when the cached
+//! identity's token equals the presented one, byte for byte (compared in constant time): two
+//! tokens that share a hash just miss, they never stand for each other. The expiry is compared
+//! with the clock on every hit. A hit is the whole check: the header's text check and the
+//! token's shape check ran when the token was let in, and nothing is allocated.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header;
 use http::request::Parts;
@@ -50,8 +53,19 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 struct Cached {
     identity: Arc<Identity>,
-    /// Unix seconds: `exp`, or [`MAX_CACHE`] after caching if that comes first.
-    until: i64,
+    /// `exp`, or [`MAX_CACHE`] after caching if that comes first: whole Unix seconds, as a
+    /// `SystemTime` so that each hit compares it with the clock as read (`until > now` in
+    /// whole seconds is `until > now` exactly), without converting the clock to seconds.
+    until: SystemTime,
+}
+
+impl Cached {
+    fn new(identity: Arc<Identity>, until: i64) -> Self {
+        Cached {
+            identity,
+            until: UNIX_EPOCH + Duration::from_secs(u64::try_from(until).unwrap_or(0)),
+        }
+    }
 }
 
 /// Validated tokens of one provider: token hash → identity.
@@ -117,7 +131,7 @@ impl Bearer {
             loop {
                 tick.tick().await;
                 let Some(bearer) = weak.upgrade() else { return };
-                let t = now();
+                let t = SystemTime::now();
                 for c in bearer.caches.values() {
                     c.retain(|_, v| v.until > t);
                 }
@@ -139,34 +153,66 @@ pub enum Presented<'a> {
     BadRequest(&'static str),
 }
 
+/// Why a header with a byte ≥ 0x80 is refused.
+const NOT_TEXT: &str = "the Authorization header is not valid text";
+
 /// Reads the bearer token from the `Authorization` header (and nowhere else).
 pub fn presented(parts: &Parts) -> Presented<'_> {
+    match read(parts) {
+        Read::Token { header, .. } if !is_text(header) => Presented::BadRequest(NOT_TEXT),
+        Read::Token { token, .. } => Presented::Token(token),
+        Read::None => Presented::None,
+        Read::BadRequest(why) => Presented::BadRequest(why),
+    }
+}
+
+/// [`presented`], but a token's header not checked for bytes ≥ 0x80 yet: a token the cache
+/// holds is text (`token_shape` let it in), and then so is the whole header — what surrounds
+/// the token is the ASCII scheme `Bearer` and ASCII whitespace. Every other answer is
+/// [`presented`]'s.
+enum Read<'a> {
+    None,
+    /// `header`: the whole value, for [`is_text`] before anything but a cache hit.
+    Token {
+        token: &'a [u8],
+        header: &'a [u8],
+    },
+    BadRequest(&'static str),
+}
+
+fn read(parts: &Parts) -> Read<'_> {
     let mut all = parts.headers.get_all(header::AUTHORIZATION).iter();
     let Some(first) = all.next() else {
-        return Presented::None;
+        return Read::None;
     };
     if all.next().is_some() {
-        return Presented::BadRequest("the request carries more than one Authorization header");
+        return Read::BadRequest("the request carries more than one Authorization header");
     }
-    // Which characters a token may use is `token_shape`'s business (on a cache miss); text it
-    // must be. An OR over the bytes vectorizes (16 bytes a step); `is_ascii` goes a word at a
-    // time, ~500 instructions on an 800-byte JWT.
-    if first.as_bytes().iter().fold(0u8, |acc, b| acc | b) >= 0x80 {
-        return Presented::BadRequest("the Authorization header is not valid text");
-    }
-    let v = first.as_bytes().trim_ascii();
+    // Which characters a token may use is `token_shape`'s business (on a cache miss); text the
+    // header must be, which is checked first for every answer but a token.
+    let header = first.as_bytes();
+    let v = header.trim_ascii();
     let (scheme, rest) = match v.iter().position(|b| *b == b' ') {
         Some(i) => (&v[..i], &v[i + 1..]),
         None => (v, &b""[..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Presented::None; // another scheme (Basic …) is not a bearer token
-    }
     let t = rest.trim_ascii();
-    if t.is_empty() {
-        return Presented::BadRequest("the Authorization header has no token");
+    if scheme.eq_ignore_ascii_case(b"bearer") && !t.is_empty() {
+        return Read::Token { token: t, header };
     }
-    Presented::Token(t)
+    if !is_text(header) {
+        return Read::BadRequest(NOT_TEXT);
+    }
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Read::None; // another scheme (Basic …) is not a bearer token
+    }
+    Read::BadRequest("the Authorization header has no token")
+}
+
+/// No byte ≥ 0x80. An OR over the bytes vectorizes (16 bytes a step); `is_ascii` goes a word
+/// at a time, ~500 instructions on an 800-byte JWT.
+fn is_text(v: &[u8]) -> bool {
+    v.iter().fold(0u8, |acc, b| acc | b) < 0x80
 }
 
 /// Whether any `Authorization` header is present (decides bearer vs login on `login_or_bearer`).
@@ -242,41 +288,80 @@ pub fn identity_from_claims(
     })
 }
 
-/// Verifies `token` with provider `p` (JWT or introspection), using the cache.
-pub async fn verify(
+/// How many of a token's last bytes key a JWT's cache entry (with its length).
+const TAIL: usize = 32;
+
+impl Bearer {
+    /// The identity of `token` when `cache` holds it (the same bytes: see
+    /// [`same_token`]) and it has not expired. It holds only tokens that passed every check
+    /// of [`verify_uncached`], so a hit needs no shape or character check.
+    ///
+    /// Where an entry is: a JWT (the shape [`tail_keyed`] tells, verified) under a hash of
+    /// its length and last [`TAIL`] bytes — its signature, which differs between any two
+    /// tokens the provider signed — rather than of all its ~1 KB; any other token under a
+    /// hash of all its bytes. Keys are only where to look: two tokens that share one just
+    /// miss (the bytes are compared), they never stand for each other.
+    fn hit(&self, cache: &TokenCache, token: &[u8]) -> Option<Arc<Identity>> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        if tail_keyed(token)
+            && let Some(id) = hit_at(cache, self.tail_key(token), token)
+        {
+            return Some(id);
+        }
+        hit_at(cache, self.full_key(token), token)
+    }
+
+    /// The key of a token [`tail_keyed`] says may be a JWT.
+    fn tail_key(&self, token: &[u8]) -> u64 {
+        let tail = &token[token.len().saturating_sub(TAIL)..];
+        self.hasher.hash_one((token.len(), tail))
+    }
+
+    /// The key of any other token: all its bytes.
+    fn full_key(&self, token: &[u8]) -> u64 {
+        self.hasher.hash_one(token)
+    }
+
+    /// Where a verified token goes in the cache (`jwt`: it was verified as a JWT).
+    fn key(&self, token: &[u8], jwt: bool) -> u64 {
+        if jwt && tail_keyed(token) {
+            self.tail_key(token)
+        } else {
+            self.full_key(token)
+        }
+    }
+}
+
+/// Whether a JWT with these bytes is cached under its tail: longer than [`TAIL`] and
+/// starting as every JWT's JSON header does (`{"` in base64url), so that opaque tokens — whose
+/// last bytes may be all alike — are looked up under their full hash only.
+fn tail_keyed(token: &[u8]) -> bool {
+    token.len() > TAIL && token.starts_with(b"eyJ")
+}
+
+/// The identity cached under `key` when it is `token`'s and still valid; an expired entry of
+/// `token` is dropped.
+fn hit_at(cache: &TokenCache, key: u64, token: &[u8]) -> Option<Arc<Identity>> {
+    let hit = cache.get(&key)?;
+    let same = (hit.identity.access_token.as_deref()).is_some_and(|t| same_token(t, token));
+    if same && hit.until > SystemTime::now() {
+        return Some(hit.identity);
+    }
+    if same {
+        cache.remove(&key);
+    }
+    None
+}
+
+/// Verifies a token the cache does not hold with provider `p` (JWT or introspection): every
+/// check, then the cache.
+async fn verify_uncached(
     bearer: &Bearer,
     p: &ProviderRuntime,
     token: &[u8],
-) -> Result<Arc<Identity>, TokenError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(TokenError::Other("the token is too large".into()));
-    }
-    // The cache first: it holds only tokens that passed every check below, so a hit needs no
-    // shape check (a scan of ~1 KB on every request).
-    let cache = bearer.caches.get(p.name()).map(|c| &**c);
-    let key = cache.map(|_| bearer.hasher.hash_one(token));
-    if let (Some(c), Some(k)) = (cache, key)
-        && let Some(hit) = c.get(&k)
-    {
-        let same = (hit.identity.access_token.as_deref()).is_some_and(|t| same_token(t, token));
-        if same && hit.until > now() {
-            return Ok(hit.identity);
-        }
-        if same {
-            c.remove(&k);
-        }
-    }
-    // Boxed: the checks of a token not seen before (JWKS, introspection) would otherwise
-    // make the future of every request, cache hit or not, kilobytes larger.
-    Box::pin(verify_uncached(p, token, cache, key)).await
-}
-
-/// [`verify`] for a token the cache does not hold: every check, then the cache.
-async fn verify_uncached(
-    p: &ProviderRuntime,
-    token: &[u8],
     cache: Option<&TokenCache>,
-    key: Option<u64>,
 ) -> Result<Arc<Identity>, TokenError> {
     let (token, jwt) = token_shape(token)?;
     // How long the identity may be reused: a JWT until its `exp` (at most MAX_CACHE); an
@@ -299,15 +384,12 @@ async fn verify_uncached(
         (id, Some(until))
     };
     let id = Arc::new(id);
-    if let (Some(c), Some(k), Some(until)) = (cache, key, until) {
+    if let (Some(c), Some(until)) = (cache, until) {
         let t = now();
         if until > t {
             c.insert(
-                k,
-                Cached {
-                    identity: id.clone(),
-                    until: until.min(t + MAX_CACHE.as_secs() as i64),
-                },
+                bearer.key(token.as_bytes(), jwt),
+                Cached::new(id.clone(), until.min(t + MAX_CACHE.as_secs() as i64)),
             );
         }
     }
@@ -417,33 +499,54 @@ pub async fn authenticate(
     route: &Route,
     parts: &Parts,
 ) -> Result<Authenticated, AuthError> {
-    let token = match presented(parts) {
-        Presented::Token(t) => t,
-        Presented::None => {
+    let (token, header) = match read(parts) {
+        Read::Token { token, header } => (token, header),
+        Read::None => {
             return Err(AuthError::NoCredentials {
                 scheme: Scheme::Bearer,
                 clear_cookies: Vec::new(),
             });
         }
-        Presented::BadRequest(why) => {
-            return Err(AuthError::BadRequest {
-                scheme: Scheme::Bearer,
-                reason: why.to_string(),
-            });
-        }
+        Read::BadRequest(why) => return Err(bad_request(why)),
     };
-    let Some(p) = route.provider.as_deref().and_then(|n| providers.get(n)) else {
+    // A cached token first: the cache of provider `n` exists only when the config that
+    // built the providers has `n` (`Bearer::new`, `carry_over`), and it holds only tokens
+    // that provider verified; the header is text (see `Read`).
+    let name = route.provider.as_deref();
+    let cache = name.and_then(|n| bearer.caches.get(n)).map(|c| &**c);
+    if let Some(identity) = cache.and_then(|c| bearer.hit(c, token)) {
+        return Ok(Authenticated {
+            identity,
+            set_cookie: Vec::new(),
+        });
+    }
+    // Anything else gets every check, in the order `presented` and `verify_uncached` make
+    // them.
+    if !is_text(header) {
+        return Err(bad_request(NOT_TEXT));
+    }
+    let Some(p) = name.and_then(|n| providers.get(n)) else {
         return Err(AuthError::ProviderUnavailable {
             scheme: Scheme::Bearer,
             detail: format!("route {:?} names no provider", route.name),
         });
     };
-    match verify(bearer, p, token).await {
+    // Boxed: the checks of a token not seen before (JWKS, introspection) would otherwise
+    // make the future of every request, cache hit or not, kilobytes larger.
+    let verified = Box::pin(verify_uncached(bearer, p, token, cache)).await;
+    match verified {
         Ok(identity) => Ok(Authenticated {
             identity,
             set_cookie: Vec::new(),
         }),
         Err(e) => Err(token_error(e)),
+    }
+}
+
+fn bad_request(why: &str) -> AuthError {
+    AuthError::BadRequest {
+        scheme: Scheme::Bearer,
+        reason: why.to_string(),
     }
 }
 
@@ -636,5 +739,245 @@ mod tests {
         );
         ok(None, json!({"nonce": "n", "aud": "web"}), None);
         ok(Some("JWT"), json!({"aud": "web"}), Some("web"));
+    }
+
+    /// `presented` as it was before the text check moved behind the cache: the reference
+    /// for [`reading_agrees_with_the_reference`].
+    fn presented_reference(parts: &Parts) -> Presented<'_> {
+        let mut all = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let Some(first) = all.next() else {
+            return Presented::None;
+        };
+        if all.next().is_some() {
+            return Presented::BadRequest("the request carries more than one Authorization header");
+        }
+        if !first.as_bytes().is_ascii() {
+            return Presented::BadRequest("the Authorization header is not valid text");
+        }
+        let v = first.as_bytes().trim_ascii();
+        let (scheme, rest) = match v.iter().position(|b| *b == b' ') {
+            Some(i) => (&v[..i], &v[i + 1..]),
+            None => (v, &b""[..]),
+        };
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return Presented::None;
+        }
+        let t = rest.trim_ascii();
+        if t.is_empty() {
+            return Presented::BadRequest("the Authorization header has no token");
+        }
+        Presented::Token(t)
+    }
+
+    fn same_answer(a: &Presented<'_>, b: &Presented<'_>) -> bool {
+        match (a, b) {
+            (Presented::None, Presented::None) => true,
+            (Presented::Token(x), Presented::Token(y)) => x == y,
+            (Presented::BadRequest(x), Presented::BadRequest(y)) => x == y,
+            _ => false,
+        }
+    }
+
+    /// Headers from pieces (schemes, whitespace, tokens, bytes ≥ 0x80 anywhere, one or two
+    /// headers): `presented` answers as the reference does, and whenever `read` hands out a
+    /// token unchecked, the whole header is text exactly when the token is — what lets a
+    /// cache hit (an ASCII token) skip the check.
+    #[test]
+    fn reading_agrees_with_the_reference() {
+        use rand::{Rng, SeedableRng};
+        let pieces: &[&[u8]] = &[
+            b"Bearer",
+            b"bearer",
+            b"BEARER",
+            b"Basic",
+            b"Bearerx",
+            b"",
+            b" ",
+            b"  ",
+            b"\t",
+            b"\xe9",
+            b"\xff",
+            b"abc.def.ghi",
+            b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln",
+            b"opaque-Token_1",
+            b".",
+            b"a b",
+            b"\xe9t\xe9",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let ws: &[&[u8]] = &[b"", b" ", b"  ", b"\t", b" \t "];
+        let schemes: &[&[u8]] = &[
+            b"Bearer",
+            b"bearer",
+            b"BEARER",
+            b"Basic",
+            b"Bearerx",
+            b"",
+            b"B\xe9arer",
+        ];
+        let tokens: &[&[u8]] = &[
+            b"",
+            b"abc.def.ghi",
+            b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln",
+            b"opaque-Token_1",
+            b"a b",
+            b"t\xe9st",
+            b"\xff",
+            b"x\t\xe9",
+        ];
+        let mut seen = [0usize; 3];
+        for i in 0..60_000 {
+            let mut header = || {
+                let mut v = Vec::new();
+                if rng.random_range(0..8) == 0 {
+                    // free-form
+                    for _ in 0..rng.random_range(0..6) {
+                        v.extend_from_slice(pieces[rng.random_range(0..pieces.len())]);
+                    }
+                    return v;
+                }
+                let mut pick = |from: &[&[u8]]| from[rng.random_range(0..from.len())].to_vec();
+                for part in [
+                    pick(ws),
+                    pick(schemes),
+                    b" ".to_vec(),
+                    pick(ws),
+                    pick(tokens),
+                    pick(ws),
+                ] {
+                    v.extend_from_slice(&part);
+                }
+                if rng.random_range(0..4) == 0 {
+                    let at = rng.random_range(0..=v.len());
+                    v.insert(
+                        at,
+                        if rng.random_range(0..2) == 0 {
+                            b' '
+                        } else {
+                            0xe9
+                        },
+                    );
+                }
+                v
+            };
+            let values: Vec<Vec<u8>> = if i % 50 == 0 {
+                vec![header(), header()]
+            } else if i % 97 == 0 {
+                vec![]
+            } else {
+                vec![header()]
+            };
+            let mut p = parts(&[]);
+            let mut ok = true;
+            for v in &values {
+                match http::HeaderValue::from_bytes(v) {
+                    Ok(v) => {
+                        p.headers.append(header::AUTHORIZATION, v);
+                    }
+                    Err(_) => ok = false,
+                }
+            }
+            if !ok {
+                continue;
+            }
+            let (new, old) = (presented(&p), presented_reference(&p));
+            assert!(same_answer(&new, &old), "{values:?}");
+            seen[match old {
+                Presented::None => 0,
+                Presented::Token(_) => 1,
+                Presented::BadRequest(_) => 2,
+            }] += 1;
+            if let Read::Token { token, header } = read(&p) {
+                assert_eq!(is_text(header), token.is_ascii(), "{values:?}");
+            }
+        }
+        assert!(seen.iter().all(|n| *n > 1000), "{seen:?}");
+    }
+
+    fn cached(token: &str, until: i64) -> Cached {
+        let identity = Arc::new(Identity {
+            sub: "u".into(),
+            access_token: Some(token.into()),
+            ..Default::default()
+        });
+        Cached::new(identity, until)
+    }
+
+    /// The cache's keys against a list of (token, validity) searched by comparing bytes:
+    /// JWT-shaped tokens (under their tail) and others (under all their bytes), tokens that
+    /// share their length and last 32 bytes or all but one byte, prefixes, expired entries.
+    /// A lookup hits exactly when the list holds the very token, unexpired.
+    #[test]
+    fn cache_lookups_agree_with_a_byte_search() {
+        let bearer = Bearer {
+            caches: Default::default(),
+            hasher: Default::default(),
+        };
+        let cache = TokenCache::new(10_000);
+        let t = now();
+        let sig = "c2lnbmF0dXJlLW9mLXRoZS10b2tlbi1hdC1sZWFzdC0zMi1ieXRlcw";
+        let mut tokens = Vec::new();
+        for i in 0..40 {
+            // same tail (signature), different payloads: JWT shape
+            tokens.push((
+                format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1{i}In0.{sig}"),
+                true,
+            ));
+            // opaque tokens with one tail for all
+            tokens.push((format!("opaque-{i:03}-{sig}"), false));
+            // JWT-shaped but not starting with eyJ; short ones
+            tokens.push((format!("abc.{i}.{sig}"), true));
+            tokens.push((format!("eyJ{i}"), false));
+            tokens.push((format!("eyJ.x{i}.y"), true));
+        }
+        // what is cached: every other token, a third of them expired
+        let mut list = Vec::new();
+        for (n, (tok, jwt)) in tokens.iter().enumerate() {
+            if n % 2 == 0 {
+                let until = [t - 1, t, t + 100][n % 3];
+                cache.insert(bearer.key(tok.as_bytes(), *jwt), cached(tok, until));
+                list.push((tok.clone(), until));
+            }
+        }
+        let mut probes: Vec<String> = tokens.iter().map(|(t, _)| t.clone()).collect();
+        for (tok, _) in &tokens {
+            probes.push(tok[..tok.len() - 1].to_string());
+            probes.push(format!("{tok}x"));
+            let mut flipped = tok.clone().into_bytes();
+            flipped[tok.len() / 2] ^= 1;
+            probes.push(String::from_utf8(flipped).unwrap());
+        }
+        // Tokens sharing a key take each other's place (the later insert wins): a hit is then
+        // not owed, but a wrong one is never allowed.
+        let key_of = |tok: &str| bearer.key(tok.as_bytes(), tok.matches('.').count() == 2);
+        let shared = |tok: &str| {
+            list.iter()
+                .filter(|(o, _)| key_of(o) == key_of(tok))
+                .count()
+                > 1
+        };
+        let (mut hits, mut owed) = (0, 0);
+        for probe in &probes {
+            let expected = list.iter().any(|(tok, until)| tok == probe && *until > t);
+            let got = bearer.hit(&cache, probe.as_bytes());
+            if let Some(id) = &got {
+                assert!(expected, "{probe}: a hit for a token not cached");
+                assert_eq!(id.access_token.as_deref(), Some(probe.as_str()));
+                hits += 1;
+            }
+            if expected && !shared(probe) {
+                assert!(got.is_some(), "{probe}: a cached token missed");
+                owed += 1;
+            }
+        }
+        assert!(hits >= owed && owed > 20, "{hits} {owed}");
+        // an expired entry is gone after the lookup that found it
+        let gone = list.iter().filter(|(tok, u)| *u <= t && !shared(tok));
+        let mut n = 0;
+        for (expired, _) in gone {
+            assert!(cache.get(&key_of(expired)).is_none(), "{expired}");
+            n += 1;
+        }
+        assert!(n > 5, "{n}");
     }
 }
