@@ -340,6 +340,58 @@ async fn shutdown_does_not_wait_for_a_stalled_tls_handshake() {
     );
 }
 
+/// Graceful shutdown on the TLS listener: a request in flight on an HTTP/2 connection, on an
+/// HTTP/1.1 one (both by ALPN) and on one that offered no ALPN each completes with its answer,
+/// and shutdown then ends promptly (each connection is told once its task is woken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests_of_every_protocol() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let addr = proxy.https();
+    let mut in_flight = Vec::new();
+    const H2: &[&[u8]] = &[b"h2"];
+    const H1: &[&[u8]] = &[b"http/1.1"];
+    for (alpn, path) in [
+        (H2, "/h2/slow?ms=1500"),
+        (H1, "/h1/slow?ms=1500"),
+        (&[][..], "/none/slow?ms=1500"),
+    ] {
+        let pem = ca.cert_pem.clone();
+        in_flight.push(tokio::spawn(async move {
+            (path, send_tls(addr, &pem, alpn, path).await)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    let stopping = tokio::spawn(proxy.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "new connection accepted during shutdown"
+    );
+    let early: Vec<bool> = in_flight.iter().map(|t| t.is_finished()).collect();
+    assert_eq!(
+        early, [false; 3],
+        "a request ended before its answer was due"
+    );
+    for t in in_flight {
+        let (path, r) = t.await.unwrap();
+        assert_eq!(r.resp.status, 200, "{path}: {}", r.resp.text());
+        let want = path.split('?').next().unwrap();
+        assert_eq!(r.resp.echoed().path, want);
+    }
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown ended")
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+}
+
 /// One TLS connection with `cfg` (its session store carries tickets between calls), one
 /// HTTP/1.1 request read to the end: how the handshake went, and the response's status line.
 async fn handshake_kind(
