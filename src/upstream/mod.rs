@@ -249,15 +249,20 @@ impl HostPool {
         mut req: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, Failed> {
-        let started = tokio::time::Instant::now();
+        // Read when first connecting (a pooled connection needs no clock here): only
+        // connections that closed before taking the request come before it.
+        let mut started = None;
         let bodiless = req.body().is_end_stream();
         loop {
             let ((mut tx, clock), reused) = match self.checkout() {
                 Some(c) => (c, true),
                 // Boxed: connecting is rare, and an inline connect future would be moved
                 // along with every request's future. Connecting counts against the timeout.
-                None => match tokio::time::timeout_at(started + timeout, Box::pin(self.connect()))
-                    .await
+                None => match tokio::time::timeout_at(
+                    *started.get_or_insert_with(tokio::time::Instant::now) + timeout,
+                    Box::pin(self.connect()),
+                )
+                .await
                 {
                     Ok(Ok(c)) => (c, false),
                     Ok(Err(error)) => return Err(Failed::connecting(error, req)),
