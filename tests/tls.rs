@@ -340,6 +340,37 @@ async fn shutdown_does_not_wait_for_a_stalled_tls_handshake() {
     );
 }
 
+/// HTTP/1.1 chosen by ALPN is served with the listener's head limit: a 64 KiB header (above
+/// the default 32 KiB) gets `431` inside the TLS session and the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_by_alpn_oversized_header_is_431() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let cfg = tls_client(&ca.cert_pem, &[b"http/1.1"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    // The server may answer and close before it has read everything.
+    let _ = tls.write_all(head.as_bytes()).await;
+    let _ = tls.flush().await;
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "connection still open after 5 s");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text:?}");
+    proxy.shutdown().await;
+}
+
 /// Graceful shutdown on the TLS listener: a request in flight on an HTTP/2 connection, on an
 /// HTTP/1.1 one (both by ALPN) and on one that offered no ALPN each completes with its answer,
 /// and shutdown then ends promptly (each connection is told once its task is woken).
