@@ -371,6 +371,63 @@ async fn http1_by_alpn_oversized_header_is_431() {
     proxy.shutdown().await;
 }
 
+/// Shutdown does not wait for idle TLS connections: an HTTP/2 one and an HTTP/1.1 keep-alive
+/// one (each chosen by ALPN), both open with no request in flight, are closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_idle_tls_connections() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let addr = proxy.https();
+    let connect = |alpn: &'static [u8]| {
+        let cfg = tls_client(&ca.cert_pem, &[alpn]);
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, stream)
+                .await
+                .unwrap()
+        }
+    };
+    let uri = format!("https://localhost:{}/idle", addr.port());
+    let (mut h2, h2_conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(connect(b"h2").await),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let req = Request::get(uri.as_str()).body(empty_body()).unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+    let (mut h1, h1_conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(
+        connect(b"http/1.1").await,
+    ))
+    .await
+    .unwrap();
+    let h1_conn = tokio::spawn(h1_conn);
+    let req = Request::get("/idle")
+        .header("host", "localhost")
+        .body(empty_body())
+        .unwrap();
+    let resp = h1.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    proxy.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for idle connections",
+        t0.elapsed()
+    );
+    // Both connections were closed by the proxy.
+    for conn in [h2_conn, h1_conn] {
+        let ended = tokio::time::timeout(Duration::from_secs(3), conn).await;
+        assert!(ended.is_ok(), "a client connection is still open");
+    }
+}
+
 /// Graceful shutdown on the TLS listener: a request in flight on an HTTP/2 connection, on an
 /// HTTP/1.1 one (both by ALPN) and on one that offered no ALPN each completes with its answer,
 /// and shutdown then ends promptly (each connection is told once its task is woken).
