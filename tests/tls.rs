@@ -1,6 +1,7 @@
 //! TLS over real sockets: HTTP/1.1 and HTTP/2 by ALPN, certificate reload (also through a
 //! Kubernetes-style symlink swap), the http→https redirect, https upstreams with a custom CA,
-//! HTTP/2 identity stripping and header limits, and a stalled handshake at shutdown.
+//! HTTP/2 identity stripping and header limits (and HTTP/1.1's by ALPN), and shutdown: a stalled
+//! handshake, in-flight requests of each protocol, idle connections.
 
 mod support;
 use support::*;
