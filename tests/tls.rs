@@ -1,6 +1,7 @@
 //! TLS over real sockets: HTTP/1.1 and HTTP/2 by ALPN, certificate reload (also through a
 //! Kubernetes-style symlink swap), the http→https redirect, https upstreams with a custom CA,
-//! HTTP/2 identity stripping and header limits, and a stalled handshake at shutdown.
+//! HTTP/2 identity stripping and header limits (and HTTP/1.1's by ALPN), and shutdown: a stalled
+//! handshake, in-flight requests of each protocol, idle connections.
 
 mod support;
 use support::*;
@@ -336,6 +337,146 @@ async fn shutdown_does_not_wait_for_a_stalled_tls_handshake() {
     assert!(
         t0.elapsed() < Duration::from_secs(3),
         "shutdown waited {:?} for a stalled TLS handshake",
+        t0.elapsed()
+    );
+}
+
+/// HTTP/1.1 chosen by ALPN is served with the listener's head limit: a 64 KiB header (above
+/// the default 32 KiB) gets `431` inside the TLS session and the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_by_alpn_oversized_header_is_431() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let cfg = tls_client(&ca.cert_pem, &[b"http/1.1"]);
+    let stream = TcpStream::connect(proxy.https()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    // The server may answer and close before it has read everything.
+    let _ = tls.write_all(head.as_bytes()).await;
+    let _ = tls.flush().await;
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "connection still open after 5 s");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text:?}");
+    proxy.shutdown().await;
+}
+
+/// Shutdown does not wait for idle TLS connections: an HTTP/2 one and an HTTP/1.1 keep-alive
+/// one (each chosen by ALPN), both open with no request in flight, are closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_idle_tls_connections() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let addr = proxy.https();
+    let connect = |alpn: &'static [u8]| {
+        let cfg = tls_client(&ca.cert_pem, &[alpn]);
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, stream)
+                .await
+                .unwrap()
+        }
+    };
+    let uri = format!("https://localhost:{}/idle", addr.port());
+    let (mut h2, h2_conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(connect(b"h2").await),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let req = Request::get(uri.as_str()).body(empty_body()).unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+    let (mut h1, h1_conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(
+        connect(b"http/1.1").await,
+    ))
+    .await
+    .unwrap();
+    let h1_conn = tokio::spawn(h1_conn);
+    let req = Request::get("/idle")
+        .header("host", "localhost")
+        .body(empty_body())
+        .unwrap();
+    let resp = h1.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    proxy.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for idle connections",
+        t0.elapsed()
+    );
+    // Both connections were closed by the proxy.
+    for conn in [h2_conn, h1_conn] {
+        let ended = tokio::time::timeout(Duration::from_secs(3), conn).await;
+        assert!(ended.is_ok(), "a client connection is still open");
+    }
+}
+
+/// Graceful shutdown on the TLS listener: a request in flight on an HTTP/2 connection, on an
+/// HTTP/1.1 one (both by ALPN) and on one that offered no ALPN each completes with its answer,
+/// and shutdown then ends promptly (each connection is told once its task is woken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests_of_every_protocol() {
+    let up = echo_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) = tls_proxy(&ca, &up.url(""), "").await;
+    let addr = proxy.https();
+    let mut in_flight = Vec::new();
+    const H2: &[&[u8]] = &[b"h2"];
+    const H1: &[&[u8]] = &[b"http/1.1"];
+    for (alpn, path) in [
+        (H2, "/h2/slow?ms=1500"),
+        (H1, "/h1/slow?ms=1500"),
+        (&[][..], "/none/slow?ms=1500"),
+    ] {
+        let pem = ca.cert_pem.clone();
+        in_flight.push(tokio::spawn(async move {
+            (path, send_tls(addr, &pem, alpn, path).await)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    let stopping = tokio::spawn(proxy.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "new connection accepted during shutdown"
+    );
+    let early: Vec<bool> = in_flight.iter().map(|t| t.is_finished()).collect();
+    assert_eq!(
+        early, [false; 3],
+        "a request ended before its answer was due"
+    );
+    for t in in_flight {
+        let (path, r) = t.await.unwrap();
+        assert_eq!(r.resp.status, 200, "{path}: {}", r.resp.text());
+        let want = path.split('?').next().unwrap();
+        assert_eq!(r.resp.echoed().path, want);
+    }
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown ended")
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
         t0.elapsed()
     );
 }

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use super::accept;
@@ -24,7 +23,7 @@ use crate::metrics::Metrics;
 
 pub async fn serve(
     mut listener: accept::Listener,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<super::Builders>,
     live: Arc<super::reload::Live>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -49,7 +48,7 @@ pub async fn serve(
                     Ok::<_, Infallible>(r.map(|b| ResponseBody::new(b, in_flight)))
                 }
             });
-            let _ = builder.serve_connection(TokioIo::new(io), svc).await;
+            let _ = builder.auto.serve_connection(TokioIo::new(io), svc).await;
         });
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod accept;
 mod admin;
+mod drain;
 mod io;
 mod panic;
 pub mod reload;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -29,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::auth::AuthState;
 use crate::config::{Config, LoadOptions};
-use crate::error::{Body, json_error};
+use crate::error::{Body, BoxError, json_error};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -105,7 +107,18 @@ fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartupErro
     socket.listen(BACKLOG).map_err(err)
 }
 
-fn conn_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
+/// The connection builders, all with the same settings: by ALPN on TLS connections (HTTP/2 or
+/// HTTP/1.1, as the floor does), and hyper-util's `auto` where the protocol is read from the
+/// first bytes (plain listeners: HTTP/1.1 or h2c prior knowledge; a TLS client without ALPN).
+/// On a negotiated protocol the direct builders skip `auto`'s version sniffing, its
+/// rewind buffer around every read and a state match on every poll.
+pub(crate) struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+fn conn_builder(cfg: &Config) -> Builders {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         // The head deadline is `io::HeadDeadline`'s (a lazy timer per connection, and a 408):
@@ -117,7 +130,15 @@ fn conn_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.server.max_header_bytes as u32)
         .max_concurrent_streams(250);
-    b
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(cfg.server.max_header_bytes);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(cfg.server.max_header_bytes as u32)
+        .max_concurrent_streams(250);
+    Builders { auto: b, h1, h2 }
 }
 
 /// Binds every listener and starts serving. Listening sockets are bound before this returns,
@@ -145,6 +166,7 @@ pub async fn start_with(config: Config, options: LoadOptions) -> Result<Running,
 
     let (tx, rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
+    let signal = Arc::new(drain::Drain::default());
     let builder = Arc::new(conn_builder(&config));
     let mut tasks = Vec::new();
 
@@ -176,7 +198,7 @@ pub async fn start_with(config: Config, options: LoadOptions) -> Result<Running,
             Some(acceptor),
             live.clone(),
             builder.clone(),
-            graceful.clone(),
+            (graceful.clone(), signal.clone()),
             rx.clone(),
             None,
         )));
@@ -209,7 +231,7 @@ pub async fn start_with(config: Config, options: LoadOptions) -> Result<Running,
             None,
             live.clone(),
             builder.clone(),
-            graceful.clone(),
+            (graceful.clone(), signal.clone()),
             rx.clone(),
             redirect,
         )));
@@ -240,6 +262,7 @@ pub async fn start_with(config: Config, options: LoadOptions) -> Result<Running,
         for t in tasks {
             let _ = t.await;
         }
+        signal.start();
         let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
         if tokio::time::timeout(drain, graceful.shutdown())
             .await
@@ -307,14 +330,16 @@ async fn accept_loop(
     mut listener: accept::Listener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     live: Arc<Live>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: Arc<GracefulShutdown>,
+    builder: Arc<Builders>,
+    (graceful, drain): (Arc<GracefulShutdown>, Arc<drain::Drain>),
     mut shutdown: watch::Receiver<bool>,
     redirect_to_https: Option<u16>,
 ) {
     while let Some(accept::Accepted { stream, peer, slot }) = listener.next(&mut shutdown).await {
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
+        // Counts the connection until it ends (`GracefulShutdown::shutdown` waits for it);
+        // the signal to shut down comes from `drain`.
+        let watcher = (graceful.watcher(), drain.clone());
         let live = live.clone();
         let builder = builder.clone();
         let tls = tls.clone();
@@ -347,8 +372,8 @@ async fn serve_connection(
     slot: OwnedSemaphorePermit,
     tls: Option<tokio_rustls::TlsAcceptor>,
     live: Arc<Live>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
+    builder: Arc<Builders>,
+    watcher: (hyper_util::server::graceful::Watcher, Arc<drain::Drain>),
     mut stop: watch::Receiver<bool>,
     redirect_to_https: Option<u16>,
 ) {
@@ -378,14 +403,18 @@ async fn serve_connection(
             let info = ConnInfo { peer, tls: true };
             // Once per connection; requests borrow it for the Host check.
             let sni = tls_stream.get_ref().1.server_name().map(Arc::<str>::from);
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let alpn = match tls_stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Alpn::H2,
+                Some(b"http/1.1") => Alpn::Http1,
+                _ => Alpn::None,
+            };
             let (io, clock) = io::HeadDeadline::new(tls_stream, head_timeout, slot);
             serve_io(
                 TokioIo::new(io),
                 clock,
                 info,
                 sni,
-                h2,
+                alpn,
                 live,
                 builder,
                 watcher,
@@ -401,7 +430,7 @@ async fn serve_connection(
                 clock,
                 info,
                 None,
-                false,
+                Alpn::None,
                 live,
                 builder,
                 watcher,
@@ -452,21 +481,31 @@ impl ConnCtx {
     }
 }
 
-/// Serves one connection. `h2`: it negotiated HTTP/2 by ALPN. Then hyper spawns a task per
-/// stream, moving the request's future into it several times over (`tokio::spawn` → task
-/// cell: ~3k instructions of `memcpy` a request under callgrind for a future of a few kB), so
-/// that future is boxed: one allocation and one move instead. HTTP/1 polls the future in place
-/// on the connection's task and keeps it unboxed.
+/// The protocol a TLS connection negotiated by ALPN.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Alpn {
+    H2,
+    Http1,
+    /// Plain HTTP, or a TLS client that offered no protocol: read from its first bytes.
+    None,
+}
+
+/// Serves one connection. On HTTP/2 hyper spawns a task per stream, moving the request's
+/// future into it several times over (`tokio::spawn` → task cell: ~3k instructions of
+/// `memcpy` a request under callgrind for a future of a few kB), so that future is boxed: one
+/// allocation and one move instead. HTTP/1 polls the future in place on the connection's task
+/// and keeps it unboxed. (A plain connection that turns out to speak h2c gets the unboxed
+/// future: `auto` takes one service for both protocols.)
 #[allow(clippy::too_many_arguments)]
 async fn serve_io<I>(
     io: I,
     clock: Arc<io::HeadClock>,
     info: ConnInfo,
     sni: Option<Arc<str>>,
-    h2: bool,
+    alpn: Alpn,
     live: Arc<Live>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
+    builder: Arc<Builders>,
+    (_counted, drain): (hyper_util::server::graceful::Watcher, Arc<drain::Drain>),
     redirect_to_https: Option<u16>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -478,24 +517,32 @@ async fn serve_io<I>(
         live,
         redirect_to_https,
     };
-    let ended = if h2 {
-        let service = service_fn(move |req| Box::pin(ctx.answer(req)));
-        watcher
-            .watch(
-                builder
-                    .serve_connection_with_upgrades(io, service)
-                    .into_owned(),
-            )
-            .await
-    } else {
-        let service = service_fn(move |req| ctx.answer(req));
-        watcher
-            .watch(
-                builder
-                    .serve_connection_with_upgrades(io, service)
-                    .into_owned(),
-            )
-            .await
+    let ended = match alpn {
+        Alpn::H2 => {
+            let service = service_fn(move |req| Box::pin(ctx.answer(req)));
+            drain
+                .watch(builder.h2.serve_connection(io, service))
+                .await
+                .map_err(BoxError::from)
+        }
+        Alpn::Http1 => {
+            let service = service_fn(move |req| ctx.answer(req));
+            drain
+                .watch(builder.h1.serve_connection(io, service).with_upgrades())
+                .await
+                .map_err(BoxError::from)
+        }
+        Alpn::None => {
+            let service = service_fn(move |req| ctx.answer(req));
+            drain
+                .watch(
+                    builder
+                        .auto
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                )
+                .await
+        }
     };
     if let Err(e) = ended {
         tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");

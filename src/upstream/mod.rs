@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
@@ -150,12 +150,16 @@ pub struct HostPool {
     /// skipped (closed ones dropped) at checkout.
     idle: Mutex<Vec<Pooled>>,
     reaper: Once,
+    /// The reaper's rounds so far (every [`IDLE_TIMEOUT`] / 4): when a connection was last
+    /// put back, without a clock read per request.
+    round: AtomicU64,
 }
 
 struct Pooled {
     tx: SendRequest<Body>,
     clock: Arc<AnswerClock>,
-    since: Instant,
+    /// The reaper's round when it was last put back.
+    round: u64,
 }
 
 /// A pooled connection: the handle to send on and the clock its reads check the answer's
@@ -169,6 +173,7 @@ impl HostPool {
             connector,
             idle: Mutex::new(Vec::new()),
             reaper: Once::new(),
+            round: AtomicU64::new(0),
         }
     }
 
@@ -192,13 +197,10 @@ impl HostPool {
         if tx.is_closed() {
             return;
         }
+        let round = self.round.load(Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(Pooled {
-                tx,
-                clock,
-                since: Instant::now(),
-            });
+            idle.push(Pooled { tx, clock, round });
         }
     }
 
@@ -214,6 +216,7 @@ impl HostPool {
             inner: io,
             clock: clock.clone(),
             timer: LazyTimer::default(),
+            timer_us: None,
         };
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
@@ -246,15 +249,20 @@ impl HostPool {
         mut req: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, Failed> {
-        let started = tokio::time::Instant::now();
+        // Read when first connecting (a pooled connection needs no clock here): only
+        // connections that closed before taking the request come before it.
+        let mut started = None;
         let bodiless = req.body().is_end_stream();
         loop {
             let ((mut tx, clock), reused) = match self.checkout() {
                 Some(c) => (c, true),
                 // Boxed: connecting is rare, and an inline connect future would be moved
                 // along with every request's future. Connecting counts against the timeout.
-                None => match tokio::time::timeout_at(started + timeout, Box::pin(self.connect()))
-                    .await
+                None => match tokio::time::timeout_at(
+                    *started.get_or_insert_with(tokio::time::Instant::now) + timeout,
+                    Box::pin(self.connect()),
+                )
+                .await
                 {
                     Ok(Ok(c)) => (c, false),
                     Ok(Err(error)) => return Err(Failed::connecting(error, req)),
@@ -361,11 +369,21 @@ impl AnswerClock {
 
     /// The awaited answer's deadline, if one is awaited.
     fn due(&self) -> Option<tokio::time::Instant> {
+        self.due_us().map(|us| self.at(us))
+    }
+
+    /// [`due`](Self::due) in µs since `opened`: no clock arithmetic for the reads that only
+    /// compare it with the timer's.
+    fn due_us(&self) -> Option<u64> {
         let since = self.since.load(Ordering::Acquire);
         (since != 0).then(|| {
             let t = self.timeout_us.load(Ordering::Acquire);
-            self.opened + Duration::from_micros((since - 1).saturating_add(t))
+            (since - 1).saturating_add(t)
         })
+    }
+
+    fn at(&self, us: u64) -> tokio::time::Instant {
+        self.opened + Duration::from_micros(us)
     }
 
     fn timed_out(&self) -> bool {
@@ -389,6 +407,8 @@ struct AnswerDeadline<T> {
     inner: T,
     clock: Arc<AnswerClock>,
     timer: LazyTimer,
+    /// The timer's deadline as [`AnswerClock::due_us`] counts.
+    timer_us: Option<u64>,
 }
 
 impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for AnswerDeadline<T> {
@@ -402,25 +422,27 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for AnswerDeadline<T> {
             return Poll::Ready(r);
         }
         loop {
-            let Some(due) = this.clock.due() else {
+            let Some(due) = this.clock.due_us() else {
                 return Poll::Pending;
             };
             // Set it (earlier) only when the deadline in force is sooner than the timer.
-            if this.timer.deadline().is_none_or(|at| at > due) {
-                this.timer.set(due);
+            if this.timer_us.is_none_or(|at| at > due) {
+                this.timer.set(this.clock.at(due));
+                this.timer_us = Some(due);
             }
             if this.timer.poll_fired(cx).is_pending() {
                 return Poll::Pending;
             }
             // Fired: overdue, or a deadline that has moved on since the timer was set.
-            if tokio::time::Instant::now() >= due {
+            if this.clock.now_us() > due {
                 this.clock.timed_out.store(true, Ordering::Release);
                 return Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "upstream answer timed out",
                 )));
             }
-            this.timer.set(due);
+            this.timer.set(this.clock.at(due));
+            this.timer_us = Some(due);
         }
     }
 }
@@ -451,18 +473,22 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for AnswerDeadline<T> {
     }
 }
 
-/// Closes connections idle longer than [`IDLE_TIMEOUT`]; ends with the pool.
+/// Rounds of the reaper a connection may stay unused: between [`IDLE_TIMEOUT`] and 5/4 of it.
+const IDLE_ROUNDS: u64 = 4;
+
+/// Closes connections idle longer than [`IDLE_TIMEOUT`] (up to a quarter more: it looks every
+/// quarter); ends with the pool.
 async fn reap(pool: Weak<HostPool>) {
     let mut tick = tokio::time::interval(IDLE_TIMEOUT / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        let now = Instant::now();
+        let round = pool.round.fetch_add(1, Ordering::Relaxed) + 1;
         let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Closed, or ready (not streaming a response) and unused for too long: dropped.
         idle.retain(|p| {
-            let expired = p.tx.is_ready() && now.duration_since(p.since) > IDLE_TIMEOUT;
+            let expired = p.tx.is_ready() && round - p.round > IDLE_ROUNDS;
             !(p.tx.is_closed() || expired)
         });
     }
@@ -701,6 +727,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use std::time::Instant;
 
     /// What the test upstream does on each connection.
     #[derive(Clone, Copy)]
