@@ -289,14 +289,15 @@ impl Ids {
     /// there already), this span as the `traceparent`'s parent, and no `tracestate` unless the
     /// trace is continued (a new trace: whatever vendor state came with the old one is not ours).
     pub fn forward(&self, headers: &mut HeaderMap) {
+        // A scan of the few names (before two more are added) is cheaper than the hashed
+        // lookup `remove` does first.
+        if !self.continued && headers.keys().any(|k| *k == TRACESTATE) {
+            headers.remove(&TRACESTATE);
+        }
         if !self.kept_request_id {
             headers.insert(&X_REQUEST_ID, self.request_id.clone());
         }
         headers.insert(&TRACEPARENT, self.trace.header());
-        // A scan of the few names is cheaper than the hashed lookup `remove` does first.
-        if !self.continued && headers.keys().any(|k| *k == TRACESTATE) {
-            headers.remove(&TRACESTATE);
-        }
     }
 
     /// The request id as text (it was checked to be printable ASCII, or generated).
