@@ -42,21 +42,10 @@ static ALL_HOP: [HeaderName; 10] = [
     HeaderName::from_static("http2-settings"),
 ];
 
-/// The index of `n` in [`ALL_HOP`] (a match on the name: a length switch, then one compare).
+/// The index of `n` in [`ALL_HOP`]: compares of the name (for the standard names, which are
+/// most, of one byte each), cheaper than matching its text.
 fn hop_index(n: &HeaderName) -> Option<usize> {
-    Some(match n.as_str() {
-        "connection" => 0,
-        "te" => 1,
-        "trailer" => 2,
-        "transfer-encoding" => 3,
-        "upgrade" => 4,
-        "proxy-authorization" => 5,
-        "proxy-authenticate" => 6,
-        "keep-alive" => 7,
-        "proxy-connection" => 8,
-        "http2-settings" => 9,
-        _ => return None,
-    })
+    ALL_HOP.iter().position(|h| h == n)
 }
 
 /// Longest header value the proxy writes; identity values beyond it are cut.
@@ -198,7 +187,7 @@ pub fn strip_request_trailers(trailers: &mut HeaderMap, identity: &IdentityNames
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let seen = Seen::of(headers, None);
+    let seen = Seen::of_names(headers);
     remove_seen_hop_by_hop(headers, keep_upgrade, &seen);
 }
 
@@ -226,9 +215,30 @@ struct Seen {
 }
 
 impl Seen {
+    /// One pass over the names (usually a handful) instead of a hashed lookup per hop-by-hop
+    /// name; `Connection`'s values are looked up only when it is there (most requests).
+    fn of_names(headers: &HeaderMap) -> Seen {
+        let mut present = 0u16;
+        for n in headers.keys() {
+            if let Some(i) = hop_index(n) {
+                present |= 1 << i;
+            }
+        }
+        let mut plain_connection = false;
+        if present & 1 != 0 {
+            let mut values = headers.get_all(header::CONNECTION).iter();
+            plain_connection = matches!((values.next(), values.next()), (Some(v), None) if plain(v));
+        }
+        Seen {
+            present,
+            plain_connection,
+            own_set_cookie: false,
+        }
+    }
+
+    /// One pass over the headers and their values: also reads `Connection` (an answer from
+    /// a keep-alive upstream has it) and each `Set-Cookie` when the proxy has a cookie.
     fn of(headers: &HeaderMap, own_cookie: Option<&str>) -> Seen {
-        // One pass over the headers (usually a handful) instead of a hashed lookup per
-        // hop-by-hop name, `Connection` and `Set-Cookie`.
         let mut seen = Seen {
             present: 0,
             plain_connection: false,
@@ -236,27 +246,27 @@ impl Seen {
         };
         let mut connections = 0u32;
         for (n, v) in headers {
-            match hop_index(n) {
-                Some(0) => {
+            if *n == header::SET_COOKIE {
+                if let Some(base) = own_cookie
+                    && set_cookie_is_own(v.as_bytes(), base.as_bytes())
+                {
+                    seen.own_set_cookie = true;
+                }
+            } else if let Some(i) = hop_index(n) {
+                if i == 0 {
                     connections += 1;
-                    seen.plain_connection = connections == 1
-                        && (v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
-                            || v.as_bytes().eq_ignore_ascii_case(b"close"));
-                    seen.present |= 1;
+                    seen.plain_connection = connections == 1 && plain(v);
                 }
-                Some(i) => seen.present |= 1 << i,
-                None => {
-                    if let Some(base) = own_cookie
-                        && *n == header::SET_COOKIE
-                        && set_cookie_is_own(v.as_bytes(), base.as_bytes())
-                    {
-                        seen.own_set_cookie = true;
-                    }
-                }
+                seen.present |= 1 << i;
             }
         }
         seen
     }
+}
+
+/// A `Connection` value that names no header: `keep-alive` or `close`.
+fn plain(v: &HeaderValue) -> bool {
+    v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close")
 }
 
 /// [`remove_hop_by_hop`] with what [`Seen::of`] found in `headers`.
@@ -370,11 +380,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
     static XRI: HeaderName = HeaderName::from_static("x-real-ip");
-    let proto = HeaderValue::from_static(if info.proto == "https" {
-        "https"
-    } else {
-        "http"
-    });
+    static HTTPS: HeaderValue = HeaderValue::from_static("https");
+    static HTTP: HeaderValue = HeaderValue::from_static("http");
+    let proto = if info.proto == "https" { &HTTPS } else { &HTTP }.clone();
     if info.trusted {
         let mut chain = String::new();
         for v in headers.get_all(&XFF) {

@@ -347,17 +347,24 @@ impl Proxy {
                 Some((self.auth.assertion(), &route.name)),
             );
         }
-        let mut req = Request::from_parts(parts, body);
-
         // The proxy's own cookies stay here (a session id is a credential the app must not see).
-        self.auth.strip_own_cookies(req.headers_mut());
+        self.auth.strip_own_cookies(&mut parts.headers);
 
         // 8. forward (awaited here rather than in a helper: each nested future is moved into
-        // its caller's, so one level less is a few KiB less copied per request)
-        let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
+        // its caller's, so one level less is a few KiB less copied per request). The head
+        // stays taken apart (each `Request` made and taken apart again is a copy of it).
+        let (client_upgrade, parts, body) = if wants_ws {
+            let mut req = Request::from_parts(parts, body);
+            let upgrade = hyper::upgrade::on(&mut req);
+            let (parts, body) = req.into_parts();
+            (Some(upgrade), parts, body)
+        } else {
+            (None, parts, body)
+        };
         let mut up_req = self.upstream_request(
             idx,
-            req,
+            parts,
+            body,
             conn,
             host,
             &decision.path,
@@ -496,7 +503,8 @@ impl Proxy {
     fn upstream_request(
         &self,
         idx: usize,
-        req: Request<Incoming>,
+        mut parts: http::request::Parts,
+        body: Incoming,
         conn: ConnInfo,
         host: Option<&str>,
         normalized: &str,
@@ -508,7 +516,6 @@ impl Proxy {
         } else {
             normalized.into()
         };
-        let (mut parts, body) = req.into_parts();
         parts.uri = upstream_uri(&route.upstream.base_path, &path, parts.uri)
             .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
         parts.version = Version::HTTP_11;
