@@ -42,10 +42,46 @@ static ALL_HOP: [HeaderName; 10] = [
     HeaderName::from_static("http2-settings"),
 ];
 
-/// The index of `n` in [`ALL_HOP`]: compares of the name (for the standard names, which are
-/// most, of one byte each), cheaper than matching its text.
+/// The index of `n` in [`ALL_HOP`].
 fn hop_index(n: &HeaderName) -> Option<usize> {
-    ALL_HOP.iter().position(|h| h == n)
+    classify(n).filter(|i| *i < ALL_HOP.len())
+}
+
+/// [`classify`]'s answer for `Set-Cookie`.
+const SET_COOKIE_INDEX: usize = 10;
+
+/// The index of `n` in [`ALL_HOP`], or [`SET_COOKIE_INDEX`]. Compares with constants: a
+/// standard name is one byte (a jump table on it), any other a length switch and one compare
+/// of its bytes — cheaper than matching the name's text or comparing with the table.
+fn classify(n: &HeaderName) -> Option<usize> {
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+    Some(if *n == header::CONNECTION {
+        0
+    } else if *n == header::TE {
+        1
+    } else if *n == header::TRAILER {
+        2
+    } else if *n == header::TRANSFER_ENCODING {
+        3
+    } else if *n == header::UPGRADE {
+        4
+    } else if *n == header::PROXY_AUTHORIZATION {
+        5
+    } else if *n == header::PROXY_AUTHENTICATE {
+        6
+    } else if *n == KEEP_ALIVE {
+        7
+    } else if *n == PROXY_CONNECTION {
+        8
+    } else if *n == HTTP2_SETTINGS {
+        9
+    } else if *n == header::SET_COOKIE {
+        SET_COOKIE_INDEX
+    } else {
+        return None;
+    })
 }
 
 /// Longest header value the proxy writes; identity values beyond it are cut.
@@ -246,18 +282,22 @@ impl Seen {
         };
         let mut connections = 0u32;
         for (n, v) in headers {
-            if *n == header::SET_COOKIE {
-                if let Some(base) = own_cookie
-                    && set_cookie_is_own(v.as_bytes(), base.as_bytes())
-                {
-                    seen.own_set_cookie = true;
+            match classify(n) {
+                None => {}
+                Some(SET_COOKIE_INDEX) => {
+                    if let Some(base) = own_cookie
+                        && set_cookie_is_own(v.as_bytes(), base.as_bytes())
+                    {
+                        seen.own_set_cookie = true;
+                    }
                 }
-            } else if let Some(i) = hop_index(n) {
-                if i == 0 {
-                    connections += 1;
-                    seen.plain_connection = connections == 1 && plain(v);
+                Some(i) => {
+                    if i == 0 {
+                        connections += 1;
+                        seen.plain_connection = connections == 1 && plain(v);
+                    }
+                    seen.present |= 1 << i;
                 }
-                seen.present |= 1 << i;
             }
         }
         seen
@@ -266,7 +306,12 @@ impl Seen {
 
 /// A `Connection` value that names no header: `keep-alive` or `close`.
 fn plain(v: &HeaderValue) -> bool {
-    v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close")
+    let v = v.as_bytes();
+    // The usual spelling first: compares with constants, inlined.
+    v == b"keep-alive"
+        || v == b"close"
+        || v.eq_ignore_ascii_case(b"keep-alive")
+        || v.eq_ignore_ascii_case(b"close")
 }
 
 /// [`remove_hop_by_hop`] with what [`Seen::of`] found in `headers`.
@@ -376,10 +421,12 @@ impl ForwardedInfo<'_> {
 /// proxy its `X-Forwarded-Proto/Host` are kept, the peer is appended to `X-Forwarded-For`, and
 /// `X-Real-IP` is derived from that chain ([`client_address`]), never copied.
 pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
-    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    static XRI: HeaderName = HeaderName::from_static("x-real-ip");
+    // Constants, not statics: a name is made in place (no clone through `Bytes`' vtable) and
+    // compares with it inline.
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const XRI: HeaderName = HeaderName::from_static("x-real-ip");
     static HTTPS: HeaderValue = HeaderValue::from_static("https");
     static HTTP: HeaderValue = HeaderValue::from_static("http");
     let proto = if info.proto == "https" { &HTTPS } else { &HTTP }.clone();
@@ -399,25 +446,25 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
         }
         chain.push_str(&info.peer.to_string());
         if let Ok(v) = HeaderValue::from_str(&chain) {
-            headers.insert(&XFF, v);
+            headers.insert(XFF, v);
         }
-        headers.insert(&XRI, peer_header_value(real));
+        headers.insert(XRI, peer_header_value(real));
         if !headers.contains_key(&XFP) {
-            headers.insert(&XFP, proto);
+            headers.insert(XFP, proto);
         }
         if !headers.contains_key(&XFH)
             && let Some(v) = info.host_value()
         {
-            headers.insert(&XFH, v);
+            headers.insert(XFH, v);
         }
     } else {
         let peer = peer_header_value(info.peer);
-        headers.insert(&XFF, peer.clone());
-        headers.insert(&XRI, peer);
-        headers.insert(&XFP, proto);
+        headers.insert(XFF, peer.clone());
+        headers.insert(XRI, peer);
+        headers.insert(XFP, proto);
         match info.host_value() {
             Some(v) => {
-                headers.insert(&XFH, v);
+                headers.insert(XFH, v);
             }
             None => {
                 headers.remove(&XFH);
@@ -937,6 +984,10 @@ mod tests {
             assert_eq!(hop_index(h), Some(i), "{h}");
         }
         assert_eq!(hop_index(&header::HOST), None);
+        assert_eq!(ALL_HOP.len(), SET_COOKIE_INDEX);
+        assert_eq!(hop_index(&header::SET_COOKIE), None);
+        assert_eq!(classify(&header::SET_COOKIE), Some(SET_COOKIE_INDEX));
+        assert_eq!(hop_index(&HeaderName::from_static("x-keep-alive")), None);
         assert_eq!(hop_index(&HeaderName::from_static("x-te")), None);
     }
 
