@@ -263,7 +263,8 @@ impl Seen {
         let mut plain_connection = false;
         if present & 1 != 0 {
             let mut values = headers.get_all(header::CONNECTION).iter();
-            plain_connection = matches!((values.next(), values.next()), (Some(v), None) if plain(v));
+            plain_connection =
+                matches!((values.next(), values.next()), (Some(v), None) if plain(v));
         }
         Seen {
             present,
@@ -972,7 +973,11 @@ mod tests {
                         );
                         listing(&h)
                     };
-                    assert_eq!(run(header.as_ref()), run(None), "{peer} {host:?} {header:?}");
+                    assert_eq!(
+                        run(header.as_ref()),
+                        run(None),
+                        "{peer} {host:?} {header:?}"
+                    );
                 }
             }
         }

@@ -583,9 +583,8 @@ fn upstream_uri(base_path: &str, path: &str, client: Uri) -> Result<Uri, http::u
     let query = client.query();
     let with_path = base_path.is_empty() || path != "/";
     // Exactly the length: the `Bytes` the URI keeps then takes the string's buffer as it is.
-    let len = base_path.len()
-        + if with_path { path.len() } else { 0 }
-        + query.map_or(0, |q| q.len() + 1);
+    let len =
+        base_path.len() + if with_path { path.len() } else { 0 } + query.map_or(0, |q| q.len() + 1);
     let mut pq = String::with_capacity(len);
     pq.push_str(base_path);
     if with_path {
@@ -666,7 +665,15 @@ mod tests {
             "/a/b#frag",
             "/a/b?x#frag",
         ];
-        let paths = ["/", "/a/b", "/a/c", "/v1/items", "/api/v1/items", "*", "//double/slash"];
+        let paths = [
+            "/",
+            "/a/b",
+            "/a/c",
+            "/v1/items",
+            "/api/v1/items",
+            "*",
+            "//double/slash",
+        ];
         for base in ["", "/base", "/b/c"] {
             for client in clients {
                 let client: Uri = client.parse().unwrap();
