@@ -354,7 +354,7 @@ impl Proxy {
         // 8. forward (awaited here rather than in a helper: each nested future is moved into
         // its caller's, so one level less is a few KiB less copied per request). The head
         // stays taken apart (each `Request` made and taken apart again is a copy of it).
-        let (client_upgrade, parts, body) = if wants_ws {
+        let (client_upgrade, mut parts, body) = if wants_ws {
             let mut req = Request::from_parts(parts, body);
             let upgrade = hyper::upgrade::on(&mut req);
             let (parts, body) = req.into_parts();
@@ -362,16 +362,16 @@ impl Proxy {
         } else {
             (None, parts, body)
         };
-        let mut up_req = self.upstream_request(
+        self.upstream_head(
             idx,
-            parts,
-            body,
+            &mut parts,
             conn,
             host,
             &decision.path,
             decision.trusted,
         )?;
-        ids.forward(up_req.headers_mut());
+        ids.forward(&mut parts.headers);
+        let up_req = Request::from_parts(parts, self.upstream_body(body));
         // Upstream time is for the access log only: no clock reads when it is off.
         let t0 = (served.log || export::enabled()).then(Instant::now);
         // A gRPC caller's deadline bounds the wait (HTTP/2 upstreams: gRPC needs them).
@@ -498,27 +498,29 @@ impl Proxy {
             .inc();
     }
 
-    /// The request as the upstream gets it: normalized path (prefix stripped, base path
-    /// added), origin-form URI, `X-Forwarded-*` and `Host` set. The client's hop-by-hop
-    /// headers were removed before authentication (step 4).
-    fn upstream_request(
+    /// The head of the request as the upstream gets it: normalized path (prefix stripped,
+    /// base path added), origin-form URI, `X-Forwarded-*` and `Host` set. The client's
+    /// hop-by-hop headers were removed before authentication (step 4).
+    fn upstream_head(
         &self,
         idx: usize,
-        mut parts: http::request::Parts,
-        body: Incoming,
+        parts: &mut http::request::Parts,
         conn: ConnInfo,
         host: Option<&str>,
         normalized: &str,
         trusted: bool,
-    ) -> Result<Request<Body>, ProxyError> {
+    ) -> Result<(), ProxyError> {
         let route = &*self.config.routes[idx];
         let path = if route.strip_prefix {
             routes::strip_prefix(normalized, &route.matcher.path)
         } else {
             normalized.into()
         };
-        parts.uri = upstream_uri(&route.upstream.base_path, &path, parts.uri)
-            .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+        if let Some(uri) = upstream_uri(&route.upstream.base_path, &path, &parts.uri)
+            .map_err(|e| UpstreamError::BadRequest(e.to_string()))?
+        {
+            parts.uri = uri;
+        }
         parts.version = Version::HTTP_11;
         // Room for X-Forwarded-For/Proto/Host, X-Real-IP, Host, and the caller's X-Request-Id
         // and traceparent ([`Ids::forward`]) at once, rather than a regrowth (reallocate +
@@ -554,6 +556,11 @@ impl Proxy {
                 host_header: client_host.as_ref(),
             },
         );
+        Ok(())
+    }
+
+    /// The client's body as the upstream gets it.
+    fn upstream_body(&self, body: Incoming) -> Body {
         // The client's trailers pass the same hygiene as its headers (an HTTP/2 upstream
         // reads them as metadata); a body without trailers only pays a match per frame.
         let cfg = Arc::clone(&self.config);
@@ -564,21 +571,25 @@ impl Proxy {
             }
             Err(f) => f,
         });
-        Ok(Request::from_parts(parts, upstream::client_body(body)))
+        upstream::client_body(body)
     }
 }
 
 /// The origin-form URI the upstream gets: `base_path`, then `path` (the normalized path, its
 /// prefix stripped where the route says so; left out when it is `/` under a base path), then
-/// the client's query. When that is the client's URI as sent (origin-form, no base path, the
-/// path unchanged), it is that URI, without a copy.
-fn upstream_uri(base_path: &str, path: &str, client: Uri) -> Result<Uri, http::uri::InvalidUri> {
+/// the client's query. `None` when that is the client's URI as sent (origin-form, no base
+/// path, the path unchanged): it goes on as it is, without a copy.
+fn upstream_uri(
+    base_path: &str,
+    path: &str,
+    client: &Uri,
+) -> Result<Option<Uri>, http::uri::InvalidUri> {
     if base_path.is_empty()
         && client.scheme().is_none()
         && client.authority().is_none()
         && client.path() == path
     {
-        return Ok(client);
+        return Ok(None);
     }
     let query = client.query();
     let with_path = base_path.is_empty() || path != "/";
@@ -596,7 +607,7 @@ fn upstream_uri(base_path: &str, path: &str, client: Uri) -> Result<Uri, http::u
     }
     // Origin-form: the pool's connection is to the upstream already, and `Host` is set by the
     // caller.
-    Uri::try_from(pq)
+    Uri::try_from(pq).map(Some)
 }
 
 /// Microseconds as milliseconds with (at most) 3 decimals: the division yields the double
@@ -679,7 +690,9 @@ mod tests {
                 let client: Uri = client.parse().unwrap();
                 for path in paths {
                     let want = upstream_uri_reference(base, path, &client);
-                    let got = upstream_uri(base, path, client.clone()).ok();
+                    let got = upstream_uri(base, path, &client)
+                        .ok()
+                        .map(|u| u.unwrap_or_else(|| client.clone()));
                     assert_eq!(got, want, "{base:?} {path:?} {client:?}");
                     assert_eq!(
                         got.as_ref().map(ToString::to_string),
