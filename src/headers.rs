@@ -42,20 +42,45 @@ static ALL_HOP: [HeaderName; 10] = [
     HeaderName::from_static("http2-settings"),
 ];
 
-/// The index of `n` in [`ALL_HOP`] (a match on the name: a length switch, then one compare).
+/// The index of `n` in [`ALL_HOP`].
 fn hop_index(n: &HeaderName) -> Option<usize> {
-    Some(match n.as_str() {
-        "connection" => 0,
-        "te" => 1,
-        "trailer" => 2,
-        "transfer-encoding" => 3,
-        "upgrade" => 4,
-        "proxy-authorization" => 5,
-        "proxy-authenticate" => 6,
-        "keep-alive" => 7,
-        "proxy-connection" => 8,
-        "http2-settings" => 9,
-        _ => return None,
+    classify(n).filter(|i| *i < ALL_HOP.len())
+}
+
+/// [`classify`]'s answer for `Set-Cookie`.
+const SET_COOKIE_INDEX: usize = 10;
+
+/// The index of `n` in [`ALL_HOP`], or [`SET_COOKIE_INDEX`]. Compares with constants: a
+/// standard name is one byte (a jump table on it), any other a length switch and one compare
+/// of its bytes — cheaper than matching the name's text or comparing with the table.
+fn classify(n: &HeaderName) -> Option<usize> {
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+    Some(if *n == header::CONNECTION {
+        0
+    } else if *n == header::TE {
+        1
+    } else if *n == header::TRAILER {
+        2
+    } else if *n == header::TRANSFER_ENCODING {
+        3
+    } else if *n == header::UPGRADE {
+        4
+    } else if *n == header::PROXY_AUTHORIZATION {
+        5
+    } else if *n == header::PROXY_AUTHENTICATE {
+        6
+    } else if *n == KEEP_ALIVE {
+        7
+    } else if *n == PROXY_CONNECTION {
+        8
+    } else if *n == HTTP2_SETTINGS {
+        9
+    } else if *n == header::SET_COOKIE {
+        SET_COOKIE_INDEX
+    } else {
+        return None;
     })
 }
 
@@ -263,28 +288,110 @@ pub fn strip_request_trailers(trailers: &mut HeaderMap, identity: &IdentityNames
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names (usually a handful) finds the hop-by-hop ones present; only
-    // those are removed, instead of a hashed lookup per hop-by-hop name. Most requests carry
-    // none, most responses only `Connection: keep-alive`, and then nothing is allocated.
-    let mut present = 0u16;
-    for n in headers.keys() {
-        if let Some(i) = hop_index(n) {
-            present |= 1 << i;
+    let seen = Seen::of_names(headers);
+    remove_seen_hop_by_hop(headers, keep_upgrade, &seen);
+}
+
+/// The upstream's answer as the client may see it: [`remove_hop_by_hop`], then, when the
+/// proxy has a session cookie `own_cookie`, [`drop_own_set_cookies`]: one pass over the
+/// headers finds what either has to do (usually only `Connection: keep-alive` to remove).
+pub fn clean_response(headers: &mut HeaderMap, keep_upgrade: bool, own_cookie: Option<&str>) {
+    let seen = Seen::of(headers, own_cookie);
+    remove_seen_hop_by_hop(headers, keep_upgrade, &seen);
+    // A `Set-Cookie` the `Connection` header named is gone already; the filter reads what is
+    // left.
+    if let (true, Some(base)) = (seen.own_set_cookie, own_cookie) {
+        drop_own_set_cookies(headers, base);
+    }
+}
+
+/// What one pass over a header map found for [`remove_hop_by_hop`] and [`clean_response`].
+struct Seen {
+    /// Bit `i`: [`ALL_HOP`]`[i]` is present.
+    present: u16,
+    /// `Connection` has exactly one value, `keep-alive` or `close` (naming no header).
+    plain_connection: bool,
+    /// A `Set-Cookie` names the proxy's own cookie ([`set_cookie_is_own`]).
+    own_set_cookie: bool,
+}
+
+impl Seen {
+    /// One pass over the names (usually a handful) instead of a hashed lookup per hop-by-hop
+    /// name; `Connection`'s values are looked up only when it is there (most requests).
+    fn of_names(headers: &HeaderMap) -> Seen {
+        let mut present = 0u16;
+        for n in headers.keys() {
+            if let Some(i) = hop_index(n) {
+                present |= 1 << i;
+            }
+        }
+        let mut plain_connection = false;
+        if present & 1 != 0 {
+            let mut values = headers.get_all(header::CONNECTION).iter();
+            plain_connection =
+                matches!((values.next(), values.next()), (Some(v), None) if plain(v));
+        }
+        Seen {
+            present,
+            plain_connection,
+            own_set_cookie: false,
         }
     }
+
+    /// One pass over the headers and their values: also reads `Connection` (an answer from
+    /// a keep-alive upstream has it) and each `Set-Cookie` when the proxy has a cookie.
+    fn of(headers: &HeaderMap, own_cookie: Option<&str>) -> Seen {
+        let mut seen = Seen {
+            present: 0,
+            plain_connection: false,
+            own_set_cookie: false,
+        };
+        let mut connections = 0u32;
+        for (n, v) in headers {
+            match classify(n) {
+                None => {}
+                Some(SET_COOKIE_INDEX) => {
+                    if let Some(base) = own_cookie
+                        && set_cookie_is_own(v.as_bytes(), base.as_bytes())
+                    {
+                        seen.own_set_cookie = true;
+                    }
+                }
+                Some(i) => {
+                    if i == 0 {
+                        connections += 1;
+                        seen.plain_connection = connections == 1 && plain(v);
+                    }
+                    seen.present |= 1 << i;
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// A `Connection` value that names no header: `keep-alive` or `close`.
+fn plain(v: &HeaderValue) -> bool {
+    let v = v.as_bytes();
+    // The usual spelling first: compares with constants, inlined.
+    v == b"keep-alive"
+        || v == b"close"
+        || v.eq_ignore_ascii_case(b"keep-alive")
+        || v.eq_ignore_ascii_case(b"close")
+}
+
+/// [`remove_hop_by_hop`] with what [`Seen::of`] found in `headers`.
+fn remove_seen_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, seen: &Seen) {
+    let present = seen.present;
+    // Most requests carry none, most responses only `Connection: keep-alive`, and then
+    // nothing is allocated.
     if present == 0 && !keep_upgrade {
         return;
     }
     // The usual response: only `Connection: keep-alive` (or `close`), naming no header.
-    if present == 1 && !keep_upgrade {
-        let mut values = headers.get_all(header::CONNECTION).iter();
-        if let (Some(v), None) = (values.next(), values.next())
-            && (v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
-                || v.as_bytes().eq_ignore_ascii_case(b"close"))
-        {
-            headers.remove(header::CONNECTION);
-            return;
-        }
+    if present == 1 && !keep_upgrade && seen.plain_connection {
+        headers.remove(header::CONNECTION);
+        return;
     }
     // Names the Connection header lists, matched against the names present (no parsing or
     // hashing of each token).
@@ -358,6 +465,21 @@ pub struct ForwardedInfo<'a> {
     pub trusted: bool,
     /// `server.trusted_proxies`, to find the client in a trusted proxy's `X-Forwarded-For`.
     pub trusted_proxies: &'a [IpNet],
+    /// The client's `Host` header, if the caller has it: when it is `host` byte for byte,
+    /// `X-Forwarded-Host` shares its bytes instead of a copy (an allocation) of `host`.
+    pub host_header: Option<&'a HeaderValue>,
+}
+
+impl ForwardedInfo<'_> {
+    /// `host` as a header value: the client's `Host` header when it is that (a clone shares
+    /// its bytes), else a copy; `None` when there is no host or it is no header value.
+    fn host_value(&self) -> Option<HeaderValue> {
+        let host = self.host?;
+        match self.host_header {
+            Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
+            _ => HeaderValue::from_str(host).ok(),
+        }
+    }
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP`. From an untrusted peer they are what the
@@ -365,15 +487,15 @@ pub struct ForwardedInfo<'a> {
 /// proxy its `X-Forwarded-Proto/Host` are kept, the peer is appended to `X-Forwarded-For`, and
 /// `X-Real-IP` is derived from that chain ([`client_address`]), never copied.
 pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
-    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    static XRI: HeaderName = HeaderName::from_static("x-real-ip");
-    let proto = HeaderValue::from_static(if info.proto == "https" {
-        "https"
-    } else {
-        "http"
-    });
+    // Constants, not statics: a name is made in place (no clone through `Bytes`' vtable) and
+    // compares with it inline.
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const XRI: HeaderName = HeaderName::from_static("x-real-ip");
+    static HTTPS: HeaderValue = HeaderValue::from_static("https");
+    static HTTP: HeaderValue = HeaderValue::from_static("http");
+    let proto = if info.proto == "https" { &HTTPS } else { &HTTP }.clone();
     if info.trusted {
         let mut chain = String::new();
         for v in headers.get_all(&XFF) {
@@ -390,25 +512,25 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedInfo<'_>) {
         }
         chain.push_str(&info.peer.to_string());
         if let Ok(v) = HeaderValue::from_str(&chain) {
-            headers.insert(&XFF, v);
+            headers.insert(XFF, v);
         }
-        headers.insert(&XRI, peer_header_value(real));
+        headers.insert(XRI, peer_header_value(real));
         if !headers.contains_key(&XFP) {
-            headers.insert(&XFP, proto);
+            headers.insert(XFP, proto);
         }
         if !headers.contains_key(&XFH)
-            && let Some(v) = info.host.and_then(|h| HeaderValue::from_str(h).ok())
+            && let Some(v) = info.host_value()
         {
-            headers.insert(&XFH, v);
+            headers.insert(XFH, v);
         }
     } else {
         let peer = peer_header_value(info.peer);
-        headers.insert(&XFF, peer.clone());
-        headers.insert(&XRI, peer);
-        headers.insert(&XFP, proto);
-        match info.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(XFF, peer.clone());
+        headers.insert(XRI, peer);
+        headers.insert(XFP, proto);
+        match info.host_value() {
             Some(v) => {
-                headers.insert(&XFH, v);
+                headers.insert(XFH, v);
             }
             None => {
                 headers.remove(&XFH);
@@ -747,12 +869,199 @@ mod tests {
         assert!(h.contains_key("accept"));
     }
 
+    /// A small deterministic generator for the differential tests (xorshift64*).
+    struct Gen(u64);
+
+    impl Gen {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            usize::try_from(self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33).unwrap() % n
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+    }
+
+    /// Header maps like those hop-by-hop removal and the Set-Cookie filter see: hop-by-hop
+    /// names (some repeated), `Connection` naming headers, present or not, in any case, and
+    /// `Set-Cookie`s of the app's and of the proxy's own cookies.
+    fn random_headers(g: &mut Gen) -> HeaderMap {
+        const NAMES: &[&str] = &[
+            "connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "keep-alive",
+            "proxy-connection",
+            "http2-settings",
+            "set-cookie",
+            "set-cookie",
+            "x-hop",
+            "x-other",
+            "content-type",
+            "date",
+            "server",
+        ];
+        const CONNECTION: &[&str] = &[
+            "keep-alive",
+            "close",
+            "Keep-Alive",
+            "CLOSE",
+            "upgrade",
+            "Upgrade",
+            "keep-alive, x-hop",
+            "x-hop,x-other",
+            "close, set-cookie",
+            " TE , trailer",
+            "keep-alive, upgrade",
+            "x-absent",
+            "",
+        ];
+        const COOKIES: &[&str] = &[
+            "app=1; Path=/",
+            "portcullis=forged",
+            " __Host-portcullis =x; Secure",
+            "Portcullis.2=x",
+            "=portcullis=nameless",
+            "other=2",
+            "portcullisx=3",
+        ];
+        let mut h = HeaderMap::new();
+        for _ in 0..g.below(9) {
+            let name = g.pick(NAMES);
+            let value = match name {
+                "connection" => g.pick(CONNECTION),
+                "set-cookie" => g.pick(COOKIES),
+                "upgrade" => g.pick(&["websocket", "h2c"]),
+                _ => g.pick(&["1", "v"]),
+            };
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        h
+    }
+
+    /// `remove_hop_by_hop` before the one-pass scan, kept as the reference.
+    fn remove_hop_by_hop_reference(headers: &mut HeaderMap, keep_upgrade: bool) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        let tokens = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim);
+        for token in tokens {
+            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            if let Some(n) = headers
+                .keys()
+                .find(|n| n.as_str().eq_ignore_ascii_case(token))
+                && !named.contains(n)
+            {
+                named.push(n.clone());
+            }
+        }
+        for n in &named {
+            headers.remove(n);
+        }
+        for h in &ALL_HOP {
+            if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
+                continue;
+            }
+            headers.remove(h);
+        }
+        if keep_upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+
+    /// Every header and value, in order, for comparing maps exactly.
+    fn listing(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        h.iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// The one-pass `remove_hop_by_hop` and `clean_response` leave exactly what the
+    /// reference removal (and the Set-Cookie filter after it) leaves, on many header maps.
+    #[test]
+    fn one_pass_cleaning_matches_the_reference() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            let h = random_headers(&mut g);
+            let keep_upgrade = g.below(4) == 0;
+            let mut want = h.clone();
+            remove_hop_by_hop_reference(&mut want, keep_upgrade);
+            let mut got = h.clone();
+            remove_hop_by_hop(&mut got, keep_upgrade);
+            assert_eq!(listing(&got), listing(&want), "{h:?} {keep_upgrade}");
+            drop_own_set_cookies(&mut want, "portcullis");
+            let mut got = h.clone();
+            clean_response(&mut got, keep_upgrade, Some("portcullis"));
+            assert_eq!(listing(&got), listing(&want), "{h:?} {keep_upgrade}");
+            let mut got = h.clone();
+            clean_response(&mut got, keep_upgrade, None);
+            let mut want = h.clone();
+            remove_hop_by_hop_reference(&mut want, keep_upgrade);
+            assert_eq!(listing(&got), listing(&want), "{h:?} {keep_upgrade}");
+        }
+    }
+
+    /// `X-Forwarded-Host` from the client's `Host` header (shared bytes) is what a copy of
+    /// the host would be; a header that is not the host is not used.
+    #[test]
+    fn forwarded_host_from_the_host_header_is_the_host() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        for peer in ["10.1.1.1", "192.0.2.7"] {
+            for host in [Some("app.local"), Some("app.local:8443"), None] {
+                for header in [None, Some("app.local"), Some("other.local"), Some("")] {
+                    let header = header.map(HeaderValue::from_static);
+                    let run = |host_header: Option<&HeaderValue>| {
+                        let mut h = HeaderMap::new();
+                        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+                        let peer: IpAddr = peer.parse().unwrap();
+                        set_forwarded(
+                            &mut h,
+                            &ForwardedInfo {
+                                peer,
+                                proto: "https",
+                                host,
+                                trusted: is_trusted(peer, &trusted),
+                                trusted_proxies: &trusted,
+                                host_header,
+                            },
+                        );
+                        listing(&h)
+                    };
+                    assert_eq!(
+                        run(header.as_ref()),
+                        run(None),
+                        "{peer} {host:?} {header:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn hop_index_matches_the_table() {
         for (i, h) in ALL_HOP.iter().enumerate() {
             assert_eq!(hop_index(h), Some(i), "{h}");
         }
         assert_eq!(hop_index(&header::HOST), None);
+        assert_eq!(ALL_HOP.len(), SET_COOKIE_INDEX);
+        assert_eq!(hop_index(&header::SET_COOKIE), None);
+        assert_eq!(classify(&header::SET_COOKIE), Some(SET_COOKIE_INDEX));
+        assert_eq!(hop_index(&HeaderName::from_static("x-keep-alive")), None);
         assert_eq!(hop_index(&HeaderName::from_static("x-te")), None);
     }
 
@@ -789,6 +1098,7 @@ mod tests {
             host: Some("app.local"),
             trusted: false,
             trusted_proxies: &[],
+            host_header: None,
         };
         set_forwarded(&mut h, &info);
         assert_eq!(h["x-real-ip"], "127.0.0.1");
@@ -816,6 +1126,7 @@ mod tests {
                 host: Some("a"),
                 trusted: true,
                 trusted_proxies: &trusted,
+                host_header: None,
             },
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.1.1");

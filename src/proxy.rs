@@ -44,6 +44,9 @@ pub struct Proxy {
     pub auth: AuthState,
     pub health: Arc<Health>,
     route_labels: Vec<RouteLabel>,
+    /// Per route, the `Host` its upstream gets (unless `preserve_host`): made once, shared by
+    /// every request's header (a clone of a header value shares its bytes).
+    route_hosts: Vec<Option<HeaderValue>>,
     no_route: RouteLabel,
     /// Per-route handles to the metric series, resolved on first use: the hot path then
     /// increments an atomic instead of hashing a label set and taking the family's lock.
@@ -93,6 +96,11 @@ impl Proxy {
             .iter()
             .map(|r| RouteLabel(Arc::from(r.name.as_str())))
             .collect();
+        let route_hosts = config
+            .routes
+            .iter()
+            .map(|r| HeaderValue::from_str(r.upstream.authority.as_str()).ok())
+            .collect();
         Proxy {
             config,
             upstreams,
@@ -103,6 +111,7 @@ impl Proxy {
                 .map(|_| RouteMetrics::default())
                 .collect(),
             route_labels,
+            route_hosts,
             no_route: RouteLabel(Arc::from("-")),
         }
     }
@@ -250,8 +259,9 @@ impl Proxy {
         if let Some(start_ns) = span_start {
             self.server_span(&ids, &method, &label.0, status, &served, start_ns);
         }
-        resp.headers_mut()
-            .insert(&trace::X_REQUEST_ID, ids.request_id);
+        // A constant name: made in place, not cloned from the static through `Bytes`' vtable.
+        const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+        resp.headers_mut().insert(X_REQUEST_ID, ids.request_id);
         resp
     }
 
@@ -338,17 +348,30 @@ impl Proxy {
                 Some((self.auth.assertion(), &route.name)),
             );
         }
-        let mut req = Request::from_parts(parts, body);
-
         // The proxy's own cookies stay here (a session id is a credential the app must not see).
-        self.auth.strip_own_cookies(req.headers_mut());
+        self.auth.strip_own_cookies(&mut parts.headers);
 
         // 8. forward (awaited here rather than in a helper: each nested future is moved into
-        // its caller's, so one level less is a few KiB less copied per request)
-        let client_upgrade = wants_ws.then(|| hyper::upgrade::on(&mut req));
-        let mut up_req =
-            self.upstream_request(route, req, conn, host, &decision.path, decision.trusted)?;
-        ids.forward(up_req.headers_mut());
+        // its caller's, so one level less is a few KiB less copied per request). The head
+        // stays taken apart (each `Request` made and taken apart again is a copy of it).
+        let (client_upgrade, mut parts, body) = if wants_ws {
+            let mut req = Request::from_parts(parts, body);
+            let upgrade = hyper::upgrade::on(&mut req);
+            let (parts, body) = req.into_parts();
+            (Some(upgrade), parts, body)
+        } else {
+            (None, parts, body)
+        };
+        self.upstream_head(
+            idx,
+            &mut parts,
+            conn,
+            host,
+            &decision.path,
+            decision.trusted,
+        )?;
+        ids.forward(&mut parts.headers);
+        let up_req = Request::from_parts(parts, self.upstream_body(body));
         // Upstream time is for the access log only: no clock reads when it is off.
         let t0 = (served.log || export::enabled()).then(Instant::now);
         // A gRPC caller's deadline bounds the wait (HTTP/2 upstreams: gRPC needs them).
@@ -360,14 +383,12 @@ impl Proxy {
         let result = self.upstreams.send(idx, up_req, timeout).await;
         served.upstream_ms =
             t0.map(|t0| u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
-        let mut resp = client_response(route, result?, client_upgrade)?;
-        if let Some(t) = route.read_timeout {
-            resp = self.with_read_timeout(idx, resp, t);
-        }
         // The app cannot set the proxy's cookies (a header injection in it must not plant a
         // session); the proxy's own come after.
-        if let Some(s) = &cfg.session {
-            headers::drop_own_set_cookies(resp.headers_mut(), &s.cookie_name);
+        let own_cookie = cfg.session.as_ref().map(|s| s.cookie_name.as_str());
+        let mut resp = client_response(route, result?, client_upgrade, own_cookie)?;
+        if let Some(t) = route.read_timeout {
+            resp = self.with_read_timeout(idx, resp, t);
         }
         for c in set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, c);
@@ -477,42 +498,53 @@ impl Proxy {
             .inc();
     }
 
-    /// The request as the upstream gets it: normalized path (prefix stripped, base path
-    /// added), origin-form URI, `X-Forwarded-*` and `Host` set. The client's hop-by-hop
-    /// headers were removed before authentication (step 4).
-    fn upstream_request(
+    /// The head of the request as the upstream gets it: normalized path (prefix stripped,
+    /// base path added), origin-form URI, `X-Forwarded-*` and `Host` set. The client's
+    /// hop-by-hop headers were removed before authentication (step 4).
+    fn upstream_head(
         &self,
-        route: &Route,
-        req: Request<Incoming>,
+        idx: usize,
+        parts: &mut http::request::Parts,
         conn: ConnInfo,
         host: Option<&str>,
         normalized: &str,
         trusted: bool,
-    ) -> Result<Request<Body>, ProxyError> {
+    ) -> Result<(), ProxyError> {
+        let route = &*self.config.routes[idx];
         let path = if route.strip_prefix {
             routes::strip_prefix(normalized, &route.matcher.path)
         } else {
             normalized.into()
         };
-        let mut pq = String::with_capacity(route.upstream.base_path.len() + path.len() + 32);
-        pq.push_str(&route.upstream.base_path);
-        if route.upstream.base_path.is_empty() || path != "/" {
-            pq.push_str(&path);
+        if let Some(uri) = upstream_uri(&route.upstream.base_path, &path, &parts.uri)
+            .map_err(|e| UpstreamError::BadRequest(e.to_string()))?
+        {
+            parts.uri = uri;
         }
-        if let Some(q) = req.uri().query() {
-            pq.push('?');
-            pq.push_str(q);
-        }
-        // Origin-form: the pool's connection is to the upstream already, and `Host` is set below.
-        let uri = Uri::try_from(pq).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
-
-        let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
         // Room for X-Forwarded-For/Proto/Host, X-Real-IP, Host, and the caller's X-Request-Id
         // and traceparent ([`Ids::forward`]) at once, rather than a regrowth (reallocate +
         // rehash) of a small parsed map per insert.
         parts.headers.reserve(7);
+        // `Host` first: the client's (HTTP/1.1), taken out here, becomes `X-Forwarded-Host`
+        // without a copy.
+        let client_host = if route.preserve_host {
+            let client = parts.headers.get(header::HOST);
+            match host {
+                // Already the host, as the client sent it.
+                Some(h) if client.is_some_and(|v| v.as_bytes() == h.as_bytes()) => client.cloned(),
+                Some(h) => match HeaderValue::from_str(h) {
+                    Ok(v) => parts.headers.insert(header::HOST, v),
+                    Err(_) => client.cloned(),
+                },
+                None => client.cloned(),
+            }
+        } else {
+            match &self.route_hosts[idx] {
+                Some(v) => parts.headers.insert(header::HOST, v.clone()),
+                None => parts.headers.get(header::HOST).cloned(),
+            }
+        };
         headers::set_forwarded(
             &mut parts.headers,
             &headers::ForwardedInfo {
@@ -521,15 +553,14 @@ impl Proxy {
                 host,
                 trusted,
                 trusted_proxies: &self.config.server.trusted_proxies,
+                host_header: client_host.as_ref(),
             },
         );
-        if route.preserve_host {
-            if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        } else if let Ok(v) = HeaderValue::from_str(route.upstream.authority.as_str()) {
-            parts.headers.insert(header::HOST, v);
-        }
+        Ok(())
+    }
+
+    /// The client's body as the upstream gets it.
+    fn upstream_body(&self, body: Incoming) -> Body {
         // The client's trailers pass the same hygiene as its headers (an HTTP/2 upstream
         // reads them as metadata); a body without trailers only pays a match per frame.
         let cfg = Arc::clone(&self.config);
@@ -540,8 +571,43 @@ impl Proxy {
             }
             Err(f) => f,
         });
-        Ok(Request::from_parts(parts, upstream::client_body(body)))
+        upstream::client_body(body)
     }
+}
+
+/// The origin-form URI the upstream gets: `base_path`, then `path` (the normalized path, its
+/// prefix stripped where the route says so; left out when it is `/` under a base path), then
+/// the client's query. `None` when that is the client's URI as sent (origin-form, no base
+/// path, the path unchanged): it goes on as it is, without a copy.
+fn upstream_uri(
+    base_path: &str,
+    path: &str,
+    client: &Uri,
+) -> Result<Option<Uri>, http::uri::InvalidUri> {
+    if base_path.is_empty()
+        && client.scheme().is_none()
+        && client.authority().is_none()
+        && client.path() == path
+    {
+        return Ok(None);
+    }
+    let query = client.query();
+    let with_path = base_path.is_empty() || path != "/";
+    // Exactly the length: the `Bytes` the URI keeps then takes the string's buffer as it is.
+    let len =
+        base_path.len() + if with_path { path.len() } else { 0 } + query.map_or(0, |q| q.len() + 1);
+    let mut pq = String::with_capacity(len);
+    pq.push_str(base_path);
+    if with_path {
+        pq.push_str(path);
+    }
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    // Origin-form: the pool's connection is to the upstream already, and `Host` is set by the
+    // caller.
+    Uri::try_from(pq).map(Some)
 }
 
 /// Microseconds as milliseconds with (at most) 3 decimals: the division yields the double
@@ -554,7 +620,8 @@ fn millis(micros: u128) -> f64 {
 }
 
 /// The upstream's answer as the client gets it: hop-by-hop headers removed (kept for a
-/// WebSocket 101, whose connections are then spliced), body streamed. A 101 is spliced only
+/// WebSocket 101, whose connections are then spliced), no `Set-Cookie` of the proxy's own
+/// cookie `own_cookie` ([`headers::clean_response`]), body streamed. A 101 is spliced only
 /// when the client asked for a WebSocket on a WebSocket route and the upstream switched to
 /// `websocket`; any other 101 (`h2c`, or an upgrade nobody asked for) is a bad answer → 502,
 /// nothing spliced.
@@ -562,11 +629,81 @@ fn client_response(
     route: &Route,
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    own_cookie: Option<&str>,
 ) -> Result<Response<Body>, ProxyError> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         upstream::splice_upgrade(client_upgrade, &mut resp, Arc::from(route.name.as_str()))?;
     }
-    headers::remove_hop_by_hop(resp.headers_mut(), switching);
+    headers::clean_response(resp.headers_mut(), switching, own_cookie);
     Ok(upstream::box_response(resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `upstream_uri` before the fast path, kept as the reference.
+    fn upstream_uri_reference(base_path: &str, path: &str, client: &Uri) -> Option<Uri> {
+        let mut pq = String::new();
+        pq.push_str(base_path);
+        if base_path.is_empty() || path != "/" {
+            pq.push_str(path);
+        }
+        if let Some(q) = client.query() {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::try_from(pq).ok()
+    }
+
+    /// The client's URI kept as it is (or the exact-length copy) is the URI the reference
+    /// builds, for every combination of base path, (normalized) path and client URI form.
+    #[test]
+    fn upstream_uri_matches_the_reference() {
+        let clients = [
+            "/",
+            "/a/b",
+            "/a/b?x=1&y",
+            "/a/b?",
+            "/a//b/../c",
+            "/a%2Fb?q",
+            "/api/v1/items?page=2",
+            "*",
+            "http://app.local/a/b?x=1",
+            "https://app.local:8443/",
+            "//double/slash",
+            "/a/b#frag",
+            "/a/b?x#frag",
+        ];
+        let paths = [
+            "/",
+            "/a/b",
+            "/a/c",
+            "/v1/items",
+            "/api/v1/items",
+            "*",
+            "//double/slash",
+        ];
+        for base in ["", "/base", "/b/c"] {
+            for client in clients {
+                let client: Uri = client.parse().unwrap();
+                for path in paths {
+                    let want = upstream_uri_reference(base, path, &client);
+                    let got = upstream_uri(base, path, &client)
+                        .ok()
+                        .map(|u| u.unwrap_or_else(|| client.clone()));
+                    assert_eq!(got, want, "{base:?} {path:?} {client:?}");
+                    assert_eq!(
+                        got.as_ref().map(ToString::to_string),
+                        want.as_ref().map(ToString::to_string),
+                        "{base:?} {path:?} {client:?}"
+                    );
+                    if let Some(u) = &got {
+                        assert!(u.scheme().is_none() && u.authority().is_none(), "{u}");
+                    }
+                }
+            }
+        }
+    }
 }

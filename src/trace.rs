@@ -289,14 +289,19 @@ impl Ids {
     /// there already), this span as the `traceparent`'s parent, and no `tracestate` unless the
     /// trace is continued (a new trace: whatever vendor state came with the old one is not ours).
     pub fn forward(&self, headers: &mut HeaderMap) {
-        if !self.kept_request_id {
-            headers.insert(&X_REQUEST_ID, self.request_id.clone());
-        }
-        headers.insert(&TRACEPARENT, self.trace.header());
-        // A scan of the few names is cheaper than the hashed lookup `remove` does first.
-        if !self.continued && headers.keys().any(|k| *k == TRACESTATE) {
+        // A scan of the few names (before two more are added) is cheaper than the hashed
+        // lookup `remove` does first; a compare with a constant is a length check for most.
+        const TRACESTATE_NAME: HeaderName = HeaderName::from_static("tracestate");
+        if !self.continued && headers.keys().any(|k| *k == TRACESTATE_NAME) {
             headers.remove(&TRACESTATE);
         }
+        // Constants, not the statics: a name made in place, not cloned through `Bytes`' vtable.
+        const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static("x-request-id");
+        const TRACEPARENT_NAME: HeaderName = HeaderName::from_static("traceparent");
+        if !self.kept_request_id {
+            headers.insert(X_REQUEST_ID_NAME, self.request_id.clone());
+        }
+        headers.insert(TRACEPARENT_NAME, self.trace.header());
     }
 
     /// The request id as text (it was checked to be printable ASCII, or generated).
