@@ -276,9 +276,16 @@ impl Ids {
         };
         Ids {
             kept_request_id: kept.is_some(),
-            request_id: match kept {
-                Some(v) => v.clone(),
-                None => g.request_id(n),
+            request_id: {
+                let mut v = match kept {
+                    Some(v) => v.clone(),
+                    None => g.request_id(n),
+                };
+                // A new value on every request: HTTP/2's HPACK would add each to the
+                // connection's header table and evict the ones before (~2.4k instructions a
+                // request); as "never indexed" it is sent as a plain literal.
+                v.set_sensitive(true);
+                v
             },
             trace,
             continued: incoming.is_some(),
