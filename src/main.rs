@@ -88,8 +88,9 @@ struct DoctorArgs {
     /// The provider to check (default: the only one).
     #[arg(long)]
     provider: Option<String>,
-    /// An access token to check too (JWT or opaque; `Bearer ` prefix optional).
-    #[arg(long)]
+    /// An access token to check too (JWT or opaque; `Bearer ` prefix optional). It may
+    /// start with `-` (opaque tokens are random base64url).
+    #[arg(long, allow_hyphen_values = true)]
     token: Option<String>,
     /// Also sign a user in: open the printed URL, paste back the address the browser ends on;
     /// reports the ID token, userinfo (roles, email) and the access token's kind.
@@ -169,8 +170,9 @@ struct ExplainArgs {
     #[arg(long)]
     claims: Option<String>,
     /// A session cookie's value (or `name=value; …` as the browser sends it), opened with the
-    /// configured session secret (the Redis store, when configured, is asked for it).
-    #[arg(long)]
+    /// configured session secret (the Redis store, when configured, is asked for it). It may
+    /// start with `-` (base64url).
+    #[arg(long, allow_hyphen_values = true)]
     cookie: Option<String>,
 }
 

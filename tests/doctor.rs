@@ -195,6 +195,17 @@ async fn doctor_names_each_failure() {
         "{l}"
     );
     assert!(out.stdout.contains("1 check(s) failed"), "{}", out.stdout);
+
+    // a token starting with `-` (opaque tokens are random base64url) is the value of
+    // `--token`, not an option: it is checked (and here refused as unknown)
+    let out = doctor(&cfg, &["--token", "-n0t-a-token"]);
+    assert!(
+        !out.stderr.contains("unexpected argument"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("FAIL token"), "{}", out.stdout);
 }
 
 /// `--login`: doctor prints an authorization URL; a browser (scripted: the provider's login
