@@ -305,6 +305,14 @@ pub fn clean_response(headers: &mut HeaderMap, keep_upgrade: bool, own_cookie: O
     }
 }
 
+/// The trailers of an upstream's answer as the client gets them: no hop-by-hop field and no
+/// `Set-Cookie` at all (a cookie set in trailers is one no browser applies, and one of the
+/// proxy's own must not get through there either).
+pub fn clean_response_trailers(trailers: &mut HeaderMap) {
+    remove_hop_by_hop(trailers, false);
+    trailers.remove(header::SET_COOKIE);
+}
+
 /// What one pass over a header map found for [`remove_hop_by_hop`] and [`clean_response`].
 struct Seen {
     /// Bit `i`: [`ALL_HOP`]`[i]` is present.
@@ -397,19 +405,20 @@ fn remove_seen_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, seen: &Se
     // hashing of each token).
     let mut named: Vec<HeaderName> = Vec::new();
     if present & 1 != 0 {
+        // Read as bytes: a value with a non-text byte (`X-Secret, caf\xe9`) still names
+        // `X-Secret`, whatever else it holds.
         let tokens = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim);
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii);
         for token in tokens {
-            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+            if keep_upgrade && token.eq_ignore_ascii_case(b"upgrade") {
                 continue;
             }
             if let Some(n) = headers
                 .keys()
-                .find(|n| n.as_str().eq_ignore_ascii_case(token))
+                .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(token))
                 && !named.contains(n)
             {
                 named.push(n.clone());
@@ -955,16 +964,15 @@ mod tests {
         let tokens = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim);
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii);
         for token in tokens {
-            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+            if keep_upgrade && token.eq_ignore_ascii_case(b"upgrade") {
                 continue;
             }
             if let Some(n) = headers
                 .keys()
-                .find(|n| n.as_str().eq_ignore_ascii_case(token))
+                .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(token))
                 && !named.contains(n)
             {
                 named.push(n.clone());
@@ -1079,6 +1087,30 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    /// A `Connection` value with a byte that is not text (obs-text) still names the headers it
+    /// lists, on requests and on answers.
+    #[test]
+    fn connection_with_non_text_bytes_still_names_headers() {
+        let value = HeaderValue::from_bytes(b"X-Secret, caf\xe9").unwrap();
+        for answer in [false, true] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, value.clone());
+            h.insert("x-secret", HeaderValue::from_static("leak"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            if answer {
+                clean_response(&mut h, false, Some("portcullis"));
+            } else {
+                remove_hop_by_hop(&mut h, false);
+            }
+            assert!(!h.contains_key("x-secret"), "answer={answer}: {h:?}");
+            assert!(
+                !h.contains_key(header::CONNECTION),
+                "answer={answer}: {h:?}"
+            );
+            assert!(h.contains_key("x-keep"));
+        }
     }
 
     #[test]

@@ -636,7 +636,19 @@ fn client_response(
         upstream::splice_upgrade(client_upgrade, &mut resp, Arc::from(route.name.as_str()))?;
     }
     headers::clean_response(resp.headers_mut(), switching, own_cookie);
-    Ok(upstream::box_response(resp))
+    // Streamed; trailers (HTTP/2, chunked HTTP/1.1) pass [`headers::clean_response_trailers`]:
+    // the upstream cannot set a cookie or a hop-by-hop field through them either.
+    Ok(resp.map(|b| {
+        b.map_frame(|f| match f.into_trailers() {
+            Ok(mut t) => {
+                headers::clean_response_trailers(&mut t);
+                http_body::Frame::trailers(t)
+            }
+            Err(f) => f,
+        })
+        .map_err(|e| Box::new(e) as crate::error::BoxError)
+        .boxed_unsync()
+    }))
 }
 
 #[cfg(test)]

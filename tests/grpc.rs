@@ -82,6 +82,12 @@ fn assert_calls_passed(lines: &[Value], how: &str) {
     assert_eq!(md["x-forwarded-roles"], "reader", "{how}: {md}");
     assert_eq!(unary["trailing"]["x-trailer"], "kept", "{how}: {unary}");
     assert_eq!(unary["trailing"]["x-trailer-bin"], "0001", "{how}: {unary}");
+    // Attack (review of issue 15): a cookie set in the answer's trailers does not get through
+    // (the server sends `set-cookie: portcullis=planted` there).
+    assert!(
+        unary["trailing"].get("set-cookie").is_none(),
+        "{how}: {unary}"
+    );
     let ss = by_call(lines, "server_stream");
     assert_eq!(
         (ss["code"].as_str(), ss["total"].as_u64()),

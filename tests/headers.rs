@@ -587,6 +587,49 @@ async fn upstream_set_cookie_for_the_proxys_cookies_is_dropped() {
     p.shutdown().await;
 }
 
+/// Attack (review of issue 15): a `Connection` value holding a byte that is not text (`é`) was
+/// skipped whole, so the headers it named crossed the proxy — an upstream's internal header
+/// reached the client, a client's reached the upstream. They are removed now, either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_with_non_text_bytes_still_removes_what_it_names() {
+    const ANSWER: &str = "HTTP/1.1 200 OK\r\n\
+        Connection: X-Internal, caf\u{e9}\r\n\
+        X-Internal: secret\r\n\
+        X-App: 1\r\n\
+        Content-Length: 2\r\n\r\nok";
+    let (up, mut heads) = raw_upstream(ANSWER).await;
+    let p = start_proxy(&server_toml(&route_toml(
+        "app",
+        "none",
+        "path = \"/\"",
+        &format!("http://{}", up.addr),
+    )))
+    .await;
+    let r = raw_get(
+        p.http(),
+        "/",
+        "app.local",
+        "Connection: X-Drop, caf\u{e9}\r\nX-Drop: from-client\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&r), 200, "{r}");
+    let head = r
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(!head.contains("x-internal"), "reached the client:\n{head}");
+    assert!(head.contains("x-app: 1"), "{head}");
+    let seen = heads
+        .recv()
+        .await
+        .expect("the upstream got a head")
+        .to_ascii_lowercase();
+    assert!(seen.contains("get / http/1.1"), "{seen}");
+    assert!(!seen.contains("x-drop"), "reached the upstream:\n{seen}");
+    p.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Identity, forwarding and hop-by-hop headers on the proxy core, and the header size limit
 // ---------------------------------------------------------------------------------------------

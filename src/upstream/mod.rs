@@ -659,14 +659,6 @@ pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
-/// Converts an upstream response body into the proxy's body type (streaming).
-pub fn box_response(resp: Response<hyper::body::Incoming>) -> Response<Body> {
-    resp.map(|b| {
-        b.map_err(|e| Box::new(e) as crate::error::BoxError)
-            .boxed_unsync()
-    })
-}
-
 /// Splices a client connection and an upstream connection after both sides agreed to upgrade
 /// to WebSocket. `client` is `None` when the client did not ask for a WebSocket on a WebSocket
 /// route. Called for a `101` only; refuses (nothing spliced, the upstream connection dropped)

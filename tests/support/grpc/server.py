@@ -28,7 +28,9 @@ class Echo(echo_pb2_grpc.EchoServicer):
     def Who(self, request, context):
         if request.sleep_ms:
             time.sleep(request.sleep_ms / 1000)
-        context.set_trailing_metadata((("x-trailer", "kept"), ("x-trailer-bin", b"\x00\x01")))
+        context.set_trailing_metadata(
+            (("x-trailer", "kept"), ("x-trailer-bin", b"\x00\x01"), ("set-cookie", "portcullis=planted"))
+        )
         remaining = context.time_remaining()
         return echo_pb2.Reply(
             text=request.text,
