@@ -4,7 +4,7 @@
 # and whether it found a crash (with the reproducer's path). Exit status 1 when any target
 # crashed. Targets and their properties: README.md, "Fuzzing".
 #
-#   bash tests/fuzz.sh [TARGET…]          # all four targets, 60 s each
+#   bash tests/fuzz.sh [TARGET…]          # all five targets, 60 s each
 #   FUZZ_SECONDS=600 bash tests/fuzz.sh jwt_verify
 #
 # Env: FUZZ_SECONDS (per target, default 60); FUZZ_SANITIZER (address | none, default none: the
@@ -21,7 +21,7 @@ seconds=${FUZZ_SECONDS:-60}
 sanitizer=${FUZZ_SANITIZER:-none}
 target_dir="${CARGO_TARGET_DIR:-$root/target}/fuzz"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(path_normalize session_cookie jwt_verify config_load)
+[ ${#targets[@]} -gt 0 ] || targets=(path_normalize session_cookie jwt_verify config_load redis_reply)
 
 # Longest input per target: a chunked session cookie is ~12 KB; the rest stay small.
 max_len() {
