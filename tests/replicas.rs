@@ -160,20 +160,7 @@ async fn a_session_made_on_one_replica_works_on_the_other_and_logout_ends_it_on_
     }
 
     // Logout through nginx (one replica serves it) ends the session on both.
-    let r = browser
-        .request(
-            Method::POST,
-            &format!("{base}/.auth/logout"),
-            Some(("application/x-www-form-urlencoded", String::new())),
-            &[("origin", base.as_str()), ("sec-fetch-site", "same-origin")],
-        )
-        .await;
-    assert!(
-        r.status == StatusCode::FOUND || r.status == StatusCode::SEE_OTHER,
-        "logout: {} {}",
-        r.status,
-        r.body
-    );
+    post_logout(&browser, &base, "logout through nginx").await;
     for (name, replica) in [("portcullis-a", &a), ("portcullis-b", &b)] {
         let r = me_at(replica.http_addr, &public, &cookie).await;
         assert_eq!(
@@ -331,21 +318,7 @@ impl Pair {
 
     /// `POST /.auth/logout` on A (same origin), answered with a redirect.
     async fn logout_on_a(&self, browser: &Browser) {
-        let base = self.base_a();
-        let r = browser
-            .request(
-                Method::POST,
-                &format!("{base}/.auth/logout"),
-                Some(("application/x-www-form-urlencoded", String::new())),
-                &[("origin", base.as_str()), ("sec-fetch-site", "same-origin")],
-            )
-            .await;
-        assert!(
-            r.status == StatusCode::FOUND || r.status == StatusCode::SEE_OTHER,
-            "logout on A: {} {}",
-            r.status,
-            r.body
-        );
+        post_logout(browser, &self.base_a(), "logout on A").await;
     }
 
     /// Asserts the session no longer opens on B, nor on A: 401 "no session".
@@ -626,4 +599,22 @@ fn local_cache_is_checked() {
         let out = check_config(dir.path(), &toml(ok));
         assert_eq!(out.code, 0, "{ok}: {}", out.stderr);
     }
+}
+
+/// `POST /.auth/logout` at `base` from the same origin, answered with a redirect.
+async fn post_logout(browser: &Browser, base: &str, what: &str) {
+    let r = browser
+        .request(
+            Method::POST,
+            &format!("{base}/.auth/logout"),
+            Some(("application/x-www-form-urlencoded", String::new())),
+            &[("origin", base), ("sec-fetch-site", "same-origin")],
+        )
+        .await;
+    assert!(
+        r.status == StatusCode::FOUND || r.status == StatusCode::SEE_OTHER,
+        "{what}: {} {}",
+        r.status,
+        r.body
+    );
 }
